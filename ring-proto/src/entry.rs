@@ -1,0 +1,249 @@
+//! Submission and completion entries, their opcodes and result codes.
+//!
+//! In shared memory an entry is an array of 64-bit words accessed with relaxed atomics, so a
+//! client rewriting an entry while the engine copies it is a defined (if useless) race: the
+//! engine copies every word exactly once into an [`Sqe`], then validates only the copy.
+//!
+//! ```text
+//! SQE, 64 bytes                               CQE, 16 bytes
+//!  0 opcode u8 | 1 flags u8 | 2 reserved u16   0 user_data u64
+//!  4 peer u32                                  8 result i32 (>= 0 ok, < 0 ResultCode)
+//!  8 user_data u64                            12 flags u32
+//! 16 buf_offset u64 (into the buffer area)
+//! 24 buf_len u32 | 28 aux u32
+//! 32 args [u64; 4]
+//! ```
+
+use crate::sync::{AtomicU64, Ordering};
+
+/// The wire form of an entry: `WORDS` native-endian u64 words.
+pub trait Entry: Copy {
+    const WORDS: usize;
+    type Words: AsRef<[u64]> + AsMut<[u64]> + Default;
+    fn to_words(&self) -> Self::Words;
+    fn from_words(w: &Self::Words) -> Self;
+}
+
+/// One submission entry, as the client wrote it (unvalidated when the engine holds it).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Sqe {
+    pub opcode: u8,
+    pub flags: u8,
+    pub reserved: u16,
+    /// Peer handle for remote operations; 0 for local ones.
+    pub peer: u32,
+    /// Returned untouched in the completion; the client's way to match the two.
+    pub user_data: u64,
+    /// Offset into the session's buffer area (not into the region).
+    pub buf_offset: u64,
+    pub buf_len: u32,
+    /// Operation-specific 32-bit argument.
+    pub aux: u32,
+    /// Operation-specific arguments.
+    pub args: [u64; 4],
+}
+
+/// One completion entry.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Cqe {
+    pub user_data: u64,
+    /// Non-negative: success (operation-specific, e.g. bytes). Negative: a [`ResultCode`].
+    pub result: i32,
+    pub flags: u32,
+}
+
+impl Entry for Sqe {
+    const WORDS: usize = 8;
+    type Words = [u64; 8];
+
+    fn to_words(&self) -> [u64; 8] {
+        [
+            self.opcode as u64
+                | (self.flags as u64) << 8
+                | (self.reserved as u64) << 16
+                | (self.peer as u64) << 32,
+            self.user_data,
+            self.buf_offset,
+            self.buf_len as u64 | (self.aux as u64) << 32,
+            self.args[0],
+            self.args[1],
+            self.args[2],
+            self.args[3],
+        ]
+    }
+
+    fn from_words(w: &[u64; 8]) -> Self {
+        Self {
+            opcode: w[0] as u8,
+            flags: (w[0] >> 8) as u8,
+            reserved: (w[0] >> 16) as u16,
+            peer: (w[0] >> 32) as u32,
+            user_data: w[1],
+            buf_offset: w[2],
+            buf_len: w[3] as u32,
+            aux: (w[3] >> 32) as u32,
+            args: [w[4], w[5], w[6], w[7]],
+        }
+    }
+}
+
+impl Entry for Cqe {
+    const WORDS: usize = 2;
+    type Words = [u64; 2];
+
+    fn to_words(&self) -> [u64; 2] {
+        [
+            self.user_data,
+            self.result as u32 as u64 | (self.flags as u64) << 32,
+        ]
+    }
+
+    fn from_words(w: &[u64; 2]) -> Self {
+        Self {
+            user_data: w[0],
+            result: w[1] as u32 as i32,
+            flags: (w[1] >> 32) as u32,
+        }
+    }
+}
+
+/// Copies an entry out of shared words, reading each word exactly once (Relaxed: the ring
+/// index loaded with Acquire before this is what orders the words after their writes).
+pub(crate) fn load_entry<E: Entry>(slot: &[AtomicU64]) -> E {
+    let mut w = E::Words::default();
+    for (dst, src) in w.as_mut().iter_mut().zip(slot) {
+        *dst = src.load(Ordering::Relaxed);
+    }
+    E::from_words(&w)
+}
+
+/// Writes an entry into shared words (Relaxed: the later Release store of the ring index
+/// publishes them).
+pub(crate) fn store_entry<E: Entry>(slot: &[AtomicU64], e: &E) {
+    for (dst, src) in slot.iter().zip(e.to_words().as_ref()) {
+        dst.store(*src, Ordering::Relaxed);
+    }
+}
+
+/// Operation codes. Values never change once released; new operations take new numbers.
+pub mod opcode {
+    /// Completes at once with result 0: the round trip with no work, for latency.
+    pub const NOP: u8 = 1;
+    /// Fills `buf_len` bytes at `buf_offset` with the byte `aux & 0xff`; result = `buf_len`.
+    /// Exercises the bounds check and the engine writing into the client's buffers.
+    pub const FILL: u8 = 2;
+}
+
+/// Completion flags (CQE `flags`). None are defined in layout version 1.
+pub mod cqe_flags {}
+
+/// Why a request failed: the negative `result` of its completion.
+#[repr(i32)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ResultCode {
+    /// The opcode is not one this engine knows.
+    UnknownOpcode = -1,
+    /// A reserved field, flag bit or argument the operation does not use is non-zero.
+    InvalidEntry = -2,
+    /// The buffer range is not inside the session's buffer area.
+    OutOfBounds = -3,
+    /// The engine is shutting down and did not execute this request.
+    ShuttingDown = -4,
+    /// The engine hit an internal error executing this request.
+    Internal = -5,
+}
+
+impl ResultCode {
+    pub const ALL: [ResultCode; 5] = [
+        Self::UnknownOpcode,
+        Self::InvalidEntry,
+        Self::OutOfBounds,
+        Self::ShuttingDown,
+        Self::Internal,
+    ];
+
+    pub fn from_result(result: i32) -> Option<Self> {
+        Self::ALL.into_iter().find(|c| *c as i32 == result)
+    }
+
+    pub fn name(self) -> &'static str {
+        match self {
+            Self::UnknownOpcode => "unknown-opcode",
+            Self::InvalidEntry => "invalid-entry",
+            Self::OutOfBounds => "out-of-bounds",
+            Self::ShuttingDown => "shutting-down",
+            Self::Internal => "internal",
+        }
+    }
+}
+
+impl core::fmt::Display for ResultCode {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        write!(f, "{} ({})", self.name(), *self as i32)
+    }
+}
+
+impl std::error::Error for ResultCode {}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+
+    proptest! {
+        #[test]
+        fn sqe_words_roundtrip(words in any::<[u64; 8]>()) {
+            let e = Sqe::from_words(&words);
+            prop_assert_eq!(e.to_words(), words);
+        }
+
+        #[test]
+        fn cqe_words_roundtrip(words in any::<[u64; 2]>()) {
+            prop_assert_eq!(Cqe::from_words(&words).to_words(), words);
+        }
+    }
+
+    #[test]
+    fn sqe_byte_positions() {
+        let e = Sqe {
+            opcode: 0x11,
+            flags: 0x22,
+            reserved: 0x3344,
+            peer: 0x5566_7788,
+            user_data: 9,
+            buf_offset: 10,
+            buf_len: 11,
+            aux: 12,
+            args: [13, 14, 15, 16],
+        };
+        let bytes: Vec<u8> = e.to_words().iter().flat_map(|w| w.to_le_bytes()).collect();
+        assert_eq!(bytes[0], 0x11);
+        assert_eq!(bytes[1], 0x22);
+        assert_eq!(u16::from_le_bytes([bytes[2], bytes[3]]), 0x3344);
+        assert_eq!(
+            u32::from_le_bytes(bytes[4..8].try_into().unwrap()),
+            0x5566_7788
+        );
+        assert_eq!(bytes[8], 9);
+        assert_eq!(bytes[16], 10);
+        assert_eq!(bytes[24], 11);
+        assert_eq!(bytes[28], 12);
+        assert_eq!(bytes[32], 13);
+        assert_eq!(bytes[56], 16);
+    }
+
+    #[test]
+    fn negative_result_survives() {
+        let c = Cqe {
+            user_data: 1,
+            result: ResultCode::OutOfBounds as i32,
+            flags: 7,
+        };
+        let back = Cqe::from_words(&c.to_words());
+        assert_eq!(back, c);
+        assert_eq!(
+            ResultCode::from_result(back.result),
+            Some(ResultCode::OutOfBounds)
+        );
+    }
+}

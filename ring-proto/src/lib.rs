@@ -1,0 +1,19 @@
+//! The one source of truth for what the engine and its clients share: the byte layout of a
+//! session region ([`layout`]), the entries that travel through its rings ([`entry`]), the
+//! single-producer single-consumer ring algorithm with its sleep/wake handshake ([`ring`]),
+//! and the control-socket messages of the slow path ([`control`]).
+//!
+//! `SPEC.md` beside this crate says the same in prose for clients written in other languages;
+//! `layout.json` is its machine-readable form (a test keeps it equal to these types).
+
+pub mod control;
+pub mod entry;
+pub mod layout;
+pub mod ring;
+pub mod sync;
+
+pub use entry::{opcode, Cqe, Entry, ResultCode, Sqe};
+pub use layout::{
+    CloseReason, RegionHeader, RegionLayout, RingCtl, SessionState, LAYOUT_VERSION, MAGIC,
+};
+pub use ring::{Consumer, HeapRing, Producer, RawRing, RingCorrupt};
