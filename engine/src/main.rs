@@ -1,1 +1,236 @@
-fn main() {}
+//! The seaweed ring engine: serves shared-memory submission/completion rings to local clients.
+
+mod config;
+mod control;
+mod ops;
+mod region;
+mod session;
+mod stats;
+mod ucx;
+mod worker;
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::sync::Arc;
+use std::time::Duration;
+
+use clap::{Parser, Subcommand};
+use config::{Config, HugepagePolicy};
+use tracing_subscriber::EnvFilter;
+
+/// Shared-memory ring engine for SeaweedFS.
+///
+/// Clients (the Go library, the Rust client, the benchmark) connect to the engine's control
+/// socket, receive a shared-memory region holding a submission and a completion ring, and from
+/// then on exchange requests with no system call: the engine's worker threads, pinned to the
+/// cores the config names, busy-poll the rings.
+///
+/// With no --config the engine runs on its embedded default (the shipped
+/// engine.example.toml): one worker on the last allowed core, huge pages when available.
+#[derive(Parser, Debug)]
+#[command(
+    name = "engine",
+    version,
+    about,
+    long_about,
+    after_help = "Examples:\n  engine                              run with the embedded default config\n  engine --config /etc/seaweed-ring/engine.toml\n  engine --cores 2,3 --spin-forever   two pinned workers that never sleep\n  engine check-config engine.toml     print the effective configuration"
+)]
+struct Cli {
+    /// Configuration file (TOML). Without it, the embedded default is used.
+    #[arg(long, short, value_name = "FILE", global = true, env = "SWRING_CONFIG")]
+    config: Option<PathBuf>,
+
+    /// Control socket path (overrides control.socket).
+    #[arg(long, value_name = "PATH")]
+    socket: Option<PathBuf>,
+
+    /// Worker cores, comma-separated (overrides workers.cores).
+    #[arg(long, value_name = "LIST", value_delimiter = ',')]
+    cores: Option<Vec<usize>>,
+
+    /// Huge-page policy (overrides memory.hugepages).
+    #[arg(long, value_enum)]
+    hugepages: Option<HugepagePolicy>,
+
+    /// Idle spin before sleeping, in microseconds (overrides workers.idle-spin-us).
+    #[arg(long, value_name = "US")]
+    idle_spin_us: Option<u64>,
+
+    /// Workers never sleep (overrides workers.spin-forever).
+    #[arg(long)]
+    spin_forever: bool,
+
+    /// Session lease in milliseconds, 0 for none (overrides sessions.lease-ms).
+    #[arg(long, value_name = "MS")]
+    lease_ms: Option<u32>,
+
+    /// Log level or tracing filter (overrides log.level; RUST_LOG wins over both).
+    #[arg(long, value_name = "LEVEL")]
+    log_level: Option<String>,
+
+    #[command(subcommand)]
+    command: Option<Cmd>,
+}
+
+#[derive(Subcommand, Debug)]
+enum Cmd {
+    /// Run the engine (the default when no command is given).
+    Run,
+    /// Validate a configuration file and print the effective configuration.
+    CheckConfig {
+        /// The file to check (default: --config, else the embedded default).
+        file: Option<PathBuf>,
+    },
+}
+
+impl Cli {
+    fn apply_overrides(&self, cfg: &mut Config) {
+        if let Some(s) = &self.socket {
+            cfg.control.socket = Some(s.clone());
+        }
+        if let Some(c) = &self.cores {
+            cfg.workers.cores = Some(c.clone());
+        }
+        if let Some(h) = self.hugepages {
+            cfg.memory.hugepages = h;
+        }
+        if let Some(us) = self.idle_spin_us {
+            cfg.workers.idle_spin_us = us;
+        }
+        if self.spin_forever {
+            cfg.workers.spin_forever = true;
+        }
+        if let Some(l) = self.lease_ms {
+            cfg.sessions.lease_ms = l;
+        }
+        if let Some(l) = &self.log_level {
+            cfg.log.level = l.clone();
+        }
+    }
+}
+
+fn load_config(cli: &Cli, file: Option<&PathBuf>) -> Result<Config, config::ConfigError> {
+    let mut cfg = match file.or(cli.config.as_ref()) {
+        Some(path) => Config::load(path)?,
+        None => Config::embedded(),
+    };
+    cli.apply_overrides(&mut cfg);
+    cfg.validate(&config::allowed_cpus())?;
+    Ok(cfg)
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    match &cli.command {
+        Some(Cmd::CheckConfig { file }) => match load_config(&cli, file.as_ref()) {
+            Ok(cfg) => {
+                println!("# effective configuration (valid)");
+                print!(
+                    "{}",
+                    toml::to_string_pretty(&cfg).expect("config serializes")
+                );
+                ExitCode::SUCCESS
+            }
+            Err(e) => {
+                eprintln!("error: {e}");
+                ExitCode::from(2)
+            }
+        },
+        Some(Cmd::Run) | None => {
+            let cfg = match load_config(&cli, None) {
+                Ok(c) => c,
+                Err(e) => {
+                    eprintln!("error: {e}");
+                    return ExitCode::from(2);
+                }
+            };
+            init_logging(&cfg);
+            match run(cfg) {
+                Ok(()) => ExitCode::SUCCESS,
+                Err(e) => {
+                    tracing::error!("{e}");
+                    eprintln!("error: {e}");
+                    ExitCode::FAILURE
+                }
+            }
+        }
+    }
+}
+
+fn init_logging(cfg: &Config) {
+    let filter =
+        EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(&cfg.log.level));
+    use std::io::IsTerminal;
+    tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .with_ansi(std::io::stderr().is_terminal())
+        .init();
+}
+
+fn run(cfg: Config) -> Result<(), Box<dyn std::error::Error>> {
+    let (major, minor, release) = ucx::loaded_version();
+    tracing::info!(version = %format!("{major}.{minor}.{release}"), "UCX library loaded");
+    check_hugepages(&cfg)?;
+
+    // Signals are blocked before any thread exists, so every thread inherits the mask and
+    // SIGTERM/SIGINT reach the engine only through the control thread's signalfd.
+    let signals = control::block_signals()?;
+    let (listener, socket_path) = control::bind_socket(&cfg)?;
+    let control_wake = Arc::new(ring_proto::control_io::new_eventfd()?);
+    let (events_tx, events_rx) = std::sync::mpsc::channel();
+    let idle = worker::IdlePolicy {
+        spin: Duration::from_micros(cfg.workers.idle_spin_us),
+        spin_forever: cfg.workers.spin_forever,
+    };
+    let cores = cfg.worker_cores(&config::allowed_cpus());
+    let mut workers = Vec::new();
+    for (id, &core) in cores.iter().enumerate() {
+        workers.push(worker::spawn(
+            id,
+            core,
+            idle,
+            events_tx.clone(),
+            control_wake.clone(),
+        )?);
+    }
+    tracing::info!(
+        socket = %socket_path.display(),
+        workers = ?cores,
+        pid = std::process::id(),
+        "engine ready"
+    );
+    let server = control::ControlServer::new(
+        cfg,
+        listener,
+        socket_path,
+        signals,
+        control_wake,
+        events_rx,
+        workers,
+    )?;
+    server.run();
+    Ok(())
+}
+
+/// Logs which pages sessions will get, and refuses to start under `require` without them.
+fn check_hugepages(cfg: &Config) -> Result<(), Box<dyn std::error::Error>> {
+    let m = &cfg.memory;
+    let layout = ring_proto::RegionLayout::new(m.sq_entries, m.cq_entries, m.buffer_bytes)?;
+    match (m.hugepages, region::probe_hugepages(layout)) {
+        (HugepagePolicy::Off, _) => tracing::info!("hugepages = off: session regions use normal pages"),
+        (_, Ok(())) => tracing::info!(policy = ?m.hugepages, "session regions use 2 MiB huge pages"),
+        (HugepagePolicy::Prefer, Err(e)) => tracing::warn!(
+            error = %e,
+            "no huge pages available: session regions fall back to normal pages (reserve some with: echo 64 > /proc/sys/vm/nr_hugepages)"
+        ),
+        (HugepagePolicy::Require, Err(e)) => {
+            return Err(format!(
+                "memory.hugepages = \"require\" but no huge page region of {} bytes can be created ({e}); reserve pages (echo 64 > /proc/sys/vm/nr_hugepages) or set hugepages = \"prefer\"",
+                layout.min_region_size
+            )
+            .into())
+        }
+    }
+    Ok(())
+}

@@ -7,6 +7,8 @@
 //! `layout.json` is its machine-readable form (a test keeps it equal to these types).
 
 pub mod control;
+#[cfg(feature = "io")]
+pub mod control_io;
 pub mod entry;
 pub mod layout;
 pub mod ring;

@@ -1,1 +1,234 @@
+//! Harness for cross-process tests: starts the real engine binary on a private socket,
+//! waits until it serves, and stops or kills it.
 
+use std::io::Read;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, ExitStatus, Stdio};
+use std::time::{Duration, Instant};
+
+use ring_client::{Session, SessionOptions};
+
+/// Upper bound for anything a test waits for. Generous: it only turns a hang into a failure,
+/// it is never what a test measures.
+pub const PATIENCE: Duration = Duration::from_secs(30);
+
+/// A built binary of this workspace: `$name` from the env var `env` if set, else next to the
+/// test executable's profile directory (`target/<profile>/`).
+pub fn workspace_binary(name: &str, env: &str) -> PathBuf {
+    if let Some(p) = std::env::var_os(env) {
+        return PathBuf::from(p);
+    }
+    let exe = std::env::current_exe().expect("current exe");
+    // target/<profile>/deps/<test> -> target/<profile>/<name>
+    let dir = exe.parent().and_then(Path::parent).expect("target dir");
+    let p = dir.join(name);
+    assert!(
+        p.exists(),
+        "{} not built: run `cargo build --workspace` first (or set {env})",
+        p.display()
+    );
+    p
+}
+
+pub fn engine_binary() -> PathBuf {
+    workspace_binary("engine", "SWRING_ENGINE")
+}
+
+/// The core the engine worker is pinned to in tests: the last allowed CPU.
+pub fn engine_core() -> usize {
+    let set = nix::sched::sched_getaffinity(nix::unistd::Pid::from_raw(0)).expect("affinity");
+    (0..nix::sched::CpuSet::count())
+        .rev()
+        .find(|&c| set.is_set(c).unwrap_or(false))
+        .unwrap_or(0)
+}
+
+pub struct Engine {
+    child: Option<Child>,
+    pub socket: PathBuf,
+    pub dir: tempfile::TempDir,
+    log_path: PathBuf,
+}
+
+impl Engine {
+    /// Starts the engine with test defaults (private socket, pinned worker, short idle spin,
+    /// normal pages) plus `args`, which may override any of them.
+    pub fn start(args: &[&str]) -> Engine {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let socket = dir.path().join("engine.sock");
+        let log_path = dir.path().join("engine.log");
+        let log = std::fs::File::create(&log_path).expect("log file");
+        let core = engine_core().to_string();
+        let mut cmd = Command::new(engine_binary());
+        cmd.arg("--socket").arg(&socket);
+        for (flag, default) in [
+            ("--cores", core.as_str()),
+            ("--idle-spin-us", "1000"),
+            ("--hugepages", "off"),
+        ] {
+            if !args.contains(&flag) {
+                cmd.args([flag, default]);
+            }
+        }
+        cmd.args(args)
+            .env("RUST_LOG", "info")
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(log);
+        let child = cmd.spawn().expect("spawn engine");
+        let mut e = Engine {
+            child: Some(child),
+            socket,
+            dir,
+            log_path,
+        };
+        e.wait_ready();
+        e
+    }
+
+    /// Starts the engine expecting it to refuse; returns its exit status and log.
+    pub fn start_failing(args: &[&str]) -> (ExitStatus, String) {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let out = Command::new(engine_binary())
+            .arg("--socket")
+            .arg(dir.path().join("engine.sock"))
+            .args(["--cores", &engine_core().to_string()])
+            .args(args)
+            .stdin(Stdio::null())
+            .output()
+            .expect("run engine");
+        (
+            out.status,
+            String::from_utf8_lossy(&out.stderr).into_owned(),
+        )
+    }
+
+    fn wait_ready(&mut self) {
+        let deadline = Instant::now() + PATIENCE;
+        loop {
+            if let Some(status) = self.child.as_mut().unwrap().try_wait().expect("try_wait") {
+                panic!("engine exited during start-up ({status}):\n{}", self.log());
+            }
+            if self.socket.exists() {
+                if let Ok(s) = self.try_connect(SessionOptions::default()) {
+                    drop(s);
+                    return;
+                }
+            }
+            assert!(
+                Instant::now() < deadline,
+                "engine did not start serving:\n{}",
+                self.log()
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    pub fn pid(&self) -> i32 {
+        self.child.as_ref().expect("running").id() as i32
+    }
+
+    pub fn try_connect(&self, opts: SessionOptions) -> Result<Session, ring_client::ConnectError> {
+        Session::connect(&self.socket, opts)
+    }
+
+    pub fn connect(&self) -> Session {
+        self.try_connect(SessionOptions::default())
+            .unwrap_or_else(|e| panic!("connect: {e}\n{}", self.log()))
+    }
+
+    pub fn log(&self) -> String {
+        let mut s = String::new();
+        if let Ok(mut f) = std::fs::File::open(&self.log_path) {
+            let _ = f.read_to_string(&mut s);
+        }
+        s
+    }
+
+    /// Waits until the engine log contains `needle` (or panics with the log).
+    pub fn wait_for_log(&self, needle: &str) {
+        wait_until(
+            &format!("engine log line {needle:?}"),
+            || self.log().contains(needle),
+            || self.log(),
+        );
+    }
+
+    pub fn signal(&self, sig: nix::sys::signal::Signal) {
+        nix::sys::signal::kill(nix::unistd::Pid::from_raw(self.pid()), sig).expect("signal engine");
+    }
+
+    /// Sends SIGTERM and waits for the exit status.
+    pub fn terminate(mut self) -> (ExitStatus, String) {
+        self.signal(nix::sys::signal::Signal::SIGTERM);
+        let status = wait_child(self.child.as_mut().unwrap());
+        self.child = None;
+        (status, self.log())
+    }
+
+    /// Waits for an exit already under way (after a signal sent with [`Engine::signal`]).
+    pub fn wait_exit(mut self) -> (ExitStatus, String) {
+        let status = wait_child(self.child.as_mut().unwrap());
+        self.child = None;
+        (status, self.log())
+    }
+
+    /// SIGKILL, no goodbye.
+    pub fn kill(mut self) -> String {
+        let mut c = self.child.take().unwrap();
+        let _ = c.kill();
+        let _ = c.wait();
+        self.log()
+    }
+
+    /// Open file descriptors of the engine process.
+    pub fn fd_count(&self) -> usize {
+        std::fs::read_dir(format!("/proc/{}/fd", self.pid()))
+            .expect("/proc fd")
+            .count()
+    }
+
+    /// Mappings of the engine process.
+    pub fn map_count(&self) -> usize {
+        std::fs::read_to_string(format!("/proc/{}/maps", self.pid()))
+            .expect("/proc maps")
+            .lines()
+            .count()
+    }
+}
+
+impl Drop for Engine {
+    fn drop(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+}
+
+pub fn wait_child(c: &mut Child) -> ExitStatus {
+    let deadline = Instant::now() + PATIENCE;
+    loop {
+        if let Some(s) = c.try_wait().expect("try_wait") {
+            return s;
+        }
+        if Instant::now() > deadline {
+            let _ = c.kill();
+            panic!("process {} did not exit in time", c.id());
+        }
+        std::thread::sleep(Duration::from_millis(10));
+    }
+}
+
+/// Polls `cond` until it holds; panics with `what` and `context()` after [`PATIENCE`].
+pub fn wait_until(what: &str, mut cond: impl FnMut() -> bool, context: impl Fn() -> String) {
+    let deadline = Instant::now() + PATIENCE;
+    while !cond() {
+        assert!(
+            Instant::now() < deadline,
+            "timed out waiting for {what}\n{}",
+            context()
+        );
+        std::thread::sleep(Duration::from_millis(5));
+    }
+}

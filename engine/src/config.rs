@@ -1,0 +1,402 @@
+//! Operator configuration: TOML with kebab-case keys, defaults equal to the shipped
+//! `engine.example.toml` (which is also the embedded default), validated with messages that
+//! name the key and the fix.
+
+use std::path::{Path, PathBuf};
+
+use serde::{Deserialize, Serialize};
+
+/// The commented example shipped in the repository; running with no `--config` uses it.
+pub const EMBEDDED_DEFAULT: &str = include_str!("../engine.example.toml");
+
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, rename_all = "kebab-case", default)]
+pub struct Config {
+    pub control: ControlConfig,
+    pub workers: WorkersConfig,
+    pub memory: MemoryConfig,
+    pub sessions: SessionsConfig,
+    pub log: LogConfig,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, rename_all = "kebab-case", default)]
+pub struct ControlConfig {
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub socket: Option<PathBuf>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub socket_group: Option<String>,
+    pub max_sessions: u32,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, rename_all = "kebab-case", default)]
+pub struct WorkersConfig {
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub cores: Option<Vec<usize>>,
+    pub idle_spin_us: u64,
+    pub spin_forever: bool,
+}
+
+#[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq, Eq, clap::ValueEnum)]
+#[serde(rename_all = "kebab-case")]
+pub enum HugepagePolicy {
+    Require,
+    Prefer,
+    Off,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, rename_all = "kebab-case", default)]
+pub struct MemoryConfig {
+    pub hugepages: HugepagePolicy,
+    pub sq_entries: u32,
+    pub cq_entries: u32,
+    pub buffer_bytes: u64,
+    pub max_sq_entries: u32,
+    pub max_cq_entries: u32,
+    pub max_buffer_bytes: u64,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, rename_all = "kebab-case", default)]
+pub struct SessionsConfig {
+    pub lease_ms: u32,
+    pub drain_timeout_ms: u64,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, rename_all = "kebab-case", default)]
+pub struct LogConfig {
+    pub level: String,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Self {
+            control: ControlConfig::default(),
+            workers: WorkersConfig::default(),
+            memory: MemoryConfig::default(),
+            sessions: SessionsConfig::default(),
+            log: LogConfig::default(),
+        }
+    }
+}
+
+impl Default for ControlConfig {
+    fn default() -> Self {
+        Self {
+            socket: None,
+            socket_group: None,
+            max_sessions: 1024,
+        }
+    }
+}
+
+impl Default for WorkersConfig {
+    fn default() -> Self {
+        Self {
+            cores: None,
+            idle_spin_us: 20_000,
+            spin_forever: false,
+        }
+    }
+}
+
+impl Default for MemoryConfig {
+    fn default() -> Self {
+        Self {
+            hugepages: HugepagePolicy::Prefer,
+            sq_entries: 256,
+            cq_entries: 512,
+            buffer_bytes: 4 << 20,
+            max_sq_entries: 4096,
+            max_cq_entries: 8192,
+            max_buffer_bytes: 1 << 30,
+        }
+    }
+}
+
+impl Default for SessionsConfig {
+    fn default() -> Self {
+        Self {
+            lease_ms: 15_000,
+            drain_timeout_ms: 5_000,
+        }
+    }
+}
+
+impl Default for LogConfig {
+    fn default() -> Self {
+        Self {
+            level: "info".into(),
+        }
+    }
+}
+
+/// Why a configuration cannot be used. The message names the key and the fix.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("cannot read config file {path}: {source}")]
+    Read {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("config file {path}: {message}")]
+    Parse { path: String, message: String },
+    #[error("config key {key}: {problem}; {fix}")]
+    Invalid {
+        key: &'static str,
+        problem: String,
+        fix: String,
+    },
+}
+
+fn invalid(key: &'static str, problem: impl Into<String>, fix: impl Into<String>) -> ConfigError {
+    ConfigError::Invalid {
+        key,
+        problem: problem.into(),
+        fix: fix.into(),
+    }
+}
+
+impl Config {
+    pub fn parse(text: &str, origin: &str) -> Result<Self, ConfigError> {
+        toml::from_str(text).map_err(|e| ConfigError::Parse {
+            path: origin.into(),
+            message: e.to_string(),
+        })
+    }
+
+    pub fn load(path: &Path) -> Result<Self, ConfigError> {
+        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+            path: path.into(),
+            source,
+        })?;
+        Self::parse(&text, &path.display().to_string())
+    }
+
+    pub fn embedded() -> Self {
+        Self::parse(EMBEDDED_DEFAULT, "<embedded default>")
+            .expect("the shipped example config parses")
+    }
+
+    /// The socket path: configured, or the same default the clients use.
+    pub fn socket_path(&self) -> PathBuf {
+        self.control
+            .socket
+            .clone()
+            .unwrap_or_else(default_socket_path)
+    }
+
+    /// Checks everything that parsing cannot. `allowed_cpus` is the set this process may run on.
+    pub fn validate(&self, allowed_cpus: &[usize]) -> Result<(), ConfigError> {
+        let m = &self.memory;
+        for (key, v, max_key, max) in [
+            (
+                "memory.sq-entries",
+                m.sq_entries,
+                "memory.max-sq-entries",
+                m.max_sq_entries,
+            ),
+            (
+                "memory.cq-entries",
+                m.cq_entries,
+                "memory.max-cq-entries",
+                m.max_cq_entries,
+            ),
+        ] {
+            check_ring(key, v)?;
+            check_ring(max_key, max)?;
+            if v > max {
+                return Err(invalid(
+                    key,
+                    format!("{v} is above {max_key} = {max}"),
+                    format!("lower {key} or raise {max_key}"),
+                ));
+            }
+        }
+        for (key, v) in [
+            ("memory.buffer-bytes", m.buffer_bytes),
+            ("memory.max-buffer-bytes", m.max_buffer_bytes),
+        ] {
+            if v == 0 || v % 4096 != 0 || v > 1 << 40 {
+                return Err(invalid(
+                    key,
+                    format!("{v} is not a positive multiple of 4096 up to 1 TiB"),
+                    "use e.g. 4194304 (4 MiB)",
+                ));
+            }
+        }
+        if m.buffer_bytes > m.max_buffer_bytes {
+            return Err(invalid(
+                "memory.buffer-bytes",
+                format!(
+                    "{} is above memory.max-buffer-bytes = {}",
+                    m.buffer_bytes, m.max_buffer_bytes
+                ),
+                "lower buffer-bytes or raise max-buffer-bytes",
+            ));
+        }
+        if self.control.max_sessions == 0 {
+            return Err(invalid(
+                "control.max-sessions",
+                "0 would refuse every client",
+                "set at least 1",
+            ));
+        }
+        if let Some(cores) = &self.workers.cores {
+            if cores.is_empty() {
+                return Err(invalid(
+                    "workers.cores",
+                    "the list is empty",
+                    "list at least one core, or remove the key for the default",
+                ));
+            }
+            let mut seen = std::collections::HashSet::new();
+            for &c in cores {
+                if !allowed_cpus.contains(&c) {
+                    return Err(invalid(
+                        "workers.cores",
+                        format!("core {c} does not exist or this process may not run on it (allowed: {})", cpu_list(allowed_cpus)),
+                        "list only allowed cores",
+                    ));
+                }
+                if !seen.insert(c) {
+                    return Err(invalid(
+                        "workers.cores",
+                        format!("core {c} is listed twice"),
+                        "list each core once",
+                    ));
+                }
+            }
+        }
+        if let Some(p) = &self.control.socket {
+            if p.as_os_str().len() >= 108 {
+                return Err(invalid(
+                    "control.socket",
+                    "path is longer than a Unix socket path may be (107 bytes)",
+                    "use a shorter path",
+                ));
+            }
+        }
+        if tracing_subscriber::EnvFilter::try_new(&self.log.level).is_err() {
+            return Err(invalid(
+                "log.level",
+                format!("{:?} is not a log level", self.log.level),
+                "use error, warn, info, debug or trace",
+            ));
+        }
+        Ok(())
+    }
+
+    /// The cores workers run on: configured, or the last allowed core.
+    pub fn worker_cores(&self, allowed_cpus: &[usize]) -> Vec<usize> {
+        match &self.workers.cores {
+            Some(c) => c.clone(),
+            None => allowed_cpus
+                .iter()
+                .max()
+                .map(|&c| vec![c])
+                .unwrap_or_else(|| vec![0]),
+        }
+    }
+}
+
+fn check_ring(key: &'static str, v: u32) -> Result<(), ConfigError> {
+    if v < 2 || v > ring_proto::layout::MAX_RING_ENTRIES || !v.is_power_of_two() {
+        return Err(invalid(
+            key,
+            format!(
+                "{v} is not a power of two between 2 and {}",
+                ring_proto::layout::MAX_RING_ENTRIES
+            ),
+            "use e.g. 256",
+        ));
+    }
+    Ok(())
+}
+
+fn cpu_list(cpus: &[usize]) -> String {
+    cpus.iter()
+        .map(|c| c.to_string())
+        .collect::<Vec<_>>()
+        .join(",")
+}
+
+/// Same rule as `ring_client::default_socket_path` (and the Go client's).
+pub fn default_socket_path() -> PathBuf {
+    match std::env::var_os("XDG_RUNTIME_DIR") {
+        Some(dir) if !dir.is_empty() => Path::new(&dir).join("seaweed-ring/engine.sock"),
+        _ => PathBuf::from(format!(
+            "/tmp/seaweed-ring-{}/engine.sock",
+            nix::unistd::getuid()
+        )),
+    }
+}
+
+/// CPUs this process may run on.
+pub fn allowed_cpus() -> Vec<usize> {
+    match nix::sched::sched_getaffinity(nix::unistd::Pid::from_raw(0)) {
+        Ok(set) => (0..nix::sched::CpuSet::count())
+            .filter(|&c| set.is_set(c).unwrap_or(false))
+            .collect(),
+        Err(_) => (0..std::thread::available_parallelism().map_or(1, |n| n.get())).collect(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn embedded_default_equals_code_defaults() {
+        assert_eq!(Config::embedded(), Config::default());
+        Config::default().validate(&[0, 1]).unwrap();
+    }
+
+    #[test]
+    fn unknown_key_is_rejected_with_its_name() {
+        let e = Config::parse("[workers]\nidle-spin = 5\n", "t.toml")
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("idle-spin"), "{e}");
+        assert!(
+            e.contains("idle-spin-us"),
+            "should list the valid keys: {e}"
+        );
+    }
+
+    #[test]
+    fn missing_core_is_refused_with_key_and_fix() {
+        let c = Config::parse("[workers]\ncores = [7]\n", "t.toml").unwrap();
+        let e = c.validate(&[0, 1]).unwrap_err().to_string();
+        assert_eq!(e, "config key workers.cores: core 7 does not exist or this process may not run on it (allowed: 0,1); list only allowed cores");
+    }
+
+    #[test]
+    fn ring_sizes_must_be_powers_of_two() {
+        let c = Config::parse("[memory]\nsq-entries = 100\n", "t.toml").unwrap();
+        let e = c.validate(&[0]).unwrap_err().to_string();
+        assert!(
+            e.starts_with("config key memory.sq-entries: 100 is not a power of two"),
+            "{e}"
+        );
+    }
+
+    #[test]
+    fn bad_hugepage_policy_names_choices() {
+        let e = Config::parse("[memory]\nhugepages = \"always\"\n", "t.toml")
+            .unwrap_err()
+            .to_string();
+        assert!(
+            e.contains("require") && e.contains("prefer") && e.contains("off"),
+            "{e}"
+        );
+    }
+
+    #[test]
+    fn default_core_is_last_allowed() {
+        assert_eq!(Config::default().worker_cores(&[0, 1, 3]), vec![3]);
+    }
+}

@@ -1,0 +1,156 @@
+//! Validation and execution of one submission entry. The entry is the engine's private copy
+//! (copied word by word out of shared memory once); nothing here reads the SQ again.
+
+use ring_proto::{opcode, RegionLayout, ResultCode, Sqe};
+
+/// A request that passed validation.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Request {
+    Nop,
+    Fill { offset: usize, len: usize, byte: u8 },
+}
+
+/// Checks an entry against the session's own layout. Every field an operation does not use
+/// must be zero, so that later versions can give them meaning.
+pub fn validate(sqe: &Sqe, layout: &RegionLayout) -> Result<Request, ResultCode> {
+    let common_reserved =
+        sqe.flags != 0 || sqe.reserved != 0 || sqe.peer != 0 || sqe.args != [0; 4];
+    match sqe.opcode {
+        opcode::NOP => {
+            if common_reserved || sqe.buf_offset != 0 || sqe.buf_len != 0 || sqe.aux != 0 {
+                return Err(ResultCode::InvalidEntry);
+            }
+            Ok(Request::Nop)
+        }
+        opcode::FILL => {
+            if common_reserved || sqe.aux > 0xff || sqe.buf_len > i32::MAX as u32 {
+                return Err(ResultCode::InvalidEntry);
+            }
+            if !layout.buf_range_ok(sqe.buf_offset, sqe.buf_len as u64) {
+                return Err(ResultCode::OutOfBounds);
+            }
+            Ok(Request::Fill {
+                offset: sqe.buf_offset as usize,
+                len: sqe.buf_len as usize,
+                byte: sqe.aux as u8,
+            })
+        }
+        _ => Err(ResultCode::UnknownOpcode),
+    }
+}
+
+/// Runs a validated request against the session's buffer area; returns the CQE result.
+///
+/// `buf` must be the start of the session's buffer area, `layout.buf_size` bytes long.
+pub fn execute(req: Request, buf: *mut u8) -> i32 {
+    match req {
+        Request::Nop => 0,
+        Request::Fill { offset, len, byte } => {
+            // Safety: `validate` checked offset + len <= buf_size for this session, and `buf`
+            // is its buffer area. The client may read these bytes concurrently; libc's memset
+            // is opaque to Rust's memory model, and the bytes are plain data to both sides.
+            unsafe {
+                libc::memset(
+                    buf.add(offset) as *mut libc::c_void,
+                    byte as libc::c_int,
+                    len,
+                )
+            };
+            len as i32
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn layout() -> RegionLayout {
+        RegionLayout::new(8, 8, 8192).unwrap()
+    }
+
+    #[test]
+    fn nop_must_have_zero_fields() {
+        let nop = Sqe {
+            opcode: opcode::NOP,
+            user_data: 99,
+            ..Default::default()
+        };
+        assert_eq!(validate(&nop, &layout()), Ok(Request::Nop));
+        for bad in [
+            Sqe { flags: 1, ..nop },
+            Sqe { reserved: 1, ..nop },
+            Sqe { peer: 1, ..nop },
+            Sqe { buf_len: 1, ..nop },
+            Sqe {
+                args: [0, 0, 0, 1],
+                ..nop
+            },
+        ] {
+            assert_eq!(
+                validate(&bad, &layout()),
+                Err(ResultCode::InvalidEntry),
+                "{bad:?}"
+            );
+        }
+    }
+
+    #[test]
+    fn fill_bounds() {
+        let f = Sqe {
+            opcode: opcode::FILL,
+            buf_offset: 4096,
+            buf_len: 4096,
+            aux: 0xab,
+            ..Default::default()
+        };
+        assert_eq!(
+            validate(&f, &layout()),
+            Ok(Request::Fill {
+                offset: 4096,
+                len: 4096,
+                byte: 0xab
+            })
+        );
+        assert_eq!(
+            validate(
+                &Sqe {
+                    buf_offset: 4097,
+                    ..f
+                },
+                &layout()
+            ),
+            Err(ResultCode::OutOfBounds)
+        );
+        assert_eq!(
+            validate(
+                &Sqe {
+                    buf_offset: u64::MAX,
+                    ..f
+                },
+                &layout()
+            ),
+            Err(ResultCode::OutOfBounds)
+        );
+        assert_eq!(
+            validate(&Sqe { aux: 256, ..f }, &layout()),
+            Err(ResultCode::InvalidEntry)
+        );
+    }
+
+    #[test]
+    fn unknown_opcodes() {
+        for op in [0u8, 3, 200, 255] {
+            assert_eq!(
+                validate(
+                    &Sqe {
+                        opcode: op,
+                        ..Default::default()
+                    },
+                    &layout()
+                ),
+                Err(ResultCode::UnknownOpcode)
+            );
+        }
+    }
+}

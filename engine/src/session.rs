@@ -1,0 +1,166 @@
+//! One client session: the part shared between the control thread and the worker
+//! ([`SessionShared`]) and the worker's ring ends ([`ActiveSession`]).
+
+use std::os::fd::{AsFd, OwnedFd};
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+
+use ring_proto::control_io::signal_eventfd;
+use ring_proto::{CloseReason, Consumer, Cqe, Producer, ResultCode, SessionState, Sqe};
+
+use crate::ops;
+use crate::region::Region;
+use crate::stats::{SessionStats, WorkerStats};
+
+pub struct SessionShared {
+    pub id: u32,
+    pub worker: usize,
+    pub region: Region,
+    /// Eventfd the client sleeps on for completions and state changes.
+    pub cq_wake: OwnedFd,
+    pub stats: SessionStats,
+    /// The client's process, from SO_PEERCRED (for logs).
+    pub client_pid: i32,
+}
+
+impl SessionShared {
+    /// Publishes a new session state (with its reason first) and wakes a sleeping client so
+    /// it notices.
+    pub fn set_state(&self, state: SessionState, reason: CloseReason) {
+        let h = self.region.header();
+        if reason != CloseReason::None {
+            h.close_reason.store(reason as u32, Ordering::Relaxed);
+        }
+        // SYNC POINT: Release pairs with the client's Acquire load of `state`; for terminal
+        // states it also publishes the final SQ head and every CQE posted before.
+        h.state.store(state as u32, Ordering::Release);
+        self.wake_client();
+    }
+
+    pub fn wake_client(&self) {
+        // An eventfd write cannot fail short of a closed fd; if it did, the client still
+        // sees the state or CQ tail at its next check, so there is nothing better to do.
+        let _ = signal_eventfd(self.cq_wake.as_fd());
+    }
+}
+
+/// Outcome of one pass over a session's SQ.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Pass {
+    /// Entries taken and completed in this pass.
+    Done(u32),
+    /// The client corrupted a ring index; the session must be cut off.
+    Broken(CloseReason),
+}
+
+/// The worker's side of a session.
+pub struct ActiveSession {
+    pub shared: Arc<SessionShared>,
+    sq: Consumer<Sqe>,
+    cq: Producer<Cqe>,
+    /// Whether the last pass left entries behind for lack of CQ space (counts stalls once).
+    cq_stalled: bool,
+}
+
+impl ActiveSession {
+    pub fn new(shared: Arc<SessionShared>) -> Self {
+        let (sq, cq) = shared.region.rings();
+        // The region starts with NEED_WAKEUP set so that submissions made before this worker
+        // adopted the session wake it; from now on it polls the session.
+        sq.finish_sleep();
+        Self {
+            shared,
+            sq,
+            cq,
+            cq_stalled: false,
+        }
+    }
+
+    pub fn id(&self) -> u32 {
+        self.shared.id
+    }
+
+    /// Takes up to `max` entries, only as many as the CQ can take completions for (the
+    /// admission rule: a completion can never be dropped), executes them, and posts their
+    /// completions. With `fail`, entries are completed with that error instead of executed.
+    pub fn pass(&mut self, max: u32, fail: Option<ResultCode>, ws: &WorkerStats) -> Pass {
+        let ready = match self.sq.refresh() {
+            Ok(0) => return Pass::Done(0),
+            Ok(n) => n.min(max),
+            Err(_) => return Pass::Broken(CloseReason::BadSqTail),
+        };
+        let cq_free = match self.cq.refresh() {
+            Ok(n) => n,
+            Err(_) => return Pass::Broken(CloseReason::BadCqHead),
+        };
+        let n = ready.min(cq_free);
+        let stalled = n < ready;
+        if stalled && !self.cq_stalled {
+            self.shared.stats.cq_full.add(1);
+            ws.cq_full.add(1);
+        }
+        self.cq_stalled = stalled;
+        if n == 0 {
+            return Pass::Done(0);
+        }
+        let layout = *self.shared.region.layout();
+        let buf = self.shared.region.buf_ptr();
+        let mut errors = 0u64;
+        let mut invalid = 0u32;
+        for _ in 0..n {
+            let sqe = self.sq.pop().expect("refresh counted it");
+            let result = match fail {
+                Some(code) => code as i32,
+                None => match ops::validate(&sqe, &layout) {
+                    Ok(req) => ops::execute(req, buf),
+                    Err(code) => {
+                        invalid += 1;
+                        code as i32
+                    }
+                },
+            };
+            errors += (result < 0) as u64;
+            let pushed = self.cq.push(&Cqe {
+                user_data: sqe.user_data,
+                result,
+                flags: 0,
+            });
+            debug_assert!(pushed.is_ok(), "admission reserved this CQ slot");
+        }
+        self.sq.release();
+        if invalid > 0 {
+            let ctl = self.sq.ring().ctl();
+            // Engine-owned counter; the client only reads it.
+            ctl.invalid.store(
+                ctl.invalid.load(Ordering::Relaxed).wrapping_add(invalid),
+                Ordering::Relaxed,
+            );
+        }
+        if self.cq.publish() {
+            self.shared.wake_client();
+        }
+        let s = &self.shared.stats;
+        s.submitted.add(n as u64);
+        s.completed.add(n as u64);
+        s.errors.add(errors);
+        ws.submitted.add(n as u64);
+        ws.completed.add(n as u64);
+        ws.errors.add(errors);
+        Pass::Done(n)
+    }
+
+    /// Entries published in the SQ and not yet taken.
+    pub fn pending(&mut self) -> Result<u32, CloseReason> {
+        self.sq.refresh().map_err(|_| CloseReason::BadSqTail)
+    }
+
+    /// Announces NEED_WAKEUP on the SQ; false if entries arrived meanwhile (flag cleared).
+    pub fn prepare_sleep(&mut self) -> bool {
+        // A corrupt tail reads as "work to do": the next pass finds it and cuts the session.
+        self.sq.prepare_sleep().unwrap_or(false)
+    }
+
+    pub fn finish_sleep(&self) {
+        self.sq.finish_sleep();
+    }
+}

@@ -1,0 +1,575 @@
+//! The engine binary, driven through real sessions from this process and from child
+//! processes.
+
+use std::collections::HashSet;
+use std::io::BufRead;
+use std::os::fd::AsRawFd;
+use std::process::{Command, Stdio};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration;
+
+use integration_tests::{wait_child, wait_until, workspace_binary, Engine, PATIENCE};
+use nix::sys::signal::Signal;
+use ring_client::{Session, SessionOptions, WaitError};
+use ring_proto::control::{ControlErrorCode, Message};
+use ring_proto::{opcode, CloseReason, ResultCode, SessionState, Sqe};
+
+fn nop(user_data: u64) -> Sqe {
+    Sqe {
+        opcode: opcode::NOP,
+        user_data,
+        ..Default::default()
+    }
+}
+
+fn wait(s: &mut Session) -> ring_proto::Cqe {
+    s.wait_cqe(Duration::from_micros(50), Some(PATIENCE))
+        .expect("completion")
+}
+
+#[test]
+fn nop_round_trips_one_at_a_time_and_batched() {
+    let engine = Engine::start(&[]);
+    let mut s = engine.connect();
+    for i in 0..2000u64 {
+        s.submit(&nop(i)).unwrap();
+        let c = wait(&mut s);
+        assert_eq!((c.user_data, c.result), (i, 0));
+    }
+    // Batches of 32: every user_data comes back exactly once.
+    let mut seen = HashSet::new();
+    for b in 0..100u64 {
+        {
+            let mut q = s.submission();
+            for i in 0..32 {
+                q.push(&nop(b * 32 + i)).unwrap();
+            }
+        }
+        for _ in 0..32 {
+            let c = wait(&mut s);
+            assert_eq!(c.result, 0);
+            assert!(
+                seen.insert(c.user_data),
+                "duplicate completion {}",
+                c.user_data
+            );
+        }
+    }
+    assert_eq!(seen.len(), 3200);
+    assert_eq!(s.try_cqe().unwrap(), None, "no extra completions");
+    assert!(s.close().unwrap().is_empty());
+}
+
+#[test]
+fn fill_writes_the_clients_buffer_and_bounds_are_enforced() {
+    let engine = Engine::start(&[]);
+    let mut s = engine.connect();
+    let len = s.buffer().len();
+    s.submit(&Sqe {
+        opcode: opcode::FILL,
+        user_data: 1,
+        buf_offset: 4096,
+        buf_len: 8192,
+        aux: 0x5a,
+        ..Default::default()
+    })
+    .unwrap();
+    assert_eq!(wait(&mut s).result, 8192);
+    let mut out = vec![0u8; 4096 + 8192 + 4096];
+    s.buffer().read(0, &mut out).unwrap();
+    assert!(out[..4096].iter().all(|&b| b == 0));
+    assert!(out[4096..4096 + 8192].iter().all(|&b| b == 0x5a));
+    assert!(out[4096 + 8192..].iter().all(|&b| b == 0));
+
+    for (off, l) in [(len as u64, 1u32), (len as u64 - 10, 11), (u64::MAX - 2, 8)] {
+        s.submit(&Sqe {
+            opcode: opcode::FILL,
+            user_data: 2,
+            buf_offset: off,
+            buf_len: l,
+            aux: 1,
+            ..Default::default()
+        })
+        .unwrap();
+        assert_eq!(
+            wait(&mut s).result,
+            ResultCode::OutOfBounds as i32,
+            "offset {off} len {l}"
+        );
+    }
+    // The last byte of the area is writable.
+    s.submit(&Sqe {
+        opcode: opcode::FILL,
+        user_data: 3,
+        buf_offset: len as u64 - 1,
+        buf_len: 1,
+        aux: 7,
+        ..Default::default()
+    })
+    .unwrap();
+    assert_eq!(wait(&mut s).result, 1);
+}
+
+#[test]
+fn invalid_entries_get_error_completions_and_the_engine_serves_on() {
+    let engine = Engine::start(&[]);
+    let mut victim = engine.connect();
+    let mut bystander = engine.connect();
+    let cases = [
+        (
+            Sqe {
+                opcode: 0,
+                user_data: 10,
+                ..Default::default()
+            },
+            ResultCode::UnknownOpcode,
+        ),
+        (
+            Sqe {
+                opcode: 250,
+                user_data: 11,
+                ..Default::default()
+            },
+            ResultCode::UnknownOpcode,
+        ),
+        (
+            Sqe {
+                opcode: opcode::NOP,
+                flags: 0x80,
+                user_data: 12,
+                ..Default::default()
+            },
+            ResultCode::InvalidEntry,
+        ),
+        (
+            Sqe {
+                opcode: opcode::NOP,
+                args: [1, 0, 0, 0],
+                user_data: 13,
+                ..Default::default()
+            },
+            ResultCode::InvalidEntry,
+        ),
+        (
+            Sqe {
+                opcode: opcode::FILL,
+                aux: 999,
+                user_data: 14,
+                ..Default::default()
+            },
+            ResultCode::InvalidEntry,
+        ),
+    ];
+    for (sqe, code) in cases {
+        victim.submit(&sqe).unwrap();
+        let c = wait(&mut victim);
+        assert_eq!((c.user_data, c.result), (sqe.user_data, code as i32));
+    }
+    assert_eq!(victim.sq_invalid_count(), 5);
+    // Pure garbage: random words in every SQ slot, published by the (hostile) client.
+    let mut rng = 0x1234_5678_9abc_def0u64;
+    let mut garbage = Vec::new();
+    {
+        let mut q = victim.submission();
+        for i in 0..64u64 {
+            rng ^= rng << 13;
+            rng ^= rng >> 7;
+            rng ^= rng << 17;
+            let mut e = Sqe {
+                opcode: (rng >> 56) as u8 | 0x10,
+                user_data: 1000 + i,
+                ..Default::default()
+            };
+            e.args = [rng, rng.rotate_left(7), !rng, rng >> 3];
+            e.buf_offset = rng.rotate_left(13);
+            e.buf_len = rng as u32;
+            garbage.push(e.user_data);
+            q.push(&e).unwrap();
+        }
+    }
+    let mut got = HashSet::new();
+    for _ in 0..64 {
+        let c = wait(&mut victim);
+        assert!(c.result < 0, "garbage must fail, got {c:?}");
+        got.insert(c.user_data);
+    }
+    assert_eq!(got, garbage.into_iter().collect());
+    bystander.submit(&nop(5)).unwrap();
+    assert_eq!(wait(&mut bystander).result, 0);
+    victim.submit(&nop(6)).unwrap();
+    assert_eq!(
+        wait(&mut victim).result,
+        0,
+        "a client sending garbage entries keeps its session"
+    );
+}
+
+#[test]
+fn corrupt_ring_index_cuts_off_only_that_session() {
+    // Spinning forever, the worker sees the corrupt index without being woken (a wake-up
+    // through the client library would publish a valid tail over it).
+    let engine = Engine::start(&["--spin-forever"]);
+    let mut hostile = engine.connect();
+    let mut bystander = engine.connect();
+    let sq_tail_offset = hostile.layout().sq_ctl_offset + 128;
+    // Safety: we deliberately corrupt our own session's SQ tail (ahead by far more than the
+    // ring size).
+    unsafe {
+        let (base, _) = hostile.region_raw();
+        let tail = &*(base.add(sq_tail_offset) as *const std::sync::atomic::AtomicU32);
+        tail.store(1_000_000, Ordering::Release);
+    }
+    wait_until(
+        "hostile session to be broken",
+        || hostile.state() == SessionState::Broken,
+        || engine.log(),
+    );
+    assert_eq!(hostile.close_reason(), Some(CloseReason::BadSqTail));
+    match hostile.wait_cqe(Duration::ZERO, Some(PATIENCE)) {
+        Err(WaitError::EngineUnavailable { .. }) => {}
+        other => panic!("expected EngineUnavailable, got {other:?}"),
+    }
+    for i in 0..100 {
+        bystander.submit(&nop(i)).unwrap();
+        assert_eq!(wait(&mut bystander).user_data, i);
+    }
+}
+
+#[test]
+fn control_version_mismatch_is_refused_clearly() {
+    use nix::sys::socket::{connect, socket, AddressFamily, SockFlag, SockType, UnixAddr};
+    let engine = Engine::start(&[]);
+    let fd = socket(
+        AddressFamily::Unix,
+        SockType::SeqPacket,
+        SockFlag::SOCK_CLOEXEC,
+        None,
+    )
+    .unwrap();
+    connect(fd.as_raw_fd(), &UnixAddr::new(&engine.socket).unwrap()).unwrap();
+    let hello = Message::Hello {
+        layout_version: 99,
+        sq_entries: 0,
+        cq_entries: 0,
+        buf_size: 0,
+    };
+    ring_proto::control_io::send(std::os::fd::AsFd::as_fd(&fd), &hello, &[]).unwrap();
+    let (reply, fds) = ring_proto::control_io::recv(std::os::fd::AsFd::as_fd(&fd)).unwrap();
+    assert!(fds.is_empty());
+    match reply {
+        Message::Error { code, message } => {
+            assert_eq!(code, ControlErrorCode::VersionMismatch as u32);
+            assert!(
+                message.contains("99") && message.contains("speaks 1"),
+                "{message}"
+            );
+        }
+        other => panic!("expected Error, got {other:?}"),
+    }
+    // Oversized request is refused with a message naming the limit.
+    let err = engine
+        .try_connect(SessionOptions {
+            sq_entries: 1 << 14,
+            ..Default::default()
+        })
+        .err()
+        .expect("refused");
+    assert!(err.to_string().contains("max"), "{err}");
+}
+
+#[test]
+fn many_sessions_concurrently_and_in_sequence_without_leaks() {
+    let engine = Engine::start(&[]);
+    // Warm up: the first sessions allocate lazily-created process state (log buffers...).
+    for _ in 0..3 {
+        let mut s = engine.connect();
+        s.submit(&nop(0)).unwrap();
+        wait(&mut s);
+    }
+    let fds_before = engine.fd_count();
+    let maps_before = engine.map_count();
+    for round in 0..200u64 {
+        let mut s = engine.connect();
+        s.submit(&nop(round)).unwrap();
+        assert_eq!(wait(&mut s).user_data, round);
+        if round % 2 == 0 {
+            s.close().unwrap();
+        } // else: dropped, the engine sees EOF
+    }
+    let total = AtomicU64::new(0);
+    std::thread::scope(|scope| {
+        for t in 0..16u64 {
+            let (engine, total) = (&engine, &total);
+            scope.spawn(move || {
+                let mut s = engine.connect();
+                for i in 0..300u64 {
+                    s.submit(&nop(t << 32 | i)).unwrap();
+                    let c = wait(&mut s);
+                    assert_eq!(c.user_data, t << 32 | i);
+                    total.fetch_add(1, Ordering::Relaxed);
+                }
+            });
+        }
+    });
+    assert_eq!(total.load(Ordering::Relaxed), 16 * 300);
+    // Every closed session's memfd, eventfd, socket and mapping is gone (reclaim is
+    // asynchronous: wait for it, then compare exactly).
+    wait_until(
+        "engine fds and mappings back to their level before the sessions",
+        || engine.fd_count() == fds_before && engine.map_count() == maps_before,
+        || {
+            format!(
+                "fds {} (before {fds_before}), maps {} (before {maps_before})",
+                engine.fd_count(),
+                engine.map_count()
+            )
+        },
+    );
+}
+
+#[test]
+fn client_killed_mid_flight_is_reclaimed_and_others_keep_going() {
+    let engine = Engine::start(&[]);
+    let mut bystander = engine.connect();
+    let load = workspace_binary("ring-load", "SWRING_LOAD");
+    bystander.submit(&nop(0)).unwrap();
+    wait(&mut bystander);
+    let fds_before = engine.fd_count();
+    for round in 0..20u64 {
+        let mut child = Command::new(&load)
+            .arg(&engine.socket)
+            .stdout(Stdio::piped())
+            .spawn()
+            .expect("spawn ring-load");
+        let mut line = String::new();
+        std::io::BufReader::new(child.stdout.take().unwrap())
+            .read_line(&mut line)
+            .unwrap();
+        assert_eq!(line.trim(), "ready");
+        // Let it get requests in flight, then kill it without warning.
+        std::thread::sleep(Duration::from_millis(5 + round % 7));
+        child.kill().unwrap();
+        wait_child(&mut child);
+        bystander.submit(&nop(round + 1)).unwrap();
+        assert_eq!(wait(&mut bystander).user_data, round + 1);
+    }
+    wait_until(
+        "killed clients' sessions reclaimed",
+        || engine.fd_count() == fds_before,
+        || {
+            format!(
+                "engine fds {} (before {fds_before})\n{}",
+                engine.fd_count(),
+                engine.log()
+            )
+        },
+    );
+    assert!(engine.log().matches("client disconnected").count() >= 20);
+}
+
+#[test]
+fn sigterm_completes_every_accepted_request_exactly_once() {
+    // A tiny CQ that the client does not reap: the SQ stays full of accepted-later entries
+    // when SIGTERM arrives, so the drain path has real work.
+    let engine = Engine::start(&["--lease-ms", "0"]);
+    let mut s = engine
+        .try_connect(SessionOptions {
+            sq_entries: 64,
+            cq_entries: 16,
+            ..Default::default()
+        })
+        .unwrap();
+    let mut submitted = 0u64;
+    let mut fill_sq = |s: &mut Session| loop {
+        match s.submit(&nop(submitted)) {
+            Ok(()) => submitted += 1,
+            Err(ring_client::SubmitError::Full) => break,
+            Err(e) => panic!("{e}"),
+        }
+    };
+    fill_sq(&mut s);
+    // The engine takes exactly as many as the CQ has room for (16), no more.
+    wait_until(
+        "engine to fill the CQ and stall",
+        || s.sq_pending() == 64 - 16,
+        || engine.log(),
+    );
+    fill_sq(&mut s);
+    assert_eq!(submitted, 64 + 16);
+    engine.signal(Signal::SIGTERM);
+    // Reap nothing until the engine announced the drain: no CQ room could appear before it,
+    // so the split below is exact.
+    wait_until(
+        "engine to start draining",
+        || s.state() == SessionState::Draining,
+        || engine.log(),
+    );
+    let mut seen = HashSet::new();
+    let mut ok = 0;
+    let mut shutting_down = 0;
+    loop {
+        match s.wait_cqe(Duration::ZERO, Some(PATIENCE)) {
+            Ok(c) => {
+                assert!(seen.insert(c.user_data), "completion {} twice", c.user_data);
+                match c.result {
+                    0 => ok += 1,
+                    r if r == ResultCode::ShuttingDown as i32 => shutting_down += 1,
+                    r => panic!("unexpected result {r}"),
+                }
+            }
+            Err(WaitError::EngineUnavailable { state, reason }) => {
+                assert_eq!(state, SessionState::Closed);
+                assert_eq!(reason, Some(CloseReason::EngineShutdown));
+                break;
+            }
+            Err(e) => panic!("{e}"),
+        }
+    }
+    // Everything below the engine's final SQ head was accepted and completed; anything
+    // after it would be failed locally. With a drain that waited for us, that is nothing.
+    assert_eq!(s.sq_pending(), 0);
+    assert_eq!(
+        seen.len() as u64,
+        submitted,
+        "ok={ok} shutting_down={shutting_down}"
+    );
+    assert_eq!(
+        (ok, shutting_down),
+        (16, 64),
+        "the 16 taken before SIGTERM ran; the 64 queued were failed"
+    );
+    let (status, log) = engine.wait_exit();
+    assert!(status.success(), "engine exit {status}\n{log}");
+    assert!(log.contains("engine stopped"), "{log}");
+}
+
+#[test]
+fn lease_expires_for_a_silent_client_but_not_for_a_keepalive_one() {
+    let engine = Engine::start(&["--lease-ms", "300"]);
+    let silent = engine
+        .try_connect(SessionOptions {
+            keepalive: false,
+            ..Default::default()
+        })
+        .unwrap();
+    let mut kept = engine.connect();
+    wait_until(
+        "silent session to expire",
+        || silent.state() == SessionState::Closed,
+        || engine.log(),
+    );
+    assert_eq!(silent.close_reason(), Some(CloseReason::LeaseExpired));
+    assert_eq!(kept.state(), SessionState::Ready);
+    kept.submit(&nop(1)).unwrap();
+    assert_eq!(wait(&mut kept).result, 0);
+}
+
+#[test]
+fn sleeping_engine_is_woken_by_a_submission_and_wakes_a_sleeping_client() {
+    let engine = Engine::start(&["--idle-spin-us", "200"]);
+    let mut s = engine.connect();
+    for i in 0..30u64 {
+        wait_until(
+            "engine worker to sleep",
+            || s.engine_sleeping(),
+            || engine.log(),
+        );
+        s.submit(&nop(i)).unwrap();
+        // spin = 0: the client goes straight to sleep on its eventfd too.
+        let c = s.wait_cqe(Duration::ZERO, Some(PATIENCE)).unwrap();
+        assert_eq!(c.user_data, i);
+    }
+}
+
+#[test]
+fn spin_forever_engine_never_sleeps() {
+    let engine = Engine::start(&["--spin-forever"]);
+    let mut s = engine.connect();
+    for i in 0..100u64 {
+        s.submit(&nop(i)).unwrap();
+        assert_eq!(wait(&mut s).user_data, i);
+        assert!(!s.engine_sleeping());
+    }
+}
+
+#[test]
+fn engine_death_is_reported_to_a_waiting_client() {
+    let engine = Engine::start(&["--lease-ms", "0"]);
+    let mut s = engine
+        .try_connect(SessionOptions {
+            sq_entries: 8,
+            cq_entries: 2,
+            ..Default::default()
+        })
+        .unwrap();
+    // Fill the SQ so requests are in flight, then kill the engine.
+    let mut i = 0;
+    while s.submit(&nop(i)).is_ok() {
+        i += 1;
+    }
+    let _ = engine.kill();
+    let mut completions = 0;
+    loop {
+        match s.wait_cqe(Duration::ZERO, Some(PATIENCE)) {
+            Ok(_) => completions += 1,
+            Err(WaitError::EngineUnavailable { .. }) => break,
+            Err(e) => panic!("expected EngineUnavailable, got {e}"),
+        }
+    }
+    assert!(
+        completions <= 2,
+        "only CQ-sized completions could exist: {completions}"
+    );
+}
+
+#[test]
+fn hugepage_policies() {
+    let free = hugepages_free();
+    if free == 0 {
+        // No pool: `require` refuses to start with a message naming the key and the fix.
+        let (status, log) = Engine::start_failing(&["--hugepages", "require"]);
+        assert!(!status.success());
+        assert!(
+            log.contains("memory.hugepages = \"require\"") && log.contains("nr_hugepages"),
+            "{log}"
+        );
+        // `prefer` falls back to normal pages and says so.
+        let engine = Engine::start(&["--hugepages", "prefer"]);
+        engine.wait_for_log("fall back to normal pages");
+        let mut s = engine.connect();
+        s.submit(&nop(1)).unwrap();
+        wait(&mut s);
+        engine.wait_for_log("backing=\"normal-pages\"");
+    } else {
+        // A pool exists: `require` serves sessions from it...
+        let engine = Engine::start(&["--hugepages", "require"]);
+        let mut s = engine.connect();
+        s.submit(&nop(1)).unwrap();
+        wait(&mut s);
+        engine.wait_for_log("backing=\"hugetlb-2MiB\"");
+        // ...and `prefer` falls back for a session larger than the pool, per session.
+        drop(s);
+        let engine = Engine::start(&["--hugepages", "prefer"]);
+        let too_big = (free + 1) * (2 << 20);
+        let mut s = engine
+            .try_connect(SessionOptions {
+                buf_size: too_big,
+                ..Default::default()
+            })
+            .unwrap_or_else(|e| panic!("{e}"));
+        s.submit(&nop(1)).unwrap();
+        wait(&mut s);
+        engine.wait_for_log("backing=\"normal-pages\"");
+    }
+}
+
+fn hugepages_free() -> u64 {
+    std::fs::read_to_string("/proc/meminfo")
+        .unwrap_or_default()
+        .lines()
+        .find_map(|l| {
+            l.strip_prefix("HugePages_Free:")
+                .map(|v| v.trim().parse().unwrap_or(0))
+        })
+        .unwrap_or(0)
+}
