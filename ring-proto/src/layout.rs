@@ -164,7 +164,8 @@ pub struct RingCtl {
     /// entry); the consumer loads it with Acquire before reading entries.
     pub tail: PaddedIndex,
     /// Consumer-owned flags, [`RING_NEED_WAKEUP`]: the consumer is asleep and the producer must
-    /// signal its eventfd after publishing. See `wake.rs` for the fences.
+    /// signal its eventfd after publishing. See `Consumer::prepare_sleep` and
+    /// `Producer::publish` in `ring.rs` for the fences.
     pub flags: AtomicU32,
     /// Engine-owned counter: on the SQ, entries rejected as invalid (each still got an error
     /// completion); on the CQ, completions dropped (the admission rule keeps it at 0).

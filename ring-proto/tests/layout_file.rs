@@ -65,9 +65,17 @@ fn generated() -> serde_json::Value {
             "sq_array_offset": l.sq_array_offset, "cq_array_offset": l.cq_array_offset,
             "buf_offset": l.buf_offset, "min_region_size": l.min_region_size
         },
-        "states": { "init": 0, "ready": 1, "draining": 2, "closed": 3, "broken": 4 },
-        "close_reasons": { "none": 0, "client-closed": 1, "engine-shutdown": 2, "bad-sq-tail": 3,
-                           "bad-cq-head": 4, "lease-expired": 5, "drain-timeout": 6 },
+        "states": {
+            "init": SessionState::Init as u32, "ready": SessionState::Ready as u32,
+            "draining": SessionState::Draining as u32, "closed": SessionState::Closed as u32,
+            "broken": SessionState::Broken as u32,
+        },
+        "close_reasons": {
+            "none": CloseReason::None as u32, "client-closed": CloseReason::ClientClosed as u32,
+            "engine-shutdown": CloseReason::EngineShutdown as u32, "bad-sq-tail": CloseReason::BadSqTail as u32,
+            "bad-cq-head": CloseReason::BadCqHead as u32, "lease-expired": CloseReason::LeaseExpired as u32,
+            "drain-timeout": CloseReason::DrainTimeout as u32,
+        },
         "opcodes": { "nop": opcode::NOP, "fill": opcode::FILL },
         "result_codes": ResultCode::ALL.iter().map(|c| (c.name().to_string(), json!(*c as i32))).collect::<serde_json::Map<_, _>>(),
     })
