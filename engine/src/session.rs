@@ -154,10 +154,22 @@ impl ActiveSession {
         self.sq.refresh().map_err(|_| CloseReason::BadSqTail)
     }
 
-    /// Announces NEED_WAKEUP on the SQ; false if entries arrived meanwhile (flag cleared).
+    /// Announces NEED_WAKEUP on the SQ, then checks whether a pass could do anything: entries
+    /// ready *and* CQ room for their completions. Returns true if the worker may sleep. A
+    /// session stalled on a full CQ lets the worker sleep; the client wakes it after making
+    /// room (SPEC.md, "Sleep and wake": the fence in `announce_sleep` pairs with the client's
+    /// fence after its CQ head release).
     pub fn prepare_sleep(&mut self) -> bool {
-        // A corrupt tail reads as "work to do": the next pass finds it and cuts the session.
-        self.sq.prepare_sleep().unwrap_or(false)
+        self.sq.announce_sleep();
+        // A corrupt index reads as "work to do": the next pass finds it and cuts the session.
+        let admissible = match (self.sq.refresh(), self.cq.refresh()) {
+            (Ok(ready), Ok(room)) => ready > 0 && room > 0,
+            _ => true,
+        };
+        if admissible {
+            self.sq.finish_sleep();
+        }
+        !admissible
     }
 
     pub fn finish_sleep(&self) {

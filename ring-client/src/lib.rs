@@ -234,8 +234,20 @@ impl Session {
             return Ok(None);
         }
         let c = self.cq.pop();
-        self.cq.release();
+        self.release_cq()?;
         Ok(c)
+    }
+
+    /// Hands reaped CQ slots back. With more requests in flight than the CQ holds, the engine
+    /// may be asleep waiting for exactly this room: then look at its NEED_WAKEUP flag (after
+    /// the fence in `consumer_needs_wakeup`) and wake it.
+    fn release_cq(&mut self) -> Result<(), WaitError> {
+        self.cq.release();
+        let in_flight = self.sq.local_tail().wrapping_sub(self.cq.local_head());
+        if in_flight > self.region.layout().cq_entries && self.sq.consumer_needs_wakeup() {
+            signal_eventfd(self.worker_wake.as_fd()).map_err(WaitError::Io)?;
+        }
+        Ok(())
     }
 
     /// Fails with `EngineUnavailable` once the engine will complete nothing more.
@@ -416,7 +428,7 @@ impl Iterator for CompletionQueue<'_> {
 
 impl Drop for CompletionQueue<'_> {
     fn drop(&mut self) {
-        self.session.cq.release();
+        let _ = self.session.release_cq();
     }
 }
 

@@ -201,6 +201,17 @@ impl<E: Entry> Producer<E> {
             .tail
             .value
             .store(self.tail, Ordering::Release);
+        self.consumer_needs_wakeup()
+    }
+
+    /// Fences, then reads whether the consumer announced it sleeps. Call it after any store
+    /// the sleeping consumer may be waiting for: the new tail (see [`publish`]), or, on the
+    /// client, a CQ head release that gives a stalled engine room to complete more (see
+    /// SPEC.md, "Sleep and wake"). The fence pairs with the one in
+    /// [`Consumer::announce_sleep`].
+    ///
+    /// [`publish`]: Producer::publish
+    pub fn consumer_needs_wakeup(&self) -> bool {
         fence(Ordering::SeqCst);
         self.ring.ctl().flags.load(Ordering::Relaxed) & RING_NEED_WAKEUP != 0
     }
@@ -300,16 +311,24 @@ impl<E: Entry> Consumer<E> {
     /// The SeqCst fence pairs with the one in [`Producer::publish`] (store buffering: each
     /// side stores, fences, then loads what the other side stored).
     pub fn prepare_sleep(&mut self) -> Result<bool, RingCorrupt> {
-        self.ring
-            .ctl()
-            .flags
-            .store(RING_NEED_WAKEUP, Ordering::Relaxed);
-        fence(Ordering::SeqCst);
+        self.announce_sleep();
         if self.refresh()? == 0 {
             return Ok(true);
         }
         self.finish_sleep();
         Ok(false)
+    }
+
+    /// The first half of [`prepare_sleep`](Consumer::prepare_sleep): stores NEED_WAKEUP and
+    /// fences. A consumer that waits on more than this ring's tail (the engine also waits for
+    /// CQ room) then re-checks each condition itself and sleeps only if none holds; every
+    /// party that can change one must fence and look at this flag after its change.
+    pub fn announce_sleep(&self) {
+        self.ring
+            .ctl()
+            .flags
+            .store(RING_NEED_WAKEUP, Ordering::Relaxed);
+        fence(Ordering::SeqCst);
     }
 
     /// Clears NEED_WAKEUP after waking (or after deciding not to sleep). A producer that still

@@ -84,3 +84,52 @@ fn sleep_wake_handshake_loses_no_wakeup() {
         }
     });
 }
+
+/// No lost wakeup when the engine sleeps on a full CQ: the client reaping a completion must
+/// either be seen by the engine's last look (CQ room) or see the engine's NEED_WAKEUP.
+#[test]
+fn stalled_engine_is_woken_by_cq_room() {
+    loom::model(|| {
+        let sq = Arc::new(HeapRing::new::<Cqe>(2));
+        let cq = Arc::new(HeapRing::new::<Cqe>(2));
+        // Set-up, single-threaded: the client submitted one entry; the engine filled the CQ.
+        // Safety: one producer and one consumer per ring, all fresh, built for Cqe.
+        let (mut sq_prod, mut sq_cons, mut cq_prod, mut cq_cons) = unsafe {
+            (
+                Producer::<Cqe>::new(sq.raw()),
+                Consumer::<Cqe>::new(sq.raw()),
+                Producer::<Cqe>::new(cq.raw()),
+                Consumer::<Cqe>::new(cq.raw()),
+            )
+        };
+        sq_prod.push(&cqe(9)).unwrap();
+        sq_prod.publish();
+        cq_prod.push(&cqe(1)).unwrap();
+        cq_prod.push(&cqe(2)).unwrap();
+        cq_prod.publish();
+
+        let signalled = Arc::new(AtomicBool::new(false));
+        let s2 = signalled.clone();
+        let client = thread::spawn(move || {
+            cq_cons.refresh().unwrap();
+            assert!(cq_cons.pop().is_some());
+            cq_cons.release();
+            // in flight (3) > CQ size (2): the engine may be waiting for this room.
+            if sq_prod.consumer_needs_wakeup() {
+                s2.store(true, Ordering::SeqCst);
+            }
+        });
+        // Engine: announce, then look at both conditions (as ActiveSession::prepare_sleep).
+        sq_cons.announce_sleep();
+        let ready = sq_cons.refresh().unwrap();
+        let room = cq_prod.refresh().unwrap();
+        let sleeps = !(ready > 0 && room > 0);
+        client.join().unwrap();
+        if sleeps {
+            assert!(
+                signalled.load(Ordering::SeqCst),
+                "engine slept on a stalled entry nobody wakes it for"
+            );
+        }
+    });
+}

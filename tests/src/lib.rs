@@ -181,6 +181,20 @@ impl Engine {
         self.log()
     }
 
+    /// Waits until exactly `n` sessions are open, by the engine's own log lines (reclaiming
+    /// a closed session is asynchronous).
+    pub fn wait_live_sessions(&self, n: usize) {
+        let live = || {
+            let log = self.log();
+            log.matches("session opened").count() - log.matches("session closed").count()
+        };
+        wait_until(
+            &format!("{n} live sessions"),
+            || live() == n,
+            || format!("live: {}\n{}", live(), self.log()),
+        );
+    }
+
     /// Open file descriptors of the engine process.
     pub fn fd_count(&self) -> usize {
         std::fs::read_dir(format!("/proc/{}/fd", self.pid()))

@@ -286,6 +286,7 @@ fn many_sessions_concurrently_and_in_sequence_without_leaks() {
         s.submit(&nop(0)).unwrap();
         wait(&mut s);
     }
+    engine.wait_live_sessions(0);
     let fds_before = engine.fd_count();
     let maps_before = engine.map_count();
     for round in 0..200u64 {
@@ -334,6 +335,7 @@ fn client_killed_mid_flight_is_reclaimed_and_others_keep_going() {
     let load = workspace_binary("ring-load", "SWRING_LOAD");
     bystander.submit(&nop(0)).unwrap();
     wait(&mut bystander);
+    engine.wait_live_sessions(1);
     let fds_before = engine.fd_count();
     for round in 0..20u64 {
         let mut child = Command::new(&load)
@@ -379,22 +381,25 @@ fn sigterm_completes_every_accepted_request_exactly_once() {
             ..Default::default()
         })
         .unwrap();
-    let mut submitted = 0u64;
-    let mut fill_sq = |s: &mut Session| loop {
-        match s.submit(&nop(submitted)) {
-            Ok(()) => submitted += 1,
-            Err(ring_client::SubmitError::Full) => break,
-            Err(e) => panic!("{e}"),
+    fn fill_sq(s: &mut Session, next: &mut u64) {
+        loop {
+            match s.submit(&nop(*next)) {
+                Ok(()) => *next += 1,
+                Err(ring_client::SubmitError::Full) => return,
+                Err(e) => panic!("{e}"),
+            }
         }
-    };
-    fill_sq(&mut s);
+    }
+    let mut submitted = 0u64;
+    fill_sq(&mut s, &mut submitted);
     // The engine takes exactly as many as the CQ has room for (16), no more.
+    let taken = submitted;
     wait_until(
         "engine to fill the CQ and stall",
-        || s.sq_pending() == 64 - 16,
+        || s.sq_pending() as u64 == taken - 16,
         || engine.log(),
     );
-    fill_sq(&mut s);
+    fill_sq(&mut s, &mut submitted);
     assert_eq!(submitted, 64 + 16);
     engine.signal(Signal::SIGTERM);
     // Reap nothing until the engine announced the drain: no CQ room could appear before it,
@@ -572,4 +577,34 @@ fn hugepages_free() -> u64 {
                 .map(|v| v.trim().parse().unwrap_or(0))
         })
         .unwrap_or(0)
+}
+
+#[test]
+fn engine_asleep_on_a_full_cq_is_woken_when_the_client_makes_room() {
+    let engine = Engine::start(&["--idle-spin-us", "200", "--lease-ms", "0"]);
+    let mut s = engine
+        .try_connect(SessionOptions {
+            sq_entries: 64,
+            cq_entries: 16,
+            ..Default::default()
+        })
+        .unwrap();
+    let mut submitted = 0u64;
+    while s.submit(&nop(submitted)).is_ok() {
+        submitted += 1;
+    }
+    // The engine completes 16, cannot take more, and goes to sleep with entries still queued.
+    wait_until(
+        "engine to sleep on the stalled session",
+        || s.engine_sleeping() && s.sq_pending() > 0,
+        || engine.log(),
+    );
+    let mut seen = HashSet::new();
+    for _ in 0..submitted {
+        let c = s
+            .wait_cqe(Duration::ZERO, Some(PATIENCE))
+            .expect("every queued entry completes");
+        assert!(seen.insert(c.user_data));
+    }
+    assert_eq!(seen.len() as u64, submitted);
 }
