@@ -1,0 +1,149 @@
+package swring
+
+import (
+	"errors"
+	"fmt"
+)
+
+// Sentinel errors. Every error this package returns for these conditions satisfies
+// errors.Is with the matching sentinel.
+var (
+	// ErrEngineUnavailable: the engine is not running, died (control socket EOF), shut the
+	// session down (header state Closed/Broken, or Draining for new submissions), or broke
+	// the ring protocol. Requests failed with it may or may not have executed. Dial again
+	// (or call Reconnect) once the engine is back.
+	ErrEngineUnavailable = errors.New("swring: engine unavailable")
+	// ErrClosed: the Client was closed by its user.
+	ErrClosed = errors.New("swring: client closed")
+	// ErrVersionMismatch: the engine speaks another control or layout version.
+	ErrVersionMismatch = errors.New("swring: protocol version mismatch")
+	// ErrRegionMalformed: the shared region the engine sent does not match the layout.
+	ErrRegionMalformed = errors.New("swring: shared region malformed")
+	// ErrProtocol: the peer broke the protocol (corrupt ring index, bad control message,
+	// completion for an unknown request). Session-ending protocol errors also match
+	// ErrEngineUnavailable.
+	ErrProtocol = errors.New("swring: protocol violation")
+	// ErrBufferTooLarge: a buffer request exceeds the buffer area (or free space can never
+	// satisfy it).
+	ErrBufferTooLarge = errors.New("swring: buffer request larger than the buffer area")
+)
+
+// ResultError is the negative result of a completion (ring-proto entry.rs ResultCode).
+// Compare with the Err* result sentinels using errors.Is; unknown negative codes are still
+// errors, reported with their number.
+type ResultError int32
+
+// Result codes (SPEC.md §4).
+const (
+	ErrUnknownOpcode ResultError = -1
+	ErrInvalidEntry  ResultError = -2
+	ErrOutOfBounds   ResultError = -3
+	// ErrShuttingDown: the engine is shutting down and did not execute the request. It
+	// also matches ErrEngineUnavailable.
+	ErrShuttingDown ResultError = -4
+	ErrInternal     ResultError = -5
+)
+
+func (e ResultError) Error() string {
+	switch e {
+	case ErrUnknownOpcode:
+		return "swring: unknown-opcode (-1)"
+	case ErrInvalidEntry:
+		return "swring: invalid-entry (-2)"
+	case ErrOutOfBounds:
+		return "swring: out-of-bounds (-3)"
+	case ErrShuttingDown:
+		return "swring: shutting-down (-4)"
+	case ErrInternal:
+		return "swring: internal (-5)"
+	}
+	return fmt.Sprintf("swring: result code %d", int32(e))
+}
+
+// Is lets errors.Is(ErrShuttingDown, ErrEngineUnavailable) hold.
+func (e ResultError) Is(target error) bool {
+	return e == ErrShuttingDown && target == ErrEngineUnavailable
+}
+
+// ControlErrorCode is the code of an Error message on the control socket.
+type ControlErrorCode uint32
+
+// Control error codes (SPEC.md §2).
+const (
+	CtlVersionMismatch   ControlErrorCode = 1
+	CtlBadRequest        ControlErrorCode = 2
+	CtlRegionUnavailable ControlErrorCode = 3
+	CtlTooManySessions   ControlErrorCode = 4
+	CtlShuttingDown      ControlErrorCode = 5
+	CtlPermissionDenied  ControlErrorCode = 6
+	CtlMalformed         ControlErrorCode = 7
+)
+
+func (c ControlErrorCode) String() string {
+	switch c {
+	case CtlVersionMismatch:
+		return "version-mismatch"
+	case CtlBadRequest:
+		return "bad-request"
+	case CtlRegionUnavailable:
+		return "region-unavailable"
+	case CtlTooManySessions:
+		return "too-many-sessions"
+	case CtlShuttingDown:
+		return "shutting-down"
+	case CtlPermissionDenied:
+		return "permission-denied"
+	case CtlMalformed:
+		return "malformed"
+	}
+	return fmt.Sprintf("code-%d", uint32(c))
+}
+
+// ControlError is the engine refusing a session (an Error message in answer to Hello).
+// CtlVersionMismatch matches ErrVersionMismatch and CtlShuttingDown matches
+// ErrEngineUnavailable under errors.Is.
+type ControlError struct {
+	Code    ControlErrorCode
+	Message string
+}
+
+func (e *ControlError) Error() string {
+	return fmt.Sprintf("swring: engine refused the session: %v: %s", e.Code, e.Message)
+}
+
+// Is maps control error codes onto the package sentinels.
+func (e *ControlError) Is(target error) bool {
+	switch e.Code {
+	case CtlVersionMismatch:
+		return target == ErrVersionMismatch
+	case CtlShuttingDown:
+		return target == ErrEngineUnavailable
+	}
+	return false
+}
+
+// sessionError is how waiters learn that the session ended: it matches both its cause and
+// ErrEngineUnavailable (or ErrClosed).
+type sessionError struct {
+	sentinel error // ErrEngineUnavailable or ErrClosed
+	detail   string
+	cause    error // optional extra (ErrProtocol, a *ControlError ...)
+}
+
+func (e *sessionError) Error() string {
+	s := e.sentinel.Error()
+	if e.detail != "" {
+		s += ": " + e.detail
+	}
+	if e.cause != nil {
+		s += ": " + e.cause.Error()
+	}
+	return s
+}
+
+func (e *sessionError) Unwrap() []error {
+	if e.cause != nil {
+		return []error{e.sentinel, e.cause}
+	}
+	return []error{e.sentinel}
+}

@@ -1,0 +1,421 @@
+package swring
+
+import (
+	"net"
+	"os"
+	"os/signal"
+	"path/filepath"
+	"sync"
+	"sync/atomic"
+	"syscall"
+	"testing"
+	"time"
+	"unsafe"
+
+	"golang.org/x/sys/unix"
+)
+
+// fakeEngine is a small Go implementation of the engine side of the protocol (SPEC.md),
+// used to test the client without the Rust engine: control socket, memfd region, eventfds,
+// a polling worker per session with the CQ admission rule, NOP and FILL, Close, Ping,
+// shutdown with Draining/Closed. It runs in-process or, for kill/restart tests, in a child
+// process (the test binary re-executed with SWRING_FAKE_ENGINE set; see TestMain).
+type fakeEngine struct {
+	path    string
+	ln      *net.UnixListener
+	sq, cq  uint32
+	bufSize uint64
+	leaseMs uint32
+	spin    time.Duration
+	opDelay time.Duration // artificial latency per request, to build up load
+
+	mu       sync.Mutex
+	sessions map[*fakeSession]struct{}
+	nextID   uint32
+	closing  bool
+	wg       sync.WaitGroup
+
+	// hooks for header-validation tests
+	corruptHeader func(r region)
+}
+
+type fakeSession struct {
+	e         *fakeEngine
+	conn      *net.UnixConn
+	mem       []byte
+	reg       region
+	l         Layout
+	workerEfd int
+	sessEfd   int
+	sq        consumer
+	cq        producer
+	stop      atomic.Int32 // 1: client close, 2: engine shutdown, 3: connection gone
+	done      chan struct{}
+	processed atomic.Uint64
+}
+
+func newFakeEngine(path string) *fakeEngine {
+	return &fakeEngine{path: path, sq: 64, cq: 128, bufSize: 1 << 20, spin: 200 * time.Microsecond, sessions: map[*fakeSession]struct{}{}}
+}
+
+func (e *fakeEngine) start() error {
+	os.Remove(e.path)
+	ln, err := net.ListenUnix("unixpacket", &net.UnixAddr{Name: e.path, Net: "unixpacket"})
+	if err != nil {
+		return err
+	}
+	e.ln = ln
+	e.wg.Add(1)
+	go e.serve()
+	return nil
+}
+
+func (e *fakeEngine) serve() {
+	defer e.wg.Done()
+	for {
+		conn, err := e.ln.AcceptUnix()
+		if err != nil {
+			return
+		}
+		e.wg.Add(1)
+		go func() {
+			defer e.wg.Done()
+			e.session(conn)
+		}()
+	}
+}
+
+// shutdown is the engine's SIGTERM path: Draining, final pass, Closed(EngineShutdown).
+func (e *fakeEngine) shutdown() {
+	e.mu.Lock()
+	e.closing = true
+	ss := make([]*fakeSession, 0, len(e.sessions))
+	for s := range e.sessions {
+		ss = append(ss, s)
+	}
+	e.mu.Unlock()
+	e.ln.Close()
+	for _, s := range ss {
+		s.stop.CompareAndSwap(0, 2)
+		s.kick()
+	}
+	e.wg.Wait()
+}
+
+func sendError(conn *net.UnixConn, code ControlErrorCode, text string) {
+	conn.Write((&message{kind: kindError, code: uint32(code), text: text}).encode(nil))
+}
+
+func (e *fakeEngine) session(conn *net.UnixConn) {
+	defer conn.Close()
+	buf := make([]byte, maxMessage)
+	n, err := conn.Read(buf)
+	if err != nil {
+		return
+	}
+	m, err := decodeMessage(buf[:n])
+	if err != nil {
+		code := CtlMalformed
+		if de, ok := err.(*decodeError); ok && de.version {
+			code = CtlVersionMismatch
+		}
+		sendError(conn, code, err.Error())
+		return
+	}
+	if m.kind != kindHello {
+		sendError(conn, CtlMalformed, "first message must be hello")
+		return
+	}
+	if m.layoutVersion != LayoutVersion {
+		sendError(conn, CtlVersionMismatch, "layout version")
+		return
+	}
+	sqn, cqn, bs := e.sq, e.cq, e.bufSize
+	if m.sqEntries != 0 {
+		sqn = m.sqEntries
+	}
+	if m.cqEntries != 0 {
+		cqn = m.cqEntries
+	}
+	if m.bufSize != 0 {
+		bs = m.bufSize
+	}
+	l, err := NewLayout(sqn, cqn, bs)
+	if err != nil {
+		sendError(conn, CtlBadRequest, err.Error())
+		return
+	}
+	e.mu.Lock()
+	if e.closing {
+		e.mu.Unlock()
+		sendError(conn, CtlShuttingDown, "shutting down")
+		return
+	}
+	e.nextID++
+	id := e.nextID
+	e.mu.Unlock()
+
+	memfd, err := unix.MemfdCreate("swring-fake", unix.MFD_CLOEXEC)
+	if err != nil {
+		sendError(conn, CtlRegionUnavailable, err.Error())
+		return
+	}
+	defer unix.Close(memfd)
+	size := l.MinRegionSize
+	if err := unix.Ftruncate(memfd, int64(size)); err != nil {
+		sendError(conn, CtlRegionUnavailable, err.Error())
+		return
+	}
+	mem, err := unix.Mmap(memfd, 0, int(size), unix.PROT_READ|unix.PROT_WRITE, unix.MAP_SHARED)
+	if err != nil {
+		sendError(conn, CtlRegionUnavailable, err.Error())
+		return
+	}
+	defer unix.Munmap(mem)
+	reg := newRegion(mem)
+	writeHeader(reg, l, size, uint32(os.Getpid()), id, uint64(time.Now().UnixNano()), e.leaseMs)
+	atomic.StoreUint32(reg.u32(l.SQCtlOffset+ctlFlags), ringNeedWakeup)
+	if e.corruptHeader != nil {
+		e.corruptHeader(reg)
+	}
+	// SYNC POINT: Ready last (release).
+	atomic.StoreUint32(reg.u32(offState), uint32(StateReady))
+
+	wfd, _ := unix.Eventfd(0, unix.EFD_CLOEXEC)
+	sfd, _ := unix.Eventfd(0, unix.EFD_CLOEXEC)
+	defer unix.Close(wfd)
+	defer unix.Close(sfd)
+	s := &fakeSession{
+		e: e, conn: conn, mem: mem, reg: reg, l: l, workerEfd: wfd, sessEfd: sfd,
+		sq:   consumer{ring: newRing("sq", reg, l.SQCtlOffset, l.SQArrayOffset, l.SQEntries, sqeWords)},
+		cq:   producer{ring: newRing("cq", reg, l.CQCtlOffset, l.CQArrayOffset, l.CQEntries, cqeWords)},
+		done: make(chan struct{}),
+	}
+	welcome := (&message{kind: kindWelcome, sessionID: id, worker: 0, regionSize: size}).encode(nil)
+	if _, _, err := conn.WriteMsgUnix(welcome, unix.UnixRights(memfd, wfd, sfd), nil); err != nil {
+		return
+	}
+	e.mu.Lock()
+	e.sessions[s] = struct{}{}
+	e.mu.Unlock()
+	defer func() {
+		e.mu.Lock()
+		delete(e.sessions, s)
+		e.mu.Unlock()
+	}()
+
+	go s.readControl()
+	reason := s.work()
+	if reason != CloseNone {
+		atomic.StoreUint32(reg.u32(offCloseReason), uint32(reason))
+		atomic.StoreUint32(reg.u32(offState), uint32(StateClosed))
+		s.signalClient()
+		if reason == CloseClientClosed {
+			conn.Write((&message{kind: kindClosed}).encode(nil))
+		}
+	}
+	conn.Close()
+	<-s.done
+}
+
+func (s *fakeSession) readControl() {
+	defer close(s.done)
+	buf := make([]byte, maxMessage)
+	for {
+		n, err := s.conn.Read(buf)
+		if err != nil || n == 0 {
+			s.stop.CompareAndSwap(0, 3)
+			s.kick()
+			return
+		}
+		m, err := decodeMessage(buf[:n])
+		if err != nil {
+			continue
+		}
+		switch m.kind {
+		case kindPing:
+			s.conn.Write((&message{kind: kindPong}).encode(nil))
+		case kindClose:
+			s.stop.CompareAndSwap(0, 1)
+			s.kick()
+		}
+	}
+}
+
+func (s *fakeSession) kick() {
+	var one [8]byte
+	one[0] = 1
+	unix.Write(s.workerEfd, one[:])
+}
+
+func (s *fakeSession) signalClient() {
+	var one [8]byte
+	one[0] = 1
+	unix.Write(s.sessEfd, one[:])
+}
+
+// pass takes every SQE it can reserve a CQ slot for, executes it and publishes the
+// completions. It returns how many it handled.
+func (s *fakeSession) pass(failAll bool) int {
+	ready, err := s.sq.refresh()
+	if err != nil {
+		return -1
+	}
+	free, err := s.cq.refresh()
+	if err != nil {
+		return -1
+	}
+	n := min(ready, free)
+	for i := uint32(0); i < n; i++ {
+		e := s.sq.popSQE()
+		res := int32(0)
+		if failAll {
+			res = int32(ErrShuttingDown)
+		} else {
+			if s.e.opDelay > 0 {
+				time.Sleep(s.e.opDelay)
+			}
+			res = s.execute(&e)
+		}
+		s.cq.pushCQE(CQE{UserData: e.UserData, Result: res})
+	}
+	if n > 0 {
+		s.sq.release()
+		if s.cq.publish() {
+			s.signalClient()
+		}
+		s.processed.Add(uint64(n))
+	}
+	return int(n)
+}
+
+func (s *fakeSession) execute(e *SQE) int32 {
+	switch e.Opcode {
+	case OpNop:
+		if e.Flags != 0 || e.Reserved != 0 || e.Peer != 0 || e.BufOffset != 0 || e.BufLen != 0 || e.Aux != 0 || e.Args != [4]uint64{} {
+			atomic.AddUint32(s.sq.ctl.invalid, 1)
+			return int32(ErrInvalidEntry)
+		}
+		return 0
+	case OpFill:
+		if e.Flags != 0 || e.Reserved != 0 || e.Peer != 0 || e.Args != [4]uint64{} {
+			atomic.AddUint32(s.sq.ctl.invalid, 1)
+			return int32(ErrInvalidEntry)
+		}
+		end := e.BufOffset + uint64(e.BufLen)
+		if end < e.BufOffset || end > s.l.BufSize {
+			atomic.AddUint32(s.sq.ctl.invalid, 1)
+			return int32(ErrOutOfBounds)
+		}
+		b := s.reg.bytes(s.l.BufOffset+e.BufOffset, uint64(e.BufLen))
+		for i := range b {
+			b[i] = byte(e.Aux)
+		}
+		return int32(e.BufLen)
+	}
+	atomic.AddUint32(s.sq.ctl.invalid, 1)
+	return int32(ErrUnknownOpcode)
+}
+
+// work polls the session until it stops, and returns the close reason to publish.
+func (s *fakeSession) work() CloseReason {
+	idleSince := time.Now()
+	for {
+		switch s.stop.Load() {
+		case 1: // client Close: complete everything accepted, and what is in the SQ
+			for s.pass(false) > 0 {
+			}
+			return CloseClientClosed
+		case 2: // engine shutdown
+			atomic.StoreUint32(s.reg.u32(offState), uint32(StateDraining))
+			s.signalClient()
+			deadline := time.Now().Add(2 * time.Second)
+			for {
+				n := s.pass(true)
+				if n < 0 || (n == 0 && s.sqEmpty()) || time.Now().After(deadline) {
+					break
+				}
+			}
+			return CloseEngineShutdown
+		case 3:
+			return CloseNone
+		}
+		n := s.pass(false)
+		if n < 0 {
+			atomic.StoreUint32(s.reg.u32(offCloseReason), uint32(CloseBadSqTail))
+			atomic.StoreUint32(s.reg.u32(offState), uint32(StateBroken))
+			s.signalClient()
+			return CloseNone
+		}
+		if n > 0 {
+			idleSince = time.Now()
+			continue
+		}
+		if time.Since(idleSince) < s.e.spin {
+			continue
+		}
+		// Sleep: NEED_WAKEUP on the SQ, recheck "entries ready and CQ room" (like the Rust
+		// engine, this worker also sleeps on a full CQ), block on the worker eventfd.
+		atomic.StoreUint32(s.sq.ctl.flags, ringNeedWakeup)
+		r, _ := s.sq.refresh()
+		room, _ := s.cq.refresh()
+		if (r == 0 || room == 0) && s.stop.Load() == 0 {
+			var b [8]byte
+			unix.Read(s.workerEfd, b[:])
+		}
+		atomic.StoreUint32(s.sq.ctl.flags, 0)
+		idleSince = time.Now()
+	}
+}
+
+func (s *fakeSession) sqEmpty() bool {
+	r, err := s.sq.refresh()
+	return err != nil || r == 0
+}
+
+// writeHeader fills a zeroed header for l and leaves state at Init (engine side).
+func writeHeader(r region, l Layout, regionSize uint64, pid, session uint32, epoch uint64, leaseMs uint32) {
+	*r.u64(offMagic) = RegionMagic
+	*r.u32(offVersion) = LayoutVersion
+	*r.u32(offHeaderSize) = headerSize
+	*r.u64(offRegionSize) = regionSize
+	*r.u32(offSqCtlOffset) = uint32(l.SQCtlOffset)
+	*r.u32(offSqEntries) = l.SQEntries
+	*r.u32(offSqArrayOffset) = uint32(l.SQArrayOffset)
+	*r.u32(offCqCtlOffset) = uint32(l.CQCtlOffset)
+	*r.u32(offCqEntries) = l.CQEntries
+	*r.u32(offCqArrayOffset) = uint32(l.CQArrayOffset)
+	*r.u64(offBufOffset) = l.BufOffset
+	*r.u64(offBufSize) = l.BufSize
+	*r.u32(offEnginePid) = pid
+	*r.u32(offSessionID) = session
+	*r.u64(offEngineEpoch) = epoch
+	*r.u32(offLeaseMs) = leaseMs
+	*(*uint16)(unsafe.Add(r.base, offSqeSize)) = sqeSize
+	*(*uint16)(unsafe.Add(r.base, offCqeSize)) = cqeSize
+}
+
+// TestMain lets the test binary act as a fake engine process (for SIGKILL and restart
+// tests): SWRING_FAKE_ENGINE=<socket path>.
+func TestMain(m *testing.M) {
+	if path := os.Getenv("SWRING_FAKE_ENGINE"); path != "" {
+		e := newFakeEngine(path)
+		if d, err := time.ParseDuration(os.Getenv("SWRING_FAKE_DELAY")); err == nil {
+			e.opDelay = d
+		}
+		if err := e.start(); err != nil {
+			os.Stderr.WriteString("fake engine: " + err.Error() + "\n")
+			os.Exit(2)
+		}
+		sig := make(chan os.Signal, 1)
+		signal.Notify(sig, syscall.SIGTERM, syscall.SIGINT)
+		<-sig
+		e.shutdown()
+		os.Exit(0)
+	}
+	code := m.Run()
+	if ExampleSocketPath != "" {
+		os.RemoveAll(filepath.Dir(ExampleSocketPath))
+	}
+	os.Exit(code)
+}

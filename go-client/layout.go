@@ -1,0 +1,296 @@
+package swring
+
+import (
+	"fmt"
+	"sync/atomic"
+	"unsafe"
+)
+
+// Byte layout of a session region (ring-proto/src/layout.rs is authoritative; SPEC.md §3
+// draws the same picture; layout_test.go checks these numbers against ring-proto/layout.json).
+//
+//	offset 0       +-------------------------+
+//	               | RegionHeader      256 B |  engine-written; the client writes only client_heartbeat
+//	256            +-------------------------+
+//	               | RingCtl (SQ)      384 B |  head | tail | flags+invalid, one 128-B line each
+//	640            +-------------------------+
+//	               | RingCtl (CQ)      384 B |
+//	1024           +-------------------------+
+//	               | SQ array  sq_entries*64 |
+//	cq_array_off   +-------------------------+  128-aligned
+//	               | CQ array  cq_entries*16 |
+//	buf_offset     +-------------------------+  4096-aligned
+//	               | buffer area   buf_size  |  SQE buf_offset is relative to HERE
+//	buf_off+size   +-------------------------+
+//	               | (slack up to region_size)|
+//	region_size    +-------------------------+
+//
+// All integers are little-endian; every 64-bit field is 8-byte aligned, so sync/atomic
+// 64-bit operations on pointers into the mapping are valid.
+const (
+	// RegionMagic is b"SWRING\x00\x01" read as a little-endian uint64.
+	RegionMagic uint64 = 0x0100474E49525753
+	// LayoutVersion is the region/entry layout version this package speaks.
+	LayoutVersion uint32 = 1
+
+	headerSize  = 256
+	ringCtlSize = 384
+	sqeSize     = 64
+	cqeSize     = 16
+	indexPad    = 128
+	bufAlign    = 4096
+
+	// MaxRingEntries is the largest SQ or CQ size the protocol allows.
+	MaxRingEntries uint32 = 1 << 15
+	maxBufSize     uint64 = 1 << 40
+
+	sqeWords = sqeSize / 8
+	cqeWords = cqeSize / 8
+)
+
+// Header field offsets (RegionHeader).
+const (
+	offMagic           = 0
+	offVersion         = 8
+	offHeaderSize      = 12
+	offRegionSize      = 16
+	offSqCtlOffset     = 24
+	offSqEntries       = 28
+	offSqArrayOffset   = 32
+	offCqCtlOffset     = 36
+	offCqEntries       = 40
+	offCqArrayOffset   = 44
+	offBufOffset       = 48
+	offBufSize         = 56
+	offEnginePid       = 64
+	offSessionID       = 68
+	offEngineEpoch     = 72
+	offLeaseMs         = 80
+	offSqeSize         = 84
+	offCqeSize         = 86
+	offState           = 88
+	offCloseReason     = 92
+	offEngineHeartbeat = 96
+	offClientHeartbeat = 104
+)
+
+// RingCtl field offsets, relative to the start of one ring's control block.
+const (
+	ctlHead    = 0
+	ctlTail    = 128
+	ctlFlags   = 256
+	ctlInvalid = 260
+
+	// ringNeedWakeup in a ring's flags: its consumer sleeps; the producer must signal.
+	ringNeedWakeup uint32 = 1
+)
+
+// SessionState is the lifecycle state the engine stores in the region header.
+type SessionState uint32
+
+// Session states (SPEC.md §8).
+const (
+	StateInit     SessionState = 0
+	StateReady    SessionState = 1
+	StateDraining SessionState = 2
+	StateClosed   SessionState = 3
+	StateBroken   SessionState = 4
+)
+
+// Terminal reports whether the engine will never complete another entry of the session.
+func (s SessionState) Terminal() bool { return s == StateClosed || s == StateBroken }
+
+func (s SessionState) String() string {
+	switch s {
+	case StateInit:
+		return "init"
+	case StateReady:
+		return "ready"
+	case StateDraining:
+		return "draining"
+	case StateClosed:
+		return "closed"
+	case StateBroken:
+		return "broken"
+	}
+	return fmt.Sprintf("state(%d)", uint32(s))
+}
+
+// CloseReason says why the engine ended a session (header close_reason).
+type CloseReason uint32
+
+// Close reasons (SPEC.md §8).
+const (
+	CloseNone           CloseReason = 0
+	CloseClientClosed   CloseReason = 1
+	CloseEngineShutdown CloseReason = 2
+	CloseBadSqTail      CloseReason = 3
+	CloseBadCqHead      CloseReason = 4
+	CloseLeaseExpired   CloseReason = 5
+	CloseDrainTimeout   CloseReason = 6
+)
+
+func (r CloseReason) String() string {
+	switch r {
+	case CloseNone:
+		return "none"
+	case CloseClientClosed:
+		return "client-closed"
+	case CloseEngineShutdown:
+		return "engine-shutdown"
+	case CloseBadSqTail:
+		return "bad-sq-tail"
+	case CloseBadCqHead:
+		return "bad-cq-head"
+	case CloseLeaseExpired:
+		return "lease-expired"
+	case CloseDrainTimeout:
+		return "drain-timeout"
+	}
+	return fmt.Sprintf("close-reason(%d)", uint32(r))
+}
+
+// Layout is where everything sits in one region, computed from the ring and buffer sizes
+// exactly as ring-proto's RegionLayout::new does.
+type Layout struct {
+	SQEntries     uint32
+	CQEntries     uint32
+	SQCtlOffset   uint64
+	CQCtlOffset   uint64
+	SQArrayOffset uint64
+	CQArrayOffset uint64
+	BufOffset     uint64
+	BufSize       uint64
+	// MinRegionSize is the number of bytes the layout needs; a mapping may be larger.
+	MinRegionSize uint64
+}
+
+func alignUp(v, a uint64) uint64 { return (v + a - 1) &^ (a - 1) }
+
+func checkRing(name string, n uint32) error {
+	if n < 2 || n > MaxRingEntries || n&(n-1) != 0 {
+		return fmt.Errorf("%w: %s %d is not a power of two between 2 and %d", ErrRegionMalformed, name, n, MaxRingEntries)
+	}
+	return nil
+}
+
+// NewLayout computes the layout of a region with the given sizes, or reports why the sizes
+// are not allowed. The returned error wraps ErrRegionMalformed.
+func NewLayout(sqEntries, cqEntries uint32, bufSize uint64) (Layout, error) {
+	if err := checkRing("sq-entries", sqEntries); err != nil {
+		return Layout{}, err
+	}
+	if err := checkRing("cq-entries", cqEntries); err != nil {
+		return Layout{}, err
+	}
+	if bufSize%bufAlign != 0 || bufSize > maxBufSize {
+		return Layout{}, fmt.Errorf("%w: buffer size %d is not a multiple of %d (or over 1 TiB)", ErrRegionMalformed, bufSize, bufAlign)
+	}
+	l := Layout{SQEntries: sqEntries, CQEntries: cqEntries, BufSize: bufSize}
+	l.SQCtlOffset = headerSize
+	l.CQCtlOffset = l.SQCtlOffset + ringCtlSize
+	l.SQArrayOffset = l.CQCtlOffset + ringCtlSize
+	l.CQArrayOffset = alignUp(l.SQArrayOffset+uint64(sqEntries)*sqeSize, indexPad)
+	l.BufOffset = alignUp(l.CQArrayOffset+uint64(cqEntries)*cqeSize, bufAlign)
+	l.MinRegionSize = l.BufOffset + bufSize
+	return l, nil
+}
+
+// region is a view of a mapped (or, in tests, heap-allocated) region. base is 8-aligned.
+// It never holds Go pointers inside the shared bytes; it only points at them.
+type region struct {
+	base unsafe.Pointer
+	size uint64
+}
+
+func newRegion(b []byte) region {
+	if len(b) == 0 {
+		panic("swring: empty region")
+	}
+	p := unsafe.Pointer(unsafe.SliceData(b))
+	if uintptr(p)%8 != 0 {
+		panic("swring: region is not 8-byte aligned")
+	}
+	return region{base: p, size: uint64(len(b))}
+}
+
+func (r region) u32(off uint64) *uint32 {
+	if off%4 != 0 || off+4 > r.size {
+		panic("swring: bad u32 offset")
+	}
+	return (*uint32)(unsafe.Add(r.base, off))
+}
+
+func (r region) u64(off uint64) *uint64 {
+	if off%8 != 0 || off+8 > r.size {
+		panic("swring: bad u64 offset")
+	}
+	return (*uint64)(unsafe.Add(r.base, off))
+}
+
+func (r region) u16(off uint64) uint16 {
+	if off%2 != 0 || off+2 > r.size {
+		panic("swring: bad u16 offset")
+	}
+	return *(*uint16)(unsafe.Add(r.base, off))
+}
+
+func (r region) bytes(off, n uint64) []byte {
+	if off+n > r.size || off+n < off {
+		panic("swring: bad byte range")
+	}
+	return unsafe.Slice((*byte)(unsafe.Add(r.base, off)), n)
+}
+
+// state loads the header state. SYNC POINT: Go atomics are sequentially consistent, so this
+// is at least the acquire load that pairs with the engine's Release store of `state`.
+func (r region) state() SessionState { return SessionState(atomic.LoadUint32(r.u32(offState))) }
+
+// validateHeader checks a header written by the engine (SPEC.md §3 "Validation"): state
+// Ready first (acquire), then every field against the layout recomputed from its sizes.
+// mapped is the length of the mapping. Errors wrap ErrRegionMalformed or ErrVersionMismatch.
+func validateHeader(r region, mapped uint64) (Layout, error) {
+	if r.size < headerSize || mapped < headerSize {
+		return Layout{}, fmt.Errorf("%w: mapping of %d bytes is smaller than the header", ErrRegionMalformed, mapped)
+	}
+	if st := r.state(); st != StateReady {
+		return Layout{}, fmt.Errorf("%w: session state is %v, not ready", ErrRegionMalformed, st)
+	}
+	// Plain fields never change after Ready; atomic loads keep the race detector and the
+	// compiler honest about memory another process writes.
+	if m := atomic.LoadUint64(r.u64(offMagic)); m != RegionMagic {
+		return Layout{}, fmt.Errorf("%w: region magic %#x is not %#x", ErrRegionMalformed, m, RegionMagic)
+	}
+	if v := atomic.LoadUint32(r.u32(offVersion)); v != LayoutVersion {
+		return Layout{}, fmt.Errorf("%w: region layout version %d, this client speaks %d", ErrVersionMismatch, v, LayoutVersion)
+	}
+	ld32 := func(off uint64) uint32 { return atomic.LoadUint32(r.u32(off)) }
+	ld64 := func(off uint64) uint64 { return atomic.LoadUint64(r.u64(off)) }
+	l, err := NewLayout(ld32(offSqEntries), ld32(offCqEntries), ld64(offBufSize))
+	if err != nil {
+		return Layout{}, err
+	}
+	checks := [...]struct {
+		name          string
+		found, expect uint64
+	}{
+		{"header_size", uint64(ld32(offHeaderSize)), headerSize},
+		{"sq_ctl_offset", uint64(ld32(offSqCtlOffset)), l.SQCtlOffset},
+		{"cq_ctl_offset", uint64(ld32(offCqCtlOffset)), l.CQCtlOffset},
+		{"sq_array_offset", uint64(ld32(offSqArrayOffset)), l.SQArrayOffset},
+		{"cq_array_offset", uint64(ld32(offCqArrayOffset)), l.CQArrayOffset},
+		{"buf_offset", ld64(offBufOffset), l.BufOffset},
+		{"sqe_size", uint64(r.u16(offSqeSize)), sqeSize},
+		{"cqe_size", uint64(r.u16(offCqeSize)), cqeSize},
+	}
+	for _, c := range checks {
+		if c.found != c.expect {
+			return Layout{}, fmt.Errorf("%w: header field %s is %d, the layout needs %d", ErrRegionMalformed, c.name, c.found, c.expect)
+		}
+	}
+	rs := ld64(offRegionSize)
+	if rs < l.MinRegionSize || mapped < rs || r.size < rs {
+		return Layout{}, fmt.Errorf("%w: region of %d bytes (mapped %d) is smaller than its layout (%d bytes)", ErrRegionMalformed, rs, mapped, l.MinRegionSize)
+	}
+	return l, nil
+}

@@ -1,0 +1,273 @@
+package swring
+
+import (
+	"encoding/binary"
+	"encoding/json"
+	"os"
+	"testing"
+)
+
+type layoutFile struct {
+	Alignment struct {
+		BufAlign       uint64 `json:"buf_align"`
+		IndexPad       uint64 `json:"index_pad"`
+		MaxRingEntries uint32 `json:"max_ring_entries"`
+	} `json:"alignment"`
+	CloseReasons map[string]uint32 `json:"close_reasons"`
+	Control      struct {
+		Magic      uint32 `json:"magic"`
+		Version    uint16 `json:"version"`
+		WelcomeFDs int    `json:"welcome_fds"`
+	} `json:"control"`
+	CQE     fieldsBlock `json:"cqe"`
+	Example struct {
+		BufOffset     uint64 `json:"buf_offset"`
+		CQArrayOffset uint64 `json:"cq_array_offset"`
+		CQCtlOffset   uint64 `json:"cq_ctl_offset"`
+		MinRegionSize uint64 `json:"min_region_size"`
+		SQArrayOffset uint64 `json:"sq_array_offset"`
+		SQCtlOffset   uint64 `json:"sq_ctl_offset"`
+	} `json:"example_layout_256_512_1MiB"`
+	Header        fieldsBlock `json:"header"`
+	LayoutVersion uint32      `json:"layout_version"`
+	Magic         uint64      `json:"magic"`
+	Opcodes       map[string]uint8
+	ResultCodes   map[string]int32 `json:"result_codes"`
+	RingCtl       struct {
+		fieldsBlock
+		NeedWakeup uint32 `json:"need_wakeup"`
+	} `json:"ring_ctl"`
+	SQE    fieldsBlock       `json:"sqe"`
+	States map[string]uint32 `json:"states"`
+}
+
+type fieldsBlock struct {
+	Size   uint64            `json:"size"`
+	Fields map[string]uint64 `json:"fields"`
+}
+
+func loadLayoutFile(t *testing.T) layoutFile {
+	t.Helper()
+	b, err := os.ReadFile("../ring-proto/layout.json")
+	if err != nil {
+		t.Fatalf("ring-proto/layout.json is the source of truth for this test: %v", err)
+	}
+	var f layoutFile
+	if err := json.Unmarshal(b, &f); err != nil {
+		t.Fatal(err)
+	}
+	return f
+}
+
+func checkFields(t *testing.T, what string, got fieldsBlock, want map[string]uint64, size uint64) {
+	t.Helper()
+	if got.Size != size {
+		t.Errorf("%s size: layout.json %d, Go %d", what, got.Size, size)
+	}
+	for name, off := range want {
+		j, ok := got.Fields[name]
+		if !ok {
+			t.Errorf("%s field %s: missing from layout.json", what, name)
+		} else if j != off {
+			t.Errorf("%s field %s: layout.json %d, Go %d", what, name, j, off)
+		}
+	}
+	for name := range got.Fields {
+		if _, ok := want[name]; !ok {
+			t.Errorf("%s field %s: in layout.json but unknown to the Go client", what, name)
+		}
+	}
+}
+
+func TestLayoutMatchesRingProto(t *testing.T) {
+	f := loadLayoutFile(t)
+	if f.Magic != RegionMagic || f.LayoutVersion != LayoutVersion {
+		t.Errorf("magic/version: json %#x/%d, Go %#x/%d", f.Magic, f.LayoutVersion, RegionMagic, LayoutVersion)
+	}
+	if f.Control.Magic != controlMagic || f.Control.Version != controlVersion || f.Control.WelcomeFDs != welcomeFDs {
+		t.Errorf("control constants: json %+v", f.Control)
+	}
+	checkFields(t, "header", f.Header, map[string]uint64{
+		"magic": offMagic, "version": offVersion, "header_size": offHeaderSize, "region_size": offRegionSize,
+		"sq_ctl_offset": offSqCtlOffset, "sq_entries": offSqEntries, "sq_array_offset": offSqArrayOffset,
+		"cq_ctl_offset": offCqCtlOffset, "cq_entries": offCqEntries, "cq_array_offset": offCqArrayOffset,
+		"buf_offset": offBufOffset, "buf_size": offBufSize, "engine_pid": offEnginePid, "session_id": offSessionID,
+		"engine_epoch": offEngineEpoch, "lease_ms": offLeaseMs, "sqe_size": offSqeSize, "cqe_size": offCqeSize,
+		"state": offState, "close_reason": offCloseReason, "engine_heartbeat": offEngineHeartbeat,
+		"client_heartbeat": offClientHeartbeat,
+	}, headerSize)
+	checkFields(t, "ring_ctl", f.RingCtl.fieldsBlock, map[string]uint64{
+		"head": ctlHead, "tail": ctlTail, "flags": ctlFlags, "invalid": ctlInvalid,
+	}, ringCtlSize)
+	if f.RingCtl.NeedWakeup != ringNeedWakeup {
+		t.Errorf("need_wakeup: json %d, Go %d", f.RingCtl.NeedWakeup, ringNeedWakeup)
+	}
+	if f.Alignment.BufAlign != bufAlign || f.Alignment.IndexPad != indexPad || f.Alignment.MaxRingEntries != MaxRingEntries {
+		t.Errorf("alignment: json %+v", f.Alignment)
+	}
+	// 64-bit atomics need 8-byte alignment.
+	for _, off := range []uint64{offMagic, offRegionSize, offBufOffset, offBufSize, offEngineEpoch, offEngineHeartbeat, offClientHeartbeat} {
+		if off%8 != 0 {
+			t.Errorf("64-bit header field at %d is not 8-aligned", off)
+		}
+	}
+
+	l, err := NewLayout(256, 512, 1<<20)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ex := f.Example
+	if l.SQCtlOffset != ex.SQCtlOffset || l.CQCtlOffset != ex.CQCtlOffset || l.SQArrayOffset != ex.SQArrayOffset ||
+		l.CQArrayOffset != ex.CQArrayOffset || l.BufOffset != ex.BufOffset || l.MinRegionSize != ex.MinRegionSize {
+		t.Errorf("example layout: json %+v, Go %+v", ex, l)
+	}
+
+	states := map[string]SessionState{"init": StateInit, "ready": StateReady, "draining": StateDraining, "closed": StateClosed, "broken": StateBroken}
+	for name, v := range f.States {
+		if g, ok := states[name]; !ok || uint32(g) != v {
+			t.Errorf("state %s: json %d, Go %d (known %v)", name, v, g, ok)
+		}
+	}
+	if len(f.States) != len(states) {
+		t.Errorf("states: json has %d, Go %d", len(f.States), len(states))
+	}
+	for name, v := range f.CloseReasons {
+		if CloseReason(v).String() != name {
+			t.Errorf("close reason %d: json %q, Go %q", v, name, CloseReason(v).String())
+		}
+	}
+	ops := map[string]uint8{"nop": OpNop, "fill": OpFill}
+	for name, v := range f.Opcodes {
+		if g, ok := ops[name]; !ok || g != v {
+			t.Errorf("opcode %s: json %d, Go %d (known %v)", name, v, g, ok)
+		}
+	}
+	names := map[int32]string{-1: "unknown-opcode", -2: "invalid-entry", -3: "out-of-bounds", -4: "shutting-down", -5: "internal"}
+	for name, v := range f.ResultCodes {
+		if names[v] != name {
+			t.Errorf("result code %s = %d unknown to the Go client", name, v)
+		}
+		if ResultError(v).Error() != "swring: "+name+" ("+itoa(v)+")" {
+			t.Errorf("result code %d message %q", v, ResultError(v).Error())
+		}
+	}
+	if len(f.ResultCodes) != len(names) {
+		t.Errorf("result codes: json has %d, Go %d", len(f.ResultCodes), len(names))
+	}
+
+	// Entry fields: encode distinct values and find them at the json offsets.
+	e := SQE{Opcode: 0x11, Flags: 0x22, Reserved: 0x3344, Peer: 0x55667788, UserData: 0x0102030405060708,
+		BufOffset: 0x1112131415161718, BufLen: 0x21222324, Aux: 0x31323334, Args: [4]uint64{0x41, 0x42, 0x43, 0x44}}
+	var sb [sqeSize]byte
+	for i, w := range e.words() {
+		binary.LittleEndian.PutUint64(sb[i*8:], w)
+	}
+	if f.SQE.Size != sqeSize || f.CQE.Size != cqeSize {
+		t.Errorf("entry sizes: json %d/%d", f.SQE.Size, f.CQE.Size)
+	}
+	le := binary.LittleEndian
+	sf := f.SQE.Fields
+	checks := []struct {
+		name      string
+		got, want uint64
+	}{
+		{"opcode", uint64(sb[sf["opcode"]]), 0x11},
+		{"flags", uint64(sb[sf["flags"]]), 0x22},
+		{"reserved", uint64(le.Uint16(sb[sf["reserved"]:])), 0x3344},
+		{"peer", uint64(le.Uint32(sb[sf["peer"]:])), 0x55667788},
+		{"user_data", le.Uint64(sb[sf["user_data"]:]), 0x0102030405060708},
+		{"buf_offset", le.Uint64(sb[sf["buf_offset"]:]), 0x1112131415161718},
+		{"buf_len", uint64(le.Uint32(sb[sf["buf_len"]:])), 0x21222324},
+		{"aux", uint64(le.Uint32(sb[sf["aux"]:])), 0x31323334},
+		{"args", le.Uint64(sb[sf["args"]:]), 0x41},
+	}
+	c := CQE{UserData: 0x0102030405060708, Result: -3, Flags: 0x0a0b0c0d}
+	var cb [cqeSize]byte
+	for i, w := range c.words() {
+		binary.LittleEndian.PutUint64(cb[i*8:], w)
+	}
+	cf := f.CQE.Fields
+	checks = append(checks,
+		struct {
+			name      string
+			got, want uint64
+		}{"cqe.user_data", le.Uint64(cb[cf["user_data"]:]), 0x0102030405060708},
+		struct {
+			name      string
+			got, want uint64
+		}{"cqe.result", uint64(int32(le.Uint32(cb[cf["result"]:])) + 100), 97},
+		struct {
+			name      string
+			got, want uint64
+		}{"cqe.flags", uint64(le.Uint32(cb[cf["flags"]:])), 0x0a0b0c0d},
+	)
+	for _, ch := range checks {
+		if ch.got != ch.want {
+			t.Errorf("entry field %s: read %#x at the json offset, want %#x", ch.name, ch.got, ch.want)
+		}
+	}
+	if len(sf) != 9 || len(cf) != 3 {
+		t.Errorf("entry fields: json has %d SQE / %d CQE fields", len(sf), len(cf))
+	}
+}
+
+func itoa(v int32) string {
+	b, _ := json.Marshal(v)
+	return string(b)
+}
+
+func TestNewLayoutRejectsBadSizes(t *testing.T) {
+	for _, c := range []struct {
+		sq, cq uint32
+		buf    uint64
+	}{{3, 4, 4096}, {0, 4, 4096}, {4, 1 << 16, 4096}, {4, 4, 100}, {4, 4, 1<<40 + 4096}} {
+		if _, err := NewLayout(c.sq, c.cq, c.buf); err == nil {
+			t.Errorf("NewLayout(%v) accepted", c)
+		}
+	}
+}
+
+// heapRegion returns an 8-aligned zeroed region on the Go heap.
+func heapRegion(n uint64) ([]uint64, region) {
+	words := make([]uint64, (n+7)/8)
+	b := unsafeBytes(words)
+	return words, newRegion(b[:n])
+}
+
+func TestValidateHeader(t *testing.T) {
+	l, _ := NewLayout(8, 16, 8192)
+	mk := func(mut func(r region)) error {
+		_, r := heapRegion(l.MinRegionSize)
+		writeHeader(r, l, l.MinRegionSize, 1, 2, 3, 0)
+		*r.u32(offState) = uint32(StateReady)
+		if mut != nil {
+			mut(r)
+		}
+		_, err := validateHeader(r, l.MinRegionSize)
+		return err
+	}
+	if err := mk(nil); err != nil {
+		t.Fatalf("good header rejected: %v", err)
+	}
+	bad := map[string]struct {
+		mut  func(r region)
+		want error
+	}{
+		"magic":       {func(r region) { *r.u64(offMagic) = 1 }, ErrRegionMalformed},
+		"version":     {func(r region) { *r.u32(offVersion) = 9 }, ErrVersionMismatch},
+		"not ready":   {func(r region) { *r.u32(offState) = uint32(StateInit) }, ErrRegionMalformed},
+		"buf_offset":  {func(r region) { *r.u64(offBufOffset) += 8 }, ErrRegionMalformed},
+		"cq_array":    {func(r region) { *r.u32(offCqArrayOffset) += 128 }, ErrRegionMalformed},
+		"sq_entries":  {func(r region) { *r.u32(offSqEntries) = 6 }, ErrRegionMalformed},
+		"sqe_size":    {func(r region) { *(*uint16)(r.bytesPtr(offSqeSize)) = 32 }, ErrRegionMalformed},
+		"region_size": {func(r region) { *r.u64(offRegionSize) = 4096 }, ErrRegionMalformed},
+		"too big":     {func(r region) { *r.u64(offRegionSize) = 1 << 30 }, ErrRegionMalformed},
+		"header_size": {func(r region) { *r.u32(offHeaderSize) = 128 }, ErrRegionMalformed},
+	}
+	for name, c := range bad {
+		err := mk(c.mut)
+		if err == nil || !errorsIs(err, c.want) {
+			t.Errorf("%s: got %v, want %v", name, err, c.want)
+		}
+	}
+}
