@@ -1,0 +1,304 @@
+//! The engine process the bench measures: started with a private socket and a pinned worker,
+//! waited for until it serves, stopped with SIGTERM at the end (and on every error path,
+//! through `Drop`; if the bench itself dies, the parent-death signal stops it).
+
+use std::fs::File;
+use std::io::Read;
+use std::os::unix::fs::DirBuilderExt;
+use std::os::unix::process::CommandExt;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, ExitStatus, Stdio};
+use std::time::{Duration, Instant};
+
+use nix::sys::signal::{kill, Signal};
+use nix::unistd::Pid;
+use ring_client::{ConnectError, Session, SessionOptions};
+
+use crate::Result;
+
+/// How the engine is started.
+#[derive(Debug, Clone)]
+pub struct EngineOptions {
+    pub binary: PathBuf,
+    /// The one worker core (`--cores`).
+    pub core: usize,
+    /// `--idle-spin-us`: short, so the engine sleeps before each floor block.
+    pub idle_spin_us: u64,
+    /// Passed through after the bench's own flags. A flag given here replaces the bench's
+    /// default for it (except `--socket` and `--cores`, which the bench owns).
+    pub extra_args: Vec<String>,
+    /// Where the engine's stderr goes; a file in the private temp dir when `None`.
+    pub log_path: Option<PathBuf>,
+    /// How long to wait for the socket to accept a session.
+    pub start_timeout: Duration,
+}
+
+/// Finds the engine binary: `explicit`, else `engine` next to this executable.
+pub fn locate(explicit: Option<&Path>) -> Result<PathBuf> {
+    if let Some(p) = explicit {
+        if !p.is_file() {
+            return Err(format!("--engine {}: no such file", p.display()).into());
+        }
+        return Ok(p.to_owned());
+    }
+    let exe = std::env::current_exe().map_err(|e| format!("locating the bench executable: {e}"))?;
+    let dir = exe
+        .parent()
+        .ok_or("the bench executable has no parent directory")?;
+    let p = dir.join("engine");
+    if !p.is_file() {
+        return Err(format!(
+            "engine binary not found at {} (build it with `cargo build --release -p engine`, or pass --engine PATH)",
+            p.display()
+        )
+        .into());
+    }
+    Ok(p)
+}
+
+pub struct Engine {
+    child: Option<Child>,
+    /// Private directory holding the socket (and the log unless one was given).
+    dir: PathBuf,
+    pub socket: PathBuf,
+    log_path: PathBuf,
+    command_line: String,
+}
+
+impl Engine {
+    /// Starts the engine and opens the bench's session once the socket serves.
+    pub fn start(opts: &EngineOptions) -> Result<(Engine, Session)> {
+        let dir = private_dir()?;
+        let socket = dir.join("engine.sock");
+        let log_path = opts
+            .log_path
+            .clone()
+            .unwrap_or_else(|| dir.join("engine.log"));
+        let log =
+            File::create(&log_path).map_err(|e| format!("creating {}: {e}", log_path.display()))?;
+        let log_err = log
+            .try_clone()
+            .map_err(|e| format!("{}: {e}", log_path.display()))?;
+
+        let mut args: Vec<String> = vec![
+            "--socket".into(),
+            socket.display().to_string(),
+            "--cores".into(),
+            opts.core.to_string(),
+        ];
+        let idle = opts.idle_spin_us.to_string();
+        for (flag, value) in [
+            ("--hugepages", "prefer"),
+            ("--idle-spin-us", idle.as_str()),
+            // No lease: no keepalive thread in the bench, no lease checks in the engine.
+            ("--lease-ms", "0"),
+            ("--log-level", "info"),
+        ] {
+            let overridden = opts
+                .extra_args
+                .iter()
+                .any(|a| a == flag || a.starts_with(&format!("{flag}=")));
+            if !overridden {
+                args.push(flag.into());
+                args.push(value.into());
+            }
+        }
+        args.extend(opts.extra_args.iter().cloned());
+        let command_line = format!("{} {}", opts.binary.display(), args.join(" "));
+
+        let mut cmd = Command::new(&opts.binary);
+        cmd.args(&args)
+            .stdin(Stdio::null())
+            .stdout(Stdio::from(log))
+            .stderr(Stdio::from(log_err))
+            // Own process group: a terminal's Ctrl-C reaches only the bench, which then stops
+            // the engine itself after the current block.
+            .process_group(0);
+        // SAFETY: prctl is async-signal-safe and touches no memory of the parent.
+        unsafe {
+            cmd.pre_exec(|| {
+                // The engine gets SIGTERM if the thread that spawned it (the bench's main
+                // thread, alive for the whole run) dies, even by SIGKILL or abort.
+                if libc::prctl(
+                    libc::PR_SET_PDEATHSIG,
+                    libc::SIGTERM as libc::c_ulong,
+                    0,
+                    0,
+                    0,
+                ) != 0
+                {
+                    return Err(std::io::Error::last_os_error());
+                }
+                Ok(())
+            });
+        }
+        let child = cmd
+            .spawn()
+            .map_err(|e| format!("starting {command_line}: {e}"))?;
+        let mut engine = Engine {
+            child: Some(child),
+            dir,
+            socket,
+            log_path,
+            command_line,
+        };
+        let session = engine.wait_ready(opts.start_timeout)?;
+        Ok((engine, session))
+    }
+
+    fn wait_ready(&mut self, timeout: Duration) -> Result<Session> {
+        let deadline = Instant::now() + timeout;
+        let opts = SessionOptions {
+            keepalive: false,
+            ..SessionOptions::default()
+        };
+        loop {
+            if let Some(status) = self.try_wait() {
+                return Err(format!(
+                    "the engine exited during start-up ({status})\ncommand: {}\nengine log:\n{}",
+                    self.command_line,
+                    self.log_tail(40)
+                )
+                .into());
+            }
+            if self.socket.exists() {
+                match Session::connect(&self.socket, opts.clone()) {
+                    Ok(s) => return Ok(s),
+                    Err(ConnectError::EngineNotRunning { .. }) => {}
+                    Err(e) => {
+                        return Err(format!(
+                            "connecting to the engine at {}: {e}\ncommand: {}\nengine log:\n{}",
+                            self.socket.display(),
+                            self.command_line,
+                            self.log_tail(40)
+                        )
+                        .into())
+                    }
+                }
+            }
+            if Instant::now() >= deadline {
+                return Err(format!(
+                    "the engine did not accept a session on {} within {timeout:?}\ncommand: {}\nengine log:\n{}",
+                    self.socket.display(),
+                    self.command_line,
+                    self.log_tail(40)
+                )
+                .into());
+            }
+            crate::interrupt::check()?;
+            std::thread::sleep(Duration::from_millis(10));
+        }
+    }
+
+    /// The exit status, if the engine has exited.
+    pub fn try_wait(&mut self) -> Option<ExitStatus> {
+        self.child
+            .as_mut()
+            .and_then(|c| c.try_wait().ok().flatten())
+    }
+
+    pub fn command_line(&self) -> &str {
+        &self.command_line
+    }
+
+    /// The last `lines` lines of the engine's log.
+    pub fn log_tail(&self, lines: usize) -> String {
+        let text = self.log();
+        let all: Vec<&str> = text.lines().collect();
+        all[all.len().saturating_sub(lines)..].join("\n")
+    }
+
+    pub fn log(&self) -> String {
+        let mut s = String::new();
+        if let Ok(mut f) = File::open(&self.log_path) {
+            let _ = f.read_to_string(&mut s);
+        }
+        s
+    }
+
+    /// Which pages the engine said session regions use.
+    pub fn pages(&self) -> Option<String> {
+        pages_from_log(&self.log()).map(str::to_owned)
+    }
+
+    /// SIGTERM, then waits (SIGKILL after `grace`). Returns the exit status.
+    pub fn stop(mut self, grace: Duration) -> Result<ExitStatus> {
+        let child = self.child.take().ok_or("engine already stopped")?;
+        terminate(child, grace).map_err(|e| e.into())
+    }
+}
+
+impl Drop for Engine {
+    fn drop(&mut self) {
+        if let Some(child) = self.child.take() {
+            let _ = terminate(child, Duration::from_secs(5));
+        }
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
+
+fn terminate(mut child: Child, grace: Duration) -> std::io::Result<ExitStatus> {
+    if let Some(status) = child.try_wait()? {
+        return Ok(status);
+    }
+    let _ = kill(Pid::from_raw(child.id() as i32), Signal::SIGTERM);
+    let deadline = Instant::now() + grace;
+    loop {
+        if let Some(status) = child.try_wait()? {
+            return Ok(status);
+        }
+        if Instant::now() >= deadline {
+            eprintln!("bench: the engine did not exit {grace:?} after SIGTERM; sending SIGKILL");
+            child.kill()?;
+            return child.wait();
+        }
+        std::thread::sleep(Duration::from_millis(5));
+    }
+}
+
+/// A fresh 0700 directory under the temp dir.
+fn private_dir() -> Result<PathBuf> {
+    let base = std::env::temp_dir();
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.subsec_nanos());
+    let dir = base.join(format!("swring-bench-{}-{nanos:x}", std::process::id()));
+    std::fs::DirBuilder::new()
+        .mode(0o700)
+        .create(&dir)
+        .map_err(|e| format!("creating {}: {e}", dir.display()))?;
+    Ok(dir)
+}
+
+/// Page kind from the engine's start-up log line.
+pub fn pages_from_log(log: &str) -> Option<&'static str> {
+    if log.contains("session regions use 2 MiB huge pages") {
+        Some("huge")
+    } else if log.contains("session regions fall back to normal pages")
+        || log.contains("hugepages = off")
+    {
+        Some("normal")
+    } else {
+        None
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn pages_are_read_from_the_engine_log() {
+        assert_eq!(
+            pages_from_log("INFO session regions use 2 MiB huge pages policy=Prefer"),
+            Some("huge")
+        );
+        assert_eq!(
+            pages_from_log(
+                "WARN no huge pages available: session regions fall back to normal pages (...)"
+            ),
+            Some("normal")
+        );
+        assert_eq!(pages_from_log("INFO engine ready"), None);
+    }
+}

@@ -1,0 +1,122 @@
+//! CPU placement (allowed CPUs, default cores, pinning) and the machine description every
+//! result line carries.
+
+use nix::sched::{sched_getaffinity, sched_setaffinity, CpuSet};
+use nix::unistd::Pid;
+use serde::Serialize;
+
+use crate::Result;
+
+/// CPUs this process may run on, ascending.
+pub fn allowed_cpus() -> Vec<usize> {
+    match sched_getaffinity(Pid::from_raw(0)) {
+        Ok(set) => (0..CpuSet::count())
+            .filter(|&c| set.is_set(c).unwrap_or(false))
+            .collect(),
+        Err(_) => (0..std::thread::available_parallelism().map_or(1, |n| n.get())).collect(),
+    }
+}
+
+/// Default (client core, engine core): the two highest-numbered allowed CPUs, so that on a
+/// 2-CPU machine the client runs on 0 and the engine on 1. `None` with fewer than two CPUs.
+pub fn default_cores(allowed: &[usize]) -> Option<(usize, usize)> {
+    let mut v = allowed.to_vec();
+    v.sort_unstable();
+    v.dedup();
+    match v.len() {
+        0 | 1 => None,
+        n => Some((v[n - 2], v[n - 1])),
+    }
+}
+
+/// Pins the calling thread to one CPU.
+pub fn pin_current_thread(core: usize) -> Result<()> {
+    let mut set = CpuSet::new();
+    set.set(core).map_err(|e| format!("cpu {core}: {e}"))?;
+    // Pid 0 is the calling thread for sched_setaffinity.
+    sched_setaffinity(Pid::from_raw(0), &set).map_err(|e| format!("pinning to cpu {core}: {e}"))?;
+    Ok(())
+}
+
+/// What the numbers were measured on.
+#[derive(Debug, Clone, Serialize)]
+pub struct Machine {
+    /// CPUs this process may run on (what `nproc` prints).
+    pub nproc: usize,
+    /// CPUs online in the system.
+    pub online_cpus: usize,
+    /// `model name` from /proc/cpuinfo.
+    pub cpu_model: String,
+    /// The CPU reports running under a hypervisor (`hypervisor` flag).
+    pub hypervisor: bool,
+    /// Kernel release (uname -r).
+    pub kernel: String,
+    /// Current clocksource: `tsc` means `Instant::now()` is a vDSO read with no system call.
+    pub clocksource: String,
+    pub client_core: usize,
+    pub engine_core: usize,
+    /// Page kind of the engine's session regions as its log reported it ("huge", "normal"),
+    /// null when no engine ran or the log did not say.
+    pub engine_pages: Option<String>,
+}
+
+impl Machine {
+    pub fn probe(client_core: usize, engine_core: usize) -> Machine {
+        let cpuinfo = std::fs::read_to_string("/proc/cpuinfo").unwrap_or_default();
+        // SAFETY: sysconf has no memory-safety preconditions.
+        let online = unsafe { libc::sysconf(libc::_SC_NPROCESSORS_ONLN) };
+        Machine {
+            nproc: allowed_cpus().len(),
+            online_cpus: usize::try_from(online).unwrap_or(0),
+            cpu_model: cpuinfo_field(&cpuinfo, "model name").unwrap_or_else(|| "unknown".into()),
+            hypervisor: cpuinfo_field(&cpuinfo, "flags")
+                .is_some_and(|f| f.split_whitespace().any(|w| w == "hypervisor")),
+            kernel: std::fs::read_to_string("/proc/sys/kernel/osrelease")
+                .map(|s| s.trim().to_owned())
+                .unwrap_or_else(|_| "unknown".into()),
+            clocksource: std::fs::read_to_string(
+                "/sys/devices/system/clocksource/clocksource0/current_clocksource",
+            )
+            .map(|s| s.trim().to_owned())
+            .unwrap_or_else(|_| "unknown".into()),
+            client_core,
+            engine_core,
+            engine_pages: None,
+        }
+    }
+}
+
+/// The value of the first `key : value` line of /proc/cpuinfo.
+pub fn cpuinfo_field(cpuinfo: &str, key: &str) -> Option<String> {
+    cpuinfo.lines().find_map(|line| {
+        let (k, v) = line.split_once(':')?;
+        (k.trim() == key).then(|| v.trim().to_owned())
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn default_cores_are_the_two_highest() {
+        assert_eq!(default_cores(&[0, 1]), Some((0, 1)));
+        assert_eq!(default_cores(&[3, 0, 5, 2]), Some((3, 5)));
+        assert_eq!(default_cores(&[4]), None);
+        assert_eq!(default_cores(&[]), None);
+    }
+
+    #[test]
+    fn cpuinfo_model_is_found() {
+        let text = "processor\t: 0\nvendor_id\t: AuthenticAMD\nmodel name\t: AMD EPYC 7B13\nflags\t\t: fpu hypervisor\n";
+        assert_eq!(
+            cpuinfo_field(text, "model name").as_deref(),
+            Some("AMD EPYC 7B13")
+        );
+        assert_eq!(
+            cpuinfo_field(text, "flags").as_deref(),
+            Some("fpu hypervisor")
+        );
+        assert_eq!(cpuinfo_field(text, "cache size"), None);
+    }
+}

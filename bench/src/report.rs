@@ -1,0 +1,532 @@
+//! Results: JSON lines, the readable table, and the files `--out` writes.
+
+use std::fmt::Write as _;
+use std::io::Write as _;
+use std::path::Path;
+use std::time::{Duration, SystemTime};
+
+use hdrhistogram::serialization::interval_log::{IntervalLogWriterBuilder, Tag};
+use hdrhistogram::serialization::V2DeflateSerializer;
+use hdrhistogram::Histogram;
+use serde::Serialize;
+use serde_json::{json, Map, Value};
+
+use crate::machine::Machine;
+use crate::scenarios::{Metric, Spec};
+use crate::stats::{self, per_sec, ratio_of_medians, round2, round3, summarize, Block, Ratio};
+use crate::Result;
+
+/// Everything measured for one scenario in this run.
+pub struct ScenarioResult {
+    pub spec: &'static Spec,
+    /// All blocks merged.
+    pub hist: Histogram<u64>,
+    pub blocks: Vec<Block>,
+    /// What the scenario reported about itself ([`crate::scenarios::Scenario::details`]).
+    pub details: Map<String, Value>,
+}
+
+impl ScenarioResult {
+    pub fn new(spec: &'static Spec) -> Self {
+        Self {
+            spec,
+            hist: stats::new_histogram(),
+            blocks: Vec::new(),
+            details: Map::new(),
+        }
+    }
+
+    pub fn ops(&self) -> u64 {
+        self.blocks.iter().map(|b| b.ops).sum()
+    }
+
+    pub fn elapsed(&self) -> Duration {
+        self.blocks.iter().map(|b| b.elapsed).sum()
+    }
+
+    /// Total operations over total measured time.
+    pub fn ops_per_sec(&self) -> f64 {
+        per_sec(self.ops(), self.elapsed())
+    }
+
+    pub fn block_p50s(&self) -> Vec<f64> {
+        self.blocks.iter().map(|b| b.p50_ns as f64).collect()
+    }
+
+    pub fn block_ops_per_sec(&self) -> Vec<f64> {
+        self.blocks.iter().map(Block::ops_per_sec).collect()
+    }
+}
+
+/// Same-run comparison of a subject with its baseline.
+pub struct Comparison {
+    pub baseline: &'static str,
+    pub p50: Option<Ratio>,
+    pub ops: Option<Ratio>,
+}
+
+pub fn compare(subject: &ScenarioResult, baseline: &ScenarioResult) -> Comparison {
+    Comparison {
+        baseline: baseline.spec.name,
+        p50: ratio_of_medians(&subject.block_p50s(), &baseline.block_p50s()),
+        ops: ratio_of_medians(&subject.block_ops_per_sec(), &baseline.block_ops_per_sec()),
+    }
+}
+
+/// Run-wide facts repeated on every line, so a line stands on its own.
+#[derive(Debug, Clone, Serialize)]
+pub struct RunInfo {
+    pub bench_version: &'static str,
+    pub unix_time: u64,
+    pub quick: bool,
+    pub blocks: u32,
+    pub warmup_ms: f64,
+    pub measure_ms: f64,
+    /// The engine command line, when an engine ran.
+    pub engine_command: Option<String>,
+}
+
+/// A JSON object that keeps its keys in insertion order (serde_json's own map sorts them).
+#[derive(Default)]
+struct Line(Vec<(String, String)>);
+
+impl Line {
+    fn put(&mut self, key: impl Into<String>, value: impl Serialize) {
+        let text = serde_json::to_string(&value).expect("plain data serializes");
+        self.0.push((key.into(), text));
+    }
+
+    fn text(&self) -> String {
+        let fields: Vec<String> = self
+            .0
+            .iter()
+            .map(|(k, v)| {
+                format!(
+                    "{}:{v}",
+                    serde_json::to_string(k).expect("a string serializes")
+                )
+            })
+            .collect();
+        format!("{{{}}}", fields.join(","))
+    }
+}
+
+/// One JSON object (one line, no newline) describing one scenario.
+pub fn json_line(
+    r: &ScenarioResult,
+    cmp: Option<&Comparison>,
+    machine: &Machine,
+    run: &RunInfo,
+) -> String {
+    let s = summarize(&r.hist);
+    let mut l = Line::default();
+    l.put("scenario", r.spec.name);
+    l.put("sample", r.spec.sample);
+    l.put("ops_per_sample", r.spec.ops_per_sample);
+    l.put("p50_ns", s.p50_ns);
+    l.put("p90_ns", s.p90_ns);
+    l.put("p99_ns", s.p99_ns);
+    l.put("p999_ns", s.p999_ns);
+    l.put("p9999_ns", s.p9999_ns);
+    l.put("max_ns", s.max_ns);
+    l.put("mean_ns", s.mean_ns);
+    l.put("count", s.count);
+    l.put("ops_per_sec", round2(r.ops_per_sec()));
+    if let Some(c) = cmp {
+        put_ratio(&mut l, "ratio_p50", c.baseline, c.p50);
+        put_ratio(&mut l, "ratio_ops_per_sec", c.baseline, c.ops);
+        if let Some(t) = r.spec.target {
+            let (metric, ratio) = match t.metric {
+                Metric::P50Ratio => ("ratio_p50", c.p50),
+                Metric::OpsRatio => ("ratio_ops_per_sec", c.ops),
+            };
+            l.put("target", json!({"metric": metric, "bound": t.describe(), "met": ratio.map(|x| t.met(x.value))}));
+        }
+    }
+    l.put("baseline", r.spec.baseline);
+    l.put("blocks", r.blocks.len());
+    l.put(
+        "block_p50_ns",
+        r.blocks.iter().map(|b| b.p50_ns).collect::<Vec<_>>(),
+    );
+    l.put(
+        "block_ops_per_sec",
+        r.block_ops_per_sec()
+            .into_iter()
+            .map(round2)
+            .collect::<Vec<_>>(),
+    );
+    if !r.details.is_empty() {
+        l.put("details", &r.details);
+    }
+    l.put("machine", machine);
+    l.put("run", run);
+    l.text()
+}
+
+fn put_ratio(l: &mut Line, key: &str, baseline: &str, r: Option<Ratio>) {
+    l.put(format!("{key}_vs"), baseline);
+    l.put(key, r.map(|r| round3(r.value)));
+    l.put(format!("{key}_min"), r.map(|r| round3(r.min)));
+    l.put(format!("{key}_max"), r.map(|r| round3(r.max)));
+    l.put(
+        format!("{key}_pair_median"),
+        r.map(|r| round3(r.pair_median)),
+    );
+}
+
+/// The readable report.
+pub fn table(
+    results: &[(&ScenarioResult, Option<Comparison>)],
+    machine: &Machine,
+    run: &RunInfo,
+) -> String {
+    let mut out = String::new();
+    let _ = writeln!(
+        out,
+        "machine: {} ({} CPUs{}), kernel {}, clocksource {}; client core {}, engine core {}{}",
+        machine.cpu_model,
+        machine.nproc,
+        if machine.hypervisor { ", virtual" } else { "" },
+        machine.kernel,
+        machine.clocksource,
+        machine.client_core,
+        machine.engine_core,
+        machine
+            .engine_pages
+            .as_ref()
+            .map_or(String::new(), |p| format!(", engine pages {p}")),
+    );
+    let _ = writeln!(
+        out,
+        "run: {} interleaved blocks of {:.0} ms (+{:.0} ms warm-up) per scenario{}",
+        run.blocks,
+        run.measure_ms,
+        run.warmup_ms,
+        if run.quick { ", --quick" } else { "" }
+    );
+    let _ = writeln!(out);
+    let _ = writeln!(
+        out,
+        "{:<20} {:<12} {:>10} {:>8} {:>8} {:>8} {:>8} {:>8} {:>9} {:>9} {:>10}",
+        "scenario",
+        "sample",
+        "count",
+        "p50",
+        "p90",
+        "p99",
+        "p99.9",
+        "p99.99",
+        "max",
+        "mean",
+        "ops/s"
+    );
+    for (r, _) in results {
+        let s = summarize(&r.hist);
+        let _ = writeln!(
+            out,
+            "{:<20} {:<12} {:>10} {:>8} {:>8} {:>8} {:>8} {:>8} {:>9} {:>9} {:>10}",
+            r.spec.name,
+            r.spec.sample,
+            s.count,
+            ns(s.p50_ns),
+            ns(s.p90_ns),
+            ns(s.p99_ns),
+            ns(s.p999_ns),
+            ns(s.p9999_ns),
+            ns(s.max_ns),
+            ns(s.mean_ns.round() as u64),
+            si(r.ops_per_sec()),
+        );
+    }
+    let comparisons: Vec<_> = results
+        .iter()
+        .filter_map(|(r, c)| c.as_ref().map(|c| (*r, c)))
+        .collect();
+    if !comparisons.is_empty() {
+        let _ = writeln!(out);
+        let _ = writeln!(
+            out,
+            "ratios (same run): median(subject blocks) / median(baseline blocks); paired blocks: median [min..max]"
+        );
+        for (r, c) in comparisons {
+            for (label, metric, ratio) in [
+                ("p50", Metric::P50Ratio, c.p50),
+                ("ops/s", Metric::OpsRatio, c.ops),
+            ] {
+                let verdict = match r.spec.target {
+                    Some(t) if t.metric == metric => match ratio {
+                        Some(x) => format!(
+                            "  target {}: {}",
+                            t.describe(),
+                            if t.met(x.value) { "met" } else { "MISSED" }
+                        ),
+                        None => format!("  target {}: no data", t.describe()),
+                    },
+                    _ => String::new(),
+                };
+                let value = ratio.map_or("n/a".to_string(), |x| {
+                    format!(
+                        "{:.3}x  pairs {:.3} [{:.3}..{:.3}]",
+                        x.value, x.pair_median, x.min, x.max
+                    )
+                });
+                let _ = writeln!(
+                    out,
+                    "  {:<50} {value}{verdict}",
+                    format!("{} {label} / {} {label}", r.spec.name, c.baseline)
+                );
+            }
+        }
+    }
+    out
+}
+
+/// Nanoseconds, compactly.
+fn ns(v: u64) -> String {
+    match v {
+        0..=99_999 => format!("{v}ns"),
+        100_000..=99_999_999 => format!("{:.1}us", v as f64 / 1e3),
+        _ => format!("{:.1}ms", v as f64 / 1e6),
+    }
+}
+
+fn si(v: f64) -> String {
+    if v >= 1e6 {
+        format!("{:.2}M", v / 1e6)
+    } else if v >= 1e3 {
+        format!("{:.1}k", v / 1e3)
+    } else {
+        format!("{v:.0}")
+    }
+}
+
+/// Writes `results.jsonl`, and per scenario `<name>.hlog` (HdrHistogram interval log, one
+/// interval per block, V2 deflate encoding, ns) and `<name>.hgrm` (percentile distribution of
+/// all blocks, the format of HdrHistogram's outputPercentileDistribution and its plotter).
+pub fn write_out_dir(
+    dir: &Path,
+    lines: &[String],
+    results: &[&ScenarioResult],
+    run_start: SystemTime,
+) -> Result<()> {
+    let path = dir.join("results.jsonl");
+    let mut f = std::fs::File::create(&path).map_err(|e| format!("{}: {e}", path.display()))?;
+    for l in lines {
+        writeln!(f, "{l}").map_err(|e| format!("{}: {e}", path.display()))?;
+    }
+    for r in results {
+        let path = dir.join(format!("{}.hlog", r.spec.name));
+        std::fs::write(&path, interval_log(r, run_start)?)
+            .map_err(|e| format!("{}: {e}", path.display()))?;
+        let path = dir.join(format!("{}.hgrm", r.spec.name));
+        std::fs::write(&path, percentile_distribution(&r.hist))
+            .map_err(|e| format!("{}: {e}", path.display()))?;
+    }
+    Ok(())
+}
+
+fn interval_log(r: &ScenarioResult, run_start: SystemTime) -> Result<Vec<u8>> {
+    let mut buf = Vec::new();
+    let mut serializer = V2DeflateSerializer::new();
+    let mut w = IntervalLogWriterBuilder::new()
+        .add_comment(&format!(
+            "bench scenario {}: {} (values in ns, one interval per block)",
+            r.spec.name, r.spec.about
+        ))
+        .add_comment(&format!("one value = one {}", r.spec.sample))
+        .with_start_time(run_start)
+        .with_base_time(run_start)
+        .with_max_value_divisor(1.0)
+        .begin_log_with(&mut buf, &mut serializer)
+        .map_err(|e| format!("interval log: {e}"))?;
+    let tag = Tag::new(r.spec.name);
+    for b in &r.blocks {
+        if let Some(h) = &b.hist {
+            w.write_histogram(h, b.start, b.elapsed, tag)
+                .map_err(|e| format!("interval log: {e:?}"))?;
+        }
+    }
+    drop(w);
+    Ok(buf)
+}
+
+/// HdrHistogram's classic percentile table (values in ns).
+pub fn percentile_distribution(h: &Histogram<u64>) -> String {
+    let mut out = String::new();
+    let _ = writeln!(
+        out,
+        "{:>12} {:>14} {:>10} {:>14}\n",
+        "Value", "Percentile", "TotalCount", "1/(1-Percentile)"
+    );
+    let mut total = 0u64;
+    for v in h.iter_quantiles(5) {
+        total += v.count_since_last_iteration();
+        let q = v.quantile_iterated_to();
+        if q < 1.0 {
+            let _ = writeln!(
+                out,
+                "{:12.3} {:2.12} {:10} {:14.2}",
+                v.value_iterated_to() as f64,
+                q,
+                total,
+                1.0 / (1.0 - q)
+            );
+        } else {
+            let _ = writeln!(
+                out,
+                "{:12.3} {:2.12} {:10}",
+                v.value_iterated_to() as f64,
+                q,
+                total
+            );
+        }
+    }
+    let _ = writeln!(
+        out,
+        "#[Mean    = {:12.3}, StdDeviation   = {:12.3}]",
+        h.mean(),
+        h.stdev()
+    );
+    let _ = writeln!(
+        out,
+        "#[Max     = {:12.3}, Total count    = {:12}]",
+        h.max() as f64,
+        h.len()
+    );
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::scenarios::spec;
+    use crate::stats::record;
+
+    fn result(name: &str, block_ns: &[u64], ops_per_block: u64) -> ScenarioResult {
+        let mut r = ScenarioResult::new(spec(name).unwrap());
+        for (i, &ns) in block_ns.iter().enumerate() {
+            let mut h = stats::new_histogram();
+            for _ in 0..100 {
+                record(&mut h, Duration::from_nanos(ns));
+            }
+            r.hist.add(&h).unwrap();
+            r.blocks.push(Block {
+                start: Duration::from_secs(i as u64),
+                elapsed: Duration::from_millis(100),
+                ops: ops_per_block,
+                p50_ns: h.value_at_quantile(0.5),
+                hist: Some(h),
+            });
+        }
+        r
+    }
+
+    fn machine() -> Machine {
+        let mut m = Machine::probe(0, 1);
+        m.engine_pages = Some("normal".into());
+        m
+    }
+
+    fn run() -> RunInfo {
+        RunInfo {
+            bench_version: "test",
+            unix_time: 0,
+            quick: true,
+            blocks: 3,
+            warmup_ms: 10.0,
+            measure_ms: 100.0,
+            engine_command: None,
+        }
+    }
+
+    #[test]
+    fn json_line_has_the_promised_fields() {
+        let base = result("floor.pingpong", &[100, 150, 200], 100);
+        let subj = result("ring.nop", &[130, 180, 300], 80);
+        let c = compare(&subj, &base);
+        let text = json_line(&subj, Some(&c), &machine(), &run());
+        // One line, parseable back, keys in a fixed order starting with the scenario.
+        assert!(!text.contains('\n'));
+        assert!(text.starts_with(r#"{"scenario":"ring.nop","#), "{text}");
+        let v: Value = serde_json::from_str(&text).unwrap();
+        for key in [
+            "scenario",
+            "p50_ns",
+            "p90_ns",
+            "p99_ns",
+            "p999_ns",
+            "p9999_ns",
+            "max_ns",
+            "mean_ns",
+            "count",
+            "ops_per_sec",
+            "ratio_p50_vs",
+            "ratio_p50",
+            "ratio_p50_min",
+            "ratio_p50_max",
+            "ratio_p50_pair_median",
+            "ratio_ops_per_sec",
+            "machine",
+            "run",
+            "target",
+        ] {
+            assert!(v.get(key).is_some(), "missing {key} in {text}");
+        }
+        assert_eq!(v["scenario"], "ring.nop");
+        assert_eq!(v["count"], 300);
+        assert_eq!(v["p50_ns"], 180);
+        assert_eq!(v["ratio_p50_vs"], "floor.pingpong");
+        assert_eq!(v["ratio_p50"], 1.2);
+        assert_eq!(v["ratio_p50_min"], 1.2);
+        assert_eq!(v["ratio_p50_max"], 1.5);
+        assert_eq!(v["ratio_p50_pair_median"], 1.3);
+        assert_eq!(v["ratio_ops_per_sec"], 0.8);
+        assert_eq!(v["ops_per_sec"], 800.0);
+        assert_eq!(v["target"]["met"], true);
+        assert_eq!(v["machine"]["nproc"], machine().nproc);
+        assert!(v["machine"]["cpu_model"].is_string());
+
+        // A baseline line has no ratio fields.
+        let v: Value = serde_json::from_str(&json_line(&base, None, &machine(), &run())).unwrap();
+        assert!(v.get("ratio_p50").is_none());
+        assert_eq!(v["baseline"], Value::Null);
+    }
+
+    #[test]
+    fn out_files_read_back() {
+        let r = result("floor.pingpong", &[100, 150], 100);
+        let log = interval_log(
+            &r,
+            SystemTime::UNIX_EPOCH + Duration::from_secs(1_700_000_000),
+        )
+        .unwrap();
+        let mut intervals = 0;
+        for entry in hdrhistogram::serialization::interval_log::IntervalLogIterator::new(&log) {
+            if let hdrhistogram::serialization::interval_log::LogEntry::Interval(h) = entry.unwrap()
+            {
+                assert_eq!(h.tag().unwrap().as_str(), "floor.pingpong");
+                intervals += 1;
+            }
+        }
+        assert_eq!(intervals, 2);
+        let hgrm = percentile_distribution(&r.hist);
+        assert!(hgrm.contains("Total count    =          200"), "{hgrm}");
+    }
+
+    #[test]
+    fn table_shows_ratio_and_verdict() {
+        let base = result("floor.echo_batch32", &[1000, 1000], 3200);
+        let subj = result("ring.nop_batch32", &[2000, 2000], 1280);
+        let c = compare(&subj, &base);
+        let t = table(&[(&base, None), (&subj, Some(c))], &machine(), &run());
+        assert!(
+            t.contains("ring.nop_batch32 ops/s / floor.echo_batch32 ops/s"),
+            "{t}"
+        );
+        assert!(
+            t.contains("0.400x") && t.contains("target >= 0.5: MISSED"),
+            "{t}"
+        );
+    }
+}
