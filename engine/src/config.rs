@@ -17,6 +17,27 @@ pub struct Config {
     pub memory: MemoryConfig,
     pub sessions: SessionsConfig,
     pub log: LogConfig,
+    pub metrics: MetricsConfig,
+    pub ucx: UcxConfig,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, rename_all = "kebab-case", default)]
+pub struct UcxConfig {
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub listen: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub transports: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub net_devices: Option<String>,
+    pub request_timeout_ms: u64,
+    pub max_message_bytes: u64,
+}
+
+impl Default for UcxConfig {
+    fn default() -> Self {
+        Self { listen: None, transports: None, net_devices: None, request_timeout_ms: 10_000, max_message_bytes: 64 << 20 }
+    }
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
@@ -71,6 +92,14 @@ pub struct LogConfig {
     pub level: String,
 }
 
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, rename_all = "kebab-case", default)]
+pub struct MetricsConfig {
+    /// Address:port of the Prometheus endpoint (`GET /metrics`); unset: no endpoint.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub listen: Option<String>,
+}
+
 impl Default for Config {
     fn default() -> Self {
         Self {
@@ -79,6 +108,8 @@ impl Default for Config {
             memory: MemoryConfig::default(),
             sessions: SessionsConfig::default(),
             log: LogConfig::default(),
+            metrics: MetricsConfig::default(),
+            ucx: UcxConfig::default(),
         }
     }
 }
@@ -280,12 +311,41 @@ impl Config {
                 ));
             }
         }
-        if tracing_subscriber::EnvFilter::try_new(&self.log.level).is_err() {
+        if let Some(l) = &self.ucx.listen {
+            if l.parse::<std::net::SocketAddr>().is_err() {
+                return Err(invalid("ucx.listen", format!("{l:?} is not an ip:port address"), "use e.g. \"0.0.0.0:13337\""));
+            }
+        }
+        if self.ucx.request_timeout_ms == 0 {
+            return Err(invalid("ucx.request-timeout-ms", "0 would fail every remote request", "use e.g. 10000"));
+        }
+        if self.ucx.max_message_bytes == 0 || self.ucx.max_message_bytes > i32::MAX as u64 {
+            return Err(invalid("ucx.max-message-bytes", format!("{} is outside 1..=2147483647", self.ucx.max_message_bytes), "use e.g. 67108864 (64 MiB)"));
+        }
+        // A bare word that is not a level ("infoo") parses as a target filter that silences
+        // everything else: refuse it as the typo it almost certainly is.
+        let bare_non_level = self.log.level.split(',').any(|d| {
+            let d = d.trim();
+            !d.is_empty()
+                && !d.contains(['=', '['])
+                && !["error", "warn", "info", "debug", "trace", "off"]
+                    .contains(&d.to_ascii_lowercase().as_str())
+        });
+        if bare_non_level || tracing_subscriber::EnvFilter::try_new(&self.log.level).is_err() {
             return Err(invalid(
                 "log.level",
                 format!("{:?} is not a log level", self.log.level),
-                "use error, warn, info, debug or trace",
+                "use error, warn, info, debug or trace, or directives such as \"info,engine=debug\"",
             ));
+        }
+        if let Some(l) = &self.metrics.listen {
+            if l.parse::<std::net::SocketAddr>().is_err() {
+                return Err(invalid(
+                    "metrics.listen",
+                    format!("{l:?} is not an IP address and port"),
+                    "use e.g. \"127.0.0.1:9464\", or remove the key to turn the endpoint off",
+                ));
+            }
         }
         Ok(())
     }
@@ -398,5 +458,65 @@ mod tests {
     #[test]
     fn default_core_is_last_allowed() {
         assert_eq!(Config::default().worker_cores(&[0, 1, 3]), vec![3]);
+    }
+
+    fn repo_file(rel: &str) -> PathBuf {
+        Path::new(env!("CARGO_MANIFEST_DIR")).join("..").join(rel)
+    }
+
+    /// Every example configuration shipped in the repository parses and validates (on a
+    /// machine with enough cores for the cores it lists).
+    #[test]
+    fn every_shipped_example_parses_and_validates() {
+        let mut files = vec![repo_file("engine/engine.example.toml")];
+        let mut deploy: Vec<PathBuf> = std::fs::read_dir(repo_file("deploy"))
+            .expect("deploy/ exists")
+            .map(|e| e.unwrap().path())
+            .filter(|p| p.extension().is_some_and(|x| x == "toml"))
+            .collect();
+        deploy.sort();
+        assert!(!deploy.is_empty(), "deploy/ ships an example config");
+        files.extend(deploy);
+        let cpus: Vec<usize> = (0..64).collect();
+        for f in files {
+            let c = Config::load(&f).unwrap_or_else(|e| panic!("{e}"));
+            c.validate(&cpus)
+                .unwrap_or_else(|e| panic!("{}: {e}", f.display()));
+        }
+    }
+
+    /// Golden tests: each `testdata/config-golden/NAME.toml` is refused with exactly the
+    /// message in `NAME.err` (validated as on a machine whose allowed cores are 0 and 1).
+    /// `UPDATE_GOLDEN=1 cargo test -p engine golden` rewrites the .err files.
+    #[test]
+    fn golden_invalid_configs_give_their_documented_messages() {
+        let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("testdata/config-golden");
+        let update = std::env::var_os("UPDATE_GOLDEN").is_some();
+        let mut cases: Vec<PathBuf> = std::fs::read_dir(&dir)
+            .expect("golden dir")
+            .map(|e| e.unwrap().path())
+            .filter(|p| p.extension().is_some_and(|x| x == "toml"))
+            .collect();
+        cases.sort();
+        assert!(cases.len() >= 10, "golden cases missing in {}", dir.display());
+        let mut failures = Vec::new();
+        for case in cases {
+            let name = case.file_name().unwrap().to_string_lossy().into_owned();
+            let text = std::fs::read_to_string(&case).unwrap();
+            let got = match Config::parse(&text, &name).and_then(|c| c.validate(&[0, 1])) {
+                Ok(()) => format!("(accepted: {name} should be refused)"),
+                Err(e) => e.to_string(),
+            };
+            let err_file = case.with_extension("err");
+            if update {
+                std::fs::write(&err_file, format!("{got}\n")).unwrap();
+                continue;
+            }
+            let want = std::fs::read_to_string(&err_file).unwrap_or_default();
+            if want.strip_suffix('\n').unwrap_or(&want) != got {
+                failures.push(format!("{name}:\n  want: {want:?}\n  got:  {got:?}"));
+            }
+        }
+        assert!(failures.is_empty(), "{}", failures.join("\n"));
     }
 }

@@ -21,6 +21,7 @@ use ring_proto::{CloseReason, RegionLayout, SessionState, LAYOUT_VERSION};
 use crate::config::Config;
 use crate::region::Region;
 use crate::session::SessionShared;
+use crate::status::Registry;
 use crate::worker::{Command, Event, WorkerHandle};
 
 /// Why the engine could not start serving.
@@ -199,6 +200,8 @@ pub struct ControlServer {
     wake: Arc<OwnedFd>,
     events: Receiver<Event>,
     workers: Vec<WorkerHandle>,
+    /// Workers and live sessions for status requests and the metrics endpoint.
+    registry: Arc<Registry>,
     /// Sessions per worker, for placing new ones on the least-loaded worker.
     load: Vec<usize>,
     conns: HashMap<u32, Conn>,
@@ -207,6 +210,8 @@ pub struct ControlServer {
     next_session: u32,
     epoch: u64,
     pid: u32,
+    /// Peer engines clients asked for (shared with the workers' data planes).
+    peers: Arc<crate::dataplane::PeerRegistry>,
 }
 
 const TICK: Duration = Duration::from_millis(1000);
@@ -228,6 +233,7 @@ impl ControlServer {
             .duration_since(std::time::UNIX_EPOCH)
             .map_or(0, |d| d.as_nanos() as u64);
         let load = vec![0; workers.len()];
+        let registry = Arc::new(Registry::new(&cfg, &socket_path, &workers));
         Ok(Self {
             cfg,
             listener: Some(listener),
@@ -240,9 +246,21 @@ impl ControlServer {
             conns: HashMap::new(),
             pending: Vec::new(),
             next_session: 1,
+            peers: Default::default(),
             epoch,
             pid: std::process::id(),
+            registry,
         })
+    }
+
+    /// Shares the engine's peer registry (the one the workers resolve handles in).
+    pub fn set_peers(&mut self, peers: Arc<crate::dataplane::PeerRegistry>) {
+        self.peers = peers;
+    }
+
+    /// The registry the metrics endpoint reads.
+    pub fn registry(&self) -> Arc<Registry> {
+        self.registry.clone()
     }
 
     /// Serves until SIGTERM/SIGINT, then shuts down in order.
@@ -342,7 +360,7 @@ impl ControlServer {
                     tracing::info!(signal = info.ssi_signo, "shutdown requested");
                     shutdown = true;
                 }
-                Ok(Signal::SIGHUP) => tracing::info!("SIGHUP: nothing to reload in this version"),
+                Ok(Signal::SIGHUP) => crate::reload::on_sighup(),
                 _ => {}
             }
         }
@@ -407,6 +425,10 @@ impl ControlServer {
             }
             Err(e) => return Self::refuse(&conn, ControlErrorCode::Malformed, e.to_string()),
         };
+        if msg == Message::Status {
+            // An operator's status request: answered, then the connection is dropped.
+            return crate::status::serve(conn.fd().as_fd(), &self.registry);
+        }
         let Message::Hello {
             layout_version,
             sq_entries,
@@ -507,6 +529,7 @@ impl ControlServer {
             buffer = layout.buf_size,
             "session opened"
         );
+        self.registry.session_opened(shared.clone());
         self.conns.insert(
             id,
             Conn {
@@ -538,6 +561,21 @@ impl ControlServer {
             Ok((Message::Ping, _)) => {
                 conn.lease.last_seen = Instant::now();
                 let _ = control_io::send(conn.fd().as_fd(), &Message::Pong, &[]);
+            }
+            Ok((Message::ConnectPeer { addr }, _)) => {
+                conn.lease.last_seen = Instant::now();
+                let reply = match addr.parse::<std::net::SocketAddr>() {
+                    Ok(a) => {
+                        let peer = self.peers.register(a);
+                        tracing::info!(session = id, peer, address = %a, "peer registered");
+                        Message::PeerConnected { peer }
+                    }
+                    Err(_) => Message::Error {
+                        code: ControlErrorCode::BadRequest as u32,
+                        message: format!("peer address {addr:?} is not ip:port"),
+                    },
+                };
+                let _ = control_io::send(conn.fd().as_fd(), &reply, &[]);
             }
             Ok((Message::Close, _)) if !conn.closing => {
                 conn.closing = true;
@@ -585,13 +623,19 @@ impl ControlServer {
                 Event::Removed { id } => {
                     if let Some(conn) = self.conns.remove(&id) {
                         let session = conn.session.expect("registered sessions have one");
+                        self.registry.session_closed(id);
                         self.load[session.worker] -= 1;
                         if let (true, Some(fd)) = (conn.closing, &conn.fd) {
                             let _ = control_io::send(fd.as_fd(), &Message::Closed, &[]);
                         }
-                        tracing::info!(session = id, client_pid = session.client_pid, stats = %session.stats.summary(), "session closed");
+                        let (client_pid, stats) = (session.client_pid, session.stats.summary());
                         // Dropping the connection closes the socket; dropping the last Arc
-                        // unmaps the region and closes its memfd and eventfd.
+                        // unmaps the region and closes its memfd and eventfd. Both happen
+                        // before the log line, so "session closed" means reclaimed (a metrics
+                        // scrape in progress may hold the Arc a moment longer).
+                        drop(conn.fd);
+                        drop(session);
+                        tracing::info!(session = id, client_pid, stats = %stats, "session closed");
                     }
                 }
             }

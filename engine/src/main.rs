@@ -2,10 +2,14 @@
 
 mod config;
 mod control;
+mod dataplane;
+mod metrics;
 mod ops;
 mod region;
+mod reload;
 mod session;
 mod stats;
+mod status;
 mod ucx;
 mod worker;
 
@@ -16,7 +20,6 @@ use std::time::Duration;
 
 use clap::{Parser, Subcommand};
 use config::{Config, HugepagePolicy};
-use tracing_subscriber::EnvFilter;
 
 /// Shared-memory ring engine for SeaweedFS.
 ///
@@ -27,7 +30,7 @@ use tracing_subscriber::EnvFilter;
 ///
 /// With no --config the engine runs on its embedded default (the shipped
 /// engine.example.toml): one worker on the last allowed core, huge pages when available.
-#[derive(Parser, Debug)]
+#[derive(Parser, Debug, Clone)]
 #[command(
     name = "engine",
     version,
@@ -41,7 +44,7 @@ struct Cli {
     config: Option<PathBuf>,
 
     /// Control socket path (overrides control.socket).
-    #[arg(long, value_name = "PATH")]
+    #[arg(long, value_name = "PATH", global = true)]
     socket: Option<PathBuf>,
 
     /// Worker cores, comma-separated (overrides workers.cores).
@@ -64,15 +67,31 @@ struct Cli {
     #[arg(long, value_name = "MS")]
     lease_ms: Option<u32>,
 
+    /// UCX listener address, ip:port (overrides ucx.listen).
+    #[arg(long, value_name = "ADDR")]
+    ucx_listen: Option<String>,
+
+    /// UCX transports, UCX_TLS syntax (overrides ucx.transports).
+    #[arg(long, value_name = "LIST")]
+    ucx_transports: Option<String>,
+
+    /// UCX network devices, UCX_NET_DEVICES syntax (overrides ucx.net-devices).
+    #[arg(long, value_name = "LIST")]
+    ucx_net_devices: Option<String>,
+
     /// Log level or tracing filter (overrides log.level; RUST_LOG wins over both).
     #[arg(long, value_name = "LEVEL")]
     log_level: Option<String>,
+
+    /// Serve Prometheus metrics on ADDR:PORT (overrides metrics.listen; port 0 picks one).
+    #[arg(long, value_name = "ADDR")]
+    metrics_listen: Option<String>,
 
     #[command(subcommand)]
     command: Option<Cmd>,
 }
 
-#[derive(Subcommand, Debug)]
+#[derive(Subcommand, Debug, Clone)]
 enum Cmd {
     /// Run the engine (the default when no command is given).
     Run,
@@ -80,6 +99,13 @@ enum Cmd {
     CheckConfig {
         /// The file to check (default: --config, else the embedded default).
         file: Option<PathBuf>,
+    },
+    /// Show a running engine's workers, sessions and counters (asks its control socket:
+    /// --socket, else control.socket of --config, else the default path).
+    Status {
+        /// Print JSON instead of tables.
+        #[arg(long)]
+        json: bool,
     },
 }
 
@@ -103,8 +129,20 @@ impl Cli {
         if let Some(l) = self.lease_ms {
             cfg.sessions.lease_ms = l;
         }
+        if let Some(l) = &self.ucx_listen {
+            cfg.ucx.listen = Some(l.clone());
+        }
+        if let Some(t) = &self.ucx_transports {
+            cfg.ucx.transports = Some(t.clone());
+        }
+        if let Some(d) = &self.ucx_net_devices {
+            cfg.ucx.net_devices = Some(d.clone());
+        }
         if let Some(l) = &self.log_level {
             cfg.log.level = l.clone();
+        }
+        if let Some(m) = &self.metrics_listen {
+            cfg.metrics.listen = Some(m.clone());
         }
     }
 }
@@ -136,6 +174,29 @@ fn main() -> ExitCode {
                 ExitCode::from(2)
             }
         },
+        Some(Cmd::Status { json }) => {
+            let cfg = match load_config(&cli, None) {
+                Ok(c) => c,
+                Err(e) => {
+                    eprintln!("error: {e}");
+                    return ExitCode::from(2);
+                }
+            };
+            match status::request(&cfg.socket_path()) {
+                Ok(s) if *json => {
+                    println!("{}", serde_json::to_string_pretty(&s).expect("serializes"));
+                    ExitCode::SUCCESS
+                }
+                Ok(s) => {
+                    print!("{}", status::render_table(&s));
+                    ExitCode::SUCCESS
+                }
+                Err(e) => {
+                    eprintln!("error: {e}");
+                    ExitCode::FAILURE
+                }
+            }
+        }
         Some(Cmd::Run) | None => {
             let cfg = match load_config(&cli, None) {
                 Ok(c) => c,
@@ -144,7 +205,13 @@ fn main() -> ExitCode {
                     return ExitCode::from(2);
                 }
             };
-            init_logging(&cfg);
+            let reload_cli = cli.clone();
+            reload::init_logging(
+                &cfg,
+                cli.config.is_some(),
+                cli.log_level.is_some(),
+                Box::new(move || load_config(&reload_cli, None)),
+            );
             match run(cfg) {
                 Ok(()) => ExitCode::SUCCESS,
                 Err(e) => {
@@ -157,21 +224,13 @@ fn main() -> ExitCode {
     }
 }
 
-fn init_logging(cfg: &Config) {
-    let filter =
-        EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(&cfg.log.level));
-    use std::io::IsTerminal;
-    tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_writer(std::io::stderr)
-        .with_ansi(std::io::stderr().is_terminal())
-        .init();
-}
-
 fn run(cfg: Config) -> Result<(), Box<dyn std::error::Error>> {
     let (major, minor, release) = ucx::loaded_version();
     tracing::info!(version = %format!("{major}.{minor}.{release}"), "UCX library loaded");
     check_hugepages(&cfg)?;
+    prepare_ucx_environment(&cfg.ucx);
+    let peers = Arc::new(dataplane::PeerRegistry::default());
+    let ucx_settings = Arc::new(dataplane::UcxSettings::new(&cfg.ucx, peers.clone()));
 
     // Signals are blocked before any thread exists, so every thread inherits the mask and
     // SIGTERM/SIGINT reach the engine only through the control thread's signalfd.
@@ -192,6 +251,7 @@ fn run(cfg: Config) -> Result<(), Box<dyn std::error::Error>> {
             idle,
             events_tx.clone(),
             control_wake.clone(),
+            ucx_settings.clone(),
         )?);
     }
     tracing::info!(
@@ -200,7 +260,8 @@ fn run(cfg: Config) -> Result<(), Box<dyn std::error::Error>> {
         pid = std::process::id(),
         "engine ready"
     );
-    let server = control::ControlServer::new(
+    let metrics_listen = cfg.metrics.listen.clone();
+    let mut server = control::ControlServer::new(
         cfg,
         listener,
         socket_path,
@@ -209,8 +270,30 @@ fn run(cfg: Config) -> Result<(), Box<dyn std::error::Error>> {
         events_rx,
         workers,
     )?;
+    server.set_peers(peers);
+    if let Some(listen) = metrics_listen {
+        let addr = metrics::serve(&listen, server.registry())
+            .map_err(|e| format!("metrics.listen = {listen:?}: cannot serve metrics there: {e}"))?;
+        tracing::info!(%addr, "metrics endpoint listening (GET /metrics)");
+    }
     server.run();
     Ok(())
+}
+
+/// UCX reads some settings only from the environment; these defaults are set unless the
+/// operator set them. Set before any thread exists.
+/// - UCX_MM_ERROR_HANDLING=y: with peer error handling on (it always is: a dead peer must fail
+///   its requests), shared-memory transports need it, else UCX silently falls back to tcp.
+/// - UCX_CM_REUSEADDR=y: an engine restarted on its configured port can listen again at once
+///   instead of failing while the old connections sit in TIME_WAIT (a minute on Linux).
+fn prepare_ucx_environment(ucx: &config::UcxConfig) {
+    if ucx.listen.is_some() && std::env::var_os("UCX_CM_REUSEADDR").is_none() {
+        std::env::set_var("UCX_CM_REUSEADDR", "y");
+    }
+    let shm = ucx.transports.as_deref().is_some_and(|t| t.split(',').any(|x| matches!(x.trim(), "sm" | "shm" | "posix" | "sysv" | "cma" | "all")));
+    if shm && std::env::var_os("UCX_MM_ERROR_HANDLING").is_none() {
+        std::env::set_var("UCX_MM_ERROR_HANDLING", "y");
+    }
 }
 
 /// Logs which pages sessions will get, and refuses to start under `require` without them.

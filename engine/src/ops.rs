@@ -8,6 +8,19 @@ use ring_proto::{opcode, RegionLayout, ResultCode, Sqe};
 pub enum Request {
     Nop,
     Fill { offset: usize, len: usize, byte: u8 },
+    /// Remote request-response; completes asynchronously through the data plane.
+    Send(SendRequest),
+}
+
+/// A validated `SEND`: every range is inside the session's buffer area.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct SendRequest {
+    pub peer: u32,
+    pub service: u32,
+    pub offset: usize,
+    pub len: usize,
+    pub resp_offset: usize,
+    pub resp_cap: usize,
 }
 
 /// Checks an entry against the session's own layout. Every field an operation does not use
@@ -35,16 +48,38 @@ pub fn validate(sqe: &Sqe, layout: &RegionLayout) -> Result<Request, ResultCode>
                 byte: sqe.aux as u8,
             })
         }
+        opcode::SEND => {
+            let [resp_offset, resp_cap, a2, a3] = sqe.args;
+            if sqe.flags != 0 || sqe.reserved != 0 || a2 != 0 || a3 != 0 || resp_cap > i32::MAX as u64 {
+                return Err(ResultCode::InvalidEntry);
+            }
+            if sqe.peer == 0 {
+                return Err(ResultCode::NoSuchPeer);
+            }
+            if !layout.buf_range_ok(sqe.buf_offset, sqe.buf_len as u64) || !layout.buf_range_ok(resp_offset, resp_cap) {
+                return Err(ResultCode::OutOfBounds);
+            }
+            Ok(Request::Send(SendRequest {
+                peer: sqe.peer,
+                service: sqe.aux,
+                offset: sqe.buf_offset as usize,
+                len: sqe.buf_len as usize,
+                resp_offset: resp_offset as usize,
+                resp_cap: resp_cap as usize,
+            }))
+        }
         _ => Err(ResultCode::UnknownOpcode),
     }
 }
 
-/// Runs a validated request against the session's buffer area; returns the CQE result.
+/// Runs a validated local request against the session's buffer area; returns the CQE result.
+/// Remote requests (`Send`) never come here: the data plane runs them.
 ///
 /// `buf` must be the start of the session's buffer area, `layout.buf_size` bytes long.
 pub fn execute(req: Request, buf: *mut u8) -> i32 {
     match req {
         Request::Nop => 0,
+        Request::Send(_) => ResultCode::Internal as i32,
         Request::Fill { offset, len, byte } => {
             // Safety: `validate` checked offset + len <= buf_size for this session, and `buf`
             // is its buffer area. The client may read these bytes concurrently; libc's memset
@@ -139,8 +174,19 @@ mod tests {
     }
 
     #[test]
+    fn send_ranges_and_reserved_fields() {
+        let s = Sqe { opcode: opcode::SEND, peer: 1, aux: 1, buf_offset: 0, buf_len: 100, args: [4096, 4096, 0, 0], ..Default::default() };
+        assert!(matches!(validate(&s, &layout()), Ok(Request::Send(SendRequest { peer: 1, service: 1, len: 100, resp_offset: 4096, resp_cap: 4096, .. }))));
+        assert_eq!(validate(&Sqe { peer: 0, ..s }, &layout()), Err(ResultCode::NoSuchPeer));
+        assert_eq!(validate(&Sqe { args: [4097, 4096, 0, 0], ..s }, &layout()), Err(ResultCode::OutOfBounds));
+        assert_eq!(validate(&Sqe { args: [0, u64::MAX, 0, 0], ..s }, &layout()), Err(ResultCode::InvalidEntry));
+        assert_eq!(validate(&Sqe { args: [0, 16, 1, 0], ..s }, &layout()), Err(ResultCode::InvalidEntry));
+        assert_eq!(validate(&Sqe { buf_len: 9000, ..s }, &layout()), Err(ResultCode::OutOfBounds));
+    }
+
+    #[test]
     fn unknown_opcodes() {
-        for op in [0u8, 3, 200, 255] {
+        for op in [0u8, 4, 200, 255] {
             assert_eq!(
                 validate(
                     &Sqe {

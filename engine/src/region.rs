@@ -150,6 +150,27 @@ impl Region {
         unsafe { &*(self.map.as_ptr().add(self.layout.sq_ctl_offset) as *const RingCtl) }
     }
 
+    fn cq_ctl(&self) -> &RingCtl {
+        // Safety: cq_ctl_offset is inside the mapping and 128-aligned (layout rules).
+        unsafe { &*(self.map.as_ptr().add(self.layout.cq_ctl_offset) as *const RingCtl) }
+    }
+
+    /// For status and metrics (any thread, read-only): (SQ entries published and not yet
+    /// taken, CQ entries posted and not yet reaped). Relaxed loads of indices the worker and
+    /// the client move: a snapshot that may be slightly stale, clamped to the ring sizes
+    /// because the client may write anything into its indices.
+    pub fn occupancy(&self) -> (u32, u32) {
+        let used = |ctl: &RingCtl, entries: u32| {
+            let head = ctl.head.value.load(Ordering::Relaxed);
+            let tail = ctl.tail.value.load(Ordering::Relaxed);
+            tail.wrapping_sub(head).min(entries)
+        };
+        (
+            used(self.sq_ctl(), self.layout.sq_entries),
+            used(self.cq_ctl(), self.layout.cq_entries),
+        )
+    }
+
     pub fn fd(&self) -> BorrowedFd<'_> {
         self.fd.as_fd()
     }

@@ -60,6 +60,24 @@ pub struct ActiveSession {
     cq: Producer<Cqe>,
     /// Whether the last pass left entries behind for lack of CQ space (counts stalls once).
     cq_stalled: bool,
+    /// Remote requests started and not yet completed; each holds a reserved CQ slot.
+    inflight: u32,
+}
+
+/// Where `pass` sends remote requests (the worker's data plane).
+pub trait Remote {
+    /// Starts a remote request; its completion comes later through `ActiveSession::complete`.
+    /// An error is completed at once by the caller.
+    fn start_send(&mut self, session: &Arc<SessionShared>, user_data: u64, req: ops::SendRequest) -> Result<(), ResultCode>;
+}
+
+/// For passes that must not start remote work (draining).
+pub struct NoRemote;
+
+impl Remote for NoRemote {
+    fn start_send(&mut self, _: &Arc<SessionShared>, _: u64, _: ops::SendRequest) -> Result<(), ResultCode> {
+        Err(ResultCode::ShuttingDown)
+    }
 }
 
 impl ActiveSession {
@@ -73,6 +91,7 @@ impl ActiveSession {
             sq,
             cq,
             cq_stalled: false,
+            inflight: 0,
         }
     }
 
@@ -81,16 +100,18 @@ impl ActiveSession {
     }
 
     /// Takes up to `max` entries, only as many as the CQ can take completions for (the
-    /// admission rule: a completion can never be dropped), executes them, and posts their
-    /// completions. With `fail`, entries are completed with that error instead of executed.
-    pub fn pass(&mut self, max: u32, fail: Option<ResultCode>, ws: &WorkerStats) -> Pass {
+    /// admission rule: a completion can never be dropped; slots of requests still in flight
+    /// stay reserved), executes them, and posts their completions. Remote requests go to
+    /// `remote` and complete later through [`ActiveSession::complete`]. With `fail`, entries
+    /// are completed with that error instead of executed.
+    pub fn pass(&mut self, max: u32, fail: Option<ResultCode>, ws: &WorkerStats, remote: &mut dyn Remote) -> Pass {
         let ready = match self.sq.refresh() {
             Ok(0) => return Pass::Done(0),
             Ok(n) => n.min(max),
             Err(_) => return Pass::Broken(CloseReason::BadSqTail),
         };
         let cq_free = match self.cq.refresh() {
-            Ok(n) => n,
+            Ok(n) => n.saturating_sub(self.inflight),
             Err(_) => return Pass::Broken(CloseReason::BadCqHead),
         };
         let n = ready.min(cq_free);
@@ -105,13 +126,20 @@ impl ActiveSession {
         }
         let layout = *self.shared.region.layout();
         let buf = self.shared.region.buf_ptr();
-        let mut errors = 0u64;
         let mut invalid = 0u32;
+        let mut posted = 0u32;
         for _ in 0..n {
             let sqe = self.sq.pop().expect("refresh counted it");
             let result = match fail {
                 Some(code) => code as i32,
                 None => match ops::validate(&sqe, &layout) {
+                    Ok(ops::Request::Send(req)) => match remote.start_send(&self.shared, sqe.user_data, req) {
+                        Ok(()) => {
+                            self.inflight += 1;
+                            continue;
+                        }
+                        Err(code) => code as i32,
+                    },
                     Ok(req) => ops::execute(req, buf),
                     Err(code) => {
                         invalid += 1;
@@ -119,34 +147,50 @@ impl ActiveSession {
                     }
                 },
             };
-            errors += (result < 0) as u64;
-            let pushed = self.cq.push(&Cqe {
-                user_data: sqe.user_data,
-                result,
-                flags: 0,
-            });
-            debug_assert!(pushed.is_ok(), "admission reserved this CQ slot");
+            self.post(sqe.user_data, result, ws);
+            posted += 1;
         }
         self.sq.release();
         if invalid > 0 {
             let ctl = self.sq.ring().ctl();
             // Engine-owned counter; the client only reads it.
-            ctl.invalid.store(
-                ctl.invalid.load(Ordering::Relaxed).wrapping_add(invalid),
-                Ordering::Relaxed,
-            );
+            ctl.invalid.store(ctl.invalid.load(Ordering::Relaxed).wrapping_add(invalid), Ordering::Relaxed);
         }
+        if posted > 0 && self.cq.publish() {
+            self.shared.wake_client();
+        }
+        self.shared.stats.submitted.add(n as u64);
+        ws.submitted.add(n as u64);
+        Pass::Done(n)
+    }
+
+    /// Writes one completion into its reserved CQ slot (published by the caller).
+    fn post(&mut self, user_data: u64, result: i32, ws: &WorkerStats) {
+        if result < 0 {
+            self.shared.stats.errors.add(1);
+            self.shared.stats.error_kinds.record(result);
+            ws.errors.add(1);
+            ws.error_kinds.record(result);
+        }
+        self.shared.stats.completed.add(1);
+        ws.completed.add(1);
+        let pushed = self.cq.push(&Cqe { user_data, result, flags: 0 });
+        debug_assert!(pushed.is_ok(), "admission reserved this CQ slot");
+    }
+
+    /// Completes a request that `pass` handed to the data plane.
+    pub fn complete(&mut self, user_data: u64, result: i32, ws: &WorkerStats) {
+        debug_assert!(self.inflight > 0);
+        self.inflight = self.inflight.saturating_sub(1);
+        self.post(user_data, result, ws);
         if self.cq.publish() {
             self.shared.wake_client();
         }
-        let s = &self.shared.stats;
-        s.submitted.add(n as u64);
-        s.completed.add(n as u64);
-        s.errors.add(errors);
-        ws.submitted.add(n as u64);
-        ws.completed.add(n as u64);
-        ws.errors.add(errors);
-        Pass::Done(n)
+    }
+
+    /// Requests handed to the data plane and not completed yet.
+    pub fn inflight(&self) -> u32 {
+        self.inflight
     }
 
     /// Entries published in the SQ and not yet taken.
@@ -163,7 +207,7 @@ impl ActiveSession {
         self.sq.announce_sleep();
         // A corrupt index reads as "work to do": the next pass finds it and cuts the session.
         let admissible = match (self.sq.refresh(), self.cq.refresh()) {
-            (Ok(ready), Ok(room)) => ready > 0 && room > 0,
+            (Ok(ready), Ok(room)) => ready > 0 && room > self.inflight,
             _ => true,
         };
         if admissible {

@@ -3,7 +3,7 @@
 //! `epoll_wait` on its wake eventfd (the UCX worker's event fd joins the same epoll set in the
 //! data-plane work, so a remote message wakes it like a local client does).
 
-use std::os::fd::{AsFd, OwnedFd};
+use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::mpsc::{Receiver, Sender};
 use std::sync::Arc;
@@ -13,7 +13,9 @@ use nix::sys::epoll::{Epoll, EpollCreateFlags, EpollEvent, EpollFlags, EpollTime
 use ring_proto::control_io::{drain_eventfd, new_eventfd, signal_eventfd};
 use ring_proto::{CloseReason, ResultCode, SessionState};
 
-use crate::session::{ActiveSession, Pass, SessionShared};
+use crate::dataplane::{DataPlane, UcxSettings};
+use crate::ops::SendRequest;
+use crate::session::{ActiveSession, NoRemote, Pass, Remote, SessionShared};
 use crate::stats::WorkerStats;
 
 /// Orders from the control thread.
@@ -93,6 +95,7 @@ pub fn spawn(
     idle: IdlePolicy,
     events: Sender<Event>,
     control_wake: Arc<OwnedFd>,
+    ucx: Arc<UcxSettings>,
 ) -> std::io::Result<WorkerHandle> {
     let wake = Arc::new(new_eventfd()?);
     let (tx, rx) = std::sync::mpsc::channel();
@@ -100,22 +103,41 @@ pub fn spawn(
     let stats = Arc::new(WorkerStats::default());
     let epoll = Epoll::new(EpollCreateFlags::EPOLL_CLOEXEC)?;
     epoll.add(wake.as_fd(), EpollEvent::new(EpollFlags::EPOLLIN, 0))?;
-    let mut w = Worker {
-        id,
-        sessions: Vec::new(),
-        commands: rx,
-        pending: pending.clone(),
-        wake: wake.clone(),
-        epoll,
-        events,
-        control_wake,
-        stats: stats.clone(),
-        idle,
-    };
+    let (pending2, wake2, stats2) = (pending.clone(), wake.clone(), stats.clone());
+    // The worker reports whether it could set up what the config asks of it (the UCX
+    // listener) before the engine declares itself ready.
+    let (ready_tx, ready_rx) = std::sync::mpsc::sync_channel::<Result<(), String>>(1);
     let thread = std::thread::Builder::new()
         .name(format!("worker-{id}"))
         .spawn(move || {
+            // Built on its own thread: the UCX worker inside the data plane is single-threaded
+            // and never leaves this thread.
+            let mut w = Worker {
+                id,
+                sessions: Vec::new(),
+                closing: Vec::new(),
+                commands: rx,
+                pending: pending2,
+                wake: wake2,
+                epoll,
+                events,
+                control_wake,
+                stats: stats2,
+                idle,
+                ucx,
+                plane: None,
+            };
             pin_to_core(core);
+            if id == 0 {
+                if let Some(addr) = w.ucx.listen {
+                    w.plane = create_plane(&w.ucx, &w.epoll, id, true);
+                    if w.plane.is_none() {
+                        let _ = ready_tx.send(Err(format!("ucx.listen = \"{addr}\": cannot listen there (see the error above); free the address or change ucx.listen")));
+                        return;
+                    }
+                }
+            }
+            let _ = ready_tx.send(Ok(()));
             tracing::info!(
                 worker = id,
                 core,
@@ -125,6 +147,11 @@ pub fn spawn(
             );
             w.run();
         })?;
+    match ready_rx.recv() {
+        Ok(Ok(())) => {}
+        Ok(Err(msg)) => return Err(std::io::Error::other(msg)),
+        Err(_) => return Err(std::io::Error::other(format!("worker {id} died during start-up"))),
+    }
     Ok(WorkerHandle {
         id,
         core,
@@ -151,6 +178,9 @@ fn pin_to_core(core: usize) {
 struct Worker {
     id: usize,
     sessions: Vec<ActiveSession>,
+    /// Sessions removed while remote requests were in flight: finalized (terminal state,
+    /// released) once those complete, so every accepted request still gets its completion.
+    closing: Vec<(ActiveSession, SessionState, CloseReason)>,
     commands: Receiver<Command>,
     pending: Arc<AtomicBool>,
     wake: Arc<OwnedFd>,
@@ -159,14 +189,56 @@ struct Worker {
     control_wake: Arc<OwnedFd>,
     stats: Arc<WorkerStats>,
     idle: IdlePolicy,
+    ucx: Arc<UcxSettings>,
+    /// This worker's UCX worker and its remote requests; created on first use (or at start
+    /// on the worker that owns the engine's listener).
+    plane: Option<DataPlane>,
 }
 
 /// Entries taken from one session per pass, so one busy session cannot starve the others.
 const PASS_BUDGET: u32 = 64;
 
+/// Lends a worker's data plane to a session pass, creating it on first use.
+struct PlaneSlot<'a> {
+    plane: &'a mut Option<DataPlane>,
+    ucx: &'a Arc<UcxSettings>,
+    epoll: &'a Epoll,
+    worker: usize,
+}
+
+impl Remote for PlaneSlot<'_> {
+    fn start_send(&mut self, session: &Arc<SessionShared>, user_data: u64, req: SendRequest) -> Result<(), ResultCode> {
+        if self.plane.is_none() {
+            *self.plane = Some(create_plane(self.ucx, self.epoll, self.worker, false).ok_or(ResultCode::PeerFailed)?);
+        }
+        self.plane.as_mut().expect("created above").start_send(session, user_data, req)
+    }
+}
+
+fn create_plane(ucx: &Arc<UcxSettings>, epoll: &Epoll, worker: usize, listen: bool) -> Option<DataPlane> {
+    match DataPlane::new(ucx.clone(), listen) {
+        Ok(p) => {
+            // Safety: the fd belongs to the UCX worker inside `p`, which lives (in the Worker)
+            // as long as the epoll registration matters; it is removed from epoll implicitly
+            // when UCX closes it.
+            let fd = unsafe { BorrowedFd::borrow_raw(p.event_fd()) };
+            if let Err(e) = epoll.add(fd, EpollEvent::new(EpollFlags::EPOLLIN, 1)) {
+                tracing::error!(worker, error = %e, "cannot watch the UCX event fd; remote requests may wait for local activity");
+            }
+            tracing::info!(worker, "UCX worker created");
+            Some(p)
+        }
+        Err(e) => {
+            tracing::error!(worker, error = %e, "cannot create a UCX worker");
+            None
+        }
+    }
+}
+
 impl Worker {
     fn run(&mut self) {
         let mut idle_since: Option<Instant> = None;
+        let mut turns = 0u32;
         loop {
             // SYNC POINT: Acquire pairs with the Release store in WorkerHandle::send.
             if self.pending.load(Ordering::Relaxed) && self.pending.swap(false, Ordering::Acquire) {
@@ -175,19 +247,13 @@ impl Worker {
                     return;
                 }
             }
-            let mut work = 0;
-            let mut i = 0;
-            while i < self.sessions.len() {
-                match self.sessions[i].pass(PASS_BUDGET, None, &self.stats) {
-                    Pass::Done(n) => {
-                        work += n;
-                        i += 1;
-                    }
-                    Pass::Broken(reason) => {
-                        let s = self.sessions.swap_remove(i);
-                        self.cut_off(s, reason);
-                    }
-                }
+            let mut work = self.poll_sessions();
+            if self.plane.is_some() {
+                turns = turns.wrapping_add(1);
+                work += self.poll_plane(turns % 1024 == 0 || work == 0);
+            }
+            if !self.closing.is_empty() {
+                self.finish_closing();
             }
             if work > 0 {
                 idle_since = None;
@@ -207,9 +273,64 @@ impl Worker {
         }
     }
 
+    /// One pass over every session; returns the entries taken.
+    fn poll_sessions(&mut self) -> u32 {
+        let mut work = 0;
+        let mut i = 0;
+        while i < self.sessions.len() {
+            let mut remote = PlaneSlot { plane: &mut self.plane, ucx: &self.ucx, epoll: &self.epoll, worker: self.id };
+            match self.sessions[i].pass(PASS_BUDGET, None, &self.stats, &mut remote) {
+                Pass::Done(n) => {
+                    work += n;
+                    i += 1;
+                }
+                Pass::Broken(reason) => {
+                    let s = self.sessions.swap_remove(i);
+                    self.cut_off(s, reason);
+                }
+            }
+        }
+        work
+    }
+
+    /// Progresses UCX and posts the completions it produced; `expire` also fails requests
+    /// past their deadline. Returns 1 if anything happened.
+    fn poll_plane(&mut self, expire: bool) -> u32 {
+        let Worker { plane, sessions, closing, stats, .. } = self;
+        let Some(p) = plane.as_mut() else { return 0 };
+        let (any, _) = p.poll();
+        if expire && p.pending() > 0 {
+            p.expire(Instant::now());
+        }
+        let mut delivered = 0;
+        for c in p.take_completions() {
+            delivered += 1;
+            let target = sessions.iter_mut().chain(closing.iter_mut().map(|(s, _, _)| s)).find(|s| s.id() == c.session);
+            // A session that is gone entirely had no reader left; its completion is moot.
+            if let Some(s) = target {
+                s.complete(c.user_data, c.result, stats);
+            }
+        }
+        (any || delivered > 0) as u32
+    }
+
+    fn finish_closing(&mut self) {
+        let mut i = 0;
+        while i < self.closing.len() {
+            if self.closing[i].0.inflight() == 0 {
+                let (s, state, reason) = self.closing.swap_remove(i);
+                s.shared.set_state(state, reason);
+                self.release(s);
+            } else {
+                i += 1;
+            }
+        }
+    }
+
     /// Sleep/wake handshake, worker side: NEED_WAKEUP on every SQ, then a last look at each
-    /// (inside `prepare_sleep`, after a SeqCst fence), then block until a client or the
-    /// control thread signals the eventfd.
+    /// (inside `prepare_sleep`, after a SeqCst fence), then block until a client, the control
+    /// thread or UCX (its event fd, armed) signals. With remote requests pending, the sleep
+    /// ends by the earliest request deadline so timeouts fire.
     fn sleep(&mut self) {
         let mut all_empty = true;
         for s in &mut self.sessions {
@@ -218,11 +339,19 @@ impl Worker {
                 break;
             }
         }
-        if all_empty && !self.pending.load(Ordering::Acquire) {
+        let armed = self.plane.as_ref().is_none_or(|p| p.arm());
+        if all_empty && armed && !self.pending.load(Ordering::Acquire) {
             self.stats.sleeps.add(1);
+            let timeout = match self.plane.as_ref().and_then(|p| p.next_deadline()) {
+                Some(d) => {
+                    let ms = d.saturating_duration_since(Instant::now()).as_millis().min(60_000) as u16;
+                    EpollTimeout::from(ms.max(1))
+                }
+                None => EpollTimeout::NONE,
+            };
             let mut events = [EpollEvent::empty(); 4];
             loop {
-                match self.epoll.wait(&mut events, EpollTimeout::NONE) {
+                match self.epoll.wait(&mut events, timeout) {
                     Err(nix::errno::Errno::EINTR) => continue,
                     Err(e) => {
                         tracing::error!(worker = self.id, error = %e, "epoll_wait failed; spinning instead");
@@ -247,23 +376,23 @@ impl Worker {
                     self.stats.sessions_added.add(1);
                     self.sessions.push(ActiveSession::new(shared));
                 }
-                Command::Remove {
-                    id,
-                    drain,
-                    state,
-                    reason,
-                } => {
+                Command::Remove { id, drain, state, reason } => {
                     if let Some(pos) = self.sessions.iter().position(|s| s.id() == id) {
                         let mut s = self.sessions.swap_remove(pos);
                         if drain {
-                            // Graceful close: complete what the client published before
-                            // asking to close. Bounded by the ring size.
+                            // Graceful close: take what the client published before asking
+                            // to close (remote requests among them complete later).
                             if let Ok(n) = s.pending() {
-                                let _ = s.pass(n, None, &self.stats);
+                                let mut remote = PlaneSlot { plane: &mut self.plane, ucx: &self.ucx, epoll: &self.epoll, worker: self.id };
+                                let _ = s.pass(n, None, &self.stats, &mut remote);
                             }
                         }
-                        s.shared.set_state(state, reason);
-                        self.release(s);
+                        if s.inflight() > 0 {
+                            self.closing.push((s, state, reason));
+                        } else {
+                            s.shared.set_state(state, reason);
+                            self.release(s);
+                        }
                     }
                 }
                 Command::Shutdown { drain_timeout } => return Some(drain_timeout),
@@ -272,21 +401,23 @@ impl Worker {
         None
     }
 
-    /// Engine shutdown: every entry already published is completed with ShuttingDown (waiting
-    /// up to `drain_timeout` for clients to make CQ room), then each session is closed.
+    /// Engine shutdown: every entry already published is completed with ShuttingDown and
+    /// remote requests in flight get up to `drain_timeout` to finish (then ShuttingDown),
+    /// waiting as long for clients to make CQ room; then each session is closed.
     fn shutdown(&mut self, drain_timeout: Duration) {
-        let sessions = std::mem::take(&mut self.sessions);
         let deadline = Instant::now() + drain_timeout;
-        for mut s in sessions {
-            s.shared
-                .set_state(SessionState::Draining, CloseReason::None);
+        let mut sessions = std::mem::take(&mut self.sessions);
+        sessions.extend(self.closing.drain(..).map(|(s, _, _)| s));
+        let mut reasons = Vec::with_capacity(sessions.len());
+        for s in &mut sessions {
+            s.shared.set_state(SessionState::Draining, CloseReason::None);
             let reason = match s.pending() {
                 Err(r) => r,
                 Ok(mut left) => loop {
                     if left == 0 {
                         break CloseReason::EngineShutdown;
                     }
-                    match s.pass(left, Some(ResultCode::ShuttingDown), &self.stats) {
+                    match s.pass(left, Some(ResultCode::ShuttingDown), &self.stats, &mut NoRemote) {
                         Pass::Broken(r) => break r,
                         Pass::Done(n) => left -= n,
                     }
@@ -298,12 +429,28 @@ impl Worker {
                     }
                 },
             };
+            reasons.push(reason);
+        }
+        // Remote requests in flight: let them finish until the deadline, then fail them.
+        self.sessions = sessions;
+        while self.sessions.iter().any(|s| s.inflight() > 0) && Instant::now() < deadline {
+            if self.poll_plane(true) == 0 {
+                std::thread::sleep(Duration::from_micros(100));
+            }
+        }
+        if let Some(p) = self.plane.take() {
+            for c in p.shutdown() {
+                if let Some(s) = self.sessions.iter_mut().find(|s| s.id() == c.session) {
+                    s.complete(c.user_data, c.result, &self.stats);
+                }
+            }
+        }
+        for (s, reason) in std::mem::take(&mut self.sessions).into_iter().zip(reasons) {
             // Terminal state after the final SQ head store (inside `pass`): a client that sees
             // Closed knows exactly which entries were accepted.
-            let state = if reason == CloseReason::EngineShutdown {
-                SessionState::Closed
-            } else {
-                SessionState::Broken
+            let state = match reason {
+                CloseReason::BadSqTail | CloseReason::BadCqHead => SessionState::Broken,
+                _ => SessionState::Closed,
             };
             s.shared.set_state(state, reason);
             self.release(s);

@@ -307,6 +307,23 @@ impl Session {
         control_io::send(self.ctl.as_fd(), &Message::Ping, &[]).map_err(WaitError::Io)
     }
 
+    /// Registers a peer engine (its UCX listener, `ip:port`) with this engine and returns
+    /// the handle to put in `SEND` entries' `peer` field. Slow path (control socket).
+    pub fn connect_peer(&mut self, addr: &str) -> Result<u32, ConnectError> {
+        control_io::send(self.ctl.as_fd(), &Message::ConnectPeer { addr: addr.into() }, &[]).map_err(ConnectError::Io)?;
+        loop {
+            match control_io::recv(self.ctl.as_fd()) {
+                Ok((Message::PeerConnected { peer }, _)) => return Ok(peer),
+                Ok((Message::Error { code, message }, _)) => {
+                    return Err(ConnectError::Rejected { code: ControlErrorCode::from_u32(code), message })
+                }
+                Ok(_) => continue, // a Pong to an earlier ping
+                Err(RecvError::Eof) => return Err(ConnectError::Protocol("engine closed the control connection".into())),
+                Err(e) => return Err(ConnectError::Protocol(e.to_string())),
+            }
+        }
+    }
+
     /// Asks the engine to finish everything accepted and end the session.
     /// Completions still in the CQ are returned.
     pub fn close(mut self) -> Result<Vec<Cqe>, CloseError> {

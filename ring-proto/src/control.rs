@@ -8,6 +8,8 @@
 //! One connection is one session: `Hello` creates it, the engine answers `Welcome` with three
 //! file descriptors (SCM_RIGHTS: region memfd, worker wake eventfd, session completion
 //! eventfd) or `Error`. Closing the connection (or the process dying) ends the session.
+//! An operator connection sends `Status` instead of `Hello` and gets the engine's state as
+//! JSON in one or more `StatusReply` packets (the only packets above [`MAX_MESSAGE`]).
 
 pub const CONTROL_MAGIC: u32 = u32::from_le_bytes(*b"SWCP");
 /// Bumped on any incompatible change of these messages.
@@ -16,6 +18,11 @@ pub const CONTROL_VERSION: u16 = 1;
 pub const MAX_MESSAGE: usize = 512;
 /// File descriptors sent with `Welcome`, in this order.
 pub const WELCOME_FDS: usize = 3;
+/// Upper bound of one `StatusReply` packet (the only message allowed to exceed
+/// [`MAX_MESSAGE`]); a status client receives with a buffer of this size.
+pub const MAX_STATUS_PACKET: usize = 64 * 1024;
+/// Upper bound of the JSON bytes one `StatusReply` packet carries.
+pub const MAX_STATUS_CHUNK: usize = MAX_STATUS_PACKET - 16;
 
 /// Error codes of the `Error` message.
 #[repr(u32)]
@@ -79,6 +86,21 @@ pub enum Message {
     /// Client → engine: keep the lease alive; answered with `Pong`.
     Ping,
     Pong,
+    /// Client → engine, on a session connection: register a peer engine's UCX listener
+    /// address (`ip:port`) and get a handle for `SEND` entries. Handles are engine-wide (all
+    /// sessions share the connection) and the connection is made on first use.
+    ConnectPeer { addr: String },
+    /// Engine → client: the handle of the peer asked for (or `Error`).
+    PeerConnected { peer: u32 },
+    /// Operator → engine, instead of `Hello` as the first message: report the engine's state.
+    /// The connection never becomes a session.
+    Status,
+    /// Engine → operator: a chunk of the status JSON; `more` says another packet follows.
+    /// The engine closes the connection after the last one.
+    StatusReply {
+        more: bool,
+        json: String,
+    },
 }
 
 mod kind {
@@ -89,6 +111,11 @@ mod kind {
     pub const CLOSED: u16 = 5;
     pub const PING: u16 = 6;
     pub const PONG: u16 = 7;
+    pub const CONNECT_PEER: u16 = 8;
+    pub const PEER_CONNECTED: u16 = 9;
+    // Operator messages take kinds from 32 up, apart from the session protocol's.
+    pub const STATUS: u16 = 32;
+    pub const STATUS_REPLY: u16 = 33;
 }
 
 /// Why a packet is not a message.
@@ -137,6 +164,10 @@ impl Message {
             Message::Closed => kind::CLOSED,
             Message::Ping => kind::PING,
             Message::Pong => kind::PONG,
+            Message::ConnectPeer { .. } => kind::CONNECT_PEER,
+            Message::PeerConnected { .. } => kind::PEER_CONNECTED,
+            Message::Status => kind::STATUS,
+            Message::StatusReply { .. } => kind::STATUS_REPLY,
         };
         b.extend_from_slice(&CONTROL_MAGIC.to_le_bytes());
         b.extend_from_slice(&CONTROL_VERSION.to_le_bytes());
@@ -169,7 +200,19 @@ impl Message {
                 b.extend_from_slice(&(m.len() as u32).to_le_bytes());
                 b.extend_from_slice(m.as_bytes());
             }
-            Message::Close | Message::Closed | Message::Ping | Message::Pong => {}
+            Message::StatusReply { more, json } => {
+                let j = truncate_utf8(json, MAX_STATUS_CHUNK);
+                b.extend_from_slice(&(*more as u32).to_le_bytes());
+                b.extend_from_slice(&(j.len() as u32).to_le_bytes());
+                b.extend_from_slice(j.as_bytes());
+            }
+            Message::ConnectPeer { addr } => {
+                let a = truncate_utf8(addr, MAX_MESSAGE - 16);
+                b.extend_from_slice(&(a.len() as u32).to_le_bytes());
+                b.extend_from_slice(a.as_bytes());
+            }
+            Message::PeerConnected { peer } => b.extend_from_slice(&peer.to_le_bytes()),
+            Message::Close | Message::Closed | Message::Ping | Message::Pong | Message::Status => {}
         }
         b
     }
@@ -244,9 +287,36 @@ impl Message {
                 exact(0)?;
                 Message::Ping
             }
+            kind::CONNECT_PEER => {
+                if body.len() < 4 || body.len() != 4 + u32_at(0) as usize {
+                    return Err(bad());
+                }
+                let addr = std::str::from_utf8(&body[4..]).map_err(|_| bad())?.to_owned();
+                Message::ConnectPeer { addr }
+            }
+            kind::PEER_CONNECTED => {
+                exact(4)?;
+                Message::PeerConnected { peer: u32_at(0) }
+            }
             kind::PONG => {
                 exact(0)?;
                 Message::Pong
+            }
+            kind::STATUS => {
+                exact(0)?;
+                Message::Status
+            }
+            kind::STATUS_REPLY => {
+                if body.len() < 8 || u32_at(0) > 1 || body.len() != 8 + u32_at(4) as usize {
+                    return Err(bad());
+                }
+                let json = std::str::from_utf8(&body[8..])
+                    .map_err(|_| bad())?
+                    .to_owned();
+                Message::StatusReply {
+                    more: u32_at(0) == 1,
+                    json,
+                }
             }
             other => return Err(DecodeError::UnknownKind(other)),
         })
@@ -291,6 +361,17 @@ mod tests {
             Message::Closed,
             Message::Ping,
             Message::Pong,
+            Message::ConnectPeer { addr: "127.0.0.1:13337".into() },
+            Message::PeerConnected { peer: 3 },
+            Message::Status,
+            Message::StatusReply {
+                more: true,
+                json: "{\"sessions\":[]}".into(),
+            },
+            Message::StatusReply {
+                more: false,
+                json: String::new(),
+            },
         ];
         for m in msgs {
             assert_eq!(Message::decode(&m.encode()), Ok(m));
@@ -319,6 +400,55 @@ mod tests {
         let p = m.encode();
         assert!(p.len() <= MAX_MESSAGE);
         assert!(matches!(Message::decode(&p), Ok(Message::Error { .. })));
+    }
+
+    #[test]
+    fn status_kinds_decode_from_their_documented_bytes() {
+        // SPEC.md §2: Status is kind 32 with no payload.
+        let status = [0x53, 0x57, 0x43, 0x50, 1, 0, 32, 0];
+        assert_eq!(Message::decode(&status), Ok(Message::Status));
+        assert_eq!(Message::Status.encode(), status);
+        // StatusReply: kind 33, flags u32 (bit 0: more follows), n u32, n bytes of JSON.
+        let mut reply = vec![0x53, 0x57, 0x43, 0x50, 1, 0, 33, 0, 1, 0, 0, 0, 2, 0, 0, 0];
+        reply.extend_from_slice(b"{}");
+        assert_eq!(
+            Message::decode(&reply),
+            Ok(Message::StatusReply {
+                more: true,
+                json: "{}".into()
+            })
+        );
+        // A length that disagrees with the packet, unknown flag bits or bad UTF-8 are malformed.
+        let mut short = reply.clone();
+        short.pop();
+        assert!(matches!(
+            Message::decode(&short),
+            Err(DecodeError::BadPayload { kind: 33, .. })
+        ));
+        let mut flags = reply.clone();
+        flags[8] = 2;
+        assert!(Message::decode(&flags).is_err());
+        let mut utf8 = reply.clone();
+        utf8[16] = 0xff;
+        assert!(Message::decode(&utf8).is_err());
+        // Status with a payload is malformed.
+        let mut long = status.to_vec();
+        long.push(0);
+        assert!(Message::decode(&long).is_err());
+    }
+
+    #[test]
+    fn long_status_chunk_is_truncated_to_one_packet() {
+        let m = Message::StatusReply {
+            more: false,
+            json: "é".repeat(MAX_STATUS_PACKET),
+        };
+        let p = m.encode();
+        assert!(p.len() <= MAX_STATUS_PACKET);
+        assert!(matches!(
+            Message::decode(&p),
+            Ok(Message::StatusReply { .. })
+        ));
     }
 
     proptest! {

@@ -7,7 +7,7 @@ use std::os::fd::{AsRawFd, BorrowedFd, FromRawFd, OwnedFd, RawFd};
 use nix::cmsg_space;
 use nix::sys::socket::{recvmsg, sendmsg, ControlMessage, ControlMessageOwned, MsgFlags};
 
-use crate::control::{DecodeError, Message, MAX_MESSAGE, WELCOME_FDS};
+use crate::control::{DecodeError, Message, MAX_MESSAGE, MAX_STATUS_PACKET, WELCOME_FDS};
 
 /// Why a control message could not be received.
 #[derive(Debug)]
@@ -51,10 +51,18 @@ pub fn send(sock: BorrowedFd<'_>, msg: &Message, fds: &[BorrowedFd<'_>]) -> io::
 
 /// Receives one message and the descriptors that came with it (owned: closed on drop).
 pub fn recv(sock: BorrowedFd<'_>) -> Result<(Message, Vec<OwnedFd>), RecvError> {
-    let mut buf = [0u8; MAX_MESSAGE];
+    recv_into(sock, &mut [0u8; MAX_MESSAGE])
+}
+
+/// [`recv`] for packets up to [`MAX_STATUS_PACKET`] (a status client's receive).
+pub fn recv_large(sock: BorrowedFd<'_>) -> Result<(Message, Vec<OwnedFd>), RecvError> {
+    recv_into(sock, &mut vec![0u8; MAX_STATUS_PACKET])
+}
+
+fn recv_into(sock: BorrowedFd<'_>, buf: &mut [u8]) -> Result<(Message, Vec<OwnedFd>), RecvError> {
     let mut cbuf = cmsg_space!([RawFd; WELCOME_FDS]);
     let (len, fds, truncated) = loop {
-        let mut iov = [IoSliceMut::new(&mut buf)];
+        let mut iov = [IoSliceMut::new(&mut *buf)];
         match recvmsg::<()>(
             sock.as_raw_fd(),
             &mut iov,

@@ -132,6 +132,17 @@ pub mod opcode {
     /// Fills `buf_len` bytes at `buf_offset` with the byte `aux & 0xff`; result = `buf_len`.
     /// Exercises the bounds check and the engine writing into the client's buffers.
     pub const FILL: u8 = 2;
+    /// Request-response with a peer engine over UCX: sends `buf_len` bytes at `buf_offset`
+    /// to service `aux` of the engine named by `peer` (a handle from `ConnectPeer`) and
+    /// receives its response into `args[1]` bytes at buffer offset `args[0]`; result = the
+    /// response length. `flags`, `reserved`, `args[2..]` must be 0.
+    pub const SEND: u8 = 3;
+}
+
+/// Services a peer engine answers `SEND` requests for (the SQE's `aux`).
+pub mod service {
+    /// Returns the request payload as the response (for tests and latency measurement).
+    pub const ECHO: u32 = 1;
 }
 
 /// Completion flags (CQE `flags`). None are defined in layout version 1.
@@ -151,15 +162,31 @@ pub enum ResultCode {
     ShuttingDown = -4,
     /// The engine hit an internal error executing this request.
     Internal = -5,
+    /// `peer` is not a handle this engine gave out.
+    NoSuchPeer = -6,
+    /// The peer engine could not be reached, or the connection to it failed (peer died,
+    /// connection reset) while the request was in flight.
+    PeerFailed = -7,
+    /// No response within the engine's request timeout.
+    TimedOut = -8,
+    /// The response is larger than the response buffer the request named.
+    ResponseTooLarge = -9,
+    /// The peer engine does not offer the requested service.
+    UnknownService = -10,
 }
 
 impl ResultCode {
-    pub const ALL: [ResultCode; 5] = [
+    pub const ALL: [ResultCode; 10] = [
         Self::UnknownOpcode,
         Self::InvalidEntry,
         Self::OutOfBounds,
         Self::ShuttingDown,
         Self::Internal,
+        Self::NoSuchPeer,
+        Self::PeerFailed,
+        Self::TimedOut,
+        Self::ResponseTooLarge,
+        Self::UnknownService,
     ];
 
     pub fn from_result(result: i32) -> Option<Self> {
@@ -173,6 +200,11 @@ impl ResultCode {
             Self::OutOfBounds => "out-of-bounds",
             Self::ShuttingDown => "shutting-down",
             Self::Internal => "internal",
+            Self::NoSuchPeer => "no-such-peer",
+            Self::PeerFailed => "peer-failed",
+            Self::TimedOut => "timed-out",
+            Self::ResponseTooLarge => "response-too-large",
+            Self::UnknownService => "unknown-service",
         }
     }
 }

@@ -54,6 +54,12 @@ impl Engine {
     /// Starts the engine with test defaults (private socket, pinned worker, short idle spin,
     /// normal pages) plus `args`, which may override any of them.
     pub fn start(args: &[&str]) -> Engine {
+        Self::start_with_env(args, &[])
+    }
+
+    /// [`Engine::start`] with environment changes: `(name, Some(value))` sets a variable,
+    /// `(name, None)` removes it (RUST_LOG=info is set by default).
+    pub fn start_with_env(args: &[&str], env: &[(&str, Option<&str>)]) -> Engine {
         let dir = tempfile::tempdir().expect("tempdir");
         let socket = dir.path().join("engine.sock");
         let log_path = dir.path().join("engine.log");
@@ -70,11 +76,14 @@ impl Engine {
                 cmd.args([flag, default]);
             }
         }
-        cmd.args(args)
-            .env("RUST_LOG", "info")
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(log);
+        cmd.args(args).env("RUST_LOG", std::env::var("SWRING_TEST_LOG").unwrap_or_else(|_| "info".into()));
+        for (k, v) in env {
+            match v {
+                Some(v) => cmd.env(k, v),
+                None => cmd.env_remove(k),
+            };
+        }
+        cmd.stdin(Stdio::null()).stdout(Stdio::null()).stderr(log);
         let child = cmd.spawn().expect("spawn engine");
         let mut e = Engine {
             child: Some(child),
@@ -101,6 +110,30 @@ impl Engine {
             out.status,
             String::from_utf8_lossy(&out.stderr).into_owned(),
         )
+    }
+
+    /// Like [`Engine::start`], but an engine that exits during start-up is returned as its
+    /// exit status and log instead of a panic.
+    pub fn try_start(args: &[&str]) -> Result<Engine, (ExitStatus, String)> {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let socket = dir.path().join("engine.sock");
+        let log_path = dir.path().join("engine.log");
+        let log = std::fs::File::create(&log_path).expect("log file");
+        let mut cmd = Command::new(engine_binary());
+        cmd.arg("--socket").arg(&socket).args(["--cores", &engine_core().to_string(), "--hugepages", "off"]);
+        cmd.args(args).env("RUST_LOG", "info").stdin(Stdio::null()).stdout(Stdio::null()).stderr(log);
+        let mut child = cmd.spawn().expect("spawn engine");
+        let deadline = Instant::now() + PATIENCE;
+        loop {
+            if let Some(status) = child.try_wait().expect("try_wait") {
+                return Err((status, std::fs::read_to_string(&log_path).unwrap_or_default()));
+            }
+            if socket.exists() && Session::connect(&socket, SessionOptions::default()).is_ok() {
+                return Ok(Engine { child: Some(child), socket, dir, log_path });
+            }
+            assert!(Instant::now() < deadline, "engine did not start serving");
+            std::thread::sleep(Duration::from_millis(20));
+        }
     }
 
     fn wait_ready(&mut self) {

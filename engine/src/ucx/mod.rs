@@ -8,7 +8,7 @@ mod worker;
 use std::ffi::CString;
 use std::sync::Arc;
 
-pub use worker::{AmData, AmMessage, ConnRequest, Endpoint, EpKey, Listener, RndvData, Started, Worker, WorkerEvent};
+pub use worker::{AmData, Endpoint, EpKey, Listener, RndvData, Started, Worker, WorkerEvent};
 
 /// A UCX status that is an error, as a Rust value. Unknown codes (a newer libucp) are kept as
 /// numbers rather than trusted to an enum.
@@ -32,21 +32,16 @@ pub enum UcxError {
     ConnectionReset,
     #[error("UCX: endpoint timeout")]
     EndpointTimeout,
-    #[error("UCX: busy")]
+    #[error("UCX: busy (address already in use?)")]
     Busy,
+    #[error("UCX: out of memory")]
+    NoMemory,
+    #[error("UCX: invalid parameter")]
+    InvalidParam,
+    #[error("UCX: timed out")]
+    TimedOut,
     #[error("UCX error code {0}")]
     Other(i8),
-}
-
-impl UcxError {
-    /// Whether this error means the peer (or the path to it) failed, rather than a local
-    /// problem.
-    pub fn is_peer_failure(self) -> bool {
-        matches!(
-            self,
-            Self::Unreachable | Self::Rejected | Self::NotConnected | Self::ConnectionReset | Self::EndpointTimeout | Self::Io
-        ) || matches!(self, Self::Other(c) if (-89..=-30).contains(&c))
-    }
 }
 
 /// A raw status checked into a `Result`: 0 is OK, 1 is "in progress" (reported as Ok by the
@@ -65,7 +60,10 @@ pub(crate) fn check(status: ffi::raw_status) -> Result<(), UcxError> {
         -24 => UcxError::NotConnected,
         -25 => UcxError::ConnectionReset,
         -80 => UcxError::EndpointTimeout,
-        -4 => UcxError::Busy,
+        -4 => UcxError::NoMemory,
+        -5 => UcxError::InvalidParam,
+        -15 => UcxError::Busy,
+        -20 => UcxError::TimedOut,
         c => UcxError::Other(c),
     })
 }
@@ -154,7 +152,6 @@ mod tests {
         assert_eq!(super::check(1), Ok(()));
         assert_eq!(super::check(-25), Err(super::UcxError::ConnectionReset));
         assert_eq!(super::check(-120), Err(super::UcxError::Other(-120)));
-        assert!(super::UcxError::Other(-50).is_peer_failure());
     }
 }
 

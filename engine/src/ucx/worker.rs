@@ -58,12 +58,26 @@ pub struct RndvData {
 
 impl Drop for RndvData {
     fn drop(&mut self) {
-        if !self.desc.is_null() {
-            // Safety: the descriptor came from an AM callback of this worker and was neither
-            // received nor released before.
-            unsafe { ucp_am_data_release(self.worker, self.desc) };
+        if self.desc.is_null() {
+            return;
         }
+        // Dropped inside the AM callback that delivered it: tell the callback, which then
+        // returns UCS_OK and UCX completes the sender without the data. Dropped later: the
+        // callback returned UCS_INPROGRESS, so the descriptor is ours to release.
+        if RNDV_IN_CALLBACK.with(|c| c.get()) == self.desc {
+            RNDV_IN_CALLBACK.with(|c| c.set(std::ptr::null_mut()));
+            return;
+        }
+        // Safety: the descriptor came from an AM callback of this worker that returned
+        // UCS_INPROGRESS, and was neither received nor released before.
+        unsafe { ucp_am_data_release(self.worker, self.desc) };
     }
+}
+
+thread_local! {
+    /// The rendezvous descriptor of the AM callback running on this thread, null once the
+    /// handler dropped it.
+    static RNDV_IN_CALLBACK: std::cell::Cell<*mut c_void> = const { std::cell::Cell::new(std::ptr::null_mut()) };
 }
 
 /// Result of starting an operation.
@@ -263,11 +277,12 @@ impl Worker {
         Ok(Endpoint { raw })
     }
 
-    /// Sends an active message. `data` must stay valid and unchanged until the send is done
-    /// (`Started::Done`, or the `SendDone` event with `token`).
+    /// Sends an active message. `header` and `data` must stay valid and unchanged until the
+    /// send is done (`Started::Done`, or the `SendDone` event with `token`): UCX 1.12 reads
+    /// the header lazily too.
     ///
     /// # Safety
-    /// `data` must point to `len` readable bytes that stay valid until completion.
+    /// `header` and `data` (`len` readable bytes) must stay valid until completion.
     pub unsafe fn am_send(
         &mut self,
         ep: &Endpoint,
@@ -289,9 +304,7 @@ impl Worker {
             std::mem::transmute::<ffi::SendCallback, unsafe extern "C" fn(*mut c_void, ucs_status_t, *mut c_void)>(send_callback)
         });
         p.user_data = token as usize as *mut c_void;
-        // Safety: live ep of this worker; the header is copied by UCX before returning (UCX
-        // requires it only until the call returns for AM headers); the data contract is the
-        // caller's.
+        // Safety: live ep of this worker; the header and data contract is the caller's.
         let r = unsafe {
             ucp_am_send_nbx(ep.raw, id as u32, header.as_ptr() as *const c_void, header.len() as size_t, data as *const c_void, len as size_t, &p)
         };
@@ -483,6 +496,7 @@ unsafe extern "C" fn am_callback(
     // Safety: the callback context outlives the worker's callbacks.
     let worker = unsafe { &*(*ctx_ptr) }.borrow().worker;
     let body = if rndv {
+        RNDV_IN_CALLBACK.with(|c| c.set(data));
         AmData::Rndv(RndvData { desc: data, len: length, worker })
     } else if length == 0 {
         AmData::Eager(&[])
@@ -497,11 +511,17 @@ unsafe extern "C" fn am_callback(
             h(WorkerEvent::Am(AmMessage { id, header, data: body.take().expect("once"), reply_ep }));
         })
     };
-    // If nobody handled a rendezvous message, dropping the descriptor releases it. Returning
-    // OK tells UCX we keep no eager data; a rendezvous descriptor stays valid until received
-    // or released.
+    // A handler that ignored the message left it here: dropping it now counts as dropped in
+    // the callback.
     drop(body);
-    ucs_status_t::UCS_OK
+    // UCS_INPROGRESS keeps a rendezvous descriptor the handler took (received or released
+    // later); UCS_OK says we keep nothing (eager data is only borrowed during the callback).
+    let kept = rndv && RNDV_IN_CALLBACK.with(|c| c.replace(std::ptr::null_mut())) == data;
+    if kept {
+        ucs_status_t::UCS_INPROGRESS
+    } else {
+        ucs_status_t::UCS_OK
+    }
 }
 
 unsafe extern "C" fn conn_callback(conn_request: ucp_conn_request_h, arg: *mut c_void) {

@@ -1,0 +1,554 @@
+//! What the engine is doing, for operators: a registry of workers and live sessions that the
+//! control thread keeps up to date (on session open and close only — the hot path never
+//! touches it), the [`Snapshot`] built from it for `engine status` and the metrics endpoint,
+//! and the `engine status` client.
+
+use std::collections::BTreeMap;
+use std::os::fd::{AsFd, AsRawFd, BorrowedFd};
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use nix::sys::socket::{self, sockopt, AddressFamily, SockFlag, SockType, UnixAddr};
+use ring_proto::control::{Message, CONTROL_VERSION, MAX_STATUS_CHUNK};
+use ring_proto::control_io;
+use ring_proto::{SessionState, LAYOUT_VERSION};
+use serde::{Deserialize, Serialize};
+
+use crate::config::Config;
+use crate::session::SessionShared;
+use crate::stats::{ErrorKinds, WorkerStats};
+use crate::worker::WorkerHandle;
+
+struct WorkerEntry {
+    id: usize,
+    core: usize,
+    stats: Arc<WorkerStats>,
+}
+
+/// Workers (fixed at start) and live sessions, shared by the control thread (writer) with
+/// the metrics thread and status requests (readers).
+pub struct Registry {
+    started: Instant,
+    socket: PathBuf,
+    max_sessions: u32,
+    workers: Vec<WorkerEntry>,
+    sessions: Mutex<BTreeMap<u32, Arc<SessionShared>>>,
+}
+
+impl Registry {
+    pub fn new(cfg: &Config, socket: &Path, workers: &[WorkerHandle]) -> Self {
+        Self {
+            started: Instant::now(),
+            socket: socket.into(),
+            max_sessions: cfg.control.max_sessions,
+            workers: workers
+                .iter()
+                .map(|w| WorkerEntry {
+                    id: w.id,
+                    core: w.core,
+                    stats: w.stats.clone(),
+                })
+                .collect(),
+            sessions: Mutex::new(BTreeMap::new()),
+        }
+    }
+
+    fn sessions(&self) -> std::sync::MutexGuard<'_, BTreeMap<u32, Arc<SessionShared>>> {
+        // A reader that panicked mid-snapshot left nothing half-written: the map is whole.
+        self.sessions.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// The control thread registered a new session with its worker.
+    pub fn session_opened(&self, s: Arc<SessionShared>) {
+        self.sessions().insert(s.id, s);
+    }
+
+    /// The worker let go of the session; its memory goes once no snapshot holds it.
+    pub fn session_closed(&self, id: u32) {
+        self.sessions().remove(&id);
+    }
+
+    pub fn snapshot(&self) -> Snapshot {
+        // Clone the Arcs under the lock, read the counters without it.
+        let sessions: Vec<Arc<SessionShared>> = self.sessions().values().cloned().collect();
+        let mut per_worker = vec![0usize; self.workers.len()];
+        let sessions: Vec<SessionStatus> = sessions
+            .iter()
+            .map(|s| {
+                if let Some(n) = per_worker.get_mut(s.worker) {
+                    *n += 1;
+                }
+                session_status(s)
+            })
+            .collect();
+        let workers = self
+            .workers
+            .iter()
+            .map(|w| {
+                let st = &w.stats;
+                WorkerStatus {
+                    id: w.id,
+                    core: w.core,
+                    sessions: per_worker.get(w.id).copied().unwrap_or(0),
+                    counters: Counters {
+                        submitted: st.submitted.get(),
+                        completed: st.completed.get(),
+                        errors: st.errors.get(),
+                        cq_full: st.cq_full.get(),
+                        errors_by_kind: kinds(&st.error_kinds),
+                    },
+                    sleeps: st.sleeps.get(),
+                    wakeups: st.wakeups.get(),
+                    sessions_opened: st.sessions_added.get(),
+                    sessions_closed: st.sessions_removed.get(),
+                }
+            })
+            .collect();
+        Snapshot {
+            engine: EngineInfo {
+                pid: std::process::id(),
+                version: env!("CARGO_PKG_VERSION").into(),
+                uptime_ms: self.started.elapsed().as_millis() as u64,
+                socket: self.socket.display().to_string(),
+                control_version: CONTROL_VERSION,
+                layout_version: LAYOUT_VERSION,
+                max_sessions: self.max_sessions,
+                sessions_open: sessions.len(),
+            },
+            workers,
+            sessions,
+        }
+    }
+}
+
+fn kinds(k: &ErrorKinds) -> BTreeMap<String, u64> {
+    k.counts().map(|(n, v)| (n.to_string(), v)).collect()
+}
+
+fn session_status(s: &SessionShared) -> SessionStatus {
+    let h = s.region.header();
+    let state = h.state.load(std::sync::atomic::Ordering::Acquire);
+    let state = SessionState::from_u32(state).map_or_else(
+        || format!("unknown-{state}"),
+        |st| format!("{st:?}").to_lowercase(),
+    );
+    let layout = s.region.layout();
+    let (sq_pending, cq_used) = s.region.occupancy();
+    let st = &s.stats;
+    SessionStatus {
+        id: s.id,
+        client_pid: s.client_pid,
+        worker: s.worker,
+        state,
+        backing: s.region.backing().name().into(),
+        sq_entries: layout.sq_entries,
+        cq_entries: layout.cq_entries,
+        buffer_bytes: layout.buf_size as u64,
+        sq_pending,
+        cq_used,
+        counters: Counters {
+            submitted: st.submitted.get(),
+            completed: st.completed.get(),
+            errors: st.errors.get(),
+            cq_full: st.cq_full.get(),
+            errors_by_kind: kinds(&st.error_kinds),
+        },
+    }
+}
+
+/// The engine's state as `engine status --json` prints it (and the metrics endpoint serves).
+/// Fields may be added; none is removed or renamed without a note in the README.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct Snapshot {
+    pub engine: EngineInfo,
+    pub workers: Vec<WorkerStatus>,
+    pub sessions: Vec<SessionStatus>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct EngineInfo {
+    pub pid: u32,
+    pub version: String,
+    pub uptime_ms: u64,
+    pub socket: String,
+    pub control_version: u16,
+    pub layout_version: u32,
+    pub max_sessions: u32,
+    pub sessions_open: usize,
+}
+
+/// Counters kept both per worker and per session.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct Counters {
+    /// Entries taken from the SQ.
+    pub submitted: u64,
+    /// Completions posted (successful or not).
+    pub completed: u64,
+    /// Completions with a negative result.
+    pub errors: u64,
+    /// Times entries waited because the CQ was full.
+    pub cq_full: u64,
+    /// `errors` by result code name (SPEC.md), plus "other".
+    pub errors_by_kind: BTreeMap<String, u64>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct WorkerStatus {
+    pub id: usize,
+    pub core: usize,
+    /// Sessions it serves now.
+    pub sessions: usize,
+    #[serde(flatten)]
+    pub counters: Counters,
+    pub sleeps: u64,
+    pub wakeups: u64,
+    pub sessions_opened: u64,
+    pub sessions_closed: u64,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct SessionStatus {
+    pub id: u32,
+    pub client_pid: i32,
+    pub worker: usize,
+    /// ready, draining, closed or broken (the header's state).
+    pub state: String,
+    /// hugetlb-2MiB or normal-pages.
+    pub backing: String,
+    pub sq_entries: u32,
+    pub cq_entries: u32,
+    pub buffer_bytes: u64,
+    /// Entries the client published that the worker has not taken yet.
+    pub sq_pending: u32,
+    /// Completions posted that the client has not reaped yet.
+    pub cq_used: u32,
+    #[serde(flatten)]
+    pub counters: Counters,
+}
+
+/// Upper bound for how long a status request may hold up the control thread per packet.
+const STATUS_SEND_TIMEOUT: Duration = Duration::from_secs(1);
+
+/// Control thread: answers a `Status` request on `fd` (then the caller drops the connection).
+pub fn serve(fd: BorrowedFd<'_>, registry: &Registry) {
+    let json = serde_json::to_string(&registry.snapshot()).expect("snapshot serializes");
+    // The connection is non-blocking; a multi-packet reply may outrun the socket buffer, so
+    // send blocking, bounded per packet by a timeout.
+    let blocking = nix::fcntl::fcntl(
+        fd.as_raw_fd(),
+        nix::fcntl::FcntlArg::F_SETFL(nix::fcntl::OFlag::empty()),
+    );
+    let timeout = nix::sys::time::TimeVal::new(STATUS_SEND_TIMEOUT.as_secs() as _, 0);
+    if blocking.is_err() || socket::setsockopt(&fd, sockopt::SendTimeout, &timeout).is_err() {
+        return;
+    }
+    let mut rest = json.as_str();
+    loop {
+        let chunk = split_chunk(rest, MAX_STATUS_CHUNK);
+        rest = &rest[chunk.len()..];
+        let msg = Message::StatusReply {
+            more: !rest.is_empty(),
+            json: chunk.into(),
+        };
+        if let Err(e) = control_io::send(fd, &msg, &[]) {
+            tracing::info!(error = %e, "status client left before the reply was sent");
+            return;
+        }
+        if rest.is_empty() {
+            return;
+        }
+    }
+}
+
+/// The longest prefix of `s` of at most `max` bytes that ends on a char boundary.
+fn split_chunk(s: &str, max: usize) -> &str {
+    if s.len() <= max {
+        return s;
+    }
+    let mut end = max;
+    while !s.is_char_boundary(end) {
+        end -= 1;
+    }
+    &s[..end]
+}
+
+/// Why `engine status` failed.
+#[derive(Debug, thiserror::Error)]
+pub enum StatusError {
+    #[error("cannot connect to the engine at {path}: {source} (is it running? pass --socket or --config to name its socket)")]
+    Connect {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("control socket: {0}")]
+    Io(#[from] std::io::Error),
+    #[error("control socket: {0}")]
+    Recv(#[from] control_io::RecvError),
+    #[error("the engine refused the status request: {0}")]
+    Refused(String),
+    #[error("unexpected reply {0}")]
+    Unexpected(String),
+    #[error("status reply is not the expected JSON: {0}")]
+    Json(#[from] serde_json::Error),
+}
+
+/// Client side: asks the engine at `path` for its status.
+pub fn request(path: &Path) -> Result<Snapshot, StatusError> {
+    let connect_err = |e: nix::errno::Errno| StatusError::Connect {
+        path: path.into(),
+        source: e.into(),
+    };
+    let fd = socket::socket(
+        AddressFamily::Unix,
+        SockType::SeqPacket,
+        SockFlag::SOCK_CLOEXEC,
+        None,
+    )
+    .map_err(connect_err)?;
+    let addr = UnixAddr::new(path).map_err(connect_err)?;
+    socket::connect(fd.as_raw_fd(), &addr).map_err(connect_err)?;
+    let timeout = nix::sys::time::TimeVal::new(10, 0);
+    socket::setsockopt(&fd, sockopt::ReceiveTimeout, &timeout)
+        .map_err(|e| StatusError::Io(e.into()))?;
+    control_io::send(fd.as_fd(), &Message::Status, &[])?;
+    let mut json = String::new();
+    loop {
+        match control_io::recv_large(fd.as_fd())?.0 {
+            Message::StatusReply { more, json: chunk } => {
+                json.push_str(&chunk);
+                if !more {
+                    break;
+                }
+            }
+            Message::Error { message, .. } => return Err(StatusError::Refused(message)),
+            other => return Err(StatusError::Unexpected(format!("{other:?}"))),
+        }
+    }
+    Ok(serde_json::from_str(&json)?)
+}
+
+/// The human-readable form `engine status` prints.
+pub fn render_table(s: &Snapshot) -> String {
+    let e = &s.engine;
+    let mut out = format!(
+        "engine pid {} version {} up {}s, socket {}, sessions {}/{}\n\nWORKERS\n",
+        e.pid,
+        e.version,
+        e.uptime_ms / 1000,
+        e.socket,
+        e.sessions_open,
+        e.max_sessions
+    );
+    let mut rows = vec![header(&[
+        "ID",
+        "CORE",
+        "SESSIONS",
+        "SUBMITTED",
+        "COMPLETED",
+        "ERRORS",
+        "CQ_FULL",
+        "SLEEPS",
+        "WAKEUPS",
+    ])];
+    for w in &s.workers {
+        let c = &w.counters;
+        rows.push(row(&[
+            &w.id,
+            &w.core,
+            &w.sessions,
+            &c.submitted,
+            &c.completed,
+            &c.errors,
+            &c.cq_full,
+            &w.sleeps,
+            &w.wakeups,
+        ]));
+    }
+    out += &align(&rows);
+    out += "\nSESSIONS\n";
+    if s.sessions.is_empty() {
+        out += "(none)\n";
+    } else {
+        let mut rows = vec![header(&[
+            "ID",
+            "PID",
+            "WORKER",
+            "STATE",
+            "SQ",
+            "CQ",
+            "SQ_PENDING",
+            "CQ_USED",
+            "SUBMITTED",
+            "COMPLETED",
+            "ERRORS",
+            "CQ_FULL",
+            "BACKING",
+        ])];
+        for x in &s.sessions {
+            let c = &x.counters;
+            rows.push(row(&[
+                &x.id,
+                &x.client_pid,
+                &x.worker,
+                &x.state,
+                &x.sq_entries,
+                &x.cq_entries,
+                &x.sq_pending,
+                &x.cq_used,
+                &c.submitted,
+                &c.completed,
+                &c.errors,
+                &c.cq_full,
+                &x.backing,
+            ]));
+        }
+        out += &align(&rows);
+    }
+    let errors: Vec<String> = s
+        .workers
+        .iter()
+        .flat_map(|w| {
+            w.counters
+                .errors_by_kind
+                .iter()
+                .filter(|(_, &n)| n > 0)
+                .map(move |(k, n)| format!("worker {} {k}={n}", w.id))
+        })
+        .collect();
+    if !errors.is_empty() {
+        out += &format!("\nERRORS BY KIND\n{}\n", errors.join("\n"));
+    }
+    out
+}
+
+fn header(cells: &[&str]) -> Vec<String> {
+    cells.iter().map(|c| c.to_string()).collect()
+}
+
+fn row(cells: &[&dyn std::fmt::Display]) -> Vec<String> {
+    cells.iter().map(|c| c.to_string()).collect()
+}
+
+fn align(rows: &[Vec<String>]) -> String {
+    let cols = rows.iter().map(Vec::len).max().unwrap_or(0);
+    let width: Vec<usize> = (0..cols)
+        .map(|i| {
+            rows.iter()
+                .map(|r| r.get(i).map_or(0, String::len))
+                .max()
+                .unwrap_or(0)
+        })
+        .collect();
+    let mut out = String::new();
+    for r in rows {
+        let line: Vec<String> = r
+            .iter()
+            .enumerate()
+            .map(|(i, c)| format!("{c:<w$}", w = width[i]))
+            .collect();
+        out += line.join("  ").trim_end();
+        out.push('\n');
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn sample() -> Snapshot {
+        let counters = Counters {
+            submitted: 10,
+            completed: 10,
+            errors: 1,
+            cq_full: 0,
+            errors_by_kind: [("out-of-bounds".to_string(), 1)].into_iter().collect(),
+        };
+        Snapshot {
+            engine: EngineInfo {
+                pid: 42,
+                version: "0.1.0".into(),
+                uptime_ms: 5000,
+                socket: "/run/x.sock".into(),
+                control_version: 1,
+                layout_version: 1,
+                max_sessions: 8,
+                sessions_open: 1,
+            },
+            workers: vec![WorkerStatus {
+                id: 0,
+                core: 3,
+                sessions: 1,
+                counters: counters.clone(),
+                sleeps: 2,
+                wakeups: 2,
+                sessions_opened: 1,
+                sessions_closed: 0,
+            }],
+            sessions: vec![SessionStatus {
+                id: 7,
+                client_pid: 1234,
+                worker: 0,
+                state: "ready".into(),
+                backing: "normal-pages".into(),
+                sq_entries: 256,
+                cq_entries: 512,
+                buffer_bytes: 4096,
+                sq_pending: 0,
+                cq_used: 3,
+                counters,
+            }],
+        }
+    }
+
+    #[test]
+    fn snapshot_json_round_trips_with_flat_counters() {
+        let s = sample();
+        let j = serde_json::to_value(&s).unwrap();
+        assert_eq!(j["workers"][0]["submitted"], 10);
+        assert_eq!(j["sessions"][0]["errors_by_kind"]["out-of-bounds"], 1);
+        assert_eq!(serde_json::from_value::<Snapshot>(j).unwrap(), s);
+    }
+
+    #[test]
+    fn table_lists_workers_and_sessions() {
+        let t = render_table(&sample());
+        let lines: Vec<&str> = t.lines().collect();
+        assert!(
+            lines[0].starts_with("engine pid 42 version 0.1.0 up 5s"),
+            "{t}"
+        );
+        assert!(t.contains("ID  CORE  SESSIONS  SUBMITTED"), "{t}");
+        assert!(
+            lines
+                .iter()
+                .any(|l| l.split_whitespace().collect::<Vec<_>>()
+                    == [
+                        "7",
+                        "1234",
+                        "0",
+                        "ready",
+                        "256",
+                        "512",
+                        "0",
+                        "3",
+                        "10",
+                        "10",
+                        "1",
+                        "0",
+                        "normal-pages"
+                    ]),
+            "{t}"
+        );
+        assert!(t.contains("worker 0 out-of-bounds=1"), "{t}");
+    }
+
+    #[test]
+    fn chunks_split_on_char_boundaries() {
+        let s = "aé".repeat(10);
+        let c = split_chunk(&s, 4);
+        assert_eq!(c, "aéa");
+        assert_eq!(split_chunk("abc", 10), "abc");
+    }
+}

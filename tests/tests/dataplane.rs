@@ -1,0 +1,229 @@
+//! Remote requests between engines over UCX (loopback tcp and shared memory): one engine
+//! serving its own listener, and two engine processes.
+
+use std::collections::HashMap;
+use std::time::Duration;
+
+use integration_tests::{wait_until, Engine, PATIENCE};
+use ring_client::{Session, SessionOptions, WaitError};
+use ring_proto::entry::service;
+use ring_proto::{opcode, ResultCode, Sqe};
+
+/// Engine flags for a UCX listener on loopback with the given transports.
+fn ucx_args(tls: &'static str) -> Vec<&'static str> {
+    vec!["--ucx-listen", "127.0.0.1:0", "--ucx-transports", tls, "--ucx-net-devices", "lo,memory", "--lease-ms", "0", "--spin-forever"]
+}
+
+/// The address the engine's UCX listener bound (from its log).
+fn listen_addr(engine: &Engine) -> String {
+    engine.wait_for_log("UCX listening");
+    let log = engine.log();
+    let line = log.lines().find(|l| l.contains("UCX listening")).unwrap();
+    let addr = line.split("address=").nth(1).expect("address field").split_whitespace().next().unwrap();
+    addr.to_string()
+}
+
+/// A free TCP port on 127.0.0.1 below the kernel's ephemeral range.
+fn free_port_below_ephemeral_range() -> String {
+    let range = std::fs::read_to_string("/proc/sys/net/ipv4/ip_local_port_range").unwrap_or_default();
+    let low: u16 = range.split_whitespace().next().and_then(|v| v.parse().ok()).unwrap_or(32768);
+    let start = 20000u16.min(low.saturating_sub(2000)).max(1024);
+    let seed = std::process::id() as u16;
+    for i in 0..1000u16 {
+        let port = start + (seed.wrapping_add(i * 7)) % (low - start).max(1);
+        if std::net::TcpListener::bind(("127.0.0.1", port)).is_ok() {
+            return format!("127.0.0.1:{port}");
+        }
+    }
+    panic!("no free port below {low}");
+}
+
+fn pattern(len: usize, seed: u8) -> Vec<u8> {
+    (0..len).map(|i| (i as u32).wrapping_mul(31).wrapping_add(seed as u32) as u8).collect()
+}
+
+fn send(peer: u32, user_data: u64, off: usize, len: usize, resp_off: usize, resp_cap: usize) -> Sqe {
+    Sqe {
+        opcode: opcode::SEND,
+        peer,
+        aux: service::ECHO,
+        user_data,
+        buf_offset: off as u64,
+        buf_len: len as u32,
+        args: [resp_off as u64, resp_cap as u64, 0, 0],
+        ..Default::default()
+    }
+}
+
+fn big_session(engine: &Engine, buf: u64) -> Session {
+    engine
+        .try_connect(SessionOptions { buf_size: buf, cq_entries: 256, sq_entries: 128, ..Default::default() })
+        .unwrap_or_else(|e| panic!("{e}\n{}", engine.log()))
+}
+
+/// Echo of every size the issue names, each byte checked, through `requester` to `server`.
+fn echo_sizes(requester: &Engine, server_addr: &str) {
+    let max = 64 << 20;
+    let mut s = big_session(requester, 2 * max as u64 + 4096);
+    let peer = s.connect_peer(server_addr).unwrap();
+    for (i, len) in [0usize, 8, 4096, 1 << 20, max].into_iter().enumerate() {
+        let data = pattern(len, i as u8);
+        s.buffer().write(0, &data).unwrap();
+        let resp_off = max;
+        s.buffer().write(resp_off, &vec![0xee; len]).unwrap();
+        s.submit(&send(peer, i as u64, 0, len, resp_off, len)).unwrap();
+        let c = s.wait_cqe(Duration::from_micros(50), Some(PATIENCE)).unwrap_or_else(|e| panic!("{e}\n{}", requester.log()));
+        assert_eq!((c.user_data, c.result), (i as u64, len as i32), "echo of {len} bytes\n{}", requester.log());
+        let mut back = vec![0u8; len];
+        s.buffer().read(resp_off, &mut back).unwrap();
+        assert!(back == data, "echo of {len} bytes came back different");
+    }
+}
+
+#[test]
+fn engine_echoes_through_its_own_listener_over_tcp() {
+    let engine = Engine::start(&ucx_args("tcp"));
+    let addr = listen_addr(&engine);
+    echo_sizes(&engine, &addr);
+}
+
+#[test]
+fn engine_echoes_through_its_own_listener_over_shared_memory() {
+    let engine = Engine::start(&ucx_args("sm,tcp"));
+    let addr = listen_addr(&engine);
+    echo_sizes(&engine, &addr);
+}
+
+#[test]
+fn two_engine_processes_over_tcp_with_many_requests_in_flight() {
+    let server = Engine::start(&ucx_args("tcp"));
+    let client_engine = Engine::start(&["--ucx-transports", "tcp", "--ucx-net-devices", "lo", "--lease-ms", "0"]);
+    let addr = listen_addr(&server);
+    echo_sizes(&client_engine, &addr);
+
+    let mut s = big_session(&client_engine, 1 << 20);
+    let peer = s.connect_peer(&addr).unwrap();
+    // 100 requests of 4 KiB in flight at once, each with its own payload and response slot.
+    let n = 100usize;
+    let slot = 4096;
+    for i in 0..n {
+        s.buffer().write(i * slot, &pattern(slot / 2, i as u8)).unwrap();
+    }
+    {
+        let mut q = s.submission();
+        for i in 0..n {
+            q.push(&send(peer, i as u64, i * slot, slot / 2, i * slot + slot / 2, slot / 2)).unwrap();
+        }
+    }
+    let mut seen = HashMap::new();
+    for _ in 0..n {
+        let c = s.wait_cqe(Duration::from_micros(50), Some(PATIENCE)).unwrap();
+        assert_eq!(c.result, (slot / 2) as i32, "request {}", c.user_data);
+        assert!(seen.insert(c.user_data, ()).is_none(), "duplicate completion");
+    }
+    for i in 0..n {
+        let mut back = vec![0u8; slot / 2];
+        s.buffer().read(i * slot + slot / 2, &mut back).unwrap();
+        assert!(back == pattern(slot / 2, i as u8), "response {i} differs");
+    }
+}
+
+#[test]
+fn remote_errors_are_completions_not_hangs() {
+    let engine = Engine::start(&ucx_args("tcp"));
+    let addr = listen_addr(&engine);
+    let mut s = engine.connect();
+    let peer = s.connect_peer(&addr).unwrap();
+    let len = s.buffer().len();
+    let cases = [
+        (Sqe { peer: 99, ..send(peer, 1, 0, 8, 64, 8) }, ResultCode::NoSuchPeer),
+        (Sqe { aux: 77, ..send(peer, 2, 0, 8, 64, 8) }, ResultCode::UnknownService),
+        (send(peer, 3, 0, 64, 4096, 8), ResultCode::ResponseTooLarge),
+        (send(peer, 4, len - 4, 8, 0, 8), ResultCode::OutOfBounds),
+        (send(peer, 5, 0, 8, len - 4, 8), ResultCode::OutOfBounds),
+        (Sqe { args: [0, 8, 1, 0], ..send(peer, 6, 0, 8, 0, 8) }, ResultCode::InvalidEntry),
+    ];
+    for (sqe, code) in cases {
+        s.submit(&sqe).unwrap();
+        let c = s.wait_cqe(Duration::from_micros(50), Some(PATIENCE)).unwrap();
+        assert_eq!((c.user_data, c.result), (sqe.user_data, code as i32), "{sqe:?}");
+    }
+    // Nobody listens at this port: the request fails with peer-failed, it does not hang.
+    let dead = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let dead_addr = dead.local_addr().unwrap().to_string();
+    drop(dead);
+    let gone = s.connect_peer(&dead_addr).unwrap();
+    s.submit(&send(gone, 7, 0, 8, 64, 8)).unwrap();
+    let c = s.wait_cqe(Duration::from_micros(50), Some(PATIENCE)).unwrap();
+    assert_eq!((c.user_data, c.result), (7, ResultCode::PeerFailed as i32));
+    assert!(s.connect_peer("not an address").is_err());
+}
+
+#[test]
+fn peer_killed_mid_transfer_fails_its_requests_and_reconnects_after_restart() {
+    // A fixed port below the ephemeral range, so that no other socket on this machine can
+    // take it while the peer is down and the restarted peer finds it again.
+    let listen = free_port_below_ephemeral_range();
+    let server_args = ["--ucx-listen", listen.as_str(), "--ucx-transports", "tcp", "--ucx-net-devices", "lo", "--lease-ms", "0"];
+    let server = Engine::start(&server_args);
+    let client_engine = Engine::start(&["--ucx-transports", "tcp", "--ucx-net-devices", "lo", "--lease-ms", "0"]);
+    let addr = listen_addr(&server);
+    assert_eq!(addr, listen);
+    let mut s = big_session(&client_engine, 64 << 20);
+    let peer = s.connect_peer(&addr).unwrap();
+    s.submit(&send(peer, 0, 0, 8, 64, 8)).unwrap();
+    assert_eq!(s.wait_cqe(Duration::from_micros(50), Some(PATIENCE)).unwrap().result, 8);
+    // Large transfers in flight, then the peer dies.
+    {
+        let mut q = s.submission();
+        for i in 0..8u64 {
+            q.push(&send(peer, 100 + i, 0, 4 << 20, 32 << 20, 4 << 20)).unwrap();
+        }
+    }
+    let _ = server.kill();
+    let mut results = Vec::new();
+    for _ in 0..8 {
+        match s.wait_cqe(Duration::from_micros(50), Some(PATIENCE)) {
+            Ok(c) => results.push(c.result),
+            Err(WaitError::Timeout) => panic!("a request hung after its peer died\n{}", client_engine.log()),
+            Err(e) => panic!("{e}"),
+        }
+    }
+    assert!(
+        results.iter().all(|&r| r == 4 << 20 || r == ResultCode::PeerFailed as i32),
+        "each request either finished before the kill or failed with peer-failed: {results:?}"
+    );
+    // The session and the engine keep working for local requests.
+    s.submit(&Sqe { opcode: opcode::NOP, user_data: 9, ..Default::default() }).unwrap();
+    assert_eq!(s.wait_cqe(Duration::from_micros(50), Some(PATIENCE)).unwrap().user_data, 9);
+    // A new server engine on the same port: the next request reconnects. The port may stay
+    // busy for a moment after the kill (connections closing).
+    let mut server2 = None;
+    for _ in 0..100 {
+        match Engine::try_start(&server_args) {
+            Ok(e) => {
+                server2 = Some(e);
+                break;
+            }
+            Err((status, log)) => {
+                assert!(log.contains("cannot listen there"), "engine failed for another reason ({status}):\n{log}");
+                std::thread::sleep(Duration::from_millis(200));
+            }
+        }
+    }
+    let server2 = server2.unwrap_or_else(|| panic!("port never came free\n{}", client_engine.log()));
+    listen_addr(&server2);
+    let mut ok = false;
+    for attempt in 0..50u64 {
+        s.submit(&send(peer, 1000 + attempt, 0, 8, 64, 8)).unwrap();
+        let c = s.wait_cqe(Duration::from_micros(50), Some(PATIENCE)).unwrap();
+        if c.result == 8 {
+            ok = true;
+            break;
+        }
+        assert_eq!(c.result, ResultCode::PeerFailed as i32);
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    assert!(ok, "no reconnect to the restarted peer\n{}", client_engine.log());
+    wait_until("log of the reconnect", || client_engine.log().matches("connecting to peer engine").count() >= 2, || client_engine.log());
+}
