@@ -110,7 +110,7 @@ impl ActiveSession {
             Ok(n) => n.min(max),
             Err(_) => return Pass::Broken(CloseReason::BadSqTail),
         };
-        let cq_free = match self.cq.refresh() {
+        let cq_free = match self.cq.free_at_least(ready + self.inflight) {
             Ok(n) => n.saturating_sub(self.inflight),
             Err(_) => return Pass::Broken(CloseReason::BadCqHead),
         };

@@ -171,6 +171,17 @@ impl<E: Entry> Producer<E> {
         self.ring.entries - self.tail.wrapping_sub(self.head_cache)
     }
 
+    /// Free slots, loading the consumer's head only when the cached value shows fewer than
+    /// `wanted`. The consumer writes its head line on every release; not reading it while
+    /// there is room saves a cache-line transfer per round trip.
+    pub fn free_at_least(&mut self, wanted: u32) -> Result<u32, RingCorrupt> {
+        let cached = self.cached_free();
+        if cached >= wanted {
+            return Ok(cached);
+        }
+        self.refresh()
+    }
+
     /// Writes an entry into the next slot. Not visible to the consumer until [`publish`].
     /// Returns the entry back if the ring is full.
     ///
