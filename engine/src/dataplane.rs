@@ -22,7 +22,7 @@ use ring_proto::ResultCode;
 
 use crate::ops::SendRequest;
 use crate::session::{Remote, SessionShared};
-use crate::ucx::{self, AmData, Endpoint, EpKey, RndvData, Started, UcxError, WorkerEvent};
+use engine::ucx::{self, AmData, Endpoint, EpKey, RndvData, Started, UcxError, WorkerEvent};
 
 const AM_REQUEST: u16 = 1;
 const AM_REPLY: u16 = 2;

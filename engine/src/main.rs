@@ -10,7 +10,7 @@ mod reload;
 mod session;
 mod stats;
 mod status;
-mod ucx;
+use engine::ucx;
 mod worker;
 
 use std::path::PathBuf;
