@@ -498,6 +498,7 @@ impl ControlServer {
         let shared = Arc::new(SessionShared {
             id,
             worker,
+            ucx_registration: Default::default(),
             region,
             cq_wake,
             stats: Default::default(),

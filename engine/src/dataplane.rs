@@ -375,6 +375,24 @@ impl DataPlane {
         }
     }
 
+    /// Registers the session's whole region with UCX once, on its first remote request; the
+    /// registration lives as long as the session.
+    fn register(&self, session: &SessionShared) -> Result<(), ResultCode> {
+        if session.ucx_registration.get().is_some() {
+            return Ok(());
+        }
+        let ctx = self.settings.context().map_err(|_| ResultCode::Internal)?;
+        // Safety: the region stays mapped while the session lives, and the registration is
+        // stored in (and dropped before the region of) that same session.
+        let reg = unsafe { ctx.register(session.region.base_ptr(), session.region.len()) }.map_err(|e| {
+            tracing::error!(session = session.id, error = %e, "cannot register the session's region with UCX");
+            ResultCode::Internal
+        })?;
+        tracing::debug!(session = session.id, bytes = reg.len, "session region registered with UCX");
+        let _ = session.ucx_registration.set(reg);
+        Ok(())
+    }
+
     fn ensure_conn(&mut self, handle: u32) -> Result<(), ResultCode> {
         if !self.conns.contains_key(&handle) {
             let addr = self.settings.peers.get(handle).ok_or(ResultCode::NoSuchPeer)?;
@@ -417,6 +435,7 @@ impl Remote for DataPlane {
         if req.len > self.settings.max_message {
             return Err(ResultCode::InvalidEntry);
         }
+        self.register(session)?;
         let req_id = self.next_req;
         self.next_req = (self.next_req + 1) & !SERVER_TOKEN;
         let header = Box::new(Header { req_id, a: req.service, b: req.resp_cap as u32 }.encode());

@@ -187,6 +187,11 @@ impl Region {
         self.map.len()
     }
 
+    /// Start of the mapping.
+    pub fn base_ptr(&self) -> *mut u8 {
+        self.map.as_mut_ptr()
+    }
+
     /// Start of the buffer area.
     pub fn buf_ptr(&self) -> *mut u8 {
         // Safety: buf_offset + buf_size <= mapping length by construction of the layout.

@@ -15,6 +15,10 @@ use crate::stats::{SessionStats, WorkerStats};
 pub struct SessionShared {
     pub id: u32,
     pub worker: usize,
+    /// The whole region registered with UCX, made on the session's first remote request and
+    /// released with the session. Declared before `region`: fields drop in order, and the
+    /// registration must go before the memory is unmapped.
+    pub ucx_registration: std::sync::OnceLock<engine::ucx::Registration>,
     pub region: Region,
     /// Eventfd the client sleeps on for completions and state changes.
     pub cq_wake: OwnedFd,

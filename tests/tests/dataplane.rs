@@ -227,3 +227,38 @@ fn peer_killed_mid_transfer_fails_its_requests_and_reconnects_after_restart() {
     assert!(ok, "no reconnect to the restarted peer\n{}", client_engine.log());
     wait_until("log of the reconnect", || client_engine.log().matches("connecting to peer engine").count() >= 2, || client_engine.log());
 }
+
+#[test]
+fn sessions_with_registered_regions_come_and_go_without_leaks() {
+    // Debug logging shows each registration, so the test knows they happened.
+    let engine = Engine::start_with_env(&ucx_args("tcp"), &[("RUST_LOG", Some("info,engine::dataplane=debug"))]);
+    let addr = listen_addr(&engine);
+    let round = |i: u64| {
+        let mut s = engine.connect();
+        let peer = s.connect_peer(&addr).unwrap();
+        s.buffer().write(0, &i.to_le_bytes()).unwrap();
+        s.submit(&send(peer, i, 0, 8, 64, 8)).unwrap();
+        let c = s.wait_cqe(Duration::from_micros(50), Some(PATIENCE)).unwrap();
+        assert_eq!((c.user_data, c.result), (i, 8));
+        let mut back = [0u8; 8];
+        s.buffer().read(64, &mut back).unwrap();
+        assert_eq!(u64::from_le_bytes(back), i);
+        if i % 2 == 0 {
+            s.close().unwrap();
+        }
+    };
+    // Warm-up: the UCX worker, context and connections are created once and stay.
+    round(0);
+    engine.wait_live_sessions(0);
+    let (fds, maps) = (engine.fd_count(), engine.map_count());
+    for i in 1..=100 {
+        round(i);
+    }
+    engine.wait_live_sessions(0);
+    wait_until(
+        "fds and mappings back to their level after 100 registered sessions",
+        || engine.fd_count() == fds && engine.map_count() == maps,
+        || format!("fds {} (before {fds}), maps {} (before {maps})\n{}", engine.fd_count(), engine.map_count(), engine.log()),
+    );
+    assert_eq!(engine.log().matches("session region registered with UCX").count(), 101, "one registration per session");
+}

@@ -31,6 +31,8 @@ extern "C" {
     pub fn ucp_listener_query(listener: ucp_listener_h, attr: *mut ucp_listener_attr_t) -> raw_status;
     pub fn ucp_ep_create(worker: ucp_worker_h, params: *const ucp_ep_params_t, ep_p: *mut ucp_ep_h) -> raw_status;
     pub fn ucp_request_check_status(request: *mut c_void) -> raw_status;
+    pub fn ucp_mem_map(context: ucp_context_h, params: *const ucp_mem_map_params_t, memh_p: *mut ucp_mem_h) -> raw_status;
+    pub fn ucp_mem_unmap(context: ucp_context_h, memh: ucp_mem_h) -> raw_status;
 }
 
 /// Callback shapes with the raw status, for passing our own functions to UCX (same ABI as

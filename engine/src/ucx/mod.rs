@@ -131,6 +131,48 @@ impl Context {
     }
 }
 
+/// Memory registered with UCX (pinned for RDMA where the transport needs it). Unregistered
+/// on drop; the memory itself must outlive the registration.
+pub struct Registration {
+    memh: ucx1_sys::ucp_mem_h,
+    context: Arc<Context>,
+    pub len: usize,
+}
+
+// Safety: a memory handle is a context-level object; the context is created for use from
+// several threads (mt_workers_shared), and the handle is only passed back to UCX.
+unsafe impl Send for Registration {}
+// Safety: as above; no method mutates through &self.
+unsafe impl Sync for Registration {}
+
+impl Context {
+    /// Registers `len` bytes at `addr` with UCX.
+    ///
+    /// # Safety
+    /// The memory must stay mapped until the returned registration is dropped.
+    pub unsafe fn register(self: &Arc<Self>, addr: *mut u8, len: usize) -> Result<Registration, UcxError> {
+        use ucx1_sys::*;
+        // Safety: plain data.
+        let mut p: ucp_mem_map_params_t = unsafe { std::mem::zeroed() };
+        p.field_mask =
+            (ucp_mem_map_params_field::UCP_MEM_MAP_PARAM_FIELD_ADDRESS | ucp_mem_map_params_field::UCP_MEM_MAP_PARAM_FIELD_LENGTH).0 as u64;
+        p.address = addr as *mut std::os::raw::c_void;
+        p.length = len as size_t;
+        let mut memh: ucp_mem_h = std::ptr::null_mut();
+        // Safety: live context; the caller keeps the memory mapped; memh is an out-pointer.
+        check(unsafe { ffi::ucp_mem_map(self.raw, &p, &mut memh) })?;
+        Ok(Registration { memh, context: self.clone(), len })
+    }
+}
+
+impl Drop for Registration {
+    fn drop(&mut self) {
+        // Safety: memh came from ucp_mem_map on this context and is unmapped exactly once; an
+        // error here (there is none to handle) would only leak the registration.
+        let _ = unsafe { ffi::ucp_mem_unmap(self.context.raw, self.memh) };
+    }
+}
+
 impl Drop for Context {
     fn drop(&mut self) {
         // Safety: every Worker holds an Arc<Context>, so none is alive any more.
@@ -231,5 +273,16 @@ mod loopback_tests {
             w.close(e);
         }
         listener.destroy();
+    }
+
+    #[test]
+    fn registration_of_shared_memory_and_release() {
+        let ctx = Context::new(Some("tcp"), Some("lo")).expect("UCX context");
+        let mut mem = vec![0u8; 1 << 20];
+        for _ in 0..100 {
+            // Safety: `mem` outlives each registration (dropped at the end of the iteration).
+            let r = unsafe { ctx.register(mem.as_mut_ptr(), mem.len()) }.expect("register");
+            assert_eq!(r.len, 1 << 20);
+        }
     }
 }
