@@ -255,6 +255,7 @@ impl ControlServer {
 
     /// Shares the engine's peer registry (the one the workers resolve handles in).
     pub fn set_peers(&mut self, peers: Arc<crate::dataplane::PeerRegistry>) {
+        self.registry.set_peers(peers.clone());
         self.peers = peers;
     }
 

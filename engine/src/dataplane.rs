@@ -14,6 +14,7 @@
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, OnceLock, RwLock};
 use std::time::{Duration, Instant};
 
@@ -31,28 +32,59 @@ const HEADER_LEN: usize = 16;
 /// have this bit set; requester tokens are request ids.
 const SERVER_TOKEN: u64 = 1 << 63;
 
-/// Peer engines known to this engine: handle (index + 1) → listener address. Written by the
-/// control thread on `ConnectPeer`, read by workers when they first use a handle.
+/// Peer engines known to this engine: handle (index + 1) → listener address and counters.
+/// Written by the control thread on `ConnectPeer`, read by workers when they first use a
+/// handle and by status/metrics.
 #[derive(Default)]
 pub struct PeerRegistry {
-    addrs: RwLock<Vec<SocketAddr>>,
+    peers: RwLock<Vec<Arc<PeerEntry>>>,
+}
+
+pub struct PeerEntry {
+    pub addr: SocketAddr,
+    pub stats: PeerStats,
+}
+
+/// Counters of one peer, updated by every worker that talks to it (atomic read-modify-write:
+/// several workers share a peer; these are per remote request, not per ring entry).
+#[derive(Default)]
+pub struct PeerStats {
+    /// Workers holding a live connection to the peer.
+    pub connected: AtomicU64,
+    pub connects: AtomicU64,
+    pub requests: AtomicU64,
+    /// Requests completed with peer-failed.
+    pub failures: AtomicU64,
+    pub timeouts: AtomicU64,
+    /// Connections that failed (peer died, reset, unreachable).
+    pub connection_failures: AtomicU64,
 }
 
 impl PeerRegistry {
     /// The handle for `addr`, registering it if new.
     pub fn register(&self, addr: SocketAddr) -> u32 {
-        let mut a = self.addrs.write().expect("peer registry lock");
-        if let Some(i) = a.iter().position(|x| *x == addr) {
+        let mut a = self.peers.write().expect("peer registry lock");
+        if let Some(i) = a.iter().position(|x| x.addr == addr) {
             return i as u32 + 1;
         }
-        a.push(addr);
+        a.push(Arc::new(PeerEntry { addr, stats: PeerStats::default() }));
         a.len() as u32
     }
 
-    pub fn get(&self, handle: u32) -> Option<SocketAddr> {
-        let a = self.addrs.read().expect("peer registry lock");
-        handle.checked_sub(1).and_then(|i| a.get(i as usize).copied())
+    pub fn get(&self, handle: u32) -> Option<Arc<PeerEntry>> {
+        let a = self.peers.read().expect("peer registry lock");
+        handle.checked_sub(1).and_then(|i| a.get(i as usize).cloned())
     }
+
+    /// Every peer with its handle, for status and metrics.
+    pub fn all(&self) -> Vec<(u32, Arc<PeerEntry>)> {
+        let a = self.peers.read().expect("peer registry lock");
+        a.iter().enumerate().map(|(i, p)| (i as u32 + 1, p.clone())).collect()
+    }
+}
+
+fn bump(c: &AtomicU64) {
+    c.fetch_add(1, Ordering::Relaxed);
 }
 
 /// What every worker's data plane shares.
@@ -107,6 +139,7 @@ struct Pending {
     _header: Box<[u8; HEADER_LEN]>,
     user_data: u64,
     peer: u32,
+    peer_stats: Arc<PeerEntry>,
     resp_offset: usize,
     resp_cap: usize,
     deadline: Instant,
@@ -124,6 +157,7 @@ struct ServerBuf {
 
 struct PeerConn {
     ep: Endpoint,
+    entry: Arc<PeerEntry>,
 }
 
 /// Work found during progress that needs UCX calls (made after progress returns).
@@ -348,8 +382,10 @@ impl DataPlane {
     fn endpoint_failed(&mut self, key: EpKey, error: UcxError) {
         if let Some((&handle, _)) = self.conns.iter().find(|(_, c)| c.ep.key() == key) {
             let conn = self.conns.remove(&handle).expect("present");
+            conn.entry.stats.connected.fetch_sub(1, Ordering::Relaxed);
+            bump(&conn.entry.stats.connection_failures);
             let failed: Vec<u64> = self.pending.iter().filter(|(_, p)| p.peer == handle).map(|(&id, _)| id).collect();
-            tracing::warn!(peer = handle, %error, requests_failed = failed.len(), "peer connection failed");
+            tracing::warn!(peer = handle, address = %conn.entry.addr, %error, requests_failed = failed.len(), "peer connection failed");
             for id in failed {
                 let p = self.pending.remove(&id).expect("present");
                 self.out.push(done(&p, ResultCode::PeerFailed as i32));
@@ -371,6 +407,9 @@ impl DataPlane {
         for id in late {
             let p = self.pending.remove(&id).expect("present");
             tracing::debug!(peer = p.peer, "remote request timed out");
+            if let Some(e) = self.settings.peers.get(p.peer) {
+                bump(&e.stats.timeouts);
+            }
             self.out.push(done(&p, ResultCode::TimedOut as i32));
         }
     }
@@ -395,13 +434,17 @@ impl DataPlane {
 
     fn ensure_conn(&mut self, handle: u32) -> Result<(), ResultCode> {
         if !self.conns.contains_key(&handle) {
-            let addr = self.settings.peers.get(handle).ok_or(ResultCode::NoSuchPeer)?;
+            let entry = self.settings.peers.get(handle).ok_or(ResultCode::NoSuchPeer)?;
+            let addr = entry.addr;
             let ep = self.worker.connect(addr).map_err(|e| {
                 tracing::warn!(peer = handle, %addr, error = %e, "cannot connect to peer");
+                bump(&entry.stats.connection_failures);
                 ResultCode::PeerFailed
             })?;
             tracing::info!(peer = handle, %addr, "connecting to peer engine");
-            self.conns.insert(handle, PeerConn { ep });
+            bump(&entry.stats.connects);
+            bump(&entry.stats.connected);
+            self.conns.insert(handle, PeerConn { ep, entry });
         }
         Ok(())
     }
@@ -413,6 +456,7 @@ impl DataPlane {
             self.out.push(done(&p, ResultCode::ShuttingDown as i32));
         }
         for (_, c) in std::mem::take(&mut self.conns) {
+            c.entry.stats.connected.fetch_sub(1, Ordering::Relaxed);
             self.worker.close(c.ep);
         }
         for (_, ep) in std::mem::take(&mut self.accepted) {
@@ -452,6 +496,7 @@ impl Remote for DataPlane {
             tracing::debug!(peer = req.peer, error = %e, "request send failed");
             return Err(ResultCode::PeerFailed);
         }
+        bump(&self.conns[&req.peer].entry.stats.requests);
         self.pending.insert(
             req_id,
             Pending {
@@ -459,6 +504,7 @@ impl Remote for DataPlane {
                 _header: header,
                 user_data,
                 peer: req.peer,
+                peer_stats: self.conns[&req.peer].entry.clone(),
                 resp_offset: req.resp_offset,
                 resp_cap: req.resp_cap,
                 deadline: Instant::now() + self.settings.request_timeout,
@@ -470,6 +516,9 @@ impl Remote for DataPlane {
 }
 
 fn done(p: &Pending, result: i32) -> RemoteCompletion {
+    if result == ResultCode::PeerFailed as i32 {
+        bump(&p.peer_stats.stats.failures);
+    }
     RemoteCompletion { session: p.session.id, user_data: p.user_data, result }
 }
 
@@ -582,8 +631,9 @@ mod tests {
         assert_eq!(r.register(a), 1);
         assert_eq!(r.register(b), 2);
         assert_eq!(r.register(a), 1);
-        assert_eq!(r.get(2), Some(b));
-        assert_eq!(r.get(0), None);
-        assert_eq!(r.get(3), None);
+        assert_eq!(r.get(2).map(|e| e.addr), Some(b));
+        assert!(r.get(0).is_none());
+        assert!(r.get(3).is_none());
+        assert_eq!(r.all().len(), 2);
     }
 }

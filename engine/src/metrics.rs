@@ -349,7 +349,27 @@ pub fn render(s: &Snapshot) -> String {
             );
         }
     }
+    render_peers(&mut o, &s.peers);
     o.0
+}
+
+fn render_peers(o: &mut Out, peers: &[crate::status::PeerStatus]) {
+    type PeerField = (&'static str, &'static str, &'static str, fn(&crate::status::PeerStatus) -> u64);
+    let fields: [PeerField; 6] = [
+        ("seaweed_ring_peer_connected_workers", "gauge", "Engine workers with a live UCX connection to the peer.", |p| p.connected_workers),
+        ("seaweed_ring_peer_connects_total", "counter", "UCX connections made to the peer.", |p| p.connects),
+        ("seaweed_ring_peer_connection_failures_total", "counter", "UCX connections to the peer that failed (unreachable, reset, died).", |p| p.connection_failures),
+        ("seaweed_ring_peer_requests_total", "counter", "Remote requests sent to the peer.", |p| p.requests),
+        ("seaweed_ring_peer_failures_total", "counter", "Remote requests to the peer that completed with peer-failed.", |p| p.failures),
+        ("seaweed_ring_peer_timeouts_total", "counter", "Remote requests to the peer that completed with timed-out.", |p| p.timeouts),
+    ];
+    for (name, kind, help, get) in fields {
+        o.family(name, kind, help);
+        for p in peers {
+            let handle = p.peer.to_string();
+            o.sample(name, &[("peer", &handle), ("address", &p.address)], get(p));
+        }
+    }
 }
 
 #[cfg(test)]
@@ -402,6 +422,16 @@ mod tests {
                 cq_used: 4,
                 counters: c,
             }],
+            peers: vec![crate::status::PeerStatus {
+                peer: 1,
+                address: "127.0.0.1:13337".into(),
+                connected_workers: 1,
+                connects: 2,
+                connection_failures: 1,
+                requests: 9,
+                failures: 1,
+                timeouts: 0,
+            }],
         };
         let t = render(&s);
         for line in [
@@ -413,6 +443,7 @@ mod tests {
             "seaweed_ring_session_cq_used{session=\"3\",worker=\"0\"} 4",
             "seaweed_ring_session_cq_full_total{session=\"3\",worker=\"0\"} 1",
             "seaweed_ring_sessions_open 1",
+            "seaweed_ring_peer_requests_total{peer=\"1\",address=\"127.0.0.1:13337\"} 9",
             "seaweed_ring_uptime_seconds 1.5",
         ] {
             assert!(t.lines().any(|l| l == line), "missing {line:?} in\n{t}");

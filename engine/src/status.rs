@@ -34,6 +34,8 @@ pub struct Registry {
     max_sessions: u32,
     workers: Vec<WorkerEntry>,
     sessions: Mutex<BTreeMap<u32, Arc<SessionShared>>>,
+    /// Peer engines (set once at start, shared with the workers' data planes).
+    peers: std::sync::OnceLock<Arc<crate::dataplane::PeerRegistry>>,
 }
 
 impl Registry {
@@ -51,7 +53,13 @@ impl Registry {
                 })
                 .collect(),
             sessions: Mutex::new(BTreeMap::new()),
+            peers: std::sync::OnceLock::new(),
         }
+    }
+
+    /// Shows the engine's peers in status and metrics.
+    pub fn set_peers(&self, peers: Arc<crate::dataplane::PeerRegistry>) {
+        let _ = self.peers.set(peers);
     }
 
     fn sessions(&self) -> std::sync::MutexGuard<'_, BTreeMap<u32, Arc<SessionShared>>> {
@@ -118,7 +126,23 @@ impl Registry {
             },
             workers,
             sessions,
+            peers: self.peers.get().map(|p| p.all().into_iter().map(|(h, e)| peer_status(h, &e)).collect()).unwrap_or_default(),
         }
+    }
+}
+
+fn peer_status(handle: u32, e: &crate::dataplane::PeerEntry) -> PeerStatus {
+    use std::sync::atomic::Ordering::Relaxed;
+    let s = &e.stats;
+    PeerStatus {
+        peer: handle,
+        address: e.addr.to_string(),
+        connected_workers: s.connected.load(Relaxed),
+        connects: s.connects.load(Relaxed),
+        connection_failures: s.connection_failures.load(Relaxed),
+        requests: s.requests.load(Relaxed),
+        failures: s.failures.load(Relaxed),
+        timeouts: s.timeouts.load(Relaxed),
     }
 }
 
@@ -164,6 +188,27 @@ pub struct Snapshot {
     pub engine: EngineInfo,
     pub workers: Vec<WorkerStatus>,
     pub sessions: Vec<SessionStatus>,
+    /// Peer engines clients registered (ConnectPeer), with their connection and request
+    /// counters.
+    #[serde(default)]
+    pub peers: Vec<PeerStatus>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct PeerStatus {
+    /// The handle SEND entries name.
+    pub peer: u32,
+    pub address: String,
+    /// Engine workers holding a live connection to it now.
+    pub connected_workers: u64,
+    pub connects: u64,
+    pub connection_failures: u64,
+    /// Remote requests sent to it.
+    pub requests: u64,
+    /// Requests that completed with peer-failed.
+    pub failures: u64,
+    /// Requests that completed with timed-out.
+    pub timeouts: u64,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
@@ -419,6 +464,16 @@ pub fn render_table(s: &Snapshot) -> String {
     if !errors.is_empty() {
         out += &format!("\nERRORS BY KIND\n{}\n", errors.join("\n"));
     }
+    out += "\nPEERS\n";
+    if s.peers.is_empty() {
+        out += "(none)\n";
+    } else {
+        let mut rows = vec![header(&["PEER", "ADDRESS", "CONNECTED", "CONNECTS", "CONN_FAILURES", "REQUESTS", "FAILURES", "TIMEOUTS"])];
+        for p in &s.peers {
+            rows.push(row(&[&p.peer, &p.address, &p.connected_workers, &p.connects, &p.connection_failures, &p.requests, &p.failures, &p.timeouts]));
+        }
+        out += &align(&rows);
+    }
     out
 }
 
@@ -499,6 +554,7 @@ mod tests {
                 cq_used: 3,
                 counters,
             }],
+            peers: vec![],
         }
     }
 

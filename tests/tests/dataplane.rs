@@ -157,6 +157,26 @@ fn remote_errors_are_completions_not_hangs() {
     let c = s.wait_cqe(Duration::from_micros(50), Some(PATIENCE)).unwrap();
     assert_eq!((c.user_data, c.result), (7, ResultCode::PeerFailed as i32));
     assert!(s.connect_peer("not an address").is_err());
+
+    // The operator sees both peers and exactly the requests that went to each.
+    let out = std::process::Command::new(integration_tests::engine_binary())
+        .args(["status", "--json", "--socket"])
+        .arg(&engine.socket)
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let status: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let peers = status["peers"].as_array().expect("peers in status");
+    assert_eq!(peers.len(), 2, "{status}");
+    assert_eq!(peers[0]["address"], addr.as_str());
+    // Sent to peer 1: the unknown-service and the too-large request; the others failed
+    // validation in the engine before anything was sent.
+    assert_eq!(peers[0]["requests"], 2, "{status}");
+    assert_eq!(peers[0]["failures"], 0);
+    assert_eq!(peers[1]["address"], dead_addr.as_str());
+    assert_eq!(peers[1]["requests"], 1);
+    assert_eq!(peers[1]["failures"], 1);
+    assert!(peers[1]["connection_failures"].as_u64().unwrap() >= 1, "{status}");
 }
 
 #[test]
