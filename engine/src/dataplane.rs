@@ -58,6 +58,40 @@ pub struct PeerStats {
     pub timeouts: AtomicU64,
     /// Connections that failed (peer died, reset, unreachable).
     pub connection_failures: AtomicU64,
+    /// Latency of successful requests, from taking the entry to posting its completion.
+    pub latency: LatencyHistogram,
+}
+
+/// A Prometheus-style cumulative histogram with fixed bounds (multi-writer, atomic).
+pub struct LatencyHistogram {
+    /// Count of observations ≤ each bound in `LATENCY_BOUNDS_NS` (not cumulative; the
+    /// exposition sums them).
+    pub buckets: [AtomicU64; LATENCY_BOUNDS_NS.len()],
+    /// Observations above the last bound.
+    pub overflow: AtomicU64,
+    pub sum_ns: AtomicU64,
+}
+
+/// Upper bounds of the latency buckets, in nanoseconds (1 µs to 1 s).
+pub const LATENCY_BOUNDS_NS: [u64; 16] = [
+    1_000, 2_000, 5_000, 10_000, 20_000, 50_000, 100_000, 200_000, 500_000, 1_000_000, 2_000_000, 5_000_000, 10_000_000,
+    100_000_000, 500_000_000, 1_000_000_000,
+];
+
+impl Default for LatencyHistogram {
+    fn default() -> Self {
+        Self { buckets: std::array::from_fn(|_| AtomicU64::new(0)), overflow: AtomicU64::new(0), sum_ns: AtomicU64::new(0) }
+    }
+}
+
+impl LatencyHistogram {
+    pub fn record(&self, ns: u64) {
+        match LATENCY_BOUNDS_NS.iter().position(|&b| ns <= b) {
+            Some(i) => bump(&self.buckets[i]),
+            None => bump(&self.overflow),
+        }
+        self.sum_ns.fetch_add(ns, Ordering::Relaxed);
+    }
 }
 
 impl PeerRegistry {
@@ -142,6 +176,7 @@ struct Pending {
     peer_stats: Arc<PeerEntry>,
     resp_offset: usize,
     resp_cap: usize,
+    started: Instant,
     deadline: Instant,
     /// A rendezvous receive into the client's buffer is running: UCX owns the outcome.
     receiving: bool,
@@ -476,6 +511,7 @@ impl DataPlane {
 
 impl Remote for DataPlane {
     fn start_send(&mut self, session: &Arc<SessionShared>, user_data: u64, req: SendRequest) -> Result<(), ResultCode> {
+        let now = Instant::now();
         if req.len > self.settings.max_message {
             return Err(ResultCode::InvalidEntry);
         }
@@ -507,7 +543,8 @@ impl Remote for DataPlane {
                 peer_stats: self.conns[&req.peer].entry.clone(),
                 resp_offset: req.resp_offset,
                 resp_cap: req.resp_cap,
-                deadline: Instant::now() + self.settings.request_timeout,
+                started: now,
+                deadline: now + self.settings.request_timeout,
                 receiving: false,
             },
         );
@@ -518,6 +555,8 @@ impl Remote for DataPlane {
 fn done(p: &Pending, result: i32) -> RemoteCompletion {
     if result == ResultCode::PeerFailed as i32 {
         bump(&p.peer_stats.stats.failures);
+    } else if result >= 0 {
+        p.peer_stats.stats.latency.record(p.started.elapsed().as_nanos() as u64);
     }
     RemoteCompletion { session: p.session.id, user_data: p.user_data, result }
 }
@@ -621,6 +660,19 @@ mod tests {
         assert_eq!(Header::parse(&h.encode()), Some(h));
         assert_eq!(Header::parse(&h.encode()[..15]), None);
         assert_eq!(Header::parse(&[0u8; 17]), None);
+    }
+
+    #[test]
+    fn latency_lands_in_the_first_bucket_that_holds_it() {
+        let h = LatencyHistogram::default();
+        h.record(500);
+        h.record(1_000);
+        h.record(1_001);
+        h.record(2_000_000_000);
+        assert_eq!(h.buckets[0].load(Ordering::Relaxed), 2);
+        assert_eq!(h.buckets[1].load(Ordering::Relaxed), 1);
+        assert_eq!(h.overflow.load(Ordering::Relaxed), 1);
+        assert_eq!(h.sum_ns.load(Ordering::Relaxed), 2_000_002_501);
     }
 
     #[test]

@@ -370,6 +370,22 @@ fn render_peers(o: &mut Out, peers: &[crate::status::PeerStatus]) {
             o.sample(name, &[("peer", &handle), ("address", &p.address)], get(p));
         }
     }
+    let name = "seaweed_ring_peer_request_duration_seconds";
+    o.family(name, "histogram", "Latency of successful remote requests, from taking the entry to posting its completion.");
+    for p in peers {
+        let handle = p.peer.to_string();
+        let l = &p.latency;
+        let mut cumulative = 0u64;
+        for (le, n) in l.le_ns.iter().zip(&l.counts) {
+            cumulative += n;
+            let le = format!("{}", *le as f64 / 1e9);
+            o.sample(&format!("{name}_bucket"), &[("peer", &handle), ("address", &p.address), ("le", &le)], cumulative);
+        }
+        let count = cumulative + l.overflow;
+        o.sample(&format!("{name}_bucket"), &[("peer", &handle), ("address", &p.address), ("le", "+Inf")], count);
+        o.sample(&format!("{name}_sum"), &[("peer", &handle), ("address", &p.address)], l.sum_ns as f64 / 1e9);
+        o.sample(&format!("{name}_count"), &[("peer", &handle), ("address", &p.address)], count);
+    }
 }
 
 #[cfg(test)]
@@ -431,6 +447,12 @@ mod tests {
                 requests: 9,
                 failures: 1,
                 timeouts: 0,
+                latency: crate::status::LatencyStatus {
+                    le_ns: vec![1_000, 10_000],
+                    counts: vec![3, 4],
+                    overflow: 1,
+                    sum_ns: 2_000_000,
+                },
             }],
         };
         let t = render(&s);
@@ -444,6 +466,9 @@ mod tests {
             "seaweed_ring_session_cq_full_total{session=\"3\",worker=\"0\"} 1",
             "seaweed_ring_sessions_open 1",
             "seaweed_ring_peer_requests_total{peer=\"1\",address=\"127.0.0.1:13337\"} 9",
+            "seaweed_ring_peer_request_duration_seconds_bucket{peer=\"1\",address=\"127.0.0.1:13337\",le=\"0.00001\"} 7",
+            "seaweed_ring_peer_request_duration_seconds_bucket{peer=\"1\",address=\"127.0.0.1:13337\",le=\"+Inf\"} 8",
+            "seaweed_ring_peer_request_duration_seconds_count{peer=\"1\",address=\"127.0.0.1:13337\"} 8",
             "seaweed_ring_uptime_seconds 1.5",
         ] {
             assert!(t.lines().any(|l| l == line), "missing {line:?} in\n{t}");

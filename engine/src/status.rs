@@ -143,6 +143,12 @@ fn peer_status(handle: u32, e: &crate::dataplane::PeerEntry) -> PeerStatus {
         requests: s.requests.load(Relaxed),
         failures: s.failures.load(Relaxed),
         timeouts: s.timeouts.load(Relaxed),
+        latency: LatencyStatus {
+            le_ns: crate::dataplane::LATENCY_BOUNDS_NS.to_vec(),
+            counts: s.latency.buckets.iter().map(|b| b.load(Relaxed)).collect(),
+            overflow: s.latency.overflow.load(Relaxed),
+            sum_ns: s.latency.sum_ns.load(Relaxed),
+        },
     }
 }
 
@@ -209,6 +215,17 @@ pub struct PeerStatus {
     pub failures: u64,
     /// Requests that completed with timed-out.
     pub timeouts: u64,
+    /// Latency of successful requests: observations per bucket, `le_ns[i]` being bucket i's
+    /// upper bound (not cumulative), plus those above the last bound.
+    pub latency: LatencyStatus,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Default)]
+pub struct LatencyStatus {
+    pub le_ns: Vec<u64>,
+    pub counts: Vec<u64>,
+    pub overflow: u64,
+    pub sum_ns: u64,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]

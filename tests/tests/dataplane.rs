@@ -23,6 +23,17 @@ fn listen_addr(engine: &Engine) -> String {
     addr.to_string()
 }
 
+/// `engine status --json` of a running engine.
+fn status_json(engine: &Engine) -> serde_json::Value {
+    let out = std::process::Command::new(integration_tests::engine_binary())
+        .args(["status", "--json", "--socket"])
+        .arg(&engine.socket)
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    serde_json::from_slice(&out.stdout).unwrap()
+}
+
 /// A free TCP port on 127.0.0.1 below the kernel's ephemeral range.
 fn free_port_below_ephemeral_range() -> String {
     let range = std::fs::read_to_string("/proc/sys/net/ipv4/ip_local_port_range").unwrap_or_default();
@@ -159,13 +170,7 @@ fn remote_errors_are_completions_not_hangs() {
     assert!(s.connect_peer("not an address").is_err());
 
     // The operator sees both peers and exactly the requests that went to each.
-    let out = std::process::Command::new(integration_tests::engine_binary())
-        .args(["status", "--json", "--socket"])
-        .arg(&engine.socket)
-        .output()
-        .unwrap();
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
-    let status: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let status = status_json(&engine);
     let peers = status["peers"].as_array().expect("peers in status");
     assert_eq!(peers.len(), 2, "{status}");
     assert_eq!(peers[0]["address"], addr.as_str());
@@ -177,6 +182,9 @@ fn remote_errors_are_completions_not_hangs() {
     assert_eq!(peers[1]["requests"], 1);
     assert_eq!(peers[1]["failures"], 1);
     assert!(peers[1]["connection_failures"].as_u64().unwrap() >= 1, "{status}");
+    // Only successful requests are timed: none here.
+    let timed: u64 = peers[0]["latency"]["counts"].as_array().unwrap().iter().map(|v| v.as_u64().unwrap()).sum();
+    assert_eq!(timed + peers[0]["latency"]["overflow"].as_u64().unwrap(), 0);
 }
 
 #[test]
@@ -281,4 +289,9 @@ fn sessions_with_registered_regions_come_and_go_without_leaks() {
         || format!("fds {} (before {fds}), maps {} (before {maps})\n{}", engine.fd_count(), engine.map_count(), engine.log()),
     );
     assert_eq!(engine.log().matches("session region registered with UCX").count(), 101, "one registration per session");
+    let status = status_json(&engine);
+    let l = &status["peers"][0]["latency"];
+    let timed: u64 = l["counts"].as_array().unwrap().iter().map(|v| v.as_u64().unwrap()).sum::<u64>() + l["overflow"].as_u64().unwrap();
+    assert_eq!(timed, 101, "every successful request is in the latency histogram: {status}");
+    assert!(l["sum_ns"].as_u64().unwrap() > 0);
 }
