@@ -515,12 +515,8 @@ impl ControlServer {
             self.workers[worker].wake_fd(),
             shared.cq_wake.as_fd(),
         ];
-        if let Err(e) = control_io::send(conn.fd().as_fd(), &welcome, &fds) {
-            tracing::info!(session = id, error = %e, "client left during the handshake");
-            return;
-        }
-        self.workers[worker].send(Command::Add(shared.clone()));
-        self.load[worker] += 1;
+        // Logged before the client can use the session, so that "session opened" always
+        // precedes anything the session does (tests and operators count these lines).
         tracing::info!(
             session = id,
             client_pid = conn.client_pid,
@@ -531,6 +527,12 @@ impl ControlServer {
             buffer = layout.buf_size,
             "session opened"
         );
+        if let Err(e) = control_io::send(conn.fd().as_fd(), &welcome, &fds) {
+            tracing::info!(session = id, error = %e, "session closed: the client left during the handshake");
+            return;
+        }
+        self.workers[worker].send(Command::Add(shared.clone()));
+        self.load[worker] += 1;
         self.registry.session_opened(shared.clone());
         self.conns.insert(
             id,

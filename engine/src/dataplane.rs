@@ -5,7 +5,16 @@
 //! ```text
 //! AM_REQUEST (id 1)  header: req_id u64 | service u32 | resp_cap u32   data: request payload
 //! AM_REPLY   (id 2)  header: req_id u64 | status i32  | 0 u32          data: response payload
+//! AM_QUERY   (id 3)  header: req_id u64 | export u32  | key u32        data: none
+//! AM_INFO    (id 4)  header: req_id u64 | status i32  | perms u32      data: base u64 | len u64 | rkey
+//! AM_REVOKE  (id 5)  header: 0 u64      | export u32  | key u32        data: none
+//! AM_ACK     (id 6)  header: 0 u64      | export u32  | key u32        data: none
 //! ```
+//!
+//! READ/WRITE: the requester fetches an export's descriptor (AM_QUERY → AM_INFO) once per
+//! connection, checks bounds and permissions against it, then reads or writes with one-sided
+//! get/put straight between the two clients' shared buffers. See `exports.rs` for revocation
+//! (AM_REVOKE → AM_ACK).
 //!
 //! A requester sends AM_REQUEST with the reply flag straight from the client's buffer; the
 //! serving engine answers AM_REPLY on the reply endpoint. The reply lands in the client's
@@ -21,16 +30,26 @@ use std::time::{Duration, Instant};
 use ring_proto::entry::service;
 use ring_proto::ResultCode;
 
-use crate::ops::SendRequest;
+use crate::exports::{ExportTable, PERM_READ, PERM_WRITE};
+use crate::ops::{RmaRequest, SendRequest};
 use crate::session::{Remote, SessionShared};
-use engine::ucx::{self, AmData, Endpoint, EpKey, RndvData, Started, UcxError, WorkerEvent};
+use engine::ucx::{self, AmData, Endpoint, EpKey, RemoteKey, RndvData, Started, UcxError, WorkerEvent};
 
 const AM_REQUEST: u16 = 1;
 const AM_REPLY: u16 = 2;
+const AM_QUERY: u16 = 3;
+const AM_INFO: u16 = 4;
+const AM_REVOKE: u16 = 5;
+const AM_ACK: u16 = 6;
+const AM_IDS: [u16; 6] = [AM_REQUEST, AM_REPLY, AM_QUERY, AM_INFO, AM_REVOKE, AM_ACK];
 const HEADER_LEN: usize = 16;
 /// Tokens of this worker's own sends/receives on behalf of peers (replies, echo receives)
 /// have this bit set; requester tokens are request ids.
 const SERVER_TOKEN: u64 = 1 << 63;
+/// Token of an auxiliary operation of READ/WRITE request `req_id` (its AM_QUERY send, or a
+/// WRITE's put, which the flush after it completes): `req_id | AUX_TOKEN`. Their success is
+/// not the request's completion; their failure fails the request.
+const AUX_TOKEN: u64 = 1 << 62;
 
 /// Peer engines known to this engine: handle (index + 1) → listener address and counters.
 /// Written by the control thread on `ConnectPeer`, read by workers when they first use a
@@ -129,6 +148,8 @@ pub struct UcxSettings {
     pub request_timeout: Duration,
     pub max_message: usize,
     pub peers: Arc<PeerRegistry>,
+    /// Memory this engine's clients export (engine-wide: any worker serves queries).
+    pub exports: ExportTable,
     context: OnceLock<Result<Arc<ucx::Context>, UcxError>>,
 }
 
@@ -141,6 +162,7 @@ impl UcxSettings {
             request_timeout: Duration::from_millis(cfg.request_timeout_ms),
             max_message: cfg.max_message_bytes as usize,
             peers,
+            exports: ExportTable::default(),
             context: OnceLock::new(),
         }
     }
@@ -169,8 +191,6 @@ pub struct RemoteCompletion {
 
 struct Pending {
     session: Arc<SessionShared>,
-    /// UCX reads the header until the send completes: it lives here, on the heap.
-    _header: Box<[u8; HEADER_LEN]>,
     user_data: u64,
     peer: u32,
     peer_stats: Arc<PeerEntry>,
@@ -178,8 +198,25 @@ struct Pending {
     resp_cap: usize,
     started: Instant,
     deadline: Instant,
-    /// A rendezvous receive into the client's buffer is running: UCX owns the outcome.
+    /// A rendezvous receive, get or put on the client's buffer is running: UCX owns the
+    /// outcome (the request is not timed out under it).
     receiving: bool,
+    /// Set for READ/WRITE (`resp_offset`/`resp_cap` are then the local range).
+    rma: Option<RmaRequest>,
+}
+
+/// A peer's export as this worker knows it (per connection: the remote key is unpacked for
+/// one endpoint).
+struct RemoteExport {
+    key: u32,
+    base_addr: u64,
+    len: u64,
+    perms: u32,
+    rkey: RemoteKey,
+    /// Gets/puts in flight with this key.
+    inflight: u32,
+    /// The exporter revoked it: acknowledge once `inflight` is 0, then drop the key.
+    revoked_on: Option<EpKey>,
 }
 
 /// A reply (header + payload) or an echo receive buffer UCX is using.
@@ -198,15 +235,26 @@ struct PeerConn {
 /// Work found during progress that needs UCX calls (made after progress returns).
 #[derive(Default)]
 struct Deferred {
-    replies: Vec<(EpKey, u64, i32, Vec<u8>)>,
+    /// Messages of ours to send after progress: (endpoint, AM id, header, payload).
+    outgoing: Vec<(EpKey, u16, Header, Vec<u8>)>,
     echo_rndv: Vec<(EpKey, u64, RndvData)>,
     reply_rndv: Vec<(u64, RndvData)>,
     failed: Vec<(EpKey, UcxError)>,
     /// Peers whose requests failed on the wire: their connection is treated as failed.
     failed_peers: Vec<(u32, UcxError)>,
+    /// Export descriptors that arrived for READ/WRITE requests (req_id, info payload).
+    infos: Vec<(u64, Vec<u8>, u32)>,
+    /// REVOKEs received on our connections: (endpoint, export id, key).
+    revokes: Vec<(EpKey, u32, u32)>,
+    /// Gets/puts that finished, to account against their export: (peer, export id).
+    rma_done: Vec<(u32, u32)>,
 }
 
 pub struct DataPlane {
+    id: usize,
+    /// Peers' exports by (peer handle, export id), with keys unpacked for our endpoint to
+    /// that peer. Declared before `worker`, so keys are dropped before the worker is.
+    remote_exports: HashMap<(u32, u32), RemoteExport>,
     worker: ucx::Worker,
     listener: Option<ucx::Listener>,
     settings: Arc<UcxSettings>,
@@ -216,6 +264,10 @@ pub struct DataPlane {
     next_req: u64,
     /// Server-side buffers UCX still reads (replies) or writes (echo receives), by token.
     server_bufs: HashMap<u64, ServerBuf>,
+    /// Requests and queries UCX is still sending, by token: their header and the session whose
+    /// buffer the payload is read from. Kept until SendDone even if the request itself was
+    /// completed meanwhile (timed out, peer failed), so UCX never reads freed memory.
+    sends: HashMap<u64, (Box<[u8; HEADER_LEN]>, Arc<SessionShared>, u32)>,
     next_server: u64,
     deferred: Deferred,
     out: Vec<RemoteCompletion>,
@@ -224,9 +276,9 @@ pub struct DataPlane {
 impl DataPlane {
     /// Creates the worker's UCX worker (on the calling, pinned worker thread) and, if asked,
     /// the engine's listener.
-    pub fn new(settings: Arc<UcxSettings>, listen: bool) -> Result<Self, UcxError> {
+    pub fn new(settings: Arc<UcxSettings>, listen: bool, id: usize) -> Result<Self, UcxError> {
         let context = settings.context()?;
-        let mut worker = ucx::Worker::new(context, &[AM_REQUEST, AM_REPLY])?;
+        let mut worker = ucx::Worker::new(context, &AM_IDS)?;
         let listener = match (listen, settings.listen) {
             (true, Some(addr)) => {
                 let l = worker.listen(addr)?;
@@ -236,6 +288,8 @@ impl DataPlane {
             _ => None,
         };
         Ok(Self {
+            id,
+            remote_exports: HashMap::new(),
             worker,
             listener,
             settings,
@@ -244,6 +298,7 @@ impl DataPlane {
             pending: HashMap::new(),
             next_req: 1,
             server_bufs: HashMap::new(),
+            sends: HashMap::new(),
             next_server: 0,
             deferred: Deferred::default(),
             out: Vec::new(),
@@ -272,7 +327,9 @@ impl DataPlane {
     /// Progresses UCX and does the work it found; returns completions for sessions.
     pub fn poll(&mut self) -> (bool, &mut Vec<RemoteCompletion>) {
         let max_message = self.settings.max_message;
-        let (pending, deferred, out, server_bufs) = (&mut self.pending, &mut self.deferred, &mut self.out, &mut self.server_bufs);
+        let worker_id = self.id;
+        let settings = &self.settings;
+        let (pending, deferred, out, server_bufs, sends) = (&mut self.pending, &mut self.deferred, &mut self.out, &mut self.server_bufs, &mut self.sends);
         let mut any = self.worker.progress(&mut |ev| match ev {
             WorkerEvent::Am(m) => {
                 tracing::trace!(id = m.id, header = m.header.len(), reply_ep = m.reply_ep.is_some(), "active message");
@@ -280,9 +337,39 @@ impl DataPlane {
                     tracing::warn!(len = m.header.len(), "malformed active message header dropped");
                     return;
                 };
-                match m.id {
-                    AM_REQUEST => serve_request(h, m.data, m.reply_ep, max_message, deferred),
-                    AM_REPLY => take_reply(h, m.data, pending, deferred, out),
+                match (m.id, m.reply_ep) {
+                    (AM_REQUEST, Some(ep)) => serve_request(h, m.data, ep, max_message, deferred),
+                    (AM_REPLY, _) => take_reply(h, m.data, pending, deferred, out),
+                    (AM_QUERY, Some(ep)) => {
+                        let (header, body) = match settings.exports.query(h.a, h.b, worker_id, ep) {
+                            Ok(d) => {
+                                let mut body = Vec::with_capacity(16 + d.rkey.len());
+                                body.extend_from_slice(&d.base_addr.to_le_bytes());
+                                body.extend_from_slice(&d.len.to_le_bytes());
+                                body.extend_from_slice(&d.rkey);
+                                (Header { req_id: h.req_id, a: 0, b: d.perms }, body)
+                            }
+                            Err(code) => (Header { req_id: h.req_id, a: code as i32 as u32, b: 0 }, Vec::new()),
+                        };
+                        deferred.outgoing.push((ep, AM_INFO, header, body));
+                    }
+                    (AM_INFO, _) => {
+                        let status = h.a as i32;
+                        if status < 0 {
+                            // Only codes this protocol defines reach the client.
+                            let code = ResultCode::from_result(status).map_or(ResultCode::PeerFailed as i32, |c| c as i32);
+                            if let Some(p) = pending.remove(&h.req_id) {
+                                out.push(done(&p, code));
+                            }
+                        } else if let AmData::Eager(b) = m.data {
+                            deferred.infos.push((h.req_id, b.to_vec(), h.b));
+                        } else {
+                            tracing::warn!("export descriptor came by rendezvous; dropped");
+                        }
+                    }
+                    (AM_REVOKE, Some(ep)) => deferred.revokes.push((ep, h.a, h.b)),
+                    (AM_ACK, Some(ep)) => settings.exports.acked(h.a, h.b, worker_id, ep),
+                    (id, None) if id != AM_REPLY && id != AM_INFO => tracing::warn!(id, "active message without a reply endpoint dropped"),
                     _ => {}
                 }
             }
@@ -290,17 +377,41 @@ impl DataPlane {
                 tracing::trace!(token, ?result, "send done");
                 if token & SERVER_TOKEN != 0 {
                     server_bufs.remove(&token);
-                } else if let Err(e) = result {
-                    if let Some(p) = pending.remove(&token) {
-                        deferred.failed_peers.push((p.peer, e));
-                        out.push(done(&p, ResultCode::PeerFailed as i32));
+                    return;
+                }
+                let was_send = sends.remove(&token).is_some();
+                if token & AUX_TOKEN != 0 {
+                    if let Err(e) = result {
+                        if let Some(p) = pending.remove(&(token & !AUX_TOKEN)) {
+                            deferred.failed_peers.push((p.peer, e));
+                            out.push(done(&p, ResultCode::PeerFailed as i32));
+                        }
                     }
+                    return;
+                }
+                let is_rma = pending.get(&token).is_some_and(|p| p.rma.is_some());
+                match result {
+                    Err(e) => {
+                        if let Some(p) = pending.remove(&token) {
+                            if let Some(r) = p.rma {
+                                deferred.rma_done.push((p.peer, r.export_id));
+                            }
+                            deferred.failed_peers.push((p.peer, e));
+                            out.push(done(&p, ResultCode::PeerFailed as i32));
+                        }
+                    }
+                    Ok(()) if is_rma && !was_send => {
+                        let p = pending.remove(&token).expect("checked");
+                        deferred.rma_done.push((p.peer, p.rma.expect("checked").export_id));
+                        out.push(done(&p, p.resp_cap as i32));
+                    }
+                    Ok(()) => {}
                 }
             }
             WorkerEvent::RecvDone { token, result } => {
                 if token & SERVER_TOKEN != 0 {
                     if let (Some(b), Ok(_)) = (server_bufs.remove(&token), result) {
-                        deferred.replies.push((b.ep, b.req_id, 0, b.data));
+                        deferred.outgoing.push((b.ep, AM_REPLY, Header { req_id: b.req_id, a: 0, b: 0 }, b.data));
                     }
                 } else if let Some(p) = pending.remove(&token) {
                     let r = result.map_or(ResultCode::PeerFailed as i32, |n| n as i32);
@@ -360,7 +471,7 @@ impl DataPlane {
                 Ok(Started::InProgress) => {}
                 Ok(Started::Done) => {
                     let b = self.server_bufs.remove(&token).expect("present");
-                    self.deferred.replies.push((b.ep, b.req_id, 0, b.data));
+                    self.deferred.outgoing.push((b.ep, AM_REPLY, Header { req_id: b.req_id, a: 0, b: 0 }, b.data));
                 }
                 Err(e) => {
                     self.server_bufs.remove(&token);
@@ -368,11 +479,35 @@ impl DataPlane {
                 }
             }
         }
-        let mut replies = d.replies;
-        replies.append(&mut self.deferred.replies);
-        for (ep, req_id, status, buf) in replies {
+        for (req_id, body, status) in d.infos {
             any = true;
-            self.send_reply(ep, req_id, status, buf);
+            self.descriptor_arrived(req_id, &body, status);
+        }
+        for (peer, export) in d.rma_done {
+            if let Some(r) = self.remote_exports.get_mut(&(peer, export)) {
+                r.inflight = r.inflight.saturating_sub(1);
+            }
+            self.maybe_ack(peer, export);
+        }
+        for (ep, export, key) in d.revokes {
+            any = true;
+            self.revoked_by_peer(ep, export, key);
+        }
+        for r in self.settings.exports.take_revocations(self.id) {
+            any = true;
+            for ep in r.eps {
+                if self.accepted.contains_key(&ep) || self.conns.values().any(|c| c.ep.key() == ep) {
+                    self.send_msg(ep, AM_REVOKE, Header { req_id: 0, a: r.id, b: r.key }, Vec::new(), true);
+                } else {
+                    self.settings.exports.connection_gone(self.id, ep);
+                }
+            }
+        }
+        let mut outgoing = d.outgoing;
+        outgoing.append(&mut self.deferred.outgoing);
+        for (ep, id, header, buf) in outgoing {
+            any = true;
+            self.send_msg(ep, id, header, buf, false);
         }
         let by_peer = d.failed_peers.into_iter().filter_map(|(peer, e)| self.conns.get(&peer).map(|c| (c.ep.key(), e)));
         let failed: Vec<_> = d.failed.into_iter().chain(by_peer).collect();
@@ -388,27 +523,136 @@ impl DataPlane {
         self.next_server | SERVER_TOKEN
     }
 
-    fn send_reply(&mut self, ep_key: EpKey, req_id: u64, status: i32, buf: Vec<u8>) {
+    /// Sends a message of ours (reply, descriptor, revoke, ack) on endpoint `ep_key`.
+    fn send_msg(&mut self, ep_key: EpKey, id: u16, header: Header, buf: Vec<u8>, want_reply_ep: bool) {
+        let token = self.server_token();
         let ep = self.accepted.get(&ep_key).or_else(|| self.conns.values().map(|c| &c.ep).find(|e| e.key() == ep_key));
         let Some(ep) = ep else {
-            tracing::debug!("reply endpoint gone; reply dropped");
+            tracing::debug!(id, "endpoint gone; message dropped");
             return;
         };
-        let header = Box::new(Header { req_id, a: status as u32, b: 0 }.encode());
-        self.next_server = self.next_server.wrapping_add(1) & !SERVER_TOKEN;
-        let token = self.next_server | SERVER_TOKEN;
+        let header = Box::new(header.encode());
         let (ptr, len) = (buf.as_ptr(), buf.len());
-        // Safety: the header box and the reply buffer are kept in server_bufs (their heap
-        // storage does not move) until SendDone, or dropped right away if the send completed
-        // at once.
-        let r = unsafe { self.worker.am_send(ep, AM_REPLY, &header[..], ptr, len, false, token) };
-        tracing::trace!(req_id, status, len, ?r, "reply sent");
+        // Safety: the header box and the buffer are kept in server_bufs (their heap storage
+        // does not move) until SendDone, or dropped right away if the send completed at once.
+        let r = unsafe { self.worker.am_send(ep, id, &header[..], ptr, len, want_reply_ep, token) };
+        tracing::trace!(id, len, ?r, "message sent");
         match r {
             Ok(Started::InProgress) => {
-                self.server_bufs.insert(token, ServerBuf { ep: ep_key, req_id, data: buf, _header: Some(header) });
+                self.server_bufs.insert(token, ServerBuf { ep: ep_key, req_id: 0, data: buf, _header: Some(header) });
             }
             Ok(Started::Done) => {}
-            Err(e) => tracing::debug!(error = %e, "reply send failed"),
+            Err(e) => tracing::debug!(id, error = %e, "message send failed"),
+        }
+    }
+
+    /// An export descriptor arrived for READ/WRITE `req_id`: cache it, then run the request.
+    fn descriptor_arrived(&mut self, req_id: u64, body: &[u8], perms: u32) {
+        tracing::trace!(req_id, len = body.len(), perms, known = self.pending.contains_key(&req_id), "export descriptor arrived");
+        let Some(p) = self.pending.get(&req_id) else { return };
+        let (peer, rma) = (p.peer, p.rma.expect("descriptors are asked for by READ/WRITE"));
+        if body.len() < 16 {
+            let p = self.pending.remove(&req_id).expect("present");
+            self.out.push(done(&p, ResultCode::PeerFailed as i32));
+            return;
+        }
+        let base_addr = u64::from_le_bytes(body[0..8].try_into().expect("8 bytes"));
+        let len = u64::from_le_bytes(body[8..16].try_into().expect("8 bytes"));
+        if !self.remote_exports.contains_key(&(peer, rma.export_id)) {
+            let Some(conn) = self.conns.get(&peer) else {
+                let p = self.pending.remove(&req_id).expect("present");
+                self.out.push(done(&p, ResultCode::PeerFailed as i32));
+                return;
+            };
+            match self.worker.unpack_rkey(&conn.ep, &body[16..]) {
+                Ok(rkey) => {
+                    self.remote_exports.insert((peer, rma.export_id), RemoteExport { key: rma.key, base_addr, len, perms, rkey, inflight: 0, revoked_on: None });
+                }
+                Err(e) => {
+                    tracing::warn!(peer, error = %e, "peer sent an unusable remote key");
+                    let p = self.pending.remove(&req_id).expect("present");
+                    self.out.push(done(&p, ResultCode::PeerFailed as i32));
+                    return;
+                }
+            }
+        }
+        self.issue_rma(req_id);
+    }
+
+    /// Runs READ/WRITE `req_id` against its cached export descriptor.
+    fn issue_rma(&mut self, req_id: u64) {
+        let p = self.pending.get_mut(&req_id).expect("pending");
+        let rma = p.rma.expect("rma request");
+        let check = match self.remote_exports.get(&(p.peer, rma.export_id)) {
+            None => Err(ResultCode::NotExported),
+            Some(r) if r.key != rma.key || r.revoked_on.is_some() => Err(ResultCode::NotExported),
+            Some(r) if r.perms & if rma.write { PERM_WRITE } else { PERM_READ } == 0 => Err(ResultCode::PermissionDenied),
+            Some(r) if rma.remote_offset.checked_add(rma.len as u64).is_none_or(|end| end > r.len) => Err(ResultCode::OutOfBounds),
+            Some(_) => Ok(()),
+        };
+        if let Err(code) = check {
+            let p = self.pending.remove(&req_id).expect("present");
+            self.out.push(done(&p, code as i32));
+            return;
+        }
+        let r = self.remote_exports.get_mut(&(p.peer, rma.export_id)).expect("checked");
+        let ep = &self.conns.get(&p.peer).expect("descriptor implies a connection").ep;
+        // Safety: the local range is inside the session's buffer area (validated) and the
+        // region stays mapped while the Pending holds its Arc, until the operation completes;
+        // the remote range is inside the export (checked above) and the key is the one
+        // unpacked for this endpoint, kept (inflight) until the operation completes.
+        let local = unsafe { p.session.region.buf_ptr().add(rma.offset) };
+        let remote = r.base_addr + rma.remote_offset;
+        let started = unsafe {
+            if rma.write {
+                // A put completes locally; the flush after it completes when the bytes are
+                // at the peer, and that is the WRITE's completion.
+                match self.worker.put(ep, local, rma.len, remote, &r.rkey, req_id | AUX_TOKEN) {
+                    Ok(_) => self.worker.flush(ep, req_id),
+                    Err(e) => Err(e),
+                }
+            } else {
+                self.worker.get(ep, local, rma.len, remote, &r.rkey, req_id)
+            }
+        };
+        tracing::trace!(req_id, write = rma.write, len = rma.len, remote, ?started, "one-sided operation started");
+        match started {
+            Ok(Started::InProgress) => {
+                r.inflight += 1;
+                p.receiving = true;
+            }
+            Ok(Started::Done) => {
+                let p = self.pending.remove(&req_id).expect("present");
+                self.out.push(done(&p, rma.len as i32));
+            }
+            Err(e) => {
+                let p = self.pending.remove(&req_id).expect("present");
+                tracing::debug!(peer = p.peer, error = %e, "one-sided operation failed to start");
+                self.out.push(done(&p, ResultCode::PeerFailed as i32));
+            }
+        }
+    }
+
+    /// The exporter told us on `ep` that export (id, key) is gone.
+    fn revoked_by_peer(&mut self, ep: EpKey, export: u32, key: u32) {
+        let peer = self.conns.iter().find(|(_, c)| c.ep.key() == ep).map(|(&h, _)| h);
+        match peer.and_then(|h| self.remote_exports.get_mut(&(h, export)).map(|r| (h, r))) {
+            Some((h, r)) if r.key == key => {
+                r.revoked_on = Some(ep);
+                self.maybe_ack(h, export);
+            }
+            // Not cached (or an older key): nothing of ours uses it.
+            _ => self.send_msg(ep, AM_ACK, Header { req_id: 0, a: export, b: key }, Vec::new(), true),
+        }
+    }
+
+    /// Acknowledges a revoked export once no get/put on it is in flight, dropping its key.
+    fn maybe_ack(&mut self, peer: u32, export: u32) {
+        let ready = self.remote_exports.get(&(peer, export)).is_some_and(|r| r.revoked_on.is_some() && r.inflight == 0);
+        if ready {
+            let r = self.remote_exports.remove(&(peer, export)).expect("checked");
+            let ep = r.revoked_on.expect("checked");
+            self.send_msg(ep, AM_ACK, Header { req_id: 0, a: export, b: r.key }, Vec::new(), true);
         }
     }
 
@@ -421,13 +665,18 @@ impl DataPlane {
             bump(&conn.entry.stats.connection_failures);
             let failed: Vec<u64> = self.pending.iter().filter(|(_, p)| p.peer == handle).map(|(&id, _)| id).collect();
             tracing::warn!(peer = handle, address = %conn.entry.addr, %error, requests_failed = failed.len(), "peer connection failed");
+            // The sessions of failed requests stay mapped until the close below has cancelled
+            // whatever UCX still had in flight on their buffers.
+            let mut keep = Vec::with_capacity(failed.len());
             for id in failed {
                 let p = self.pending.remove(&id).expect("present");
                 self.out.push(done(&p, ResultCode::PeerFailed as i32));
+                keep.push(p.session);
             }
             self.worker.close(conn.ep);
         } else if let Some(ep) = self.accepted.remove(&key) {
             tracing::info!(%error, "peer engine disconnected");
+            self.settings.exports.connection_gone(self.id, key);
             self.worker.close(ep);
         } else {
             return;
@@ -494,7 +743,10 @@ impl DataPlane {
             c.entry.stats.connected.fetch_sub(1, Ordering::Relaxed);
             self.worker.close(c.ep);
         }
-        for (_, ep) in std::mem::take(&mut self.accepted) {
+        self.remote_exports.clear();
+        self.sends.clear();
+        for (key, ep) in std::mem::take(&mut self.accepted) {
+            self.settings.exports.connection_gone(self.id, key);
             self.worker.close(ep);
         }
         if let Some(l) = self.listener.take() {
@@ -517,7 +769,7 @@ impl Remote for DataPlane {
         }
         self.register(session)?;
         let req_id = self.next_req;
-        self.next_req = (self.next_req + 1) & !SERVER_TOKEN;
+        self.next_req = (self.next_req + 1) & !(SERVER_TOKEN | AUX_TOKEN);
         let header = Box::new(Header { req_id, a: req.service, b: req.resp_cap as u32 }.encode());
         // Safety: offset + len is inside the session's buffer area (validated); the region
         // stays mapped while the Pending below holds the session's Arc.
@@ -528,16 +780,21 @@ impl Remote for DataPlane {
         // sent.
         let started = unsafe { self.worker.am_send(ep, AM_REQUEST, &header[..], data, req.len, true, req_id) };
         tracing::trace!(req_id, peer = req.peer, len = req.len, ?started, "request sent");
-        if let Err(e) = started {
-            tracing::debug!(peer = req.peer, error = %e, "request send failed");
-            return Err(ResultCode::PeerFailed);
+        match started {
+            Err(e) => {
+                tracing::debug!(peer = req.peer, error = %e, "request send failed");
+                return Err(ResultCode::PeerFailed);
+            }
+            Ok(Started::InProgress) => {
+                self.sends.insert(req_id, (header, session.clone(), req.peer));
+            }
+            Ok(Started::Done) => {}
         }
         bump(&self.conns[&req.peer].entry.stats.requests);
         self.pending.insert(
             req_id,
             Pending {
                 session: session.clone(),
-                _header: header,
                 user_data,
                 peer: req.peer,
                 peer_stats: self.conns[&req.peer].entry.clone(),
@@ -546,9 +803,73 @@ impl Remote for DataPlane {
                 started: now,
                 deadline: now + self.settings.request_timeout,
                 receiving: false,
+                rma: None,
             },
         );
         Ok(())
+    }
+
+    fn start_rma(&mut self, session: &Arc<SessionShared>, user_data: u64, req: RmaRequest) -> Result<(), ResultCode> {
+        let now = Instant::now();
+        self.register(session)?;
+        self.ensure_conn(req.peer)?;
+        let req_id = self.next_req;
+        self.next_req = (self.next_req + 1) & !(SERVER_TOKEN | AUX_TOKEN);
+        let conn = &self.conns[&req.peer];
+        bump(&conn.entry.stats.requests);
+        let cached = self.remote_exports.get(&(req.peer, req.export_id)).is_some_and(|r| r.key == req.key && r.revoked_on.is_none());
+        if !cached {
+            let header = Box::new(Header { req_id, a: req.export_id, b: req.key }.encode());
+            // Safety: the header is kept in `sends` until the query's SendDone; no payload.
+            let r = unsafe { self.worker.am_send(&conn.ep, AM_QUERY, &header[..], std::ptr::null(), 0, true, req_id | AUX_TOKEN) };
+            match r {
+                Err(e) => {
+                    tracing::debug!(peer = req.peer, error = %e, "export query failed to start");
+                    return Err(ResultCode::PeerFailed);
+                }
+                Ok(Started::InProgress) => {
+                    self.sends.insert(req_id | AUX_TOKEN, (header, session.clone(), req.peer));
+                }
+                Ok(Started::Done) => {}
+            }
+        }
+        self.pending.insert(
+            req_id,
+            Pending {
+                session: session.clone(),
+                user_data,
+                peer: req.peer,
+                peer_stats: conn.entry.clone(),
+                resp_offset: req.offset,
+                resp_cap: req.len,
+                started: now,
+                deadline: now + self.settings.request_timeout,
+                receiving: false,
+                rma: Some(req),
+            },
+        );
+        if cached {
+            self.issue_rma(req_id);
+        }
+        Ok(())
+    }
+
+    fn export(&mut self, session: &Arc<SessionShared>, offset: usize, len: usize, perms: u32) -> Result<(u32, u32), ResultCode> {
+        let ctx = self.settings.context().map_err(|_| ResultCode::Internal)?;
+        // Safety: the range is inside the session's buffer area (validated); the export entry
+        // holds the session (so the region stays mapped) and drops the registration first.
+        let reg = unsafe { ctx.register(session.region.buf_ptr().add(offset), len) }.map_err(|e| {
+            tracing::error!(session = session.id, error = %e, "cannot register an export");
+            ResultCode::Internal
+        })?;
+        let rkey = reg.pack_rkey().map_err(|_| ResultCode::Internal)?;
+        let (id, key) = self.settings.exports.add(session.clone(), offset, len, perms, reg, rkey);
+        tracing::debug!(session = session.id, export = id, offset, len, perms, "memory exported");
+        Ok((id, key))
+    }
+
+    fn unexport(&mut self, session: &Arc<SessionShared>, id: u32) -> Result<(), ResultCode> {
+        self.settings.exports.unexport(session.id, id)
     }
 }
 
@@ -562,11 +883,7 @@ fn done(p: &Pending, result: i32) -> RemoteCompletion {
 }
 
 /// Serving side: validate an incoming request and answer it (the echo service).
-fn serve_request(h: Header, data: AmData<'_>, reply_ep: Option<EpKey>, max_message: usize, d: &mut Deferred) {
-    let Some(ep) = reply_ep else {
-        tracing::warn!("request without a reply endpoint dropped");
-        return;
-    };
+fn serve_request(h: Header, data: AmData<'_>, ep: EpKey, max_message: usize, d: &mut Deferred) {
     let (service_id, resp_cap) = (h.a, h.b as usize);
     let len = match &data {
         AmData::Eager(b) => b.len(),
@@ -580,8 +897,8 @@ fn serve_request(h: Header, data: AmData<'_>, reply_ep: Option<EpKey>, max_messa
         None
     };
     match (error, data) {
-        (Some(code), _) => d.replies.push((ep, h.req_id, code as i32, Vec::new())),
-        (None, AmData::Eager(b)) => d.replies.push((ep, h.req_id, 0, b.to_vec())),
+        (Some(code), _) => d.outgoing.push((ep, AM_REPLY, Header { req_id: h.req_id, a: code as i32 as u32, b: 0 }, Vec::new())),
+        (None, AmData::Eager(b)) => d.outgoing.push((ep, AM_REPLY, Header { req_id: h.req_id, a: 0, b: 0 }, b.to_vec())),
         (None, AmData::Rndv(r)) => d.echo_rndv.push((ep, h.req_id, r)),
     }
 }

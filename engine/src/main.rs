@@ -3,6 +3,7 @@
 mod config;
 mod control;
 mod dataplane;
+mod exports;
 mod metrics;
 mod ops;
 mod region;
@@ -271,6 +272,8 @@ fn run(cfg: Config) -> Result<(), Box<dyn std::error::Error>> {
         workers,
     )?;
     server.set_peers(peers);
+    let settings = ucx_settings.clone();
+    server.registry().set_export_counter(Box::new(move || settings.exports.len()));
     if let Some(listen) = metrics_listen {
         let addr = metrics::serve(&listen, server.registry())
             .map_err(|e| format!("metrics.listen = {listen:?}: cannot serve metrics there: {e}"))?;

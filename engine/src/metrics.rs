@@ -178,6 +178,8 @@ pub fn render(s: &Snapshot) -> String {
     );
     o.family("seaweed_ring_sessions_open", "gauge", "Sessions open now.");
     o.sample("seaweed_ring_sessions_open", &[], e.sessions_open);
+    o.family("seaweed_ring_exports", "gauge", "Memory exports held (live, or revoked and waiting for peers to acknowledge).");
+    o.sample("seaweed_ring_exports", &[], e.exports);
     o.family(
         "seaweed_ring_sessions_max",
         "gauge",
@@ -414,6 +416,7 @@ mod tests {
                 layout_version: 1,
                 max_sessions: 4,
                 sessions_open: 1,
+                exports: 0,
             },
             workers: vec![WorkerStatus {
                 id: 0,

@@ -10,6 +10,25 @@ pub enum Request {
     Fill { offset: usize, len: usize, byte: u8 },
     /// Remote request-response; completes asynchronously through the data plane.
     Send(SendRequest),
+    /// Export a range of the buffer area to peers (completes at once, through the data plane).
+    Export { offset: usize, len: usize, perms: u32 },
+    /// End one of this session's exports.
+    Unexport { id: u32 },
+    /// One-sided READ or WRITE of a peer's export; completes asynchronously.
+    Rma(RmaRequest),
+}
+
+/// A validated READ/WRITE: the local range is inside the session's buffer area; the remote
+/// range is checked against the export's descriptor by the data plane.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct RmaRequest {
+    pub write: bool,
+    pub peer: u32,
+    pub export_id: u32,
+    pub key: u32,
+    pub remote_offset: u64,
+    pub offset: usize,
+    pub len: usize,
 }
 
 /// A validated `SEND`: every range is inside the session's buffer area.
@@ -68,6 +87,42 @@ pub fn validate(sqe: &Sqe, layout: &RegionLayout) -> Result<Request, ResultCode>
                 resp_cap: resp_cap as usize,
             }))
         }
+        opcode::EXPORT => {
+            if common_reserved || !(1..=3).contains(&sqe.aux) || sqe.buf_len == 0 {
+                return Err(ResultCode::InvalidEntry);
+            }
+            if !layout.buf_range_ok(sqe.buf_offset, sqe.buf_len as u64) {
+                return Err(ResultCode::OutOfBounds);
+            }
+            Ok(Request::Export { offset: sqe.buf_offset as usize, len: sqe.buf_len as usize, perms: sqe.aux })
+        }
+        opcode::UNEXPORT => {
+            if common_reserved || sqe.buf_offset != 0 || sqe.buf_len != 0 {
+                return Err(ResultCode::InvalidEntry);
+            }
+            Ok(Request::Unexport { id: sqe.aux })
+        }
+        opcode::READ | opcode::WRITE => {
+            let [id, key, remote_offset, a3] = sqe.args;
+            if sqe.flags != 0 || sqe.reserved != 0 || sqe.aux != 0 || a3 != 0 || id > u32::MAX as u64 || key > u32::MAX as u64 || sqe.buf_len > i32::MAX as u32 {
+                return Err(ResultCode::InvalidEntry);
+            }
+            if sqe.peer == 0 {
+                return Err(ResultCode::NoSuchPeer);
+            }
+            if !layout.buf_range_ok(sqe.buf_offset, sqe.buf_len as u64) {
+                return Err(ResultCode::OutOfBounds);
+            }
+            Ok(Request::Rma(RmaRequest {
+                write: sqe.opcode == opcode::WRITE,
+                peer: sqe.peer,
+                export_id: id as u32,
+                key: key as u32,
+                remote_offset,
+                offset: sqe.buf_offset as usize,
+                len: sqe.buf_len as usize,
+            }))
+        }
         _ => Err(ResultCode::UnknownOpcode),
     }
 }
@@ -79,7 +134,7 @@ pub fn validate(sqe: &Sqe, layout: &RegionLayout) -> Result<Request, ResultCode>
 pub fn execute(req: Request, buf: *mut u8) -> i32 {
     match req {
         Request::Nop => 0,
-        Request::Send(_) => ResultCode::Internal as i32,
+        Request::Send(_) | Request::Export { .. } | Request::Unexport { .. } | Request::Rma(_) => ResultCode::Internal as i32,
         Request::Fill { offset, len, byte } => {
             // Safety: `validate` checked offset + len <= buf_size for this session, and `buf`
             // is its buffer area. The client may read these bytes concurrently; libc's memset
@@ -185,8 +240,23 @@ mod tests {
     }
 
     #[test]
+    fn export_and_rma_validation() {
+        let e = Sqe { opcode: opcode::EXPORT, buf_offset: 4096, buf_len: 100, aux: 3, ..Default::default() };
+        assert_eq!(validate(&e, &layout()), Ok(Request::Export { offset: 4096, len: 100, perms: 3 }));
+        assert_eq!(validate(&Sqe { aux: 4, ..e }, &layout()), Err(ResultCode::InvalidEntry));
+        assert_eq!(validate(&Sqe { buf_len: 0, ..e }, &layout()), Err(ResultCode::InvalidEntry));
+        assert_eq!(validate(&Sqe { buf_offset: 8100, ..e }, &layout()), Err(ResultCode::OutOfBounds));
+        let r = Sqe { opcode: opcode::READ, peer: 2, buf_offset: 0, buf_len: 64, args: [7, 0xdead_beef, 10, 0], ..Default::default() };
+        assert!(matches!(validate(&r, &layout()), Ok(Request::Rma(RmaRequest { write: false, peer: 2, export_id: 7, key: 0xdead_beef, remote_offset: 10, len: 64, .. }))));
+        assert!(matches!(validate(&Sqe { opcode: opcode::WRITE, ..r }, &layout()), Ok(Request::Rma(RmaRequest { write: true, .. }))));
+        assert_eq!(validate(&Sqe { args: [1 << 40, 0, 0, 0], ..r }, &layout()), Err(ResultCode::InvalidEntry));
+        assert_eq!(validate(&Sqe { peer: 0, ..r }, &layout()), Err(ResultCode::NoSuchPeer));
+        assert_eq!(validate(&Sqe { buf_offset: 8190, ..r }, &layout()), Err(ResultCode::OutOfBounds));
+    }
+
+    #[test]
     fn unknown_opcodes() {
-        for op in [0u8, 4, 200, 255] {
+        for op in [0u8, 8, 200, 255] {
             assert_eq!(
                 validate(
                     &Sqe {

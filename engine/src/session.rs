@@ -68,11 +68,17 @@ pub struct ActiveSession {
     inflight: u32,
 }
 
-/// Where `pass` sends remote requests (the worker's data plane).
+/// Where `pass` sends requests that need UCX (the worker's data plane).
 pub trait Remote {
     /// Starts a remote request; its completion comes later through `ActiveSession::complete`.
     /// An error is completed at once by the caller.
     fn start_send(&mut self, session: &Arc<SessionShared>, user_data: u64, req: ops::SendRequest) -> Result<(), ResultCode>;
+    /// Starts a one-sided READ/WRITE; completes like `start_send`.
+    fn start_rma(&mut self, session: &Arc<SessionShared>, user_data: u64, req: ops::RmaRequest) -> Result<(), ResultCode>;
+    /// Exports a range of the session's buffer area; returns (export id, key) at once.
+    fn export(&mut self, session: &Arc<SessionShared>, offset: usize, len: usize, perms: u32) -> Result<(u32, u32), ResultCode>;
+    /// Ends one of the session's exports.
+    fn unexport(&mut self, session: &Arc<SessionShared>, id: u32) -> Result<(), ResultCode>;
 }
 
 /// For passes that must not start remote work (draining).
@@ -80,6 +86,15 @@ pub struct NoRemote;
 
 impl Remote for NoRemote {
     fn start_send(&mut self, _: &Arc<SessionShared>, _: u64, _: ops::SendRequest) -> Result<(), ResultCode> {
+        Err(ResultCode::ShuttingDown)
+    }
+    fn start_rma(&mut self, _: &Arc<SessionShared>, _: u64, _: ops::RmaRequest) -> Result<(), ResultCode> {
+        Err(ResultCode::ShuttingDown)
+    }
+    fn export(&mut self, _: &Arc<SessionShared>, _: usize, _: usize, _: u32) -> Result<(u32, u32), ResultCode> {
+        Err(ResultCode::ShuttingDown)
+    }
+    fn unexport(&mut self, _: &Arc<SessionShared>, _: u32) -> Result<(), ResultCode> {
         Err(ResultCode::ShuttingDown)
     }
 }
@@ -134,16 +149,33 @@ impl ActiveSession {
         let mut posted = 0u32;
         for _ in 0..n {
             let sqe = self.sq.pop().expect("refresh counted it");
+            let mut flags = 0;
+            let started = |r: Result<(), ResultCode>, inflight: &mut u32| match r {
+                Ok(()) => {
+                    *inflight += 1;
+                    None
+                }
+                Err(code) => Some(code as i32),
+            };
             let result = match fail {
                 Some(code) => code as i32,
                 None => match ops::validate(&sqe, &layout) {
-                    Ok(ops::Request::Send(req)) => match remote.start_send(&self.shared, sqe.user_data, req) {
-                        Ok(()) => {
-                            self.inflight += 1;
-                            continue;
+                    Ok(ops::Request::Send(req)) => match started(remote.start_send(&self.shared, sqe.user_data, req), &mut self.inflight) {
+                        None => continue,
+                        Some(err) => err,
+                    },
+                    Ok(ops::Request::Rma(req)) => match started(remote.start_rma(&self.shared, sqe.user_data, req), &mut self.inflight) {
+                        None => continue,
+                        Some(err) => err,
+                    },
+                    Ok(ops::Request::Export { offset, len, perms }) => match remote.export(&self.shared, offset, len, perms) {
+                        Ok((id, key)) => {
+                            flags = key;
+                            id as i32
                         }
                         Err(code) => code as i32,
                     },
+                    Ok(ops::Request::Unexport { id }) => remote.unexport(&self.shared, id).map_or_else(|c| c as i32, |()| 0),
                     Ok(req) => ops::execute(req, buf),
                     Err(code) => {
                         invalid += 1;
@@ -151,7 +183,7 @@ impl ActiveSession {
                     }
                 },
             };
-            self.post(sqe.user_data, result, ws);
+            self.post(sqe.user_data, result, flags, ws);
             posted += 1;
         }
         self.sq.release();
@@ -169,7 +201,7 @@ impl ActiveSession {
     }
 
     /// Writes one completion into its reserved CQ slot (published by the caller).
-    fn post(&mut self, user_data: u64, result: i32, ws: &WorkerStats) {
+    fn post(&mut self, user_data: u64, result: i32, flags: u32, ws: &WorkerStats) {
         if result < 0 {
             self.shared.stats.errors.add(1);
             self.shared.stats.error_kinds.record(result);
@@ -178,7 +210,7 @@ impl ActiveSession {
         }
         self.shared.stats.completed.add(1);
         ws.completed.add(1);
-        let pushed = self.cq.push(&Cqe { user_data, result, flags: 0 });
+        let pushed = self.cq.push(&Cqe { user_data, result, flags });
         debug_assert!(pushed.is_ok(), "admission reserved this CQ slot");
     }
 
@@ -186,7 +218,7 @@ impl ActiveSession {
     pub fn complete(&mut self, user_data: u64, result: i32, ws: &WorkerStats) {
         debug_assert!(self.inflight > 0);
         self.inflight = self.inflight.saturating_sub(1);
-        self.post(user_data, result, ws);
+        self.post(user_data, result, 0, ws);
         if self.cq.publish() {
             self.shared.wake_client();
         }

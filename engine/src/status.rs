@@ -36,6 +36,8 @@ pub struct Registry {
     sessions: Mutex<BTreeMap<u32, Arc<SessionShared>>>,
     /// Peer engines (set once at start, shared with the workers' data planes).
     peers: std::sync::OnceLock<Arc<crate::dataplane::PeerRegistry>>,
+    /// Counts the engine's memory exports.
+    exports: std::sync::OnceLock<Box<dyn Fn() -> usize + Send + Sync>>,
 }
 
 impl Registry {
@@ -54,7 +56,13 @@ impl Registry {
                 .collect(),
             sessions: Mutex::new(BTreeMap::new()),
             peers: std::sync::OnceLock::new(),
+            exports: std::sync::OnceLock::new(),
         }
+    }
+
+    /// Shows how many memory exports the engine holds.
+    pub fn set_export_counter(&self, f: Box<dyn Fn() -> usize + Send + Sync>) {
+        let _ = self.exports.set(f);
     }
 
     /// Shows the engine's peers in status and metrics.
@@ -123,6 +131,7 @@ impl Registry {
                 layout_version: LAYOUT_VERSION,
                 max_sessions: self.max_sessions,
                 sessions_open: sessions.len(),
+                exports: self.exports.get().map_or(0, |e| e()),
             },
             workers,
             sessions,
@@ -238,6 +247,9 @@ pub struct EngineInfo {
     pub layout_version: u32,
     pub max_sessions: u32,
     pub sessions_open: usize,
+    /// Memory exports held: live ones and revoked ones waiting for peers' acknowledgements.
+    #[serde(default)]
+    pub exports: usize,
 }
 
 /// Counters kept both per worker and per session.
@@ -547,6 +559,7 @@ mod tests {
                 layout_version: 1,
                 max_sessions: 8,
                 sessions_open: 1,
+                exports: 0,
             },
             workers: vec![WorkerStatus {
                 id: 0,

@@ -14,7 +14,7 @@ use ring_proto::control_io::{drain_eventfd, new_eventfd, signal_eventfd};
 use ring_proto::{CloseReason, ResultCode, SessionState};
 
 use crate::dataplane::{DataPlane, UcxSettings};
-use crate::ops::SendRequest;
+use crate::ops::{RmaRequest, SendRequest};
 use crate::session::{ActiveSession, NoRemote, Pass, Remote, SessionShared};
 use crate::stats::WorkerStats;
 
@@ -209,17 +209,32 @@ struct PlaneSlot<'a> {
     worker: usize,
 }
 
+impl PlaneSlot<'_> {
+    fn plane(&mut self) -> Result<&mut DataPlane, ResultCode> {
+        if self.plane.is_none() {
+            *self.plane = Some(create_plane(self.ucx, self.epoll, self.worker, false).ok_or(ResultCode::Internal)?);
+        }
+        Ok(self.plane.as_mut().expect("created above"))
+    }
+}
+
 impl Remote for PlaneSlot<'_> {
     fn start_send(&mut self, session: &Arc<SessionShared>, user_data: u64, req: SendRequest) -> Result<(), ResultCode> {
-        if self.plane.is_none() {
-            *self.plane = Some(create_plane(self.ucx, self.epoll, self.worker, false).ok_or(ResultCode::PeerFailed)?);
-        }
-        self.plane.as_mut().expect("created above").start_send(session, user_data, req)
+        self.plane()?.start_send(session, user_data, req)
+    }
+    fn start_rma(&mut self, session: &Arc<SessionShared>, user_data: u64, req: RmaRequest) -> Result<(), ResultCode> {
+        self.plane()?.start_rma(session, user_data, req)
+    }
+    fn export(&mut self, session: &Arc<SessionShared>, offset: usize, len: usize, perms: u32) -> Result<(u32, u32), ResultCode> {
+        self.plane()?.export(session, offset, len, perms)
+    }
+    fn unexport(&mut self, session: &Arc<SessionShared>, id: u32) -> Result<(), ResultCode> {
+        self.plane()?.unexport(session, id)
     }
 }
 
 fn create_plane(ucx: &Arc<UcxSettings>, epoll: &Epoll, worker: usize, listen: bool) -> Option<DataPlane> {
-    match DataPlane::new(ucx.clone(), listen) {
+    match DataPlane::new(ucx.clone(), listen, worker) {
         Ok(p) => {
             // Safety: the fd belongs to the UCX worker inside `p`, which lives (in the Worker)
             // as long as the epoll registration matters; it is removed from epoll implicitly
@@ -484,6 +499,8 @@ impl Worker {
     fn release(&mut self, s: ActiveSession) {
         self.stats.sessions_removed.add(1);
         let id = s.id();
+        // Its exports end with it; their memory is released once peers acknowledged.
+        self.ucx.exports.revoke_session(id);
         drop(s);
         let _ = self.events.send(Event::Removed { id });
         let _ = signal_eventfd(self.control_wake.as_fd());

@@ -137,6 +137,18 @@ pub mod opcode {
     /// receives its response into `args[1]` bytes at buffer offset `args[0]`; result = the
     /// response length. `flags`, `reserved`, `args[2..]` must be 0.
     pub const SEND: u8 = 3;
+    /// Exports `buf_len` bytes at `buf_offset` to peer engines with permissions `aux`
+    /// (1 read, 2 write, 3 both); result = export id (> 0), CQE `flags` = export key. Give
+    /// both to the peer's client (e.g. in a SEND); the export ends with UNEXPORT or the session.
+    pub const EXPORT: u8 = 4;
+    /// Ends export `aux` of this session; result 0. Peers that fetched it are told to stop
+    /// using it before its memory is released.
+    pub const UNEXPORT: u8 = 5;
+    /// One-sided read from a peer's export: `buf_len` bytes from offset `args[2]` of export
+    /// (`args[0]` id, `args[1]` key) at engine `peer`, into `buf_offset`; result = `buf_len`.
+    pub const READ: u8 = 6;
+    /// One-sided write to a peer's export, the mirror of READ (from `buf_offset`).
+    pub const WRITE: u8 = 7;
 }
 
 /// Services a peer engine answers `SEND` requests for (the SQE's `aux`).
@@ -173,10 +185,14 @@ pub enum ResultCode {
     ResponseTooLarge = -9,
     /// The peer engine does not offer the requested service.
     UnknownService = -10,
+    /// No export with this id and key (never was, wrong key, or ended).
+    NotExported = -11,
+    /// The export does not allow this operation (e.g. WRITE to a read-only export).
+    PermissionDenied = -12,
 }
 
 impl ResultCode {
-    pub const ALL: [ResultCode; 10] = [
+    pub const ALL: [ResultCode; 12] = [
         Self::UnknownOpcode,
         Self::InvalidEntry,
         Self::OutOfBounds,
@@ -187,6 +203,8 @@ impl ResultCode {
         Self::TimedOut,
         Self::ResponseTooLarge,
         Self::UnknownService,
+        Self::NotExported,
+        Self::PermissionDenied,
     ];
 
     pub fn from_result(result: i32) -> Option<Self> {
@@ -205,6 +223,8 @@ impl ResultCode {
             Self::TimedOut => "timed-out",
             Self::ResponseTooLarge => "response-too-large",
             Self::UnknownService => "unknown-service",
+            Self::NotExported => "not-exported",
+            Self::PermissionDenied => "permission-denied",
         }
     }
 }

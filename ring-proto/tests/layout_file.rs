@@ -76,7 +76,8 @@ fn generated() -> serde_json::Value {
             "bad-cq-head": CloseReason::BadCqHead as u32, "lease-expired": CloseReason::LeaseExpired as u32,
             "drain-timeout": CloseReason::DrainTimeout as u32,
         },
-        "opcodes": { "nop": opcode::NOP, "fill": opcode::FILL, "send": opcode::SEND },
+        "opcodes": { "nop": opcode::NOP, "fill": opcode::FILL, "send": opcode::SEND, "export": opcode::EXPORT,
+                     "unexport": opcode::UNEXPORT, "read": opcode::READ, "write": opcode::WRITE },
         "services": { "echo": ring_proto::entry::service::ECHO },
         "result_codes": ResultCode::ALL.iter().map(|c| (c.name().to_string(), json!(*c as i32))).collect::<serde_json::Map<_, _>>(),
     })

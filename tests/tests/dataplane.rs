@@ -295,3 +295,123 @@ fn sessions_with_registered_regions_come_and_go_without_leaks() {
     assert_eq!(timed, 101, "every successful request is in the latency histogram: {status}");
     assert!(l["sum_ns"].as_u64().unwrap() > 0);
 }
+
+fn export(s: &mut Session, off: usize, len: usize, perms: u32) -> (u32, u32) {
+    s.submit(&Sqe { opcode: opcode::EXPORT, user_data: 77, buf_offset: off as u64, buf_len: len as u32, aux: perms, ..Default::default() })
+        .unwrap();
+    let c = s.wait_cqe(Duration::from_micros(50), Some(PATIENCE)).unwrap();
+    assert!(c.result > 0, "export failed: {c:?}");
+    (c.result as u32, c.flags)
+}
+
+fn rma(logs: &dyn Fn() -> String, s: &mut Session, write: bool, peer: u32, (id, key): (u32, u32), remote_off: u64, local_off: usize, len: usize) -> i32 {
+    let opcode = if write { opcode::WRITE } else { opcode::READ };
+    s.submit(&Sqe {
+        opcode,
+        peer,
+        user_data: 88,
+        buf_offset: local_off as u64,
+        buf_len: len as u32,
+        args: [id as u64, key as u64, remote_off, 0],
+        ..Default::default()
+    })
+    .unwrap();
+    let c = s.wait_cqe(Duration::from_micros(50), Some(PATIENCE)).unwrap_or_else(|e| panic!("{e}\n{}", logs()));
+    assert_eq!(c.user_data, 88);
+    c.result
+}
+
+/// READ and WRITE of exported memory, every byte checked, with bounds, keys, permissions and
+/// revocation enforced.
+fn read_write_exports(reader_engine: &Engine, exporter_engine: &Engine, exporter_addr: &str) {
+    let mut exporter = big_session(exporter_engine, 4 << 20);
+    let mut reader = big_session(reader_engine, 4 << 20);
+    let peer = reader.connect_peer(exporter_addr).unwrap();
+    let size = 1 << 20;
+    let data = pattern(size, 9);
+    exporter.buffer().write(4096, &data).unwrap();
+    let rw = export(&mut exporter, 4096, size, 3);
+    let ro = export(&mut exporter, 4096, 4096, 1);
+    let logs = || format!("reader engine:\n{}\nexporter engine:\n{}", reader_engine.log(), exporter_engine.log());
+    // READ the whole export.
+    assert_eq!(rma(&logs, &mut reader, false, peer, rw, 0, 0, size), size as i32);
+    let mut got = vec![0u8; size];
+    reader.buffer().read(0, &mut got).unwrap();
+    assert!(got == data, "READ brought different bytes");
+    // WRITE into the middle of it; the exporter's client sees exactly those bytes change.
+    let w = pattern(1000, 3);
+    reader.buffer().write(2 << 20, &w).unwrap();
+    assert_eq!(rma(&logs, &mut reader, true, peer, rw, 100, 2 << 20, 1000), 1000);
+    let mut after = vec![0u8; size];
+    exporter.buffer().read(4096, &mut after).unwrap();
+    assert!(after[100..1100] == w[..], "WRITE landed wrong");
+    assert!(after[..100] == data[..100] && after[1100..] == data[1100..], "WRITE touched bytes outside its range");
+    // Bounds, keys and permissions.
+    assert_eq!(rma(&logs, &mut reader, false, peer, rw, size as u64 - 10, 0, 20), ResultCode::OutOfBounds as i32);
+    assert_eq!(rma(&logs, &mut reader, false, peer, rw, u64::MAX - 5, 0, 20), ResultCode::OutOfBounds as i32);
+    assert_eq!(rma(&logs, &mut reader, false, peer, (rw.0, rw.1 ^ 1), 0, 0, 8), ResultCode::NotExported as i32);
+    assert_eq!(rma(&logs, &mut reader, false, peer, (9999, 1), 0, 0, 8), ResultCode::NotExported as i32);
+    assert_eq!(rma(&logs, &mut reader, true, peer, ro, 0, 0, 8), ResultCode::PermissionDenied as i32);
+    assert_eq!(rma(&logs, &mut reader, false, peer, ro, 0, 0, 4096), 4096);
+    // UNEXPORT: once the revocation reached the reader, the export is gone for good.
+    exporter.submit(&Sqe { opcode: opcode::UNEXPORT, user_data: 5, aux: rw.0, ..Default::default() }).unwrap();
+    assert_eq!(exporter.wait_cqe(Duration::from_micros(50), Some(PATIENCE)).unwrap().result, 0);
+    let mut result = 0;
+    for _ in 0..1000 {
+        result = rma(&logs, &mut reader, false, peer, rw, 0, 0, 8);
+        if result == ResultCode::NotExported as i32 {
+            break;
+        }
+        assert_eq!(result, 8);
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    assert_eq!(result, ResultCode::NotExported as i32, "export still readable after UNEXPORT");
+    // The exporter's session ending revokes its other exports too.
+    drop(exporter);
+    let mut result = 0;
+    for _ in 0..1000 {
+        result = rma(&logs, &mut reader, false, peer, ro, 0, 0, 8);
+        if result == ResultCode::NotExported as i32 {
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    assert_eq!(result, ResultCode::NotExported as i32, "export of a closed session still readable");
+}
+
+#[test]
+fn read_and_write_exports_through_own_listener_over_tcp() {
+    let engine = Engine::start(&ucx_args("tcp"));
+    let addr = listen_addr(&engine);
+    read_write_exports(&engine, &engine, &addr);
+    // Every export was revoked and acknowledged: the table is empty, the memory released.
+    wait_until("exports released", || status_json(&engine)["engine"]["exports"] == 0, || status_json(&engine).to_string());
+}
+
+#[test]
+fn read_and_write_exports_through_own_listener_over_shared_memory() {
+    let engine = Engine::start(&ucx_args("sm,tcp"));
+    let addr = listen_addr(&engine);
+    read_write_exports(&engine, &engine, &addr);
+}
+
+#[test]
+fn read_and_write_exports_between_two_engine_processes() {
+    let exporter = Engine::start(&ucx_args("tcp"));
+    let reader = Engine::start(&["--ucx-transports", "tcp", "--ucx-net-devices", "lo", "--lease-ms", "0"]);
+    let addr = listen_addr(&exporter);
+    read_write_exports(&reader, &exporter, &addr);
+    wait_until("exports released", || status_json(&exporter)["engine"]["exports"] == 0, || status_json(&exporter).to_string());
+    // A reader engine that dies does not pin the exporter's memory: its connection going
+    // away counts as its acknowledgement.
+    let mut s = big_session(&exporter, 1 << 20);
+    let e = export(&mut s, 0, 4096, 1);
+    let mut r = big_session(&reader, 1 << 20);
+    let peer = r.connect_peer(&addr).unwrap();
+    let logs = || String::new();
+    assert_eq!(rma(&logs, &mut r, false, peer, e, 0, 0, 4096), 4096);
+    drop(r);
+    let _ = reader.kill();
+    drop(s);
+    wait_until("exports released after the reader died", || status_json(&exporter)["engine"]["exports"] == 0, || status_json(&exporter).to_string());
+}

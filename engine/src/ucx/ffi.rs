@@ -33,6 +33,8 @@ extern "C" {
     pub fn ucp_request_check_status(request: *mut c_void) -> raw_status;
     pub fn ucp_mem_map(context: ucp_context_h, params: *const ucp_mem_map_params_t, memh_p: *mut ucp_mem_h) -> raw_status;
     pub fn ucp_mem_unmap(context: ucp_context_h, memh: ucp_mem_h) -> raw_status;
+    pub fn ucp_rkey_pack(context: ucp_context_h, memh: ucp_mem_h, rkey_buffer_p: *mut *mut c_void, size_p: *mut size_t) -> raw_status;
+    pub fn ucp_ep_rkey_unpack(ep: ucp_ep_h, rkey_buffer: *const c_void, rkey_p: *mut ucp_rkey_h) -> raw_status;
 }
 
 /// Callback shapes with the raw status, for passing our own functions to UCX (same ABI as

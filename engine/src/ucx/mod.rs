@@ -8,7 +8,7 @@ mod worker;
 use std::ffi::CString;
 use std::sync::Arc;
 
-pub use worker::{AmData, Endpoint, EpKey, Listener, RndvData, Started, Worker, WorkerEvent};
+pub use worker::{AmData, Endpoint, EpKey, Listener, RemoteKey, RndvData, Started, Worker, WorkerEvent};
 
 /// A UCX status that is an error, as a Rust value. Unknown codes (a newer libucp) are kept as
 /// numbers rather than trusted to an enum.
@@ -162,6 +162,21 @@ impl Context {
         // Safety: live context; the caller keeps the memory mapped; memh is an out-pointer.
         check(unsafe { ffi::ucp_mem_map(self.raw, &p, &mut memh) })?;
         Ok(Registration { memh, context: self.clone(), len })
+    }
+}
+
+impl Registration {
+    /// The remote key peers need to access this memory with one-sided get/put.
+    pub fn pack_rkey(&self) -> Result<Vec<u8>, UcxError> {
+        let mut buf: *mut std::os::raw::c_void = std::ptr::null_mut();
+        let mut size: ucx1_sys::size_t = 0;
+        // Safety: live context and memory handle; buf/size are out-pointers.
+        check(unsafe { ffi::ucp_rkey_pack(self.context.raw, self.memh, &mut buf, &mut size) })?;
+        // Safety: UCX returned a buffer of `size` bytes, copied here and released once.
+        let bytes = unsafe { std::slice::from_raw_parts(buf as *const u8, size as usize) }.to_vec();
+        // Safety: as above.
+        unsafe { ucx1_sys::ucp_rkey_buffer_release(buf) };
+        Ok(bytes)
     }
 }
 

@@ -333,6 +333,44 @@ impl Worker {
         started(r)
     }
 
+    /// Unpacks a peer's remote key for use on `ep`.
+    pub fn unpack_rkey(&mut self, ep: &Endpoint, packed: &[u8]) -> Result<RemoteKey, UcxError> {
+        let mut raw: ucp_rkey_h = std::ptr::null_mut();
+        // Safety: live ep; UCX parses the buffer (its length is implied by its content, which
+        // comes from the trusted fabric, see SPEC §13); raw is an out-pointer.
+        check(unsafe { ffi::ucp_ep_rkey_unpack(ep.raw, packed.as_ptr() as *const c_void, &mut raw) })?;
+        Ok(RemoteKey { raw })
+    }
+
+    /// One-sided read of `len` bytes at the peer's `remote_addr` into `dst`.
+    ///
+    /// # Safety
+    /// `dst` must point to `len` writable bytes that stay valid until completion, and the
+    /// key must belong to `ep`'s peer and outlive the operation.
+    pub unsafe fn get(&mut self, ep: &Endpoint, dst: *mut u8, len: usize, remote_addr: u64, rkey: &RemoteKey, token: u64) -> Result<Started, UcxError> {
+        let p = send_param(token);
+        // Safety: the caller's contract; live ep of this worker.
+        started(unsafe { ucp_get_nbx(ep.raw, dst as *mut c_void, len as size_t, remote_addr, rkey.raw, &p) })
+    }
+
+    /// One-sided write of `len` bytes from `src` to the peer's `remote_addr`.
+    ///
+    /// # Safety
+    /// As for [`Worker::get`], with `src` readable.
+    pub unsafe fn put(&mut self, ep: &Endpoint, src: *const u8, len: usize, remote_addr: u64, rkey: &RemoteKey, token: u64) -> Result<Started, UcxError> {
+        let p = send_param(token);
+        // Safety: the caller's contract; live ep of this worker.
+        started(unsafe { ucp_put_nbx(ep.raw, src as *const c_void, len as size_t, remote_addr, rkey.raw, &p) })
+    }
+
+    /// Completes (event `SendDone { token }`) once every operation started on `ep` before it
+    /// is complete at the peer too: a put is only remotely visible after this.
+    pub fn flush(&mut self, ep: &Endpoint, token: u64) -> Result<Started, UcxError> {
+        let p = send_param(token);
+        // Safety: live ep of this worker; the parameters live for the call.
+        started(unsafe { ucp_ep_flush_nbx(ep.raw, &p) })
+    }
+
     /// Closes an endpoint (force: no flush), progressing until UCX let go of it.
     pub fn close(&mut self, ep: Endpoint) {
         // Safety: plain data; no callback, we wait for the request ourselves.
@@ -382,6 +420,32 @@ impl Endpoint {
     pub fn key(&self) -> EpKey {
         self.raw as usize
     }
+}
+
+/// A peer's unpacked remote key, valid on the endpoint it was unpacked for; destroy it
+/// before closing that endpoint.
+pub struct RemoteKey {
+    raw: ucp_rkey_h,
+}
+
+impl Drop for RemoteKey {
+    fn drop(&mut self) {
+        // Safety: unpacked by ucp_ep_rkey_unpack, destroyed once.
+        unsafe { ucp_rkey_destroy(self.raw) };
+    }
+}
+
+/// Request parameters with our completion callback (reported as `SendDone { token }`).
+fn send_param(token: u64) -> ucp_request_param_t {
+    // Safety: plain data.
+    let mut p: ucp_request_param_t = unsafe { std::mem::zeroed() };
+    p.op_attr_mask = ucp_op_attr_t::UCP_OP_ATTR_FIELD_CALLBACK as u32 | ucp_op_attr_t::UCP_OP_ATTR_FIELD_USER_DATA as u32;
+    // Safety: same ABI as ucp_send_nbx_callback_t (status received as i8, see ffi.rs).
+    p.cb.send = Some(unsafe {
+        std::mem::transmute::<ffi::SendCallback, unsafe extern "C" fn(*mut c_void, ucs_status_t, *mut c_void)>(send_callback)
+    });
+    p.user_data = token as usize as *mut c_void;
+    p
 }
 
 /// An incoming connection not yet accepted.
