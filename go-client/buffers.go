@@ -23,8 +23,9 @@ var ErrNoBufferSpace = errors.New("swring: no free buffer space")
 type Buffer struct {
 	p     *bufferPool
 	data  []byte
-	block uint32
+	block uint32 // first block of the allocation
 	gen   uint32
+	off   uint64 // offset of data in the allocation (Slice)
 }
 
 // Bytes returns the buffer's memory. Do not use it after Release.
@@ -34,7 +35,20 @@ func (b Buffer) Bytes() []byte { return b.data }
 func (b Buffer) Len() int { return len(b.data) }
 
 // Offset is the buffer's offset in the buffer area: the value for SQE.BufOffset.
-func (b Buffer) Offset() uint64 { return uint64(b.block) * b.p.blockSize }
+func (b Buffer) Offset() uint64 { return uint64(b.block)*b.p.blockSize + b.off }
+
+// Slice returns the n bytes of b from off as a Buffer of their own, usable wherever b is
+// (a request's Buf or Resp, Send). It shares b's allocation: requests using it keep the
+// allocation reserved, and releasing either releases the allocation (Release exactly one
+// of them, once). n may be 0. It panics if off+n is outside b.
+func (b Buffer) Slice(off, n int) Buffer {
+	if b.p == nil || off < 0 || n < 0 || off > len(b.data) || n > len(b.data)-off {
+		panic(fmt.Sprintf("swring: Slice(%d, %d) of a %d-byte Buffer", off, n, len(b.data)))
+	}
+	b.data = b.data[off : off+n : off+n]
+	b.off += uint64(off)
+	return b
+}
 
 // Valid reports whether b came from an allocation (the zero Buffer is not valid).
 func (b Buffer) Valid() bool { return b.p != nil }

@@ -85,6 +85,11 @@ type Request struct {
 	BufLen    uint32
 	Aux       uint32
 	Args      [4]uint64
+	// Resp, when valid, is the buffer a SEND writes its response into: Args[0] (the
+	// response offset) is then relative to Resp, Args[0]+Args[1] (offset + capacity) must
+	// fit in Resp.Len(), and Resp stays reserved like Buf. Without Resp, Args go to the
+	// engine as they are.
+	Resp Buffer
 }
 
 // Ticket identifies a submitted request; Wait for it exactly once.
@@ -116,8 +121,9 @@ type slot struct {
 	flags  uint32
 	err    error
 	buf    Buffer        // pinned buffer, released at completion
+	resp   Buffer        // pinned response buffer (SEND), released at completion
 	done   chan struct{} // capacity 1: signalled when a parked waiter's request completes
-	_      [24]byte
+	_      [56]byte
 }
 
 // Stats are counters of one Client.
@@ -180,6 +186,11 @@ type Client struct {
 	closedOnce  sync.Once
 	pong        chan struct{}
 	pingMu      sync.Mutex
+	peerMu      sync.Mutex     // serializes ConnectPeer
+	peerSeqMu   sync.Mutex     // guards peerSent, peerRecv
+	peerSent    uint64         // ConnectPeer packets sent
+	peerRecv    uint64         // their replies received (PeerConnected or Error)
+	peerReply   chan peerReply // capacity 1: the newest reply, for the ConnectPeer caller
 	watcherDone chan struct{}
 	hbDone      chan struct{}
 	reaperDone  chan struct{}
@@ -375,6 +386,7 @@ func newClient(conn *net.UnixConn, cfg config, w message, regionFD, workerFD, se
 		downCh:      make(chan struct{}),
 		closedMsg:   make(chan struct{}),
 		pong:        make(chan struct{}, 1),
+		peerReply:   make(chan peerReply, 1),
 		watcherDone: make(chan struct{}),
 		hbDone:      make(chan struct{}),
 		reaperDone:  make(chan struct{}),
@@ -514,9 +526,9 @@ func (c *Client) submit(ctx context.Context, reqs []Request, out []Ticket) (int,
 		k := 0
 		for done+k < len(reqs) && k < submitChunk {
 			r := &reqs[done+k]
-			if r.Buf.Valid() && (r.BufOffset > uint64(r.Buf.Len()) || uint64(r.BufLen) > uint64(r.Buf.Len())-r.BufOffset) {
+			if err := c.checkRequest(r); err != nil {
 				if k == 0 {
-					return done, fmt.Errorf("%w: request range %d+%d outside its %d-byte buffer", ErrOutOfBounds, r.BufOffset, r.BufLen, r.Buf.Len())
+					return done, err
 				}
 				break
 			}
@@ -567,6 +579,30 @@ func (c *Client) waitSlot(ctx context.Context) (uint32, error) {
 	}
 }
 
+// checkRequest checks the buffers a request names: ranges inside them, and buffers of this
+// session.
+func (c *Client) checkRequest(r *Request) error {
+	if r.Buf.Valid() {
+		if r.Buf.p != c.bufs {
+			return errForeignBuffer
+		}
+		if r.BufOffset > uint64(r.Buf.Len()) || uint64(r.BufLen) > uint64(r.Buf.Len())-r.BufOffset {
+			return fmt.Errorf("%w: request range %d+%d outside its %d-byte buffer", ErrOutOfBounds, r.BufOffset, r.BufLen, r.Buf.Len())
+		}
+	}
+	if r.Resp.Valid() {
+		if r.Resp.p != c.bufs {
+			return errForeignBuffer
+		}
+		if r.Args[0] > uint64(r.Resp.Len()) || r.Args[1] > uint64(r.Resp.Len())-r.Args[0] {
+			return fmt.Errorf("%w: response range %d+%d outside its %d-byte buffer", ErrOutOfBounds, r.Args[0], r.Args[1], r.Resp.Len())
+		}
+	}
+	return nil
+}
+
+var errForeignBuffer = errors.New("swring: the request's Buffer belongs to another session")
+
 func (c *Client) prepare(idx uint32, r *Request) {
 	s := &c.slots[idx]
 	s.gen.Add(1)
@@ -575,6 +611,10 @@ func (c *Client) prepare(idx uint32, r *Request) {
 	if r.Buf.Valid() {
 		r.Buf.pin()
 		s.buf = r.Buf
+	}
+	if r.Resp.Valid() {
+		r.Resp.pin()
+		s.resp = r.Resp
 	}
 	// Publishes the fields above to completers (they load state first).
 	s.state.Store(slotPending)
@@ -622,6 +662,9 @@ func (c *Client) push(ctx context.Context, reqs []Request, idxs []uint32) (int, 
 			}
 			if r.Buf.Valid() {
 				e.BufOffset += r.Buf.Offset()
+			}
+			if r.Resp.Valid() {
+				e.Args[0] += r.Resp.Offset()
 			}
 			c.sq.pushSQE(&e)
 		}
@@ -816,11 +859,15 @@ func (c *Client) completeSlot(idx, gen uint32, res int32, flags uint32, err erro
 			break
 		}
 	}
-	buf := s.buf
-	s.buf = Buffer{}
-	// The engine is done with the buffer: it may be reused once its owner released it.
+	buf, resp := s.buf, s.resp
+	s.buf, s.resp = Buffer{}, Buffer{}
+	// The engine is done with the buffers: they may be reused once their owners released
+	// them.
 	if buf.Valid() {
 		buf.unpin()
+	}
+	if resp.Valid() {
+		resp.unpin()
 	}
 	if prev == slotAbandoned {
 		s.state.Store(slotFree)
@@ -1052,8 +1099,9 @@ func (c *Client) failAll() {
 	c.cqMu.Unlock()
 }
 
-// watch reads the control socket: Pong and Closed messages, and EOF, which is the
-// definitive sign that the engine died or dropped the session.
+// watch reads the control socket: Pong, Closed, the replies to ConnectPeer
+// (PeerConnected, Error), and EOF, which is the definitive sign that the engine died or
+// dropped the session.
 func (c *Client) watch() {
 	defer close(c.watcherDone)
 	buf := make([]byte, maxMessage)
@@ -1081,6 +1129,8 @@ func (c *Client) watch() {
 			}
 		case kindClosed:
 			c.closedOnce.Do(func() { close(c.closedMsg) })
+		case kindPeerConnected, kindError:
+			c.peerReplied(m)
 		}
 	}
 }

@@ -26,7 +26,14 @@ const (
 	kindClosed  uint16 = 5
 	kindPing    uint16 = 6
 	kindPong    uint16 = 7
+	// ConnectPeer (client → engine): register a peer engine's UCX listener address.
+	kindConnectPeer uint16 = 8
+	// PeerConnected (engine → client): the peer handle for SEND entries.
+	kindPeerConnected uint16 = 9
 )
+
+// maxPeerAddr is the longest ConnectPeer address (control.rs truncates at MAX_MESSAGE-16).
+const maxPeerAddr = maxMessage - 16
 
 // message is a decoded control packet. Fields are used according to kind.
 type message struct {
@@ -40,6 +47,10 @@ type message struct {
 	// Error
 	code uint32
 	text string
+	// ConnectPeer
+	addr string
+	// PeerConnected
+	peer uint32
 }
 
 func appendHeader(b []byte, kind uint16) []byte {
@@ -74,6 +85,20 @@ func (m *message) encode(b []byte) []byte {
 		b = le.AppendUint32(b, m.code)
 		b = le.AppendUint32(b, uint32(len(t)))
 		b = append(b, t...)
+	case kindConnectPeer:
+		// Callers check the length (ConnectPeer refuses longer addresses); cut as
+		// control.rs does, so the packet always fits.
+		a := m.addr
+		if len(a) > maxPeerAddr {
+			a = a[:maxPeerAddr]
+			for len(a) > 0 && !utf8.ValidString(a) {
+				a = a[:len(a)-1]
+			}
+		}
+		b = le.AppendUint32(b, uint32(len(a)))
+		b = append(b, a...)
+	case kindPeerConnected:
+		b = le.AppendUint32(b, m.peer)
 	}
 	return b
 }
@@ -138,6 +163,16 @@ func decodeMessage(p []byte) (message, error) {
 		}
 		m.code = le.Uint32(body)
 		m.text = string(body[8:])
+	case kindConnectPeer:
+		if len(body) < 4 || uint64(len(body)) != 4+uint64(le.Uint32(body)) || !utf8.Valid(body[4:]) {
+			return bad()
+		}
+		m.addr = string(body[4:])
+	case kindPeerConnected:
+		if len(body) != 4 {
+			return bad()
+		}
+		m.peer = le.Uint32(body)
 	case kindClose, kindClosed, kindPing, kindPong:
 		if len(body) != 0 {
 			return bad()

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"strings"
 	"testing"
+	"unicode/utf8"
 )
 
 func TestControlRoundTrip(t *testing.T) {
@@ -13,6 +14,8 @@ func TestControlRoundTrip(t *testing.T) {
 		{kind: kindWelcome, sessionID: 7, worker: 1, regionSize: 2 << 20},
 		{kind: kindError, code: 3, text: "no hugepages"},
 		{kind: kindClose}, {kind: kindClosed}, {kind: kindPing}, {kind: kindPong},
+		{kind: kindConnectPeer, addr: "127.0.0.1:13337"}, {kind: kindConnectPeer, addr: "[::1]:9"},
+		{kind: kindConnectPeer}, {kind: kindPeerConnected, peer: 3}, {kind: kindPeerConnected, peer: 0xfffffffe},
 	}
 	for _, m := range msgs {
 		got, err := decodeMessage(m.encode(nil))
@@ -28,6 +31,30 @@ func TestHelloBytesMatchSpec(t *testing.T) {
 	got := (&message{kind: kindHello, layoutVersion: 1}).encode(nil)
 	if !bytes.Equal(got, want) {
 		t.Fatalf("hello %x, spec %x", got, want)
+	}
+}
+
+// ConnectPeer and PeerConnected as SPEC.md §2 lays them out, byte for byte.
+func TestPeerMessagesBytesMatchSpec(t *testing.T) {
+	want := append([]byte{0x53, 0x57, 0x43, 0x50, 1, 0, 8, 0, 11, 0, 0, 0}, "10.0.0.1:77"...)
+	if got := (&message{kind: kindConnectPeer, addr: "10.0.0.1:77"}).encode(nil); !bytes.Equal(got, want) {
+		t.Fatalf("connect-peer %x, spec %x", got, want)
+	}
+	want = []byte{0x53, 0x57, 0x43, 0x50, 1, 0, 9, 0, 0x04, 0x03, 0x02, 0x01}
+	if got := (&message{kind: kindPeerConnected, peer: 0x01020304}).encode(nil); !bytes.Equal(got, want) {
+		t.Fatalf("peer-connected %x, spec %x", got, want)
+	}
+	m, err := decodeMessage(want)
+	if err != nil || m.kind != kindPeerConnected || m.peer != 0x01020304 {
+		t.Fatalf("decode peer-connected: %+v %v", m, err)
+	}
+	// Too long an address is cut on a character boundary, as control.rs does.
+	long := (&message{kind: kindConnectPeer, addr: strings.Repeat("é", 300)}).encode(nil)
+	if len(long) > maxMessage {
+		t.Fatalf("connect-peer of %d bytes", len(long))
+	}
+	if m, err := decodeMessage(long); err != nil || m.kind != kindConnectPeer || len(m.addr) != maxPeerAddr {
+		t.Fatalf("truncated connect-peer: %d bytes, %v", len(m.addr), err)
 	}
 }
 
@@ -50,6 +77,12 @@ func TestControlDecodeErrors(t *testing.T) {
 		"ping payload": append(append([]byte(nil), ping...), 0),
 		"welcome len":  (&message{kind: kindWelcome}).encode(nil)[:20],
 		"error len":    append((&message{kind: kindError, text: "abc"}).encode(nil), 'x'),
+		"peer long":    append((&message{kind: kindPeerConnected, peer: 1}).encode(nil), 0),
+		"peer short":   (&message{kind: kindPeerConnected, peer: 1}).encode(nil)[:11],
+		"connect none": (&message{kind: kindConnectPeer}).encode(nil)[:10],
+		"connect len":  append((&message{kind: kindConnectPeer, addr: "1.2.3.4:5"}).encode(nil), '6'),
+		"connect cut":  (&message{kind: kindConnectPeer, addr: "1.2.3.4:5"}).encode(nil)[:15],
+		"connect utf8": append((&message{kind: kindConnectPeer, addr: "ab"}).encode(nil)[:12], 0xc3, 0x28),
 	} {
 		if _, err := decodeMessage(p); !errors.Is(err, ErrProtocol) {
 			t.Errorf("%s: %v", name, err)
@@ -65,16 +98,21 @@ func TestControlDecodeErrors(t *testing.T) {
 }
 
 // FuzzDecodeMessage: decoding never panics, and whatever decodes re-encodes to the same
-// bytes (except Hello's reserved word, which is dropped).
+// bytes (except Hello's reserved word, which is dropped, and texts and addresses longer than
+// a packet holds, which encode cuts).
 func FuzzDecodeMessage(f *testing.F) {
 	for _, m := range []message{
 		{kind: kindHello, layoutVersion: 1, sqEntries: 64, cqEntries: 128, bufSize: 1 << 20},
 		{kind: kindWelcome, sessionID: 7, worker: 1, regionSize: 2 << 20},
 		{kind: kindError, code: 3, text: "no hugepages"},
 		{kind: kindClose}, {kind: kindClosed}, {kind: kindPing}, {kind: kindPong},
+		{kind: kindConnectPeer, addr: "127.0.0.1:13337"}, {kind: kindConnectPeer, addr: "[fe80::1]:1"},
+		{kind: kindPeerConnected, peer: 3},
 	} {
 		f.Add(m.encode(nil))
 	}
+	f.Add([]byte("SWCP\x01\x00\x08\x00\x02\x00\x00\x00\xc3\x28"))
+	f.Add([]byte("SWCP\x01\x00\x09\x00\x01\x00\x00"))
 	f.Add([]byte{})
 	f.Add([]byte("SWCP\x01\x00\x03\x00\xff\xff\xff\xff\xff\xff\xff\xff"))
 	f.Fuzz(func(t *testing.T, p []byte) {
@@ -91,6 +129,12 @@ func FuzzDecodeMessage(f *testing.F) {
 		}
 		if m.kind == kindError && len(p) > maxMessage {
 			return
+		}
+		if m.kind == kindConnectPeer && len(m.addr) > maxPeerAddr {
+			return // encode cuts it, like control.rs
+		}
+		if m.kind == kindConnectPeer && !utf8.ValidString(m.addr) {
+			t.Fatalf("connect-peer address %q is not UTF-8", m.addr)
 		}
 		if !bytes.Equal(out, p) {
 			t.Fatalf("re-encoded %x, input %x", out, p)

@@ -23,6 +23,16 @@
 // at once; the request may still execute, its completion is reaped later and discarded,
 // and a Buffer it used is not reused until then.
 //
+// # Remote requests
+//
+// ConnectPeer registers another engine's UCX listener address with this session's engine
+// and returns a Peer handle; Send (SubmitSend, SendRequest for batches) sends the bytes of
+// a request buffer to a service of that engine (ServiceEcho) and receives the response
+// into a response buffer, both in the shared buffer area and touched by the engine in
+// place. Failed remote requests return ErrNoSuchPeer, ErrPeerFailed, ErrTimedOut,
+// ErrResponseTooLarge or ErrUnknownService; an address the engine does not take returns an
+// error matching ErrBadPeerAddress without ending the session.
+//
 // # Errors
 //
 // Failed operations return a ResultError (compare with errors.Is against ErrOutOfBounds,

@@ -6,6 +6,28 @@ const (
 	OpNop uint8 = 1
 	// OpFill writes BufLen bytes at BufOffset with the byte Aux&0xff; result = BufLen.
 	OpFill uint8 = 2
+	// OpSend is a request-response with a peer engine (SPEC.md §13): BufLen bytes at
+	// BufOffset go to service Aux of the engine Peer (a handle from ConnectPeer); the
+	// response lands at buffer offset Args[0], at most Args[1] bytes; result = the response
+	// length. See Client.Send.
+	OpSend uint8 = 3
+	// OpExport exports BufLen bytes at BufOffset to peer engines with permissions Aux (1
+	// read, 2 write, 3 both); result = export id (> 0), CQE flags = export key.
+	OpExport uint8 = 4
+	// OpUnexport ends export Aux of this session; result 0.
+	OpUnexport uint8 = 5
+	// OpRead reads BufLen bytes from offset Args[2] of export (Args[0] id, Args[1] key) at
+	// engine Peer into BufOffset; result = BufLen.
+	OpRead uint8 = 6
+	// OpWrite writes BufLen bytes from BufOffset to a peer's export, the mirror of OpRead.
+	OpWrite uint8 = 7
+)
+
+// Services a peer engine answers SEND requests for (the SQE's aux; ring-proto entry.rs
+// `service`).
+const (
+	// ServiceEcho answers with the request payload itself (tests, latency measurement).
+	ServiceEcho uint32 = 1
 )
 
 // SQE is one submission entry as it travels through the SQ (64 bytes, 8 words):

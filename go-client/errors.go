@@ -42,6 +42,22 @@ const (
 	// also matches ErrEngineUnavailable.
 	ErrShuttingDown ResultError = -4
 	ErrInternal     ResultError = -5
+	// ErrNoSuchPeer: a SEND named peer 0 or a handle this engine never gave out
+	// (ConnectPeer).
+	ErrNoSuchPeer ResultError = -6
+	// ErrPeerFailed: the peer engine could not be reached, or its connection failed while
+	// the request was in flight. The engine reconnects on the next SEND.
+	ErrPeerFailed ResultError = -7
+	// ErrTimedOut: no response within the engine's ucx.request-timeout-ms.
+	ErrTimedOut ResultError = -8
+	// ErrResponseTooLarge: the response does not fit the response buffer of the SEND.
+	ErrResponseTooLarge ResultError = -9
+	// ErrUnknownService: the peer engine does not offer the requested service.
+	ErrUnknownService ResultError = -10
+	// ErrNotExported: no export with this id and key (never was, wrong key, or ended).
+	ErrNotExported ResultError = -11
+	// ErrPermissionDenied: the export does not allow this operation.
+	ErrPermissionDenied ResultError = -12
 )
 
 func (e ResultError) Error() string {
@@ -56,6 +72,20 @@ func (e ResultError) Error() string {
 		return "swring: shutting-down (-4)"
 	case ErrInternal:
 		return "swring: internal (-5)"
+	case ErrNoSuchPeer:
+		return "swring: no-such-peer (-6)"
+	case ErrPeerFailed:
+		return "swring: peer-failed (-7)"
+	case ErrTimedOut:
+		return "swring: timed-out (-8)"
+	case ErrResponseTooLarge:
+		return "swring: response-too-large (-9)"
+	case ErrUnknownService:
+		return "swring: unknown-service (-10)"
+	case ErrNotExported:
+		return "swring: not-exported (-11)"
+	case ErrPermissionDenied:
+		return "swring: permission-denied (-12)"
 	}
 	return fmt.Sprintf("swring: result code %d", int32(e))
 }

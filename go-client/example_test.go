@@ -59,3 +59,40 @@ func Example() {
 	// filled 16 bytes: xxxxxxxxxxxxxxxx
 	// batch: 8 <nil>
 }
+
+// Register a peer engine by its UCX listener address and send it a request: the echo
+// service answers with the request bytes, written straight into the response buffer.
+func ExampleClient_Send() {
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	c, err := swring.Dial(ctx, exampleSocket)
+	if err != nil {
+		fmt.Println("dial:", err)
+		return
+	}
+	defer c.Close()
+
+	peer, err := c.ConnectPeer(ctx, "127.0.0.1:13337") // the peer engine's ucx.listen
+	if err != nil {
+		fmt.Println("connect peer:", err)
+		return
+	}
+	req, _ := c.AllocBuffer(ctx, 4096)
+	defer req.Release()
+	resp, _ := c.AllocBuffer(ctx, 4096)
+	defer resp.Release()
+
+	k := copy(req.Bytes(), "hello, peer")
+	n, err := c.Send(ctx, peer, swring.ServiceEcho, req.Slice(0, k), resp)
+	if err != nil {
+		fmt.Println("send:", err)
+		return
+	}
+	fmt.Printf("%d bytes back: %s\n", n, resp.Bytes()[:n])
+
+	_, err = c.ConnectPeer(ctx, "not an address")
+	fmt.Println(errors.Is(err, swring.ErrBadPeerAddress), c.Err())
+	// Output:
+	// 11 bytes back: hello, peer
+	// true <nil>
+}

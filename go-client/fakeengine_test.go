@@ -2,9 +2,11 @@ package swring
 
 import (
 	"net"
+	"net/netip"
 	"os"
 	"os/signal"
 	"path/filepath"
+	"strconv"
 	"sync"
 	"sync/atomic"
 	"syscall"
@@ -17,8 +19,8 @@ import (
 
 // fakeEngine is a small Go implementation of the engine side of the protocol (SPEC.md),
 // used to test the client without the Rust engine: control socket, memfd region, eventfds,
-// a polling worker per session with the CQ admission rule, NOP and FILL, Close, Ping,
-// shutdown with Draining/Closed. It runs in-process or, for kill/restart tests, in a child
+// a polling worker per session with the CQ admission rule, NOP, FILL and SEND (every peer
+// from ConnectPeer echoes, in place), Close, Ping, shutdown with Draining/Closed. It runs in-process or, for kill/restart tests, in a child
 // process (the test binary re-executed with SWRING_FAKE_ENGINE set; see TestMain).
 type fakeEngine struct {
 	path    string
@@ -28,11 +30,14 @@ type fakeEngine struct {
 	leaseMs uint32
 	spin    time.Duration
 	opDelay time.Duration // artificial latency per request, to build up load
+	// When set, ConnectPeer replies and SEND executions wait until they are closed.
+	peerGate, sendGate chan struct{}
 
 	mu       sync.Mutex
 	sessions map[*fakeSession]struct{}
 	nextID   uint32
 	closing  bool
+	peers    map[netip.AddrPort]uint32 // ConnectPeer handles, engine-wide like the real engine's
 	wg       sync.WaitGroup
 
 	// hooks for header-validation tests
@@ -55,7 +60,7 @@ type fakeSession struct {
 }
 
 func newFakeEngine(path string) *fakeEngine {
-	return &fakeEngine{path: path, sq: 64, cq: 128, bufSize: 1 << 20, spin: 200 * time.Microsecond, sessions: map[*fakeSession]struct{}{}}
+	return &fakeEngine{path: path, sq: 64, cq: 128, bufSize: 1 << 20, spin: 200 * time.Microsecond, sessions: map[*fakeSession]struct{}{}, peers: map[netip.AddrPort]uint32{}}
 }
 
 func (e *fakeEngine) start() error {
@@ -238,6 +243,24 @@ func (s *fakeSession) readControl() {
 		case kindClose:
 			s.stop.CompareAndSwap(0, 1)
 			s.kick()
+		case kindConnectPeer:
+			if s.e.peerGate != nil {
+				<-s.e.peerGate
+			}
+			a, err := netip.ParseAddrPort(m.addr)
+			if err != nil {
+				// Like the real engine: refuse the address, keep the session.
+				sendError(s.conn, CtlBadRequest, "peer address "+strconv.Quote(m.addr)+" is not ip:port")
+				continue
+			}
+			s.e.mu.Lock()
+			h, ok := s.e.peers[a]
+			if !ok {
+				h = uint32(len(s.e.peers) + 1)
+				s.e.peers[a] = h
+			}
+			s.e.mu.Unlock()
+			s.conn.Write((&message{kind: kindPeerConnected, peer: h}).encode(nil))
 		}
 	}
 }
@@ -311,6 +334,37 @@ func (s *fakeSession) execute(e *SQE) int32 {
 		for i := range b {
 			b[i] = byte(e.Aux)
 		}
+		return int32(e.BufLen)
+	case OpSend:
+		// Validation in the order of engine/src/ops.rs, then the data plane's checks; every
+		// peer answers the echo service in place (no UCX here).
+		if e.Flags != 0 || e.Reserved != 0 || e.Args[2] != 0 || e.Args[3] != 0 || e.Args[1] > 1<<31-1 {
+			atomic.AddUint32(s.sq.ctl.invalid, 1)
+			return int32(ErrInvalidEntry)
+		}
+		if e.Peer == 0 {
+			return int32(ErrNoSuchPeer)
+		}
+		end, rend := e.BufOffset+uint64(e.BufLen), e.Args[0]+e.Args[1]
+		if end < e.BufOffset || end > s.l.BufSize || rend < e.Args[0] || rend > s.l.BufSize {
+			atomic.AddUint32(s.sq.ctl.invalid, 1)
+			return int32(ErrOutOfBounds)
+		}
+		s.e.mu.Lock()
+		known := e.Peer <= uint32(len(s.e.peers))
+		s.e.mu.Unlock()
+		switch {
+		case !known:
+			return int32(ErrNoSuchPeer)
+		case e.Aux != ServiceEcho:
+			return int32(ErrUnknownService)
+		case uint64(e.BufLen) > e.Args[1]:
+			return int32(ErrResponseTooLarge)
+		}
+		if s.e.sendGate != nil {
+			<-s.e.sendGate
+		}
+		copy(s.reg.bytes(s.l.BufOffset+e.Args[0], uint64(e.BufLen)), s.reg.bytes(s.l.BufOffset+e.BufOffset, uint64(e.BufLen)))
 		return int32(e.BufLen)
 	}
 	atomic.AddUint32(s.sq.ctl.invalid, 1)

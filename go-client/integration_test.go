@@ -1,13 +1,16 @@
 package swring
 
 import (
+	"bytes"
 	"context"
 	"errors"
 	"fmt"
+	"io"
 	"net"
 	"os"
 	"os/exec"
 	"path/filepath"
+	"regexp"
 	"sync"
 	"sync/atomic"
 	"syscall"
@@ -29,6 +32,11 @@ type engineProc struct {
 	cmd    *exec.Cmd
 	exited chan struct{}
 	mu     sync.Mutex
+	// ucx: the engine serves remote requests; peerAddr is its UCX listener address, for
+	// ConnectPeer (the engine serves its own listener). The fake engine echoes for any
+	// address.
+	ucx      bool
+	peerAddr string
 }
 
 func rustEngineBinary() (string, bool) {
@@ -43,9 +51,19 @@ func rustEngineBinary() (string, bool) {
 }
 
 func forEachEngine(t *testing.T, f func(t *testing.T, e *engineProc)) {
+	forEachEngineOpts(t, false, f)
+}
+
+// forEachEngineUCX is forEachEngine with the real engine listening for remote requests on
+// 127.0.0.1 (UCX over tcp on lo); e.peerAddr is that listener.
+func forEachEngineUCX(t *testing.T, f func(t *testing.T, e *engineProc)) {
+	forEachEngineOpts(t, true, f)
+}
+
+func forEachEngineOpts(t *testing.T, ucx bool, f func(t *testing.T, e *engineProc)) {
 	for _, kind := range []string{"fake", "rust"} {
 		t.Run(kind, func(t *testing.T) {
-			e := &engineProc{t: t, kind: kind, dir: shortTempDir(t)}
+			e := &engineProc{t: t, kind: kind, dir: shortTempDir(t), ucx: ucx}
 			e.sock = filepath.Join(e.dir, "engine.sock")
 			if kind == "rust" {
 				bin, ok := rustEngineBinary()
@@ -77,6 +95,25 @@ func (e *engineProc) start() {
 	}
 	cmd.Stdout = os.Stderr
 	cmd.Stderr = os.Stderr
+	var ucxAddr chan string
+	switch {
+	case e.ucx && e.kind == "fake":
+		e.peerAddr = "127.0.0.1:1"
+	case e.ucx:
+		// Port 0: the engine logs the port it bound ("UCX listening address=ip:port"), at
+		// info level of engine::dataplane (RUST_LOG wins over the config's level).
+		cmd.Args = append(cmd.Args, "--ucx-listen", "127.0.0.1:0", "--ucx-transports", "tcp", "--ucx-net-devices", "lo")
+		cmd.Env = append(os.Environ(), "RUST_LOG="+ucxLogFilter)
+		ucxAddr = make(chan string, 1)
+		cmd.Stderr = &logScanner{out: os.Stderr, line: func(l string) {
+			if m := ucxListeningRE.FindStringSubmatch(ansiRE.ReplaceAllString(l, "")); m != nil {
+				select {
+				case ucxAddr <- m[1]:
+				default:
+				}
+			}
+		}}
+	}
 	// Do not outlive a test binary that dies (timeout, panic).
 	cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL}
 	if err := cmd.Start(); err != nil {
@@ -93,7 +130,7 @@ func (e *engineProc) start() {
 		// to succeed (the engine sees a connection closed before Hello).
 		if conn, err := net.Dial("unixpacket", e.sock); err == nil {
 			conn.Close()
-			return
+			break
 		}
 		select {
 		case <-exited:
@@ -104,6 +141,47 @@ func (e *engineProc) start() {
 			e.t.Fatalf("%s engine did not create %s", e.kind, e.sock)
 		}
 	}
+	if ucxAddr != nil {
+		// The engine logs the address before it serves its socket; the log copy may lag.
+		select {
+		case e.peerAddr = <-ucxAddr:
+		case <-exited:
+			e.t.Fatalf("%s engine exited: %v", e.kind, cmd.ProcessState)
+		case <-time.After(time.Until(deadline)):
+			e.t.Fatalf("%s engine logged no %q line (RUST_LOG=%s)", e.kind, "UCX listening", ucxLogFilter)
+		}
+	}
+}
+
+const ucxLogFilter = "warn,engine::dataplane=info"
+
+var (
+	ucxListeningRE = regexp.MustCompile(`UCX listening.*\baddress=(\S+)`)
+	ansiRE         = regexp.MustCompile("\x1b\\[[0-9;]*m")
+)
+
+// logScanner copies the engine's log to out and hands every complete line to line.
+type logScanner struct {
+	out     io.Writer
+	line    func(string)
+	partial []byte
+}
+
+func (w *logScanner) Write(p []byte) (int, error) {
+	w.out.Write(p)
+	w.partial = append(w.partial, p...)
+	for {
+		i := bytes.IndexByte(w.partial, '\n')
+		if i < 0 {
+			break
+		}
+		w.line(string(w.partial[:i]))
+		w.partial = w.partial[i+1:]
+	}
+	if len(w.partial) > 64<<10 { // no newline in sight: not a log line we look for
+		w.partial = w.partial[:0]
+	}
+	return len(p), nil
 }
 
 // signal sends sig to the engine process this test started (never anything else) and

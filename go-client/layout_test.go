@@ -32,7 +32,8 @@ type layoutFile struct {
 	LayoutVersion uint32      `json:"layout_version"`
 	Magic         uint64      `json:"magic"`
 	Opcodes       map[string]uint8
-	ResultCodes   map[string]int32 `json:"result_codes"`
+	ResultCodes   map[string]int32  `json:"result_codes"`
+	Services      map[string]uint32 `json:"services"`
 	RingCtl       struct {
 		fieldsBlock
 		NeedWakeup uint32 `json:"need_wakeup"`
@@ -136,13 +137,28 @@ func TestLayoutMatchesRingProto(t *testing.T) {
 			t.Errorf("close reason %d: json %q, Go %q", v, name, CloseReason(v).String())
 		}
 	}
-	ops := map[string]uint8{"nop": OpNop, "fill": OpFill}
+	ops := map[string]uint8{"nop": OpNop, "fill": OpFill, "send": OpSend,
+		"export": OpExport, "unexport": OpUnexport, "read": OpRead, "write": OpWrite}
 	for name, v := range f.Opcodes {
 		if g, ok := ops[name]; !ok || g != v {
 			t.Errorf("opcode %s: json %d, Go %d (known %v)", name, v, g, ok)
 		}
 	}
-	names := map[int32]string{-1: "unknown-opcode", -2: "invalid-entry", -3: "out-of-bounds", -4: "shutting-down", -5: "internal"}
+	if len(f.Opcodes) != len(ops) {
+		t.Errorf("opcodes: json has %d, Go %d", len(f.Opcodes), len(ops))
+	}
+	services := map[string]uint32{"echo": ServiceEcho}
+	for name, v := range f.Services {
+		if g, ok := services[name]; !ok || g != v {
+			t.Errorf("service %s: json %d, Go %d (known %v)", name, v, g, ok)
+		}
+	}
+	if len(f.Services) != len(services) {
+		t.Errorf("services: json has %d, Go %d", len(f.Services), len(services))
+	}
+	names := map[int32]string{-1: "unknown-opcode", -2: "invalid-entry", -3: "out-of-bounds", -4: "shutting-down", -5: "internal",
+		-6: "no-such-peer", -7: "peer-failed", -8: "timed-out", -9: "response-too-large", -10: "unknown-service",
+		-11: "not-exported", -12: "permission-denied"}
 	for name, v := range f.ResultCodes {
 		if names[v] != name {
 			t.Errorf("result code %s = %d unknown to the Go client", name, v)
