@@ -8,6 +8,21 @@ use std::time::{Duration, Instant};
 
 use ring_client::{Session, SessionOptions};
 
+/// A NOP entry carrying `user_data`.
+pub fn nop(user_data: u64) -> ring_proto::Sqe {
+    ring_proto::Sqe {
+        opcode: ring_proto::opcode::NOP,
+        user_data,
+        ..Default::default()
+    }
+}
+
+/// The next completion of `s` (spinning briefly, then sleeping; panics after [`PATIENCE`]).
+pub fn wait(s: &mut Session) -> ring_proto::Cqe {
+    s.wait_cqe(Duration::from_micros(50), Some(PATIENCE))
+        .expect("completion")
+}
+
 /// Upper bound for anything a test waits for. Generous: it only turns a hang into a failure,
 /// it is never what a test measures.
 pub const PATIENCE: Duration = Duration::from_secs(30);
@@ -76,7 +91,10 @@ impl Engine {
                 cmd.args([flag, default]);
             }
         }
-        cmd.args(args).env("RUST_LOG", std::env::var("SWRING_TEST_LOG").unwrap_or_else(|_| "info".into()));
+        cmd.args(args).env(
+            "RUST_LOG",
+            std::env::var("SWRING_TEST_LOG").unwrap_or_else(|_| "info".into()),
+        );
         for (k, v) in env {
             match v {
                 Some(v) => cmd.env(k, v),
@@ -120,16 +138,33 @@ impl Engine {
         let log_path = dir.path().join("engine.log");
         let log = std::fs::File::create(&log_path).expect("log file");
         let mut cmd = Command::new(engine_binary());
-        cmd.arg("--socket").arg(&socket).args(["--cores", &engine_core().to_string(), "--hugepages", "off"]);
-        cmd.args(args).env("RUST_LOG", "info").stdin(Stdio::null()).stdout(Stdio::null()).stderr(log);
+        cmd.arg("--socket").arg(&socket).args([
+            "--cores",
+            &engine_core().to_string(),
+            "--hugepages",
+            "off",
+        ]);
+        cmd.args(args)
+            .env("RUST_LOG", "info")
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(log);
         let mut child = cmd.spawn().expect("spawn engine");
         let deadline = Instant::now() + PATIENCE;
         loop {
             if let Some(status) = child.try_wait().expect("try_wait") {
-                return Err((status, std::fs::read_to_string(&log_path).unwrap_or_default()));
+                return Err((
+                    status,
+                    std::fs::read_to_string(&log_path).unwrap_or_default(),
+                ));
             }
             if socket.exists() && Session::connect(&socket, SessionOptions::default()).is_ok() {
-                return Ok(Engine { child: Some(child), socket, dir, log_path });
+                return Ok(Engine {
+                    child: Some(child),
+                    socket,
+                    dir,
+                    log_path,
+                });
             }
             assert!(Instant::now() < deadline, "engine did not start serving");
             std::thread::sleep(Duration::from_millis(20));

@@ -11,7 +11,17 @@ use ring_proto::{opcode, ResultCode, Sqe};
 
 /// Engine flags for a UCX listener on loopback with the given transports.
 fn ucx_args(tls: &'static str) -> Vec<&'static str> {
-    vec!["--ucx-listen", "127.0.0.1:0", "--ucx-transports", tls, "--ucx-net-devices", "lo,memory", "--lease-ms", "0", "--spin-forever"]
+    vec![
+        "--ucx-listen",
+        "127.0.0.1:0",
+        "--ucx-transports",
+        tls,
+        "--ucx-net-devices",
+        "lo,memory",
+        "--lease-ms",
+        "0",
+        "--spin-forever",
+    ]
 }
 
 /// The address the engine's UCX listener bound (from its log).
@@ -19,7 +29,13 @@ fn listen_addr(engine: &Engine) -> String {
     engine.wait_for_log("UCX listening");
     let log = engine.log();
     let line = log.lines().find(|l| l.contains("UCX listening")).unwrap();
-    let addr = line.split("address=").nth(1).expect("address field").split_whitespace().next().unwrap();
+    let addr = line
+        .split("address=")
+        .nth(1)
+        .expect("address field")
+        .split_whitespace()
+        .next()
+        .unwrap();
     addr.to_string()
 }
 
@@ -30,14 +46,23 @@ fn status_json(engine: &Engine) -> serde_json::Value {
         .arg(&engine.socket)
         .output()
         .unwrap();
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     serde_json::from_slice(&out.stdout).unwrap()
 }
 
 /// A free TCP port on 127.0.0.1 below the kernel's ephemeral range.
 fn free_port_below_ephemeral_range() -> String {
-    let range = std::fs::read_to_string("/proc/sys/net/ipv4/ip_local_port_range").unwrap_or_default();
-    let low: u16 = range.split_whitespace().next().and_then(|v| v.parse().ok()).unwrap_or(32768);
+    let range =
+        std::fs::read_to_string("/proc/sys/net/ipv4/ip_local_port_range").unwrap_or_default();
+    let low: u16 = range
+        .split_whitespace()
+        .next()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(32768);
     let start = 20000u16.min(low.saturating_sub(2000)).max(1024);
     let seed = std::process::id() as u16;
     for i in 0..1000u16 {
@@ -50,10 +75,19 @@ fn free_port_below_ephemeral_range() -> String {
 }
 
 fn pattern(len: usize, seed: u8) -> Vec<u8> {
-    (0..len).map(|i| (i as u32).wrapping_mul(31).wrapping_add(seed as u32) as u8).collect()
+    (0..len)
+        .map(|i| (i as u32).wrapping_mul(31).wrapping_add(seed as u32) as u8)
+        .collect()
 }
 
-fn send(peer: u32, user_data: u64, off: usize, len: usize, resp_off: usize, resp_cap: usize) -> Sqe {
+fn send(
+    peer: u32,
+    user_data: u64,
+    off: usize,
+    len: usize,
+    resp_off: usize,
+    resp_cap: usize,
+) -> Sqe {
     Sqe {
         opcode: opcode::SEND,
         peer,
@@ -68,7 +102,12 @@ fn send(peer: u32, user_data: u64, off: usize, len: usize, resp_off: usize, resp
 
 fn big_session(engine: &Engine, buf: u64) -> Session {
     engine
-        .try_connect(SessionOptions { buf_size: buf, cq_entries: 256, sq_entries: 128, ..Default::default() })
+        .try_connect(SessionOptions {
+            buf_size: buf,
+            cq_entries: 256,
+            sq_entries: 128,
+            ..Default::default()
+        })
         .unwrap_or_else(|e| panic!("{e}\n{}", engine.log()))
 }
 
@@ -82,9 +121,17 @@ fn echo_sizes(requester: &Engine, server_addr: &str) {
         s.buffer().write(0, &data).unwrap();
         let resp_off = max;
         s.buffer().write(resp_off, &vec![0xee; len]).unwrap();
-        s.submit(&send(peer, i as u64, 0, len, resp_off, len)).unwrap();
-        let c = s.wait_cqe(Duration::from_micros(50), Some(PATIENCE)).unwrap_or_else(|e| panic!("{e}\n{}", requester.log()));
-        assert_eq!((c.user_data, c.result), (i as u64, len as i32), "echo of {len} bytes\n{}", requester.log());
+        s.submit(&send(peer, i as u64, 0, len, resp_off, len))
+            .unwrap();
+        let c = s
+            .wait_cqe(Duration::from_micros(50), Some(PATIENCE))
+            .unwrap_or_else(|e| panic!("{e}\n{}", requester.log()));
+        assert_eq!(
+            (c.user_data, c.result),
+            (i as u64, len as i32),
+            "echo of {len} bytes\n{}",
+            requester.log()
+        );
         let mut back = vec![0u8; len];
         s.buffer().read(resp_off, &mut back).unwrap();
         assert!(back == data, "echo of {len} bytes came back different");
@@ -108,7 +155,14 @@ fn engine_echoes_through_its_own_listener_over_shared_memory() {
 #[test]
 fn two_engine_processes_over_tcp_with_many_requests_in_flight() {
     let server = Engine::start(&ucx_args("tcp"));
-    let client_engine = Engine::start(&["--ucx-transports", "tcp", "--ucx-net-devices", "lo", "--lease-ms", "0"]);
+    let client_engine = Engine::start(&[
+        "--ucx-transports",
+        "tcp",
+        "--ucx-net-devices",
+        "lo",
+        "--lease-ms",
+        "0",
+    ]);
     let addr = listen_addr(&server);
     echo_sizes(&client_engine, &addr);
 
@@ -118,19 +172,34 @@ fn two_engine_processes_over_tcp_with_many_requests_in_flight() {
     let n = 100usize;
     let slot = 4096;
     for i in 0..n {
-        s.buffer().write(i * slot, &pattern(slot / 2, i as u8)).unwrap();
+        s.buffer()
+            .write(i * slot, &pattern(slot / 2, i as u8))
+            .unwrap();
     }
     {
         let mut q = s.submission();
         for i in 0..n {
-            q.push(&send(peer, i as u64, i * slot, slot / 2, i * slot + slot / 2, slot / 2)).unwrap();
+            q.push(&send(
+                peer,
+                i as u64,
+                i * slot,
+                slot / 2,
+                i * slot + slot / 2,
+                slot / 2,
+            ))
+            .unwrap();
         }
     }
     let mut seen = HashMap::new();
     for _ in 0..n {
-        let c = s.wait_cqe(Duration::from_micros(50), Some(PATIENCE)).unwrap();
+        let c = s
+            .wait_cqe(Duration::from_micros(50), Some(PATIENCE))
+            .unwrap();
         assert_eq!(c.result, (slot / 2) as i32, "request {}", c.user_data);
-        assert!(seen.insert(c.user_data, ()).is_none(), "duplicate completion");
+        assert!(
+            seen.insert(c.user_data, ()).is_none(),
+            "duplicate completion"
+        );
     }
     for i in 0..n {
         let mut back = vec![0u8; slot / 2];
@@ -147,17 +216,41 @@ fn remote_errors_are_completions_not_hangs() {
     let peer = s.connect_peer(&addr).unwrap();
     let len = s.buffer().len();
     let cases = [
-        (Sqe { peer: 99, ..send(peer, 1, 0, 8, 64, 8) }, ResultCode::NoSuchPeer),
-        (Sqe { aux: 77, ..send(peer, 2, 0, 8, 64, 8) }, ResultCode::UnknownService),
+        (
+            Sqe {
+                peer: 99,
+                ..send(peer, 1, 0, 8, 64, 8)
+            },
+            ResultCode::NoSuchPeer,
+        ),
+        (
+            Sqe {
+                aux: 77,
+                ..send(peer, 2, 0, 8, 64, 8)
+            },
+            ResultCode::UnknownService,
+        ),
         (send(peer, 3, 0, 64, 4096, 8), ResultCode::ResponseTooLarge),
         (send(peer, 4, len - 4, 8, 0, 8), ResultCode::OutOfBounds),
         (send(peer, 5, 0, 8, len - 4, 8), ResultCode::OutOfBounds),
-        (Sqe { args: [0, 8, 1, 0], ..send(peer, 6, 0, 8, 0, 8) }, ResultCode::InvalidEntry),
+        (
+            Sqe {
+                args: [0, 8, 1, 0],
+                ..send(peer, 6, 0, 8, 0, 8)
+            },
+            ResultCode::InvalidEntry,
+        ),
     ];
     for (sqe, code) in cases {
         s.submit(&sqe).unwrap();
-        let c = s.wait_cqe(Duration::from_micros(50), Some(PATIENCE)).unwrap();
-        assert_eq!((c.user_data, c.result), (sqe.user_data, code as i32), "{sqe:?}");
+        let c = s
+            .wait_cqe(Duration::from_micros(50), Some(PATIENCE))
+            .unwrap();
+        assert_eq!(
+            (c.user_data, c.result),
+            (sqe.user_data, code as i32),
+            "{sqe:?}"
+        );
     }
     // Nobody listens at this port: the request fails with peer-failed, it does not hang.
     let dead = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
@@ -165,7 +258,9 @@ fn remote_errors_are_completions_not_hangs() {
     drop(dead);
     let gone = s.connect_peer(&dead_addr).unwrap();
     s.submit(&send(gone, 7, 0, 8, 64, 8)).unwrap();
-    let c = s.wait_cqe(Duration::from_micros(50), Some(PATIENCE)).unwrap();
+    let c = s
+        .wait_cqe(Duration::from_micros(50), Some(PATIENCE))
+        .unwrap();
     assert_eq!((c.user_data, c.result), (7, ResultCode::PeerFailed as i32));
     assert!(s.connect_peer("not an address").is_err());
 
@@ -181,9 +276,17 @@ fn remote_errors_are_completions_not_hangs() {
     assert_eq!(peers[1]["address"], dead_addr.as_str());
     assert_eq!(peers[1]["requests"], 1);
     assert_eq!(peers[1]["failures"], 1);
-    assert!(peers[1]["connection_failures"].as_u64().unwrap() >= 1, "{status}");
+    assert!(
+        peers[1]["connection_failures"].as_u64().unwrap() >= 1,
+        "{status}"
+    );
     // Only successful requests are timed: none here.
-    let timed: u64 = peers[0]["latency"]["counts"].as_array().unwrap().iter().map(|v| v.as_u64().unwrap()).sum();
+    let timed: u64 = peers[0]["latency"]["counts"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|v| v.as_u64().unwrap())
+        .sum();
     assert_eq!(timed + peers[0]["latency"]["overflow"].as_u64().unwrap(), 0);
 }
 
@@ -192,20 +295,42 @@ fn peer_killed_mid_transfer_fails_its_requests_and_reconnects_after_restart() {
     // A fixed port below the ephemeral range, so that no other socket on this machine can
     // take it while the peer is down and the restarted peer finds it again.
     let listen = free_port_below_ephemeral_range();
-    let server_args = ["--ucx-listen", listen.as_str(), "--ucx-transports", "tcp", "--ucx-net-devices", "lo", "--lease-ms", "0"];
+    let server_args = [
+        "--ucx-listen",
+        listen.as_str(),
+        "--ucx-transports",
+        "tcp",
+        "--ucx-net-devices",
+        "lo",
+        "--lease-ms",
+        "0",
+    ];
     let server = Engine::start(&server_args);
-    let client_engine = Engine::start(&["--ucx-transports", "tcp", "--ucx-net-devices", "lo", "--lease-ms", "0"]);
+    let client_engine = Engine::start(&[
+        "--ucx-transports",
+        "tcp",
+        "--ucx-net-devices",
+        "lo",
+        "--lease-ms",
+        "0",
+    ]);
     let addr = listen_addr(&server);
     assert_eq!(addr, listen);
     let mut s = big_session(&client_engine, 64 << 20);
     let peer = s.connect_peer(&addr).unwrap();
     s.submit(&send(peer, 0, 0, 8, 64, 8)).unwrap();
-    assert_eq!(s.wait_cqe(Duration::from_micros(50), Some(PATIENCE)).unwrap().result, 8);
+    assert_eq!(
+        s.wait_cqe(Duration::from_micros(50), Some(PATIENCE))
+            .unwrap()
+            .result,
+        8
+    );
     // Large transfers in flight, then the peer dies.
     {
         let mut q = s.submission();
         for i in 0..8u64 {
-            q.push(&send(peer, 100 + i, 0, 4 << 20, 32 << 20, 4 << 20)).unwrap();
+            q.push(&send(peer, 100 + i, 0, 4 << 20, 32 << 20, 4 << 20))
+                .unwrap();
         }
     }
     let _ = server.kill();
@@ -213,17 +338,32 @@ fn peer_killed_mid_transfer_fails_its_requests_and_reconnects_after_restart() {
     for _ in 0..8 {
         match s.wait_cqe(Duration::from_micros(50), Some(PATIENCE)) {
             Ok(c) => results.push(c.result),
-            Err(WaitError::Timeout) => panic!("a request hung after its peer died\n{}", client_engine.log()),
+            Err(WaitError::Timeout) => panic!(
+                "a request hung after its peer died\n{}",
+                client_engine.log()
+            ),
             Err(e) => panic!("{e}"),
         }
     }
     assert!(
-        results.iter().all(|&r| r == 4 << 20 || r == ResultCode::PeerFailed as i32),
+        results
+            .iter()
+            .all(|&r| r == 4 << 20 || r == ResultCode::PeerFailed as i32),
         "each request either finished before the kill or failed with peer-failed: {results:?}"
     );
     // The session and the engine keep working for local requests.
-    s.submit(&Sqe { opcode: opcode::NOP, user_data: 9, ..Default::default() }).unwrap();
-    assert_eq!(s.wait_cqe(Duration::from_micros(50), Some(PATIENCE)).unwrap().user_data, 9);
+    s.submit(&Sqe {
+        opcode: opcode::NOP,
+        user_data: 9,
+        ..Default::default()
+    })
+    .unwrap();
+    assert_eq!(
+        s.wait_cqe(Duration::from_micros(50), Some(PATIENCE))
+            .unwrap()
+            .user_data,
+        9
+    );
     // A new server engine on the same port: the next request reconnects. The port may stay
     // busy for a moment after the kill (connections closing).
     let mut server2 = None;
@@ -234,17 +374,23 @@ fn peer_killed_mid_transfer_fails_its_requests_and_reconnects_after_restart() {
                 break;
             }
             Err((status, log)) => {
-                assert!(log.contains("cannot listen there"), "engine failed for another reason ({status}):\n{log}");
+                assert!(
+                    log.contains("cannot listen there"),
+                    "engine failed for another reason ({status}):\n{log}"
+                );
                 std::thread::sleep(Duration::from_millis(200));
             }
         }
     }
-    let server2 = server2.unwrap_or_else(|| panic!("port never came free\n{}", client_engine.log()));
+    let server2 =
+        server2.unwrap_or_else(|| panic!("port never came free\n{}", client_engine.log()));
     listen_addr(&server2);
     let mut ok = false;
     for attempt in 0..50u64 {
         s.submit(&send(peer, 1000 + attempt, 0, 8, 64, 8)).unwrap();
-        let c = s.wait_cqe(Duration::from_micros(50), Some(PATIENCE)).unwrap();
+        let c = s
+            .wait_cqe(Duration::from_micros(50), Some(PATIENCE))
+            .unwrap();
         if c.result == 8 {
             ok = true;
             break;
@@ -252,21 +398,40 @@ fn peer_killed_mid_transfer_fails_its_requests_and_reconnects_after_restart() {
         assert_eq!(c.result, ResultCode::PeerFailed as i32);
         std::thread::sleep(Duration::from_millis(100));
     }
-    assert!(ok, "no reconnect to the restarted peer\n{}", client_engine.log());
-    wait_until("log of the reconnect", || client_engine.log().matches("connecting to peer engine").count() >= 2, || client_engine.log());
+    assert!(
+        ok,
+        "no reconnect to the restarted peer\n{}",
+        client_engine.log()
+    );
+    wait_until(
+        "log of the reconnect",
+        || {
+            client_engine
+                .log()
+                .matches("connecting to peer engine")
+                .count()
+                >= 2
+        },
+        || client_engine.log(),
+    );
 }
 
 #[test]
 fn sessions_with_registered_regions_come_and_go_without_leaks() {
     // Debug logging shows each registration, so the test knows they happened.
-    let engine = Engine::start_with_env(&ucx_args("tcp"), &[("RUST_LOG", Some("info,engine::dataplane=debug"))]);
+    let engine = Engine::start_with_env(
+        &ucx_args("tcp"),
+        &[("RUST_LOG", Some("info,engine::dataplane=debug"))],
+    );
     let addr = listen_addr(&engine);
     let round = |i: u64| {
         let mut s = engine.connect();
         let peer = s.connect_peer(&addr).unwrap();
         s.buffer().write(0, &i.to_le_bytes()).unwrap();
         s.submit(&send(peer, i, 0, 8, 64, 8)).unwrap();
-        let c = s.wait_cqe(Duration::from_micros(50), Some(PATIENCE)).unwrap();
+        let c = s
+            .wait_cqe(Duration::from_micros(50), Some(PATIENCE))
+            .unwrap();
         assert_eq!((c.user_data, c.result), (i, 8));
         let mut back = [0u8; 8];
         s.buffer().read(64, &mut back).unwrap();
@@ -286,25 +451,66 @@ fn sessions_with_registered_regions_come_and_go_without_leaks() {
     wait_until(
         "fds and mappings back to their level after 100 registered sessions",
         || engine.fd_count() == fds && engine.map_count() == maps,
-        || format!("fds {} (before {fds}), maps {} (before {maps})\n{}", engine.fd_count(), engine.map_count(), engine.log()),
+        || {
+            format!(
+                "fds {} (before {fds}), maps {} (before {maps})\n{}",
+                engine.fd_count(),
+                engine.map_count(),
+                engine.log()
+            )
+        },
     );
-    assert_eq!(engine.log().matches("session region registered with UCX").count(), 101, "one registration per session");
+    assert_eq!(
+        engine
+            .log()
+            .matches("session region registered with UCX")
+            .count(),
+        101,
+        "one registration per session"
+    );
     let status = status_json(&engine);
     let l = &status["peers"][0]["latency"];
-    let timed: u64 = l["counts"].as_array().unwrap().iter().map(|v| v.as_u64().unwrap()).sum::<u64>() + l["overflow"].as_u64().unwrap();
-    assert_eq!(timed, 101, "every successful request is in the latency histogram: {status}");
+    let timed: u64 = l["counts"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|v| v.as_u64().unwrap())
+        .sum::<u64>()
+        + l["overflow"].as_u64().unwrap();
+    assert_eq!(
+        timed, 101,
+        "every successful request is in the latency histogram: {status}"
+    );
     assert!(l["sum_ns"].as_u64().unwrap() > 0);
 }
 
 fn export(s: &mut Session, off: usize, len: usize, perms: u32) -> (u32, u32) {
-    s.submit(&Sqe { opcode: opcode::EXPORT, user_data: 77, buf_offset: off as u64, buf_len: len as u32, aux: perms, ..Default::default() })
+    s.submit(&Sqe {
+        opcode: opcode::EXPORT,
+        user_data: 77,
+        buf_offset: off as u64,
+        buf_len: len as u32,
+        aux: perms,
+        ..Default::default()
+    })
+    .unwrap();
+    let c = s
+        .wait_cqe(Duration::from_micros(50), Some(PATIENCE))
         .unwrap();
-    let c = s.wait_cqe(Duration::from_micros(50), Some(PATIENCE)).unwrap();
     assert!(c.result > 0, "export failed: {c:?}");
     (c.result as u32, c.flags)
 }
 
-fn rma(logs: &dyn Fn() -> String, s: &mut Session, write: bool, peer: u32, (id, key): (u32, u32), remote_off: u64, local_off: usize, len: usize) -> i32 {
+fn rma(
+    logs: &dyn Fn() -> String,
+    s: &mut Session,
+    write: bool,
+    peer: u32,
+    (id, key): (u32, u32),
+    remote_off: u64,
+    local_off: usize,
+    len: usize,
+) -> i32 {
     let opcode = if write { opcode::WRITE } else { opcode::READ };
     s.submit(&Sqe {
         opcode,
@@ -316,7 +522,9 @@ fn rma(logs: &dyn Fn() -> String, s: &mut Session, write: bool, peer: u32, (id, 
         ..Default::default()
     })
     .unwrap();
-    let c = s.wait_cqe(Duration::from_micros(50), Some(PATIENCE)).unwrap_or_else(|e| panic!("{e}\n{}", logs()));
+    let c = s
+        .wait_cqe(Duration::from_micros(50), Some(PATIENCE))
+        .unwrap_or_else(|e| panic!("{e}\n{}", logs()));
     assert_eq!(c.user_data, 88);
     c.result
 }
@@ -332,30 +540,73 @@ fn read_write_exports(reader_engine: &Engine, exporter_engine: &Engine, exporter
     exporter.buffer().write(4096, &data).unwrap();
     let rw = export(&mut exporter, 4096, size, 3);
     let ro = export(&mut exporter, 4096, 4096, 1);
-    let logs = || format!("reader engine:\n{}\nexporter engine:\n{}", reader_engine.log(), exporter_engine.log());
+    let logs = || {
+        format!(
+            "reader engine:\n{}\nexporter engine:\n{}",
+            reader_engine.log(),
+            exporter_engine.log()
+        )
+    };
     // READ the whole export.
-    assert_eq!(rma(&logs, &mut reader, false, peer, rw, 0, 0, size), size as i32);
+    assert_eq!(
+        rma(&logs, &mut reader, false, peer, rw, 0, 0, size),
+        size as i32
+    );
     let mut got = vec![0u8; size];
     reader.buffer().read(0, &mut got).unwrap();
     assert!(got == data, "READ brought different bytes");
     // WRITE into the middle of it; the exporter's client sees exactly those bytes change.
     let w = pattern(1000, 3);
     reader.buffer().write(2 << 20, &w).unwrap();
-    assert_eq!(rma(&logs, &mut reader, true, peer, rw, 100, 2 << 20, 1000), 1000);
+    assert_eq!(
+        rma(&logs, &mut reader, true, peer, rw, 100, 2 << 20, 1000),
+        1000
+    );
     let mut after = vec![0u8; size];
     exporter.buffer().read(4096, &mut after).unwrap();
     assert!(after[100..1100] == w[..], "WRITE landed wrong");
-    assert!(after[..100] == data[..100] && after[1100..] == data[1100..], "WRITE touched bytes outside its range");
+    assert!(
+        after[..100] == data[..100] && after[1100..] == data[1100..],
+        "WRITE touched bytes outside its range"
+    );
     // Bounds, keys and permissions.
-    assert_eq!(rma(&logs, &mut reader, false, peer, rw, size as u64 - 10, 0, 20), ResultCode::OutOfBounds as i32);
-    assert_eq!(rma(&logs, &mut reader, false, peer, rw, u64::MAX - 5, 0, 20), ResultCode::OutOfBounds as i32);
-    assert_eq!(rma(&logs, &mut reader, false, peer, (rw.0, rw.1 ^ 1), 0, 0, 8), ResultCode::NotExported as i32);
-    assert_eq!(rma(&logs, &mut reader, false, peer, (9999, 1), 0, 0, 8), ResultCode::NotExported as i32);
-    assert_eq!(rma(&logs, &mut reader, true, peer, ro, 0, 0, 8), ResultCode::PermissionDenied as i32);
+    assert_eq!(
+        rma(&logs, &mut reader, false, peer, rw, size as u64 - 10, 0, 20),
+        ResultCode::OutOfBounds as i32
+    );
+    assert_eq!(
+        rma(&logs, &mut reader, false, peer, rw, u64::MAX - 5, 0, 20),
+        ResultCode::OutOfBounds as i32
+    );
+    assert_eq!(
+        rma(&logs, &mut reader, false, peer, (rw.0, rw.1 ^ 1), 0, 0, 8),
+        ResultCode::NotExported as i32
+    );
+    assert_eq!(
+        rma(&logs, &mut reader, false, peer, (9999, 1), 0, 0, 8),
+        ResultCode::NotExported as i32
+    );
+    assert_eq!(
+        rma(&logs, &mut reader, true, peer, ro, 0, 0, 8),
+        ResultCode::PermissionDenied as i32
+    );
     assert_eq!(rma(&logs, &mut reader, false, peer, ro, 0, 0, 4096), 4096);
     // UNEXPORT: once the revocation reached the reader, the export is gone for good.
-    exporter.submit(&Sqe { opcode: opcode::UNEXPORT, user_data: 5, aux: rw.0, ..Default::default() }).unwrap();
-    assert_eq!(exporter.wait_cqe(Duration::from_micros(50), Some(PATIENCE)).unwrap().result, 0);
+    exporter
+        .submit(&Sqe {
+            opcode: opcode::UNEXPORT,
+            user_data: 5,
+            aux: rw.0,
+            ..Default::default()
+        })
+        .unwrap();
+    assert_eq!(
+        exporter
+            .wait_cqe(Duration::from_micros(50), Some(PATIENCE))
+            .unwrap()
+            .result,
+        0
+    );
     let mut result = 0;
     for _ in 0..1000 {
         result = rma(&logs, &mut reader, false, peer, rw, 0, 0, 8);
@@ -365,7 +616,11 @@ fn read_write_exports(reader_engine: &Engine, exporter_engine: &Engine, exporter
         assert_eq!(result, 8);
         std::thread::sleep(Duration::from_millis(5));
     }
-    assert_eq!(result, ResultCode::NotExported as i32, "export still readable after UNEXPORT");
+    assert_eq!(
+        result,
+        ResultCode::NotExported as i32,
+        "export still readable after UNEXPORT"
+    );
     // The exporter's session ending revokes its other exports too.
     drop(exporter);
     let mut result = 0;
@@ -376,7 +631,11 @@ fn read_write_exports(reader_engine: &Engine, exporter_engine: &Engine, exporter
         }
         std::thread::sleep(Duration::from_millis(5));
     }
-    assert_eq!(result, ResultCode::NotExported as i32, "export of a closed session still readable");
+    assert_eq!(
+        result,
+        ResultCode::NotExported as i32,
+        "export of a closed session still readable"
+    );
 }
 
 #[test]
@@ -385,7 +644,11 @@ fn read_and_write_exports_through_own_listener_over_tcp() {
     let addr = listen_addr(&engine);
     read_write_exports(&engine, &engine, &addr);
     // Every export was revoked and acknowledged: the table is empty, the memory released.
-    wait_until("exports released", || status_json(&engine)["engine"]["exports"] == 0, || status_json(&engine).to_string());
+    wait_until(
+        "exports released",
+        || status_json(&engine)["engine"]["exports"] == 0,
+        || status_json(&engine).to_string(),
+    );
 }
 
 #[test]
@@ -398,10 +661,21 @@ fn read_and_write_exports_through_own_listener_over_shared_memory() {
 #[test]
 fn read_and_write_exports_between_two_engine_processes() {
     let exporter = Engine::start(&ucx_args("tcp"));
-    let reader = Engine::start(&["--ucx-transports", "tcp", "--ucx-net-devices", "lo", "--lease-ms", "0"]);
+    let reader = Engine::start(&[
+        "--ucx-transports",
+        "tcp",
+        "--ucx-net-devices",
+        "lo",
+        "--lease-ms",
+        "0",
+    ]);
     let addr = listen_addr(&exporter);
     read_write_exports(&reader, &exporter, &addr);
-    wait_until("exports released", || status_json(&exporter)["engine"]["exports"] == 0, || status_json(&exporter).to_string());
+    wait_until(
+        "exports released",
+        || status_json(&exporter)["engine"]["exports"] == 0,
+        || status_json(&exporter).to_string(),
+    );
     // A reader engine that dies does not pin the exporter's memory: its connection going
     // away counts as its acknowledgement.
     let mut s = big_session(&exporter, 1 << 20);
@@ -413,5 +687,9 @@ fn read_and_write_exports_between_two_engine_processes() {
     drop(r);
     let _ = reader.kill();
     drop(s);
-    wait_until("exports released after the reader died", || status_json(&exporter)["engine"]["exports"] == 0, || status_json(&exporter).to_string());
+    wait_until(
+        "exports released after the reader died",
+        || status_json(&exporter)["engine"]["exports"] == 0,
+        || status_json(&exporter).to_string(),
+    );
 }

@@ -8,24 +8,11 @@ use std::process::{Command, Stdio};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
-use integration_tests::{wait_child, wait_until, workspace_binary, Engine, PATIENCE};
+use integration_tests::{nop, wait, wait_child, wait_until, workspace_binary, Engine, PATIENCE};
 use nix::sys::signal::Signal;
 use ring_client::{Session, SessionOptions, WaitError};
 use ring_proto::control::{ControlErrorCode, Message};
 use ring_proto::{opcode, CloseReason, ResultCode, SessionState, Sqe};
-
-fn nop(user_data: u64) -> Sqe {
-    Sqe {
-        opcode: opcode::NOP,
-        user_data,
-        ..Default::default()
-    }
-}
-
-fn wait(s: &mut Session) -> ring_proto::Cqe {
-    s.wait_cqe(Duration::from_micros(50), Some(PATIENCE))
-        .expect("completion")
-}
 
 #[test]
 fn nop_round_trips_one_at_a_time_and_batched() {

@@ -7,25 +7,11 @@ use std::collections::BTreeMap;
 use std::io::{Read, Write};
 use std::net::TcpStream;
 use std::process::Command;
-use std::time::Duration;
 
-use integration_tests::{engine_binary, wait_until, Engine, PATIENCE};
+use integration_tests::{engine_binary, nop, wait, wait_until, Engine, PATIENCE};
 use nix::sys::signal::Signal;
 use ring_client::Session;
 use ring_proto::{opcode, Sqe};
-
-fn nop(user_data: u64) -> Sqe {
-    Sqe {
-        opcode: opcode::NOP,
-        user_data,
-        ..Default::default()
-    }
-}
-
-fn wait(s: &mut Session) -> ring_proto::Cqe {
-    s.wait_cqe(Duration::from_micros(50), Some(PATIENCE))
-        .expect("completion")
-}
 
 /// Submits `n` NOPs one batch at a time and reaps all their completions.
 fn nops(s: &mut Session, n: u64) {
