@@ -36,7 +36,13 @@ pub struct UcxConfig {
 
 impl Default for UcxConfig {
     fn default() -> Self {
-        Self { listen: None, transports: None, net_devices: None, request_timeout_ms: 10_000, max_message_bytes: 64 << 20 }
+        Self {
+            listen: None,
+            transports: None,
+            net_devices: None,
+            request_timeout_ms: 10_000,
+            max_message_bytes: 64 << 20,
+        }
     }
 }
 
@@ -159,9 +165,7 @@ impl Default for SessionsConfig {
 
 impl Default for LogConfig {
     fn default() -> Self {
-        Self {
-            level: "info".into(),
-        }
+        Self { level: "info".into() }
     }
 }
 
@@ -169,10 +173,7 @@ impl Default for LogConfig {
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {
     #[error("cannot read config file {path}: {source}")]
-    Read {
-        path: PathBuf,
-        source: std::io::Error,
-    },
+    Read { path: PathBuf, source: std::io::Error },
     #[error("config file {path}: {message}")]
     Parse { path: String, message: String },
     #[error("config key {key}: {problem}; {fix}")]
@@ -208,16 +209,12 @@ impl Config {
     }
 
     pub fn embedded() -> Self {
-        Self::parse(EMBEDDED_DEFAULT, "<embedded default>")
-            .expect("the shipped example config parses")
+        Self::parse(EMBEDDED_DEFAULT, "<embedded default>").expect("the shipped example config parses")
     }
 
     /// The socket path: configured, or the same default the clients use.
     pub fn socket_path(&self) -> PathBuf {
-        self.control
-            .socket
-            .clone()
-            .unwrap_or_else(default_socket_path)
+        self.control.socket.clone().unwrap_or_else(default_socket_path)
     }
 
     /// Checks everything that parsing cannot. `allowed_cpus` is the set this process may run on.
@@ -289,7 +286,10 @@ impl Config {
                 if !allowed_cpus.contains(&c) {
                     return Err(invalid(
                         "workers.cores",
-                        format!("core {c} does not exist or this process may not run on it (allowed: {})", cpu_list(allowed_cpus)),
+                        format!(
+                            "core {c} does not exist or this process may not run on it (allowed: {})",
+                            cpu_list(allowed_cpus)
+                        ),
                         "list only allowed cores",
                     ));
                 }
@@ -313,14 +313,26 @@ impl Config {
         }
         if let Some(l) = &self.ucx.listen {
             if l.parse::<std::net::SocketAddr>().is_err() {
-                return Err(invalid("ucx.listen", format!("{l:?} is not an ip:port address"), "use e.g. \"0.0.0.0:13337\""));
+                return Err(invalid(
+                    "ucx.listen",
+                    format!("{l:?} is not an ip:port address"),
+                    "use e.g. \"0.0.0.0:13337\"",
+                ));
             }
         }
         if self.ucx.request_timeout_ms == 0 {
-            return Err(invalid("ucx.request-timeout-ms", "0 would fail every remote request", "use e.g. 10000"));
+            return Err(invalid(
+                "ucx.request-timeout-ms",
+                "0 would fail every remote request",
+                "use e.g. 10000",
+            ));
         }
         if self.ucx.max_message_bytes == 0 || self.ucx.max_message_bytes > i32::MAX as u64 {
-            return Err(invalid("ucx.max-message-bytes", format!("{} is outside 1..=2147483647", self.ucx.max_message_bytes), "use e.g. 67108864 (64 MiB)"));
+            return Err(invalid(
+                "ucx.max-message-bytes",
+                format!("{} is outside 1..=2147483647", self.ucx.max_message_bytes),
+                "use e.g. 67108864 (64 MiB)",
+            ));
         }
         // A bare word that is not a level ("infoo") parses as a target filter that silences
         // everything else: refuse it as the typo it almost certainly is.
@@ -328,8 +340,7 @@ impl Config {
             let d = d.trim();
             !d.is_empty()
                 && !d.contains(['=', '['])
-                && !["error", "warn", "info", "debug", "trace", "off"]
-                    .contains(&d.to_ascii_lowercase().as_str())
+                && !["error", "warn", "info", "debug", "trace", "off"].contains(&d.to_ascii_lowercase().as_str())
         });
         if bare_non_level || tracing_subscriber::EnvFilter::try_new(&self.log.level).is_err() {
             return Err(invalid(
@@ -354,11 +365,7 @@ impl Config {
     pub fn worker_cores(&self, allowed_cpus: &[usize]) -> Vec<usize> {
         match &self.workers.cores {
             Some(c) => c.clone(),
-            None => allowed_cpus
-                .iter()
-                .max()
-                .map(|&c| vec![c])
-                .unwrap_or_else(|| vec![0]),
+            None => allowed_cpus.iter().max().map(|&c| vec![c]).unwrap_or_else(|| vec![0]),
         }
     }
 }
@@ -378,20 +385,14 @@ fn check_ring(key: &'static str, v: u32) -> Result<(), ConfigError> {
 }
 
 fn cpu_list(cpus: &[usize]) -> String {
-    cpus.iter()
-        .map(|c| c.to_string())
-        .collect::<Vec<_>>()
-        .join(",")
+    cpus.iter().map(|c| c.to_string()).collect::<Vec<_>>().join(",")
 }
 
 /// Same rule as `ring_client::default_socket_path` (and the Go client's).
 pub fn default_socket_path() -> PathBuf {
     match std::env::var_os("XDG_RUNTIME_DIR") {
         Some(dir) if !dir.is_empty() => Path::new(&dir).join("seaweed-ring/engine.sock"),
-        _ => PathBuf::from(format!(
-            "/tmp/seaweed-ring-{}/engine.sock",
-            nix::unistd::getuid()
-        )),
+        _ => PathBuf::from(format!("/tmp/seaweed-ring-{}/engine.sock", nix::unistd::getuid())),
     }
 }
 
@@ -421,10 +422,7 @@ mod tests {
             .unwrap_err()
             .to_string();
         assert!(e.contains("idle-spin"), "{e}");
-        assert!(
-            e.contains("idle-spin-us"),
-            "should list the valid keys: {e}"
-        );
+        assert!(e.contains("idle-spin-us"), "should list the valid keys: {e}");
     }
 
     #[test]
@@ -480,8 +478,7 @@ mod tests {
         let cpus: Vec<usize> = (0..64).collect();
         for f in files {
             let c = Config::load(&f).unwrap_or_else(|e| panic!("{e}"));
-            c.validate(&cpus)
-                .unwrap_or_else(|e| panic!("{}: {e}", f.display()));
+            c.validate(&cpus).unwrap_or_else(|e| panic!("{}: {e}", f.display()));
         }
     }
 

@@ -27,20 +27,12 @@ use crate::worker::{Command, Event, WorkerHandle};
 /// Why the engine could not start serving.
 #[derive(Debug, thiserror::Error)]
 pub enum StartError {
-    #[error(
-        "another engine is already serving {0}; stop it or set control.socket to another path"
-    )]
+    #[error("another engine is already serving {0}; stop it or set control.socket to another path")]
     AlreadyRunning(PathBuf),
     #[error("cannot create the control socket directory {path}: {source}")]
-    SocketDir {
-        path: PathBuf,
-        source: std::io::Error,
-    },
+    SocketDir { path: PathBuf, source: std::io::Error },
     #[error("cannot bind the control socket {path}: {source}")]
-    Bind {
-        path: PathBuf,
-        source: std::io::Error,
-    },
+    Bind { path: PathBuf, source: std::io::Error },
     #[error("control.socket-group {0:?} does not exist; create it or remove the key")]
     NoSuchGroup(String),
     #[error("cannot set up signal handling: {0}")]
@@ -54,8 +46,7 @@ pub fn block_signals() -> Result<SigSet, StartError> {
     set.add(Signal::SIGTERM);
     set.add(Signal::SIGINT);
     set.add(Signal::SIGHUP);
-    set.thread_block()
-        .map_err(|e| StartError::Signals(e.into()))?;
+    set.thread_block().map_err(|e| StartError::Signals(e.into()))?;
     Ok(set)
 }
 
@@ -125,20 +116,14 @@ fn set_mode(path: &Path, mode: u32) -> std::io::Result<()> {
 }
 
 fn seqpacket_connects(path: &Path) -> bool {
-    let Ok(fd) = socket::socket(
-        AddressFamily::Unix,
-        SockType::SeqPacket,
-        SockFlag::SOCK_CLOEXEC,
-        None,
-    ) else {
+    let Ok(fd) = socket::socket(AddressFamily::Unix, SockType::SeqPacket, SockFlag::SOCK_CLOEXEC, None) else {
         return false;
     };
     UnixAddr::new(path).is_ok_and(|a| socket::connect(fd.as_raw_fd(), &a).is_ok())
 }
 
 pub fn monotonic_ms() -> u64 {
-    let t = nix::time::clock_gettime(nix::time::ClockId::CLOCK_MONOTONIC)
-        .expect("CLOCK_MONOTONIC exists");
+    let t = nix::time::clock_gettime(nix::time::ClockId::CLOCK_MONOTONIC).expect("CLOCK_MONOTONIC exists");
     t.tv_sec() as u64 * 1000 + t.tv_nsec() as u64 / 1_000_000
 }
 
@@ -156,9 +141,7 @@ struct Conn {
 impl Conn {
     /// The socket of a connection that is still open (pending or live sessions).
     fn fd(&self) -> &OwnedFd {
-        self.fd
-            .as_ref()
-            .expect("only open connections are read or written")
+        self.fd.as_ref().expect("only open connections are read or written")
     }
 }
 
@@ -226,9 +209,8 @@ impl ControlServer {
         events: Receiver<Event>,
         workers: Vec<WorkerHandle>,
     ) -> Result<Self, StartError> {
-        let signals =
-            SignalFd::with_flags(&signals, SfdFlags::SFD_CLOEXEC | SfdFlags::SFD_NONBLOCK)
-                .map_err(|e| StartError::Signals(e.into()))?;
+        let signals = SignalFd::with_flags(&signals, SfdFlags::SFD_CLOEXEC | SfdFlags::SFD_NONBLOCK)
+            .map_err(|e| StartError::Signals(e.into()))?;
         let epoch = std::time::SystemTime::now()
             .duration_since(std::time::UNIX_EPOCH)
             .map_or(0, |d| d.as_nanos() as u64);
@@ -286,10 +268,7 @@ impl ControlServer {
         // Fixed slots first, then pending connections, then sessions.
         let session_ids: Vec<u32> = self.conns.keys().copied().collect();
         let mut fds = Vec::with_capacity(3 + self.pending.len() + session_ids.len());
-        let listener = self
-            .listener
-            .as_ref()
-            .expect("listener lives until shutdown");
+        let listener = self.listener.as_ref().expect("listener lives until shutdown");
         fds.push(PollFd::new(listener.as_fd(), PollFlags::POLLIN));
         fds.push(PollFd::new(self.signals.as_fd(), PollFlags::POLLIN));
         fds.push(PollFd::new(self.wake.as_fd(), PollFlags::POLLIN));
@@ -306,8 +285,7 @@ impl ControlServer {
                 PollFlags::POLLIN,
             ));
         }
-        let ms = PollTimeout::try_from(timeout.as_millis().min(10_000) as i32)
-            .unwrap_or(PollTimeout::MAX);
+        let ms = PollTimeout::try_from(timeout.as_millis().min(10_000) as i32).unwrap_or(PollTimeout::MAX);
         match nix::poll::poll(&mut fds, ms) {
             Ok(0) | Err(nix::errno::Errno::EINTR) => return Ready { shutdown: false },
             Ok(_) => {}
@@ -369,20 +347,13 @@ impl ControlServer {
     }
 
     fn accept_all(&mut self) {
-        let listener = self
-            .listener
-            .as_ref()
-            .expect("listener lives until shutdown");
+        let listener = self.listener.as_ref().expect("listener lives until shutdown");
         loop {
-            match socket::accept4(
-                listener.as_raw_fd(),
-                SockFlag::SOCK_CLOEXEC | SockFlag::SOCK_NONBLOCK,
-            ) {
+            match socket::accept4(listener.as_raw_fd(), SockFlag::SOCK_CLOEXEC | SockFlag::SOCK_NONBLOCK) {
                 Ok(raw) => {
                     // Safety: accept4 returned a new descriptor that nothing else owns.
                     let fd = unsafe { <OwnedFd as std::os::fd::FromRawFd>::from_raw_fd(raw) };
-                    let client_pid =
-                        socket::getsockopt(&fd, sockopt::PeerCredentials).map_or(0, |c| c.pid());
+                    let client_pid = socket::getsockopt(&fd, sockopt::PeerCredentials).map_or(0, |c| c.pid());
                     self.pending.push(Conn {
                         fd: Some(fd),
                         client_pid,
@@ -454,10 +425,7 @@ impl ControlServer {
             return Self::refuse(
                 &conn,
                 ControlErrorCode::TooManySessions,
-                format!(
-                    "engine is at control.max-sessions = {}",
-                    self.cfg.control.max_sessions
-                ),
+                format!("engine is at control.max-sessions = {}", self.cfg.control.max_sessions),
             );
         }
         let layout = match self.session_layout(sq_entries, cq_entries, buf_size) {
@@ -466,11 +434,7 @@ impl ControlServer {
         };
         let id = self.next_session;
         self.next_session = self.next_session.wrapping_add(1).max(1);
-        let region = match Region::create(
-            layout,
-            self.cfg.memory.hugepages,
-            &format!("seaweed-ring-s{id}"),
-        ) {
+        let region = match Region::create(layout, self.cfg.memory.hugepages, &format!("seaweed-ring-s{id}")) {
             Ok(r) => r,
             Err(e) => {
                 tracing::error!(session = id, error = %e, "region creation failed");
@@ -484,13 +448,7 @@ impl ControlServer {
             .store(monotonic_ms(), Ordering::Relaxed);
         let cq_wake = match control_io::new_eventfd() {
             Ok(fd) => fd,
-            Err(e) => {
-                return Self::refuse(
-                    &conn,
-                    ControlErrorCode::RegionUnavailable,
-                    format!("eventfd: {e}"),
-                )
-            }
+            Err(e) => return Self::refuse(&conn, ControlErrorCode::RegionUnavailable, format!("eventfd: {e}")),
         };
         let worker = (0..self.load.len())
             .min_by_key(|&w| self.load[w])
@@ -653,10 +611,7 @@ impl ControlServer {
         let mut expired = Vec::new();
         for (&id, conn) in &mut self.conns {
             let Some(s) = &conn.session else { continue };
-            s.region
-                .header()
-                .engine_heartbeat
-                .store(hb, Ordering::Relaxed);
+            s.region.header().engine_heartbeat.store(hb, Ordering::Relaxed);
             if !lease.is_zero() && !conn.closing && conn.lease.observe(s, now) > lease {
                 expired.push(id);
             }
@@ -679,11 +634,7 @@ impl ControlServer {
         self.listener = None;
         let _ = std::fs::remove_file(&self.socket_path);
         for c in &self.pending {
-            Self::refuse(
-                c,
-                ControlErrorCode::ShuttingDown,
-                "engine is shutting down".into(),
-            );
+            Self::refuse(c, ControlErrorCode::ShuttingDown, "engine is shutting down".into());
         }
         let drain_timeout = Duration::from_millis(self.cfg.sessions.drain_timeout_ms);
         tracing::info!(sessions = self.conns.len(), "draining sessions");

@@ -93,13 +93,31 @@ pub struct LatencyHistogram {
 
 /// Upper bounds of the latency buckets, in nanoseconds (1 µs to 1 s).
 pub const LATENCY_BOUNDS_NS: [u64; 16] = [
-    1_000, 2_000, 5_000, 10_000, 20_000, 50_000, 100_000, 200_000, 500_000, 1_000_000, 2_000_000, 5_000_000, 10_000_000,
-    100_000_000, 500_000_000, 1_000_000_000,
+    1_000,
+    2_000,
+    5_000,
+    10_000,
+    20_000,
+    50_000,
+    100_000,
+    200_000,
+    500_000,
+    1_000_000,
+    2_000_000,
+    5_000_000,
+    10_000_000,
+    100_000_000,
+    500_000_000,
+    1_000_000_000,
 ];
 
 impl Default for LatencyHistogram {
     fn default() -> Self {
-        Self { buckets: std::array::from_fn(|_| AtomicU64::new(0)), overflow: AtomicU64::new(0), sum_ns: AtomicU64::new(0) }
+        Self {
+            buckets: std::array::from_fn(|_| AtomicU64::new(0)),
+            overflow: AtomicU64::new(0),
+            sum_ns: AtomicU64::new(0),
+        }
     }
 }
 
@@ -120,7 +138,10 @@ impl PeerRegistry {
         if let Some(i) = a.iter().position(|x| x.addr == addr) {
             return i as u32 + 1;
         }
-        a.push(Arc::new(PeerEntry { addr, stats: PeerStats::default() }));
+        a.push(Arc::new(PeerEntry {
+            addr,
+            stats: PeerStats::default(),
+        }));
         a.len() as u32
     }
 
@@ -329,10 +350,21 @@ impl DataPlane {
         let max_message = self.settings.max_message;
         let worker_id = self.id;
         let settings = &self.settings;
-        let (pending, deferred, out, server_bufs, sends) = (&mut self.pending, &mut self.deferred, &mut self.out, &mut self.server_bufs, &mut self.sends);
+        let (pending, deferred, out, server_bufs, sends) = (
+            &mut self.pending,
+            &mut self.deferred,
+            &mut self.out,
+            &mut self.server_bufs,
+            &mut self.sends,
+        );
         let mut any = self.worker.progress(&mut |ev| match ev {
             WorkerEvent::Am(m) => {
-                tracing::trace!(id = m.id, header = m.header.len(), reply_ep = m.reply_ep.is_some(), "active message");
+                tracing::trace!(
+                    id = m.id,
+                    header = m.header.len(),
+                    reply_ep = m.reply_ep.is_some(),
+                    "active message"
+                );
                 let Some(h) = Header::parse(m.header) else {
                     tracing::warn!(len = m.header.len(), "malformed active message header dropped");
                     return;
@@ -347,9 +379,23 @@ impl DataPlane {
                                 body.extend_from_slice(&d.base_addr.to_le_bytes());
                                 body.extend_from_slice(&d.len.to_le_bytes());
                                 body.extend_from_slice(&d.rkey);
-                                (Header { req_id: h.req_id, a: 0, b: d.perms }, body)
+                                (
+                                    Header {
+                                        req_id: h.req_id,
+                                        a: 0,
+                                        b: d.perms,
+                                    },
+                                    body,
+                                )
                             }
-                            Err(code) => (Header { req_id: h.req_id, a: code as i32 as u32, b: 0 }, Vec::new()),
+                            Err(code) => (
+                                Header {
+                                    req_id: h.req_id,
+                                    a: code as i32 as u32,
+                                    b: 0,
+                                },
+                                Vec::new(),
+                            ),
                         };
                         deferred.outgoing.push((ep, AM_INFO, header, body));
                     }
@@ -357,7 +403,8 @@ impl DataPlane {
                         let status = h.a as i32;
                         if status < 0 {
                             // Only codes this protocol defines reach the client.
-                            let code = ResultCode::from_result(status).map_or(ResultCode::PeerFailed as i32, |c| c as i32);
+                            let code =
+                                ResultCode::from_result(status).map_or(ResultCode::PeerFailed as i32, |c| c as i32);
                             if let Some(p) = pending.remove(&h.req_id) {
                                 out.push(done(&p, code));
                             }
@@ -369,7 +416,9 @@ impl DataPlane {
                     }
                     (AM_REVOKE, Some(ep)) => deferred.revokes.push((ep, h.a, h.b)),
                     (AM_ACK, Some(ep)) => settings.exports.acked(h.a, h.b, worker_id, ep),
-                    (id, None) if id != AM_REPLY && id != AM_INFO => tracing::warn!(id, "active message without a reply endpoint dropped"),
+                    (id, None) if id != AM_REPLY && id != AM_INFO => {
+                        tracing::warn!(id, "active message without a reply endpoint dropped")
+                    }
                     _ => {}
                 }
             }
@@ -411,7 +460,16 @@ impl DataPlane {
             WorkerEvent::RecvDone { token, result } => {
                 if token & SERVER_TOKEN != 0 {
                     if let (Some(b), Ok(_)) = (server_bufs.remove(&token), result) {
-                        deferred.outgoing.push((b.ep, AM_REPLY, Header { req_id: b.req_id, a: 0, b: 0 }, b.data));
+                        deferred.outgoing.push((
+                            b.ep,
+                            AM_REPLY,
+                            Header {
+                                req_id: b.req_id,
+                                a: 0,
+                                b: 0,
+                            },
+                            b.data,
+                        ));
                     }
                 } else if let Some(p) = pending.remove(&token) {
                     let r = result.map_or(ResultCode::PeerFailed as i32, |n| n as i32);
@@ -439,7 +497,9 @@ impl DataPlane {
         let d = std::mem::take(&mut self.deferred);
         for (req_id, data) in d.reply_rndv {
             any = true;
-            let Some(p) = self.pending.get_mut(&req_id) else { continue };
+            let Some(p) = self.pending.get_mut(&req_id) else {
+                continue;
+            };
             // Safety: resp_offset + data.len <= resp_offset + resp_cap <= buf_size (checked by
             // validation and take_reply); the session's region stays mapped while the
             // Pending holds its Arc, which it does until the receive completes.
@@ -464,14 +524,31 @@ impl DataPlane {
             let mut buf = vec![0u8; data.len];
             let token = self.server_token();
             let dst = buf.as_mut_ptr();
-            self.server_bufs.insert(token, ServerBuf { ep, req_id, data: buf, _header: None });
+            self.server_bufs.insert(
+                token,
+                ServerBuf {
+                    ep,
+                    req_id,
+                    data: buf,
+                    _header: None,
+                },
+            );
             // Safety: the Vec's heap buffer does not move while it sits in server_bufs, which
             // it does until RecvDone (or we take it back right below).
             match unsafe { self.worker.recv_rndv(data, dst, token) } {
                 Ok(Started::InProgress) => {}
                 Ok(Started::Done) => {
                     let b = self.server_bufs.remove(&token).expect("present");
-                    self.deferred.outgoing.push((b.ep, AM_REPLY, Header { req_id: b.req_id, a: 0, b: 0 }, b.data));
+                    self.deferred.outgoing.push((
+                        b.ep,
+                        AM_REPLY,
+                        Header {
+                            req_id: b.req_id,
+                            a: 0,
+                            b: 0,
+                        },
+                        b.data,
+                    ));
                 }
                 Err(e) => {
                     self.server_bufs.remove(&token);
@@ -497,7 +574,17 @@ impl DataPlane {
             any = true;
             for ep in r.eps {
                 if self.accepted.contains_key(&ep) || self.conns.values().any(|c| c.ep.key() == ep) {
-                    self.send_msg(ep, AM_REVOKE, Header { req_id: 0, a: r.id, b: r.key }, Vec::new(), true);
+                    self.send_msg(
+                        ep,
+                        AM_REVOKE,
+                        Header {
+                            req_id: 0,
+                            a: r.id,
+                            b: r.key,
+                        },
+                        Vec::new(),
+                        true,
+                    );
                 } else {
                     self.settings.exports.connection_gone(self.id, ep);
                 }
@@ -509,7 +596,10 @@ impl DataPlane {
             any = true;
             self.send_msg(ep, id, header, buf, false);
         }
-        let by_peer = d.failed_peers.into_iter().filter_map(|(peer, e)| self.conns.get(&peer).map(|c| (c.ep.key(), e)));
+        let by_peer = d
+            .failed_peers
+            .into_iter()
+            .filter_map(|(peer, e)| self.conns.get(&peer).map(|c| (c.ep.key(), e)));
         let failed: Vec<_> = d.failed.into_iter().chain(by_peer).collect();
         for (key, error) in failed {
             any = true;
@@ -526,7 +616,10 @@ impl DataPlane {
     /// Sends a message of ours (reply, descriptor, revoke, ack) on endpoint `ep_key`.
     fn send_msg(&mut self, ep_key: EpKey, id: u16, header: Header, buf: Vec<u8>, want_reply_ep: bool) {
         let token = self.server_token();
-        let ep = self.accepted.get(&ep_key).or_else(|| self.conns.values().map(|c| &c.ep).find(|e| e.key() == ep_key));
+        let ep = self
+            .accepted
+            .get(&ep_key)
+            .or_else(|| self.conns.values().map(|c| &c.ep).find(|e| e.key() == ep_key));
         let Some(ep) = ep else {
             tracing::debug!(id, "endpoint gone; message dropped");
             return;
@@ -539,7 +632,15 @@ impl DataPlane {
         tracing::trace!(id, len, ?r, "message sent");
         match r {
             Ok(Started::InProgress) => {
-                self.server_bufs.insert(token, ServerBuf { ep: ep_key, req_id: 0, data: buf, _header: Some(header) });
+                self.server_bufs.insert(
+                    token,
+                    ServerBuf {
+                        ep: ep_key,
+                        req_id: 0,
+                        data: buf,
+                        _header: Some(header),
+                    },
+                );
             }
             Ok(Started::Done) => {}
             Err(e) => tracing::debug!(id, error = %e, "message send failed"),
@@ -548,7 +649,13 @@ impl DataPlane {
 
     /// An export descriptor arrived for READ/WRITE `req_id`: cache it, then run the request.
     fn descriptor_arrived(&mut self, req_id: u64, body: &[u8], perms: u32) {
-        tracing::trace!(req_id, len = body.len(), perms, known = self.pending.contains_key(&req_id), "export descriptor arrived");
+        tracing::trace!(
+            req_id,
+            len = body.len(),
+            perms,
+            known = self.pending.contains_key(&req_id),
+            "export descriptor arrived"
+        );
         let Some(p) = self.pending.get(&req_id) else { return };
         let (peer, rma) = (p.peer, p.rma.expect("descriptors are asked for by READ/WRITE"));
         if body.len() < 16 {
@@ -566,7 +673,18 @@ impl DataPlane {
             };
             match self.worker.unpack_rkey(&conn.ep, &body[16..]) {
                 Ok(rkey) => {
-                    self.remote_exports.insert((peer, rma.export_id), RemoteExport { key: rma.key, base_addr, len, perms, rkey, inflight: 0, revoked_on: None });
+                    self.remote_exports.insert(
+                        (peer, rma.export_id),
+                        RemoteExport {
+                            key: rma.key,
+                            base_addr,
+                            len,
+                            perms,
+                            rkey,
+                            inflight: 0,
+                            revoked_on: None,
+                        },
+                    );
                 }
                 Err(e) => {
                     tracing::warn!(peer, error = %e, "peer sent an unusable remote key");
@@ -586,8 +704,17 @@ impl DataPlane {
         let check = match self.remote_exports.get(&(p.peer, rma.export_id)) {
             None => Err(ResultCode::NotExported),
             Some(r) if r.key != rma.key || r.revoked_on.is_some() => Err(ResultCode::NotExported),
-            Some(r) if r.perms & if rma.write { PERM_WRITE } else { PERM_READ } == 0 => Err(ResultCode::PermissionDenied),
-            Some(r) if rma.remote_offset.checked_add(rma.len as u64).is_none_or(|end| end > r.len) => Err(ResultCode::OutOfBounds),
+            Some(r) if r.perms & if rma.write { PERM_WRITE } else { PERM_READ } == 0 => {
+                Err(ResultCode::PermissionDenied)
+            }
+            Some(r)
+                if rma
+                    .remote_offset
+                    .checked_add(rma.len as u64)
+                    .is_none_or(|end| end > r.len) =>
+            {
+                Err(ResultCode::OutOfBounds)
+            }
             Some(_) => Ok(()),
         };
         if let Err(code) = check {
@@ -615,7 +742,14 @@ impl DataPlane {
                 self.worker.get(ep, local, rma.len, remote, &r.rkey, req_id)
             }
         };
-        tracing::trace!(req_id, write = rma.write, len = rma.len, remote, ?started, "one-sided operation started");
+        tracing::trace!(
+            req_id,
+            write = rma.write,
+            len = rma.len,
+            remote,
+            ?started,
+            "one-sided operation started"
+        );
         match started {
             Ok(Started::InProgress) => {
                 r.inflight += 1;
@@ -642,17 +776,40 @@ impl DataPlane {
                 self.maybe_ack(h, export);
             }
             // Not cached (or an older key): nothing of ours uses it.
-            _ => self.send_msg(ep, AM_ACK, Header { req_id: 0, a: export, b: key }, Vec::new(), true),
+            _ => self.send_msg(
+                ep,
+                AM_ACK,
+                Header {
+                    req_id: 0,
+                    a: export,
+                    b: key,
+                },
+                Vec::new(),
+                true,
+            ),
         }
     }
 
     /// Acknowledges a revoked export once no get/put on it is in flight, dropping its key.
     fn maybe_ack(&mut self, peer: u32, export: u32) {
-        let ready = self.remote_exports.get(&(peer, export)).is_some_and(|r| r.revoked_on.is_some() && r.inflight == 0);
+        let ready = self
+            .remote_exports
+            .get(&(peer, export))
+            .is_some_and(|r| r.revoked_on.is_some() && r.inflight == 0);
         if ready {
             let r = self.remote_exports.remove(&(peer, export)).expect("checked");
             let ep = r.revoked_on.expect("checked");
-            self.send_msg(ep, AM_ACK, Header { req_id: 0, a: export, b: r.key }, Vec::new(), true);
+            self.send_msg(
+                ep,
+                AM_ACK,
+                Header {
+                    req_id: 0,
+                    a: export,
+                    b: r.key,
+                },
+                Vec::new(),
+                true,
+            );
         }
     }
 
@@ -663,7 +820,12 @@ impl DataPlane {
             let conn = self.conns.remove(&handle).expect("present");
             conn.entry.stats.connected.fetch_sub(1, Ordering::Relaxed);
             bump(&conn.entry.stats.connection_failures);
-            let failed: Vec<u64> = self.pending.iter().filter(|(_, p)| p.peer == handle).map(|(&id, _)| id).collect();
+            let failed: Vec<u64> = self
+                .pending
+                .iter()
+                .filter(|(_, p)| p.peer == handle)
+                .map(|(&id, _)| id)
+                .collect();
             tracing::warn!(peer = handle, address = %conn.entry.addr, %error, requests_failed = failed.len(), "peer connection failed");
             // The sessions of failed requests stay mapped until the close below has cancelled
             // whatever UCX still had in flight on their buffers.
@@ -687,7 +849,12 @@ impl DataPlane {
 
     /// Fails requests past their deadline.
     pub fn expire(&mut self, now: Instant) {
-        let late: Vec<u64> = self.pending.iter().filter(|(_, p)| !p.receiving && p.deadline <= now).map(|(&id, _)| id).collect();
+        let late: Vec<u64> = self
+            .pending
+            .iter()
+            .filter(|(_, p)| !p.receiving && p.deadline <= now)
+            .map(|(&id, _)| id)
+            .collect();
         for id in late {
             let p = self.pending.remove(&id).expect("present");
             tracing::debug!(peer = p.peer, "remote request timed out");
@@ -711,7 +878,11 @@ impl DataPlane {
             tracing::error!(session = session.id, error = %e, "cannot register the session's region with UCX");
             ResultCode::Internal
         })?;
-        tracing::debug!(session = session.id, bytes = reg.len, "session region registered with UCX");
+        tracing::debug!(
+            session = session.id,
+            bytes = reg.len,
+            "session region registered with UCX"
+        );
         let _ = session.ucx_registration.set(reg);
         Ok(())
     }
@@ -770,7 +941,14 @@ impl Remote for DataPlane {
         self.register(session)?;
         let req_id = self.next_req;
         self.next_req = (self.next_req + 1) & !(SERVER_TOKEN | AUX_TOKEN);
-        let header = Box::new(Header { req_id, a: req.service, b: req.resp_cap as u32 }.encode());
+        let header = Box::new(
+            Header {
+                req_id,
+                a: req.service,
+                b: req.resp_cap as u32,
+            }
+            .encode(),
+        );
         // Safety: offset + len is inside the session's buffer area (validated); the region
         // stays mapped while the Pending below holds the session's Arc.
         let data = unsafe { session.region.buf_ptr().add(req.offset) };
@@ -778,7 +956,10 @@ impl Remote for DataPlane {
         let ep = &self.conns[&req.peer].ep;
         // Safety: as above; the bytes are the client's to change, which only changes what is
         // sent.
-        let started = unsafe { self.worker.am_send(ep, AM_REQUEST, &header[..], data, req.len, true, req_id) };
+        let started = unsafe {
+            self.worker
+                .am_send(ep, AM_REQUEST, &header[..], data, req.len, true, req_id)
+        };
         tracing::trace!(req_id, peer = req.peer, len = req.len, ?started, "request sent");
         match started {
             Err(e) => {
@@ -817,18 +998,39 @@ impl Remote for DataPlane {
         self.next_req = (self.next_req + 1) & !(SERVER_TOKEN | AUX_TOKEN);
         let conn = &self.conns[&req.peer];
         bump(&conn.entry.stats.requests);
-        let cached = self.remote_exports.get(&(req.peer, req.export_id)).is_some_and(|r| r.key == req.key && r.revoked_on.is_none());
+        let cached = self
+            .remote_exports
+            .get(&(req.peer, req.export_id))
+            .is_some_and(|r| r.key == req.key && r.revoked_on.is_none());
         if !cached {
-            let header = Box::new(Header { req_id, a: req.export_id, b: req.key }.encode());
+            let header = Box::new(
+                Header {
+                    req_id,
+                    a: req.export_id,
+                    b: req.key,
+                }
+                .encode(),
+            );
             // Safety: the header is kept in `sends` until the query's SendDone; no payload.
-            let r = unsafe { self.worker.am_send(&conn.ep, AM_QUERY, &header[..], std::ptr::null(), 0, true, req_id | AUX_TOKEN) };
+            let r = unsafe {
+                self.worker.am_send(
+                    &conn.ep,
+                    AM_QUERY,
+                    &header[..],
+                    std::ptr::null(),
+                    0,
+                    true,
+                    req_id | AUX_TOKEN,
+                )
+            };
             match r {
                 Err(e) => {
                     tracing::debug!(peer = req.peer, error = %e, "export query failed to start");
                     return Err(ResultCode::PeerFailed);
                 }
                 Ok(Started::InProgress) => {
-                    self.sends.insert(req_id | AUX_TOKEN, (header, session.clone(), req.peer));
+                    self.sends
+                        .insert(req_id | AUX_TOKEN, (header, session.clone(), req.peer));
                 }
                 Ok(Started::Done) => {}
             }
@@ -854,7 +1056,13 @@ impl Remote for DataPlane {
         Ok(())
     }
 
-    fn export(&mut self, session: &Arc<SessionShared>, offset: usize, len: usize, perms: u32) -> Result<(u32, u32), ResultCode> {
+    fn export(
+        &mut self,
+        session: &Arc<SessionShared>,
+        offset: usize,
+        len: usize,
+        perms: u32,
+    ) -> Result<(u32, u32), ResultCode> {
         let ctx = self.settings.context().map_err(|_| ResultCode::Internal)?;
         // Safety: the range is inside the session's buffer area (validated); the export entry
         // holds the session (so the region stays mapped) and drops the registration first.
@@ -863,7 +1071,10 @@ impl Remote for DataPlane {
             ResultCode::Internal
         })?;
         let rkey = reg.pack_rkey().map_err(|_| ResultCode::Internal)?;
-        let (id, key) = self.settings.exports.add(session.clone(), offset, len, perms, reg, rkey);
+        let (id, key) = self
+            .settings
+            .exports
+            .add(session.clone(), offset, len, perms, reg, rkey);
         tracing::debug!(session = session.id, export = id, offset, len, perms, "memory exported");
         Ok((id, key))
     }
@@ -879,7 +1090,11 @@ fn done(p: &Pending, result: i32) -> RemoteCompletion {
     } else if result >= 0 {
         p.peer_stats.stats.latency.record(p.started.elapsed().as_nanos() as u64);
     }
-    RemoteCompletion { session: p.session.id, user_data: p.user_data, result }
+    RemoteCompletion {
+        session: p.session.id,
+        user_data: p.user_data,
+        result,
+    }
 }
 
 /// Serving side: validate an incoming request and answer it (the echo service).
@@ -897,14 +1112,38 @@ fn serve_request(h: Header, data: AmData<'_>, ep: EpKey, max_message: usize, d: 
         None
     };
     match (error, data) {
-        (Some(code), _) => d.outgoing.push((ep, AM_REPLY, Header { req_id: h.req_id, a: code as i32 as u32, b: 0 }, Vec::new())),
-        (None, AmData::Eager(b)) => d.outgoing.push((ep, AM_REPLY, Header { req_id: h.req_id, a: 0, b: 0 }, b.to_vec())),
+        (Some(code), _) => d.outgoing.push((
+            ep,
+            AM_REPLY,
+            Header {
+                req_id: h.req_id,
+                a: code as i32 as u32,
+                b: 0,
+            },
+            Vec::new(),
+        )),
+        (None, AmData::Eager(b)) => d.outgoing.push((
+            ep,
+            AM_REPLY,
+            Header {
+                req_id: h.req_id,
+                a: 0,
+                b: 0,
+            },
+            b.to_vec(),
+        )),
         (None, AmData::Rndv(r)) => d.echo_rndv.push((ep, h.req_id, r)),
     }
 }
 
 /// Requesting side: a reply arrived for one of our requests.
-fn take_reply(h: Header, data: AmData<'_>, pending: &mut HashMap<u64, Pending>, d: &mut Deferred, out: &mut Vec<RemoteCompletion>) {
+fn take_reply(
+    h: Header,
+    data: AmData<'_>,
+    pending: &mut HashMap<u64, Pending>,
+    d: &mut Deferred,
+    out: &mut Vec<RemoteCompletion>,
+) {
     let Some(p) = pending.get(&h.req_id) else {
         return; // timed out or failed meanwhile; a rendezvous descriptor is released on drop
     };
@@ -973,7 +1212,11 @@ mod tests {
 
     #[test]
     fn header_roundtrip_and_length_check() {
-        let h = Header { req_id: 0x0102_0304_0506_0708, a: 7, b: 9 };
+        let h = Header {
+            req_id: 0x0102_0304_0506_0708,
+            a: 7,
+            b: 9,
+        };
         assert_eq!(Header::parse(&h.encode()), Some(h));
         assert_eq!(Header::parse(&h.encode()[..15]), None);
         assert_eq!(Header::parse(&[0u8; 17]), None);

@@ -78,7 +78,15 @@ impl ExportTable {
     }
 
     /// Adds an export of `len` bytes at buffer offset `offset` of `session`; returns (id, key).
-    pub fn add(&self, session: Arc<SessionShared>, offset: usize, len: usize, perms: u32, registration: Registration, rkey: Vec<u8>) -> (u32, u32) {
+    pub fn add(
+        &self,
+        session: Arc<SessionShared>,
+        offset: usize,
+        len: usize,
+        perms: u32,
+        registration: Registration,
+        rkey: Vec<u8>,
+    ) -> (u32, u32) {
         let base_addr = session.region.buf_ptr() as u64 + offset as u64;
         let key = random_u32();
         let mut inner = self.inner();
@@ -89,7 +97,18 @@ impl ExportTable {
         let id = inner.next_id;
         inner.exports.insert(
             id,
-            Export { _registration: registration, session, key, len, perms, base_addr, rkey, queriers: Vec::new(), revoked: false, revoke_sent: false },
+            Export {
+                _registration: registration,
+                session,
+                key,
+                len,
+                perms,
+                base_addr,
+                rkey,
+                queriers: Vec::new(),
+                revoked: false,
+                revoke_sent: false,
+            },
         );
         (id, key)
     }
@@ -97,11 +116,20 @@ impl ExportTable {
     /// A peer asks for an export's descriptor on connection (worker, ep).
     pub fn query(&self, id: u32, key: u32, worker: usize, ep: EpKey) -> Result<Descriptor, ResultCode> {
         let mut inner = self.inner();
-        let e = inner.exports.get_mut(&id).filter(|e| e.key == key && !e.revoked).ok_or(ResultCode::NotExported)?;
+        let e = inner
+            .exports
+            .get_mut(&id)
+            .filter(|e| e.key == key && !e.revoked)
+            .ok_or(ResultCode::NotExported)?;
         if !e.queriers.contains(&(worker, ep)) {
             e.queriers.push((worker, ep));
         }
-        Ok(Descriptor { base_addr: e.base_addr, len: e.len as u64, perms: e.perms, rkey: e.rkey.clone() })
+        Ok(Descriptor {
+            base_addr: e.base_addr,
+            len: e.len as u64,
+            perms: e.perms,
+            rkey: e.rkey.clone(),
+        })
     }
 
     /// Ends one export of `session` (UNEXPORT).
@@ -122,7 +150,12 @@ impl ExportTable {
     }
 
     fn revoke_where(&self, inner: &mut Inner, pick: impl Fn(u32, &Export) -> bool) {
-        let ids: Vec<u32> = inner.exports.iter().filter(|(&id, e)| pick(id, e)).map(|(&id, _)| id).collect();
+        let ids: Vec<u32> = inner
+            .exports
+            .iter()
+            .filter(|(&id, e)| pick(id, e))
+            .map(|(&id, _)| id)
+            .collect();
         for id in ids {
             let e = inner.exports.get_mut(&id).expect("listed");
             e.revoked = true;
@@ -143,7 +176,12 @@ impl ExportTable {
         let mut out = Vec::new();
         let mut still_pending = false;
         for (&id, e) in inner.exports.iter_mut().filter(|(_, e)| e.revoked && !e.revoke_sent) {
-            let eps: Vec<EpKey> = e.queriers.iter().filter(|(w, _)| *w == worker).map(|(_, ep)| *ep).collect();
+            let eps: Vec<EpKey> = e
+                .queriers
+                .iter()
+                .filter(|(w, _)| *w == worker)
+                .map(|(_, ep)| *ep)
+                .collect();
             if eps.len() == e.queriers.len() {
                 e.revoke_sent = true;
             } else {

@@ -164,10 +164,7 @@ fn main() -> ExitCode {
         Some(Cmd::CheckConfig { file }) => match load_config(&cli, file.as_ref()) {
             Ok(cfg) => {
                 println!("# effective configuration (valid)");
-                print!(
-                    "{}",
-                    toml::to_string_pretty(&cfg).expect("config serializes")
-                );
+                print!("{}", toml::to_string_pretty(&cfg).expect("config serializes"));
                 ExitCode::SUCCESS
             }
             Err(e) => {
@@ -262,18 +259,13 @@ fn run(cfg: Config) -> Result<(), Box<dyn std::error::Error>> {
         "engine ready"
     );
     let metrics_listen = cfg.metrics.listen.clone();
-    let mut server = control::ControlServer::new(
-        cfg,
-        listener,
-        socket_path,
-        signals,
-        control_wake,
-        events_rx,
-        workers,
-    )?;
+    let mut server =
+        control::ControlServer::new(cfg, listener, socket_path, signals, control_wake, events_rx, workers)?;
     server.set_peers(peers);
     let settings = ucx_settings.clone();
-    server.registry().set_export_counter(Box::new(move || settings.exports.len()));
+    server
+        .registry()
+        .set_export_counter(Box::new(move || settings.exports.len()));
     if let Some(listen) = metrics_listen {
         let addr = metrics::serve(&listen, server.registry())
             .map_err(|e| format!("metrics.listen = {listen:?}: cannot serve metrics there: {e}"))?;
@@ -293,7 +285,10 @@ fn prepare_ucx_environment(ucx: &config::UcxConfig) {
     if ucx.listen.is_some() && std::env::var_os("UCX_CM_REUSEADDR").is_none() {
         std::env::set_var("UCX_CM_REUSEADDR", "y");
     }
-    let shm = ucx.transports.as_deref().is_some_and(|t| t.split(',').any(|x| matches!(x.trim(), "sm" | "shm" | "posix" | "sysv" | "cma" | "all")));
+    let shm = ucx.transports.as_deref().is_some_and(|t| {
+        t.split(',')
+            .any(|x| matches!(x.trim(), "sm" | "shm" | "posix" | "sysv" | "cma" | "all"))
+    });
     if shm && std::env::var_os("UCX_MM_ERROR_HANDLING").is_none() {
         std::env::set_var("UCX_MM_ERROR_HANDLING", "y");
     }

@@ -16,23 +16,21 @@ use crate::status::{Counters, Registry, Snapshot};
 pub fn serve(listen: &str, registry: Arc<Registry>) -> std::io::Result<SocketAddr> {
     let listener = TcpListener::bind(listen)?;
     let addr = listener.local_addr()?;
-    std::thread::Builder::new()
-        .name("metrics".into())
-        .spawn(move || {
-            for stream in listener.incoming() {
-                match stream {
-                    Ok(s) => {
-                        if let Err(e) = handle(s, &registry) {
-                            tracing::debug!(error = %e, "metrics request failed");
-                        }
-                    }
-                    Err(e) => {
-                        tracing::warn!(error = %e, "metrics accept failed");
-                        std::thread::sleep(Duration::from_millis(100));
+    std::thread::Builder::new().name("metrics".into()).spawn(move || {
+        for stream in listener.incoming() {
+            match stream {
+                Ok(s) => {
+                    if let Err(e) = handle(s, &registry) {
+                        tracing::debug!(error = %e, "metrics request failed");
                     }
                 }
+                Err(e) => {
+                    tracing::warn!(error = %e, "metrics accept failed");
+                    std::thread::sleep(Duration::from_millis(100));
+                }
             }
-        })?;
+        }
+    })?;
     Ok(addr)
 }
 
@@ -49,18 +47,10 @@ fn handle(mut s: TcpStream, registry: &Registry) -> std::io::Result<()> {
         }
         req.extend_from_slice(&buf[..n]);
         if req.len() > 16 * 1024 {
-            return respond(
-                &mut s,
-                "431 Request Header Fields Too Large",
-                "text/plain",
-                "",
-            );
+            return respond(&mut s, "431 Request Header Fields Too Large", "text/plain", "");
         }
     }
-    let line = req
-        .split(|&b| b == b'\r' || b == b'\n')
-        .next()
-        .unwrap_or(&[]);
+    let line = req.split(|&b| b == b'\r' || b == b'\n').next().unwrap_or(&[]);
     let line = String::from_utf8_lossy(line);
     let mut parts = line.split_whitespace();
     let (method, target) = (parts.next().unwrap_or(""), parts.next().unwrap_or(""));
@@ -69,20 +59,10 @@ fn handle(mut s: TcpStream, registry: &Registry) -> std::io::Result<()> {
         ("GET", "/metrics") | ("HEAD", "/metrics") => {
             let body = render(&registry.snapshot());
             let body = if method == "HEAD" { "" } else { body.as_str() };
-            respond(
-                &mut s,
-                "200 OK",
-                "text/plain; version=0.0.4; charset=utf-8",
-                body,
-            )
+            respond(&mut s, "200 OK", "text/plain; version=0.0.4; charset=utf-8", body)
         }
         (_, "/metrics") => respond(&mut s, "405 Method Not Allowed", "text/plain", "GET only\n"),
-        _ => respond(
-            &mut s,
-            "404 Not Found",
-            "text/plain",
-            "metrics are at /metrics\n",
-        ),
+        _ => respond(&mut s, "404 Not Found", "text/plain", "metrics are at /metrics\n"),
     }
 }
 
@@ -122,27 +102,19 @@ impl Out {
 }
 
 fn escape(v: &str) -> String {
-    v.replace('\\', "\\\\")
-        .replace('"', "\\\"")
-        .replace('\n', "\\n")
+    v.replace('\\', "\\\\").replace('"', "\\\"").replace('\n', "\\n")
 }
 
 /// The counters kept per worker and per session, as (metric suffix, help, getter).
 type CounterField = (&'static str, &'static str, fn(&Counters) -> u64);
 const COUNTERS: [CounterField; 4] = [
-    (
-        "submitted_total",
-        "Entries taken from the submission queue.",
-        |c| c.submitted,
-    ),
-    (
-        "completed_total",
-        "Completions posted, successful or not.",
-        |c| c.completed,
-    ),
-    ("errors_total", "Completions with a negative result.", |c| {
-        c.errors
+    ("submitted_total", "Entries taken from the submission queue.", |c| {
+        c.submitted
     }),
+    ("completed_total", "Completions posted, successful or not.", |c| {
+        c.completed
+    }),
+    ("errors_total", "Completions with a negative result.", |c| c.errors),
     (
         "cq_full_total",
         "Times entries had to wait because the completion queue was full.",
@@ -161,30 +133,22 @@ pub fn render(s: &Snapshot) -> String {
         "Engine build and process; always 1.",
     );
     let pid = e.pid.to_string();
-    o.sample(
-        "seaweed_ring_engine_info",
-        &[("version", &e.version), ("pid", &pid)],
-        1,
-    );
+    o.sample("seaweed_ring_engine_info", &[("version", &e.version), ("pid", &pid)], 1);
     o.family(
         "seaweed_ring_uptime_seconds",
         "gauge",
         "Seconds since the engine started.",
     );
-    o.sample(
-        "seaweed_ring_uptime_seconds",
-        &[],
-        e.uptime_ms as f64 / 1000.0,
-    );
+    o.sample("seaweed_ring_uptime_seconds", &[], e.uptime_ms as f64 / 1000.0);
     o.family("seaweed_ring_sessions_open", "gauge", "Sessions open now.");
     o.sample("seaweed_ring_sessions_open", &[], e.sessions_open);
-    o.family("seaweed_ring_exports", "gauge", "Memory exports held (live, or revoked and waiting for peers to acknowledge).");
-    o.sample("seaweed_ring_exports", &[], e.exports);
     o.family(
-        "seaweed_ring_sessions_max",
+        "seaweed_ring_exports",
         "gauge",
-        "control.max-sessions.",
+        "Memory exports held (live, or revoked and waiting for peers to acknowledge).",
     );
+    o.sample("seaweed_ring_exports", &[], e.exports);
+    o.family("seaweed_ring_sessions_max", "gauge", "control.max-sessions.");
     o.sample("seaweed_ring_sessions_max", &[], e.max_sessions);
 
     // Workers.
@@ -196,11 +160,7 @@ pub fn render(s: &Snapshot) -> String {
     );
     for (w, id) in s.workers.iter().zip(&wid) {
         let core = w.core.to_string();
-        o.sample(
-            "seaweed_ring_worker_info",
-            &[("worker", id), ("core", &core)],
-            1,
-        );
+        o.sample("seaweed_ring_worker_info", &[("worker", id), ("core", &core)], 1);
     }
     o.family(
         "seaweed_ring_worker_sessions",
@@ -208,11 +168,7 @@ pub fn render(s: &Snapshot) -> String {
         "Sessions the worker serves now.",
     );
     for (w, id) in s.workers.iter().zip(&wid) {
-        o.sample(
-            "seaweed_ring_worker_sessions",
-            &[("worker", id)],
-            w.sessions,
-        );
+        o.sample("seaweed_ring_worker_sessions", &[("worker", id)], w.sessions);
     }
     for (suffix, help, get) in COUNTERS {
         let name = format!("seaweed_ring_worker_{suffix}");
@@ -221,11 +177,7 @@ pub fn render(s: &Snapshot) -> String {
             o.sample(&name, &[("worker", id)], get(&w.counters));
         }
     }
-    type WorkerField = (
-        &'static str,
-        &'static str,
-        fn(&crate::status::WorkerStatus) -> u64,
-    );
+    type WorkerField = (&'static str, &'static str, fn(&crate::status::WorkerStatus) -> u64);
     let worker_only: [WorkerField; 4] = [
         (
             "seaweed_ring_worker_sleeps_total",
@@ -291,11 +243,7 @@ pub fn render(s: &Snapshot) -> String {
             1,
         );
     }
-    type SessionField = (
-        &'static str,
-        &'static str,
-        fn(&crate::status::SessionStatus) -> u32,
-    );
+    type SessionField = (&'static str, &'static str, fn(&crate::status::SessionStatus) -> u32);
     let gauges: [SessionField; 4] = [
         (
             "seaweed_ring_session_sq_pending",
@@ -328,11 +276,7 @@ pub fn render(s: &Snapshot) -> String {
         let name = format!("seaweed_ring_session_{suffix}");
         o.family(&name, "counter", help);
         for (x, (sid, wid)) in s.sessions.iter().zip(&ids) {
-            o.sample(
-                &name,
-                &[("session", sid), ("worker", wid)],
-                get(&x.counters),
-            );
+            o.sample(&name, &[("session", sid), ("worker", wid)], get(&x.counters));
         }
     }
     let name = "seaweed_ring_session_errors_by_kind_total";
@@ -344,11 +288,7 @@ pub fn render(s: &Snapshot) -> String {
     for (x, (sid, wid)) in s.sessions.iter().zip(&ids) {
         // Only kinds that occurred: a session's series stay few.
         for (kind, n) in x.counters.errors_by_kind.iter().filter(|(_, &n)| n > 0) {
-            o.sample(
-                name,
-                &[("session", sid), ("worker", wid), ("kind", kind)],
-                n,
-            );
+            o.sample(name, &[("session", sid), ("worker", wid), ("kind", kind)], n);
         }
     }
     render_peers(&mut o, &s.peers);
@@ -356,14 +296,49 @@ pub fn render(s: &Snapshot) -> String {
 }
 
 fn render_peers(o: &mut Out, peers: &[crate::status::PeerStatus]) {
-    type PeerField = (&'static str, &'static str, &'static str, fn(&crate::status::PeerStatus) -> u64);
+    type PeerField = (
+        &'static str,
+        &'static str,
+        &'static str,
+        fn(&crate::status::PeerStatus) -> u64,
+    );
     let fields: [PeerField; 6] = [
-        ("seaweed_ring_peer_connected_workers", "gauge", "Engine workers with a live UCX connection to the peer.", |p| p.connected_workers),
-        ("seaweed_ring_peer_connects_total", "counter", "UCX connections made to the peer.", |p| p.connects),
-        ("seaweed_ring_peer_connection_failures_total", "counter", "UCX connections to the peer that failed (unreachable, reset, died).", |p| p.connection_failures),
-        ("seaweed_ring_peer_requests_total", "counter", "Remote requests sent to the peer.", |p| p.requests),
-        ("seaweed_ring_peer_failures_total", "counter", "Remote requests to the peer that completed with peer-failed.", |p| p.failures),
-        ("seaweed_ring_peer_timeouts_total", "counter", "Remote requests to the peer that completed with timed-out.", |p| p.timeouts),
+        (
+            "seaweed_ring_peer_connected_workers",
+            "gauge",
+            "Engine workers with a live UCX connection to the peer.",
+            |p| p.connected_workers,
+        ),
+        (
+            "seaweed_ring_peer_connects_total",
+            "counter",
+            "UCX connections made to the peer.",
+            |p| p.connects,
+        ),
+        (
+            "seaweed_ring_peer_connection_failures_total",
+            "counter",
+            "UCX connections to the peer that failed (unreachable, reset, died).",
+            |p| p.connection_failures,
+        ),
+        (
+            "seaweed_ring_peer_requests_total",
+            "counter",
+            "Remote requests sent to the peer.",
+            |p| p.requests,
+        ),
+        (
+            "seaweed_ring_peer_failures_total",
+            "counter",
+            "Remote requests to the peer that completed with peer-failed.",
+            |p| p.failures,
+        ),
+        (
+            "seaweed_ring_peer_timeouts_total",
+            "counter",
+            "Remote requests to the peer that completed with timed-out.",
+            |p| p.timeouts,
+        ),
     ];
     for (name, kind, help, get) in fields {
         o.family(name, kind, help);
@@ -373,7 +348,11 @@ fn render_peers(o: &mut Out, peers: &[crate::status::PeerStatus]) {
         }
     }
     let name = "seaweed_ring_peer_request_duration_seconds";
-    o.family(name, "histogram", "Latency of successful remote requests, from taking the entry to posting its completion.");
+    o.family(
+        name,
+        "histogram",
+        "Latency of successful remote requests, from taking the entry to posting its completion.",
+    );
     for p in peers {
         let handle = p.peer.to_string();
         let l = &p.latency;
@@ -381,12 +360,28 @@ fn render_peers(o: &mut Out, peers: &[crate::status::PeerStatus]) {
         for (le, n) in l.le_ns.iter().zip(&l.counts) {
             cumulative += n;
             let le = format!("{}", *le as f64 / 1e9);
-            o.sample(&format!("{name}_bucket"), &[("peer", &handle), ("address", &p.address), ("le", &le)], cumulative);
+            o.sample(
+                &format!("{name}_bucket"),
+                &[("peer", &handle), ("address", &p.address), ("le", &le)],
+                cumulative,
+            );
         }
         let count = cumulative + l.overflow;
-        o.sample(&format!("{name}_bucket"), &[("peer", &handle), ("address", &p.address), ("le", "+Inf")], count);
-        o.sample(&format!("{name}_sum"), &[("peer", &handle), ("address", &p.address)], l.sum_ns as f64 / 1e9);
-        o.sample(&format!("{name}_count"), &[("peer", &handle), ("address", &p.address)], count);
+        o.sample(
+            &format!("{name}_bucket"),
+            &[("peer", &handle), ("address", &p.address), ("le", "+Inf")],
+            count,
+        );
+        o.sample(
+            &format!("{name}_sum"),
+            &[("peer", &handle), ("address", &p.address)],
+            l.sum_ns as f64 / 1e9,
+        );
+        o.sample(
+            &format!("{name}_count"),
+            &[("peer", &handle), ("address", &p.address)],
+            count,
+        );
     }
 }
 

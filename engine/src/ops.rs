@@ -7,13 +7,23 @@ use ring_proto::{opcode, RegionLayout, ResultCode, Sqe};
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Request {
     Nop,
-    Fill { offset: usize, len: usize, byte: u8 },
+    Fill {
+        offset: usize,
+        len: usize,
+        byte: u8,
+    },
     /// Remote request-response; completes asynchronously through the data plane.
     Send(SendRequest),
     /// Export a range of the buffer area to peers (completes at once, through the data plane).
-    Export { offset: usize, len: usize, perms: u32 },
+    Export {
+        offset: usize,
+        len: usize,
+        perms: u32,
+    },
     /// End one of this session's exports.
-    Unexport { id: u32 },
+    Unexport {
+        id: u32,
+    },
     /// One-sided READ or WRITE of a peer's export; completes asynchronously.
     Rma(RmaRequest),
 }
@@ -45,8 +55,7 @@ pub struct SendRequest {
 /// Checks an entry against the session's own layout. Every field an operation does not use
 /// must be zero, so that later versions can give them meaning.
 pub fn validate(sqe: &Sqe, layout: &RegionLayout) -> Result<Request, ResultCode> {
-    let common_reserved =
-        sqe.flags != 0 || sqe.reserved != 0 || sqe.peer != 0 || sqe.args != [0; 4];
+    let common_reserved = sqe.flags != 0 || sqe.reserved != 0 || sqe.peer != 0 || sqe.args != [0; 4];
     match sqe.opcode {
         opcode::NOP => {
             if common_reserved || sqe.buf_offset != 0 || sqe.buf_len != 0 || sqe.aux != 0 {
@@ -94,7 +103,11 @@ pub fn validate(sqe: &Sqe, layout: &RegionLayout) -> Result<Request, ResultCode>
             if !layout.buf_range_ok(sqe.buf_offset, sqe.buf_len as u64) {
                 return Err(ResultCode::OutOfBounds);
             }
-            Ok(Request::Export { offset: sqe.buf_offset as usize, len: sqe.buf_len as usize, perms: sqe.aux })
+            Ok(Request::Export {
+                offset: sqe.buf_offset as usize,
+                len: sqe.buf_len as usize,
+                perms: sqe.aux,
+            })
         }
         opcode::UNEXPORT => {
             if common_reserved || sqe.buf_offset != 0 || sqe.buf_len != 0 {
@@ -104,7 +117,14 @@ pub fn validate(sqe: &Sqe, layout: &RegionLayout) -> Result<Request, ResultCode>
         }
         opcode::READ | opcode::WRITE => {
             let [id, key, remote_offset, a3] = sqe.args;
-            if sqe.flags != 0 || sqe.reserved != 0 || sqe.aux != 0 || a3 != 0 || id > u32::MAX as u64 || key > u32::MAX as u64 || sqe.buf_len > i32::MAX as u32 {
+            if sqe.flags != 0
+                || sqe.reserved != 0
+                || sqe.aux != 0
+                || a3 != 0
+                || id > u32::MAX as u64
+                || key > u32::MAX as u64
+                || sqe.buf_len > i32::MAX as u32
+            {
                 return Err(ResultCode::InvalidEntry);
             }
             if sqe.peer == 0 {
@@ -134,18 +154,14 @@ pub fn validate(sqe: &Sqe, layout: &RegionLayout) -> Result<Request, ResultCode>
 pub fn execute(req: Request, buf: *mut u8) -> i32 {
     match req {
         Request::Nop => 0,
-        Request::Send(_) | Request::Export { .. } | Request::Unexport { .. } | Request::Rma(_) => ResultCode::Internal as i32,
+        Request::Send(_) | Request::Export { .. } | Request::Unexport { .. } | Request::Rma(_) => {
+            ResultCode::Internal as i32
+        }
         Request::Fill { offset, len, byte } => {
             // Safety: `validate` checked offset + len <= buf_size for this session, and `buf`
             // is its buffer area. The client may read these bytes concurrently; libc's memset
             // is opaque to Rust's memory model, and the bytes are plain data to both sides.
-            unsafe {
-                libc::memset(
-                    buf.add(offset) as *mut libc::c_void,
-                    byte as libc::c_int,
-                    len,
-                )
-            };
+            unsafe { libc::memset(buf.add(offset) as *mut libc::c_void, byte as libc::c_int, len) };
             len as i32
         }
     }
@@ -177,11 +193,7 @@ mod tests {
                 ..nop
             },
         ] {
-            assert_eq!(
-                validate(&bad, &layout()),
-                Err(ResultCode::InvalidEntry),
-                "{bad:?}"
-            );
+            assert_eq!(validate(&bad, &layout()), Err(ResultCode::InvalidEntry), "{bad:?}");
         }
     }
 
@@ -203,13 +215,7 @@ mod tests {
             })
         );
         assert_eq!(
-            validate(
-                &Sqe {
-                    buf_offset: 4097,
-                    ..f
-                },
-                &layout()
-            ),
+            validate(&Sqe { buf_offset: 4097, ..f }, &layout()),
             Err(ResultCode::OutOfBounds)
         );
         assert_eq!(
@@ -230,28 +236,134 @@ mod tests {
 
     #[test]
     fn send_ranges_and_reserved_fields() {
-        let s = Sqe { opcode: opcode::SEND, peer: 1, aux: 1, buf_offset: 0, buf_len: 100, args: [4096, 4096, 0, 0], ..Default::default() };
-        assert!(matches!(validate(&s, &layout()), Ok(Request::Send(SendRequest { peer: 1, service: 1, len: 100, resp_offset: 4096, resp_cap: 4096, .. }))));
+        let s = Sqe {
+            opcode: opcode::SEND,
+            peer: 1,
+            aux: 1,
+            buf_offset: 0,
+            buf_len: 100,
+            args: [4096, 4096, 0, 0],
+            ..Default::default()
+        };
+        assert!(matches!(
+            validate(&s, &layout()),
+            Ok(Request::Send(SendRequest {
+                peer: 1,
+                service: 1,
+                len: 100,
+                resp_offset: 4096,
+                resp_cap: 4096,
+                ..
+            }))
+        ));
         assert_eq!(validate(&Sqe { peer: 0, ..s }, &layout()), Err(ResultCode::NoSuchPeer));
-        assert_eq!(validate(&Sqe { args: [4097, 4096, 0, 0], ..s }, &layout()), Err(ResultCode::OutOfBounds));
-        assert_eq!(validate(&Sqe { args: [0, u64::MAX, 0, 0], ..s }, &layout()), Err(ResultCode::InvalidEntry));
-        assert_eq!(validate(&Sqe { args: [0, 16, 1, 0], ..s }, &layout()), Err(ResultCode::InvalidEntry));
-        assert_eq!(validate(&Sqe { buf_len: 9000, ..s }, &layout()), Err(ResultCode::OutOfBounds));
+        assert_eq!(
+            validate(
+                &Sqe {
+                    args: [4097, 4096, 0, 0],
+                    ..s
+                },
+                &layout()
+            ),
+            Err(ResultCode::OutOfBounds)
+        );
+        assert_eq!(
+            validate(
+                &Sqe {
+                    args: [0, u64::MAX, 0, 0],
+                    ..s
+                },
+                &layout()
+            ),
+            Err(ResultCode::InvalidEntry)
+        );
+        assert_eq!(
+            validate(
+                &Sqe {
+                    args: [0, 16, 1, 0],
+                    ..s
+                },
+                &layout()
+            ),
+            Err(ResultCode::InvalidEntry)
+        );
+        assert_eq!(
+            validate(&Sqe { buf_len: 9000, ..s }, &layout()),
+            Err(ResultCode::OutOfBounds)
+        );
     }
 
     #[test]
     fn export_and_rma_validation() {
-        let e = Sqe { opcode: opcode::EXPORT, buf_offset: 4096, buf_len: 100, aux: 3, ..Default::default() };
-        assert_eq!(validate(&e, &layout()), Ok(Request::Export { offset: 4096, len: 100, perms: 3 }));
+        let e = Sqe {
+            opcode: opcode::EXPORT,
+            buf_offset: 4096,
+            buf_len: 100,
+            aux: 3,
+            ..Default::default()
+        };
+        assert_eq!(
+            validate(&e, &layout()),
+            Ok(Request::Export {
+                offset: 4096,
+                len: 100,
+                perms: 3
+            })
+        );
         assert_eq!(validate(&Sqe { aux: 4, ..e }, &layout()), Err(ResultCode::InvalidEntry));
-        assert_eq!(validate(&Sqe { buf_len: 0, ..e }, &layout()), Err(ResultCode::InvalidEntry));
-        assert_eq!(validate(&Sqe { buf_offset: 8100, ..e }, &layout()), Err(ResultCode::OutOfBounds));
-        let r = Sqe { opcode: opcode::READ, peer: 2, buf_offset: 0, buf_len: 64, args: [7, 0xdead_beef, 10, 0], ..Default::default() };
-        assert!(matches!(validate(&r, &layout()), Ok(Request::Rma(RmaRequest { write: false, peer: 2, export_id: 7, key: 0xdead_beef, remote_offset: 10, len: 64, .. }))));
-        assert!(matches!(validate(&Sqe { opcode: opcode::WRITE, ..r }, &layout()), Ok(Request::Rma(RmaRequest { write: true, .. }))));
-        assert_eq!(validate(&Sqe { args: [1 << 40, 0, 0, 0], ..r }, &layout()), Err(ResultCode::InvalidEntry));
+        assert_eq!(
+            validate(&Sqe { buf_len: 0, ..e }, &layout()),
+            Err(ResultCode::InvalidEntry)
+        );
+        assert_eq!(
+            validate(&Sqe { buf_offset: 8100, ..e }, &layout()),
+            Err(ResultCode::OutOfBounds)
+        );
+        let r = Sqe {
+            opcode: opcode::READ,
+            peer: 2,
+            buf_offset: 0,
+            buf_len: 64,
+            args: [7, 0xdead_beef, 10, 0],
+            ..Default::default()
+        };
+        assert!(matches!(
+            validate(&r, &layout()),
+            Ok(Request::Rma(RmaRequest {
+                write: false,
+                peer: 2,
+                export_id: 7,
+                key: 0xdead_beef,
+                remote_offset: 10,
+                len: 64,
+                ..
+            }))
+        ));
+        assert!(matches!(
+            validate(
+                &Sqe {
+                    opcode: opcode::WRITE,
+                    ..r
+                },
+                &layout()
+            ),
+            Ok(Request::Rma(RmaRequest { write: true, .. }))
+        ));
+        assert_eq!(
+            validate(
+                &Sqe {
+                    args: [1 << 40, 0, 0, 0],
+                    ..r
+                },
+                &layout()
+            ),
+            Err(ResultCode::InvalidEntry)
+        );
         assert_eq!(validate(&Sqe { peer: 0, ..r }, &layout()), Err(ResultCode::NoSuchPeer));
-        assert_eq!(validate(&Sqe { buf_offset: 8190, ..r }, &layout()), Err(ResultCode::OutOfBounds));
+        assert_eq!(
+            validate(&Sqe { buf_offset: 8190, ..r }, &layout()),
+            Err(ResultCode::OutOfBounds)
+        );
     }
 
     #[test]

@@ -36,15 +36,9 @@ impl Backing {
 #[derive(Debug, thiserror::Error)]
 pub enum RegionError {
     #[error("no huge pages available for a {bytes}-byte region ({source}); memory.hugepages = \"require\": reserve pages (echo N > /proc/sys/vm/nr_hugepages) or set hugepages = \"prefer\"")]
-    HugePagesUnavailable {
-        bytes: usize,
-        source: std::io::Error,
-    },
+    HugePagesUnavailable { bytes: usize, source: std::io::Error },
     #[error("cannot create a {bytes}-byte shared memory region: {source} (check /dev/shm limits and memory)")]
-    Shm {
-        bytes: usize,
-        source: std::io::Error,
-    },
+    Shm { bytes: usize, source: std::io::Error },
 }
 
 pub struct Region {
@@ -62,11 +56,7 @@ unsafe impl Sync for Region {}
 unsafe impl Send for Region {}
 
 impl Region {
-    pub fn create(
-        layout: RegionLayout,
-        policy: HugepagePolicy,
-        name: &str,
-    ) -> Result<Self, RegionError> {
+    pub fn create(layout: RegionLayout, policy: HugepagePolicy, name: &str) -> Result<Self, RegionError> {
         if policy != HugepagePolicy::Off {
             match Self::map_new(layout, name, true) {
                 Ok(r) => return Ok(r),
@@ -87,10 +77,7 @@ impl Region {
 
     fn map_new(layout: RegionLayout, name: &str, huge: bool) -> std::io::Result<Self> {
         let (flags, page) = if huge {
-            (
-                MemFdCreateFlag::MFD_CLOEXEC | MemFdCreateFlag::MFD_HUGETLB,
-                HUGE_PAGE,
-            )
+            (MemFdCreateFlag::MFD_CLOEXEC | MemFdCreateFlag::MFD_HUGETLB, HUGE_PAGE)
         } else {
             (MemFdCreateFlag::MFD_CLOEXEC, 4096)
         };
@@ -107,36 +94,24 @@ impl Region {
             map,
             fd,
             layout,
-            backing: if huge {
-                Backing::HugePages
-            } else {
-                Backing::NormalPages
-            },
+            backing: if huge { Backing::HugePages } else { Backing::NormalPages },
         };
         Ok(region)
     }
 
     /// Writes the header and marks the region ready. Call once, before the client sees the fd.
     pub fn initialize(&self, engine_pid: u32, session_id: u32, engine_epoch: u64, lease_ms: u32) {
-        let header = self.layout.header(
-            self.map.len() as u64,
-            engine_pid,
-            session_id,
-            engine_epoch,
-            lease_ms,
-        );
+        let header = self
+            .layout
+            .header(self.map.len() as u64, engine_pid, session_id, engine_epoch, lease_ms);
         // Safety: the mapping is fresh (zero-filled), at least HEADER_SIZE bytes, page-aligned,
         // and not yet shared with any client.
         unsafe { std::ptr::write(self.map.as_mut_ptr() as *mut RegionHeader, header) };
         // The worker has not polled this session yet: a client's first submission must wake it.
-        self.sq_ctl()
-            .flags
-            .store(RING_NEED_WAKEUP, Ordering::Relaxed);
+        self.sq_ctl().flags.store(RING_NEED_WAKEUP, Ordering::Relaxed);
         // SYNC POINT: Release pairs with the client's Acquire load of `state` after mapping:
         // everything written above is visible once it reads Ready.
-        self.header()
-            .state
-            .store(SessionState::Ready as u32, Ordering::Release);
+        self.header().state.store(SessionState::Ready as u32, Ordering::Release);
     }
 
     pub fn header(&self) -> &RegionHeader {
@@ -206,8 +181,7 @@ impl Region {
             let base = self.map.as_mut_ptr();
             RawRing::new(
                 NonNull::new(base.add(ctl_offset) as *mut RingCtl).expect("mapping is non-null"),
-                NonNull::new(base.add(array_offset) as *mut AtomicU64)
-                    .expect("mapping is non-null"),
+                NonNull::new(base.add(array_offset) as *mut AtomicU64).expect("mapping is non-null"),
                 entries,
             )
         }

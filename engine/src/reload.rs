@@ -64,9 +64,7 @@ pub fn on_sighup() {
         return;
     };
     if !r.has_file {
-        tracing::info!(
-            "SIGHUP: running on the embedded default config (no --config); nothing to reload"
-        );
+        tracing::info!("SIGHUP: running on the embedded default config (no --config); nothing to reload");
         return;
     }
     let new = match (r.load)() {

@@ -72,11 +72,27 @@ pub struct ActiveSession {
 pub trait Remote {
     /// Starts a remote request; its completion comes later through `ActiveSession::complete`.
     /// An error is completed at once by the caller.
-    fn start_send(&mut self, session: &Arc<SessionShared>, user_data: u64, req: ops::SendRequest) -> Result<(), ResultCode>;
+    fn start_send(
+        &mut self,
+        session: &Arc<SessionShared>,
+        user_data: u64,
+        req: ops::SendRequest,
+    ) -> Result<(), ResultCode>;
     /// Starts a one-sided READ/WRITE; completes like `start_send`.
-    fn start_rma(&mut self, session: &Arc<SessionShared>, user_data: u64, req: ops::RmaRequest) -> Result<(), ResultCode>;
+    fn start_rma(
+        &mut self,
+        session: &Arc<SessionShared>,
+        user_data: u64,
+        req: ops::RmaRequest,
+    ) -> Result<(), ResultCode>;
     /// Exports a range of the session's buffer area; returns (export id, key) at once.
-    fn export(&mut self, session: &Arc<SessionShared>, offset: usize, len: usize, perms: u32) -> Result<(u32, u32), ResultCode>;
+    fn export(
+        &mut self,
+        session: &Arc<SessionShared>,
+        offset: usize,
+        len: usize,
+        perms: u32,
+    ) -> Result<(u32, u32), ResultCode>;
     /// Ends one of the session's exports.
     fn unexport(&mut self, session: &Arc<SessionShared>, id: u32) -> Result<(), ResultCode>;
 }
@@ -160,22 +176,30 @@ impl ActiveSession {
             let result = match fail {
                 Some(code) => code as i32,
                 None => match ops::validate(&sqe, &layout) {
-                    Ok(ops::Request::Send(req)) => match started(remote.start_send(&self.shared, sqe.user_data, req), &mut self.inflight) {
-                        None => continue,
-                        Some(err) => err,
-                    },
-                    Ok(ops::Request::Rma(req)) => match started(remote.start_rma(&self.shared, sqe.user_data, req), &mut self.inflight) {
-                        None => continue,
-                        Some(err) => err,
-                    },
-                    Ok(ops::Request::Export { offset, len, perms }) => match remote.export(&self.shared, offset, len, perms) {
-                        Ok((id, key)) => {
-                            flags = key;
-                            id as i32
+                    Ok(ops::Request::Send(req)) => {
+                        match started(remote.start_send(&self.shared, sqe.user_data, req), &mut self.inflight) {
+                            None => continue,
+                            Some(err) => err,
                         }
-                        Err(code) => code as i32,
-                    },
-                    Ok(ops::Request::Unexport { id }) => remote.unexport(&self.shared, id).map_or_else(|c| c as i32, |()| 0),
+                    }
+                    Ok(ops::Request::Rma(req)) => {
+                        match started(remote.start_rma(&self.shared, sqe.user_data, req), &mut self.inflight) {
+                            None => continue,
+                            Some(err) => err,
+                        }
+                    }
+                    Ok(ops::Request::Export { offset, len, perms }) => {
+                        match remote.export(&self.shared, offset, len, perms) {
+                            Ok((id, key)) => {
+                                flags = key;
+                                id as i32
+                            }
+                            Err(code) => code as i32,
+                        }
+                    }
+                    Ok(ops::Request::Unexport { id }) => {
+                        remote.unexport(&self.shared, id).map_or_else(|c| c as i32, |()| 0)
+                    }
                     Ok(req) => ops::execute(req, buf),
                     Err(code) => {
                         invalid += 1;
@@ -190,7 +214,10 @@ impl ActiveSession {
         if invalid > 0 {
             let ctl = self.sq.ring().ctl();
             // Engine-owned counter; the client only reads it.
-            ctl.invalid.store(ctl.invalid.load(Ordering::Relaxed).wrapping_add(invalid), Ordering::Relaxed);
+            ctl.invalid.store(
+                ctl.invalid.load(Ordering::Relaxed).wrapping_add(invalid),
+                Ordering::Relaxed,
+            );
         }
         if posted > 0 && self.cq.publish() {
             self.shared.wake_client();
@@ -210,7 +237,11 @@ impl ActiveSession {
         }
         self.shared.stats.completed.add(1);
         ws.completed.add(1);
-        let pushed = self.cq.push(&Cqe { user_data, result, flags });
+        let pushed = self.cq.push(&Cqe {
+            user_data,
+            result,
+            flags,
+        });
         debug_assert!(pushed.is_ok(), "admission reserved this CQ slot");
     }
 

@@ -135,7 +135,11 @@ impl Registry {
             },
             workers,
             sessions,
-            peers: self.peers.get().map(|p| p.all().into_iter().map(|(h, e)| peer_status(h, &e)).collect()).unwrap_or_default(),
+            peers: self
+                .peers
+                .get()
+                .map(|p| p.all().into_iter().map(|(h, e)| peer_status(h, &e)).collect())
+                .unwrap_or_default(),
         }
     }
 }
@@ -168,10 +172,8 @@ fn kinds(k: &ErrorKinds) -> BTreeMap<String, u64> {
 fn session_status(s: &SessionShared) -> SessionStatus {
     let h = s.region.header();
     let state = h.state.load(std::sync::atomic::Ordering::Acquire);
-    let state = SessionState::from_u32(state).map_or_else(
-        || format!("unknown-{state}"),
-        |st| format!("{st:?}").to_lowercase(),
-    );
+    let state =
+        SessionState::from_u32(state).map_or_else(|| format!("unknown-{state}"), |st| format!("{st:?}").to_lowercase());
     let layout = s.region.layout();
     let (sq_pending, cq_used) = s.region.occupancy();
     let st = &s.stats;
@@ -351,10 +353,7 @@ fn split_chunk(s: &str, max: usize) -> &str {
 #[derive(Debug, thiserror::Error)]
 pub enum StatusError {
     #[error("cannot connect to the engine at {path}: {source} (is it running? pass --socket or --config to name its socket)")]
-    Connect {
-        path: PathBuf,
-        source: std::io::Error,
-    },
+    Connect { path: PathBuf, source: std::io::Error },
     #[error("control socket: {0}")]
     Io(#[from] std::io::Error),
     #[error("control socket: {0}")]
@@ -373,18 +372,12 @@ pub fn request(path: &Path) -> Result<Snapshot, StatusError> {
         path: path.into(),
         source: e.into(),
     };
-    let fd = socket::socket(
-        AddressFamily::Unix,
-        SockType::SeqPacket,
-        SockFlag::SOCK_CLOEXEC,
-        None,
-    )
-    .map_err(connect_err)?;
+    let fd =
+        socket::socket(AddressFamily::Unix, SockType::SeqPacket, SockFlag::SOCK_CLOEXEC, None).map_err(connect_err)?;
     let addr = UnixAddr::new(path).map_err(connect_err)?;
     socket::connect(fd.as_raw_fd(), &addr).map_err(connect_err)?;
     let timeout = nix::sys::time::TimeVal::new(10, 0);
-    socket::setsockopt(&fd, sockopt::ReceiveTimeout, &timeout)
-        .map_err(|e| StatusError::Io(e.into()))?;
+    socket::setsockopt(&fd, sockopt::ReceiveTimeout, &timeout).map_err(|e| StatusError::Io(e.into()))?;
     control_io::send(fd.as_fd(), &Message::Status, &[])?;
     let mut json = String::new();
     loop {
@@ -497,9 +490,27 @@ pub fn render_table(s: &Snapshot) -> String {
     if s.peers.is_empty() {
         out += "(none)\n";
     } else {
-        let mut rows = vec![header(&["PEER", "ADDRESS", "CONNECTED", "CONNECTS", "CONN_FAILURES", "REQUESTS", "FAILURES", "TIMEOUTS"])];
+        let mut rows = vec![header(&[
+            "PEER",
+            "ADDRESS",
+            "CONNECTED",
+            "CONNECTS",
+            "CONN_FAILURES",
+            "REQUESTS",
+            "FAILURES",
+            "TIMEOUTS",
+        ])];
         for p in &s.peers {
-            rows.push(row(&[&p.peer, &p.address, &p.connected_workers, &p.connects, &p.connection_failures, &p.requests, &p.failures, &p.timeouts]));
+            rows.push(row(&[
+                &p.peer,
+                &p.address,
+                &p.connected_workers,
+                &p.connects,
+                &p.connection_failures,
+                &p.requests,
+                &p.failures,
+                &p.timeouts,
+            ]));
         }
         out += &align(&rows);
     }
@@ -517,12 +528,7 @@ fn row(cells: &[&dyn std::fmt::Display]) -> Vec<String> {
 fn align(rows: &[Vec<String>]) -> String {
     let cols = rows.iter().map(Vec::len).max().unwrap_or(0);
     let width: Vec<usize> = (0..cols)
-        .map(|i| {
-            rows.iter()
-                .map(|r| r.get(i).map_or(0, String::len))
-                .max()
-                .unwrap_or(0)
-        })
+        .map(|i| rows.iter().map(|r| r.get(i).map_or(0, String::len)).max().unwrap_or(0))
         .collect();
     let mut out = String::new();
     for r in rows {
@@ -601,30 +607,25 @@ mod tests {
     fn table_lists_workers_and_sessions() {
         let t = render_table(&sample());
         let lines: Vec<&str> = t.lines().collect();
-        assert!(
-            lines[0].starts_with("engine pid 42 version 0.1.0 up 5s"),
-            "{t}"
-        );
+        assert!(lines[0].starts_with("engine pid 42 version 0.1.0 up 5s"), "{t}");
         assert!(t.contains("ID  CORE  SESSIONS  SUBMITTED"), "{t}");
         assert!(
-            lines
-                .iter()
-                .any(|l| l.split_whitespace().collect::<Vec<_>>()
-                    == [
-                        "7",
-                        "1234",
-                        "0",
-                        "ready",
-                        "256",
-                        "512",
-                        "0",
-                        "3",
-                        "10",
-                        "10",
-                        "1",
-                        "0",
-                        "normal-pages"
-                    ]),
+            lines.iter().any(|l| l.split_whitespace().collect::<Vec<_>>()
+                == [
+                    "7",
+                    "1234",
+                    "0",
+                    "ready",
+                    "256",
+                    "512",
+                    "0",
+                    "3",
+                    "10",
+                    "10",
+                    "1",
+                    "0",
+                    "normal-pages"
+                ]),
             "{t}"
         );
         assert!(t.contains("worker 0 out-of-bounds=1"), "{t}");

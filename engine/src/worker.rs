@@ -225,7 +225,13 @@ impl Remote for PlaneSlot<'_> {
     fn start_rma(&mut self, session: &Arc<SessionShared>, user_data: u64, req: RmaRequest) -> Result<(), ResultCode> {
         self.plane()?.start_rma(session, user_data, req)
     }
-    fn export(&mut self, session: &Arc<SessionShared>, offset: usize, len: usize, perms: u32) -> Result<(u32, u32), ResultCode> {
+    fn export(
+        &mut self,
+        session: &Arc<SessionShared>,
+        offset: usize,
+        len: usize,
+        perms: u32,
+    ) -> Result<(u32, u32), ResultCode> {
         self.plane()?.export(session, offset, len, perms)
     }
     fn unexport(&mut self, session: &Arc<SessionShared>, id: u32) -> Result<(), ResultCode> {
@@ -305,7 +311,12 @@ impl Worker {
         let mut work = 0;
         let mut i = 0;
         while i < self.sessions.len() {
-            let mut remote = PlaneSlot { plane: &mut self.plane, ucx: &self.ucx, epoll: &self.epoll, worker: self.id };
+            let mut remote = PlaneSlot {
+                plane: &mut self.plane,
+                ucx: &self.ucx,
+                epoll: &self.epoll,
+                worker: self.id,
+            };
             match self.sessions[i].pass(PASS_BUDGET, None, &self.stats, &mut remote) {
                 Pass::Done(n) => {
                     work += n;
@@ -323,7 +334,13 @@ impl Worker {
     /// Progresses UCX and posts the completions it produced; `expire` also fails requests
     /// past their deadline. Returns 1 if anything happened.
     fn poll_plane(&mut self, expire: bool) -> u32 {
-        let Worker { plane, sessions, closing, stats, .. } = self;
+        let Worker {
+            plane,
+            sessions,
+            closing,
+            stats,
+            ..
+        } = self;
         let Some(p) = plane.as_mut() else { return 0 };
         let (any, _) = p.poll();
         if expire && p.pending() > 0 {
@@ -332,7 +349,10 @@ impl Worker {
         let mut delivered = 0;
         for c in p.take_completions() {
             delivered += 1;
-            let target = sessions.iter_mut().chain(closing.iter_mut().map(|(s, _, _)| s)).find(|s| s.id() == c.session);
+            let target = sessions
+                .iter_mut()
+                .chain(closing.iter_mut().map(|(s, _, _)| s))
+                .find(|s| s.id() == c.session);
             // A session that is gone entirely had no reader left; its completion is moot.
             if let Some(s) = target {
                 s.complete(c.user_data, c.result, stats);
@@ -403,14 +423,24 @@ impl Worker {
                     self.stats.sessions_added.add(1);
                     self.sessions.push(ActiveSession::new(shared));
                 }
-                Command::Remove { id, drain, state, reason } => {
+                Command::Remove {
+                    id,
+                    drain,
+                    state,
+                    reason,
+                } => {
                     if let Some(pos) = self.sessions.iter().position(|s| s.id() == id) {
                         let mut s = self.sessions.swap_remove(pos);
                         if drain {
                             // Graceful close: take what the client published before asking
                             // to close (remote requests among them complete later).
                             if let Ok(n) = s.pending() {
-                                let mut remote = PlaneSlot { plane: &mut self.plane, ucx: &self.ucx, epoll: &self.epoll, worker: self.id };
+                                let mut remote = PlaneSlot {
+                                    plane: &mut self.plane,
+                                    ucx: &self.ucx,
+                                    epoll: &self.epoll,
+                                    worker: self.id,
+                                };
                                 let _ = s.pass(n, None, &self.stats, &mut remote);
                             }
                         }

@@ -99,10 +99,7 @@ impl std::fmt::Display for WaitError {
         match self {
             Self::Timeout => write!(f, "timed out waiting for a completion"),
             Self::EngineUnavailable { state, reason } => {
-                write!(
-                    f,
-                    "the engine ended this session (state {state:?}, reason {reason:?})"
-                )
+                write!(f, "the engine ended this session (state {state:?}, reason {reason:?})")
             }
             Self::Corrupt(e) => write!(f, "completion ring corrupt: {e}"),
             Self::Io(e) => write!(f, "{e}"),

@@ -28,9 +28,7 @@ use nix::poll::{PollFd, PollFlags, PollTimeout};
 use nix::sys::socket::{connect, socket, AddressFamily, SockFlag, SockType, UnixAddr};
 use ring_proto::control::{ControlErrorCode, Message, WELCOME_FDS};
 use ring_proto::control_io::{self, drain_eventfd, signal_eventfd, RecvError};
-use ring_proto::{
-    CloseReason, Consumer, Cqe, Producer, RegionLayout, SessionState, Sqe, LAYOUT_VERSION,
-};
+use ring_proto::{CloseReason, Consumer, Cqe, Producer, RegionLayout, SessionState, Sqe, LAYOUT_VERSION};
 
 pub use error::{CloseError, ConnectError, SubmitError, WaitError};
 use region::Region;
@@ -40,10 +38,7 @@ use region::Region;
 pub fn default_socket_path() -> PathBuf {
     match std::env::var_os("XDG_RUNTIME_DIR") {
         Some(dir) if !dir.is_empty() => Path::new(&dir).join("seaweed-ring/engine.sock"),
-        _ => PathBuf::from(format!(
-            "/tmp/seaweed-ring-{}/engine.sock",
-            nix::unistd::getuid()
-        )),
+        _ => PathBuf::from(format!("/tmp/seaweed-ring-{}/engine.sock", nix::unistd::getuid())),
     }
 }
 
@@ -84,19 +79,12 @@ pub struct Session {
 impl Session {
     /// Opens a session: handshake on the control socket, map the region, check its header.
     pub fn connect(path: &Path, opts: SessionOptions) -> Result<Self, ConnectError> {
-        let ctl = socket(
-            AddressFamily::Unix,
-            SockType::SeqPacket,
-            SockFlag::SOCK_CLOEXEC,
-            None,
-        )
-        .map_err(|e| ConnectError::Io(e.into()))?;
+        let ctl = socket(AddressFamily::Unix, SockType::SeqPacket, SockFlag::SOCK_CLOEXEC, None)
+            .map_err(|e| ConnectError::Io(e.into()))?;
         let addr = UnixAddr::new(path).map_err(|e| ConnectError::Io(e.into()))?;
         connect(ctl.as_raw_fd(), &addr).map_err(|e| match e {
             nix::errno::Errno::ENOENT | nix::errno::Errno::ECONNREFUSED => {
-                ConnectError::EngineNotRunning {
-                    path: path.to_owned(),
-                }
+                ConnectError::EngineNotRunning { path: path.to_owned() }
             }
             e => ConnectError::Io(e.into()),
         })?;
@@ -108,9 +96,7 @@ impl Session {
         };
         control_io::send(ctl.as_fd(), &hello, &[]).map_err(ConnectError::Io)?;
         let (msg, fds) = control_io::recv(ctl.as_fd()).map_err(|e| match e {
-            RecvError::Eof => ConnectError::EngineNotRunning {
-                path: path.to_owned(),
-            },
+            RecvError::Eof => ConnectError::EngineNotRunning { path: path.to_owned() },
             e => ConnectError::Protocol(e.to_string()),
         })?;
         let (session_id, worker, region_size) = match msg {
@@ -125,20 +111,14 @@ impl Session {
                     message,
                 })
             }
-            other => {
-                return Err(ConnectError::Protocol(format!(
-                    "expected Welcome, got {other:?}"
-                )))
-            }
+            other => return Err(ConnectError::Protocol(format!("expected Welcome, got {other:?}"))),
         };
-        let [region_fd, worker_wake, cq_wake]: [OwnedFd; WELCOME_FDS] =
-            fds.try_into().map_err(|v: Vec<OwnedFd>| {
-                ConnectError::Protocol(format!("Welcome carried {} fds, expected 3", v.len()))
-            })?;
+        let [region_fd, worker_wake, cq_wake]: [OwnedFd; WELCOME_FDS] = fds.try_into().map_err(|v: Vec<OwnedFd>| {
+            ConnectError::Protocol(format!("Welcome carried {} fds, expected 3", v.len()))
+        })?;
         let region = Arc::new(Region::map(region_fd, region_size)?);
         let (sq, cq) = region.rings();
-        let keepalive = (opts.keepalive && region.header().lease_ms > 0)
-            .then(|| Keepalive::start(region.clone()));
+        let keepalive = (opts.keepalive && region.header().lease_ms > 0).then(|| Keepalive::start(region.clone()));
         Ok(Self {
             sq,
             cq,
@@ -200,11 +180,7 @@ impl Session {
 
     /// Waits for one completion: spins for `spin`, then sleeps on the session eventfd until
     /// the engine signals, the engine dies, or `timeout` passes.
-    pub fn wait_cqe(
-        &mut self,
-        spin: Duration,
-        timeout: Option<Duration>,
-    ) -> Result<Cqe, WaitError> {
+    pub fn wait_cqe(&mut self, spin: Duration, timeout: Option<Duration>) -> Result<Cqe, WaitError> {
         let start = Instant::now();
         loop {
             if let Some(c) = self.try_cqe()? {
@@ -268,8 +244,7 @@ impl Session {
 
     fn sleep(&mut self, timeout: Option<Duration>) -> Result<(), WaitError> {
         let ms = timeout.map_or(PollTimeout::NONE, |t| {
-            PollTimeout::try_from(t.as_millis().max(1).min(i32::MAX as u128) as i32)
-                .unwrap_or(PollTimeout::MAX)
+            PollTimeout::try_from(t.as_millis().max(1).min(i32::MAX as u128) as i32).unwrap_or(PollTimeout::MAX)
         });
         let mut fds = [
             PollFd::new(self.cq_wake.as_fd(), PollFlags::POLLIN),
@@ -310,15 +285,21 @@ impl Session {
     /// Registers a peer engine (its UCX listener, `ip:port`) with this engine and returns
     /// the handle to put in `SEND` entries' `peer` field. Slow path (control socket).
     pub fn connect_peer(&mut self, addr: &str) -> Result<u32, ConnectError> {
-        control_io::send(self.ctl.as_fd(), &Message::ConnectPeer { addr: addr.into() }, &[]).map_err(ConnectError::Io)?;
+        control_io::send(self.ctl.as_fd(), &Message::ConnectPeer { addr: addr.into() }, &[])
+            .map_err(ConnectError::Io)?;
         loop {
             match control_io::recv(self.ctl.as_fd()) {
                 Ok((Message::PeerConnected { peer }, _)) => return Ok(peer),
                 Ok((Message::Error { code, message }, _)) => {
-                    return Err(ConnectError::Rejected { code: ControlErrorCode::from_u32(code), message })
+                    return Err(ConnectError::Rejected {
+                        code: ControlErrorCode::from_u32(code),
+                        message,
+                    })
                 }
                 Ok(_) => continue, // a Pong to an earlier ping
-                Err(RecvError::Eof) => return Err(ConnectError::Protocol("engine closed the control connection".into())),
+                Err(RecvError::Eof) => {
+                    return Err(ConnectError::Protocol("engine closed the control connection".into()))
+                }
                 Err(e) => return Err(ConnectError::Protocol(e.to_string())),
             }
         }
@@ -345,9 +326,7 @@ impl Session {
 
     /// The session's buffer area (requests address it by offset).
     pub fn buffer(&self) -> BufferArea<'_> {
-        BufferArea {
-            region: &self.region,
-        }
+        BufferArea { region: &self.region }
     }
 
     /// Raw access to the whole region, for tests that play a hostile client.
@@ -368,8 +347,7 @@ impl Session {
 
     /// Whether the engine's worker announced it is asleep (SQ NEED_WAKEUP).
     pub fn engine_sleeping(&self) -> bool {
-        self.sq.ring().ctl().flags.load(Ordering::Relaxed) & ring_proto::layout::RING_NEED_WAKEUP
-            != 0
+        self.sq.ring().ctl().flags.load(Ordering::Relaxed) & ring_proto::layout::RING_NEED_WAKEUP != 0
     }
 
     /// Entries the engine rejected as invalid, as it counts them in the SQ control block.
@@ -473,13 +451,7 @@ impl BufferArea<'_> {
                 // not write it concurrently for a completed request (see the type's docs), and
                 // volatile-free copying of bytes the other process may touch is still memory-safe
                 // for plain bytes.
-                unsafe {
-                    std::ptr::copy_nonoverlapping(
-                        self.region.buf_ptr().add(offset),
-                        out.as_mut_ptr(),
-                        out.len(),
-                    )
-                }
+                unsafe { std::ptr::copy_nonoverlapping(self.region.buf_ptr().add(offset), out.as_mut_ptr(), out.len()) }
             })
     }
 
@@ -489,13 +461,7 @@ impl BufferArea<'_> {
             .buf_range_ok(offset as u64, data.len() as u64)
             .then(|| {
                 // Safety: as in `read`.
-                unsafe {
-                    std::ptr::copy_nonoverlapping(
-                        data.as_ptr(),
-                        self.region.buf_ptr().add(offset),
-                        data.len(),
-                    )
-                }
+                unsafe { std::ptr::copy_nonoverlapping(data.as_ptr(), self.region.buf_ptr().add(offset), data.len()) }
             })
     }
 }
@@ -518,10 +484,7 @@ impl Keepalive {
                 let mut beat = 0u64;
                 while !s.load(Ordering::Relaxed) {
                     beat += 1;
-                    region
-                        .header()
-                        .client_heartbeat
-                        .store(beat, Ordering::Relaxed);
+                    region.header().client_heartbeat.store(beat, Ordering::Relaxed);
                     std::thread::park_timeout(period);
                 }
             })

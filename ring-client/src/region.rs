@@ -21,8 +21,8 @@ pub(crate) struct Region {
 
 impl Region {
     pub(crate) fn map(fd: OwnedFd, region_size: u64) -> Result<Self, ConnectError> {
-        let len = usize::try_from(region_size)
-            .map_err(|_| ConnectError::Protocol("region size overflows usize".into()))?;
+        let len =
+            usize::try_from(region_size).map_err(|_| ConnectError::Protocol("region size overflows usize".into()))?;
         if len < ring_proto::layout::HEADER_SIZE {
             return Err(ConnectError::Protocol(format!(
                 "region of {len} bytes cannot hold a header"
@@ -45,11 +45,7 @@ impl Region {
         if state != SessionState::Ready as u32 {
             return Err(ConnectError::NotReady { state });
         }
-        Ok(Self {
-            map,
-            layout,
-            _fd: fd,
-        })
+        Ok(Self { map, layout, _fd: fd })
     }
 
     pub(crate) fn header(&self) -> &RegionHeader {
@@ -82,8 +78,7 @@ impl Region {
             let base = self.base();
             RawRing::new(
                 NonNull::new(base.add(ctl_offset) as *mut RingCtl).expect("mapping is non-null"),
-                NonNull::new(base.add(array_offset) as *mut AtomicU64)
-                    .expect("mapping is non-null"),
+                NonNull::new(base.add(array_offset) as *mut AtomicU64).expect("mapping is non-null"),
                 entries,
             )
         }

@@ -89,9 +89,13 @@ pub enum Message {
     /// Client → engine, on a session connection: register a peer engine's UCX listener
     /// address (`ip:port`) and get a handle for `SEND` entries. Handles are engine-wide (all
     /// sessions share the connection) and the connection is made on first use.
-    ConnectPeer { addr: String },
+    ConnectPeer {
+        addr: String,
+    },
     /// Engine → client: the handle of the peer asked for (or `Error`).
-    PeerConnected { peer: u32 },
+    PeerConnected {
+        peer: u32,
+    },
     /// Operator → engine, instead of `Hello` as the first message: report the engine's state.
     /// The connection never becomes a session.
     Status,
@@ -131,22 +135,15 @@ pub enum DecodeError {
 impl core::fmt::Display for DecodeError {
     fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
         match self {
-            Self::Short { len } => write!(
-                f,
-                "control packet of {len} bytes is shorter than its 8-byte header"
-            ),
+            Self::Short { len } => write!(f, "control packet of {len} bytes is shorter than its 8-byte header"),
             Self::BadMagic(m) => write!(f, "control packet magic {m:#x} is not SWCP"),
             Self::Version { found, expected } => {
-                write!(
-                    f,
-                    "control protocol version {found}, this side speaks {expected}"
-                )
+                write!(f, "control protocol version {found}, this side speaks {expected}")
             }
             Self::UnknownKind(k) => write!(f, "unknown control message kind {k}"),
-            Self::BadPayload { kind, len } => write!(
-                f,
-                "control message kind {kind} has a malformed {len}-byte payload"
-            ),
+            Self::BadPayload { kind, len } => {
+                write!(f, "control message kind {kind} has a malformed {len}-byte payload")
+            }
         }
     }
 }
@@ -310,9 +307,7 @@ impl Message {
                 if body.len() < 8 || u32_at(0) > 1 || body.len() != 8 + u32_at(4) as usize {
                     return Err(bad());
                 }
-                let json = std::str::from_utf8(&body[8..])
-                    .map_err(|_| bad())?
-                    .to_owned();
+                let json = std::str::from_utf8(&body[8..]).map_err(|_| bad())?.to_owned();
                 Message::StatusReply {
                     more: u32_at(0) == 1,
                     json,
@@ -361,7 +356,9 @@ mod tests {
             Message::Closed,
             Message::Ping,
             Message::Pong,
-            Message::ConnectPeer { addr: "127.0.0.1:13337".into() },
+            Message::ConnectPeer {
+                addr: "127.0.0.1:13337".into(),
+            },
             Message::PeerConnected { peer: 3 },
             Message::Status,
             Message::StatusReply {
@@ -445,10 +442,7 @@ mod tests {
         };
         let p = m.encode();
         assert!(p.len() <= MAX_STATUS_PACKET);
-        assert!(matches!(
-            Message::decode(&p),
-            Ok(Message::StatusReply { .. })
-        ));
+        assert!(matches!(Message::decode(&p), Ok(Message::StatusReply { .. })));
     }
 
     proptest! {

@@ -63,27 +63,17 @@ fn recv_into(sock: BorrowedFd<'_>, buf: &mut [u8]) -> Result<(Message, Vec<Owned
     let mut cbuf = cmsg_space!([RawFd; WELCOME_FDS]);
     let (len, fds, truncated) = loop {
         let mut iov = [IoSliceMut::new(&mut *buf)];
-        match recvmsg::<()>(
-            sock.as_raw_fd(),
-            &mut iov,
-            Some(&mut cbuf),
-            MsgFlags::MSG_CMSG_CLOEXEC,
-        ) {
+        match recvmsg::<()>(sock.as_raw_fd(), &mut iov, Some(&mut cbuf), MsgFlags::MSG_CMSG_CLOEXEC) {
             Ok(m) => {
                 let mut fds = Vec::new();
                 for c in m.cmsgs().map_err(|e| RecvError::Io(e.into()))? {
                     if let ControlMessageOwned::ScmRights(list) = c {
                         // Safety: the kernel just installed these descriptors in our table
                         // for us; nothing else owns them.
-                        fds.extend(
-                            list.into_iter()
-                                .map(|fd| unsafe { OwnedFd::from_raw_fd(fd) }),
-                        );
+                        fds.extend(list.into_iter().map(|fd| unsafe { OwnedFd::from_raw_fd(fd) }));
                     }
                 }
-                let truncated = m
-                    .flags
-                    .intersects(MsgFlags::MSG_TRUNC | MsgFlags::MSG_CTRUNC);
+                let truncated = m.flags.intersects(MsgFlags::MSG_TRUNC | MsgFlags::MSG_CTRUNC);
                 break (m.bytes, fds, truncated);
             }
             Err(nix::errno::Errno::EINTR) => continue,

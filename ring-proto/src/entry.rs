@@ -58,10 +58,7 @@ impl Entry for Sqe {
 
     fn to_words(&self) -> [u64; 8] {
         [
-            self.opcode as u64
-                | (self.flags as u64) << 8
-                | (self.reserved as u64) << 16
-                | (self.peer as u64) << 32,
+            self.opcode as u64 | (self.flags as u64) << 8 | (self.reserved as u64) << 16 | (self.peer as u64) << 32,
             self.user_data,
             self.buf_offset,
             self.buf_len as u64 | (self.aux as u64) << 32,
@@ -92,10 +89,7 @@ impl Entry for Cqe {
     type Words = [u64; 2];
 
     fn to_words(&self) -> [u64; 2] {
-        [
-            self.user_data,
-            self.result as u32 as u64 | (self.flags as u64) << 32,
-        ]
+        [self.user_data, self.result as u32 as u64 | (self.flags as u64) << 32]
     }
 
     fn from_words(w: &[u64; 2]) -> Self {
@@ -272,10 +266,7 @@ mod tests {
         assert_eq!(bytes[0], 0x11);
         assert_eq!(bytes[1], 0x22);
         assert_eq!(u16::from_le_bytes([bytes[2], bytes[3]]), 0x3344);
-        assert_eq!(
-            u32::from_le_bytes(bytes[4..8].try_into().unwrap()),
-            0x5566_7788
-        );
+        assert_eq!(u32::from_le_bytes(bytes[4..8].try_into().unwrap()), 0x5566_7788);
         assert_eq!(bytes[8], 9);
         assert_eq!(bytes[16], 10);
         assert_eq!(bytes[24], 11);
@@ -293,9 +284,6 @@ mod tests {
         };
         let back = Cqe::from_words(&c.to_words());
         assert_eq!(back, c);
-        assert_eq!(
-            ResultCode::from_result(back.result),
-            Some(ResultCode::OutOfBounds)
-        );
+        assert_eq!(ResultCode::from_result(back.result), Some(ResultCode::OutOfBounds));
     }
 }

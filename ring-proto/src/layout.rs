@@ -287,34 +287,15 @@ impl core::fmt::Display for LayoutError {
                 f,
                 "{ring} size {entries} is not a power of two between 2 and {MAX_RING_ENTRIES}"
             ),
-            Self::BufferSize(n) => write!(
-                f,
-                "buffer size {n} is not a multiple of {BUF_ALIGN} (or over 1 TiB)"
-            ),
-            Self::BadMagic(m) => write!(
-                f,
-                "region magic {m:#x} is not {MAGIC:#x}: not a ring region"
-            ),
+            Self::BufferSize(n) => write!(f, "buffer size {n} is not a multiple of {BUF_ALIGN} (or over 1 TiB)"),
+            Self::BadMagic(m) => write!(f, "region magic {m:#x} is not {MAGIC:#x}: not a ring region"),
             Self::VersionMismatch { found, expected } => {
-                write!(
-                    f,
-                    "region layout version {found}, this side speaks {expected}"
-                )
+                write!(f, "region layout version {found}, this side speaks {expected}")
             }
-            Self::FieldMismatch {
-                field,
-                found,
-                expected,
-            } => {
-                write!(
-                    f,
-                    "header field {field} is {found}, the layout needs {expected}"
-                )
+            Self::FieldMismatch { field, found, expected } => {
+                write!(f, "header field {field} is {found}, the layout needs {expected}")
             }
-            Self::RegionTooSmall {
-                region_size,
-                needed,
-            } => {
+            Self::RegionTooSmall { region_size, needed } => {
                 write!(
                     f,
                     "region of {region_size} bytes is smaller than its layout ({needed} bytes)"
@@ -377,37 +358,17 @@ impl RegionLayout {
         let l = Self::new(h.sq_entries, h.cq_entries, h.buf_size)?;
         let checks: [(&'static str, u64, u64); 8] = [
             ("header_size", h.header_size as u64, HEADER_SIZE as u64),
-            (
-                "sq_ctl_offset",
-                h.sq_ctl_offset as u64,
-                l.sq_ctl_offset as u64,
-            ),
-            (
-                "cq_ctl_offset",
-                h.cq_ctl_offset as u64,
-                l.cq_ctl_offset as u64,
-            ),
-            (
-                "sq_array_offset",
-                h.sq_array_offset as u64,
-                l.sq_array_offset as u64,
-            ),
-            (
-                "cq_array_offset",
-                h.cq_array_offset as u64,
-                l.cq_array_offset as u64,
-            ),
+            ("sq_ctl_offset", h.sq_ctl_offset as u64, l.sq_ctl_offset as u64),
+            ("cq_ctl_offset", h.cq_ctl_offset as u64, l.cq_ctl_offset as u64),
+            ("sq_array_offset", h.sq_array_offset as u64, l.sq_array_offset as u64),
+            ("cq_array_offset", h.cq_array_offset as u64, l.cq_array_offset as u64),
             ("buf_offset", h.buf_offset, l.buf_offset as u64),
             ("sqe_size", h.sqe_size as u64, SQE_SIZE as u64),
             ("cqe_size", h.cqe_size as u64, CQE_SIZE as u64),
         ];
         for (field, found, expected) in checks {
             if found != expected {
-                return Err(LayoutError::FieldMismatch {
-                    field,
-                    found,
-                    expected,
-                });
+                return Err(LayoutError::FieldMismatch { field, found, expected });
             }
         }
         let needed = l.min_region_size as u64;
@@ -460,9 +421,7 @@ impl RegionLayout {
     /// Whether `[offset, offset+len)` lies inside the buffer area (offsets are relative to
     /// the buffer area's start). Overflow-safe: this is the bounds check for every request.
     pub fn buf_range_ok(&self, offset: u64, len: u64) -> bool {
-        offset
-            .checked_add(len)
-            .is_some_and(|end| end <= self.buf_size as u64)
+        offset.checked_add(len).is_some_and(|end| end <= self.buf_size as u64)
     }
 }
 

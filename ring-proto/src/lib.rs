@@ -15,7 +15,5 @@ pub mod ring;
 pub mod sync;
 
 pub use entry::{opcode, Cqe, Entry, ResultCode, Sqe};
-pub use layout::{
-    CloseReason, RegionHeader, RegionLayout, RingCtl, SessionState, LAYOUT_VERSION, MAGIC,
-};
+pub use layout::{CloseReason, RegionHeader, RegionLayout, RingCtl, SessionState, LAYOUT_VERSION, MAGIC};
 pub use ring::{Consumer, HeapRing, Producer, RawRing, RingCorrupt};

@@ -61,11 +61,7 @@ impl RawRing {
     /// producer or consumer made from it, is used. `entries` must be a power of two.
     pub unsafe fn new(ctl: NonNull<RingCtl>, words: NonNull<AtomicU64>, entries: u32) -> Self {
         debug_assert!(entries.is_power_of_two());
-        Self {
-            ctl,
-            words,
-            entries,
-        }
+        Self { ctl, words, entries }
     }
 
     pub fn entries(&self) -> u32 {
@@ -94,9 +90,7 @@ pub struct HeapRing {
 impl HeapRing {
     pub fn new<E: Entry>(entries: u32) -> Self {
         assert!(entries.is_power_of_two());
-        let words = (0..entries as usize * E::WORDS)
-            .map(|_| AtomicU64::new(0))
-            .collect();
+        let words = (0..entries as usize * E::WORDS).map(|_| AtomicU64::new(0)).collect();
         Self {
             ctl: Box::new(RingCtl::new()),
             words,
@@ -207,11 +201,7 @@ impl<E: Entry> Producer<E> {
     pub fn publish(&mut self) -> bool {
         // SYNC POINT: Release pairs with the consumer's Acquire load of tail: the entry words
         // written above are visible before the new tail is.
-        self.ring
-            .ctl()
-            .tail
-            .value
-            .store(self.tail, Ordering::Release);
+        self.ring.ctl().tail.value.store(self.tail, Ordering::Release);
         self.consumer_needs_wakeup()
     }
 
@@ -230,11 +220,7 @@ impl<E: Entry> Producer<E> {
     /// Publishes without looking at the consumer's flags (for a consumer that never sleeps).
     pub fn publish_no_wakeup_check(&mut self) {
         // SYNC POINT: as in `publish`.
-        self.ring
-            .ctl()
-            .tail
-            .value
-            .store(self.tail, Ordering::Release);
+        self.ring.ctl().tail.value.store(self.tail, Ordering::Release);
     }
 }
 
@@ -306,11 +292,7 @@ impl<E: Entry> Consumer<E> {
     pub fn release(&mut self) {
         // SYNC POINT: Release pairs with the producer's Acquire load of head in `refresh`:
         // our copies of the popped slots happen before the producer may overwrite them.
-        self.ring
-            .ctl()
-            .head
-            .value
-            .store(self.head, Ordering::Release);
+        self.ring.ctl().head.value.store(self.head, Ordering::Release);
     }
 
     /// Announces that we are about to sleep, then checks once more for entries.
@@ -335,10 +317,7 @@ impl<E: Entry> Consumer<E> {
     /// CQ room) then re-checks each condition itself and sleeps only if none holds; every
     /// party that can change one must fence and look at this flag after its change.
     pub fn announce_sleep(&self) {
-        self.ring
-            .ctl()
-            .flags
-            .store(RING_NEED_WAKEUP, Ordering::Relaxed);
+        self.ring.ctl().flags.store(RING_NEED_WAKEUP, Ordering::Relaxed);
         fence(Ordering::SeqCst);
     }
 

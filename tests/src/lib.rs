@@ -124,10 +124,7 @@ impl Engine {
             .stdin(Stdio::null())
             .output()
             .expect("run engine");
-        (
-            out.status,
-            String::from_utf8_lossy(&out.stderr).into_owned(),
-        )
+        (out.status, String::from_utf8_lossy(&out.stderr).into_owned())
     }
 
     /// Like [`Engine::start`], but an engine that exits during start-up is returned as its
@@ -138,12 +135,9 @@ impl Engine {
         let log_path = dir.path().join("engine.log");
         let log = std::fs::File::create(&log_path).expect("log file");
         let mut cmd = Command::new(engine_binary());
-        cmd.arg("--socket").arg(&socket).args([
-            "--cores",
-            &engine_core().to_string(),
-            "--hugepages",
-            "off",
-        ]);
+        cmd.arg("--socket")
+            .arg(&socket)
+            .args(["--cores", &engine_core().to_string(), "--hugepages", "off"]);
         cmd.args(args)
             .env("RUST_LOG", "info")
             .stdin(Stdio::null())
@@ -153,10 +147,7 @@ impl Engine {
         let deadline = Instant::now() + PATIENCE;
         loop {
             if let Some(status) = child.try_wait().expect("try_wait") {
-                return Err((
-                    status,
-                    std::fs::read_to_string(&log_path).unwrap_or_default(),
-                ));
+                return Err((status, std::fs::read_to_string(&log_path).unwrap_or_default()));
             }
             if socket.exists() && Session::connect(&socket, SessionOptions::default()).is_ok() {
                 return Ok(Engine {
@@ -306,11 +297,7 @@ pub fn wait_child(c: &mut Child) -> ExitStatus {
 pub fn wait_until(what: &str, mut cond: impl FnMut() -> bool, context: impl Fn() -> String) {
     let deadline = Instant::now() + PATIENCE;
     while !cond() {
-        assert!(
-            Instant::now() < deadline,
-            "timed out waiting for {what}\n{}",
-            context()
-        );
+        assert!(Instant::now() < deadline, "timed out waiting for {what}\n{}", context());
         std::thread::sleep(Duration::from_millis(5));
     }
 }

@@ -46,18 +46,13 @@ fn status_json(engine: &Engine) -> serde_json::Value {
         .arg(&engine.socket)
         .output()
         .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
     serde_json::from_slice(&out.stdout).unwrap()
 }
 
 /// A free TCP port on 127.0.0.1 below the kernel's ephemeral range.
 fn free_port_below_ephemeral_range() -> String {
-    let range =
-        std::fs::read_to_string("/proc/sys/net/ipv4/ip_local_port_range").unwrap_or_default();
+    let range = std::fs::read_to_string("/proc/sys/net/ipv4/ip_local_port_range").unwrap_or_default();
     let low: u16 = range
         .split_whitespace()
         .next()
@@ -80,14 +75,7 @@ fn pattern(len: usize, seed: u8) -> Vec<u8> {
         .collect()
 }
 
-fn send(
-    peer: u32,
-    user_data: u64,
-    off: usize,
-    len: usize,
-    resp_off: usize,
-    resp_cap: usize,
-) -> Sqe {
+fn send(peer: u32, user_data: u64, off: usize, len: usize, resp_off: usize, resp_cap: usize) -> Sqe {
     Sqe {
         opcode: opcode::SEND,
         peer,
@@ -121,8 +109,7 @@ fn echo_sizes(requester: &Engine, server_addr: &str) {
         s.buffer().write(0, &data).unwrap();
         let resp_off = max;
         s.buffer().write(resp_off, &vec![0xee; len]).unwrap();
-        s.submit(&send(peer, i as u64, 0, len, resp_off, len))
-            .unwrap();
+        s.submit(&send(peer, i as u64, 0, len, resp_off, len)).unwrap();
         let c = s
             .wait_cqe(Duration::from_micros(50), Some(PATIENCE))
             .unwrap_or_else(|e| panic!("{e}\n{}", requester.log()));
@@ -155,14 +142,7 @@ fn engine_echoes_through_its_own_listener_over_shared_memory() {
 #[test]
 fn two_engine_processes_over_tcp_with_many_requests_in_flight() {
     let server = Engine::start(&ucx_args("tcp"));
-    let client_engine = Engine::start(&[
-        "--ucx-transports",
-        "tcp",
-        "--ucx-net-devices",
-        "lo",
-        "--lease-ms",
-        "0",
-    ]);
+    let client_engine = Engine::start(&["--ucx-transports", "tcp", "--ucx-net-devices", "lo", "--lease-ms", "0"]);
     let addr = listen_addr(&server);
     echo_sizes(&client_engine, &addr);
 
@@ -172,34 +152,20 @@ fn two_engine_processes_over_tcp_with_many_requests_in_flight() {
     let n = 100usize;
     let slot = 4096;
     for i in 0..n {
-        s.buffer()
-            .write(i * slot, &pattern(slot / 2, i as u8))
-            .unwrap();
+        s.buffer().write(i * slot, &pattern(slot / 2, i as u8)).unwrap();
     }
     {
         let mut q = s.submission();
         for i in 0..n {
-            q.push(&send(
-                peer,
-                i as u64,
-                i * slot,
-                slot / 2,
-                i * slot + slot / 2,
-                slot / 2,
-            ))
-            .unwrap();
+            q.push(&send(peer, i as u64, i * slot, slot / 2, i * slot + slot / 2, slot / 2))
+                .unwrap();
         }
     }
     let mut seen = HashMap::new();
     for _ in 0..n {
-        let c = s
-            .wait_cqe(Duration::from_micros(50), Some(PATIENCE))
-            .unwrap();
+        let c = s.wait_cqe(Duration::from_micros(50), Some(PATIENCE)).unwrap();
         assert_eq!(c.result, (slot / 2) as i32, "request {}", c.user_data);
-        assert!(
-            seen.insert(c.user_data, ()).is_none(),
-            "duplicate completion"
-        );
+        assert!(seen.insert(c.user_data, ()).is_none(), "duplicate completion");
     }
     for i in 0..n {
         let mut back = vec![0u8; slot / 2];
@@ -243,14 +209,8 @@ fn remote_errors_are_completions_not_hangs() {
     ];
     for (sqe, code) in cases {
         s.submit(&sqe).unwrap();
-        let c = s
-            .wait_cqe(Duration::from_micros(50), Some(PATIENCE))
-            .unwrap();
-        assert_eq!(
-            (c.user_data, c.result),
-            (sqe.user_data, code as i32),
-            "{sqe:?}"
-        );
+        let c = s.wait_cqe(Duration::from_micros(50), Some(PATIENCE)).unwrap();
+        assert_eq!((c.user_data, c.result), (sqe.user_data, code as i32), "{sqe:?}");
     }
     // Nobody listens at this port: the request fails with peer-failed, it does not hang.
     let dead = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
@@ -258,9 +218,7 @@ fn remote_errors_are_completions_not_hangs() {
     drop(dead);
     let gone = s.connect_peer(&dead_addr).unwrap();
     s.submit(&send(gone, 7, 0, 8, 64, 8)).unwrap();
-    let c = s
-        .wait_cqe(Duration::from_micros(50), Some(PATIENCE))
-        .unwrap();
+    let c = s.wait_cqe(Duration::from_micros(50), Some(PATIENCE)).unwrap();
     assert_eq!((c.user_data, c.result), (7, ResultCode::PeerFailed as i32));
     assert!(s.connect_peer("not an address").is_err());
 
@@ -276,10 +234,7 @@ fn remote_errors_are_completions_not_hangs() {
     assert_eq!(peers[1]["address"], dead_addr.as_str());
     assert_eq!(peers[1]["requests"], 1);
     assert_eq!(peers[1]["failures"], 1);
-    assert!(
-        peers[1]["connection_failures"].as_u64().unwrap() >= 1,
-        "{status}"
-    );
+    assert!(peers[1]["connection_failures"].as_u64().unwrap() >= 1, "{status}");
     // Only successful requests are timed: none here.
     let timed: u64 = peers[0]["latency"]["counts"]
         .as_array()
@@ -306,31 +261,18 @@ fn peer_killed_mid_transfer_fails_its_requests_and_reconnects_after_restart() {
         "0",
     ];
     let server = Engine::start(&server_args);
-    let client_engine = Engine::start(&[
-        "--ucx-transports",
-        "tcp",
-        "--ucx-net-devices",
-        "lo",
-        "--lease-ms",
-        "0",
-    ]);
+    let client_engine = Engine::start(&["--ucx-transports", "tcp", "--ucx-net-devices", "lo", "--lease-ms", "0"]);
     let addr = listen_addr(&server);
     assert_eq!(addr, listen);
     let mut s = big_session(&client_engine, 64 << 20);
     let peer = s.connect_peer(&addr).unwrap();
     s.submit(&send(peer, 0, 0, 8, 64, 8)).unwrap();
-    assert_eq!(
-        s.wait_cqe(Duration::from_micros(50), Some(PATIENCE))
-            .unwrap()
-            .result,
-        8
-    );
+    assert_eq!(s.wait_cqe(Duration::from_micros(50), Some(PATIENCE)).unwrap().result, 8);
     // Large transfers in flight, then the peer dies.
     {
         let mut q = s.submission();
         for i in 0..8u64 {
-            q.push(&send(peer, 100 + i, 0, 4 << 20, 32 << 20, 4 << 20))
-                .unwrap();
+            q.push(&send(peer, 100 + i, 0, 4 << 20, 32 << 20, 4 << 20)).unwrap();
         }
     }
     let _ = server.kill();
@@ -338,10 +280,7 @@ fn peer_killed_mid_transfer_fails_its_requests_and_reconnects_after_restart() {
     for _ in 0..8 {
         match s.wait_cqe(Duration::from_micros(50), Some(PATIENCE)) {
             Ok(c) => results.push(c.result),
-            Err(WaitError::Timeout) => panic!(
-                "a request hung after its peer died\n{}",
-                client_engine.log()
-            ),
+            Err(WaitError::Timeout) => panic!("a request hung after its peer died\n{}", client_engine.log()),
             Err(e) => panic!("{e}"),
         }
     }
@@ -359,9 +298,7 @@ fn peer_killed_mid_transfer_fails_its_requests_and_reconnects_after_restart() {
     })
     .unwrap();
     assert_eq!(
-        s.wait_cqe(Duration::from_micros(50), Some(PATIENCE))
-            .unwrap()
-            .user_data,
+        s.wait_cqe(Duration::from_micros(50), Some(PATIENCE)).unwrap().user_data,
         9
     );
     // A new server engine on the same port: the next request reconnects. The port may stay
@@ -382,15 +319,12 @@ fn peer_killed_mid_transfer_fails_its_requests_and_reconnects_after_restart() {
             }
         }
     }
-    let server2 =
-        server2.unwrap_or_else(|| panic!("port never came free\n{}", client_engine.log()));
+    let server2 = server2.unwrap_or_else(|| panic!("port never came free\n{}", client_engine.log()));
     listen_addr(&server2);
     let mut ok = false;
     for attempt in 0..50u64 {
         s.submit(&send(peer, 1000 + attempt, 0, 8, 64, 8)).unwrap();
-        let c = s
-            .wait_cqe(Duration::from_micros(50), Some(PATIENCE))
-            .unwrap();
+        let c = s.wait_cqe(Duration::from_micros(50), Some(PATIENCE)).unwrap();
         if c.result == 8 {
             ok = true;
             break;
@@ -398,20 +332,10 @@ fn peer_killed_mid_transfer_fails_its_requests_and_reconnects_after_restart() {
         assert_eq!(c.result, ResultCode::PeerFailed as i32);
         std::thread::sleep(Duration::from_millis(100));
     }
-    assert!(
-        ok,
-        "no reconnect to the restarted peer\n{}",
-        client_engine.log()
-    );
+    assert!(ok, "no reconnect to the restarted peer\n{}", client_engine.log());
     wait_until(
         "log of the reconnect",
-        || {
-            client_engine
-                .log()
-                .matches("connecting to peer engine")
-                .count()
-                >= 2
-        },
+        || client_engine.log().matches("connecting to peer engine").count() >= 2,
         || client_engine.log(),
     );
 }
@@ -419,19 +343,14 @@ fn peer_killed_mid_transfer_fails_its_requests_and_reconnects_after_restart() {
 #[test]
 fn sessions_with_registered_regions_come_and_go_without_leaks() {
     // Debug logging shows each registration, so the test knows they happened.
-    let engine = Engine::start_with_env(
-        &ucx_args("tcp"),
-        &[("RUST_LOG", Some("info,engine::dataplane=debug"))],
-    );
+    let engine = Engine::start_with_env(&ucx_args("tcp"), &[("RUST_LOG", Some("info,engine::dataplane=debug"))]);
     let addr = listen_addr(&engine);
     let round = |i: u64| {
         let mut s = engine.connect();
         let peer = s.connect_peer(&addr).unwrap();
         s.buffer().write(0, &i.to_le_bytes()).unwrap();
         s.submit(&send(peer, i, 0, 8, 64, 8)).unwrap();
-        let c = s
-            .wait_cqe(Duration::from_micros(50), Some(PATIENCE))
-            .unwrap();
+        let c = s.wait_cqe(Duration::from_micros(50), Some(PATIENCE)).unwrap();
         assert_eq!((c.user_data, c.result), (i, 8));
         let mut back = [0u8; 8];
         s.buffer().read(64, &mut back).unwrap();
@@ -461,10 +380,7 @@ fn sessions_with_registered_regions_come_and_go_without_leaks() {
         },
     );
     assert_eq!(
-        engine
-            .log()
-            .matches("session region registered with UCX")
-            .count(),
+        engine.log().matches("session region registered with UCX").count(),
         101,
         "one registration per session"
     );
@@ -494,9 +410,7 @@ fn export(s: &mut Session, off: usize, len: usize, perms: u32) -> (u32, u32) {
         ..Default::default()
     })
     .unwrap();
-    let c = s
-        .wait_cqe(Duration::from_micros(50), Some(PATIENCE))
-        .unwrap();
+    let c = s.wait_cqe(Duration::from_micros(50), Some(PATIENCE)).unwrap();
     assert!(c.result > 0, "export failed: {c:?}");
     (c.result as u32, c.flags)
 }
@@ -548,20 +462,14 @@ fn read_write_exports(reader_engine: &Engine, exporter_engine: &Engine, exporter
         )
     };
     // READ the whole export.
-    assert_eq!(
-        rma(&logs, &mut reader, false, peer, rw, 0, 0, size),
-        size as i32
-    );
+    assert_eq!(rma(&logs, &mut reader, false, peer, rw, 0, 0, size), size as i32);
     let mut got = vec![0u8; size];
     reader.buffer().read(0, &mut got).unwrap();
     assert!(got == data, "READ brought different bytes");
     // WRITE into the middle of it; the exporter's client sees exactly those bytes change.
     let w = pattern(1000, 3);
     reader.buffer().write(2 << 20, &w).unwrap();
-    assert_eq!(
-        rma(&logs, &mut reader, true, peer, rw, 100, 2 << 20, 1000),
-        1000
-    );
+    assert_eq!(rma(&logs, &mut reader, true, peer, rw, 100, 2 << 20, 1000), 1000);
     let mut after = vec![0u8; size];
     exporter.buffer().read(4096, &mut after).unwrap();
     assert!(after[100..1100] == w[..], "WRITE landed wrong");
@@ -661,14 +569,7 @@ fn read_and_write_exports_through_own_listener_over_shared_memory() {
 #[test]
 fn read_and_write_exports_between_two_engine_processes() {
     let exporter = Engine::start(&ucx_args("tcp"));
-    let reader = Engine::start(&[
-        "--ucx-transports",
-        "tcp",
-        "--ucx-net-devices",
-        "lo",
-        "--lease-ms",
-        "0",
-    ]);
+    let reader = Engine::start(&["--ucx-transports", "tcp", "--ucx-net-devices", "lo", "--lease-ms", "0"]);
     let addr = listen_addr(&exporter);
     read_write_exports(&reader, &exporter, &addr);
     wait_until(

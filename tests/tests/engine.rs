@@ -35,11 +35,7 @@ fn nop_round_trips_one_at_a_time_and_batched() {
         for _ in 0..32 {
             let c = wait(&mut s);
             assert_eq!(c.result, 0);
-            assert!(
-                seen.insert(c.user_data),
-                "duplicate completion {}",
-                c.user_data
-            );
+            assert!(seen.insert(c.user_data), "duplicate completion {}", c.user_data);
         }
     }
     assert_eq!(seen.len(), 3200);
@@ -226,13 +222,7 @@ fn corrupt_ring_index_cuts_off_only_that_session() {
 fn control_version_mismatch_is_refused_clearly() {
     use nix::sys::socket::{connect, socket, AddressFamily, SockFlag, SockType, UnixAddr};
     let engine = Engine::start(&[]);
-    let fd = socket(
-        AddressFamily::Unix,
-        SockType::SeqPacket,
-        SockFlag::SOCK_CLOEXEC,
-        None,
-    )
-    .unwrap();
+    let fd = socket(AddressFamily::Unix, SockType::SeqPacket, SockFlag::SOCK_CLOEXEC, None).unwrap();
     connect(fd.as_raw_fd(), &UnixAddr::new(&engine.socket).unwrap()).unwrap();
     let hello = Message::Hello {
         layout_version: 99,
@@ -246,10 +236,7 @@ fn control_version_mismatch_is_refused_clearly() {
     match reply {
         Message::Error { code, message } => {
             assert_eq!(code, ControlErrorCode::VersionMismatch as u32);
-            assert!(
-                message.contains("99") && message.contains("speaks 1"),
-                "{message}"
-            );
+            assert!(message.contains("99") && message.contains("speaks 1"), "{message}");
         }
         other => panic!("expected Error, got {other:?}"),
     }
@@ -420,11 +407,7 @@ fn sigterm_completes_every_accepted_request_exactly_once() {
     // Everything below the engine's final SQ head was accepted and completed; anything
     // after it would be failed locally. With a drain that waited for us, that is nothing.
     assert_eq!(s.sq_pending(), 0);
-    assert_eq!(
-        seen.len() as u64,
-        submitted,
-        "ok={ok} shutting_down={shutting_down}"
-    );
+    assert_eq!(seen.len() as u64, submitted, "ok={ok} shutting_down={shutting_down}");
     assert_eq!(
         (ok, shutting_down),
         (16, 64),
@@ -461,11 +444,7 @@ fn sleeping_engine_is_woken_by_a_submission_and_wakes_a_sleeping_client() {
     let engine = Engine::start(&["--idle-spin-us", "200"]);
     let mut s = engine.connect();
     for i in 0..30u64 {
-        wait_until(
-            "engine worker to sleep",
-            || s.engine_sleeping(),
-            || engine.log(),
-        );
+        wait_until("engine worker to sleep", || s.engine_sleeping(), || engine.log());
         s.submit(&nop(i)).unwrap();
         // spin = 0: the client goes straight to sleep on its eventfd too.
         let c = s.wait_cqe(Duration::ZERO, Some(PATIENCE)).unwrap();
@@ -508,10 +487,7 @@ fn engine_death_is_reported_to_a_waiting_client() {
             Err(e) => panic!("expected EngineUnavailable, got {e}"),
         }
     }
-    assert!(
-        completions <= 2,
-        "only CQ-sized completions could exist: {completions}"
-    );
+    assert!(completions <= 2, "only CQ-sized completions could exist: {completions}");
 }
 
 #[test]
@@ -559,10 +535,7 @@ fn hugepages_free() -> u64 {
     std::fs::read_to_string("/proc/meminfo")
         .unwrap_or_default()
         .lines()
-        .find_map(|l| {
-            l.strip_prefix("HugePages_Free:")
-                .map(|v| v.trim().parse().unwrap_or(0))
-        })
+        .find_map(|l| l.strip_prefix("HugePages_Free:").map(|v| v.trim().parse().unwrap_or(0)))
         .unwrap_or(0)
 }
 

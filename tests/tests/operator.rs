@@ -62,10 +62,7 @@ fn parse_exposition(text: &str) -> Vec<Sample> {
             None => panic!("sample without value: {line:?}"),
         };
         assert!(
-            !name.is_empty()
-                && name
-                    .chars()
-                    .all(|c| c.is_ascii_alphanumeric() || c == '_' || c == ':'),
+            !name.is_empty() && name.chars().all(|c| c.is_ascii_alphanumeric() || c == '_' || c == ':'),
             "bad metric name in {line:?}"
         );
         let mut labels = BTreeMap::new();
@@ -84,11 +81,7 @@ fn parse_exposition(text: &str) -> Vec<Sample> {
                     }
                 }
                 let key = &r[start..eq.expect("label without =")];
-                assert_eq!(
-                    chars.next().map(|x| x.1),
-                    Some('"'),
-                    "label value not quoted: {line:?}"
-                );
+                assert_eq!(chars.next().map(|x| x.1), Some('"'), "label value not quoted: {line:?}");
                 let mut value = String::new();
                 loop {
                     match chars.next().expect("unterminated label value").1 {
@@ -114,9 +107,7 @@ fn parse_exposition(text: &str) -> Vec<Sample> {
             rest = &r[end..];
         }
         let value = rest.trim();
-        let value: f64 = value
-            .parse()
-            .unwrap_or_else(|_| panic!("bad value in {line:?}"));
+        let value: f64 = value.parse().unwrap_or_else(|_| panic!("bad value in {line:?}"));
         let family = types
             .keys()
             .find(|f| {
@@ -127,10 +118,7 @@ fn parse_exposition(text: &str) -> Vec<Sample> {
             })
             .unwrap_or_else(|| panic!("sample {name} before its # TYPE"));
         if types[family] == "counter" {
-            assert!(
-                name.ends_with("_total"),
-                "counter {name} must end in _total"
-            );
+            assert!(name.ends_with("_total"), "counter {name} must end in _total");
         }
         out.push(Sample {
             name: name.to_string(),
@@ -165,11 +153,7 @@ fn value(samples: &[Sample], name: &str, labels: &[(&str, &str)]) -> f64 {
                     .all(|(k, v)| s.labels.get(*k).map(String::as_str) == Some(*v))
         })
         .collect();
-    assert_eq!(
-        found.len(),
-        1,
-        "expected one sample {name}{labels:?}, found {found:?}"
-    );
+    assert_eq!(found.len(), 1, "expected one sample {name}{labels:?}, found {found:?}");
     found[0].value
 }
 
@@ -177,10 +161,7 @@ fn value(samples: &[Sample], name: &str, labels: &[(&str, &str)]) -> f64 {
 fn metrics_addr(engine: &Engine) -> String {
     engine.wait_for_log("metrics endpoint listening");
     let log = engine.log();
-    let line = log
-        .lines()
-        .find(|l| l.contains("metrics endpoint listening"))
-        .unwrap();
+    let line = log.lines().find(|l| l.contains("metrics endpoint listening")).unwrap();
     let addr = line
         .split_whitespace()
         .find_map(|w| w.strip_prefix("addr="))
@@ -193,11 +174,7 @@ fn metrics_addr(engine: &Engine) -> String {
 fn http_get(addr: &str, path: &str) -> (u16, String, String) {
     let mut s = TcpStream::connect(addr).expect("connect to metrics endpoint");
     s.set_read_timeout(Some(PATIENCE)).unwrap();
-    write!(
-        s,
-        "GET {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n"
-    )
-    .unwrap();
+    write!(s, "GET {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n").unwrap();
     let mut resp = String::new();
     s.read_to_string(&mut resp).unwrap();
     let (head, body) = resp.split_once("\r\n\r\n").expect("header end");
@@ -249,10 +226,7 @@ fn metrics_endpoint_counts_exactly_the_requests_made() {
         ..Default::default()
     })
     .unwrap();
-    assert_eq!(
-        wait(&mut b).result,
-        ring_proto::ResultCode::UnknownOpcode as i32
-    );
+    assert_eq!(wait(&mut b).result, ring_proto::ResultCode::UnknownOpcode as i32);
     let past_end = b.buffer().len() as u64;
     b.submit(&Sqe {
         opcode: opcode::FILL,
@@ -262,10 +236,7 @@ fn metrics_endpoint_counts_exactly_the_requests_made() {
         ..Default::default()
     })
     .unwrap();
-    assert_eq!(
-        wait(&mut b).result,
-        ring_proto::ResultCode::OutOfBounds as i32
-    );
+    assert_eq!(wait(&mut b).result, ring_proto::ResultCode::OutOfBounds as i32);
     // Three completions b leaves unreaped: the CQ occupancy shows them.
     {
         let mut q = b.submission();
@@ -294,11 +265,7 @@ fn metrics_endpoint_counts_exactly_the_requests_made() {
     assert_eq!(value(&m, "seaweed_ring_worker_sessions", &w), 2.0);
     let core = integration_tests::engine_core().to_string();
     assert_eq!(
-        value(
-            &m,
-            "seaweed_ring_worker_info",
-            &[("worker", &worker), ("core", &core)]
-        ),
+        value(&m, "seaweed_ring_worker_info", &[("worker", &worker), ("core", &core)]),
         1.0
     );
     for (kind, n) in [
@@ -324,14 +291,8 @@ fn metrics_endpoint_counts_exactly_the_requests_made() {
 
     let sa = [("session", ida.as_str())];
     let sb = [("session", idb.as_str())];
-    assert_eq!(
-        value(&m, "seaweed_ring_session_submitted_total", &sa),
-        100.0
-    );
-    assert_eq!(
-        value(&m, "seaweed_ring_session_completed_total", &sa),
-        100.0
-    );
+    assert_eq!(value(&m, "seaweed_ring_session_submitted_total", &sa), 100.0);
+    assert_eq!(value(&m, "seaweed_ring_session_completed_total", &sa), 100.0);
     assert_eq!(value(&m, "seaweed_ring_session_errors_total", &sa), 0.0);
     assert_eq!(value(&m, "seaweed_ring_session_submitted_total", &sb), 55.0);
     assert_eq!(value(&m, "seaweed_ring_session_errors_total", &sb), 2.0);
@@ -345,8 +306,7 @@ fn metrics_endpoint_counts_exactly_the_requests_made() {
     );
     assert!(
         !m.iter()
-            .any(|s| s.name == "seaweed_ring_session_errors_by_kind_total"
-                && s.labels["session"] == ida),
+            .any(|s| s.name == "seaweed_ring_session_errors_by_kind_total" && s.labels["session"] == ida),
         "a session without errors has no error series"
     );
     assert_eq!(value(&m, "seaweed_ring_session_cq_used", &sb), 3.0);
@@ -449,18 +409,14 @@ fn status_reports_workers_sessions_and_counters_of_a_running_engine() {
     nops(&mut a, 7);
     nops(&mut b, 11);
 
-    let json: serde_json::Value =
-        serde_json::from_str(&engine_status(&engine, &["--json"])).unwrap();
+    let json: serde_json::Value = serde_json::from_str(&engine_status(&engine, &["--json"])).unwrap();
     let e = &json["engine"];
     assert_eq!(e["pid"], engine.pid());
     assert_eq!(e["sessions_open"], 2);
     assert_eq!(e["socket"], engine.socket.display().to_string());
     let workers = json["workers"].as_array().unwrap();
     assert_eq!(
-        workers
-            .iter()
-            .map(|w| w["core"].as_u64().unwrap())
-            .collect::<Vec<_>>(),
+        workers.iter().map(|w| w["core"].as_u64().unwrap()).collect::<Vec<_>>(),
         cores,
         "one worker per configured core, in order"
     );
@@ -484,15 +440,9 @@ fn status_reports_workers_sessions_and_counters_of_a_running_engine() {
         assert_eq!(j["backing"], "normal-pages");
     }
     // Worker totals are the sum of what their sessions did (the probe session did nothing).
-    let total: u64 = workers
-        .iter()
-        .map(|w| w["submitted"].as_u64().unwrap())
-        .sum();
+    let total: u64 = workers.iter().map(|w| w["submitted"].as_u64().unwrap()).sum();
     assert_eq!(total, 18);
-    let placed: u64 = workers
-        .iter()
-        .map(|w| w["sessions"].as_u64().unwrap())
-        .sum();
+    let placed: u64 = workers.iter().map(|w| w["sessions"].as_u64().unwrap()).sum();
     assert_eq!(placed, 2);
     if cores.len() == 2 {
         assert_ne!(a.worker(), b.worker(), "sessions spread over both workers");
@@ -500,10 +450,7 @@ fn status_reports_workers_sessions_and_counters_of_a_running_engine() {
 
     // The table names the same sessions.
     let table = engine_status(&engine, &[]);
-    assert!(
-        table.starts_with(&format!("engine pid {}", engine.pid())),
-        "{table}"
-    );
+    assert!(table.starts_with(&format!("engine pid {}", engine.pid())), "{table}");
     for (s, n) in [(&a, 7), (&b, 11)] {
         let row = table
             .lines()
@@ -517,8 +464,7 @@ fn status_reports_workers_sessions_and_counters_of_a_running_engine() {
 
     // Status connections never become sessions.
     let opened = engine.log().matches("session opened").count();
-    let again: serde_json::Value =
-        serde_json::from_str(&engine_status(&engine, &["--json"])).unwrap();
+    let again: serde_json::Value = serde_json::from_str(&engine_status(&engine, &["--json"])).unwrap();
     assert_eq!(again["engine"]["sessions_open"], 2);
     assert_eq!(engine.log().matches("session opened").count(), opened);
     let added: u64 = again["workers"]
@@ -556,8 +502,7 @@ fn sighup_reloads_the_log_level_and_names_what_needs_a_restart() {
     let dir = tempfile::tempdir().unwrap();
     let cfg = dir.path().join("engine.toml");
     write_config(&cfg, "info", 15000);
-    let engine =
-        Engine::start_with_env(&["--config", cfg.to_str().unwrap()], &[("RUST_LOG", None)]);
+    let engine = Engine::start_with_env(&["--config", cfg.to_str().unwrap()], &[("RUST_LOG", None)]);
     assert!(!engine.log().contains("log filter in effect"));
 
     write_config(&cfg, "debug", 30000);
@@ -567,14 +512,8 @@ fn sighup_reloads_the_log_level_and_names_what_needs_a_restart() {
     engine.wait_for_log("log filter in effect");
     engine.wait_for_log("only take effect after a restart");
     let log = engine.log();
-    let reload = log
-        .lines()
-        .find(|l| l.contains("log level reloaded"))
-        .unwrap();
-    assert!(
-        reload.contains("from=info") && reload.contains("to=debug"),
-        "{reload}"
-    );
+    let reload = log.lines().find(|l| l.contains("log level reloaded")).unwrap();
+    assert!(reload.contains("from=info") && reload.contains("to=debug"), "{reload}");
     let restart = log.lines().find(|l| l.contains("after a restart")).unwrap();
     assert!(restart.contains("keys=sessions.lease-ms"), "{restart}");
 
@@ -583,10 +522,7 @@ fn sighup_reloads_the_log_level_and_names_what_needs_a_restart() {
     engine.signal(Signal::SIGHUP);
     engine.wait_for_log("SIGHUP: config not reloaded");
     let log = engine.log();
-    let refused = log
-        .lines()
-        .find(|l| l.contains("config not reloaded"))
-        .unwrap();
+    let refused = log.lines().find(|l| l.contains("config not reloaded")).unwrap();
     assert!(refused.contains("config key log.level"), "{refused}");
     let mut s = engine.connect();
     nops(&mut s, 1);

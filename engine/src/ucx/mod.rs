@@ -103,7 +103,10 @@ impl Context {
         };
         for (name, value) in [("TLS", transports), ("NET_DEVICES", net_devices)] {
             if let Some(v) = value {
-                let (n, v) = (CString::new(name).unwrap(), CString::new(v).map_err(|_| UcxError::InvalidAddr)?);
+                let (n, v) = (
+                    CString::new(name).unwrap(),
+                    CString::new(v).map_err(|_| UcxError::InvalidAddr)?,
+                );
                 // Safety: config is valid; both strings are NUL-terminated and outlive the call.
                 if let Err(e) = check(unsafe { ffi::ucp_config_modify(config, n.as_ptr(), v.as_ptr()) }) {
                     release(config);
@@ -115,7 +118,8 @@ impl Context {
         let mut params: ucp_params_t = unsafe { std::mem::zeroed() };
         params.field_mask =
             (ucp_params_field::UCP_PARAM_FIELD_FEATURES | ucp_params_field::UCP_PARAM_FIELD_MT_WORKERS_SHARED).0 as u64;
-        params.features = (ucp_feature::UCP_FEATURE_AM | ucp_feature::UCP_FEATURE_RMA | ucp_feature::UCP_FEATURE_WAKEUP).0 as u64;
+        params.features =
+            (ucp_feature::UCP_FEATURE_AM | ucp_feature::UCP_FEATURE_RMA | ucp_feature::UCP_FEATURE_WAKEUP).0 as u64;
         params.mt_workers_shared = 1;
         let mut raw: ucp_context_h = std::ptr::null_mut();
         // Safety: params and config are valid for the call; raw is an out-pointer. The API
@@ -154,14 +158,19 @@ impl Context {
         use ucx1_sys::*;
         // Safety: plain data.
         let mut p: ucp_mem_map_params_t = unsafe { std::mem::zeroed() };
-        p.field_mask =
-            (ucp_mem_map_params_field::UCP_MEM_MAP_PARAM_FIELD_ADDRESS | ucp_mem_map_params_field::UCP_MEM_MAP_PARAM_FIELD_LENGTH).0 as u64;
+        p.field_mask = (ucp_mem_map_params_field::UCP_MEM_MAP_PARAM_FIELD_ADDRESS
+            | ucp_mem_map_params_field::UCP_MEM_MAP_PARAM_FIELD_LENGTH)
+            .0 as u64;
         p.address = addr as *mut std::os::raw::c_void;
         p.length = len as size_t;
         let mut memh: ucp_mem_h = std::ptr::null_mut();
         // Safety: live context; the caller keeps the memory mapped; memh is an out-pointer.
         check(unsafe { ffi::ucp_mem_map(self.raw, &p, &mut memh) })?;
-        Ok(Registration { memh, context: self.clone(), len })
+        Ok(Registration {
+            memh,
+            context: self.clone(),
+            len,
+        })
     }
 }
 
@@ -242,7 +251,11 @@ mod loopback_tests {
         let mut recv_done = false;
         let deadline = Instant::now() + Duration::from_secs(20);
         while !(got.len() == 2 && sends_done == 2 && recv_done) {
-            assert!(Instant::now() < deadline, "loopback did not finish: got {} sends {sends_done}", got.len());
+            assert!(
+                Instant::now() < deadline,
+                "loopback did not finish: got {} sends {sends_done}",
+                got.len()
+            );
             w.progress(&mut |ev| match ev {
                 WorkerEvent::Am(m) => match m.data {
                     AmData::Eager(d) => got.push((m.header.to_vec(), d.to_vec())),

@@ -27,7 +27,10 @@ pub enum WorkerEvent<'a> {
     /// A send started by [`Worker::am_send`] finished.
     SendDone { token: u64, result: Result<(), UcxError> },
     /// A rendezvous receive started by [`Worker::recv_rndv`] finished.
-    RecvDone { token: u64, result: Result<usize, UcxError> },
+    RecvDone {
+        token: u64,
+        result: Result<usize, UcxError>,
+    },
     /// An endpoint failed (peer died, connection reset, unreachable...). Its requests are
     /// completed with errors by UCX; close it with [`Endpoint::close`].
     EndpointFailed { ep: EpKey, error: UcxError },
@@ -133,9 +136,19 @@ impl Worker {
         let mut raw: ucp_worker_h = std::ptr::null_mut();
         // Safety: the context is alive (we keep an Arc); params is valid; raw is an out-pointer.
         check(unsafe { ffi::ucp_worker_create(context.raw(), &params, &mut raw) })?;
-        let ctx = Box::into_raw(Box::new(RefCell::new(CallbackCtx { handler: None, conn_requests: Vec::new(), worker: raw })));
+        let ctx = Box::into_raw(Box::new(RefCell::new(CallbackCtx {
+            handler: None,
+            conn_requests: Vec::new(),
+            worker: raw,
+        })));
         let mut efd = -1;
-        let mut w = Self { raw, ctx, am_args: Vec::new(), efd: -1, _context: context };
+        let mut w = Self {
+            raw,
+            ctx,
+            am_args: Vec::new(),
+            efd: -1,
+            _context: context,
+        };
         // Safety: raw is a live worker created with the WAKEUP feature; efd is an out-pointer.
         check(unsafe { ffi::ucp_worker_get_efd(raw, &mut efd) })?;
         w.efd = efd;
@@ -211,8 +224,14 @@ impl Worker {
         p.field_mask = (ucp_listener_params_field::UCP_LISTENER_PARAM_FIELD_SOCK_ADDR
             | ucp_listener_params_field::UCP_LISTENER_PARAM_FIELD_CONN_HANDLER)
             .0 as u64;
-        p.sockaddr = ucs_sock_addr { addr: &storage as *const _ as *const sockaddr, addrlen: len };
-        p.conn_handler = ucp_listener_conn_handler { cb: Some(conn_callback), arg: self.ctx as *mut c_void };
+        p.sockaddr = ucs_sock_addr {
+            addr: &storage as *const _ as *const sockaddr,
+            addrlen: len,
+        };
+        p.conn_handler = ucp_listener_conn_handler {
+            cb: Some(conn_callback),
+            arg: self.ctx as *mut c_void,
+        };
         let mut raw: ucp_listener_h = std::ptr::null_mut();
         // Safety: live worker; the sockaddr storage outlives the call; ctx outlives the listener
         // (listeners are destroyed before the worker, see Listener::destroy's contract).
@@ -241,7 +260,10 @@ impl Worker {
             | ucp_ep_params_field::UCP_EP_PARAM_FIELD_ERR_HANDLER)
             .0 as u64;
         p.flags = ucp_ep_params_flags_field::UCP_EP_PARAMS_FLAGS_CLIENT_SERVER.0;
-        p.sockaddr = ucs_sock_addr { addr: &storage as *const _ as *const sockaddr, addrlen: len };
+        p.sockaddr = ucs_sock_addr {
+            addr: &storage as *const _ as *const sockaddr,
+            addrlen: len,
+        };
         self.fill_err_handler(&mut p);
         self.create_ep(&p)
     }
@@ -265,9 +287,14 @@ impl Worker {
         // Safety: our callback has the ABI of ucp_err_handler_cb_t (the status is a one-byte
         // enum in C, received as i8; see ffi.rs).
         let cb: ucp_err_handler_cb_t = Some(unsafe {
-            std::mem::transmute::<ffi::ErrCallback, unsafe extern "C" fn(*mut c_void, ucp_ep_h, ucs_status_t)>(err_callback)
+            std::mem::transmute::<ffi::ErrCallback, unsafe extern "C" fn(*mut c_void, ucp_ep_h, ucs_status_t)>(
+                err_callback,
+            )
         });
-        p.err_handler = ucp_err_handler { cb, arg: self.ctx as *mut c_void };
+        p.err_handler = ucp_err_handler {
+            cb,
+            arg: self.ctx as *mut c_void,
+        };
     }
 
     fn create_ep(&mut self, p: &ucp_ep_params_t) -> Result<Endpoint, UcxError> {
@@ -298,15 +325,29 @@ impl Worker {
         p.op_attr_mask = ucp_op_attr_t::UCP_OP_ATTR_FIELD_CALLBACK as u32
             | ucp_op_attr_t::UCP_OP_ATTR_FIELD_USER_DATA as u32
             | ucp_op_attr_t::UCP_OP_ATTR_FIELD_FLAGS as u32;
-        p.flags = if reply { ucp_send_am_flags::UCP_AM_SEND_FLAG_REPLY.0 } else { 0 };
+        p.flags = if reply {
+            ucp_send_am_flags::UCP_AM_SEND_FLAG_REPLY.0
+        } else {
+            0
+        };
         // Safety: same ABI as ucp_send_nbx_callback_t (status received as i8, see ffi.rs).
         p.cb.send = Some(unsafe {
-            std::mem::transmute::<ffi::SendCallback, unsafe extern "C" fn(*mut c_void, ucs_status_t, *mut c_void)>(send_callback)
+            std::mem::transmute::<ffi::SendCallback, unsafe extern "C" fn(*mut c_void, ucs_status_t, *mut c_void)>(
+                send_callback,
+            )
         });
         p.user_data = token as usize as *mut c_void;
         // Safety: live ep of this worker; the header and data contract is the caller's.
         let r = unsafe {
-            ucp_am_send_nbx(ep.raw, id as u32, header.as_ptr() as *const c_void, header.len() as size_t, data as *const c_void, len as size_t, &p)
+            ucp_am_send_nbx(
+                ep.raw,
+                id as u32,
+                header.as_ptr() as *const c_void,
+                header.len() as size_t,
+                data as *const c_void,
+                len as size_t,
+                &p,
+            )
         };
         started(r)
     }
@@ -318,12 +359,14 @@ impl Worker {
     pub unsafe fn recv_rndv(&mut self, mut data: RndvData, dst: *mut u8, token: u64) -> Result<Started, UcxError> {
         // Safety: plain data.
         let mut p: ucp_request_param_t = unsafe { std::mem::zeroed() };
-        p.op_attr_mask = ucp_op_attr_t::UCP_OP_ATTR_FIELD_CALLBACK as u32 | ucp_op_attr_t::UCP_OP_ATTR_FIELD_USER_DATA as u32;
+        p.op_attr_mask =
+            ucp_op_attr_t::UCP_OP_ATTR_FIELD_CALLBACK as u32 | ucp_op_attr_t::UCP_OP_ATTR_FIELD_USER_DATA as u32;
         // Safety: same ABI as ucp_am_recv_data_nbx_callback_t (status as i8, see ffi.rs).
         p.cb.recv_am = Some(unsafe {
-            std::mem::transmute::<ffi::RecvDataCallback, unsafe extern "C" fn(*mut c_void, ucs_status_t, size_t, *mut c_void)>(
-                recv_data_callback,
-            )
+            std::mem::transmute::<
+                ffi::RecvDataCallback,
+                unsafe extern "C" fn(*mut c_void, ucs_status_t, size_t, *mut c_void),
+            >(recv_data_callback)
         });
         p.user_data = token as usize as *mut c_void;
         let desc = std::mem::replace(&mut data.desc, std::ptr::null_mut());
@@ -347,7 +390,15 @@ impl Worker {
     /// # Safety
     /// `dst` must point to `len` writable bytes that stay valid until completion, and the
     /// key must belong to `ep`'s peer and outlive the operation.
-    pub unsafe fn get(&mut self, ep: &Endpoint, dst: *mut u8, len: usize, remote_addr: u64, rkey: &RemoteKey, token: u64) -> Result<Started, UcxError> {
+    pub unsafe fn get(
+        &mut self,
+        ep: &Endpoint,
+        dst: *mut u8,
+        len: usize,
+        remote_addr: u64,
+        rkey: &RemoteKey,
+        token: u64,
+    ) -> Result<Started, UcxError> {
         let p = send_param(token);
         // Safety: the caller's contract; live ep of this worker.
         started(unsafe { ucp_get_nbx(ep.raw, dst as *mut c_void, len as size_t, remote_addr, rkey.raw, &p) })
@@ -357,7 +408,15 @@ impl Worker {
     ///
     /// # Safety
     /// As for [`Worker::get`], with `src` readable.
-    pub unsafe fn put(&mut self, ep: &Endpoint, src: *const u8, len: usize, remote_addr: u64, rkey: &RemoteKey, token: u64) -> Result<Started, UcxError> {
+    pub unsafe fn put(
+        &mut self,
+        ep: &Endpoint,
+        src: *const u8,
+        len: usize,
+        remote_addr: u64,
+        rkey: &RemoteKey,
+        token: u64,
+    ) -> Result<Started, UcxError> {
         let p = send_param(token);
         // Safety: the caller's contract; live ep of this worker.
         started(unsafe { ucp_put_nbx(ep.raw, src as *const c_void, len as size_t, remote_addr, rkey.raw, &p) })
@@ -439,10 +498,13 @@ impl Drop for RemoteKey {
 fn send_param(token: u64) -> ucp_request_param_t {
     // Safety: plain data.
     let mut p: ucp_request_param_t = unsafe { std::mem::zeroed() };
-    p.op_attr_mask = ucp_op_attr_t::UCP_OP_ATTR_FIELD_CALLBACK as u32 | ucp_op_attr_t::UCP_OP_ATTR_FIELD_USER_DATA as u32;
+    p.op_attr_mask =
+        ucp_op_attr_t::UCP_OP_ATTR_FIELD_CALLBACK as u32 | ucp_op_attr_t::UCP_OP_ATTR_FIELD_USER_DATA as u32;
     // Safety: same ABI as ucp_send_nbx_callback_t (status received as i8, see ffi.rs).
     p.cb.send = Some(unsafe {
-        std::mem::transmute::<ffi::SendCallback, unsafe extern "C" fn(*mut c_void, ucs_status_t, *mut c_void)>(send_callback)
+        std::mem::transmute::<ffi::SendCallback, unsafe extern "C" fn(*mut c_void, ucs_status_t, *mut c_void)>(
+            send_callback,
+        )
     });
     p.user_data = token as usize as *mut c_void;
     p
@@ -478,7 +540,9 @@ fn sockaddr_of(addr: SocketAddr) -> (libc::sockaddr_storage, socklen_t) {
             let sin = libc::sockaddr_in {
                 sin_family: libc::AF_INET as libc::sa_family_t,
                 sin_port: a.port().to_be(),
-                sin_addr: libc::in_addr { s_addr: u32::from_ne_bytes(a.ip().octets()) },
+                sin_addr: libc::in_addr {
+                    s_addr: u32::from_ne_bytes(a.ip().octets()),
+                },
                 sin_zero: [0; 8],
             };
             // Safety: sockaddr_in fits in sockaddr_storage.
@@ -490,7 +554,9 @@ fn sockaddr_of(addr: SocketAddr) -> (libc::sockaddr_storage, socklen_t) {
                 sin6_family: libc::AF_INET6 as libc::sa_family_t,
                 sin6_port: a.port().to_be(),
                 sin6_flowinfo: a.flowinfo(),
-                sin6_addr: libc::in6_addr { s6_addr: a.ip().octets() },
+                sin6_addr: libc::in6_addr {
+                    s6_addr: a.ip().octets(),
+                },
                 sin6_scope_id: a.scope_id(),
             };
             // Safety: sockaddr_in6 fits in sockaddr_storage.
@@ -513,7 +579,10 @@ unsafe fn socket_addr_from(s: &sockaddr_storage) -> Option<SocketAddr> {
     } else if family == libc::AF_INET6 {
         // Safety: the family says sockaddr_in6.
         let sin6 = unsafe { &*(s as *const _ as *const libc::sockaddr_in6) };
-        Some(SocketAddr::from((std::net::Ipv6Addr::from(sin6.sin6_addr.s6_addr), u16::from_be(sin6.sin6_port))))
+        Some(SocketAddr::from((
+            std::net::Ipv6Addr::from(sin6.sin6_addr.s6_addr),
+            u16::from_be(sin6.sin6_port),
+        )))
     } else {
         None
     }
@@ -561,7 +630,11 @@ unsafe extern "C" fn am_callback(
     let worker = unsafe { &*(*ctx_ptr) }.borrow().worker;
     let body = if rndv {
         RNDV_IN_CALLBACK.with(|c| c.set(data));
-        AmData::Rndv(RndvData { desc: data, len: length, worker })
+        AmData::Rndv(RndvData {
+            desc: data,
+            len: length,
+            worker,
+        })
     } else if length == 0 {
         AmData::Eager(&[])
     } else {
@@ -572,7 +645,12 @@ unsafe extern "C" fn am_callback(
     // Safety: arg is our callback context.
     unsafe {
         with_handler(arg, |h| {
-            h(WorkerEvent::Am(AmMessage { id, header, data: body.take().expect("once"), reply_ep }));
+            h(WorkerEvent::Am(AmMessage {
+                id,
+                header,
+                data: body.take().expect("once"),
+                reply_ep,
+            }));
         })
     };
     // A handler that ignored the message left it here: dropping it now counts as dropped in
@@ -614,7 +692,12 @@ unsafe extern "C" fn send_callback(request: *mut c_void, status: raw_status, use
     unsafe { ucp_request_free(request) };
 }
 
-unsafe extern "C" fn recv_data_callback(request: *mut c_void, status: raw_status, length: size_t, user_data: *mut c_void) {
+unsafe extern "C" fn recv_data_callback(
+    request: *mut c_void,
+    status: raw_status,
+    length: size_t,
+    user_data: *mut c_void,
+) {
     let token = user_data as usize as u64;
     let result = check(status).map(|_| length as usize);
     deliver(WorkerEvent::RecvDone { token, result });
