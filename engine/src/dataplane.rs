@@ -251,6 +251,8 @@ struct ServerBuf {
 struct PeerConn {
     ep: Endpoint,
     entry: Arc<PeerEntry>,
+    /// The transports of the connection were logged (once it carried its first answer).
+    logged: bool,
 }
 
 /// Work found during progress that needs UCX calls (made after progress returns).
@@ -269,6 +271,8 @@ struct Deferred {
     revokes: Vec<(EpKey, u32, u32)>,
     /// Gets/puts that finished, to account against their export: (peer, export id).
     rma_done: Vec<(u32, u32)>,
+    /// Peers whose connection carried an answer (its transports are known now).
+    answered: Vec<u32>,
 }
 
 pub struct DataPlane {
@@ -371,7 +375,12 @@ impl DataPlane {
                 };
                 match (m.id, m.reply_ep) {
                     (AM_REQUEST, Some(ep)) => serve_request(h, m.data, ep, max_message, deferred),
-                    (AM_REPLY, _) => take_reply(h, m.data, pending, deferred, out),
+                    (AM_REPLY, _) => {
+                        if let Some(p) = pending.get(&h.req_id) {
+                            deferred.answered.push(p.peer);
+                        }
+                        take_reply(h, m.data, pending, deferred, out)
+                    }
                     (AM_QUERY, Some(ep)) => {
                         let (header, body) = match settings.exports.query(h.a, h.b, worker_id, ep) {
                             Ok(d) => {
@@ -556,6 +565,9 @@ impl DataPlane {
                 }
             }
         }
+        for peer in d.answered {
+            self.log_transports(peer);
+        }
         for (req_id, body, status) in d.infos {
             any = true;
             self.descriptor_arrived(req_id, &body, status);
@@ -645,6 +657,24 @@ impl DataPlane {
             Ok(Started::Done) => {}
             Err(e) => tracing::debug!(id, error = %e, "message send failed"),
         }
+    }
+
+    /// Logs, once per connection, which transports UCX chose for it (lane lines of UCX's
+    /// endpoint description).
+    fn log_transports(&mut self, peer: u32) {
+        let Some(c) = self.conns.get_mut(&peer).filter(|c| !c.logged) else {
+            return;
+        };
+        c.logged = true;
+        let info = self.worker.ep_info(&c.ep);
+        // Lines look like "#   lane[1]:  0:tcp/lo.0 md[0] -> md[0]/tcp/sysdev[255] am ...".
+        let lanes: Vec<String> = info
+            .lines()
+            .map(|l| l.trim_start_matches('#').trim())
+            .filter(|l| l.starts_with("lane[") || l.starts_with("am_send:"))
+            .map(|l| l.split_whitespace().collect::<Vec<_>>().join(" "))
+            .collect();
+        tracing::info!(peer, address = %c.entry.addr, lanes = %lanes.join(" | "), "peer connection transports");
     }
 
     /// An export descriptor arrived for READ/WRITE `req_id`: cache it, then run the request.
@@ -899,7 +929,14 @@ impl DataPlane {
             tracing::info!(peer = handle, %addr, "connecting to peer engine");
             bump(&entry.stats.connects);
             bump(&entry.stats.connected);
-            self.conns.insert(handle, PeerConn { ep, entry });
+            self.conns.insert(
+                handle,
+                PeerConn {
+                    ep,
+                    entry,
+                    logged: false,
+                },
+            );
         }
         Ok(())
     }

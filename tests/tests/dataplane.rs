@@ -130,6 +130,14 @@ fn engine_echoes_through_its_own_listener_over_tcp() {
     let engine = Engine::start(&ucx_args("tcp"));
     let addr = listen_addr(&engine);
     echo_sizes(&engine, &addr);
+    engine.wait_for_log("peer connection transports");
+    let line = engine
+        .log()
+        .lines()
+        .find(|l| l.contains("peer connection transports"))
+        .unwrap()
+        .to_string();
+    assert!(line.contains("tcp"), "{line}");
 }
 
 #[test]
@@ -137,6 +145,21 @@ fn engine_echoes_through_its_own_listener_over_shared_memory() {
     let engine = Engine::start(&ucx_args("sm,tcp"));
     let addr = listen_addr(&engine);
     echo_sizes(&engine, &addr);
+    // The data really moved over shared memory (UCX falls back to tcp silently otherwise).
+    engine.wait_for_log("peer connection transports");
+    let line = engine
+        .log()
+        .lines()
+        .find(|l| l.contains("peer connection transports"))
+        .unwrap()
+        .to_string();
+    eprintln!("{line}");
+    assert!(
+        ["posix", "sysv", "cma", "xpmem", "knem"]
+            .iter()
+            .any(|t| line.contains(t)),
+        "no shared-memory lane: {line}"
+    );
 }
 
 #[test]

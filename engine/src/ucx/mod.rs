@@ -296,6 +296,10 @@ mod loopback_tests {
         } else {
             assert!(eager_big.1 == big, "eager bytes differ");
         }
+        assert!(
+            w.ep_info(&ep).contains("tcp/lo"),
+            "endpoint description names its transport"
+        );
         w.close(ep);
         for e in accepted {
             w.close(e);

@@ -430,6 +430,32 @@ impl Worker {
         started(unsafe { ucp_ep_flush_nbx(ep.raw, &p) })
     }
 
+    /// UCX's description of an endpoint's lanes: which transport and device carries what.
+    pub fn ep_info(&self, ep: &Endpoint) -> String {
+        let mut buf: *mut libc::c_char = std::ptr::null_mut();
+        let mut size: libc::size_t = 0;
+        // Safety: open_memstream allocates a growing buffer and reports it through the two
+        // out-pointers once the stream is closed.
+        let f = unsafe { libc::open_memstream(&mut buf, &mut size) };
+        if f.is_null() {
+            return String::new();
+        }
+        // Safety: live ep; the FILE types are the same C struct (libc's and bindgen's); the
+        // stream is closed right after.
+        unsafe {
+            ucp_ep_print_info(ep.raw, f as *mut FILE);
+            libc::fclose(f);
+        }
+        if buf.is_null() {
+            return String::new();
+        }
+        // Safety: after fclose, buf holds `size` bytes we own and free once.
+        let text = unsafe { String::from_utf8_lossy(std::slice::from_raw_parts(buf as *const u8, size)).into_owned() };
+        // Safety: as above.
+        unsafe { libc::free(buf as *mut libc::c_void) };
+        text
+    }
+
     /// Closes an endpoint (force: no flush), progressing until UCX let go of it.
     pub fn close(&mut self, ep: Endpoint) {
         // Safety: plain data; no callback, we wait for the request ourselves.
