@@ -1,0 +1,128 @@
+//! A hostile client maps real sessions and scribbles on everything it can reach (entries,
+//! ring indices, flags, header fields, its buffer) while a well-behaved client works beside
+//! it: the well-behaved client must see no error and exactly its own results, and the engine
+//! must survive.
+
+use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
+use std::time::Duration;
+
+use integration_tests::{nop, wait, Engine, PATIENCE};
+use ring_client::SessionOptions;
+use ring_proto::{opcode, Sqe};
+
+/// xorshift64: deterministic garbage.
+fn next(x: &mut u64) -> u64 {
+    *x ^= *x << 13;
+    *x ^= *x >> 7;
+    *x ^= *x << 17;
+    *x
+}
+
+#[test]
+fn hostile_client_cannot_hurt_a_well_behaved_one() {
+    let engine = Engine::start(&["--spin-forever", "--lease-ms", "0"]);
+    let stop = AtomicBool::new(false);
+    let hostile_sessions = AtomicU32::new(0);
+    let good_ops = AtomicU64::new(0);
+    std::thread::scope(|scope| {
+        scope.spawn(|| {
+            let mut rng = 0x9e37_79b9_7f4a_7c15u64;
+            while !stop.load(Ordering::Relaxed) {
+                let Ok(mut s) = engine.try_connect(SessionOptions {
+                    keepalive: false,
+                    ..Default::default()
+                }) else {
+                    continue;
+                };
+                hostile_sessions.fetch_add(1, Ordering::Relaxed);
+                // Some legitimate traffic first, so the session is live in the worker.
+                let _ = s.submit(&nop(1));
+                // Safety: deliberately hostile writes into this process's own mapping of the
+                // session (atomically, 8 bytes at a time, as another process could).
+                let (base, len) = unsafe { s.region_raw() };
+                for _ in 0..2000 {
+                    let off = (next(&mut rng) as usize % (len / 8)) * 8;
+                    // Bias towards the control blocks and entries at the front.
+                    let off = if next(&mut rng) % 4 == 0 { off } else { off % 65536 };
+                    let word = unsafe { &*(base.add(off) as *const AtomicU64) };
+                    word.store(next(&mut rng), Ordering::Relaxed);
+                }
+                // Publish whatever is now in the SQ through the normal path, then, every other
+                // session, move the ring indices themselves to random places.
+                let _ = s.submit(&Sqe {
+                    opcode: next(&mut rng) as u8,
+                    user_data: 2,
+                    ..Default::default()
+                });
+                if next(&mut rng) % 2 == 0 {
+                    let l = *s.layout();
+                    for off in [l.sq_ctl_offset + 128, l.cq_ctl_offset] {
+                        // Safety: as above (the SQ tail and the CQ head lines).
+                        let idx = unsafe { &*(base.add(off) as *const AtomicU32) };
+                        idx.store(next(&mut rng) as u32, Ordering::Relaxed);
+                    }
+                }
+                std::thread::sleep(Duration::from_millis(1));
+            }
+        });
+        scope.spawn(|| {
+            let mut s = engine.connect();
+            let len = s.buffer().len();
+            for i in 0..100_000u64 {
+                if i % 2 == 0 {
+                    s.submit(&nop(i)).unwrap();
+                    let c = wait(&mut s);
+                    assert_eq!(
+                        (c.user_data, c.result),
+                        (i, 0),
+                        "good client saw a wrong NOP completion"
+                    );
+                } else {
+                    let off = (i as usize * 4096) % (len - 4096);
+                    s.submit(&Sqe {
+                        opcode: opcode::FILL,
+                        user_data: i,
+                        buf_offset: off as u64,
+                        buf_len: 4096,
+                        aux: (i % 251) as u32,
+                        ..Default::default()
+                    })
+                    .unwrap();
+                    let c = wait(&mut s);
+                    assert_eq!(
+                        (c.user_data, c.result),
+                        (i, 4096),
+                        "good client saw a wrong FILL completion"
+                    );
+                    let mut back = vec![0u8; 4096];
+                    s.buffer().read(off, &mut back).unwrap();
+                    assert!(
+                        back.iter().all(|&b| b == (i % 251) as u8),
+                        "good client's buffer was touched"
+                    );
+                }
+                good_ops.fetch_add(1, Ordering::Relaxed);
+            }
+            assert_eq!(s.sq_invalid_count(), 0);
+            stop.store(true, Ordering::Relaxed);
+        });
+    });
+    assert_eq!(good_ops.load(Ordering::Relaxed), 100_000);
+    assert!(hostile_sessions.load(Ordering::Relaxed) > 0);
+    // The engine is alive and serves a new client.
+    let mut s = engine.connect();
+    s.submit(&nop(7)).unwrap();
+    assert_eq!(
+        s.wait_cqe(Duration::from_micros(50), Some(PATIENCE)).unwrap().user_data,
+        7
+    );
+    let log = engine.log();
+    assert!(!log.contains("panicked"), "{log}");
+    // The garbage reached the engine's checks: sessions were cut off for corrupt indices.
+    let cut = log.matches("broke the ring protocol").count();
+    eprintln!(
+        "hostile sessions: {}, cut off: {cut}",
+        hostile_sessions.load(Ordering::Relaxed)
+    );
+    assert!(cut > 0, "no hostile session was ever cut off:\n{log}");
+}
