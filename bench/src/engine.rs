@@ -14,6 +14,7 @@ use nix::sys::signal::{kill, Signal};
 use nix::unistd::Pid;
 use ring_client::{ConnectError, Session, SessionOptions};
 
+use crate::scenarios::Tls;
 use crate::Result;
 
 /// How the engine is started.
@@ -31,6 +32,12 @@ pub struct EngineOptions {
     pub log_path: Option<PathBuf>,
     /// How long to wait for the socket to accept a session.
     pub start_timeout: Duration,
+    /// A UCX listener on 127.0.0.1 (port chosen by the engine) over these transports
+    /// (`--ucx-listen`, `--ucx-transports`, `--ucx-net-devices`).
+    pub ucx: Option<Tls>,
+    /// CPUs the engine process may use (its worker pins itself with `--cores`). The bench
+    /// may start an engine from its pinned measuring thread; this undoes the inherited pin.
+    pub cpus: Vec<usize>,
 }
 
 /// Finds the engine binary: `explicit`, else `engine` next to this executable.
@@ -42,9 +49,7 @@ pub fn locate(explicit: Option<&Path>) -> Result<PathBuf> {
         return Ok(p.to_owned());
     }
     let exe = std::env::current_exe().map_err(|e| format!("locating the bench executable: {e}"))?;
-    let dir = exe
-        .parent()
-        .ok_or("the bench executable has no parent directory")?;
+    let dir = exe.parent().ok_or("the bench executable has no parent directory")?;
     let p = dir.join("engine");
     if !p.is_file() {
         return Err(format!(
@@ -70,15 +75,9 @@ impl Engine {
     pub fn start(opts: &EngineOptions) -> Result<(Engine, Session)> {
         let dir = private_dir()?;
         let socket = dir.join("engine.sock");
-        let log_path = opts
-            .log_path
-            .clone()
-            .unwrap_or_else(|| dir.join("engine.log"));
-        let log =
-            File::create(&log_path).map_err(|e| format!("creating {}: {e}", log_path.display()))?;
-        let log_err = log
-            .try_clone()
-            .map_err(|e| format!("{}: {e}", log_path.display()))?;
+        let log_path = opts.log_path.clone().unwrap_or_else(|| dir.join("engine.log"));
+        let log = File::create(&log_path).map_err(|e| format!("creating {}: {e}", log_path.display()))?;
+        let log_err = log.try_clone().map_err(|e| format!("{}: {e}", log_path.display()))?;
 
         let mut args: Vec<String> = vec![
             "--socket".into(),
@@ -103,6 +102,16 @@ impl Engine {
                 args.push(value.into());
             }
         }
+        if let Some(tls) = opts.ucx {
+            for (flag, value) in [
+                ("--ucx-listen", "127.0.0.1:0"),
+                ("--ucx-transports", tls.transports()),
+                ("--ucx-net-devices", tls.net_devices()),
+            ] {
+                args.push(flag.into());
+                args.push(value.into());
+            }
+        }
         args.extend(opts.extra_args.iter().cloned());
         let command_line = format!("{} {}", opts.binary.display(), args.join(" "));
 
@@ -114,27 +123,29 @@ impl Engine {
             // Own process group: a terminal's Ctrl-C reaches only the bench, which then stops
             // the engine itself after the current block.
             .process_group(0);
-        // SAFETY: prctl is async-signal-safe and touches no memory of the parent.
+        // SAFETY: cpu_set_t is plain data; all zeroes is the empty set.
+        let mut cpus: libc::cpu_set_t = unsafe { std::mem::zeroed() };
+        for &c in opts.cpus.iter().filter(|&&c| c < libc::CPU_SETSIZE as usize) {
+            // SAFETY: c is below CPU_SETSIZE, so the bit is inside the set.
+            unsafe { libc::CPU_SET(c, &mut cpus) };
+        }
+        let reset_cpus = !opts.cpus.is_empty();
+        // SAFETY: prctl and sched_setaffinity are async-signal-safe system calls; `cpus` is
+        // a copy owned by the closure.
         unsafe {
-            cmd.pre_exec(|| {
+            cmd.pre_exec(move || {
+                if reset_cpus && libc::sched_setaffinity(0, std::mem::size_of::<libc::cpu_set_t>(), &cpus) != 0 {
+                    return Err(std::io::Error::last_os_error());
+                }
                 // The engine gets SIGTERM if the thread that spawned it (the bench's main
                 // thread, alive for the whole run) dies, even by SIGKILL or abort.
-                if libc::prctl(
-                    libc::PR_SET_PDEATHSIG,
-                    libc::SIGTERM as libc::c_ulong,
-                    0,
-                    0,
-                    0,
-                ) != 0
-                {
+                if libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGTERM as libc::c_ulong, 0, 0, 0) != 0 {
                     return Err(std::io::Error::last_os_error());
                 }
                 Ok(())
             });
         }
-        let child = cmd
-            .spawn()
-            .map_err(|e| format!("starting {command_line}: {e}"))?;
+        let child = cmd.spawn().map_err(|e| format!("starting {command_line}: {e}"))?;
         let mut engine = Engine {
             child: Some(child),
             dir,
@@ -192,9 +203,7 @@ impl Engine {
 
     /// The exit status, if the engine has exited.
     pub fn try_wait(&mut self) -> Option<ExitStatus> {
-        self.child
-            .as_mut()
-            .and_then(|c| c.try_wait().ok().flatten())
+        self.child.as_mut().and_then(|c| c.try_wait().ok().flatten())
     }
 
     pub fn command_line(&self) -> &str {
@@ -214,6 +223,25 @@ impl Engine {
             let _ = f.read_to_string(&mut s);
         }
         s
+    }
+
+    /// The address of the engine's UCX listener, from its log line
+    /// `UCX listening address=...` (waiting for it at most `timeout`).
+    pub fn ucx_listen_address(&mut self, timeout: Duration) -> Result<String> {
+        let deadline = Instant::now() + timeout;
+        loop {
+            if let Some(a) = listen_address_from_log(&self.log()) {
+                return Ok(a.to_owned());
+            }
+            if let Some(status) = self.try_wait() {
+                return Err(format!("the engine exited ({status}) before its UCX listener was up").into());
+            }
+            if Instant::now() >= deadline {
+                return Err(format!("the engine did not log \"UCX listening address=...\" within {timeout:?}").into());
+            }
+            crate::interrupt::check()?;
+            std::thread::sleep(Duration::from_millis(10));
+        }
     }
 
     /// Which pages the engine said session regions use.
@@ -274,18 +302,56 @@ fn private_dir() -> Result<PathBuf> {
 pub fn pages_from_log(log: &str) -> Option<&'static str> {
     if log.contains("session regions use 2 MiB huge pages") {
         Some("huge")
-    } else if log.contains("session regions fall back to normal pages")
-        || log.contains("hugepages = off")
-    {
+    } else if log.contains("session regions fall back to normal pages") || log.contains("hugepages = off") {
         Some("normal")
     } else {
         None
     }
 }
 
+/// The lanes UCX chose for the engine's first peer connection, from its
+/// `peer connection transports ... lanes=...` log line (to the end of the line).
+pub fn peer_lanes_from_log(log: &str) -> Option<&str> {
+    let line = log.lines().find(|l| l.contains("peer connection transports"))?;
+    let lanes = line.split_once("lanes=")?.1.trim();
+    (!lanes.is_empty()).then_some(lanes.trim_matches('"'))
+}
+
+/// The address in the engine's `UCX listening address=127.0.0.1:PORT` log line.
+pub fn listen_address_from_log(log: &str) -> Option<&str> {
+    log.lines()
+        .find(|l| l.contains("UCX listening"))?
+        .split("address=")
+        .nth(1)?
+        .split_whitespace()
+        .next()
+        .map(|a| a.trim_matches('"'))
+        .filter(|a| !a.is_empty())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn listen_address_is_read_from_the_engine_log() {
+        let log = "2026-11-26T09:05:16.839791Z  INFO engine::control: engine ready\n\
+                   2026-11-26T09:05:16.839800Z  INFO worker{id=0}: engine::dataplane: UCX listening address=127.0.0.1:40123\n";
+        assert_eq!(listen_address_from_log(log), Some("127.0.0.1:40123"));
+        assert_eq!(
+            listen_address_from_log("INFO UCX listening address=\"[::1]:5\" other=1"),
+            Some("[::1]:5")
+        );
+        assert_eq!(listen_address_from_log("INFO engine ready"), None);
+        let log = "INFO engine::dataplane: peer connection transports peer=1 address=127.0.0.1:1 \
+                   lanes=lane[0]: cm rdmacm | lane[1]: 1:sysv/memory.0 md[1] am keepalive\nINFO next";
+        assert_eq!(
+            peer_lanes_from_log(log),
+            Some("lane[0]: cm rdmacm | lane[1]: 1:sysv/memory.0 md[1] am keepalive")
+        );
+        assert_eq!(peer_lanes_from_log("INFO engine ready"), None);
+        assert_eq!(listen_address_from_log("INFO UCX listening address="), None);
+    }
 
     #[test]
     fn pages_are_read_from_the_engine_log() {
@@ -294,9 +360,7 @@ mod tests {
             Some("huge")
         );
         assert_eq!(
-            pages_from_log(
-                "WARN no huge pages available: session regions fall back to normal pages (...)"
-            ),
+            pages_from_log("WARN no huge pages available: session regions fall back to normal pages (...)"),
             Some("normal")
         );
         assert_eq!(pages_from_log("INFO engine ready"), None);

@@ -16,15 +16,10 @@ extern "C" fn on_signal(_: libc::c_int) {
 }
 
 pub fn install() -> crate::Result<()> {
-    let action = SigAction::new(
-        SigHandler::Handler(on_signal),
-        SaFlags::SA_RESTART,
-        SigSet::empty(),
-    );
+    let action = SigAction::new(SigHandler::Handler(on_signal), SaFlags::SA_RESTART, SigSet::empty());
     for sig in [Signal::SIGINT, Signal::SIGTERM] {
         // SAFETY: the handler only touches an atomic and calls _exit.
-        unsafe { sigaction(sig, &action) }
-            .map_err(|e| format!("installing the {sig} handler: {e}"))?;
+        unsafe { sigaction(sig, &action) }.map_err(|e| format!("installing the {sig} handler: {e}"))?;
     }
     Ok(())
 }

@@ -74,11 +74,9 @@ impl Machine {
             kernel: std::fs::read_to_string("/proc/sys/kernel/osrelease")
                 .map(|s| s.trim().to_owned())
                 .unwrap_or_else(|_| "unknown".into()),
-            clocksource: std::fs::read_to_string(
-                "/sys/devices/system/clocksource/clocksource0/current_clocksource",
-            )
-            .map(|s| s.trim().to_owned())
-            .unwrap_or_else(|_| "unknown".into()),
+            clocksource: std::fs::read_to_string("/sys/devices/system/clocksource/clocksource0/current_clocksource")
+                .map(|s| s.trim().to_owned())
+                .unwrap_or_else(|_| "unknown".into()),
             client_core,
             engine_core,
             engine_pages: None,
@@ -108,15 +106,10 @@ mod tests {
 
     #[test]
     fn cpuinfo_model_is_found() {
-        let text = "processor\t: 0\nvendor_id\t: AuthenticAMD\nmodel name\t: AMD EPYC 7B13\nflags\t\t: fpu hypervisor\n";
-        assert_eq!(
-            cpuinfo_field(text, "model name").as_deref(),
-            Some("AMD EPYC 7B13")
-        );
-        assert_eq!(
-            cpuinfo_field(text, "flags").as_deref(),
-            Some("fpu hypervisor")
-        );
+        let text =
+            "processor\t: 0\nvendor_id\t: AuthenticAMD\nmodel name\t: AMD EPYC 7B13\nflags\t\t: fpu hypervisor\n";
+        assert_eq!(cpuinfo_field(text, "model name").as_deref(), Some("AMD EPYC 7B13"));
+        assert_eq!(cpuinfo_field(text, "flags").as_deref(), Some("fpu hypervisor"));
         assert_eq!(cpuinfo_field(text, "cache size"), None);
     }
 }

@@ -2,12 +2,14 @@
 //! two cores, measured in the same run with interleaved blocks. See bench/README.md.
 
 mod engine;
+mod gotool;
 mod interrupt;
 mod machine;
 mod report;
 mod scenarios;
 mod stats;
 
+use std::io::Write;
 use std::path::PathBuf;
 use std::process::ExitCode;
 use std::time::{Duration, Instant, SystemTime};
@@ -18,7 +20,7 @@ use ring_client::Session;
 use engine::{Engine, EngineOptions};
 use machine::Machine;
 use report::{Comparison, RunInfo, ScenarioResult};
-use scenarios::{Ctx, Spec, Timing, SPECS};
+use scenarios::{Ctx, EngineUse, Spec, Timing, NOT_AVAILABLE, SPECS};
 use stats::Block;
 
 pub type Error = Box<dyn std::error::Error + Send + Sync>;
@@ -36,14 +38,14 @@ pub type Result<T> = std::result::Result<T, Error>;
     version,
     about,
     long_about,
-    after_help = "Examples:\n  bench                          every scenario, about 45 s\n  bench --quick --json           short smoke run, one JSON object per scenario\n  bench --scenario ring.nop      ring.nop interleaved with floor.pingpong\n  bench --out results/           also write JSON lines and HDR histogram logs\n  bench --list                   the scenarios"
+    after_help = "Examples:\n  bench                          every scenario, about 90 s\n  bench --quick --json           short smoke run, one JSON object per scenario\n  bench --scenario ring.nop      ring.nop interleaved with floor.pingpong\n  bench --out results/           also write JSON lines and HDR histogram logs\n  bench --list                   the scenarios"
 )]
 struct Cli {
     /// Run this scenario (repeatable; default: all). Its baseline runs with it.
     #[arg(long = "scenario", value_name = "NAME")]
     scenarios: Vec<String>,
 
-    /// Short smoke run (a few seconds in all).
+    /// Short smoke run (about 15 s in all).
     #[arg(long)]
     quick: bool,
 
@@ -77,17 +79,22 @@ struct Cli {
     #[arg(long = "engine-arg", value_name = "ARG", allow_hyphen_values = true)]
     engine_args: Vec<String>,
 
-    /// Interleaved blocks per scenario [default: 20, --quick: 8].
+    /// Interleaved blocks per scenario [default: 20, --quick: 6].
     #[arg(long, value_name = "N", value_parser = clap::value_parser!(u32).range(1..))]
     blocks: Option<u32>,
 
-    /// Measured time per block in ms [default: 500, --quick: 120].
+    /// Measured time per block in ms [default: 300, --quick: 100].
     #[arg(long, value_name = "MS", value_parser = clap::value_parser!(u64).range(1..))]
     block_ms: Option<u64>,
 
     /// Unrecorded warm-up at the start of every block in ms [default: 40, --quick: 15].
     #[arg(long, value_name = "MS")]
     warmup_ms: Option<u64>,
+
+    /// The Go latency tool for the Go scenarios. Default: `ringlat` next to this executable,
+    /// built from go-client/ with `go build` when missing or older than the Go sources.
+    #[arg(long, value_name = "PATH", env = "SWRING_RINGLAT")]
+    ringlat: Option<PathBuf>,
 
     /// No per-block progress on stderr.
     #[arg(long, short)]
@@ -98,12 +105,49 @@ struct Cli {
     list: bool,
 }
 
+/// Environment UCX reads only from there, set (unless the user set it) before any thread
+/// exists; the engines the bench starts inherit it. UCX_MM_ERROR_HANDLING=y: with peer error
+/// handling on (the engine's wrapper always turns it on), UCX's shared-memory transports
+/// (posix, sysv) need it, else UCX silently uses tcp for "sm" (the engine sets the same for
+/// itself). UCX reads it only where it loads those transports, so the first context of a
+/// process warns once on stderr that it is unused (harmless; UCX_WARN_UNUSED_ENV_VARS=n
+/// silences it but must be set before the bench starts: UCX reads it when it is loaded).
+pub fn set_ucx_environment() {
+    if std::env::var_os("UCX_MM_ERROR_HANDLING").is_none() {
+        std::env::set_var("UCX_MM_ERROR_HANDLING", "y");
+    }
+}
+
+/// The bench's own standard output, with file descriptor 1 pointed at stderr from here on:
+/// libraries in this process write to fd 1 too (UCX prints its warnings on stdout), and
+/// nothing but the report may reach the real stdout (JSON lines).
+fn claim_stdout() -> Result<std::fs::File> {
+    use std::os::fd::FromRawFd;
+    let _ = std::io::stdout().flush();
+    // SAFETY: duplicating fd 1 (close-on-exec, so children do not hold it); the new fd is
+    // owned by the File below and by nothing else.
+    let fd = unsafe { libc::fcntl(1, libc::F_DUPFD_CLOEXEC, 3) };
+    if fd < 0 {
+        return Err(format!("duplicating stdout: {}", std::io::Error::last_os_error()).into());
+    }
+    // SAFETY: dup2 on two open descriptors; fd 1 keeps being a valid descriptor.
+    if unsafe { libc::dup2(2, 1) } < 0 {
+        return Err(format!("redirecting fd 1: {}", std::io::Error::last_os_error()).into());
+    }
+    // SAFETY: fd is a fresh descriptor nothing else owns.
+    Ok(unsafe { std::fs::File::from_raw_fd(fd) })
+}
+
 fn main() -> ExitCode {
+    set_ucx_environment();
     let cli = Cli::parse();
     if cli.list {
         for s in SPECS {
             let vs = s.baseline.map_or(String::new(), |b| format!(" [vs {b}]"));
             println!("{:<20} {}{vs}", s.name, s.about);
+        }
+        for (name, why) in NOT_AVAILABLE {
+            println!("{name:<20} ({why})");
         }
         return ExitCode::SUCCESS;
     }
@@ -122,35 +166,63 @@ fn main() -> ExitCode {
 
 fn run(cli: &Cli) -> Result<()> {
     interrupt::install()?;
-    let groups = scenarios::plan(&cli.scenarios)?;
+    let mut stdout = claim_stdout()?;
+    let mut plan = scenarios::plan(&cli.scenarios)?;
     let (client_core, engine_core) = choose_cores(cli)?;
     let timing = Timing {
         warmup: Duration::from_millis(cli.warmup_ms.unwrap_or(if cli.quick { 15 } else { 40 })),
-        measure: Duration::from_millis(cli.block_ms.unwrap_or(if cli.quick { 120 } else { 500 })),
+        measure: Duration::from_millis(cli.block_ms.unwrap_or(if cli.quick { 100 } else { 300 })),
     };
-    let blocks = cli.blocks.unwrap_or(if cli.quick { 8 } else { 20 });
+    let blocks = cli.blocks.unwrap_or(if cli.quick { 6 } else { 20 });
     if let Some(dir) = &cli.out {
         std::fs::create_dir_all(dir).map_err(|e| format!("--out {}: {e}", dir.display()))?;
     }
+    let ringlat = if plan.specs().any(|s| s.needs_go) {
+        match gotool::ringlat(cli.ringlat.as_deref(), cli.quiet)? {
+            Ok(p) => Some(p),
+            Err(why) => {
+                plan.skip_where(|s| s.needs_go, &why);
+                None
+            }
+        }
+    } else {
+        None
+    };
+    for (name, why) in &plan.skipped {
+        eprintln!("bench: not running {name}: {why}");
+    }
     // Before pinning: the affinity mask is still the process's.
+    let all_cpus = machine::allowed_cpus();
     let mut machine = Machine::probe(client_core, engine_core);
 
-    let needs_engine = groups.iter().flatten().any(|s| s.needs_engine);
-    let (mut engine, session) = if needs_engine {
-        let opts = EngineOptions {
+    let engine_uses: Vec<EngineUse> = plan.specs().map(|s| s.engine).collect();
+    let template = if engine_uses.iter().any(|e| *e != EngineUse::None) {
+        Some(EngineOptions {
             binary: engine::locate(cli.engine.as_deref())?,
             core: engine_core,
             idle_spin_us: cli.engine_idle_spin_us,
             extra_args: cli.engine_args.clone(),
             log_path: cli.out.as_ref().map(|d| d.join("engine.log")),
             start_timeout: Duration::from_secs(15),
-        };
+            ucx: None,
+            cpus: all_cpus,
+        })
+    } else {
+        None
+    };
+    let mut engines = Engines {
+        template,
+        plain: None,
+        plain_session: None,
+        out: cli.out.clone(),
+    };
+    if engine_uses.contains(&EngineUse::Plain) {
+        let opts = engines.template.clone().expect("set when an engine is needed");
         let (e, s) = Engine::start(&opts)?;
         machine.engine_pages = e.pages();
-        (Some(e), Some(s))
-    } else {
-        (None, None)
-    };
+        engines.plain = Some(e);
+        engines.plain_session = Some(s);
+    }
 
     // The measuring thread: this one, from here on.
     machine::pin_current_thread(client_core)?;
@@ -163,84 +235,148 @@ fn run(cli: &Cli) -> Result<()> {
         blocks,
         warmup_ms: timing.warmup.as_secs_f64() * 1e3,
         measure_ms: timing.measure.as_secs_f64() * 1e3,
-        engine_command: engine.as_ref().map(|e| e.command_line().to_owned()),
+        engine_command: engines.plain.as_ref().map(|e| e.command_line().to_owned()),
     };
     let mut ctx = Ctx {
         client_core,
         engine_core,
-        session,
+        session: None,
+        socket: None,
+        ucx_session: None,
+        ucx_peer: None,
+        ringlat,
         timing,
     };
     let settle = Duration::from_micros(cli.engine_idle_spin_us) * 4 + Duration::from_secs(2);
     let run_start = SystemTime::now();
     let measured = measure(
-        &groups,
+        &plan.groups,
         blocks,
         &mut ctx,
+        &mut engines,
         settle,
         cli.quiet,
         cli.out.is_some(),
     );
 
-    // Stop the engine whatever happened; say what it did if the run failed.
+    // Stop the engine whatever happened.
     drop(ctx.session.take());
-    let results = match measured {
-        Ok(r) => r,
-        Err(e) => {
-            if e.is::<interrupt::Interrupted>() {
-                return Err(e);
-            }
-            return Err(match engine.as_mut() {
-                Some(en) => {
-                    let exited = en
-                        .try_wait()
-                        .map_or(String::new(), |s| format!("\nthe engine had exited: {s}"));
-                    format!(
-                        "{e}{exited}\nengine command: {}\nengine log (last lines):\n{}",
-                        en.command_line(),
-                        en.log_tail(30)
-                    )
-                    .into()
-                }
-                None => e,
-            });
-        }
-    };
-    if let Some(en) = engine.take() {
-        let log_tail = en.log_tail(30);
-        let status = en.stop(Duration::from_secs(10))?;
-        if !status.success() {
-            eprintln!("bench: warning: the engine exited with {status} after SIGTERM (expected exit 0); engine log:\n{log_tail}");
-        }
+    drop(engines.plain_session.take());
+    let results = measured?;
+    if let Some(en) = engines.plain.take() {
+        stop_engine(en)?;
     }
 
-    let with_cmp: Vec<(&ScenarioResult, Option<Comparison>)> = results
-        .iter()
-        .map(|r| {
-            let cmp = r
-                .spec
-                .baseline
-                .and_then(|b| results.iter().find(|x| x.spec.name == b))
-                .map(|b| report::compare(r, b));
-            (r, cmp)
-        })
-        .collect();
-    let lines: Vec<String> = with_cmp
+    let with_cmp: Vec<(&ScenarioResult, Option<Comparison>)> =
+        results.iter().map(|r| (r, report::compare(r, &results))).collect();
+    let mut lines: Vec<String> = with_cmp
         .iter()
         .map(|(r, c)| report::json_line(r, c.as_ref(), &machine, &run_info))
         .collect();
-    if cli.json {
-        for l in &lines {
-            println!("{l}");
-        }
+    lines.extend(
+        plan.skipped
+            .iter()
+            .map(|(name, why)| report::skipped_line(name, why, &machine, &run_info)),
+    );
+    let report = if cli.json {
+        lines.iter().map(|l| format!("{l}\n")).collect::<String>()
     } else {
-        print!("{}", report::table(&with_cmp, &machine, &run_info));
-    }
+        report::table(&with_cmp, &plan.skipped, &machine, &run_info)
+    };
+    stdout
+        .write_all(report.as_bytes())
+        .and_then(|()| stdout.flush())
+        .map_err(|e| format!("writing the report: {e}"))?;
     if let Some(dir) = &cli.out {
         let all: Vec<&ScenarioResult> = results.iter().collect();
         report::write_out_dir(dir, &lines, &all, run_start)?;
     }
     Ok(())
+}
+
+/// SIGTERM, and a warning with its log if the engine does not exit with 0.
+fn stop_engine(en: Engine) -> Result<()> {
+    let log_tail = en.log_tail(30);
+    let command = en.command_line().to_owned();
+    let status = en.stop(Duration::from_secs(10))?;
+    if !status.success() {
+        eprintln!(
+            "bench: warning: the engine exited with {status} after SIGTERM (expected exit 0)\nengine command: {command}\nengine log:\n{log_tail}"
+        );
+    }
+    Ok(())
+}
+
+/// The engines of a run: the plain one (started before the measuring thread is pinned, for
+/// the whole run) and, per UCX group, one with a UCX listener started for that group only.
+struct Engines {
+    /// How engines are started; `None` when no scenario needs one.
+    template: Option<EngineOptions>,
+    plain: Option<Engine>,
+    plain_session: Option<Session>,
+    out: Option<PathBuf>,
+}
+
+impl Engines {
+    /// Sets `ctx` up for a group: the plain engine's session if a member uses it, and a UCX
+    /// engine started for the group if a member needs one (returned).
+    fn enter(&mut self, group: &[&'static Spec], ctx: &mut Ctx) -> Result<Option<Engine>> {
+        if group.iter().any(|s| s.engine == EngineUse::Plain) {
+            ctx.session = self.plain_session.take();
+            ctx.socket = self.plain.as_ref().map(|e| e.socket.clone());
+        }
+        let Some(tls) = scenarios::group_ucx(group) else {
+            return Ok(None);
+        };
+        let mut opts = self.template.clone().ok_or("no engine options")?;
+        opts.ucx = Some(tls);
+        opts.log_path = self
+            .out
+            .as_ref()
+            .map(|d| d.join(format!("engine-ucx-{}.log", tls.name())));
+        let (mut e, mut s) = Engine::start(&opts)?;
+        let peer = e
+            .ucx_listen_address(Duration::from_secs(15))
+            .and_then(|addr| {
+                s.connect_peer(&addr).map_err(|err| {
+                    format!("connecting the session to the engine's own UCX listener {addr}: {err}").into()
+                })
+            })
+            .map_err(|err| with_engine_log(err, &mut e))?;
+        ctx.ucx_session = Some(s);
+        ctx.ucx_peer = Some(peer);
+        Ok(Some(e))
+    }
+
+    /// Undoes [`Engines::enter`]: the plain session goes back, the group's UCX engine stops.
+    fn leave(&mut self, ucx: Option<Engine>, ctx: &mut Ctx) -> Result<()> {
+        if let Some(s) = ctx.session.take() {
+            self.plain_session = Some(s);
+        }
+        ctx.socket = None;
+        drop(ctx.ucx_session.take());
+        ctx.ucx_peer = None;
+        match ucx {
+            Some(e) => stop_engine(e),
+            None => Ok(()),
+        }
+    }
+}
+
+/// Adds what the engine did to an error (unless it is Ctrl-C).
+fn with_engine_log(e: Error, en: &mut Engine) -> Error {
+    if e.is::<interrupt::Interrupted>() {
+        return e;
+    }
+    let exited = en
+        .try_wait()
+        .map_or(String::new(), |s| format!("\nthe engine had exited: {s}"));
+    format!(
+        "{e}{exited}\nengine command: {}\nengine log (last lines):\n{}",
+        en.command_line(),
+        en.log_tail(30)
+    )
+    .into()
 }
 
 fn choose_cores(cli: &Cli) -> Result<(usize, usize)> {
@@ -256,16 +392,11 @@ fn choose_cores(cli: &Cli) -> Result<(usize, usize)> {
     };
     for (flag, c) in [("--client-core", client), ("--engine-core", engine)] {
         if !allowed.contains(&c) {
-            return Err(format!(
-                "{flag} {c}: this process may not run on CPU {c} (allowed: {allowed:?})"
-            )
-            .into());
+            return Err(format!("{flag} {c}: this process may not run on CPU {c} (allowed: {allowed:?})").into());
         }
     }
     if client == engine {
-        return Err(
-            format!("--client-core and --engine-core are both {client}; they must differ").into(),
-        );
+        return Err(format!("--client-core and --engine-core are both {client}; they must differ").into());
     }
     Ok((client, engine))
 }
@@ -275,6 +406,7 @@ fn measure(
     groups: &[Vec<&'static Spec>],
     blocks: u32,
     ctx: &mut Ctx,
+    engines: &mut Engines,
     settle: Duration,
     quiet: bool,
     keep_block_hists: bool,
@@ -282,67 +414,128 @@ fn measure(
     let run_start = Instant::now();
     let mut results = Vec::new();
     for group in groups {
-        let mut runners: Vec<_> = group.iter().map(|s| scenarios::build(s)).collect();
-        let mut group_results: Vec<ScenarioResult> =
-            group.iter().map(|s| ScenarioResult::new(s)).collect();
-        let mut block_hist = stats::new_histogram();
-        for b in 0..blocks {
-            for ((spec, runner), result) in group.iter().zip(&mut runners).zip(&mut group_results) {
-                if spec.borrows_engine_core {
-                    if let Some(s) = &ctx.session {
-                        wait_engine_asleep(s, settle)?;
+        let mut ucx = engines.enter(group, ctx)?;
+        let measured = measure_group(group, blocks, ctx, settle, quiet, keep_block_hists, run_start);
+        let plain_command = engines.plain.as_ref().map(|e| e.command_line().to_owned());
+        let ucx_command = ucx.as_ref().map(|e| e.command_line().to_owned());
+        let mut group_results = match measured {
+            Ok(r) => r,
+            Err(e) => {
+                // Say what the engines did; then stop the group's engine.
+                let mut e = e;
+                if let Some(en) = ucx.as_mut() {
+                    e = with_engine_log(e, en);
+                }
+                if let Some(en) = engines.plain.as_mut() {
+                    if group.iter().any(|s| s.engine == EngineUse::Plain) {
+                        e = with_engine_log(e, en);
                     }
                 }
-                // SAFETY: sched_getcpu has no preconditions.
-                let cpu = unsafe { libc::sched_getcpu() };
-                if usize::try_from(cpu).ok() != Some(ctx.client_core) {
-                    return Err(format!(
-                        "the measuring thread runs on CPU {cpu}, not on its pinned CPU {}",
-                        ctx.client_core
-                    )
-                    .into());
-                }
-                block_hist.reset();
-                let start = run_start.elapsed();
-                let run = runner
-                    .run_block(ctx, &mut block_hist)
-                    .map_err(|e| -> Error {
-                        if e.is::<interrupt::Interrupted>() {
-                            e
-                        } else {
-                            format!("{} block {}: {e}", spec.name, b + 1).into()
-                        }
-                    })?;
-                result
-                    .hist
-                    .add(&block_hist)
-                    .map_err(|e| format!("merging histograms: {e:?}"))?;
-                let block = Block {
-                    start,
-                    elapsed: run.elapsed,
-                    ops: run.samples * u64::from(spec.ops_per_sample),
-                    p50_ns: block_hist.value_at_quantile(0.5),
-                    hist: keep_block_hists.then(|| block_hist.clone()),
-                };
-                if !quiet {
-                    eprintln!(
-                        "[{:>2}/{blocks}] {:<20} p50 {:>7} ns  p99 {:>7} ns  {:>12.0} ops/s",
-                        b + 1,
-                        spec.name,
-                        block.p50_ns,
-                        block_hist.value_at_quantile(0.99),
-                        block.ops_per_sec()
-                    );
-                }
-                result.blocks.push(block);
+                let _ = engines.leave(ucx, ctx);
+                return Err(e);
             }
-        }
-        for (runner, result) in runners.iter().zip(&mut group_results) {
-            result.details = runner.details();
+        };
+        let lanes = ucx
+            .as_ref()
+            .and_then(|e| engine::peer_lanes_from_log(&e.log()).map(str::to_owned));
+        engines.leave(ucx, ctx)?;
+        for r in &mut group_results {
+            if let (EngineUse::Ucx(_), Some(l)) = (r.spec.engine, &lanes) {
+                // What UCX chose for the engine's connection to its own listener.
+                r.details.insert("engine_ucx_lanes".into(), l.clone().into());
+            }
+            // The engine the scenario talked to; for one that talks to none, the group's.
+            r.engine_command = match r.spec.engine {
+                EngineUse::Plain => plain_command.clone(),
+                EngineUse::Ucx(_) => ucx_command.clone(),
+                EngineUse::None => ucx_command.clone().or_else(|| {
+                    group
+                        .iter()
+                        .any(|s| s.engine == EngineUse::Plain)
+                        .then(|| plain_command.clone())
+                        .flatten()
+                }),
+            };
         }
         results.extend(group_results);
     }
     Ok(results)
+}
+
+fn measure_group(
+    group: &[&'static Spec],
+    blocks: u32,
+    ctx: &mut Ctx,
+    settle: Duration,
+    quiet: bool,
+    keep_block_hists: bool,
+    run_start: Instant,
+) -> Result<Vec<ScenarioResult>> {
+    let mut runners: Vec<_> = group.iter().map(|s| scenarios::build(s)).collect();
+    let mut group_results: Vec<ScenarioResult> = group.iter().map(|s| ScenarioResult::new(s)).collect();
+    let mut block_hist = stats::new_histogram();
+    for b in 0..blocks {
+        for ((spec, runner), result) in group.iter().zip(&mut runners).zip(&mut group_results) {
+            // Every engine this block does not talk to must be asleep: a floor (or the raw UCX
+            // thread) needs the engine core to itself, and one engine's idle spin must not
+            // share the core with another engine's work.
+            let uses: Option<&Session> = match spec.engine {
+                _ if spec.borrows_engine_core => None,
+                EngineUse::Plain => ctx.session.as_ref(),
+                EngineUse::Ucx(_) => ctx.ucx_session.as_ref(),
+                EngineUse::None => None,
+            };
+            for s in ctx.sessions() {
+                if !uses.is_some_and(|u| std::ptr::eq(u, s)) {
+                    wait_engine_asleep(s, settle)?;
+                }
+            }
+            // SAFETY: sched_getcpu has no preconditions.
+            let cpu = unsafe { libc::sched_getcpu() };
+            if usize::try_from(cpu).ok() != Some(ctx.client_core) {
+                return Err(format!(
+                    "the measuring thread runs on CPU {cpu}, not on its pinned CPU {}",
+                    ctx.client_core
+                )
+                .into());
+            }
+            block_hist.reset();
+            let start = run_start.elapsed();
+            let run = runner.run_block(ctx, &mut block_hist).map_err(|e| -> Error {
+                if e.is::<interrupt::Interrupted>() {
+                    e
+                } else {
+                    format!("{} block {}: {e}", spec.name, b + 1).into()
+                }
+            })?;
+            result
+                .hist
+                .add(&block_hist)
+                .map_err(|e| format!("merging histograms: {e:?}"))?;
+            let block = Block {
+                start,
+                elapsed: run.elapsed,
+                ops: run.samples * u64::from(spec.ops_per_sample),
+                p50_ns: block_hist.value_at_quantile(0.5),
+                hist: keep_block_hists.then(|| block_hist.clone()),
+            };
+            if !quiet {
+                eprintln!(
+                    "[{:>2}/{blocks}] {:<20} p50 {:>7} ns  p99 {:>7} ns  {:>12.0} ops/s",
+                    b + 1,
+                    spec.name,
+                    block.p50_ns,
+                    block_hist.value_at_quantile(0.99),
+                    block.ops_per_sec()
+                );
+            }
+            result.blocks.push(block);
+        }
+    }
+    for (runner, result) in runners.iter().zip(&mut group_results) {
+        result.details = runner.details();
+    }
+    Ok(group_results)
 }
 
 /// Waits until the engine worker announced NEED_WAKEUP (it is about to sleep or asleep), so

@@ -12,8 +12,8 @@ use serde::Serialize;
 use serde_json::{json, Map, Value};
 
 use crate::machine::Machine;
-use crate::scenarios::{Metric, Spec};
-use crate::stats::{self, per_sec, ratio_of_medians, round2, round3, summarize, Block, Ratio};
+use crate::scenarios::{Metric, Spec, Target};
+use crate::stats::{self, per_sec, ratio_of_medians, round2, round3, summarize, Block, Excess, Ratio};
 use crate::Result;
 
 /// Everything measured for one scenario in this run.
@@ -24,6 +24,8 @@ pub struct ScenarioResult {
     pub blocks: Vec<Block>,
     /// What the scenario reported about itself ([`crate::scenarios::Scenario::details`]).
     pub details: Map<String, Value>,
+    /// The command line of the engine that ran during this scenario's group, if any.
+    pub engine_command: Option<String>,
 }
 
 impl ScenarioResult {
@@ -33,6 +35,7 @@ impl ScenarioResult {
             hist: stats::new_histogram(),
             blocks: Vec::new(),
             details: Map::new(),
+            engine_command: None,
         }
     }
 
@@ -63,14 +66,59 @@ pub struct Comparison {
     pub baseline: &'static str,
     pub p50: Option<Ratio>,
     pub ops: Option<Ratio>,
+    /// The same ratios against the spec's `also_vs` scenarios.
+    pub also: Vec<(&'static str, Option<Ratio>, Option<Ratio>)>,
+    /// p50 over the baseline's, in units of the spec's `excess_reference`.
+    pub excess: Option<(&'static str, Option<Excess>)>,
 }
 
-pub fn compare(subject: &ScenarioResult, baseline: &ScenarioResult) -> Comparison {
-    Comparison {
-        baseline: baseline.spec.name,
-        p50: ratio_of_medians(&subject.block_p50s(), &baseline.block_p50s()),
-        ops: ratio_of_medians(&subject.block_ops_per_sec(), &baseline.block_ops_per_sec()),
+impl Comparison {
+    /// The value the spec's target is about.
+    pub fn target_value(&self, t: &Target) -> Option<f64> {
+        match t.metric {
+            Metric::P50Ratio => self.p50.map(|r| r.value),
+            Metric::OpsRatio => self.ops.map(|r| r.value),
+            Metric::P50ExcessOver(_) => self.excess.and_then(|(_, e)| e).map(|e| e.excess_vs_reference),
+        }
     }
+}
+
+fn ratios(subject: &ScenarioResult, other: &ScenarioResult) -> (Option<Ratio>, Option<Ratio>) {
+    (
+        ratio_of_medians(&subject.block_p50s(), &other.block_p50s()),
+        ratio_of_medians(&subject.block_ops_per_sec(), &other.block_ops_per_sec()),
+    )
+}
+
+/// Compares `subject` with its baseline (and its other comparisons) among `all`, the results
+/// of the same run. `None` for a scenario without a baseline, or when the baseline did not run.
+pub fn compare(subject: &ScenarioResult, all: &[ScenarioResult]) -> Option<Comparison> {
+    let find = |name: &str| all.iter().find(|r| r.spec.name == name);
+    let baseline = find(subject.spec.baseline?)?;
+    let (p50, ops) = ratios(subject, baseline);
+    let also = subject
+        .spec
+        .also_vs
+        .iter()
+        .filter_map(|n| find(n))
+        .map(|o| {
+            let (p, q) = ratios(subject, o);
+            (o.spec.name, p, q)
+        })
+        .collect();
+    let excess = subject.spec.excess_reference.map(|name| {
+        let e = find(name).and_then(|reference| {
+            stats::excess(&subject.block_p50s(), &baseline.block_p50s(), &reference.block_p50s())
+        });
+        (name, e)
+    });
+    Some(Comparison {
+        baseline: baseline.spec.name,
+        p50,
+        ops,
+        also,
+        excess,
+    })
 }
 
 /// Run-wide facts repeated on every line, so a line stands on its own.
@@ -100,24 +148,14 @@ impl Line {
         let fields: Vec<String> = self
             .0
             .iter()
-            .map(|(k, v)| {
-                format!(
-                    "{}:{v}",
-                    serde_json::to_string(k).expect("a string serializes")
-                )
-            })
+            .map(|(k, v)| format!("{}:{v}", serde_json::to_string(k).expect("a string serializes")))
             .collect();
         format!("{{{}}}", fields.join(","))
     }
 }
 
 /// One JSON object (one line, no newline) describing one scenario.
-pub fn json_line(
-    r: &ScenarioResult,
-    cmp: Option<&Comparison>,
-    machine: &Machine,
-    run: &RunInfo,
-) -> String {
+pub fn json_line(r: &ScenarioResult, cmp: Option<&Comparison>, machine: &Machine, run: &RunInfo) -> String {
     let s = summarize(&r.hist);
     let mut l = Line::default();
     l.put("scenario", r.spec.name);
@@ -135,31 +173,71 @@ pub fn json_line(
     if let Some(c) = cmp {
         put_ratio(&mut l, "ratio_p50", c.baseline, c.p50);
         put_ratio(&mut l, "ratio_ops_per_sec", c.baseline, c.ops);
+        if !c.also.is_empty() {
+            let mut also = Map::new();
+            for (name, p50, ops) in &c.also {
+                let mut m = Map::new();
+                for (key, r) in [("ratio_p50", p50), ("ratio_ops_per_sec", ops)] {
+                    m.insert(key.into(), json!(r.map(|r| round3(r.value))));
+                    m.insert(format!("{key}_pair_median"), json!(r.map(|r| round3(r.pair_median))));
+                    m.insert(format!("{key}_min"), json!(r.map(|r| round3(r.min))));
+                    m.insert(format!("{key}_max"), json!(r.map(|r| round3(r.max))));
+                }
+                also.insert((*name).into(), Value::Object(m));
+            }
+            l.put("also_vs", also);
+        }
+        if let Some((reference, e)) = c.excess {
+            l.put(
+                "excess",
+                json!({
+                    "reference": reference,
+                    "subject_p50_ns": e.map(|e| round2(e.subject_p50_ns)),
+                    "baseline_p50_ns": e.map(|e| round2(e.baseline_p50_ns)),
+                    "excess_ns": e.map(|e| round2(e.excess_ns)),
+                    "excess_pair_median_ns": e.map(|e| round2(e.excess_pair_median_ns)),
+                    "reference_p50_ns": e.map(|e| round2(e.reference_p50_ns)),
+                    "excess_vs_reference": e.map(|e| round3(e.excess_vs_reference)),
+                    "excess_vs_reference_pair_median": e.map(|e| round3(e.excess_vs_reference_pair_median)),
+                    "beyond_reference_ns": e.map(|e| round2(e.beyond_reference_ns)),
+                    "beyond_reference_pair_median_ns": e.map(|e| round2(e.beyond_reference_pair_median_ns)),
+                    "over_baseline": e.map(|e| round3(e.over_baseline)),
+                }),
+            );
+        }
         if let Some(t) = r.spec.target {
-            let (metric, ratio) = match t.metric {
-                Metric::P50Ratio => ("ratio_p50", c.p50),
-                Metric::OpsRatio => ("ratio_ops_per_sec", c.ops),
-            };
-            l.put("target", json!({"metric": metric, "bound": t.describe(), "met": ratio.map(|x| t.met(x.value))}));
+            let value = c.target_value(&t);
+            l.put(
+                "target",
+                json!({"metric": t.key(), "bound": t.describe(), "value": value.map(round3), "met": value.map(|x| t.met(x))}),
+            );
         }
     }
     l.put("baseline", r.spec.baseline);
     l.put("blocks", r.blocks.len());
-    l.put(
-        "block_p50_ns",
-        r.blocks.iter().map(|b| b.p50_ns).collect::<Vec<_>>(),
-    );
+    l.put("block_p50_ns", r.blocks.iter().map(|b| b.p50_ns).collect::<Vec<_>>());
     l.put(
         "block_ops_per_sec",
-        r.block_ops_per_sec()
-            .into_iter()
-            .map(round2)
-            .collect::<Vec<_>>(),
+        r.block_ops_per_sec().into_iter().map(round2).collect::<Vec<_>>(),
     );
     if !r.details.is_empty() {
         l.put("details", &r.details);
     }
     l.put("machine", machine);
+    let mut run = run.clone();
+    run.engine_command = r.engine_command.clone();
+    l.put("run", run);
+    l.text()
+}
+
+/// A line for a scenario the run was asked for but did not run.
+pub fn skipped_line(name: &str, reason: &str, machine: &Machine, run: &RunInfo) -> String {
+    let mut l = Line::default();
+    l.put("scenario", name);
+    l.put("skipped", reason);
+    l.put("machine", machine);
+    let mut run = run.clone();
+    run.engine_command = None;
     l.put("run", run);
     l.text()
 }
@@ -169,15 +247,13 @@ fn put_ratio(l: &mut Line, key: &str, baseline: &str, r: Option<Ratio>) {
     l.put(key, r.map(|r| round3(r.value)));
     l.put(format!("{key}_min"), r.map(|r| round3(r.min)));
     l.put(format!("{key}_max"), r.map(|r| round3(r.max)));
-    l.put(
-        format!("{key}_pair_median"),
-        r.map(|r| round3(r.pair_median)),
-    );
+    l.put(format!("{key}_pair_median"), r.map(|r| round3(r.pair_median)));
 }
 
 /// The readable report.
 pub fn table(
     results: &[(&ScenarioResult, Option<Comparison>)],
+    skipped: &[(&'static str, String)],
     machine: &Machine,
     run: &RunInfo,
 ) -> String {
@@ -209,17 +285,7 @@ pub fn table(
     let _ = writeln!(
         out,
         "{:<20} {:<12} {:>10} {:>8} {:>8} {:>8} {:>8} {:>8} {:>9} {:>9} {:>10}",
-        "scenario",
-        "sample",
-        "count",
-        "p50",
-        "p90",
-        "p99",
-        "p99.9",
-        "p99.99",
-        "max",
-        "mean",
-        "ops/s"
+        "scenario", "sample", "count", "p50", "p90", "p99", "p99.9", "p99.99", "max", "mean", "ops/s"
     );
     for (r, _) in results {
         let s = summarize(&r.hist);
@@ -249,34 +315,76 @@ pub fn table(
             out,
             "ratios (same run): median(subject blocks) / median(baseline blocks); paired blocks: median [min..max]"
         );
+        let verdict = |r: &ScenarioResult, c: &Comparison, metric: Metric| match r.spec.target {
+            Some(t) if t.metric == metric => match c.target_value(&t) {
+                Some(x) => format!("  target {}: {}", t.describe(), if t.met(x) { "met" } else { "MISSED" }),
+                None => format!("  target {}: no data", t.describe()),
+            },
+            _ => String::new(),
+        };
+        let ratio = |x: Option<Ratio>| {
+            x.map_or("n/a".to_string(), |x| {
+                format!(
+                    "{:.3}x  pairs {:.3} [{:.3}..{:.3}]",
+                    x.value, x.pair_median, x.min, x.max
+                )
+            })
+        };
         for (r, c) in comparisons {
-            for (label, metric, ratio) in [
-                ("p50", Metric::P50Ratio, c.p50),
-                ("ops/s", Metric::OpsRatio, c.ops),
-            ] {
-                let verdict = match r.spec.target {
-                    Some(t) if t.metric == metric => match ratio {
-                        Some(x) => format!(
-                            "  target {}: {}",
-                            t.describe(),
-                            if t.met(x.value) { "met" } else { "MISSED" }
-                        ),
-                        None => format!("  target {}: no data", t.describe()),
-                    },
-                    _ => String::new(),
-                };
-                let value = ratio.map_or("n/a".to_string(), |x| {
-                    format!(
-                        "{:.3}x  pairs {:.3} [{:.3}..{:.3}]",
-                        x.value, x.pair_median, x.min, x.max
-                    )
-                });
+            for (label, metric, x) in [("p50", Metric::P50Ratio, c.p50), ("ops/s", Metric::OpsRatio, c.ops)] {
                 let _ = writeln!(
                     out,
-                    "  {:<50} {value}{verdict}",
-                    format!("{} {label} / {} {label}", r.spec.name, c.baseline)
+                    "  {:<56} {}{}",
+                    format!("{} {label} / {} {label}", r.spec.name, c.baseline),
+                    ratio(x),
+                    verdict(r, c, metric)
                 );
             }
+            for (other, p50, ops) in &c.also {
+                for (label, x) in [("p50", p50), ("ops/s", ops)] {
+                    let _ = writeln!(
+                        out,
+                        "  {:<56} {}",
+                        format!("{} {label} / {other} {label}", r.spec.name),
+                        ratio(*x)
+                    );
+                }
+            }
+            if let Some((reference, e)) = c.excess {
+                let v = match r.spec.target.map(|t| t.metric) {
+                    Some(m @ Metric::P50ExcessOver(_)) => verdict(r, c, m),
+                    _ => String::new(),
+                };
+                let label = format!("{} p50 - {} p50", r.spec.name, c.baseline);
+                match e {
+                    None => {
+                        let _ = writeln!(out, "  {label:<56} n/a{v}");
+                    }
+                    Some(e) => {
+                        let _ = writeln!(
+                            out,
+                            "  {label:<56} {:.0}ns = {:.3}x {reference} p50 ({:.0}ns)  pairs {:.3}x{v}",
+                            e.excess_ns, e.excess_vs_reference, e.reference_p50_ns, e.excess_vs_reference_pair_median,
+                        );
+                        let _ = writeln!(
+                            out,
+                            "  {:<56} {:+.0}ns beyond one {reference} (pairs {:+.0}ns); {:+.1}% over {}",
+                            "",
+                            e.beyond_reference_ns,
+                            e.beyond_reference_pair_median_ns,
+                            e.over_baseline * 100.0,
+                            c.baseline,
+                        );
+                    }
+                }
+            }
+        }
+    }
+    if !skipped.is_empty() {
+        let _ = writeln!(out);
+        let _ = writeln!(out, "not run:");
+        for (name, why) in skipped {
+            let _ = writeln!(out, "  {name:<20} {why}");
         }
     }
     out
@@ -304,12 +412,7 @@ fn si(v: f64) -> String {
 /// Writes `results.jsonl`, and per scenario `<name>.hlog` (HdrHistogram interval log, one
 /// interval per block, V2 deflate encoding, ns) and `<name>.hgrm` (percentile distribution of
 /// all blocks, the format of HdrHistogram's outputPercentileDistribution and its plotter).
-pub fn write_out_dir(
-    dir: &Path,
-    lines: &[String],
-    results: &[&ScenarioResult],
-    run_start: SystemTime,
-) -> Result<()> {
+pub fn write_out_dir(dir: &Path, lines: &[String], results: &[&ScenarioResult], run_start: SystemTime) -> Result<()> {
     let path = dir.join("results.jsonl");
     let mut f = std::fs::File::create(&path).map_err(|e| format!("{}: {e}", path.display()))?;
     for l in lines {
@@ -317,11 +420,9 @@ pub fn write_out_dir(
     }
     for r in results {
         let path = dir.join(format!("{}.hlog", r.spec.name));
-        std::fs::write(&path, interval_log(r, run_start)?)
-            .map_err(|e| format!("{}: {e}", path.display()))?;
+        std::fs::write(&path, interval_log(r, run_start)?).map_err(|e| format!("{}: {e}", path.display()))?;
         let path = dir.join(format!("{}.hgrm", r.spec.name));
-        std::fs::write(&path, percentile_distribution(&r.hist))
-            .map_err(|e| format!("{}: {e}", path.display()))?;
+        std::fs::write(&path, percentile_distribution(&r.hist)).map_err(|e| format!("{}: {e}", path.display()))?;
     }
     Ok(())
 }
@@ -373,13 +474,7 @@ pub fn percentile_distribution(h: &Histogram<u64>) -> String {
                 1.0 / (1.0 - q)
             );
         } else {
-            let _ = writeln!(
-                out,
-                "{:12.3} {:2.12} {:10}",
-                v.value_iterated_to() as f64,
-                q,
-                total
-            );
+            let _ = writeln!(out, "{:12.3} {:2.12} {:10}", v.value_iterated_to() as f64, q, total);
         }
     }
     let _ = writeln!(
@@ -442,10 +537,14 @@ mod tests {
 
     #[test]
     fn json_line_has_the_promised_fields() {
-        let base = result("floor.pingpong", &[100, 150, 200], 100);
-        let subj = result("ring.nop", &[130, 180, 300], 80);
-        let c = compare(&subj, &base);
-        let text = json_line(&subj, Some(&c), &machine(), &run());
+        let all = [
+            result("floor.pingpong", &[100, 150, 200], 100),
+            result("ring.nop", &[130, 180, 300], 80),
+        ];
+        let (base, subj) = (&all[0], &all[1]);
+        let c = compare(subj, &all).unwrap();
+        assert!(compare(base, &all).is_none(), "a baseline has no comparison");
+        let text = json_line(subj, Some(&c), &machine(), &run());
         // One line, parseable back, keys in a fixed order starting with the scenario.
         assert!(!text.contains('\n'));
         assert!(text.starts_with(r#"{"scenario":"ring.nop","#), "{text}");
@@ -484,11 +583,14 @@ mod tests {
         assert_eq!(v["ratio_ops_per_sec"], 0.8);
         assert_eq!(v["ops_per_sec"], 800.0);
         assert_eq!(v["target"]["met"], true);
+        assert_eq!(v["target"]["value"], 1.2);
+        assert_eq!(v["target"]["metric"], "ratio_p50");
+        assert!(v.get("also_vs").is_none() && v.get("excess").is_none());
         assert_eq!(v["machine"]["nproc"], machine().nproc);
         assert!(v["machine"]["cpu_model"].is_string());
 
         // A baseline line has no ratio fields.
-        let v: Value = serde_json::from_str(&json_line(&base, None, &machine(), &run())).unwrap();
+        let v: Value = serde_json::from_str(&json_line(base, None, &machine(), &run())).unwrap();
         assert!(v.get("ratio_p50").is_none());
         assert_eq!(v["baseline"], Value::Null);
     }
@@ -496,15 +598,10 @@ mod tests {
     #[test]
     fn out_files_read_back() {
         let r = result("floor.pingpong", &[100, 150], 100);
-        let log = interval_log(
-            &r,
-            SystemTime::UNIX_EPOCH + Duration::from_secs(1_700_000_000),
-        )
-        .unwrap();
+        let log = interval_log(&r, SystemTime::UNIX_EPOCH + Duration::from_secs(1_700_000_000)).unwrap();
         let mut intervals = 0;
         for entry in hdrhistogram::serialization::interval_log::IntervalLogIterator::new(&log) {
-            if let hdrhistogram::serialization::interval_log::LogEntry::Interval(h) = entry.unwrap()
-            {
+            if let hdrhistogram::serialization::interval_log::LogEntry::Interval(h) = entry.unwrap() {
                 assert_eq!(h.tag().unwrap().as_str(), "floor.pingpong");
                 intervals += 1;
             }
@@ -516,17 +613,84 @@ mod tests {
 
     #[test]
     fn table_shows_ratio_and_verdict() {
-        let base = result("floor.echo_batch32", &[1000, 1000], 3200);
-        let subj = result("ring.nop_batch32", &[2000, 2000], 1280);
-        let c = compare(&subj, &base);
-        let t = table(&[(&base, None), (&subj, Some(c))], &machine(), &run());
-        assert!(
-            t.contains("ring.nop_batch32 ops/s / floor.echo_batch32 ops/s"),
-            "{t}"
+        let all = [
+            result("floor.echo_batch32", &[1000, 1000], 3200),
+            result("ring.nop_batch32", &[2000, 2000], 1280),
+        ];
+        let c = compare(&all[1], &all);
+        let t = table(&[(&all[0], None), (&all[1], c)], &[], &machine(), &run());
+        assert!(t.contains("ring.nop_batch32 ops/s / floor.echo_batch32 ops/s"), "{t}");
+        assert!(t.contains("0.400x") && t.contains("target >= 0.5: MISSED"), "{t}");
+    }
+
+    #[test]
+    fn also_vs_and_excess_are_reported() {
+        let all = [
+            result("floor.pingpong", &[100, 100], 1000),
+            result("ring.nop", &[200, 200], 500),
+            result("ring.nop.go", &[300, 300], 250),
+            result("ucx.raw_am_rtt.sm", &[1000, 1000], 100),
+            result("ucx.nop_ref.sm", &[200, 200], 500),
+            result("ucx.am_rtt.sm", &[1300, 1400], 50),
+        ];
+        let go = compare(&all[2], &all).unwrap();
+        let v: Value = serde_json::from_str(&json_line(&all[2], Some(&go), &machine(), &run())).unwrap();
+        assert_eq!(v["ratio_p50_vs"], "floor.pingpong");
+        assert_eq!(v["ratio_p50"], 3.0);
+        assert_eq!(v["also_vs"]["ring.nop"]["ratio_p50"], 1.5);
+        assert_eq!(v["also_vs"]["ring.nop"]["ratio_ops_per_sec"], 0.5);
+        assert_eq!(v["target"]["met"], false);
+
+        assert!(compare(&all[4], &all).is_none(), "a reference without a baseline");
+        let ucx = compare(&all[5], &all).unwrap();
+        let v: Value = serde_json::from_str(&json_line(&all[5], Some(&ucx), &machine(), &run())).unwrap();
+        let e = &v["excess"];
+        assert_eq!(e["reference"], "ucx.nop_ref.sm");
+        assert_eq!(e["subject_p50_ns"], 1350.0);
+        assert_eq!(e["baseline_p50_ns"], 1000.0);
+        assert_eq!(e["excess_ns"], 350.0);
+        assert_eq!(e["reference_p50_ns"], 200.0);
+        assert_eq!(e["excess_vs_reference"], 1.75);
+        assert_eq!(e["over_baseline"], 0.35);
+        assert_eq!(e["beyond_reference_ns"], 150.0);
+        // Per block: (300/200, 400/200), beyond (100, 200).
+        assert_eq!(e["excess_vs_reference_pair_median"], 1.75);
+        assert_eq!(e["beyond_reference_pair_median_ns"], 150.0);
+        assert_eq!(v["target"]["metric"], "excess_vs_reference");
+        assert_eq!(v["target"]["value"], 1.75);
+        assert_eq!(v["target"]["met"], false);
+
+        let t = table(
+            &[(&all[5], Some(ucx))],
+            &[("ucx.read_bw.sm", "not available yet".to_string())],
+            &machine(),
+            &run(),
         );
         assert!(
-            t.contains("0.400x") && t.contains("target >= 0.5: MISSED"),
+            t.contains("ucx.am_rtt.sm p50 - ucx.raw_am_rtt.sm p50")
+                && t.contains("350ns = 1.750x ucx.nop_ref.sm p50 (200ns)"),
             "{t}"
         );
+        assert!(t.contains("target <= 1.2: MISSED"), "{t}");
+        assert!(t.contains("not run:") && t.contains("ucx.read_bw.sm"), "{t}");
+
+        // Without the reference in the run, the excess is there but empty.
+        let some = [
+            result("ucx.raw_am_rtt.sm", &[1000, 1000], 100),
+            result("ucx.am_rtt.sm", &[1300, 1400], 50),
+        ];
+        let c = compare(&some[1], &some).unwrap();
+        assert!(matches!(c.excess, Some(("ucx.nop_ref.sm", None))));
+        assert_eq!(c.target_value(&some[1].spec.target.unwrap()), None);
+    }
+
+    #[test]
+    fn skipped_line_names_the_reason() {
+        let v: Value =
+            serde_json::from_str(&skipped_line("ring.nop.go", "Go is not installed", &machine(), &run())).unwrap();
+        assert_eq!(v["scenario"], "ring.nop.go");
+        assert_eq!(v["skipped"], "Go is not installed");
+        assert!(v.get("p50_ns").is_none());
+        assert!(v["machine"].is_object());
     }
 }

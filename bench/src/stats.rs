@@ -131,6 +131,57 @@ pub fn ratio_of_medians(subject: &[f64], baseline: &[f64]) -> Option<Ratio> {
     })
 }
 
+/// How much a subject's p50 exceeds its baseline's, in ns and in units of a reference
+/// scenario's p50 (all medians of per-block p50s, as the ratios use).
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Excess {
+    pub subject_p50_ns: f64,
+    pub baseline_p50_ns: f64,
+    pub reference_p50_ns: f64,
+    /// subject - baseline.
+    pub excess_ns: f64,
+    /// Median of (subject block i - baseline block i), the blocks that ran back to back.
+    pub excess_pair_median_ns: f64,
+    /// excess_ns / reference_p50_ns.
+    pub excess_vs_reference: f64,
+    /// Median of (subject_i - baseline_i) / reference_i over blocks i: the three ran back to
+    /// back, so this holds up when the cores' placement changes during the run.
+    pub excess_vs_reference_pair_median: f64,
+    /// excess_ns - reference_p50_ns: what the subject adds beyond one reference (e.g. the
+    /// ring hop), and its per-block median.
+    pub beyond_reference_ns: f64,
+    pub beyond_reference_pair_median_ns: f64,
+    /// subject / baseline - 1.
+    pub over_baseline: f64,
+}
+
+pub fn excess(subject: &[f64], baseline: &[f64], reference: &[f64]) -> Option<Excess> {
+    let (s, b, r) = (median(subject)?, median(baseline)?, median(reference)?);
+    if b <= 0.0 || r <= 0.0 {
+        return None;
+    }
+    let blocks = subject.iter().zip(baseline).zip(reference);
+    let pairs: Vec<f64> = blocks.clone().map(|((s, b), _)| s - b).collect();
+    let in_reference: Vec<f64> = blocks
+        .clone()
+        .filter(|(_, r)| **r > 0.0)
+        .map(|((s, b), r)| (s - b) / r)
+        .collect();
+    let beyond: Vec<f64> = blocks.map(|((s, b), r)| s - b - r).collect();
+    Some(Excess {
+        subject_p50_ns: s,
+        baseline_p50_ns: b,
+        reference_p50_ns: r,
+        excess_ns: s - b,
+        excess_pair_median_ns: median(&pairs)?,
+        excess_vs_reference: (s - b) / r,
+        excess_vs_reference_pair_median: median(&in_reference)?,
+        beyond_reference_ns: s - b - r,
+        beyond_reference_pair_median_ns: median(&beyond)?,
+        over_baseline: s / b - 1.0,
+    })
+}
+
 pub fn round2(x: f64) -> f64 {
     (x * 100.0).round() / 100.0
 }
@@ -163,6 +214,41 @@ mod tests {
         assert!((r.max - 1.5).abs() < 1e-12);
         assert!((r.pair_median - 1.3).abs() < 1e-12);
         assert_eq!(r.blocks, 3);
+    }
+
+    #[test]
+    fn excess_is_a_difference_of_medians_in_reference_units() {
+        let base = [1000.0, 1100.0, 900.0];
+        let subj = [1500.0, 1400.0, 1700.0];
+        let reference = [250.0, 240.0, 260.0];
+        let e = excess(&subj, &base, &reference).unwrap();
+        assert_eq!(e.subject_p50_ns, 1500.0);
+        assert_eq!(e.baseline_p50_ns, 1000.0);
+        assert_eq!(e.reference_p50_ns, 250.0);
+        assert_eq!(e.excess_ns, 500.0);
+        // Pairs: 500, 300, 800.
+        assert_eq!(e.excess_pair_median_ns, 500.0);
+        assert!((e.excess_vs_reference - 2.0).abs() < 1e-12);
+        // Per block: 500/250, 300/240, 800/260; beyond: 250, 60, 540.
+        assert!((e.excess_vs_reference_pair_median - 2.0).abs() < 1e-12);
+        assert_eq!(e.beyond_reference_ns, 250.0);
+        assert_eq!(e.beyond_reference_pair_median_ns, 250.0);
+        assert!((e.over_baseline - 0.5).abs() < 1e-12);
+        // A placement change half-way: the pairs see the engine's constant extra cost.
+        let e = excess(
+            &[1900.0, 1900.0, 2400.0, 2400.0, 2400.0],
+            &[1100.0, 1100.0, 1100.0, 1100.0, 1100.0],
+            &[200.0, 200.0, 700.0, 700.0, 700.0],
+        )
+        .unwrap();
+        assert_eq!(e.beyond_reference_ns, 600.0);
+        assert_eq!(e.beyond_reference_pair_median_ns, 600.0);
+        assert!((e.excess_vs_reference_pair_median - 1300.0 / 700.0).abs() < 1e-12);
+        // Faster than the baseline: a negative excess, not an error.
+        let e = excess(&[900.0], &[1000.0], &[100.0]).unwrap();
+        assert_eq!(e.excess_vs_reference, -1.0);
+        assert_eq!(excess(&[], &base, &reference), None);
+        assert_eq!(excess(&subj, &base, &[0.0]), None);
     }
 
     #[test]

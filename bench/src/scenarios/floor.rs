@@ -126,11 +126,9 @@ impl Scenario for EchoBatch {
         let (sq, cq) = region.rings();
         // SAFETY: fresh rings built for these entry types, valid while `region` lives (to the
         // end of this function); one producer and one consumer each.
-        let (mut req_p, mut req_c) =
-            unsafe { (Producer::<Sqe>::new(sq), Consumer::<Sqe>::new(sq)) };
+        let (mut req_p, mut req_c) = unsafe { (Producer::<Sqe>::new(sq), Consumer::<Sqe>::new(sq)) };
         // SAFETY: as above.
-        let (mut resp_p, mut resp_c) =
-            unsafe { (Producer::<Cqe>::new(cq), Consumer::<Cqe>::new(cq)) };
+        let (mut resp_p, mut resp_c) = unsafe { (Producer::<Cqe>::new(cq), Consumer::<Cqe>::new(cq)) };
         let stop = CachePadded::new(AtomicBool::new(false));
         let timing = ctx.timing;
         with_peer(
@@ -178,7 +176,9 @@ impl Scenario for EchoBatch {
                     let mut guard = SpinGuard::new();
                     while got < batch {
                         if resp_c.refresh()? == 0 {
-                            guard.turn(|| format!("waiting for echo of batch starting at {first} ({got} of {batch} back)"))?;
+                            guard.turn(|| {
+                                format!("waiting for echo of batch starting at {first} ({got} of {batch} back)")
+                            })?;
                             continue;
                         }
                         while let Some(c) = resp_c.pop() {
@@ -203,10 +203,7 @@ impl Scenario for EchoBatch {
     fn details(&self) -> serde_json::Map<String, serde_json::Value> {
         let mut m = serde_json::Map::new();
         if let Some(huge) = self.huge_pages {
-            m.insert(
-                "ring_pages".into(),
-                (if huge { "huge" } else { "normal" }).into(),
-            );
+            m.insert("ring_pages".into(), (if huge { "huge" } else { "normal" }).into());
         }
         m
     }
@@ -234,26 +231,13 @@ impl RegionRings {
         let prot = libc::PROT_READ | libc::PROT_WRITE;
         let flags = libc::MAP_PRIVATE | libc::MAP_ANONYMOUS;
         // SAFETY: a fresh anonymous mapping; no existing memory is touched.
-        let mut p = unsafe {
-            libc::mmap(
-                std::ptr::null_mut(),
-                len,
-                prot,
-                flags | libc::MAP_HUGETLB,
-                -1,
-                0,
-            )
-        };
+        let mut p = unsafe { libc::mmap(std::ptr::null_mut(), len, prot, flags | libc::MAP_HUGETLB, -1, 0) };
         let huge = p != libc::MAP_FAILED;
         if !huge {
             // SAFETY: as above.
             p = unsafe { libc::mmap(std::ptr::null_mut(), len, prot, flags, -1, 0) };
             if p == libc::MAP_FAILED {
-                return Err(format!(
-                    "mapping the echo rings: {}",
-                    std::io::Error::last_os_error()
-                )
-                .into());
+                return Err(format!("mapping the echo rings: {}", std::io::Error::last_os_error()).into());
             }
         }
         let base = NonNull::new(p.cast::<u8>()).ok_or("mmap returned null")?;
@@ -272,13 +256,7 @@ impl RegionRings {
             // SAFETY: the layout's offsets are inside the mapping (len >= min_region_size),
             // 128-byte aligned, and sized for `entries` entries of the ring's type; the
             // mapping outlives every use (the rings die with the block).
-            unsafe {
-                RawRing::new(
-                    self.base.add(ctl).cast(),
-                    self.base.add(array).cast(),
-                    entries,
-                )
-            }
+            unsafe { RawRing::new(self.base.add(ctl).cast(), self.base.add(array).cast(), entries) }
         };
         (
             ring(l.sq_ctl_offset, l.sq_array_offset, l.sq_entries),

@@ -7,8 +7,11 @@
 //! without a baseline runs in blocks on its own.
 
 mod floor;
+mod go;
 mod ring;
+mod ucx;
 
+use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
 use hdrhistogram::Histogram;
@@ -24,6 +27,9 @@ pub enum Metric {
     P50Ratio,
     /// subject ops/sec / baseline ops/sec must be at least the bound.
     OpsRatio,
+    /// (subject p50 - baseline p50) / reference p50 must be at most the bound: what the
+    /// subject adds over its baseline, in units of another scenario of the same run.
+    P50ExcessOver(&'static str),
 }
 
 #[derive(Debug, Clone, Copy, PartialEq)]
@@ -35,7 +41,7 @@ pub struct Target {
 impl Target {
     pub fn met(&self, ratio: f64) -> bool {
         match self.metric {
-            Metric::P50Ratio => ratio <= self.bound,
+            Metric::P50Ratio | Metric::P50ExcessOver(_) => ratio <= self.bound,
             Metric::OpsRatio => ratio >= self.bound,
         }
     }
@@ -43,10 +49,66 @@ impl Target {
     /// e.g. `"<= 1.3"`.
     pub fn describe(&self) -> String {
         match self.metric {
-            Metric::P50Ratio => format!("<= {}", self.bound),
+            Metric::P50Ratio | Metric::P50ExcessOver(_) => format!("<= {}", self.bound),
             Metric::OpsRatio => format!(">= {}", self.bound),
         }
     }
+
+    /// The JSON key of the value the target is about.
+    pub fn key(&self) -> &'static str {
+        match self.metric {
+            Metric::P50Ratio => "ratio_p50",
+            Metric::OpsRatio => "ratio_ops_per_sec",
+            Metric::P50ExcessOver(_) => "excess_vs_reference",
+        }
+    }
+}
+
+/// The UCX transports a UCX scenario runs over.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Tls {
+    /// Shared memory (posix, cma; tcp for the connection set-up).
+    Sm,
+    /// TCP on loopback.
+    Tcp,
+}
+
+impl Tls {
+    /// UCX_TLS syntax, as the engine's `--ucx-transports` takes it.
+    pub fn transports(self) -> &'static str {
+        match self {
+            Tls::Sm => "sm,tcp",
+            Tls::Tcp => "tcp",
+        }
+    }
+
+    /// UCX_NET_DEVICES syntax (`--ucx-net-devices`): loopback only, so that nothing goes
+    /// over (or is split across) other interfaces. The same for sm: UCX_NET_DEVICES names
+    /// network devices only (shared memory's `memory` device is not one; UCX 1.13 warns
+    /// "network device 'memory' is not available" and ignores it), and tcp carries the
+    /// connection set-up there.
+    pub fn net_devices(self) -> &'static str {
+        "lo"
+    }
+
+    pub fn name(self) -> &'static str {
+        match self {
+            Tls::Sm => "sm",
+            Tls::Tcp => "tcp",
+        }
+    }
+}
+
+/// Which engine a scenario talks to.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum EngineUse {
+    /// None.
+    None,
+    /// The run's engine (no UCX), started once for the whole run.
+    Plain,
+    /// An engine with a UCX listener on loopback over these transports, started for the
+    /// scenario's group only; the bench's session has a peer handle for that listener.
+    Ucx(Tls),
 }
 
 /// A scenario's fixed description. Names are stable: scripts and stored results use them.
@@ -58,90 +120,296 @@ pub struct Spec {
     pub sample: &'static str,
     /// Operations per sample (for ops/sec).
     pub ops_per_sample: u32,
-    /// The scenario this one is compared with, block by block, in the same run.
+    /// The scenario this one is compared with, block by block, in the same run. It may
+    /// itself have a baseline; a group is a root scenario with everything compared to it.
     pub baseline: Option<&'static str>,
+    /// Without a baseline: run interleaved in the group of this scenario anyway (a reference
+    /// other members are compared with).
+    pub runs_with: Option<&'static str>,
+    /// More scenarios of the same group this one is compared with (ratios, no target).
+    pub also_vs: &'static [&'static str],
+    /// Report how much the subject's p50 exceeds its baseline's, also in units of this
+    /// scenario's p50 (a member of the same group, so that the blocks interleave).
+    pub excess_reference: Option<&'static str>,
     pub target: Option<Target>,
-    /// Talks to the engine (the bench starts one if any selected scenario does).
-    pub needs_engine: bool,
+    /// Which engine it talks to (the bench starts it).
+    pub engine: EngineUse,
     /// Runs a thread of its own on the engine core: the engine must be asleep first.
     pub borrows_engine_core: bool,
+    /// Runs the Go latency tool (`ringlat`); skipped with a message where there is none.
+    pub needs_go: bool,
+}
+
+const fn spec_base(name: &'static str, about: &'static str) -> Spec {
+    Spec {
+        name,
+        about,
+        sample: "round trip",
+        ops_per_sample: 1,
+        baseline: None,
+        runs_with: None,
+        also_vs: &[],
+        excess_reference: None,
+        target: None,
+        engine: EngineUse::None,
+        borrows_engine_core: false,
+        needs_go: false,
+    }
 }
 
 /// Every scenario, baselines before their subjects.
 pub const SPECS: &[Spec] = &[
     Spec {
-        name: "floor.pingpong",
-        about: "raw cache-line ping-pong between the client core and the engine core (the physical floor)",
-        sample: "round trip",
-        ops_per_sample: 1,
-        baseline: None,
-        target: None,
-        needs_engine: false,
         borrows_engine_core: true,
+        ..spec_base(
+            "floor.pingpong",
+            "raw cache-line ping-pong between the client core and the engine core (the physical floor)",
+        )
     },
     Spec {
-        name: "ring.nop",
-        about: "one NOP through the real engine: Session::submit, spin on try_cqe",
-        sample: "round trip",
-        ops_per_sample: 1,
         baseline: Some("floor.pingpong"),
         target: Some(Target { metric: Metric::P50Ratio, bound: 1.3 }),
-        needs_engine: true,
-        borrows_engine_core: false,
+        engine: EngineUse::Plain,
+        ..spec_base("ring.nop", "one NOP through the real engine: Session::submit, spin on try_cqe")
     },
     Spec {
-        name: "floor.echo_batch32",
-        about: "bare two-ring echo loop (ring_proto Producer/Consumer on a session-shaped region) between the two cores, 32 per batch",
         sample: "batch of 32",
         ops_per_sample: 32,
-        baseline: None,
-        target: None,
-        needs_engine: false,
         borrows_engine_core: true,
+        ..spec_base(
+            "floor.echo_batch32",
+            "bare two-ring echo loop (ring_proto Producer/Consumer on a session-shaped region) between the two cores, 32 per batch",
+        )
     },
     Spec {
-        name: "ring.nop_batch32",
-        about: "32 NOPs through the real engine: submission() push x32, sync, reap 32 completions",
         sample: "batch of 32",
         ops_per_sample: 32,
         baseline: Some("floor.echo_batch32"),
         target: Some(Target { metric: Metric::OpsRatio, bound: 0.5 }),
-        needs_engine: true,
-        borrows_engine_core: false,
+        engine: EngineUse::Plain,
+        ..spec_base(
+            "ring.nop_batch32",
+            "32 NOPs through the real engine: submission() push x32, sync, reap 32 completions",
+        )
     },
+    Spec {
+        baseline: Some("floor.pingpong"),
+        also_vs: &["ring.nop"],
+        target: Some(Target { metric: Metric::P50Ratio, bound: 1.6 }),
+        engine: EngineUse::Plain,
+        needs_go: true,
+        ..spec_base(
+            "ring.nop.go",
+            "one NOP through the real engine from the Go client (ringlat -serve: Client.Do), its own session",
+        )
+    },
+    Spec {
+        sample: "batch of 32",
+        ops_per_sample: 32,
+        baseline: Some("ring.nop_batch32"),
+        also_vs: &["floor.echo_batch32"],
+        target: Some(Target { metric: Metric::OpsRatio, bound: 0.5 }),
+        engine: EngineUse::Plain,
+        needs_go: true,
+        ..spec_base(
+            "ring.nop_batch32.go",
+            "32 NOPs from the Go client (ringlat -serve: SubmitBatch x32, Wait each), its own session",
+        )
+    },
+    Spec {
+        borrows_engine_core: true,
+        ..spec_base(
+            "ucx.raw_am_rtt.sm",
+            "raw UCX active-message ping-pong (8 B, 16 B header) between two workers, one thread on the engine core, sm transports",
+        )
+    },
+    Spec {
+        runs_with: Some("ucx.raw_am_rtt.sm"),
+        engine: EngineUse::Plain,
+        ..spec_base(
+            "ucx.nop_ref.sm",
+            "ring.nop again (the run's plain engine, no UCX), interleaved with the ucx.*.sm blocks: the ring hop ucx.am_rtt.sm's excess is measured in",
+        )
+    },
+    Spec {
+        baseline: Some("ucx.raw_am_rtt.sm"),
+        excess_reference: Some("ucx.nop_ref.sm"),
+        target: Some(Target { metric: Metric::P50ExcessOver("ucx.nop_ref.sm"), bound: 1.2 }),
+        engine: EngineUse::Ucx(Tls::Sm),
+        ..spec_base(
+            "ucx.am_rtt.sm",
+            "SEND of 8 B (ECHO) through the rings to the engine's own UCX listener and back, sm transports",
+        )
+    },
+    Spec {
+        borrows_engine_core: true,
+        ..spec_base(
+            "ucx.raw_am_rtt.tcp",
+            "raw UCX active-message ping-pong (8 B, 16 B header) between two workers, one thread on the engine core, tcp on loopback",
+        )
+    },
+    Spec {
+        runs_with: Some("ucx.raw_am_rtt.tcp"),
+        engine: EngineUse::Plain,
+        ..spec_base(
+            "ucx.nop_ref.tcp",
+            "ring.nop again (the run's plain engine, no UCX), interleaved with the ucx.*.tcp blocks: the ring hop ucx.am_rtt.tcp's excess is measured in",
+        )
+    },
+    Spec {
+        baseline: Some("ucx.raw_am_rtt.tcp"),
+        excess_reference: Some("ucx.nop_ref.tcp"),
+        target: Some(Target { metric: Metric::P50Ratio, bound: 1.1 }),
+        engine: EngineUse::Ucx(Tls::Tcp),
+        ..spec_base(
+            "ucx.am_rtt.tcp",
+            "SEND of 8 B (ECHO) through the rings to the engine's own UCX listener and back, tcp on loopback",
+        )
+    },
+];
+
+/// Scenarios with a reserved name that cannot run yet, and why. Selecting one (or running
+/// everything) reports it as skipped.
+pub const NOT_AVAILABLE: &[(&str, &str)] = &[
+    (
+        "ucx.raw_read_bw.sm",
+        "not available yet: the engine does not implement READ (issue 4)",
+    ),
+    (
+        "ucx.read_bw.sm",
+        "not available yet: the engine does not implement READ (issue 4)",
+    ),
+    (
+        "ucx.raw_read_bw.tcp",
+        "not available yet: the engine does not implement READ (issue 4)",
+    ),
+    (
+        "ucx.read_bw.tcp",
+        "not available yet: the engine does not implement READ (issue 4)",
+    ),
 ];
 
 pub fn spec(name: &str) -> Option<&'static Spec> {
     SPECS.iter().find(|s| s.name == name)
 }
 
-/// Groups the selected scenarios (plus the baselines they need) into interleaving groups:
-/// each group is a baseline followed by its subjects, in registry order; a scenario with no
-/// baseline and no selected subject forms a group alone. Unknown names are an error.
-pub fn plan(selected: &[String]) -> Result<Vec<Vec<&'static Spec>>> {
-    let mut wanted: Vec<&'static str> = Vec::new();
-    for name in selected {
-        let s = spec(name).ok_or_else(|| {
-            let names: Vec<&str> = SPECS.iter().map(|s| s.name).collect();
-            format!("unknown scenario {name:?}; scenarios: {}", names.join(", "))
-        })?;
-        wanted.push(s.name);
-        if let Some(b) = s.baseline {
-            wanted.push(b);
+/// The scenario at the end of `s`'s baseline chain (`s` itself when it has no baseline).
+pub fn root_of(s: &'static Spec) -> &'static Spec {
+    let mut s = s;
+    while let Some(b) = s.baseline.or(s.runs_with).and_then(spec) {
+        s = b;
+    }
+    s
+}
+
+/// The UCX engine a group needs, if any (the registry test checks that a group names at
+/// most one).
+pub fn group_ucx(group: &[&'static Spec]) -> Option<Tls> {
+    group.iter().find_map(|s| match s.engine {
+        EngineUse::Ucx(t) => Some(t),
+        _ => None,
+    })
+}
+
+/// What a run will do: interleaving groups, and the scenarios it was asked for that will not
+/// run, with the reason.
+#[derive(Debug, Default)]
+pub struct Plan {
+    pub groups: Vec<Vec<&'static Spec>>,
+    pub skipped: Vec<(&'static str, String)>,
+}
+
+impl Plan {
+    /// Every scenario that will run, in order.
+    pub fn specs(&self) -> impl Iterator<Item = &'static Spec> + '_ {
+        self.groups.iter().flatten().copied()
+    }
+
+    /// Takes out the scenarios `skip` selects (and those compared with one of them), noting
+    /// `reason` for each.
+    pub fn skip_where(&mut self, skip: impl Fn(&Spec) -> bool, reason: &str) {
+        let mut gone: Vec<&'static str> = Vec::new();
+        loop {
+            let before = gone.len();
+            for s in self.specs() {
+                let depends = dependencies(s);
+                if !gone.contains(&s.name) && (skip(s) || depends.iter().any(|d| gone.contains(d))) {
+                    gone.push(s.name);
+                }
+            }
+            if gone.len() == before {
+                break;
+            }
+        }
+        for g in &mut self.groups {
+            g.retain(|s| !gone.contains(&s.name));
+        }
+        self.groups.retain(|g| !g.is_empty());
+        for name in gone {
+            let why = if spec(name).is_some_and(&skip) {
+                reason.to_string()
+            } else {
+                format!("a scenario it is compared with does not run ({reason})")
+            };
+            self.skipped.push((name, why));
         }
     }
+}
+
+/// The scenarios `s` cannot run without: its baseline (or the group it runs with), and what
+/// it is compared with.
+fn dependencies(s: &Spec) -> Vec<&'static str> {
+    s.baseline
+        .into_iter()
+        .chain(s.runs_with)
+        .chain(s.also_vs.iter().copied())
+        .chain(s.excess_reference)
+        .collect()
+}
+
+/// Groups the selected scenarios (plus the baselines, comparisons and references they need)
+/// into interleaving groups: each group is a root scenario followed by everything compared
+/// with it, in registry order. Names from [`NOT_AVAILABLE`] are skipped with their reason
+/// (all of them when nothing is selected); unknown names are an error.
+pub fn plan(selected: &[String]) -> Result<Plan> {
+    fn add(wanted: &mut Vec<&'static str>, s: &'static Spec) {
+        if wanted.contains(&s.name) {
+            return;
+        }
+        wanted.push(s.name);
+        for d in dependencies(s) {
+            add(wanted, spec(d).expect("the registry test checks every name"));
+        }
+    }
+    let mut wanted: Vec<&'static str> = Vec::new();
+    let mut skipped: Vec<(&'static str, String)> = Vec::new();
     if selected.is_empty() {
-        wanted = SPECS.iter().map(|s| s.name).collect();
+        for s in SPECS {
+            add(&mut wanted, s);
+        }
+        skipped.extend(NOT_AVAILABLE.iter().map(|(n, why)| (*n, why.to_string())));
+    }
+    for name in selected {
+        if let Some(s) = spec(name) {
+            add(&mut wanted, s);
+        } else if let Some((n, why)) = NOT_AVAILABLE.iter().find(|(n, _)| n == name) {
+            if !skipped.iter().any(|(m, _)| m == n) {
+                skipped.push((n, why.to_string()));
+            }
+        } else {
+            let names: Vec<&str> = SPECS.iter().map(|s| s.name).collect();
+            return Err(format!("unknown scenario {name:?}; scenarios: {}", names.join(", ")).into());
+        }
     }
     let mut groups: Vec<Vec<&'static Spec>> = Vec::new();
     for s in SPECS.iter().filter(|s| wanted.contains(&s.name)) {
-        let root = s.baseline.unwrap_or(s.name);
+        let root = root_of(s).name;
         match groups.iter_mut().find(|g| g[0].name == root) {
             Some(g) => g.push(s),
             None => groups.push(vec![s]),
         }
     }
-    Ok(groups)
+    Ok(Plan { groups, skipped })
 }
 
 /// Timing of one block.
@@ -157,8 +425,16 @@ pub struct Timing {
 pub struct Ctx {
     pub client_core: usize,
     pub engine_core: usize,
-    /// The bench's session with the engine, when one runs.
+    /// The bench's session with the run's plain engine, when the group uses it.
     pub session: Option<Session>,
+    /// That engine's control socket (for scenarios that open sessions of their own).
+    pub socket: Option<PathBuf>,
+    /// The bench's session with the group's UCX engine, when it has one.
+    pub ucx_session: Option<Session>,
+    /// Its peer handle for that engine's own UCX listener.
+    pub ucx_peer: Option<u32>,
+    /// The Go latency tool, for the Go scenarios.
+    pub ringlat: Option<PathBuf>,
     pub timing: Timing,
 }
 
@@ -167,6 +443,19 @@ impl Ctx {
         self.session
             .as_mut()
             .ok_or_else(|| "this scenario needs the engine, and none was started".into())
+    }
+
+    /// The session with the group's UCX engine and the peer handle of its own listener.
+    pub fn ucx_session(&mut self) -> Result<(&mut Session, u32)> {
+        match (self.ucx_session.as_mut(), self.ucx_peer) {
+            (Some(s), Some(p)) => Ok((s, p)),
+            _ => Err("this scenario needs an engine with a UCX listener, and none was started".into()),
+        }
+    }
+
+    /// The sessions of every engine running for the group.
+    pub fn sessions(&self) -> impl Iterator<Item = &Session> {
+        self.session.iter().chain(self.ucx_session.iter())
     }
 }
 
@@ -201,6 +490,12 @@ pub fn build(spec: &Spec) -> Box<dyn Scenario> {
         }),
         "ring.nop" => Box::new(ring::Nop::default()),
         "ring.nop_batch32" => Box::new(ring::NopBatch::new(32)),
+        "ring.nop.go" => Box::new(go::GoRinglat::new(spec.name, go::Kind::Nop)),
+        "ring.nop_batch32.go" => Box::new(go::GoRinglat::new(spec.name, go::Kind::Batch(32))),
+        "ucx.raw_am_rtt.sm" => Box::new(ucx::RawAmRtt::new(Tls::Sm)),
+        "ucx.raw_am_rtt.tcp" => Box::new(ucx::RawAmRtt::new(Tls::Tcp)),
+        "ucx.am_rtt.sm" | "ucx.am_rtt.tcp" => Box::new(ucx::AmRtt::default()),
+        "ucx.nop_ref.sm" | "ucx.nop_ref.tcp" => Box::new(ring::Nop::default()),
         other => unreachable!("scenario {other} is in SPECS but has no implementation"),
     }
 }
@@ -211,11 +506,7 @@ pub fn build(spec: &Spec) -> Box<dyn Scenario> {
 /// One `Instant::now()` per sample: each sample is the time from the previous timestamp to
 /// this one, so the loop's own overhead (one clock read, one histogram record) is inside every
 /// sample, the same for every scenario.
-pub fn sample_loop(
-    timing: Timing,
-    hist: &mut Histogram<u64>,
-    mut op: impl FnMut() -> Result<()>,
-) -> Result<BlockRun> {
+pub fn sample_loop(timing: Timing, hist: &mut Histogram<u64>, mut op: impl FnMut() -> Result<()>) -> Result<BlockRun> {
     let warm_end = Instant::now() + timing.warmup;
     let mut n = 0u64;
     let mut prev = loop {
@@ -265,10 +556,7 @@ pub const STALL_LIMIT: Duration = Duration::from_secs(5);
 impl SpinGuard {
     #[inline]
     pub fn new() -> Self {
-        Self {
-            turns: 0,
-            since: None,
-        }
+        Self { turns: 0, since: None }
     }
 
     /// `what` describes the wait, for the stall error.
@@ -304,67 +592,123 @@ mod tests {
     use super::*;
 
     fn names(groups: &[Vec<&Spec>]) -> Vec<Vec<&'static str>> {
-        groups
-            .iter()
-            .map(|g| g.iter().map(|s| s.name).collect())
-            .collect()
+        groups.iter().map(|g| g.iter().map(|s| s.name).collect()).collect()
     }
 
     #[test]
     fn default_plan_pairs_each_subject_with_its_baseline() {
-        let g = plan(&[]).unwrap();
+        let p = plan(&[]).unwrap();
         assert_eq!(
-            names(&g),
+            names(&p.groups),
             vec![
-                vec!["floor.pingpong", "ring.nop"],
-                vec!["floor.echo_batch32", "ring.nop_batch32"]
+                vec!["floor.pingpong", "ring.nop", "ring.nop.go"],
+                vec!["floor.echo_batch32", "ring.nop_batch32", "ring.nop_batch32.go"],
+                vec!["ucx.raw_am_rtt.sm", "ucx.nop_ref.sm", "ucx.am_rtt.sm"],
+                vec!["ucx.raw_am_rtt.tcp", "ucx.nop_ref.tcp", "ucx.am_rtt.tcp"],
             ]
         );
+        // Everything that cannot run yet is reported as skipped.
+        let skipped: Vec<&str> = p.skipped.iter().map(|(n, _)| *n).collect();
+        assert_eq!(skipped, NOT_AVAILABLE.iter().map(|(n, _)| *n).collect::<Vec<_>>());
     }
 
     #[test]
     fn subject_pulls_in_its_baseline() {
-        let g = plan(&["ring.nop_batch32".into()]).unwrap();
+        let g = plan(&["ring.nop_batch32".into()]).unwrap().groups;
+        assert_eq!(names(&g), vec![vec!["floor.echo_batch32", "ring.nop_batch32"]]);
+        let g = plan(&["floor.pingpong".into()]).unwrap().groups;
+        assert_eq!(names(&g), vec![vec!["floor.pingpong"]]);
+        let g = plan(&["ring.nop".into(), "floor.pingpong".into(), "ring.nop".into()])
+            .unwrap()
+            .groups;
+        assert_eq!(names(&g), vec![vec!["floor.pingpong", "ring.nop"]]);
+    }
+
+    #[test]
+    fn baseline_chains_comparisons_and_references_are_pulled_in() {
+        // ring.nop_batch32.go is compared with ring.nop_batch32, whose baseline is the echo floor.
+        let g = plan(&["ring.nop_batch32.go".into()]).unwrap().groups;
         assert_eq!(
             names(&g),
-            vec![vec!["floor.echo_batch32", "ring.nop_batch32"]]
+            vec![vec!["floor.echo_batch32", "ring.nop_batch32", "ring.nop_batch32.go"]]
         );
-        let g = plan(&["floor.pingpong".into()]).unwrap();
-        assert_eq!(names(&g), vec![vec!["floor.pingpong"]]);
-        let g = plan(&[
-            "ring.nop".into(),
-            "floor.pingpong".into(),
-            "ring.nop".into(),
-        ])
-        .unwrap();
-        assert_eq!(names(&g), vec![vec!["floor.pingpong", "ring.nop"]]);
+        // ring.nop.go: baseline floor.pingpong, also compared with ring.nop.
+        let g = plan(&["ring.nop.go".into()]).unwrap().groups;
+        assert_eq!(names(&g), vec![vec!["floor.pingpong", "ring.nop", "ring.nop.go"]]);
+        // ucx.am_rtt.tcp: its raw baseline, and the NOP its excess is measured in, interleaved.
+        let g = plan(&["ucx.am_rtt.tcp".into()]).unwrap().groups;
+        assert_eq!(
+            names(&g),
+            vec![vec!["ucx.raw_am_rtt.tcp", "ucx.nop_ref.tcp", "ucx.am_rtt.tcp"]]
+        );
+        assert_eq!(group_ucx(&g[0]), Some(Tls::Tcp));
+        // A raw baseline alone needs no engine.
+        let g = plan(&["ucx.raw_am_rtt.sm".into()]).unwrap().groups;
+        assert_eq!(names(&g), vec![vec!["ucx.raw_am_rtt.sm"]]);
+        assert_eq!(group_ucx(&g[0]), None);
+        assert!(g[0].iter().all(|s| s.engine == EngineUse::None));
+    }
+
+    #[test]
+    fn unavailable_scenarios_are_skipped_not_refused() {
+        let p = plan(&["ucx.read_bw.tcp".into(), "ring.nop".into()]).unwrap();
+        assert_eq!(names(&p.groups), vec![vec!["floor.pingpong", "ring.nop"]]);
+        assert_eq!(p.skipped.len(), 1);
+        assert_eq!(p.skipped[0].0, "ucx.read_bw.tcp");
+        assert!(p.skipped[0].1.contains("READ"), "{}", p.skipped[0].1);
+    }
+
+    #[test]
+    fn skipping_go_keeps_the_rest() {
+        let mut p = plan(&[]).unwrap();
+        let before = p.skipped.len();
+        p.skip_where(|s| s.needs_go, "Go is not installed");
+        assert_eq!(
+            names(&p.groups),
+            vec![
+                vec!["floor.pingpong", "ring.nop"],
+                vec!["floor.echo_batch32", "ring.nop_batch32"],
+                vec!["ucx.raw_am_rtt.sm", "ucx.nop_ref.sm", "ucx.am_rtt.sm"],
+                vec!["ucx.raw_am_rtt.tcp", "ucx.nop_ref.tcp", "ucx.am_rtt.tcp"],
+            ]
+        );
+        let new: Vec<_> = p.skipped[before..].iter().map(|(n, w)| (*n, w.as_str())).collect();
+        assert_eq!(
+            new,
+            vec![
+                ("ring.nop.go", "Go is not installed"),
+                ("ring.nop_batch32.go", "Go is not installed")
+            ]
+        );
+        // Dropping a baseline drops what is compared with it (and runs with it), saying why.
+        let mut p = plan(&["ucx.am_rtt.sm".into(), "ring.nop".into()]).unwrap();
+        p.skip_where(|s| s.name == "ucx.raw_am_rtt.sm", "test");
+        assert_eq!(names(&p.groups), vec![vec!["floor.pingpong", "ring.nop"]]);
+        let gone: Vec<&str> = p.skipped.iter().map(|(n, _)| *n).collect();
+        assert_eq!(gone, ["ucx.raw_am_rtt.sm", "ucx.nop_ref.sm", "ucx.am_rtt.sm"]);
+        assert!(p.skipped[2].1.contains("compared with"), "{:?}", p.skipped);
     }
 
     #[test]
     fn unknown_scenario_lists_the_known_ones() {
         let e = plan(&["ring.nope".into()]).unwrap_err().to_string();
-        assert!(
-            e.contains("ring.nope") && e.contains("floor.pingpong"),
-            "{e}"
-        );
+        assert!(e.contains("ring.nope") && e.contains("floor.pingpong"), "{e}");
     }
 
     #[test]
     fn registry_is_consistent() {
+        let all: Vec<&str> = SPECS
+            .iter()
+            .map(|s| s.name)
+            .chain(NOT_AVAILABLE.iter().map(|(n, _)| *n))
+            .collect();
+        for n in &all {
+            assert_eq!(all.iter().filter(|m| *m == n).count(), 1, "{n} listed twice");
+        }
         for (i, s) in SPECS.iter().enumerate() {
-            assert_eq!(
-                SPECS.iter().filter(|t| t.name == s.name).count(),
-                1,
-                "{} listed twice",
-                s.name
-            );
             if let Some(b) = s.baseline {
-                let bi = SPECS
-                    .iter()
-                    .position(|t| t.name == b)
-                    .expect("baseline exists");
+                let bi = SPECS.iter().position(|t| t.name == b).expect("baseline exists");
                 assert!(bi < i, "{}: baseline {b} must come first", s.name);
-                assert!(SPECS[bi].baseline.is_none(), "baselines have no baseline");
             }
             assert_eq!(
                 s.target.is_some(),
@@ -372,8 +716,57 @@ mod tests {
                 "{}: a target needs a baseline",
                 s.name
             );
+            let root = root_of(s);
+            assert!(root.baseline.is_none());
+            for a in s.also_vs {
+                let a = spec(a).unwrap_or_else(|| panic!("{}: also_vs {a} exists", s.name));
+                assert_eq!(
+                    root_of(a).name,
+                    root.name,
+                    "{}: also_vs {} runs in another group",
+                    s.name,
+                    a.name
+                );
+            }
+            if let Some(r) = s.excess_reference {
+                let r = spec(r).unwrap_or_else(|| panic!("{}: excess reference exists", s.name));
+                assert_eq!(
+                    root_of(r).name,
+                    root.name,
+                    "{}: excess reference {} runs in another group",
+                    s.name,
+                    r.name
+                );
+            }
+            if let Some(w) = s.runs_with {
+                assert!(
+                    s.baseline.is_none(),
+                    "{}: runs_with is for scenarios without a baseline",
+                    s.name
+                );
+                assert!(spec(w).is_some(), "{}: runs_with {w} exists", s.name);
+            }
+            if let Some(Target {
+                metric: Metric::P50ExcessOver(r),
+                ..
+            }) = s.target
+            {
+                assert_eq!(s.excess_reference, Some(r), "{}: the target's reference", s.name);
+            }
             // Every spec has an implementation.
             let _ = build(s);
+        }
+        // A group needs one UCX engine at most.
+        for g in plan(&[]).unwrap().groups {
+            let mut tls: Vec<Tls> = g
+                .iter()
+                .filter_map(|s| match s.engine {
+                    EngineUse::Ucx(t) => Some(t),
+                    _ => None,
+                })
+                .collect();
+            tls.dedup();
+            assert!(tls.len() <= 1, "{:?}", names(std::slice::from_ref(&g)));
         }
     }
 
@@ -389,6 +782,12 @@ mod tests {
             bound: 0.5,
         };
         assert!(o.met(0.6) && !o.met(0.4));
+        let e = Target {
+            metric: Metric::P50ExcessOver("ring.nop"),
+            bound: 1.2,
+        };
+        assert!(e.met(1.1) && e.met(-0.5) && !e.met(1.3));
+        assert_eq!((e.key(), e.describe().as_str()), ("excess_vs_reference", "<= 1.2"));
     }
 
     #[test]

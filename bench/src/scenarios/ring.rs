@@ -17,8 +17,7 @@ fn nop(user_data: u64) -> Sqe {
 
 fn check(c: &Cqe, expected: u64) -> Result<()> {
     if c.user_data != expected || c.result != 0 {
-        let why = ResultCode::from_result(c.result)
-            .map_or_else(|| format!("result {}", c.result), |r| r.to_string());
+        let why = ResultCode::from_result(c.result).map_or_else(|| format!("result {}", c.result), |r| r.to_string());
         return Err(format!(
             "unexpected NOP completion: user_data {} ({why}), expected user_data {expected} with result 0",
             c.user_data
@@ -28,7 +27,7 @@ fn check(c: &Cqe, expected: u64) -> Result<()> {
     Ok(())
 }
 
-fn stall_context(s: &Session) -> String {
+pub(super) fn stall_context(s: &Session) -> String {
     format!(
         "session state {:?}, engine NEED_WAKEUP flag {}",
         s.state(),
@@ -56,12 +55,7 @@ impl Scenario for Nop {
                 if let Some(c) = s.try_cqe()? {
                     break c;
                 }
-                guard.turn(|| {
-                    format!(
-                        "waiting for the completion of NOP {want} ({})",
-                        stall_context(s)
-                    )
-                })?;
+                guard.turn(|| format!("waiting for the completion of NOP {want} ({})", stall_context(s)))?;
             };
             check(&c, want)
         })

@@ -12,6 +12,13 @@
 //
 //	ringlat [-socket PATH] [-core N] [-iters N] [-warmup N] [-batch N] [-blocks N]
 //	        [-scenario nop|batch|all] [-spin DUR]
+//	ringlat -serve [-socket PATH] [-core N] [-batch N] [-spin DUR]
+//
+// -serve is the block mode the Rust bench drives (bench/README.md): ringlat dials once,
+// prints {"ready":true,...}, then runs one timed block per stdin line and answers each with
+// one JSON line (see serve.go). Blocks are timed like the Rust bench's: a warm-up by time,
+// then samples for the measured time, one clock read per sample, values in an
+// HdrHistogram-compatible bucket layout, so that the bench merges them with its own.
 package main
 
 import (
@@ -55,7 +62,8 @@ func main() {
 	blocks := flag.Int("blocks", 1, "measured blocks per scenario (one JSON line each, then a merged line when > 1)")
 	scenario := flag.String("scenario", "all", "nop, batch or all")
 	spin := flag.Duration("spin", 50*time.Microsecond, "client spin before sleeping on the session eventfd")
-	timeout := flag.Duration("timeout", 10*time.Minute, "overall time limit")
+	timeout := flag.Duration("timeout", 10*time.Minute, "overall time limit (not in -serve mode)")
+	serveMode := flag.Bool("serve", false, "block mode for the bench: read block commands on stdin, answer JSON lines")
 	flag.Parse()
 	if *iters <= 0 || *batch <= 0 || *blocks <= 0 || *warmup < 0 {
 		fail(fmt.Errorf("-iters, -batch and -blocks must be positive"))
@@ -68,6 +76,20 @@ func main() {
 		if err := unix.SchedSetaffinity(0, &set); err != nil { // 0: this (locked) thread
 			fail(fmt.Errorf("pin to core %d: %w", *core, err))
 		}
+	}
+	if *serveMode {
+		// No overall timeout: the bench ends the process (stdin EOF, or SIGKILL).
+		c, err := swring.Dial(context.Background(), *socket, swring.WithSpin(*spin))
+		if err != nil {
+			fail(err)
+		}
+		debug.SetGCPercent(-1)
+		err = serve(c, os.Stdin, os.Stdout, *batch, *core)
+		c.Close()
+		if err != nil {
+			fail(err)
+		}
+		return
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), *timeout)
 	defer cancel()

@@ -1,0 +1,256 @@
+package main
+
+// Block mode (-serve), driven by the Rust bench (bench/src/scenarios/go.rs).
+//
+// After dialing, ringlat prints one line
+//
+//	{"ready":true,"session":3,"worker":0,"core":0,"gomaxprocs":1,"go":"go1.26.8"}
+//
+// and then reads commands on stdin, one per line:
+//
+//	block nop|batch WARMUP_NS MEASURE_NS
+//	quit                                  (or end of input)
+//
+// Each block is answered with one line:
+//
+//	{"scenario":"ring.nop.go","samples":N,"elapsed_ns":E,"hist":[[value_ns,count],...]}
+//
+// or {"error":"..."} after which ringlat exits with status 1. A block runs its sample
+// (one Client.Do of a NOP, or one SubmitBatch of -batch NOPs and the waits for all of them)
+// unrecorded until WARMUP_NS have passed, then records samples until MEASURE_NS have
+// passed, exactly as the bench's sample_loop does: one monotonic clock read per sample, a
+// sample being the time from the previous read to this one (the loop's own cost is inside
+// every sample, as on the Rust side). "hist" lists the non-empty buckets of an
+// HdrHistogram-compatible layout with 3 significant digits (see bucketFloor), each as the
+// lowest value of its bucket, so the bench can record them into its own histogram without
+// losing precision.
+
+import (
+	"bufio"
+	"context"
+	"encoding/json"
+	"fmt"
+	"io"
+	"math/bits"
+	"runtime"
+	"strconv"
+	"strings"
+	"time"
+
+	swring "github.com/seaweed-ring/seaweed-ring/go-client"
+)
+
+const (
+	// subBuckets is HdrHistogram's sub-bucket count for 3 significant digits.
+	subBuckets = 2048
+	half       = subBuckets / 2
+	// highestNs matches the bench's histogram range (1 minute).
+	highestNs = 60_000_000_000
+)
+
+// bucketIndex maps a value to its bucket: values below 2048 have a bucket each, then every
+// power of two from 2^11 up has 1024 buckets (width 2^(k-10) for values in [2^k, 2^(k+1))).
+// This is the layout of an HdrHistogram with 3 significant digits and a lowest
+// discernible value of 1, so a bucket's lowest value lands in the same bucket there.
+func bucketIndex(v int64) int {
+	if v < subBuckets {
+		return int(v)
+	}
+	shift := bits.Len64(uint64(v)) - 11
+	return subBuckets + (shift-1)*half + int(v>>shift) - half
+}
+
+// bucketFloor is the lowest value of bucket i.
+func bucketFloor(i int) int64 {
+	if i < subBuckets {
+		return int64(i)
+	}
+	shift := (i-subBuckets)/half + 1
+	return int64(half+(i-subBuckets)%half) << shift
+}
+
+// histogram counts samples per bucket; recording allocates nothing.
+type histogram struct {
+	counts []int64
+	total  int64
+}
+
+func newHistogram() *histogram {
+	return &histogram{counts: make([]int64, bucketIndex(highestNs)+1)}
+}
+
+func (h *histogram) record(ns int64) {
+	if ns < 1 {
+		ns = 1 // clock granularity, as the bench counts 0 ns
+	}
+	if ns > highestNs {
+		ns = highestNs
+	}
+	h.counts[bucketIndex(ns)]++
+	h.total++
+}
+
+func (h *histogram) reset() {
+	clear(h.counts)
+	h.total = 0
+}
+
+// buckets lists the non-empty buckets as [lowest value, count] pairs, ascending.
+func (h *histogram) buckets() [][2]int64 {
+	var out [][2]int64
+	for i, n := range h.counts {
+		if n != 0 {
+			out = append(out, [2]int64{bucketFloor(i), n})
+		}
+	}
+	return out
+}
+
+type ready struct {
+	Ready      bool   `json:"ready"`
+	Session    uint32 `json:"session"`
+	Worker     uint32 `json:"worker"`
+	Core       int    `json:"core"`
+	GOMAXPROCS int    `json:"gomaxprocs"`
+	Go         string `json:"go"`
+}
+
+type blockResult struct {
+	Scenario  string     `json:"scenario"`
+	Samples   int64      `json:"samples"`
+	ElapsedNs int64      `json:"elapsed_ns"`
+	Hist      [][2]int64 `json:"hist"`
+}
+
+type blockError struct {
+	Error string `json:"error"`
+}
+
+// blockCommand is one parsed "block" line.
+type blockCommand struct {
+	kind    string // "nop" or "batch"
+	warmup  time.Duration
+	measure time.Duration
+}
+
+// parseCommand parses one stdin line; quit is true for "quit".
+func parseCommand(line string) (cmd blockCommand, quit bool, err error) {
+	f := strings.Fields(line)
+	if len(f) == 1 && f[0] == "quit" {
+		return cmd, true, nil
+	}
+	if len(f) != 4 || f[0] != "block" {
+		return cmd, false, fmt.Errorf("bad command %q (want: block nop|batch WARMUP_NS MEASURE_NS, or quit)", line)
+	}
+	if f[1] != "nop" && f[1] != "batch" {
+		return cmd, false, fmt.Errorf("bad command %q: unknown scenario %q (nop or batch)", line, f[1])
+	}
+	w, err1 := strconv.ParseInt(f[2], 10, 64)
+	m, err2 := strconv.ParseInt(f[3], 10, 64)
+	if err1 != nil || err2 != nil || w < 0 || m <= 0 {
+		return cmd, false, fmt.Errorf("bad command %q: durations must be integers, warm-up >= 0, measured > 0", line)
+	}
+	return blockCommand{kind: f[1], warmup: time.Duration(w), measure: time.Duration(m)}, false, nil
+}
+
+// runBlock runs sample for cmd's warm-up and measured time into h and returns the number
+// of recorded samples and the measured time (from the end of the warm-up to the last
+// sample's timestamp), as the bench's sample_loop does.
+func runBlock(cmd blockCommand, h *histogram, sample func() error) (int64, time.Duration, error) {
+	// time.Since on a Time with a monotonic reading reads only the monotonic clock: one
+	// vDSO clock_gettime(CLOCK_MONOTONIC) per sample, like Rust's Instant::now().
+	base := time.Now()
+	now := func() time.Duration { return time.Since(base) }
+	warmEnd := now() + cmd.warmup
+	var prev time.Duration
+	for {
+		if err := sample(); err != nil {
+			return 0, 0, err
+		}
+		if t := now(); t >= warmEnd {
+			prev = t
+			break
+		}
+	}
+	start := prev
+	end := start + cmd.measure
+	var n int64
+	for {
+		if err := sample(); err != nil {
+			return 0, 0, err
+		}
+		t := now()
+		h.record(int64(t - prev))
+		prev = t
+		n++
+		if t >= end {
+			break
+		}
+	}
+	return n, prev - start, nil
+}
+
+// serve runs the block protocol on in/out until "quit" or end of input.
+func serve(c *swring.Client, in io.Reader, out io.Writer, batch, core int) error {
+	enc := json.NewEncoder(out)
+	if err := enc.Encode(ready{Ready: true, Session: c.SessionID(), Worker: c.Worker(), Core: core,
+		GOMAXPROCS: runtime.GOMAXPROCS(0), Go: runtime.Version()}); err != nil {
+		return err
+	}
+	ctx := context.Background()
+	nop := swring.Request{Opcode: swring.OpNop}
+	doNop := func() error {
+		res, err := c.Do(ctx, &nop)
+		if err == nil && res != 0 {
+			err = fmt.Errorf("NOP completed with result %d, expected 0", res)
+		}
+		return err
+	}
+	reqs := make([]swring.Request, batch)
+	for i := range reqs {
+		reqs[i].Opcode = swring.OpNop
+	}
+	tickets := make([]swring.Ticket, batch)
+	doBatch := func() error {
+		n, err := c.SubmitBatch(ctx, reqs, tickets)
+		for _, t := range tickets[:n] {
+			res, werr := t.Wait(ctx)
+			if werr == nil && res != 0 {
+				werr = fmt.Errorf("NOP completed with result %d, expected 0", res)
+			}
+			if werr != nil && err == nil {
+				err = werr
+			}
+		}
+		if err == nil && n != batch {
+			err = fmt.Errorf("SubmitBatch took %d of %d requests", n, batch)
+		}
+		return err
+	}
+	h := newHistogram()
+	sc := bufio.NewScanner(in)
+	for sc.Scan() {
+		cmd, quit, err := parseCommand(sc.Text())
+		if quit {
+			return nil
+		}
+		name, sample := "ring.nop.go", doNop
+		if err == nil && cmd.kind == "batch" {
+			name, sample = fmt.Sprintf("ring.nop_batch%d.go", batch), doBatch
+		}
+		h.reset()
+		var n int64
+		var elapsed time.Duration
+		if err == nil {
+			n, elapsed, err = runBlock(cmd, h, sample)
+		}
+		if err != nil {
+			enc.Encode(blockError{Error: err.Error()})
+			return err
+		}
+		if err := enc.Encode(blockResult{Scenario: name, Samples: n, ElapsedNs: int64(elapsed), Hist: h.buckets()}); err != nil {
+			return err
+		}
+	}
+	return sc.Err()
+}

@@ -1,0 +1,93 @@
+package main
+
+import (
+	"errors"
+	"math/bits"
+	"testing"
+	"time"
+)
+
+// The bucket layout is HdrHistogram's for 3 significant digits: exact below 2048, then
+// 1024 buckets per power of two, each 2^(k-10) wide for values in [2^k, 2^(k+1)).
+func TestBucketsMatchHdrHistogramLayout(t *testing.T) {
+	for _, v := range []int64{1, 2, 100, 2047, 2048, 2049, 2050, 4095, 4096, 4100, 123456, 999_999_999, highestNs} {
+		i := bucketIndex(v)
+		lo := bucketFloor(i)
+		width := int64(1)
+		if v >= 2048 {
+			width = int64(1) << (bits.Len64(uint64(v)) - 11)
+		}
+		if lo > v || v >= lo+width || lo%width != 0 {
+			t.Errorf("value %d: bucket %d starts at %d, width %d", v, i, lo, width)
+		}
+		if bucketIndex(lo) != i || bucketIndex(lo+width-1) != i || bucketIndex(lo+width) != i+1 {
+			t.Errorf("value %d: bucket %d [%d, %d) is not contiguous", v, i, lo, lo+width)
+		}
+	}
+	// Every bucket's floor maps back to the bucket, in order.
+	prev := int64(-1)
+	for i := 0; i <= bucketIndex(highestNs); i++ {
+		lo := bucketFloor(i)
+		if lo <= prev || bucketIndex(lo) != i {
+			t.Fatalf("bucket %d: floor %d (previous %d) maps to %d", i, lo, prev, bucketIndex(lo))
+		}
+		prev = lo
+	}
+}
+
+func TestHistogramClampsAndLists(t *testing.T) {
+	h := newHistogram()
+	h.record(0)
+	h.record(1)
+	h.record(5000)
+	h.record(5001)
+	h.record(highestNs * 2)
+	got := h.buckets()
+	want := [][2]int64{{1, 2}, {5000, 2}, {bucketFloor(bucketIndex(highestNs)), 1}}
+	if len(got) != len(want) {
+		t.Fatalf("buckets %v, want %v", got, want)
+	}
+	for i := range want {
+		if got[i] != want[i] {
+			t.Fatalf("buckets %v, want %v", got, want)
+		}
+	}
+	if h.total != 5 {
+		t.Fatalf("total %d", h.total)
+	}
+	h.reset()
+	if len(h.buckets()) != 0 || h.total != 0 {
+		t.Fatal("reset left counts")
+	}
+}
+
+func TestParseCommand(t *testing.T) {
+	cmd, quit, err := parseCommand("block nop 15000000 120000000")
+	if err != nil || quit || cmd.kind != "nop" || cmd.warmup != 15*time.Millisecond || cmd.measure != 120*time.Millisecond {
+		t.Fatalf("%+v %v %v", cmd, quit, err)
+	}
+	if _, quit, err := parseCommand("quit"); !quit || err != nil {
+		t.Fatal("quit not recognized")
+	}
+	for _, bad := range []string{"", "block", "block foo 1 1", "block nop x 1", "block nop 1 0", "block nop -1 5", "go nop 1 1"} {
+		if _, _, err := parseCommand(bad); err == nil {
+			t.Errorf("%q accepted", bad)
+		}
+	}
+}
+
+func TestRunBlockRecordsEverySample(t *testing.T) {
+	h := newHistogram()
+	calls := 0
+	n, elapsed, err := runBlock(blockCommand{kind: "nop", warmup: time.Millisecond, measure: 5 * time.Millisecond}, h, func() error {
+		calls++
+		return nil
+	})
+	if err != nil || n != h.total || int64(calls) <= n || elapsed < 5*time.Millisecond {
+		t.Fatalf("n %d total %d calls %d elapsed %v err %v", n, h.total, calls, elapsed, err)
+	}
+	boom := errors.New("boom")
+	if _, _, err := runBlock(blockCommand{measure: time.Millisecond}, h, func() error { return boom }); err != boom {
+		t.Fatalf("error not passed on: %v", err)
+	}
+}
