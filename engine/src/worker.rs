@@ -275,7 +275,10 @@ impl Worker {
             let mut work = self.poll_sessions();
             if self.plane.is_some() {
                 turns = turns.wrapping_add(1);
-                work += self.poll_plane(turns % 1024 == 0 || work == 0);
+                // Deadlines are checked every 1024 turns (and on waking from a sleep bounded by
+                // the earliest one), not on every idle turn: a clock read and a scan of the
+                // pending requests on each turn would delay noticing the reply.
+                work += self.poll_plane(turns % 1024 == 0);
             }
             if !self.closing.is_empty() {
                 self.finish_closing();
@@ -302,6 +305,10 @@ impl Worker {
                 continue;
             }
             self.sleep();
+            if self.plane.is_some() {
+                // The sleep may have ended at a request deadline.
+                self.poll_plane(true);
+            }
             idle_since = None;
         }
     }

@@ -617,3 +617,46 @@ fn read_and_write_exports_between_two_engine_processes() {
         || status_json(&exporter).to_string(),
     );
 }
+
+#[test]
+fn a_peer_that_never_answers_times_out() {
+    // A TCP listener that accepts connections and never says a word: UCX's connection set-up
+    // to it stalls, so only the engine's request timeout can end the request.
+    let black_hole = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = black_hole.local_addr().unwrap().to_string();
+    let held = std::thread::spawn(move || {
+        let mut conns = Vec::new();
+        black_hole.set_nonblocking(true).unwrap();
+        let until = std::time::Instant::now() + Duration::from_secs(20);
+        while std::time::Instant::now() < until {
+            if let Ok((c, _)) = black_hole.accept() {
+                conns.push(c);
+            }
+            std::thread::sleep(Duration::from_millis(10));
+            if conns.len() > 4 {
+                break;
+            }
+        }
+        conns
+    });
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = dir.path().join("engine.toml");
+    std::fs::write(
+        &cfg,
+        "[ucx]\ntransports = \"tcp\"\nnet-devices = \"lo\"\nrequest-timeout-ms = 300\n",
+    )
+    .unwrap();
+    let engine = Engine::start(&["--config", cfg.to_str().unwrap(), "--lease-ms", "0"]);
+    let mut s = engine.connect();
+    let peer = s.connect_peer(&addr).unwrap();
+    s.submit(&send(peer, 1, 0, 8, 64, 8)).unwrap();
+    let c = s.wait_cqe(Duration::from_micros(50), Some(PATIENCE)).unwrap();
+    assert_eq!(
+        (c.user_data, c.result),
+        (1, ResultCode::TimedOut as i32),
+        "{}",
+        engine.log()
+    );
+    assert_eq!(status_json(&engine)["peers"][0]["timeouts"], 1);
+    drop(held);
+}
