@@ -148,6 +148,12 @@ pub fn render(s: &Snapshot) -> String {
         "Memory exports held (live, or revoked and waiting for peers to acknowledge).",
     );
     o.sample("seaweed_ring_exports", &[], e.exports);
+    o.family(
+        "seaweed_ring_ucx_registrations",
+        "gauge",
+        "UCX memory registrations held (session regions used remotely, exports).",
+    );
+    o.sample("seaweed_ring_ucx_registrations", &[], e.ucx_registrations);
     o.family("seaweed_ring_sessions_max", "gauge", "control.max-sessions.");
     o.sample("seaweed_ring_sessions_max", &[], e.max_sessions);
 
@@ -412,6 +418,7 @@ mod tests {
                 max_sessions: 4,
                 sessions_open: 1,
                 exports: 0,
+                ucx_registrations: 0,
             },
             workers: vec![WorkerStatus {
                 id: 0,

@@ -132,6 +132,7 @@ impl Registry {
                 max_sessions: self.max_sessions,
                 sessions_open: sessions.len(),
                 exports: self.exports.get().map_or(0, |e| e()),
+                ucx_registrations: engine::ucx::live_registrations(),
             },
             workers,
             sessions,
@@ -252,6 +253,9 @@ pub struct EngineInfo {
     /// Memory exports held: live ones and revoked ones waiting for peers' acknowledgements.
     #[serde(default)]
     pub exports: usize,
+    /// UCX memory registrations held (session regions used remotely, exports).
+    #[serde(default)]
+    pub ucx_registrations: usize,
 }
 
 /// Counters kept both per worker and per session.
@@ -566,6 +570,7 @@ mod tests {
                 max_sessions: 8,
                 sessions_open: 1,
                 exports: 0,
+                ucx_registrations: 0,
             },
             workers: vec![WorkerStatus {
                 id: 0,

@@ -386,6 +386,11 @@ fn sessions_with_registered_regions_come_and_go_without_leaks() {
     round(0);
     engine.wait_live_sessions(0);
     let (fds, maps) = (engine.fd_count(), engine.map_count());
+    wait_until(
+        "the warm-up session's registration released",
+        || status_json(&engine)["engine"]["ucx_registrations"] == 0,
+        || status_json(&engine).to_string(),
+    );
     for i in 1..=100 {
         round(i);
     }

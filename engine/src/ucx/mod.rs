@@ -135,6 +135,14 @@ impl Context {
     }
 }
 
+/// Registrations alive in this process (for status and leak tests).
+static LIVE_REGISTRATIONS: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+
+/// How many UCX memory registrations this process holds now.
+pub fn live_registrations() -> usize {
+    LIVE_REGISTRATIONS.load(std::sync::atomic::Ordering::Relaxed)
+}
+
 /// Memory registered with UCX (pinned for RDMA where the transport needs it). Unregistered
 /// on drop; the memory itself must outlive the registration.
 pub struct Registration {
@@ -166,6 +174,7 @@ impl Context {
         let mut memh: ucp_mem_h = std::ptr::null_mut();
         // Safety: live context; the caller keeps the memory mapped; memh is an out-pointer.
         check(unsafe { ffi::ucp_mem_map(self.raw, &p, &mut memh) })?;
+        LIVE_REGISTRATIONS.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         Ok(Registration {
             memh,
             context: self.clone(),
@@ -194,6 +203,7 @@ impl Drop for Registration {
         // Safety: memh came from ucp_mem_map on this context and is unmapped exactly once; an
         // error here (there is none to handle) would only leak the registration.
         let _ = unsafe { ffi::ucp_mem_unmap(self.context.raw, self.memh) };
+        LIVE_REGISTRATIONS.fetch_sub(1, std::sync::atomic::Ordering::Relaxed);
     }
 }
 
@@ -311,10 +321,12 @@ mod loopback_tests {
     fn registration_of_shared_memory_and_release() {
         let ctx = Context::new(Some("tcp"), Some("lo")).expect("UCX context");
         let mut mem = vec![0u8; 1 << 20];
+        let before = live_registrations();
         for _ in 0..100 {
             // Safety: `mem` outlives each registration (dropped at the end of the iteration).
             let r = unsafe { ctx.register(mem.as_mut_ptr(), mem.len()) }.expect("register");
             assert_eq!(r.len, 1 << 20);
         }
+        assert_eq!(live_registrations(), before, "every registration released");
     }
 }
