@@ -11,6 +11,7 @@ pub const EMBEDDED_DEFAULT: &str = include_str!("../engine.example.toml");
 
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
 #[serde(deny_unknown_fields, rename_all = "kebab-case", default)]
+#[derive(Default)]
 pub struct Config {
     pub control: ControlConfig,
     pub workers: WorkersConfig,
@@ -106,19 +107,6 @@ pub struct MetricsConfig {
     pub listen: Option<String>,
 }
 
-impl Default for Config {
-    fn default() -> Self {
-        Self {
-            control: ControlConfig::default(),
-            workers: WorkersConfig::default(),
-            memory: MemoryConfig::default(),
-            sessions: SessionsConfig::default(),
-            log: LogConfig::default(),
-            metrics: MetricsConfig::default(),
-            ucx: UcxConfig::default(),
-        }
-    }
-}
 
 impl Default for ControlConfig {
     fn default() -> Self {
@@ -371,7 +359,7 @@ impl Config {
 }
 
 fn check_ring(key: &'static str, v: u32) -> Result<(), ConfigError> {
-    if v < 2 || v > ring_proto::layout::MAX_RING_ENTRIES || !v.is_power_of_two() {
+    if !(2..=ring_proto::layout::MAX_RING_ENTRIES).contains(&v) || !v.is_power_of_two() {
         return Err(invalid(
             key,
             format!(

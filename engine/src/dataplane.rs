@@ -240,6 +240,10 @@ struct RemoteExport {
     revoked_on: Option<EpKey>,
 }
 
+/// What a request or query send UCX has not finished needs kept alive: (header, the session
+/// whose buffer the payload is read from, peer handle).
+type InFlightSend = (Box<[u8; HEADER_LEN]>, Arc<SessionShared>, u32);
+
 /// A reply (header + payload) or an echo receive buffer UCX is using.
 struct ServerBuf {
     ep: EpKey,
@@ -292,7 +296,7 @@ pub struct DataPlane {
     /// Requests and queries UCX is still sending, by token: their header and the session whose
     /// buffer the payload is read from. Kept until SendDone even if the request itself was
     /// completed meanwhile (timed out, peer failed), so UCX never reads freed memory.
-    sends: HashMap<u64, (Box<[u8; HEADER_LEN]>, Arc<SessionShared>, u32)>,
+    sends: HashMap<u64, InFlightSend>,
     next_server: u64,
     deferred: Deferred,
     out: Vec<RemoteCompletion>,

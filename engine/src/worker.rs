@@ -278,7 +278,7 @@ impl Worker {
                 // Deadlines are checked every 1024 turns (and on waking from a sleep bounded by
                 // the earliest one), not on every idle turn: a clock read and a scan of the
                 // pending requests on each turn would delay noticing the reply.
-                work += self.poll_plane(turns % 1024 == 0);
+                work += self.poll_plane(turns.is_multiple_of(1024));
             }
             if !self.closing.is_empty() {
                 self.finish_closing();
@@ -295,7 +295,7 @@ impl Worker {
             // Read the clock only every IDLE_CLOCK_TURNS empty turns: a clock read on every
             // turn delays noticing the next request by its cost.
             idle_turns = idle_turns.wrapping_add(1);
-            if idle_turns % IDLE_CLOCK_TURNS != 0 {
+            if !idle_turns.is_multiple_of(IDLE_CLOCK_TURNS) {
                 std::hint::spin_loop();
                 continue;
             }

@@ -312,7 +312,7 @@ const fn align_up(v: usize, a: usize) -> usize {
 }
 
 fn check_ring(ring: &'static str, entries: u32) -> Result<(), LayoutError> {
-    if entries < 2 || entries > MAX_RING_ENTRIES || !entries.is_power_of_two() {
+    if !(2..=MAX_RING_ENTRIES).contains(&entries) || !entries.is_power_of_two() {
         return Err(LayoutError::RingSize { ring, entries });
     }
     Ok(())
@@ -322,7 +322,7 @@ impl RegionLayout {
     pub fn new(sq_entries: u32, cq_entries: u32, buf_size: u64) -> Result<Self, LayoutError> {
         check_ring("sq-entries", sq_entries)?;
         check_ring("cq-entries", cq_entries)?;
-        if buf_size % BUF_ALIGN as u64 != 0 || buf_size > 1 << 40 {
+        if !buf_size.is_multiple_of(BUF_ALIGN as u64) || buf_size > 1 << 40 {
             return Err(LayoutError::BufferSize(buf_size));
         }
         let sq_ctl_offset = HEADER_SIZE;

@@ -277,7 +277,6 @@ impl Worker {
             | ucp_ep_params_field::UCP_EP_PARAM_FIELD_ERR_HANDLER)
             .0 as u64;
         p.conn_request = req.raw;
-        std::mem::forget(req);
         self.fill_err_handler(&mut p);
         self.create_ep(&p)
     }
@@ -310,6 +309,7 @@ impl Worker {
     ///
     /// # Safety
     /// `header` and `data` (`len` readable bytes) must stay valid until completion.
+    #[allow(clippy::too_many_arguments)] // one per field of the UCX call; a struct would only rename them
     pub unsafe fn am_send(
         &mut self,
         ep: &Endpoint,
