@@ -107,7 +107,6 @@ pub struct MetricsConfig {
     pub listen: Option<String>,
 }
 
-
 impl Default for ControlConfig {
     fn default() -> Self {
         Self {

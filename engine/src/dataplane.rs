@@ -252,6 +252,22 @@ struct ServerBuf {
     _header: Option<Box<[u8; HEADER_LEN]>>,
 }
 
+impl ServerBuf {
+    /// The echo service's answer: the received payload, sent back as a successful REPLY.
+    fn into_echo_reply(self) -> (EpKey, u16, Header, Vec<u8>) {
+        (
+            self.ep,
+            AM_REPLY,
+            Header {
+                req_id: self.req_id,
+                a: 0,
+                b: 0,
+            },
+            self.data,
+        )
+    }
+}
+
 struct PeerConn {
     ep: Endpoint,
     entry: Arc<PeerEntry>,
@@ -473,16 +489,7 @@ impl DataPlane {
             WorkerEvent::RecvDone { token, result } => {
                 if token & SERVER_TOKEN != 0 {
                     if let (Some(b), Ok(_)) = (server_bufs.remove(&token), result) {
-                        deferred.outgoing.push((
-                            b.ep,
-                            AM_REPLY,
-                            Header {
-                                req_id: b.req_id,
-                                a: 0,
-                                b: 0,
-                            },
-                            b.data,
-                        ));
+                        deferred.outgoing.push(b.into_echo_reply());
                     }
                 } else if let Some(p) = pending.remove(&token) {
                     let r = result.map_or(ResultCode::PeerFailed as i32, |n| n as i32);
@@ -552,16 +559,7 @@ impl DataPlane {
                 Ok(Started::InProgress) => {}
                 Ok(Started::Done) => {
                     let b = self.server_bufs.remove(&token).expect("present");
-                    self.deferred.outgoing.push((
-                        b.ep,
-                        AM_REPLY,
-                        Header {
-                            req_id: b.req_id,
-                            a: 0,
-                            b: 0,
-                        },
-                        b.data,
-                    ));
+                    self.deferred.outgoing.push(b.into_echo_reply());
                 }
                 Err(e) => {
                     self.server_bufs.remove(&token);

@@ -39,6 +39,16 @@ fn listen_addr(engine: &Engine) -> String {
     addr.to_string()
 }
 
+/// The engine's log line naming the transports of its first peer connection.
+fn transports_line(engine: &Engine) -> String {
+    engine.wait_for_log("peer connection transports");
+    let log = engine.log();
+    log.lines()
+        .find(|l| l.contains("peer connection transports"))
+        .unwrap()
+        .to_string()
+}
+
 /// `engine status --json` of a running engine.
 fn status_json(engine: &Engine) -> serde_json::Value {
     let out = std::process::Command::new(integration_tests::engine_binary())
@@ -130,13 +140,7 @@ fn engine_echoes_through_its_own_listener_over_tcp() {
     let engine = Engine::start(&ucx_args("tcp"));
     let addr = listen_addr(&engine);
     echo_sizes(&engine, &addr);
-    engine.wait_for_log("peer connection transports");
-    let line = engine
-        .log()
-        .lines()
-        .find(|l| l.contains("peer connection transports"))
-        .unwrap()
-        .to_string();
+    let line = transports_line(&engine);
     assert!(line.contains("tcp"), "{line}");
 }
 
@@ -146,13 +150,7 @@ fn engine_echoes_through_its_own_listener_over_shared_memory() {
     let addr = listen_addr(&engine);
     echo_sizes(&engine, &addr);
     // The data really moved over shared memory (UCX falls back to tcp silently otherwise).
-    engine.wait_for_log("peer connection transports");
-    let line = engine
-        .log()
-        .lines()
-        .find(|l| l.contains("peer connection transports"))
-        .unwrap()
-        .to_string();
+    let line = transports_line(&engine);
     eprintln!("{line}");
     assert!(
         ["posix", "sysv", "cma", "xpmem", "knem"]
