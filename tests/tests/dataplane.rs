@@ -663,3 +663,26 @@ fn a_peer_that_never_answers_times_out() {
     assert_eq!(status_json(&engine)["peers"][0]["timeouts"], 1);
     drop(held);
 }
+
+#[test]
+fn two_engine_processes_over_shared_memory() {
+    let server = Engine::start(&ucx_args("sm,tcp"));
+    let client_engine = Engine::start(&[
+        "--ucx-transports",
+        "sm,tcp",
+        "--ucx-net-devices",
+        "lo",
+        "--lease-ms",
+        "0",
+    ]);
+    let addr = listen_addr(&server);
+    echo_sizes(&client_engine, &addr);
+    let line = transports_line(&client_engine);
+    assert!(
+        ["posix", "sysv", "cma", "xpmem", "knem"]
+            .iter()
+            .any(|t| line.contains(t)),
+        "no shared-memory lane: {line}"
+    );
+    read_write_exports(&client_engine, &server, &addr);
+}
