@@ -244,6 +244,8 @@ fn run(cli: &Cli) -> Result<()> {
         socket: None,
         ucx_session: None,
         ucx_peer: None,
+        ucx_socket: None,
+        ucx_address: None,
         ringlat,
         timing,
     };
@@ -330,21 +332,20 @@ impl Engines {
         };
         let mut opts = self.template.clone().ok_or("no engine options")?;
         opts.ucx = Some(tls);
-        opts.log_path = self
-            .out
-            .as_ref()
-            .map(|d| d.join(format!("engine-ucx-{}.log", tls.name())));
+        opts.log_path = self.out.as_ref().map(|d| d.join(ucx_log_name(group[0].name, tls)));
         let (mut e, mut s) = Engine::start(&opts)?;
-        let peer = e
+        let (peer, addr) = e
             .ucx_listen_address(Duration::from_secs(15))
             .and_then(|addr| {
-                s.connect_peer(&addr).map_err(|err| {
+                s.connect_peer(&addr).map(|p| (p, addr.clone())).map_err(|err| {
                     format!("connecting the session to the engine's own UCX listener {addr}: {err}").into()
                 })
             })
             .map_err(|err| with_engine_log(err, &mut e))?;
         ctx.ucx_session = Some(s);
         ctx.ucx_peer = Some(peer);
+        ctx.ucx_socket = Some(e.socket.clone());
+        ctx.ucx_address = Some(addr);
         Ok(Some(e))
     }
 
@@ -356,10 +357,24 @@ impl Engines {
         ctx.socket = None;
         drop(ctx.ucx_session.take());
         ctx.ucx_peer = None;
+        ctx.ucx_socket = None;
+        ctx.ucx_address = None;
         match ucx {
             Some(e) => stop_engine(e),
             None => Ok(()),
         }
+    }
+}
+
+/// The log file of a UCX group's engine under `--out`: `engine-ucx-<tls>.log` for the
+/// `ucx.*am_rtt*` group, `engine-ucx-<tls>-<what>.log` for the others (`read_bw`), named
+/// after the group's root scenario (`ucx.raw_read_bw.sm`).
+fn ucx_log_name(root: &str, tls: scenarios::Tls) -> String {
+    let what = root.split('.').nth(1).unwrap_or("").trim_start_matches("raw_");
+    if what.is_empty() || what == "am_rtt" {
+        format!("engine-ucx-{}.log", tls.name())
+    } else {
+        format!("engine-ucx-{}-{what}.log", tls.name())
     }
 }
 
@@ -501,7 +516,11 @@ fn measure_group(
             }
             block_hist.reset();
             let start = run_start.elapsed();
-            let run = runner.run_block(ctx, &mut block_hist).map_err(|e| -> Error {
+            let timing = ctx.timing;
+            ctx.timing.measure = timing.measure / spec.measure_divisor.max(1);
+            let run = runner.run_block(ctx, &mut block_hist);
+            ctx.timing = timing;
+            let run = run.map_err(|e| -> Error {
                 if e.is::<interrupt::Interrupted>() {
                     e
                 } else {
@@ -520,8 +539,13 @@ fn measure_group(
                 hist: keep_block_hists.then(|| block_hist.clone()),
             };
             if !quiet {
+                let bw = if spec.bytes_per_sample > 0 {
+                    format!("  {:>7.3} GB/s", block.ops_per_sec() * spec.bytes_per_op() / 1e9)
+                } else {
+                    String::new()
+                };
                 eprintln!(
-                    "[{:>2}/{blocks}] {:<20} p50 {:>7} ns  p99 {:>7} ns  {:>12.0} ops/s",
+                    "[{:>2}/{blocks}] {:<20} p50 {:>7} ns  p99 {:>7} ns  {:>12.0} ops/s{bw}",
                     b + 1,
                     spec.name,
                     block.p50_ns,
@@ -565,4 +589,21 @@ fn wait_engine_asleep(s: &Session, timeout: Duration) -> Result<()> {
     // The flag is set just before epoll_wait; give the worker time to get there.
     std::thread::sleep(Duration::from_micros(500));
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn each_ucx_group_logs_to_a_file_of_its_own() {
+        use scenarios::Tls;
+        assert_eq!(ucx_log_name("ucx.raw_am_rtt.sm", Tls::Sm), "engine-ucx-sm.log");
+        assert_eq!(ucx_log_name("ucx.raw_am_rtt.tcp", Tls::Tcp), "engine-ucx-tcp.log");
+        assert_eq!(ucx_log_name("ucx.raw_read_bw.sm", Tls::Sm), "engine-ucx-sm-read_bw.log");
+        assert_eq!(
+            ucx_log_name("ucx.raw_read_bw.tcp", Tls::Tcp),
+            "engine-ucx-tcp-read_bw.log"
+        );
+    }
 }

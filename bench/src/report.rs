@@ -59,6 +59,20 @@ impl ScenarioResult {
     pub fn block_ops_per_sec(&self) -> Vec<f64> {
         self.blocks.iter().map(Block::ops_per_sec).collect()
     }
+
+    /// Total bytes over total measured time; `None` for a scenario that counts no bytes.
+    pub fn bytes_per_sec(&self) -> Option<f64> {
+        (self.spec.bytes_per_sample > 0).then(|| self.ops_per_sec() * self.spec.bytes_per_op())
+    }
+
+    pub fn block_bytes_per_sec(&self) -> Option<Vec<f64>> {
+        (self.spec.bytes_per_sample > 0).then(|| {
+            self.blocks
+                .iter()
+                .map(|b| b.ops_per_sec() * self.spec.bytes_per_op())
+                .collect()
+        })
+    }
 }
 
 /// Same-run comparison of a subject with its baseline.
@@ -66,6 +80,8 @@ pub struct Comparison {
     pub baseline: &'static str,
     pub p50: Option<Ratio>,
     pub ops: Option<Ratio>,
+    /// Bytes/sec, when both count bytes.
+    pub bytes: Option<Ratio>,
     /// The same ratios against the spec's `also_vs` scenarios.
     pub also: Vec<(&'static str, Option<Ratio>, Option<Ratio>)>,
     /// p50 over the baseline's, in units of the spec's `excess_reference`.
@@ -78,6 +94,7 @@ impl Comparison {
         match t.metric {
             Metric::P50Ratio => self.p50.map(|r| r.value),
             Metric::OpsRatio => self.ops.map(|r| r.value),
+            Metric::BytesRatio => self.bytes.map(|r| r.value),
             Metric::P50ExcessOver(_) => self.excess.and_then(|(_, e)| e).map(|e| e.excess_vs_reference),
         }
     }
@@ -112,10 +129,15 @@ pub fn compare(subject: &ScenarioResult, all: &[ScenarioResult]) -> Option<Compa
         });
         (name, e)
     });
+    let bytes = match (subject.block_bytes_per_sec(), baseline.block_bytes_per_sec()) {
+        (Some(s), Some(b)) => ratio_of_medians(&s, &b),
+        _ => None,
+    };
     Some(Comparison {
         baseline: baseline.spec.name,
         p50,
         ops,
+        bytes,
         also,
         excess,
     })
@@ -170,9 +192,16 @@ pub fn json_line(r: &ScenarioResult, cmp: Option<&Comparison>, machine: &Machine
     l.put("mean_ns", s.mean_ns);
     l.put("count", s.count);
     l.put("ops_per_sec", round2(r.ops_per_sec()));
+    if let Some(b) = r.bytes_per_sec() {
+        l.put("bytes_per_op", r.spec.bytes_per_op());
+        l.put("bytes_per_sec", round2(b));
+    }
     if let Some(c) = cmp {
         put_ratio(&mut l, "ratio_p50", c.baseline, c.p50);
         put_ratio(&mut l, "ratio_ops_per_sec", c.baseline, c.ops);
+        if r.spec.bytes_per_sample > 0 {
+            put_ratio(&mut l, "ratio_bytes_per_sec", c.baseline, c.bytes);
+        }
         if !c.also.is_empty() {
             let mut also = Map::new();
             for (name, p50, ops) in &c.also {
@@ -220,6 +249,9 @@ pub fn json_line(r: &ScenarioResult, cmp: Option<&Comparison>, machine: &Machine
         "block_ops_per_sec",
         r.block_ops_per_sec().into_iter().map(round2).collect::<Vec<_>>(),
     );
+    if let Some(b) = r.block_bytes_per_sec() {
+        l.put("block_bytes_per_sec", b.into_iter().map(round2).collect::<Vec<_>>());
+    }
     if !r.details.is_empty() {
         l.put("details", &r.details);
     }
@@ -305,6 +337,22 @@ pub fn table(
             si(r.ops_per_sec()),
         );
     }
+    let bandwidths: Vec<_> = results
+        .iter()
+        .filter_map(|(r, _)| r.bytes_per_sec().map(|b| (r.spec.name, b)))
+        .collect();
+    if !bandwidths.is_empty() {
+        let _ = writeln!(out);
+        let _ = writeln!(out, "bandwidth (all blocks):");
+        for (name, b) in bandwidths {
+            let _ = writeln!(
+                out,
+                "  {name:<20} {:>8.3} GB/s  {:>8.3} GiB/s",
+                b / 1e9,
+                b / (1u64 << 30) as f64
+            );
+        }
+    }
     let comparisons: Vec<_> = results
         .iter()
         .filter_map(|(r, c)| c.as_ref().map(|c| (*r, c)))
@@ -331,7 +379,11 @@ pub fn table(
             })
         };
         for (r, c) in comparisons {
-            for (label, metric, x) in [("p50", Metric::P50Ratio, c.p50), ("ops/s", Metric::OpsRatio, c.ops)] {
+            let mut rows = vec![("p50", Metric::P50Ratio, c.p50), ("ops/s", Metric::OpsRatio, c.ops)];
+            if r.spec.bytes_per_sample > 0 {
+                rows.push(("bytes/s", Metric::BytesRatio, c.bytes));
+            }
+            for (label, metric, x) in rows {
                 let _ = writeln!(
                     out,
                     "  {:<56} {}{}",

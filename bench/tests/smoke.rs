@@ -117,18 +117,11 @@ fn ring_scenarios_run_with_their_baselines() {
     let all = lines(&out);
     let (skipped, v): (Vec<Value>, Vec<Value>) = all.into_iter().partition(|l| l.get("skipped").is_some());
     let skipped_names: Vec<&str> = skipped.iter().map(|l| l["scenario"].as_str().unwrap()).collect();
-    // READ is not implemented yet: its scenarios are reported as not run.
-    for name in [
-        "ucx.raw_read_bw.sm",
-        "ucx.read_bw.sm",
-        "ucx.raw_read_bw.tcp",
-        "ucx.read_bw.tcp",
-    ] {
-        assert!(
-            skipped_names.contains(&name),
-            "{name} not reported as skipped: {skipped_names:?}"
-        );
-    }
+    // Nothing is reserved-but-unavailable any more (Go may be skipped, below).
+    assert!(
+        skipped_names.iter().all(|n| n.ends_with(".go")),
+        "skipped: {skipped_names:?}"
+    );
     // The Go scenarios run where Go (or a built ringlat) is available, else they are skipped.
     let go_ran = !skipped_names.contains(&"ring.nop.go");
     if !go_ran {
@@ -151,6 +144,10 @@ fn ring_scenarios_run_with_their_baselines() {
         "ucx.raw_am_rtt.tcp",
         "ucx.nop_ref.tcp",
         "ucx.am_rtt.tcp",
+        "ucx.raw_read_bw.sm",
+        "ucx.read_bw.sm",
+        "ucx.raw_read_bw.tcp",
+        "ucx.read_bw.tcp",
     ]
     .into_iter()
     .filter(|n| go_ran || !n.ends_with(".go"))
@@ -200,6 +197,23 @@ fn ring_scenarios_run_with_their_baselines() {
         let r = by_name(&format!("ucx.nop_ref.{tls}"));
         let cmd = r["run"]["engine_command"].as_str().unwrap();
         assert!(!cmd.contains("--ucx-listen"), "{cmd}");
+        // READ bandwidth: bytes per second next to the raw gets' of the same run.
+        let raw = by_name(&format!("ucx.raw_read_bw.{tls}"));
+        let bw = by_name(&format!("ucx.read_bw.{tls}"));
+        for l in [raw, bw] {
+            assert_eq!(l["bytes_per_op"], 1048576.0, "{l}");
+            let b = l["bytes_per_sec"].as_f64().unwrap_or(0.0);
+            let ops = l["ops_per_sec"].as_f64().unwrap();
+            assert!(b > 0.0 && (b - ops * 1048576.0).abs() <= 0.01 * b, "{l}");
+            assert_eq!(l["block_bytes_per_sec"].as_array().map(Vec::len), Some(2), "{l}");
+            assert_eq!(l["details"]["first_read_checked"], true, "{l}");
+        }
+        assert!(raw["details"]["raw_ucx_lanes"].is_string(), "{raw}");
+        assert_eq!(bw["ratio_bytes_per_sec_vs"], format!("ucx.raw_read_bw.{tls}"));
+        assert!(bw["ratio_bytes_per_sec"].as_f64().is_some_and(|r| r > 0.0), "{bw}");
+        assert_eq!(bw["target"]["metric"], "ratio_bytes_per_sec", "{bw}");
+        assert!(bw["target"]["met"].is_boolean(), "{bw}");
+        assert!(bw["details"]["engine_ucx_lanes"].is_string(), "{bw}");
     }
 }
 

@@ -30,6 +30,8 @@ pub enum Metric {
     /// (subject p50 - baseline p50) / reference p50 must be at most the bound: what the
     /// subject adds over its baseline, in units of another scenario of the same run.
     P50ExcessOver(&'static str),
+    /// subject bytes/sec / baseline bytes/sec must be at least the bound.
+    BytesRatio,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq)]
@@ -42,7 +44,7 @@ impl Target {
     pub fn met(&self, ratio: f64) -> bool {
         match self.metric {
             Metric::P50Ratio | Metric::P50ExcessOver(_) => ratio <= self.bound,
-            Metric::OpsRatio => ratio >= self.bound,
+            Metric::OpsRatio | Metric::BytesRatio => ratio >= self.bound,
         }
     }
 
@@ -50,7 +52,7 @@ impl Target {
     pub fn describe(&self) -> String {
         match self.metric {
             Metric::P50Ratio | Metric::P50ExcessOver(_) => format!("<= {}", self.bound),
-            Metric::OpsRatio => format!(">= {}", self.bound),
+            Metric::OpsRatio | Metric::BytesRatio => format!(">= {}", self.bound),
         }
     }
 
@@ -60,6 +62,7 @@ impl Target {
             Metric::P50Ratio => "ratio_p50",
             Metric::OpsRatio => "ratio_ops_per_sec",
             Metric::P50ExcessOver(_) => "excess_vs_reference",
+            Metric::BytesRatio => "ratio_bytes_per_sec",
         }
     }
 }
@@ -120,6 +123,11 @@ pub struct Spec {
     pub sample: &'static str,
     /// Operations per sample (for ops/sec).
     pub ops_per_sample: u32,
+    /// Bytes moved per sample (for bytes/sec); 0 for scenarios that move none worth counting.
+    pub bytes_per_sample: u64,
+    /// Blocks of this scenario measure `measure / measure_divisor` (bandwidth scenarios,
+    /// whose samples are long and few, keep the run short this way); the warm-up is the same.
+    pub measure_divisor: u32,
     /// The scenario this one is compared with, block by block, in the same run. It may
     /// itself have a baseline; a group is a root scenario with everything compared to it.
     pub baseline: Option<&'static str>,
@@ -140,12 +148,21 @@ pub struct Spec {
     pub needs_go: bool,
 }
 
+impl Spec {
+    /// Bytes per operation (0 when the scenario counts no bytes).
+    pub fn bytes_per_op(&self) -> f64 {
+        self.bytes_per_sample as f64 / f64::from(self.ops_per_sample.max(1))
+    }
+}
+
 const fn spec_base(name: &'static str, about: &'static str) -> Spec {
     Spec {
         name,
         about,
         sample: "round trip",
         ops_per_sample: 1,
+        bytes_per_sample: 0,
+        measure_divisor: 1,
         baseline: None,
         runs_with: None,
         also_vs: &[],
@@ -266,28 +283,55 @@ pub const SPECS: &[Spec] = &[
             "SEND of 8 B (ECHO) through the rings to the engine's own UCX listener and back, tcp on loopback",
         )
     },
+    Spec {
+        sample: "1 MiB get",
+        bytes_per_sample: ucx::READ_BYTES as u64,
+        measure_divisor: 3,
+        borrows_engine_core: true,
+        ..spec_base(
+            "ucx.raw_read_bw.sm",
+            "raw UCX one-sided gets of 1 MiB, 16 in flight, between two workers, one thread on the engine core, sm transports",
+        )
+    },
+    Spec {
+        sample: "1 MiB READ",
+        bytes_per_sample: ucx::READ_BYTES as u64,
+        measure_divisor: 3,
+        baseline: Some("ucx.raw_read_bw.sm"),
+        target: Some(Target { metric: Metric::BytesRatio, bound: 0.9 }),
+        engine: EngineUse::Ucx(Tls::Sm),
+        ..spec_base(
+            "ucx.read_bw.sm",
+            "READs of 1 MiB, 16 in flight, through the rings from another session's export via the engine's own UCX listener, sm transports",
+        )
+    },
+    Spec {
+        sample: "1 MiB get",
+        bytes_per_sample: ucx::READ_BYTES as u64,
+        measure_divisor: 3,
+        borrows_engine_core: true,
+        ..spec_base(
+            "ucx.raw_read_bw.tcp",
+            "raw UCX one-sided gets of 1 MiB, 16 in flight, between two workers, one thread on the engine core, tcp on loopback",
+        )
+    },
+    Spec {
+        sample: "1 MiB READ",
+        bytes_per_sample: ucx::READ_BYTES as u64,
+        measure_divisor: 3,
+        baseline: Some("ucx.raw_read_bw.tcp"),
+        target: Some(Target { metric: Metric::BytesRatio, bound: 0.9 }),
+        engine: EngineUse::Ucx(Tls::Tcp),
+        ..spec_base(
+            "ucx.read_bw.tcp",
+            "READs of 1 MiB, 16 in flight, through the rings from another session's export via the engine's own UCX listener, tcp on loopback",
+        )
+    },
 ];
 
 /// Scenarios with a reserved name that cannot run yet, and why. Selecting one (or running
 /// everything) reports it as skipped.
-pub const NOT_AVAILABLE: &[(&str, &str)] = &[
-    (
-        "ucx.raw_read_bw.sm",
-        "not available yet: the engine does not implement READ (issue 4)",
-    ),
-    (
-        "ucx.read_bw.sm",
-        "not available yet: the engine does not implement READ (issue 4)",
-    ),
-    (
-        "ucx.raw_read_bw.tcp",
-        "not available yet: the engine does not implement READ (issue 4)",
-    ),
-    (
-        "ucx.read_bw.tcp",
-        "not available yet: the engine does not implement READ (issue 4)",
-    ),
-];
+pub const NOT_AVAILABLE: &[(&str, &str)] = &[];
 
 pub fn spec(name: &str) -> Option<&'static Spec> {
     SPECS.iter().find(|s| s.name == name)
@@ -433,6 +477,10 @@ pub struct Ctx {
     pub ucx_session: Option<Session>,
     /// Its peer handle for that engine's own UCX listener.
     pub ucx_peer: Option<u32>,
+    /// That engine's control socket and UCX listen address (for scenarios that open sessions
+    /// of their own on it).
+    pub ucx_socket: Option<PathBuf>,
+    pub ucx_address: Option<String>,
     /// The Go latency tool, for the Go scenarios.
     pub ringlat: Option<PathBuf>,
     pub timing: Timing,
@@ -492,8 +540,11 @@ pub fn build(spec: &Spec) -> Box<dyn Scenario> {
         "ring.nop_batch32" => Box::new(ring::NopBatch::new(32)),
         "ring.nop.go" => Box::new(go::GoRinglat::new(spec.name, go::Kind::Nop)),
         "ring.nop_batch32.go" => Box::new(go::GoRinglat::new(spec.name, go::Kind::Batch(32))),
-        "ucx.raw_am_rtt.sm" => Box::new(ucx::RawAmRtt::new(Tls::Sm)),
-        "ucx.raw_am_rtt.tcp" => Box::new(ucx::RawAmRtt::new(Tls::Tcp)),
+        "ucx.raw_am_rtt.sm" => Box::new(ucx::RawUcx::new(Tls::Sm, ucx::RawKind::AmRtt)),
+        "ucx.raw_am_rtt.tcp" => Box::new(ucx::RawUcx::new(Tls::Tcp, ucx::RawKind::AmRtt)),
+        "ucx.raw_read_bw.sm" => Box::new(ucx::RawUcx::new(Tls::Sm, ucx::RawKind::ReadBw)),
+        "ucx.raw_read_bw.tcp" => Box::new(ucx::RawUcx::new(Tls::Tcp, ucx::RawKind::ReadBw)),
+        "ucx.read_bw.sm" | "ucx.read_bw.tcp" => Box::new(ucx::ReadBw::default()),
         "ucx.am_rtt.sm" | "ucx.am_rtt.tcp" => Box::new(ucx::AmRtt::default()),
         "ucx.nop_ref.sm" | "ucx.nop_ref.tcp" => Box::new(ring::Nop::default()),
         other => unreachable!("scenario {other} is in SPECS but has no implementation"),
@@ -539,6 +590,97 @@ pub fn sample_loop(timing: Timing, hist: &mut Histogram<u64>, mut op: impl FnMut
     Ok(BlockRun {
         samples: n,
         elapsed: prev - start,
+    })
+}
+
+/// Operations kept in flight by [`pipelined_loop`], each in a slot of its own.
+pub trait Pipeline {
+    /// Starts the operation of `slot` (free until now). `Ok(true)`: it completed at once.
+    fn start(&mut self, slot: usize) -> Result<bool>;
+    /// Makes progress once and calls `done` with the slot of every operation that completed
+    /// (successfully: a failed operation is an error).
+    fn poll(&mut self, done: &mut dyn FnMut(usize)) -> Result<()>;
+    /// What is waited for, for a stall error.
+    fn waiting_for(&self) -> String;
+}
+
+/// Keeps `depth` operations of `p` in flight: an unrecorded warm-up by time, then each
+/// completion is one sample, the time from its start to the poll that reported it, and its
+/// slot starts the next operation at once. The measured time runs from the first completion
+/// after the warm-up to the completion that ends it (the first at or after `timing.measure`,
+/// included, as in [`sample_loop`]); operations still in flight then are waited for (the
+/// slots must be free when the block ends) but not recorded.
+pub fn pipelined_loop(
+    timing: Timing,
+    hist: &mut Histogram<u64>,
+    depth: usize,
+    p: &mut dyn Pipeline,
+) -> Result<BlockRun> {
+    let mut started = vec![Instant::now(); depth];
+    let mut ready: Vec<usize> = Vec::with_capacity(depth);
+    let mut batch: Vec<usize> = Vec::with_capacity(depth);
+    let warm_end = Instant::now() + timing.warmup;
+    // (start, end) of the measured time once the warm-up is over.
+    let mut window: Option<(Instant, Instant)> = None;
+    let mut stopping = false;
+    let (mut n, mut last) = (0u64, None::<Instant>);
+    let mut in_flight = 0usize;
+    for slot in 0..depth {
+        started[slot] = Instant::now();
+        in_flight += 1;
+        if p.start(slot)? {
+            ready.push(slot);
+        }
+    }
+    let mut guard = SpinGuard::new();
+    while in_flight > 0 {
+        if ready.is_empty() {
+            p.poll(&mut |slot| ready.push(slot))?;
+        }
+        if ready.is_empty() {
+            guard.turn(|| p.waiting_for())?;
+            continue;
+        }
+        guard = SpinGuard::new();
+        let now = Instant::now();
+        let counting = match window {
+            Some((_, end)) => {
+                let c = !stopping;
+                stopping |= now >= end;
+                c
+            }
+            None => {
+                if now >= warm_end {
+                    window = Some((now, now + timing.measure));
+                }
+                false
+            }
+        };
+        std::mem::swap(&mut ready, &mut batch);
+        for &slot in &batch {
+            in_flight -= 1;
+            if counting {
+                record(hist, now - started[slot]);
+                n += 1;
+                last = Some(now);
+                if n & 1023 == 0 {
+                    crate::interrupt::check()?;
+                }
+            }
+            if !stopping {
+                started[slot] = Instant::now();
+                in_flight += 1;
+                if p.start(slot)? {
+                    ready.push(slot);
+                }
+            }
+        }
+        batch.clear();
+    }
+    let start = window.map(|(s, _)| s).ok_or("the block ended before its warm-up")?;
+    Ok(BlockRun {
+        samples: n,
+        elapsed: last.map_or(Duration::ZERO, |l| l - start),
     })
 }
 
@@ -605,6 +747,8 @@ mod tests {
                 vec!["floor.echo_batch32", "ring.nop_batch32", "ring.nop_batch32.go"],
                 vec!["ucx.raw_am_rtt.sm", "ucx.nop_ref.sm", "ucx.am_rtt.sm"],
                 vec!["ucx.raw_am_rtt.tcp", "ucx.nop_ref.tcp", "ucx.am_rtt.tcp"],
+                vec!["ucx.raw_read_bw.sm", "ucx.read_bw.sm"],
+                vec!["ucx.raw_read_bw.tcp", "ucx.read_bw.tcp"],
             ]
         );
         // Everything that cannot run yet is reported as skipped.
@@ -650,12 +794,29 @@ mod tests {
     }
 
     #[test]
-    fn unavailable_scenarios_are_skipped_not_refused() {
+    fn read_bandwidth_runs_next_to_its_raw_baseline() {
         let p = plan(&["ucx.read_bw.tcp".into(), "ring.nop".into()]).unwrap();
-        assert_eq!(names(&p.groups), vec![vec!["floor.pingpong", "ring.nop"]]);
-        assert_eq!(p.skipped.len(), 1);
-        assert_eq!(p.skipped[0].0, "ucx.read_bw.tcp");
-        assert!(p.skipped[0].1.contains("READ"), "{}", p.skipped[0].1);
+        assert_eq!(
+            names(&p.groups),
+            vec![
+                vec!["floor.pingpong", "ring.nop"],
+                vec!["ucx.raw_read_bw.tcp", "ucx.read_bw.tcp"]
+            ]
+        );
+        assert!(p.skipped.is_empty(), "{:?}", p.skipped);
+        assert_eq!(group_ucx(&p.groups[1]), Some(Tls::Tcp));
+        let s = spec("ucx.read_bw.sm").unwrap();
+        assert_eq!(s.baseline, Some("ucx.raw_read_bw.sm"));
+        assert_eq!(
+            s.target.map(|t| (t.metric, t.key())),
+            Some((Metric::BytesRatio, "ratio_bytes_per_sec"))
+        );
+        assert_eq!((s.bytes_per_sample, s.bytes_per_op()), (1 << 20, (1 << 20) as f64));
+        assert_eq!(spec("ring.nop").unwrap().bytes_per_op(), 0.0);
+        // A raw baseline alone needs no engine.
+        let g = plan(&["ucx.raw_read_bw.sm".into()]).unwrap().groups;
+        assert_eq!(names(&g), vec![vec!["ucx.raw_read_bw.sm"]]);
+        assert_eq!(group_ucx(&g[0]), None);
     }
 
     #[test]
@@ -670,6 +831,8 @@ mod tests {
                 vec!["floor.echo_batch32", "ring.nop_batch32"],
                 vec!["ucx.raw_am_rtt.sm", "ucx.nop_ref.sm", "ucx.am_rtt.sm"],
                 vec!["ucx.raw_am_rtt.tcp", "ucx.nop_ref.tcp", "ucx.am_rtt.tcp"],
+                vec!["ucx.raw_read_bw.sm", "ucx.read_bw.sm"],
+                vec!["ucx.raw_read_bw.tcp", "ucx.read_bw.tcp"],
             ]
         );
         let new: Vec<_> = p.skipped[before..].iter().map(|(n, w)| (*n, w.as_str())).collect();
@@ -787,6 +950,12 @@ mod tests {
             bound: 1.2,
         };
         assert!(e.met(1.1) && e.met(-0.5) && !e.met(1.3));
+        let b = Target {
+            metric: Metric::BytesRatio,
+            bound: 0.9,
+        };
+        assert!(b.met(0.95) && b.met(0.9) && !b.met(0.89));
+        assert_eq!((b.key(), b.describe().as_str()), ("ratio_bytes_per_sec", ">= 0.9"));
         assert_eq!((e.key(), e.describe().as_str()), ("excess_vs_reference", "<= 1.2"));
     }
 
@@ -806,5 +975,96 @@ mod tests {
         assert_eq!(h.len(), run.samples);
         assert!(calls > run.samples, "warm-up calls are not recorded");
         assert!(run.elapsed >= timing.measure);
+    }
+
+    /// A fake pipeline: each operation completes `delay` after it started (several may come
+    /// in one poll), or at once for the slots in `instant`.
+    struct Fake {
+        delay: Duration,
+        started: Vec<Option<Instant>>,
+        instant: Vec<usize>,
+        starts: u64,
+        completions: u64,
+        most_in_flight: usize,
+    }
+
+    impl Pipeline for Fake {
+        fn start(&mut self, slot: usize) -> Result<bool> {
+            assert!(self.started[slot].is_none(), "slot {slot} restarted while busy");
+            self.starts += 1;
+            if self.instant.contains(&slot) {
+                self.completions += 1;
+                return Ok(true);
+            }
+            self.started[slot] = Some(Instant::now());
+            let busy = self.started.iter().filter(|s| s.is_some()).count();
+            self.most_in_flight = self.most_in_flight.max(busy);
+            Ok(false)
+        }
+        fn poll(&mut self, done: &mut dyn FnMut(usize)) -> Result<()> {
+            for (slot, s) in self.started.iter_mut().enumerate() {
+                if s.is_some_and(|t| t.elapsed() >= self.delay) {
+                    *s = None;
+                    self.completions += 1;
+                    done(slot);
+                }
+            }
+            Ok(())
+        }
+        fn waiting_for(&self) -> String {
+            "fake".into()
+        }
+    }
+
+    #[test]
+    fn pipelined_loop_keeps_every_slot_busy_and_drains() {
+        let timing = Timing {
+            warmup: Duration::from_millis(2),
+            measure: Duration::from_millis(20),
+        };
+        let mut f = Fake {
+            delay: Duration::from_micros(200),
+            started: vec![None; 4],
+            instant: vec![],
+            starts: 0,
+            completions: 0,
+            most_in_flight: 0,
+        };
+        let mut h = crate::stats::new_histogram();
+        let run = pipelined_loop(timing, &mut h, 4, &mut f).unwrap();
+        assert_eq!(h.len(), run.samples);
+        // Everything started completed: nothing is left in flight when the block ends.
+        assert_eq!(f.starts, f.completions);
+        assert!(f.started.iter().all(Option::is_none));
+        // Warm-up and drained operations are not samples.
+        assert!(f.completions > run.samples);
+        assert!(run.elapsed >= timing.measure, "{:?}", run.elapsed);
+        // Each sample is one operation, start to completion: at least the fake's delay.
+        assert!(h.min() >= 200_000, "{}", h.min());
+        // All 4 slots were in flight at once, and never more.
+        assert_eq!(f.most_in_flight, 4);
+        let per_sec = run.samples as f64 / run.elapsed.as_secs_f64();
+        assert!(per_sec <= 20_000.0, "{per_sec}");
+    }
+
+    #[test]
+    fn pipelined_loop_takes_operations_that_complete_at_once() {
+        let timing = Timing {
+            warmup: Duration::from_millis(1),
+            measure: Duration::from_millis(5),
+        };
+        let mut f = Fake {
+            delay: Duration::from_micros(50),
+            started: vec![None; 3],
+            instant: vec![1],
+            starts: 0,
+            completions: 0,
+            most_in_flight: 0,
+        };
+        let mut h = crate::stats::new_histogram();
+        let run = pipelined_loop(timing, &mut h, 3, &mut f).unwrap();
+        assert_eq!(f.starts, f.completions);
+        assert_eq!(h.len(), run.samples);
+        assert!(run.samples > 0);
     }
 }
