@@ -1,7 +1,8 @@
 //! The one source of truth for what the engine and its clients share: the byte layout of a
 //! session region ([`layout`]), the entries that travel through its rings ([`entry`]), the
 //! single-producer single-consumer ring algorithm with its sleep/wake handshake ([`ring`]),
-//! and the control-socket messages of the slow path ([`control`]).
+//! the control-socket messages of the slow path ([`control`]), and what makes a submission
+//! entry valid ([`validate`]).
 //!
 //! `SPEC.md` beside this crate says the same in prose for clients written in other languages;
 //! `layout.json` is its machine-readable form (a test keeps it equal to these types).
@@ -13,6 +14,7 @@ pub mod entry;
 pub mod layout;
 pub mod ring;
 pub mod sync;
+pub mod validate;
 
 pub use entry::{opcode, Cqe, Entry, ResultCode, Sqe};
 pub use layout::{CloseReason, RegionHeader, RegionLayout, RingCtl, SessionState, LAYOUT_VERSION, MAGIC};

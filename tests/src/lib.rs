@@ -261,6 +261,31 @@ impl Engine {
             .count()
     }
 
+    /// `engine status --json` of this engine, parsed.
+    pub fn status_json(&self) -> serde_json::Value {
+        let out = Command::new(engine_binary())
+            .args(["status", "--json", "--socket"])
+            .arg(&self.socket)
+            .output()
+            .expect("run engine status");
+        assert!(
+            out.status.success(),
+            "engine status: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        serde_json::from_slice(&out.stdout).expect("engine status --json")
+    }
+
+    /// Resident memory of the engine process in KiB (VmRSS in /proc/PID/status).
+    pub fn rss_kib(&self) -> u64 {
+        std::fs::read_to_string(format!("/proc/{}/status", self.pid()))
+            .expect("/proc status")
+            .lines()
+            .find_map(|l| l.strip_prefix("VmRSS:"))
+            .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+            .expect("VmRSS")
+    }
+
     /// Mappings of the engine process.
     pub fn map_count(&self) -> usize {
         std::fs::read_to_string(format!("/proc/{}/maps", self.pid()))

@@ -1,0 +1,368 @@
+//! What a valid submission entry is: [`validate`] checks one entry (the engine's private copy,
+//! taken word by word out of shared memory once) against the session's own layout and turns it
+//! into a [`Request`] whose every range lies inside the session's buffer area. It is part of
+//! the protocol (`SPEC.md` sections 4, 13 and 14), so it lives here beside the entry format; the
+//! engine executes what it returns, and the fuzz target `sqe_validate` exercises it without
+//! the engine's UCX dependency.
+
+use crate::{opcode, RegionLayout, ResultCode, Sqe};
+
+/// A request that passed validation.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Request {
+    Nop,
+    Fill {
+        offset: usize,
+        len: usize,
+        byte: u8,
+    },
+    /// Remote request-response; completes asynchronously through the data plane.
+    Send(SendRequest),
+    /// Export a range of the buffer area to peers (completes at once, through the data plane).
+    Export {
+        offset: usize,
+        len: usize,
+        perms: u32,
+    },
+    /// End one of this session's exports.
+    Unexport {
+        id: u32,
+    },
+    /// One-sided READ or WRITE of a peer's export; completes asynchronously.
+    Rma(RmaRequest),
+}
+
+/// A validated READ/WRITE: the local range is inside the session's buffer area; the remote
+/// range is checked against the export's descriptor by the data plane.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct RmaRequest {
+    pub write: bool,
+    pub peer: u32,
+    pub export_id: u32,
+    pub key: u32,
+    pub remote_offset: u64,
+    pub offset: usize,
+    pub len: usize,
+}
+
+/// A validated `SEND`: every range is inside the session's buffer area.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct SendRequest {
+    pub peer: u32,
+    pub service: u32,
+    pub offset: usize,
+    pub len: usize,
+    pub resp_offset: usize,
+    pub resp_cap: usize,
+}
+
+/// Checks an entry against the session's own layout. Every field an operation does not use
+/// must be zero, so that later versions can give them meaning.
+pub fn validate(sqe: &Sqe, layout: &RegionLayout) -> Result<Request, ResultCode> {
+    let common_reserved = sqe.flags != 0 || sqe.reserved != 0 || sqe.peer != 0 || sqe.args != [0; 4];
+    match sqe.opcode {
+        opcode::NOP => {
+            if common_reserved || sqe.buf_offset != 0 || sqe.buf_len != 0 || sqe.aux != 0 {
+                return Err(ResultCode::InvalidEntry);
+            }
+            Ok(Request::Nop)
+        }
+        opcode::FILL => {
+            if common_reserved || sqe.aux > 0xff || sqe.buf_len > i32::MAX as u32 {
+                return Err(ResultCode::InvalidEntry);
+            }
+            if !layout.buf_range_ok(sqe.buf_offset, sqe.buf_len as u64) {
+                return Err(ResultCode::OutOfBounds);
+            }
+            Ok(Request::Fill {
+                offset: sqe.buf_offset as usize,
+                len: sqe.buf_len as usize,
+                byte: sqe.aux as u8,
+            })
+        }
+        opcode::SEND => {
+            let [resp_offset, resp_cap, a2, a3] = sqe.args;
+            if sqe.flags != 0 || sqe.reserved != 0 || a2 != 0 || a3 != 0 || resp_cap > i32::MAX as u64 {
+                return Err(ResultCode::InvalidEntry);
+            }
+            if sqe.peer == 0 {
+                return Err(ResultCode::NoSuchPeer);
+            }
+            if !layout.buf_range_ok(sqe.buf_offset, sqe.buf_len as u64) || !layout.buf_range_ok(resp_offset, resp_cap) {
+                return Err(ResultCode::OutOfBounds);
+            }
+            Ok(Request::Send(SendRequest {
+                peer: sqe.peer,
+                service: sqe.aux,
+                offset: sqe.buf_offset as usize,
+                len: sqe.buf_len as usize,
+                resp_offset: resp_offset as usize,
+                resp_cap: resp_cap as usize,
+            }))
+        }
+        opcode::EXPORT => {
+            if common_reserved || !(1..=3).contains(&sqe.aux) || sqe.buf_len == 0 {
+                return Err(ResultCode::InvalidEntry);
+            }
+            if !layout.buf_range_ok(sqe.buf_offset, sqe.buf_len as u64) {
+                return Err(ResultCode::OutOfBounds);
+            }
+            Ok(Request::Export {
+                offset: sqe.buf_offset as usize,
+                len: sqe.buf_len as usize,
+                perms: sqe.aux,
+            })
+        }
+        opcode::UNEXPORT => {
+            if common_reserved || sqe.buf_offset != 0 || sqe.buf_len != 0 {
+                return Err(ResultCode::InvalidEntry);
+            }
+            Ok(Request::Unexport { id: sqe.aux })
+        }
+        opcode::READ | opcode::WRITE => {
+            let [id, key, remote_offset, a3] = sqe.args;
+            if sqe.flags != 0
+                || sqe.reserved != 0
+                || sqe.aux != 0
+                || a3 != 0
+                || id > u32::MAX as u64
+                || key > u32::MAX as u64
+                || sqe.buf_len > i32::MAX as u32
+            {
+                return Err(ResultCode::InvalidEntry);
+            }
+            if sqe.peer == 0 {
+                return Err(ResultCode::NoSuchPeer);
+            }
+            if !layout.buf_range_ok(sqe.buf_offset, sqe.buf_len as u64) {
+                return Err(ResultCode::OutOfBounds);
+            }
+            Ok(Request::Rma(RmaRequest {
+                write: sqe.opcode == opcode::WRITE,
+                peer: sqe.peer,
+                export_id: id as u32,
+                key: key as u32,
+                remote_offset,
+                offset: sqe.buf_offset as usize,
+                len: sqe.buf_len as usize,
+            }))
+        }
+        _ => Err(ResultCode::UnknownOpcode),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn layout() -> RegionLayout {
+        RegionLayout::new(8, 8, 8192).unwrap()
+    }
+
+    #[test]
+    fn nop_must_have_zero_fields() {
+        let nop = Sqe {
+            opcode: opcode::NOP,
+            user_data: 99,
+            ..Default::default()
+        };
+        assert_eq!(validate(&nop, &layout()), Ok(Request::Nop));
+        for bad in [
+            Sqe { flags: 1, ..nop },
+            Sqe { reserved: 1, ..nop },
+            Sqe { peer: 1, ..nop },
+            Sqe { buf_len: 1, ..nop },
+            Sqe {
+                args: [0, 0, 0, 1],
+                ..nop
+            },
+        ] {
+            assert_eq!(validate(&bad, &layout()), Err(ResultCode::InvalidEntry), "{bad:?}");
+        }
+    }
+
+    #[test]
+    fn fill_bounds() {
+        let f = Sqe {
+            opcode: opcode::FILL,
+            buf_offset: 4096,
+            buf_len: 4096,
+            aux: 0xab,
+            ..Default::default()
+        };
+        assert_eq!(
+            validate(&f, &layout()),
+            Ok(Request::Fill {
+                offset: 4096,
+                len: 4096,
+                byte: 0xab
+            })
+        );
+        assert_eq!(
+            validate(&Sqe { buf_offset: 4097, ..f }, &layout()),
+            Err(ResultCode::OutOfBounds)
+        );
+        assert_eq!(
+            validate(
+                &Sqe {
+                    buf_offset: u64::MAX,
+                    ..f
+                },
+                &layout()
+            ),
+            Err(ResultCode::OutOfBounds)
+        );
+        assert_eq!(
+            validate(&Sqe { aux: 256, ..f }, &layout()),
+            Err(ResultCode::InvalidEntry)
+        );
+    }
+
+    #[test]
+    fn send_ranges_and_reserved_fields() {
+        let s = Sqe {
+            opcode: opcode::SEND,
+            peer: 1,
+            aux: 1,
+            buf_offset: 0,
+            buf_len: 100,
+            args: [4096, 4096, 0, 0],
+            ..Default::default()
+        };
+        assert!(matches!(
+            validate(&s, &layout()),
+            Ok(Request::Send(SendRequest {
+                peer: 1,
+                service: 1,
+                len: 100,
+                resp_offset: 4096,
+                resp_cap: 4096,
+                ..
+            }))
+        ));
+        assert_eq!(validate(&Sqe { peer: 0, ..s }, &layout()), Err(ResultCode::NoSuchPeer));
+        assert_eq!(
+            validate(
+                &Sqe {
+                    args: [4097, 4096, 0, 0],
+                    ..s
+                },
+                &layout()
+            ),
+            Err(ResultCode::OutOfBounds)
+        );
+        assert_eq!(
+            validate(
+                &Sqe {
+                    args: [0, u64::MAX, 0, 0],
+                    ..s
+                },
+                &layout()
+            ),
+            Err(ResultCode::InvalidEntry)
+        );
+        assert_eq!(
+            validate(
+                &Sqe {
+                    args: [0, 16, 1, 0],
+                    ..s
+                },
+                &layout()
+            ),
+            Err(ResultCode::InvalidEntry)
+        );
+        assert_eq!(
+            validate(&Sqe { buf_len: 9000, ..s }, &layout()),
+            Err(ResultCode::OutOfBounds)
+        );
+    }
+
+    #[test]
+    fn export_and_rma_validation() {
+        let e = Sqe {
+            opcode: opcode::EXPORT,
+            buf_offset: 4096,
+            buf_len: 100,
+            aux: 3,
+            ..Default::default()
+        };
+        assert_eq!(
+            validate(&e, &layout()),
+            Ok(Request::Export {
+                offset: 4096,
+                len: 100,
+                perms: 3
+            })
+        );
+        assert_eq!(validate(&Sqe { aux: 4, ..e }, &layout()), Err(ResultCode::InvalidEntry));
+        assert_eq!(
+            validate(&Sqe { buf_len: 0, ..e }, &layout()),
+            Err(ResultCode::InvalidEntry)
+        );
+        assert_eq!(
+            validate(&Sqe { buf_offset: 8100, ..e }, &layout()),
+            Err(ResultCode::OutOfBounds)
+        );
+        let r = Sqe {
+            opcode: opcode::READ,
+            peer: 2,
+            buf_offset: 0,
+            buf_len: 64,
+            args: [7, 0xdead_beef, 10, 0],
+            ..Default::default()
+        };
+        assert!(matches!(
+            validate(&r, &layout()),
+            Ok(Request::Rma(RmaRequest {
+                write: false,
+                peer: 2,
+                export_id: 7,
+                key: 0xdead_beef,
+                remote_offset: 10,
+                len: 64,
+                ..
+            }))
+        ));
+        assert!(matches!(
+            validate(
+                &Sqe {
+                    opcode: opcode::WRITE,
+                    ..r
+                },
+                &layout()
+            ),
+            Ok(Request::Rma(RmaRequest { write: true, .. }))
+        ));
+        assert_eq!(
+            validate(
+                &Sqe {
+                    args: [1 << 40, 0, 0, 0],
+                    ..r
+                },
+                &layout()
+            ),
+            Err(ResultCode::InvalidEntry)
+        );
+        assert_eq!(validate(&Sqe { peer: 0, ..r }, &layout()), Err(ResultCode::NoSuchPeer));
+        assert_eq!(
+            validate(&Sqe { buf_offset: 8190, ..r }, &layout()),
+            Err(ResultCode::OutOfBounds)
+        );
+    }
+
+    #[test]
+    fn unknown_opcodes() {
+        for op in [0u8, 8, 200, 255] {
+            assert_eq!(
+                validate(
+                    &Sqe {
+                        opcode: op,
+                        ..Default::default()
+                    },
+                    &layout()
+                ),
+                Err(ResultCode::UnknownOpcode)
+            );
+        }
+    }
+}
