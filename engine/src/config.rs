@@ -55,6 +55,12 @@ pub struct ControlConfig {
     #[serde(skip_serializing_if = "Option::is_none")]
     pub socket_group: Option<String>,
     pub max_sessions: u32,
+    /// Users (names) allowed to open sessions; with `allow-groups`, a client must match one
+    /// of the two lists. Both empty: anyone who can open the socket.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub allow_users: Vec<String>,
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub allow_groups: Vec<String>,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
@@ -113,6 +119,8 @@ impl Default for ControlConfig {
             socket: None,
             socket_group: None,
             max_sessions: 1024,
+            allow_users: Vec::new(),
+            allow_groups: Vec::new(),
         }
     }
 }
@@ -252,6 +260,24 @@ impl Config {
                 ),
                 "lower buffer-bytes or raise max-buffer-bytes",
             ));
+        }
+        for u in &self.control.allow_users {
+            if nix::unistd::User::from_name(u).ok().flatten().is_none() {
+                return Err(invalid(
+                    "control.allow-users",
+                    format!("user {u:?} does not exist"),
+                    "list existing user names",
+                ));
+            }
+        }
+        for g in &self.control.allow_groups {
+            if nix::unistd::Group::from_name(g).ok().flatten().is_none() {
+                return Err(invalid(
+                    "control.allow-groups",
+                    format!("group {g:?} does not exist"),
+                    "list existing group names",
+                ));
+            }
         }
         if self.control.max_sessions == 0 {
             return Err(invalid(

@@ -353,7 +353,20 @@ impl ControlServer {
                 Ok(raw) => {
                     // Safety: accept4 returned a new descriptor that nothing else owns.
                     let fd = unsafe { <OwnedFd as std::os::fd::FromRawFd>::from_raw_fd(raw) };
-                    let client_pid = socket::getsockopt(&fd, sockopt::PeerCredentials).map_or(0, |c| c.pid());
+                    let creds = socket::getsockopt(&fd, sockopt::PeerCredentials).ok();
+                    let client_pid = creds.map_or(0, |c| c.pid());
+                    if let Err(why) = self.allowed(creds.map(|c| (c.uid(), c.gid()))) {
+                        let conn = Conn {
+                            fd: Some(fd),
+                            client_pid,
+                            session: None,
+                            closing: false,
+                            lease: Lease::new(),
+                        };
+                        tracing::warn!(client_pid, reason = %why, "client refused by control.allow-users / allow-groups");
+                        Self::refuse(&conn, ControlErrorCode::PermissionDenied, why);
+                        continue;
+                    }
                     self.pending.push(Conn {
                         fd: Some(fd),
                         client_pid,
@@ -370,6 +383,38 @@ impl ControlServer {
                 }
             }
         }
+    }
+
+    /// Checks a client's credentials (SO_PEERCRED) against the allow-lists.
+    fn allowed(&self, creds: Option<(u32, u32)>) -> Result<(), String> {
+        let c = &self.cfg.control;
+        if c.allow_users.is_empty() && c.allow_groups.is_empty() {
+            return Ok(());
+        }
+        let Some((uid, gid)) = creds else {
+            return Err("the client's credentials could not be read".into());
+        };
+        let user_ok = c.allow_users.iter().any(|u| {
+            nix::unistd::User::from_name(u)
+                .ok()
+                .flatten()
+                .is_some_and(|u| u.uid.as_raw() == uid)
+        });
+        let group_ok = c.allow_groups.iter().any(|g| {
+            nix::unistd::Group::from_name(g).ok().flatten().is_some_and(|g| {
+                g.gid.as_raw() == gid
+                    || nix::unistd::User::from_uid(uid.into())
+                        .ok()
+                        .flatten()
+                        .is_some_and(|u| g.mem.contains(&u.name))
+            })
+        });
+        if user_ok || group_ok {
+            return Ok(());
+        }
+        Err(format!(
+            "uid {uid} (gid {gid}) is not in control.allow-users or control.allow-groups of this engine"
+        ))
     }
 
     fn refuse(conn: &Conn, code: ControlErrorCode, message: String) {

@@ -75,6 +75,20 @@ impl Engine {
     /// [`Engine::start`] with environment changes: `(name, Some(value))` sets a variable,
     /// `(name, None)` removes it (RUST_LOG=info is set by default).
     pub fn start_with_env(args: &[&str], env: &[(&str, Option<&str>)]) -> Engine {
+        let mut e = Self::spawn(args, env);
+        e.wait_ready();
+        e
+    }
+
+    /// Starts the engine and waits for its "engine ready" log line only: for engines that
+    /// refuse this test's own connections.
+    pub fn start_unready(args: &[&str]) -> Engine {
+        let e = Self::spawn(args, &[]);
+        e.wait_for_log("engine ready");
+        e
+    }
+
+    fn spawn(args: &[&str], env: &[(&str, Option<&str>)]) -> Engine {
         let dir = tempfile::tempdir().expect("tempdir");
         let socket = dir.path().join("engine.sock");
         let log_path = dir.path().join("engine.log");
@@ -103,14 +117,12 @@ impl Engine {
         }
         cmd.stdin(Stdio::null()).stdout(Stdio::null()).stderr(log);
         let child = cmd.spawn().expect("spawn engine");
-        let mut e = Engine {
+        Engine {
             child: Some(child),
             socket,
             dir,
             log_path,
-        };
-        e.wait_ready();
-        e
+        }
     }
 
     /// Starts the engine expecting it to refuse; returns its exit status and log.

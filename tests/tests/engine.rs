@@ -568,3 +568,40 @@ fn engine_asleep_on_a_full_cq_is_woken_when_the_client_makes_room() {
     }
     assert_eq!(seen.len() as u64, submitted);
 }
+
+#[test]
+fn allow_lists_refuse_clients_by_their_credentials() {
+    let dir = tempfile::tempdir().unwrap();
+    let me = nix::unistd::User::from_uid(nix::unistd::getuid())
+        .unwrap()
+        .expect("test user exists")
+        .name;
+    let other = if me == "nobody" { "root" } else { "nobody" };
+    let cfg = |body: &str| {
+        let p = dir.path().join(format!("{}.toml", body.len()));
+        std::fs::write(&p, body).unwrap();
+        p
+    };
+    // Not on the list: refused with a message naming the keys, and the engine says why.
+    let refused = cfg(&format!("[control]\nallow-users = [\"{other}\"]\n"));
+    let engine = Engine::start_unready(&["--config", refused.to_str().unwrap()]);
+    let err = engine.try_connect(SessionOptions::default()).err().expect("refused");
+    let text = err.to_string();
+    assert!(
+        text.contains("PermissionDenied") && text.contains("control.allow-users"),
+        "{text}"
+    );
+    engine.wait_for_log("client refused by control.allow-users");
+    drop(engine);
+    // On the list by name, or by group: served.
+    for body in [
+        format!("[control]\nallow-users = [\"{me}\"]\n"),
+        format!("[control]\nallow-users = [\"{other}\"]\nallow-groups = [\"{me}\"]\n"),
+    ] {
+        let p = cfg(&body);
+        let engine = Engine::start(&["--config", p.to_str().unwrap()]);
+        let mut s = engine.connect();
+        s.submit(&nop(1)).unwrap();
+        assert_eq!(wait(&mut s).user_data, 1, "{body}");
+    }
+}
