@@ -515,10 +515,25 @@ fn hugepage_policies() {
         s.submit(&nop(1)).unwrap();
         wait(&mut s);
         engine.wait_for_log("backing=\"hugetlb-2MiB\"");
+        // ...and refuses, clearly, a session the pool cannot hold (the engine serves on).
+        let too_big = (free + 1) * (2 << 20);
+        let err = engine
+            .try_connect(SessionOptions {
+                buf_size: too_big,
+                ..Default::default()
+            })
+            .err()
+            .expect("refused");
+        let text = err.to_string();
+        assert!(
+            text.contains("RegionUnavailable") && text.contains("nr_hugepages"),
+            "{text}"
+        );
+        s.submit(&nop(2)).unwrap();
+        assert_eq!(wait(&mut s).user_data, 2);
         // ...and `prefer` falls back for a session larger than the pool, per session.
         drop(s);
         let engine = Engine::start(&["--hugepages", "prefer"]);
-        let too_big = (free + 1) * (2 << 20);
         let mut s = engine
             .try_connect(SessionOptions {
                 buf_size: too_big,
