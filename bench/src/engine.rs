@@ -206,6 +206,11 @@ impl Engine {
         self.child.as_mut().and_then(|c| c.try_wait().ok().flatten())
     }
 
+    /// The engine's process id, while it runs.
+    pub fn pid(&self) -> Option<u32> {
+        self.child.as_ref().map(std::process::Child::id)
+    }
+
     pub fn command_line(&self) -> &str {
         &self.command_line
     }

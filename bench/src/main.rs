@@ -5,6 +5,7 @@ mod engine;
 mod gotool;
 mod interrupt;
 mod machine;
+mod plot;
 mod report;
 mod scenarios;
 mod stats;
@@ -103,6 +104,10 @@ struct Cli {
     /// List the scenarios and exit.
     #[arg(long)]
     list: bool,
+
+    /// Internal (uds.msgpack): be the Unix-socket echo server on fd 3, pinned to this CPU.
+    #[arg(long, value_name = "CORE", hide = true)]
+    uds_echo_server: Option<usize>,
 }
 
 /// Environment UCX reads only from there, set (unless the user set it) before any thread
@@ -141,6 +146,15 @@ fn claim_stdout() -> Result<std::fs::File> {
 fn main() -> ExitCode {
     set_ucx_environment();
     let cli = Cli::parse();
+    if let Some(core) = cli.uds_echo_server {
+        return match scenarios::uds::serve(core) {
+            Ok(()) => ExitCode::SUCCESS,
+            Err(e) => {
+                eprintln!("bench --uds-echo-server: {e}");
+                ExitCode::FAILURE
+            }
+        };
+    }
     if cli.list {
         for s in SPECS {
             let vs = s.baseline.map_or(String::new(), |b| format!(" [vs {b}]"));
@@ -188,6 +202,14 @@ fn run(cli: &Cli) -> Result<()> {
     } else {
         None
     };
+    if plan.specs().any(|s| s.name == "io_uring.nop") {
+        if let Err(why) = scenarios::io_uring_probe() {
+            plan.skip_where(
+                |s| s.name == "io_uring.nop",
+                &format!("io_uring is not usable here: {why}"),
+            );
+        }
+    }
     for (name, why) in &plan.skipped {
         eprintln!("bench: not running {name}: {why}");
     }
@@ -247,6 +269,7 @@ fn run(cli: &Cli) -> Result<()> {
         ucx_socket: None,
         ucx_address: None,
         ringlat,
+        engine_pid: engines.plain.as_ref().and_then(Engine::pid),
         timing,
     };
     let settle = Duration::from_micros(cli.engine_idle_spin_us) * 4 + Duration::from_secs(2);

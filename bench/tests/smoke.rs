@@ -74,6 +74,7 @@ fn floors_run_without_an_engine() {
         return;
     }
     let _serial = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
+    let dir = std::env::temp_dir().join(format!("bench-smoke-out-{}", std::process::id()));
     let out = bench()
         .args([
             "--scenario",
@@ -82,10 +83,18 @@ fn floors_run_without_an_engine() {
             "floor.echo_batch32",
             "--engine",
             "/nonexistent",
+            "--out",
         ])
+        .arg(&dir)
         .output()
         .unwrap();
     let v = lines(&out);
+    // --out also draws the percentile curves: one line per scenario.
+    let svg = std::fs::read_to_string(dir.join("latency.svg")).unwrap();
+    assert!(svg.starts_with("<svg") && svg.trim_end().ends_with("</svg>"), "{svg}");
+    assert_eq!(svg.matches("<polyline").count(), 2, "{svg}");
+    assert!(svg.contains(">floor.echo_batch32 (p50 "), "{svg}");
+    let _ = std::fs::remove_dir_all(&dir);
     assert_eq!(v.len(), 2, "{v:?}");
     check_line(&v[0], "floor.pingpong");
     check_line(&v[1], "floor.echo_batch32");
@@ -118,10 +127,16 @@ fn ring_scenarios_run_with_their_baselines() {
     let (skipped, v): (Vec<Value>, Vec<Value>) = all.into_iter().partition(|l| l.get("skipped").is_some());
     let skipped_names: Vec<&str> = skipped.iter().map(|l| l["scenario"].as_str().unwrap()).collect();
     // Nothing is reserved-but-unavailable any more (Go may be skipped, below).
+    // io_uring.nop is skipped where the kernel (or a seccomp filter) forbids io_uring.
     assert!(
-        skipped_names.iter().all(|n| n.ends_with(".go")),
+        skipped_names.iter().all(|n| n.ends_with(".go") || *n == "io_uring.nop"),
         "skipped: {skipped_names:?}"
     );
+    let uring_ran = !skipped_names.contains(&"io_uring.nop");
+    if !uring_ran {
+        let l = &skipped[skipped_names.iter().position(|n| *n == "io_uring.nop").unwrap()];
+        assert!(l["skipped"].as_str().unwrap().contains("io_uring"), "{l}");
+    }
     // The Go scenarios run where Go (or a built ringlat) is available, else they are skipped.
     let go_ran = !skipped_names.contains(&"ring.nop.go");
     if !go_ran {
@@ -135,6 +150,9 @@ fn ring_scenarios_run_with_their_baselines() {
         "floor.pingpong",
         "ring.nop",
         "ring.nop.go",
+        "uds.msgpack",
+        "io_uring.nop",
+        "ring.wake",
         "floor.echo_batch32",
         "ring.nop_batch32",
         "ring.nop_batch32.go",
@@ -151,6 +169,7 @@ fn ring_scenarios_run_with_their_baselines() {
     ]
     .into_iter()
     .filter(|n| go_ran || !n.ends_with(".go"))
+    .filter(|n| uring_ran || *n != "io_uring.nop")
     .collect();
     assert_eq!(names, expected);
     for (line, name) in v.iter().zip(&names) {
@@ -169,6 +188,22 @@ fn ring_scenarios_run_with_their_baselines() {
             .as_str()
             .is_some_and(|c| c.contains("--cores")),
         "{nop}"
+    );
+    // The designs the rings replace, and the wake-up.
+    let uds = by_name("uds.msgpack");
+    assert_eq!(uds["ratio_p50_vs"], "ring.nop");
+    assert_eq!(uds["target"]["bound"], ">= 50");
+    assert!(uds["details"]["request_bytes"].as_u64().is_some_and(|n| n > 4), "{uds}");
+    if uring_ran {
+        assert_eq!(by_name("io_uring.nop")["ratio_p50_vs"], "ring.nop");
+    }
+    let wake = by_name("ring.wake");
+    assert_eq!(wake["ratio_p50_vs"], "uds.msgpack");
+    assert!(
+        wake["details"]["idle_cpu_fraction"]
+            .as_f64()
+            .is_some_and(|f| (0.0..2.0).contains(&f)),
+        "{wake}"
     );
     if go_ran {
         let go = by_name("ring.nop.go");

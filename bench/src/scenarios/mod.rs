@@ -8,8 +8,11 @@
 
 mod floor;
 mod go;
+mod iouring;
 mod ring;
 mod ucx;
+pub mod uds;
+mod wake;
 
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
@@ -32,6 +35,9 @@ pub enum Metric {
     P50ExcessOver(&'static str),
     /// subject bytes/sec / baseline bytes/sec must be at least the bound.
     BytesRatio,
+    /// subject p50 / baseline p50 must be at least the bound: the subject is a design the
+    /// baseline (the engine) must beat by this factor.
+    P50RatioAtLeast,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq)]
@@ -44,7 +50,7 @@ impl Target {
     pub fn met(&self, ratio: f64) -> bool {
         match self.metric {
             Metric::P50Ratio | Metric::P50ExcessOver(_) => ratio <= self.bound,
-            Metric::OpsRatio | Metric::BytesRatio => ratio >= self.bound,
+            Metric::OpsRatio | Metric::BytesRatio | Metric::P50RatioAtLeast => ratio >= self.bound,
         }
     }
 
@@ -52,14 +58,14 @@ impl Target {
     pub fn describe(&self) -> String {
         match self.metric {
             Metric::P50Ratio | Metric::P50ExcessOver(_) => format!("<= {}", self.bound),
-            Metric::OpsRatio | Metric::BytesRatio => format!(">= {}", self.bound),
+            Metric::OpsRatio | Metric::BytesRatio | Metric::P50RatioAtLeast => format!(">= {}", self.bound),
         }
     }
 
     /// The JSON key of the value the target is about.
     pub fn key(&self) -> &'static str {
         match self.metric {
-            Metric::P50Ratio => "ratio_p50",
+            Metric::P50Ratio | Metric::P50RatioAtLeast => "ratio_p50",
             Metric::OpsRatio => "ratio_ops_per_sec",
             Metric::P50ExcessOver(_) => "excess_vs_reference",
             Metric::BytesRatio => "ratio_bytes_per_sec",
@@ -327,6 +333,33 @@ pub const SPECS: &[Spec] = &[
             "READs of 1 MiB, 16 in flight, through the rings from another session's export via the engine's own UCX listener, tcp on loopback",
         )
     },
+    Spec {
+        baseline: Some("ring.nop"),
+        target: Some(Target { metric: Metric::P50RatioAtLeast, bound: 50.0 }),
+        borrows_engine_core: true,
+        ..spec_base(
+            "uds.msgpack",
+            "the design this project replaces: length-prefixed MessagePack request/response over a Unix socket to an echo process on the engine core",
+        )
+    },
+    Spec {
+        baseline: Some("ring.nop"),
+        target: Some(Target { metric: Metric::P50RatioAtLeast, bound: 3.0 }),
+        ..spec_base(
+            "io_uring.nop",
+            "a kernel io_uring NOP: submit and wait for its completion (io-uring crate, no SQPOLL), on the client core",
+        )
+    },
+    Spec {
+        sample: "wake round trip",
+        baseline: Some("uds.msgpack"),
+        target: Some(Target { metric: Metric::P50Ratio, bound: 1.0 }),
+        engine: EngineUse::Plain,
+        ..spec_base(
+            "ring.wake",
+            "one NOP submitted once the engine worker is asleep (wake-up and round trip); details: the engine's CPU use while idle",
+        )
+    },
 ];
 
 /// Scenarios with a reserved name that cannot run yet, and why. Selecting one (or running
@@ -483,6 +516,8 @@ pub struct Ctx {
     pub ucx_address: Option<String>,
     /// The Go latency tool, for the Go scenarios.
     pub ringlat: Option<PathBuf>,
+    /// The process id of the run's plain engine (for its CPU time in `ring.wake`).
+    pub engine_pid: Option<u32>,
     pub timing: Timing,
 }
 
@@ -529,6 +564,11 @@ pub trait Scenario {
     }
 }
 
+/// Whether `io_uring.nop` can run here (`Err`: why not).
+pub fn io_uring_probe() -> std::result::Result<(), String> {
+    iouring::probe()
+}
+
 pub fn build(spec: &Spec) -> Box<dyn Scenario> {
     match spec.name {
         "floor.pingpong" => Box::new(floor::PingPong),
@@ -547,6 +587,9 @@ pub fn build(spec: &Spec) -> Box<dyn Scenario> {
         "ucx.read_bw.sm" | "ucx.read_bw.tcp" => Box::new(ucx::ReadBw::default()),
         "ucx.am_rtt.sm" | "ucx.am_rtt.tcp" => Box::new(ucx::AmRtt::default()),
         "ucx.nop_ref.sm" | "ucx.nop_ref.tcp" => Box::new(ring::Nop::default()),
+        "uds.msgpack" => Box::new(uds::UdsMsgpack::default()),
+        "io_uring.nop" => Box::new(iouring::IoUringNop::default()),
+        "ring.wake" => Box::new(wake::Wake::default()),
         other => unreachable!("scenario {other} is in SPECS but has no implementation"),
     }
 }
@@ -743,7 +786,14 @@ mod tests {
         assert_eq!(
             names(&p.groups),
             vec![
-                vec!["floor.pingpong", "ring.nop", "ring.nop.go"],
+                vec![
+                    "floor.pingpong",
+                    "ring.nop",
+                    "ring.nop.go",
+                    "uds.msgpack",
+                    "io_uring.nop",
+                    "ring.wake"
+                ],
                 vec!["floor.echo_batch32", "ring.nop_batch32", "ring.nop_batch32.go"],
                 vec!["ucx.raw_am_rtt.sm", "ucx.nop_ref.sm", "ucx.am_rtt.sm"],
                 vec!["ucx.raw_am_rtt.tcp", "ucx.nop_ref.tcp", "ucx.am_rtt.tcp"],
@@ -827,7 +877,7 @@ mod tests {
         assert_eq!(
             names(&p.groups),
             vec![
-                vec!["floor.pingpong", "ring.nop"],
+                vec!["floor.pingpong", "ring.nop", "uds.msgpack", "io_uring.nop", "ring.wake"],
                 vec!["floor.echo_batch32", "ring.nop_batch32"],
                 vec!["ucx.raw_am_rtt.sm", "ucx.nop_ref.sm", "ucx.am_rtt.sm"],
                 vec!["ucx.raw_am_rtt.tcp", "ucx.nop_ref.tcp", "ucx.am_rtt.tcp"],
@@ -850,6 +900,35 @@ mod tests {
         let gone: Vec<&str> = p.skipped.iter().map(|(n, _)| *n).collect();
         assert_eq!(gone, ["ucx.raw_am_rtt.sm", "ucx.nop_ref.sm", "ucx.am_rtt.sm"]);
         assert!(p.skipped[2].1.contains("compared with"), "{:?}", p.skipped);
+    }
+
+    #[test]
+    fn the_designs_it_replaces_run_with_the_ring_nop() {
+        // ring.wake is compared with uds.msgpack, which is compared with ring.nop.
+        let p = plan(&["ring.wake".into()]).unwrap();
+        assert_eq!(
+            names(&p.groups),
+            vec![vec!["floor.pingpong", "ring.nop", "uds.msgpack", "ring.wake"]]
+        );
+        let g = plan(&["io_uring.nop".into()]).unwrap().groups;
+        assert_eq!(names(&g), vec![vec!["floor.pingpong", "ring.nop", "io_uring.nop"]]);
+        // The UDS echo server takes the engine core: the engine must sleep during its blocks.
+        assert!(spec("uds.msgpack").unwrap().borrows_engine_core);
+        // "ring.nop p50 at least 50x lower than uds.msgpack": uds.msgpack / ring.nop >= 50.
+        let t = spec("uds.msgpack").unwrap().target.unwrap();
+        assert_eq!((t.key(), t.describe().as_str()), ("ratio_p50", ">= 50"));
+        assert!(t.met(60.0) && !t.met(40.0));
+        // Skipping io_uring (not permitted here) keeps the rest of the group.
+        let mut p = plan(&["io_uring.nop".into(), "ring.wake".into()]).unwrap();
+        p.skip_where(|s| s.name == "io_uring.nop", "io_uring is not usable here");
+        assert_eq!(
+            names(&p.groups),
+            vec![vec!["floor.pingpong", "ring.nop", "uds.msgpack", "ring.wake"]]
+        );
+        assert_eq!(
+            p.skipped,
+            vec![("io_uring.nop", "io_uring is not usable here".to_string())]
+        );
     }
 
     #[test]
