@@ -136,6 +136,8 @@ struct Conn {
     /// The client asked for a graceful close; answer `Closed` once the worker let go.
     closing: bool,
     lease: Lease,
+    /// Why the allow-lists refuse this client (answered after its first message).
+    refused: Option<String>,
 }
 
 impl Conn {
@@ -355,24 +357,17 @@ impl ControlServer {
                     let fd = unsafe { <OwnedFd as std::os::fd::FromRawFd>::from_raw_fd(raw) };
                     let creds = socket::getsockopt(&fd, sockopt::PeerCredentials).ok();
                     let client_pid = creds.map_or(0, |c| c.pid());
-                    if let Err(why) = self.allowed(creds.map(|c| (c.uid(), c.gid()))) {
-                        let conn = Conn {
-                            fd: Some(fd),
-                            client_pid,
-                            session: None,
-                            closing: false,
-                            lease: Lease::new(),
-                        };
-                        tracing::warn!(client_pid, reason = %why, "client refused by control.allow-users / allow-groups");
-                        Self::refuse(&conn, ControlErrorCode::PermissionDenied, why);
-                        continue;
-                    }
+                    // A client that the allow-lists refuse is answered after its first message
+                    // (in handle_hello): refusing at once would close the socket under its
+                    // Hello, and the reset could swallow the explanation.
+                    let refused = self.allowed(creds.map(|c| (c.uid(), c.gid()))).err();
                     self.pending.push(Conn {
                         fd: Some(fd),
                         client_pid,
                         session: None,
                         closing: false,
                         lease: Lease::new(),
+                        refused,
                     });
                 }
                 Err(nix::errno::Errno::EAGAIN) => return,
@@ -442,6 +437,10 @@ impl ControlServer {
             }
             Err(e) => return Self::refuse(&conn, ControlErrorCode::Malformed, e.to_string()),
         };
+        if let Some(why) = &conn.refused {
+            tracing::warn!(client_pid = conn.client_pid, reason = %why, "client refused by control.allow-users / allow-groups");
+            return Self::refuse(&conn, ControlErrorCode::PermissionDenied, why.clone());
+        }
         if msg == Message::Status {
             // An operator's status request: answered, then the connection is dropped.
             return crate::status::serve(conn.fd().as_fd(), &self.registry);
