@@ -12,7 +12,11 @@ use ring_proto::ResultCode;
 pub fn execute(req: Request, buf: *mut u8) -> i32 {
     match req {
         Request::Nop => 0,
-        Request::Send(_) | Request::Export { .. } | Request::Unexport { .. } | Request::Rma(_) => {
+        Request::Send(_)
+        | Request::Export { .. }
+        | Request::Unexport { .. }
+        | Request::Rma(_)
+        | Request::ReadNeedle(_) => {
             ResultCode::Internal as i32
         }
         Request::Fill { offset, len, byte } => {

@@ -143,6 +143,20 @@ pub mod opcode {
     pub const READ: u8 = 6;
     /// One-sided write to a peer's export, the mirror of READ (from `buf_offset`).
     pub const WRITE: u8 = 7;
+    /// Reads a SeaweedFS needle from the volume server whose engine is `peer`: volume `aux`,
+    /// needle id `args[0]`, cookie `args[1]` (low 32 bits). With flag
+    /// [`read_needle_flags::RANGE`], only `args[3]` bytes from data offset `args[2]` (clamped
+    /// to the end of the data); without it `args[2..]` must be 0 and the whole data is read.
+    /// The buffer at `buf_offset` receives a [`crate::needle::NeedleMeta`] in its first
+    /// [`crate::needle::NEEDLE_META_LEN`] bytes and the data after them; result = data bytes.
+    pub const READ_NEEDLE: u8 = 8;
+}
+
+/// SQE `flags` of `READ_NEEDLE`.
+pub mod read_needle_flags {
+    /// `args[2]` / `args[3]` are a byte range of the needle's data.
+    pub const RANGE: u8 = 1;
+    pub const ALL: u8 = RANGE;
 }
 
 /// Services a peer engine answers `SEND` requests for (the SQE's `aux`).
@@ -183,10 +197,22 @@ pub enum ResultCode {
     NotExported = -11,
     /// The export does not allow this operation (e.g. WRITE to a read-only export).
     PermissionDenied = -12,
+    /// READ_NEEDLE: the serving engine has no volume with this id.
+    NoSuchVolume = -13,
+    /// READ_NEEDLE: the volume has no needle with this id (never written).
+    NoSuchNeedle = -14,
+    /// READ_NEEDLE: the needle was deleted.
+    NeedleDeleted = -15,
+    /// READ_NEEDLE: the cookie does not match the needle's (no bytes are sent).
+    CookieMismatch = -16,
+    /// READ_NEEDLE: the stored needle failed its checks (CRC-32C, header) — a corrupt file.
+    Corrupt = -17,
+    /// READ_NEEDLE: the range starts beyond the end of the needle's data.
+    RangeNotSatisfiable = -18,
 }
 
 impl ResultCode {
-    pub const ALL: [ResultCode; 12] = [
+    pub const ALL: [ResultCode; 18] = [
         Self::UnknownOpcode,
         Self::InvalidEntry,
         Self::OutOfBounds,
@@ -199,6 +225,12 @@ impl ResultCode {
         Self::UnknownService,
         Self::NotExported,
         Self::PermissionDenied,
+        Self::NoSuchVolume,
+        Self::NoSuchNeedle,
+        Self::NeedleDeleted,
+        Self::CookieMismatch,
+        Self::Corrupt,
+        Self::RangeNotSatisfiable,
     ];
 
     pub fn from_result(result: i32) -> Option<Self> {
@@ -219,6 +251,12 @@ impl ResultCode {
             Self::UnknownService => "unknown-service",
             Self::NotExported => "not-exported",
             Self::PermissionDenied => "permission-denied",
+            Self::NoSuchVolume => "no-such-volume",
+            Self::NoSuchNeedle => "no-such-needle",
+            Self::NeedleDeleted => "needle-deleted",
+            Self::CookieMismatch => "cookie-mismatch",
+            Self::Corrupt => "corrupt",
+            Self::RangeNotSatisfiable => "range-not-satisfiable",
         }
     }
 }

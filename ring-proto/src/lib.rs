@@ -1,8 +1,8 @@
 //! The one source of truth for what the engine and its clients share: the byte layout of a
 //! session region ([`layout`]), the entries that travel through its rings ([`entry`]), the
 //! single-producer single-consumer ring algorithm with its sleep/wake handshake ([`ring`]),
-//! the control-socket messages of the slow path ([`control`]), and what makes a submission
-//! entry valid ([`validate`]).
+//! the control-socket messages of the slow path ([`control`]), what makes a submission
+//! entry valid ([`validate`]), and the needle metadata a `READ_NEEDLE` returns ([`needle`]).
 //!
 //! `SPEC.md` beside this crate says the same in prose for clients written in other languages;
 //! `layout.json` is its machine-readable form (a test keeps it equal to these types).
@@ -12,6 +12,7 @@ pub mod control;
 pub mod control_io;
 pub mod entry;
 pub mod layout;
+pub mod needle;
 pub mod ring;
 pub mod sync;
 pub mod validate;

@@ -5,6 +5,8 @@
 //! engine executes what it returns, and the fuzz target `sqe_validate` exercises it without
 //! the engine's UCX dependency.
 
+use crate::entry::read_needle_flags;
+use crate::needle::NEEDLE_META_LEN;
 use crate::{opcode, RegionLayout, ResultCode, Sqe};
 
 /// A request that passed validation.
@@ -30,6 +32,28 @@ pub enum Request {
     },
     /// One-sided READ or WRITE of a peer's export; completes asynchronously.
     Rma(RmaRequest),
+    /// Read a SeaweedFS needle from a peer engine; completes asynchronously.
+    ReadNeedle(NeedleRequest),
+}
+
+/// A validated `READ_NEEDLE`: the buffer (metadata area + data capacity) is inside the
+/// session's buffer area.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct NeedleRequest {
+    pub peer: u32,
+    pub volume: u32,
+    pub needle: u64,
+    pub cookie: u32,
+    /// Data offset to start at (0 without a range).
+    pub range_offset: u64,
+    /// Most data bytes wanted: the range length, or the buffer's data capacity without one.
+    pub max_len: u64,
+    /// The request named a range: data past `max_len` is cut, not an error.
+    pub ranged: bool,
+    /// Buffer start (metadata); data lands at `offset + NEEDLE_META_LEN`.
+    pub offset: usize,
+    /// Data capacity: `buf_len - NEEDLE_META_LEN`.
+    pub data_cap: usize,
 }
 
 /// A validated READ/WRITE: the local range is inside the session's buffer area; the remote
@@ -145,6 +169,40 @@ pub fn validate(sqe: &Sqe, layout: &RegionLayout) -> Result<Request, ResultCode>
                 remote_offset,
                 offset: sqe.buf_offset as usize,
                 len: sqe.buf_len as usize,
+            }))
+        }
+        opcode::READ_NEEDLE => {
+            let [needle, cookie, range_offset, range_len] = sqe.args;
+            let ranged = sqe.flags & read_needle_flags::RANGE != 0;
+            if sqe.flags & !read_needle_flags::ALL != 0
+                || sqe.reserved != 0
+                || cookie > u32::MAX as u64
+                || (!ranged && (range_offset != 0 || range_len != 0))
+                || sqe.buf_len > i32::MAX as u32
+                || (sqe.buf_len as usize) < NEEDLE_META_LEN
+            {
+                return Err(ResultCode::InvalidEntry);
+            }
+            if sqe.peer == 0 {
+                return Err(ResultCode::NoSuchPeer);
+            }
+            if !layout.buf_range_ok(sqe.buf_offset, sqe.buf_len as u64) {
+                return Err(ResultCode::OutOfBounds);
+            }
+            let data_cap = sqe.buf_len as usize - NEEDLE_META_LEN;
+            if ranged && range_len > data_cap as u64 {
+                return Err(ResultCode::OutOfBounds);
+            }
+            Ok(Request::ReadNeedle(NeedleRequest {
+                peer: sqe.peer,
+                volume: sqe.aux,
+                needle,
+                cookie: cookie as u32,
+                range_offset,
+                max_len: if ranged { range_len } else { data_cap as u64 },
+                ranged,
+                offset: sqe.buf_offset as usize,
+                data_cap,
             }))
         }
         _ => Err(ResultCode::UnknownOpcode),
@@ -351,8 +409,54 @@ mod tests {
     }
 
     #[test]
+    fn read_needle_fields() {
+        let r = Sqe {
+            opcode: opcode::READ_NEEDLE,
+            peer: 1,
+            buf_offset: 0,
+            buf_len: 4096,
+            aux: 7,
+            args: [0x1234, 0xdead_beef, 0, 0],
+            ..Default::default()
+        };
+        assert_eq!(
+            validate(&r, &layout()),
+            Ok(Request::ReadNeedle(NeedleRequest {
+                peer: 1,
+                volume: 7,
+                needle: 0x1234,
+                cookie: 0xdead_beef,
+                range_offset: 0,
+                max_len: 4096 - NEEDLE_META_LEN as u64,
+                ranged: false,
+                offset: 0,
+                data_cap: 4096 - NEEDLE_META_LEN,
+            }))
+        );
+        let ranged = Sqe {
+            flags: read_needle_flags::RANGE,
+            args: [0x1234, 1, 100, 10],
+            ..r
+        };
+        assert!(matches!(validate(&ranged, &layout()), Ok(Request::ReadNeedle(n)) if n.ranged && n.max_len == 10 && n.range_offset == 100));
+        for bad in [
+            Sqe { flags: 2, ..r },
+            Sqe { reserved: 1, ..r },
+            Sqe { args: [1, 1 << 32, 0, 0], ..r },
+            Sqe { args: [1, 1, 5, 0], ..r },
+            Sqe { buf_len: NEEDLE_META_LEN as u32 - 1, ..r },
+        ] {
+            assert_eq!(validate(&bad, &layout()), Err(ResultCode::InvalidEntry), "{bad:?}");
+        }
+        assert_eq!(validate(&Sqe { peer: 0, ..r }, &layout()), Err(ResultCode::NoSuchPeer));
+        assert_eq!(validate(&Sqe { buf_offset: 8192 - 2048, ..r }, &layout()), Err(ResultCode::OutOfBounds));
+        let too_long = Sqe { args: [1, 1, 0, 4096], ..ranged };
+        assert_eq!(validate(&too_long, &layout()), Err(ResultCode::OutOfBounds));
+    }
+
+    #[test]
     fn unknown_opcodes() {
-        for op in [0u8, 8, 200, 255] {
+        for op in [0u8, 9, 200, 255] {
             assert_eq!(
                 validate(
                     &Sqe {
