@@ -1,0 +1,265 @@
+// Package weedcluster runs a real SeaweedFS master and volume server (the `weed` binary) on
+// loopback, for the end-to-end tests, the demo and the benchmark: they write needles through
+// SeaweedFS's own HTTP API, then read the volume files the engine serves.
+package weedcluster
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"math/rand/v2"
+	"mime/multipart"
+	"net"
+	"net/http"
+	"net/textproto"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"syscall"
+	"time"
+)
+
+// ErrNoWeed: no `weed` binary was found (see FindWeed).
+var ErrNoWeed = errors.New("weedcluster: no weed binary: set SWRING_WEED or run scripts/weed")
+
+// FindWeed returns the `weed` binary to use: $SWRING_WEED, else the newest one scripts/weed
+// built into its cache (${SWRING_CACHE:-${XDG_CACHE_HOME:-~/.cache}/seaweed-ring}/weed-*/weed).
+func FindWeed() (string, error) {
+	if p := os.Getenv("SWRING_WEED"); p != "" {
+		if st, err := os.Stat(p); err != nil || st.IsDir() {
+			return "", fmt.Errorf("weedcluster: SWRING_WEED=%s is not a file: %w", p, ErrNoWeed)
+		}
+		return p, nil
+	}
+	cache := os.Getenv("SWRING_CACHE")
+	if cache == "" {
+		base := os.Getenv("XDG_CACHE_HOME")
+		if base == "" {
+			home, err := os.UserHomeDir()
+			if err != nil {
+				return "", ErrNoWeed
+			}
+			base = filepath.Join(home, ".cache")
+		}
+		cache = filepath.Join(base, "seaweed-ring")
+	}
+	found, _ := filepath.Glob(filepath.Join(cache, "weed-*", "weed"))
+	if len(found) == 0 {
+		return "", ErrNoWeed
+	}
+	return found[len(found)-1], nil
+}
+
+// Cluster is one master and one volume server, each a child process, with their data under
+// Dir.
+type Cluster struct {
+	Master    string // host:port of the master's HTTP API
+	Volume    string // host:port of the volume server's HTTP API
+	VolumeDir string // the volume server's -dir: the engine serves this directory
+	Dir       string
+	http      *http.Client
+	procs     []*exec.Cmd
+}
+
+// Options tune Start. The zero value is a small single-node cluster.
+type Options struct {
+	// VolumeSizeLimitMB is the master's -volumeSizeLimitMB (default 64).
+	VolumeSizeLimitMB int
+	// Log receives both processes' output (default: files weed-master.log and
+	// weed-volume.log under Dir).
+	Log io.Writer
+}
+
+// Start runs `weed master` and `weed volume` on free loopback ports with their data under
+// dir, and returns once the master assigns file ids to the volume server.
+func Start(ctx context.Context, weed, dir string, opt Options) (*Cluster, error) {
+	if opt.VolumeSizeLimitMB == 0 {
+		opt.VolumeSizeLimitMB = 64
+	}
+	c := &Cluster{Dir: dir, VolumeDir: filepath.Join(dir, "volume"), http: &http.Client{Timeout: 30 * time.Second}}
+	mdir := filepath.Join(dir, "master")
+	for _, d := range []string{mdir, c.VolumeDir} {
+		if err := os.MkdirAll(d, 0o755); err != nil {
+			return nil, err
+		}
+	}
+	mport, err := freePortPair()
+	if err != nil {
+		return nil, err
+	}
+	vport, err := freePortPair()
+	if err != nil {
+		return nil, err
+	}
+	c.Master = net.JoinHostPort("127.0.0.1", strconv.Itoa(mport))
+	c.Volume = net.JoinHostPort("127.0.0.1", strconv.Itoa(vport))
+	if err := c.spawn(weed, opt.Log, "weed-master.log", "master", "-ip=127.0.0.1", "-ip.bind=127.0.0.1",
+		"-port="+strconv.Itoa(mport), "-mdir="+mdir, "-peers=none", "-telemetry=false",
+		"-volumeSizeLimitMB="+strconv.Itoa(opt.VolumeSizeLimitMB)); err != nil {
+		return nil, err
+	}
+	if err := c.spawn(weed, opt.Log, "weed-volume.log", "volume", "-ip=127.0.0.1", "-ip.bind=127.0.0.1",
+		"-port="+strconv.Itoa(vport), "-dir="+c.VolumeDir, "-max=8", "-master="+c.Master,
+		"-preStopSeconds=0"); err != nil {
+		c.Stop()
+		return nil, err
+	}
+	// Ready when an assignment succeeds: the master is up and knows the volume server.
+	deadline := time.Now().Add(90 * time.Second)
+	for {
+		if _, _, err := c.Assign(ctx); err == nil {
+			return c, nil
+		} else if time.Now().After(deadline) || ctx.Err() != nil {
+			c.Stop()
+			return nil, fmt.Errorf("weedcluster: not ready after 90s (logs in %s): %w", dir, err)
+		}
+		time.Sleep(200 * time.Millisecond)
+	}
+}
+
+func (c *Cluster) spawn(weed string, log io.Writer, logName string, args ...string) error {
+	cmd := exec.Command(weed, args...)
+	if log == nil {
+		f, err := os.Create(filepath.Join(c.Dir, logName))
+		if err != nil {
+			return err
+		}
+		defer f.Close() // the child keeps its own descriptor
+		log = f
+	}
+	cmd.Stdout, cmd.Stderr = log, log
+	// Own process group: Stop kills the server and anything it started.
+	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true, Pdeathsig: syscall.SIGKILL}
+	if err := cmd.Start(); err != nil {
+		return fmt.Errorf("weedcluster: start weed %s: %w", args[0], err)
+	}
+	c.procs = append(c.procs, cmd)
+	return nil
+}
+
+// Stop ends both processes (SIGTERM, then SIGKILL after 10 s) and waits for them.
+func (c *Cluster) Stop() {
+	for i := len(c.procs) - 1; i >= 0; i-- {
+		p := c.procs[i]
+		_ = syscall.Kill(-p.Process.Pid, syscall.SIGTERM)
+		done := make(chan struct{})
+		go func() { _ = p.Wait(); close(done) }()
+		select {
+		case <-done:
+		case <-time.After(10 * time.Second):
+			_ = syscall.Kill(-p.Process.Pid, syscall.SIGKILL)
+			<-done
+		}
+	}
+	c.procs = nil
+}
+
+// freePortPair finds a loopback port p with p+10000 also free (weed's gRPC port).
+func freePortPair() (int, error) {
+	for range 200 {
+		p := 20000 + rand.IntN(20000)
+		a, err := net.Listen("tcp", net.JoinHostPort("127.0.0.1", strconv.Itoa(p)))
+		if err != nil {
+			continue
+		}
+		b, err := net.Listen("tcp", net.JoinHostPort("127.0.0.1", strconv.Itoa(p+10000)))
+		a.Close()
+		if err != nil {
+			continue
+		}
+		b.Close()
+		return p, nil
+	}
+	return 0, errors.New("weedcluster: no free port pair found")
+}
+
+// Assign asks the master for a new file id; returns it and the volume server's address.
+func (c *Cluster) Assign(ctx context.Context) (fid, url string, err error) {
+	req, _ := http.NewRequestWithContext(ctx, http.MethodGet, "http://"+c.Master+"/dir/assign", nil)
+	resp, err := c.http.Do(req)
+	if err != nil {
+		return "", "", err
+	}
+	defer resp.Body.Close()
+	var a struct {
+		Fid   string `json:"fid"`
+		URL   string `json:"url"`
+		Error string `json:"error"`
+	}
+	if err := json.NewDecoder(resp.Body).Decode(&a); err != nil {
+		return "", "", fmt.Errorf("weedcluster: assign: %w", err)
+	}
+	if a.Error != "" || a.Fid == "" {
+		return "", "", fmt.Errorf("weedcluster: assign: %q", a.Error)
+	}
+	return a.Fid, a.URL, nil
+}
+
+// Upload stores data as a new file (multipart form, as `weed upload` and filers do) and
+// returns its file id. The volume server may gzip compressible content (text mime types).
+func (c *Cluster) Upload(ctx context.Context, name, mime string, data []byte) (string, error) {
+	fid, url, err := c.Assign(ctx)
+	if err != nil {
+		return "", err
+	}
+	return fid, c.Put(ctx, url, fid, name, mime, data)
+}
+
+// Put writes data under an existing file id (a new upload or an overwrite).
+func (c *Cluster) Put(ctx context.Context, url, fid, name, mime string, data []byte) error {
+	var body bytes.Buffer
+	w := multipart.NewWriter(&body)
+	h := textproto.MIMEHeader{}
+	h.Set("Content-Disposition", fmt.Sprintf(`form-data; name="file"; filename=%q`, name))
+	if mime != "" {
+		h.Set("Content-Type", mime)
+	}
+	part, _ := w.CreatePart(h)
+	part.Write(data)
+	w.Close()
+	req, _ := http.NewRequestWithContext(ctx, http.MethodPost, "http://"+url+"/"+fid, &body)
+	req.Header.Set("Content-Type", w.FormDataContentType())
+	resp, err := c.http.Do(req)
+	if err != nil {
+		return err
+	}
+	defer resp.Body.Close()
+	msg, _ := io.ReadAll(resp.Body)
+	if resp.StatusCode != http.StatusCreated {
+		return fmt.Errorf("weedcluster: upload %s: %s: %s", fid, resp.Status, strings.TrimSpace(string(msg)))
+	}
+	return nil
+}
+
+// Delete deletes a file.
+func (c *Cluster) Delete(ctx context.Context, fid string) error {
+	req, _ := http.NewRequestWithContext(ctx, http.MethodDelete, "http://"+c.Volume+"/"+fid, nil)
+	resp, err := c.http.Do(req)
+	if err != nil {
+		return err
+	}
+	defer resp.Body.Close()
+	io.Copy(io.Discard, resp.Body)
+	if resp.StatusCode != http.StatusAccepted {
+		return fmt.Errorf("weedcluster: delete %s: %s", fid, resp.Status)
+	}
+	return nil
+}
+
+// Get reads a file with a plain Go HTTP GET (which asks for gzip and decompresses), as a
+// SeaweedFS client would: the bytes every other path must match.
+func (c *Cluster) Get(ctx context.Context, fid string) ([]byte, int, error) {
+	req, _ := http.NewRequestWithContext(ctx, http.MethodGet, "http://"+c.Volume+"/"+fid, nil)
+	resp, err := c.http.Do(req)
+	if err != nil {
+		return nil, 0, err
+	}
+	defer resp.Body.Close()
+	b, err := io.ReadAll(resp.Body)
+	return b, resp.StatusCode, err
+}
