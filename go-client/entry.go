@@ -21,6 +21,21 @@ const (
 	OpRead uint8 = 6
 	// OpWrite writes BufLen bytes from BufOffset to a peer's export, the mirror of OpRead.
 	OpWrite uint8 = 7
+	// OpReadNeedle reads a SeaweedFS needle from the volume server whose engine is Peer:
+	// volume Aux, needle id Args[0], cookie Args[1] (low 32 bits). With FlagReadNeedleRange,
+	// only Args[3] bytes from data offset Args[2] (clamped to the end of the data); without
+	// it Args[2] and Args[3] must be 0 and the whole data is read. The BufLen bytes at
+	// BufOffset (at least NeedleMetaLen) receive the needle's metadata (NeedleMeta) in their
+	// first NeedleMetaLen bytes and the data after them; result = data bytes. See
+	// Client.ReadNeedle.
+	OpReadNeedle uint8 = 8
+)
+
+// SQE flags of OpReadNeedle (ring-proto entry.rs `read_needle_flags`).
+const (
+	// FlagReadNeedleRange: Args[2] and Args[3] are a byte range (offset, length) of the
+	// needle's data; the length must fit the buffer's data capacity (BufLen-NeedleMetaLen).
+	FlagReadNeedleRange uint8 = 1
 )
 
 // Services a peer engine answers SEND requests for (the SQE's aux; ring-proto entry.rs

@@ -26,6 +26,15 @@ var (
 	// ErrBufferTooLarge: a buffer request exceeds the buffer area (or free space can never
 	// satisfy it).
 	ErrBufferTooLarge = errors.New("swring: buffer request larger than the buffer area")
+	// ErrNeedleNotFound: the needle cannot be read because it is not there for this file
+	// id: no such volume, no such needle, deleted, or a cookie that does not match — the
+	// cases in which the volume server's HTTP GET answers 404. ErrNoSuchVolume,
+	// ErrNoSuchNeedle, ErrNeedleDeleted and ErrCookieMismatch match it, and so does an
+	// HTTP 404 of the NeedleReader's HTTP path (which cannot tell the cases apart).
+	ErrNeedleNotFound = errors.New("swring: needle not found")
+	// ErrBadFileID: a file id that is not SeaweedFS's "<volume id>,<needle id><cookie>"
+	// (ParseFileID).
+	ErrBadFileID = errors.New("swring: bad file id")
 )
 
 // ResultError is the negative result of a completion (ring-proto entry.rs ResultCode).
@@ -58,6 +67,23 @@ const (
 	ErrNotExported ResultError = -11
 	// ErrPermissionDenied: the export does not allow this operation.
 	ErrPermissionDenied ResultError = -12
+	// ErrNoSuchVolume: READ_NEEDLE: the serving engine has no volume with this id. Matches
+	// ErrNeedleNotFound.
+	ErrNoSuchVolume ResultError = -13
+	// ErrNoSuchNeedle: READ_NEEDLE: the volume has no needle with this id (never written).
+	// Matches ErrNeedleNotFound.
+	ErrNoSuchNeedle ResultError = -14
+	// ErrNeedleDeleted: READ_NEEDLE: the needle was deleted. Matches ErrNeedleNotFound.
+	ErrNeedleDeleted ResultError = -15
+	// ErrCookieMismatch: READ_NEEDLE: the file id's cookie is not the needle's (no bytes
+	// were sent). Matches ErrNeedleNotFound.
+	ErrCookieMismatch ResultError = -16
+	// ErrCorrupt: READ_NEEDLE: the stored needle failed its checks (CRC-32C, header): a
+	// damaged volume file.
+	ErrCorrupt ResultError = -17
+	// ErrRangeNotSatisfiable: READ_NEEDLE: the range starts beyond the end of the needle's
+	// data (HTTP 416).
+	ErrRangeNotSatisfiable ResultError = -18
 )
 
 func (e ResultError) Error() string {
@@ -86,13 +112,33 @@ func (e ResultError) Error() string {
 		return "swring: not-exported (-11)"
 	case ErrPermissionDenied:
 		return "swring: permission-denied (-12)"
+	case ErrNoSuchVolume:
+		return "swring: no-such-volume (-13)"
+	case ErrNoSuchNeedle:
+		return "swring: no-such-needle (-14)"
+	case ErrNeedleDeleted:
+		return "swring: needle-deleted (-15)"
+	case ErrCookieMismatch:
+		return "swring: cookie-mismatch (-16)"
+	case ErrCorrupt:
+		return "swring: corrupt (-17)"
+	case ErrRangeNotSatisfiable:
+		return "swring: range-not-satisfiable (-18)"
 	}
 	return fmt.Sprintf("swring: result code %d", int32(e))
 }
 
-// Is lets errors.Is(ErrShuttingDown, ErrEngineUnavailable) hold.
+// Is lets errors.Is(ErrShuttingDown, ErrEngineUnavailable) hold, and makes the needle
+// codes that mean "not there" (ErrNoSuchVolume, ErrNoSuchNeedle, ErrNeedleDeleted,
+// ErrCookieMismatch) match ErrNeedleNotFound.
 func (e ResultError) Is(target error) bool {
-	return e == ErrShuttingDown && target == ErrEngineUnavailable
+	switch target {
+	case ErrEngineUnavailable:
+		return e == ErrShuttingDown
+	case ErrNeedleNotFound:
+		return e == ErrNoSuchVolume || e == ErrNoSuchNeedle || e == ErrNeedleDeleted || e == ErrCookieMismatch
+	}
+	return false
 }
 
 // ControlErrorCode is the code of an Error message on the control socket.

@@ -1,6 +1,7 @@
 package swring
 
 import (
+	"math"
 	"net"
 	"net/netip"
 	"os"
@@ -19,9 +20,11 @@ import (
 
 // fakeEngine is a small Go implementation of the engine side of the protocol (SPEC.md),
 // used to test the client without the Rust engine: control socket, memfd region, eventfds,
-// a polling worker per session with the CQ admission rule, NOP, FILL and SEND (every peer
-// from ConnectPeer echoes, in place), Close, Ping, shutdown with Draining/Closed. It runs in-process or, for kill/restart tests, in a child
-// process (the test binary re-executed with SWRING_FAKE_ENGINE set; see TestMain).
+// a polling worker per session with the CQ admission rule, NOP, FILL, SEND (every peer
+// from ConnectPeer echoes, in place) and READ_NEEDLE (every peer serves the needles of
+// e.needles, see needlestore_test.go), Close, Ping, shutdown with Draining/Closed. It runs
+// in-process or, for kill/restart tests, in a child process (the test binary re-executed
+// with SWRING_FAKE_ENGINE set; see TestMain).
 type fakeEngine struct {
 	path    string
 	ln      *net.UnixListener
@@ -38,7 +41,21 @@ type fakeEngine struct {
 	nextID   uint32
 	closing  bool
 	peers    map[netip.AddrPort]uint32 // ConnectPeer handles, engine-wide like the real engine's
+	peerList []netip.AddrPort          // the address of handle h at h-1
 	wg       sync.WaitGroup
+
+	// READ_NEEDLE: the needles every peer serves (nil: none, every read is no-such-volume).
+	needles *needleStore
+	// strictRange: a ranged read starting at the end of the data is range-not-satisfiable
+	// (also offset 0 of an empty needle); otherwise only a start beyond the end is.
+	strictRange bool
+	// needleHook, when set, may answer a READ_NEEDLE itself: a result code (< 0) to
+	// return, or 0 to serve it normally. It runs on the session worker. Guarded by mu
+	// (setNeedleHook).
+	needleHook func(peer netip.AddrPort, fid FileID, e *SQE) int32
+	// needleReads counts executed READ_NEEDLEs; maxNeedlePass is the most taken in one
+	// worker pass (requests in flight together).
+	needleReads, maxNeedlePass atomic.Int64
 
 	// hooks for header-validation tests
 	corruptHeader func(r region)
@@ -258,6 +275,7 @@ func (s *fakeSession) readControl() {
 			if !ok {
 				h = uint32(len(s.e.peers) + 1)
 				s.e.peers[a] = h
+				s.e.peerList = append(s.e.peerList, a)
 			}
 			s.e.mu.Unlock()
 			s.conn.Write((&message{kind: kindPeerConnected, peer: h}).encode(nil))
@@ -289,8 +307,12 @@ func (s *fakeSession) pass(failAll bool) int {
 		return -1
 	}
 	n := min(ready, free)
+	needles := int64(0)
 	for i := uint32(0); i < n; i++ {
 		e := s.sq.popSQE()
+		if e.Opcode == OpReadNeedle {
+			needles++
+		}
 		res := int32(0)
 		if failAll {
 			res = int32(ErrShuttingDown)
@@ -301,6 +323,8 @@ func (s *fakeSession) pass(failAll bool) int {
 			res = s.execute(&e)
 		}
 		s.cq.pushCQE(CQE{UserData: e.UserData, Result: res})
+	}
+	for m := s.e.maxNeedlePass.Load(); needles > m && !s.e.maxNeedlePass.CompareAndSwap(m, needles); m = s.e.maxNeedlePass.Load() {
 	}
 	if n > 0 {
 		s.sq.release()
@@ -366,9 +390,77 @@ func (s *fakeSession) execute(e *SQE) int32 {
 		}
 		copy(s.reg.bytes(s.l.BufOffset+e.Args[0], uint64(e.BufLen)), s.reg.bytes(s.l.BufOffset+e.BufOffset, uint64(e.BufLen)))
 		return int32(e.BufLen)
+	case OpReadNeedle:
+		return s.readNeedle(e)
 	}
 	atomic.AddUint32(s.sq.ctl.invalid, 1)
 	return int32(ErrUnknownOpcode)
+}
+
+// readNeedle validates a READ_NEEDLE in the order of ring-proto validate.rs, then serves it
+// from the engine's needle store like the engine's needle path: metadata at the buffer's
+// start, data at NeedleMetaLen, result = data bytes.
+func (s *fakeSession) readNeedle(e *SQE) int32 {
+	ranged := e.Flags&FlagReadNeedleRange != 0
+	if e.Flags&^FlagReadNeedleRange != 0 || e.Reserved != 0 || e.Args[1] > math.MaxUint32 ||
+		(!ranged && (e.Args[2] != 0 || e.Args[3] != 0)) || e.BufLen > math.MaxInt32 || e.BufLen < NeedleMetaLen {
+		atomic.AddUint32(s.sq.ctl.invalid, 1)
+		return int32(ErrInvalidEntry)
+	}
+	if e.Peer == 0 {
+		return int32(ErrNoSuchPeer)
+	}
+	end := e.BufOffset + uint64(e.BufLen)
+	dataCap := uint64(e.BufLen) - NeedleMetaLen
+	if end < e.BufOffset || end > s.l.BufSize || (ranged && e.Args[3] > dataCap) {
+		atomic.AddUint32(s.sq.ctl.invalid, 1)
+		return int32(ErrOutOfBounds)
+	}
+	s.e.needleReads.Add(1)
+	s.e.mu.Lock()
+	var addr netip.AddrPort
+	known := e.Peer <= uint32(len(s.e.peerList))
+	if known {
+		addr = s.e.peerList[e.Peer-1]
+	}
+	hook := s.e.needleHook
+	s.e.mu.Unlock()
+	if !known {
+		return int32(ErrNoSuchPeer)
+	}
+	fid := FileID{VolumeID: e.Aux, NeedleID: e.Args[0], Cookie: uint32(e.Args[1])}
+	if hook != nil {
+		if r := hook(addr, fid, e); r != 0 {
+			return r
+		}
+	}
+	n, res := s.e.needles.lookup(fid)
+	if res != 0 {
+		return res
+	}
+	size := uint64(len(n.data))
+	off, want := uint64(0), dataCap
+	if ranged {
+		off, want = e.Args[2], e.Args[3]
+		if off > size || (s.e.strictRange && off >= size) {
+			return int32(ErrRangeNotSatisfiable)
+		}
+	} else if size > dataCap {
+		return int32(ErrResponseTooLarge)
+	}
+	k := min(want, size-off)
+	m := n.meta
+	m.DataSize, m.RangeOffset = size, off
+	buf := s.reg.bytes(s.l.BufOffset+e.BufOffset, uint64(e.BufLen))
+	appendNeedleMeta(buf[:0:NeedleMetaLen], &m)
+	copy(buf[NeedleMetaLen:], n.data[off:off+k])
+	return int32(k)
+}
+
+func (e *fakeEngine) setNeedleHook(h func(peer netip.AddrPort, fid FileID, e *SQE) int32) {
+	e.mu.Lock()
+	e.needleHook = h
+	e.mu.Unlock()
 }
 
 // work polls the session until it stops, and returns the close reason to publish.

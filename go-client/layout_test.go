@@ -32,9 +32,15 @@ type layoutFile struct {
 	LayoutVersion uint32      `json:"layout_version"`
 	Magic         uint64      `json:"magic"`
 	Opcodes       map[string]uint8
-	ResultCodes   map[string]int32  `json:"result_codes"`
-	Services      map[string]uint32 `json:"services"`
-	RingCtl       struct {
+	ReadNeedle    struct {
+		Flags       map[string]uint8  `json:"flags"`
+		MetaFields  map[string]uint64 `json:"meta_fields"`
+		MetaLen     int               `json:"meta_len"`
+		NeedleFlags map[string]uint8  `json:"needle_flags"`
+	} `json:"read_needle"`
+	ResultCodes map[string]int32  `json:"result_codes"`
+	Services    map[string]uint32 `json:"services"`
+	RingCtl     struct {
 		fieldsBlock
 		NeedWakeup uint32 `json:"need_wakeup"`
 	} `json:"ring_ctl"`
@@ -138,7 +144,7 @@ func TestLayoutMatchesRingProto(t *testing.T) {
 		}
 	}
 	ops := map[string]uint8{"nop": OpNop, "fill": OpFill, "send": OpSend,
-		"export": OpExport, "unexport": OpUnexport, "read": OpRead, "write": OpWrite}
+		"export": OpExport, "unexport": OpUnexport, "read": OpRead, "write": OpWrite, "read_needle": OpReadNeedle}
 	for name, v := range f.Opcodes {
 		if g, ok := ops[name]; !ok || g != v {
 			t.Errorf("opcode %s: json %d, Go %d (known %v)", name, v, g, ok)
@@ -158,7 +164,8 @@ func TestLayoutMatchesRingProto(t *testing.T) {
 	}
 	names := map[int32]string{-1: "unknown-opcode", -2: "invalid-entry", -3: "out-of-bounds", -4: "shutting-down", -5: "internal",
 		-6: "no-such-peer", -7: "peer-failed", -8: "timed-out", -9: "response-too-large", -10: "unknown-service",
-		-11: "not-exported", -12: "permission-denied"}
+		-11: "not-exported", -12: "permission-denied", -13: "no-such-volume", -14: "no-such-needle", -15: "needle-deleted",
+		-16: "cookie-mismatch", -17: "corrupt", -18: "range-not-satisfiable"}
 	for name, v := range f.ResultCodes {
 		if names[v] != name {
 			t.Errorf("result code %s = %d unknown to the Go client", name, v)
@@ -224,6 +231,75 @@ func TestLayoutMatchesRingProto(t *testing.T) {
 	}
 	if len(sf) != 9 || len(cf) != 3 {
 		t.Errorf("entry fields: json has %d SQE / %d CQE fields", len(sf), len(cf))
+	}
+}
+
+// TestReadNeedleLayoutMatchesRingProto checks the READ_NEEDLE constants and the NeedleMeta
+// encoding against layout.json's read_needle block.
+func TestReadNeedleLayoutMatchesRingProto(t *testing.T) {
+	rn := loadLayoutFile(t).ReadNeedle
+	if rn.MetaLen != NeedleMetaLen {
+		t.Errorf("meta_len: json %d, Go %d", rn.MetaLen, NeedleMetaLen)
+	}
+	checkMap(t, "read_needle flag", rn.Flags, map[string]uint8{"range": FlagReadNeedleRange})
+	checkMap(t, "needle flag", rn.NeedleFlags, map[string]uint8{
+		"gzip": NeedleFlagGzip, "has_name": NeedleFlagHasName, "has_mime": NeedleFlagHasMime,
+		"has_last_modified": NeedleFlagHasLastModified, "has_ttl": NeedleFlagHasTTL, "has_pairs": NeedleFlagHasPairs,
+		"chunk_manifest": NeedleFlagChunkManifest,
+	})
+	checkMap(t, "meta field", rn.MetaFields, map[string]uint64{
+		"data_size": metaDataSize, "range_offset": metaRangeOffset, "last_modified": metaLastModified,
+		"append_at_ns": metaAppendAtNs, "checksum": metaChecksum, "flags": metaFlags, "name_len": metaNameLen,
+		"mime_len": metaMimeLen, "version": metaVersion, "ttl": metaTTL, "name": needleMetaFixed,
+	})
+	// Encode distinct values and find them at the json offsets; decode them back.
+	m := NeedleMeta{DataSize: 0x0102030405060708, RangeOffset: 0x1112131415161718, LastModified: 0x2122232425262728,
+		AppendAtNs: 0x3132333435363738, Checksum: 0x41424344, Flags: 0x51, Version: 3, TTL: [2]byte{0x61, 0x62},
+		Name: []byte("a.txt"), Mime: []byte("text/plain")}
+	b := appendNeedleMeta(nil, &m)
+	f := rn.MetaFields
+	le := binary.LittleEndian
+	for _, c := range []struct {
+		name      string
+		got, want uint64
+	}{
+		{"data_size", le.Uint64(b[f["data_size"]:]), m.DataSize},
+		{"range_offset", le.Uint64(b[f["range_offset"]:]), m.RangeOffset},
+		{"last_modified", le.Uint64(b[f["last_modified"]:]), m.LastModified},
+		{"append_at_ns", le.Uint64(b[f["append_at_ns"]:]), m.AppendAtNs},
+		{"checksum", uint64(le.Uint32(b[f["checksum"]:])), uint64(m.Checksum)},
+		{"flags", uint64(b[f["flags"]]), uint64(m.Flags)},
+		{"name_len", uint64(b[f["name_len"]]), 5},
+		{"mime_len", uint64(b[f["mime_len"]]), 10},
+		{"version", uint64(b[f["version"]]), 3},
+		{"ttl", uint64(le.Uint16(b[f["ttl"]:])), 0x6261},
+	} {
+		if c.got != c.want {
+			t.Errorf("meta field %s: read %#x at the json offset, want %#x", c.name, c.got, c.want)
+		}
+	}
+	if string(b[f["name"]:]) != "a.txttext/plain" || len(b) != needleMetaFixed+15 {
+		t.Errorf("name and mime: % x", b[needleMetaFixed:])
+	}
+	d, err := DecodeNeedleMeta(b)
+	if err != nil || d.DataSize != m.DataSize || d.RangeOffset != m.RangeOffset || d.LastModified != m.LastModified ||
+		d.AppendAtNs != m.AppendAtNs || d.Checksum != m.Checksum || d.Flags != m.Flags || d.Version != m.Version ||
+		d.TTL != m.TTL || string(d.Name) != "a.txt" || string(d.Mime) != "text/plain" {
+		t.Errorf("round trip: %+v, %v", d, err)
+	}
+}
+
+func checkMap[V comparable](t *testing.T, what string, json, goSide map[string]V) {
+	t.Helper()
+	for name, v := range json {
+		if g, ok := goSide[name]; !ok || g != v {
+			t.Errorf("%s %s: json %v, Go %v (known %v)", what, name, v, g, ok)
+		}
+	}
+	for name := range goSide {
+		if _, ok := json[name]; !ok {
+			t.Errorf("%s %s: known to the Go client, missing from layout.json", what, name)
+		}
 	}
 }
 

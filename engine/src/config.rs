@@ -20,6 +20,7 @@ pub struct Config {
     pub log: LogConfig,
     pub metrics: MetricsConfig,
     pub ucx: UcxConfig,
+    pub seaweedfs: SeaweedfsConfig,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
@@ -44,6 +45,77 @@ impl Default for UcxConfig {
             request_timeout_ms: 10_000,
             max_message_bytes: 64 << 20,
         }
+    }
+}
+
+/// `[seaweedfs]`: the volume server whose files this engine serves (`src/seaweed/`).
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, rename_all = "kebab-case", default)]
+pub struct SeaweedfsConfig {
+    /// Volume data directories (the volume server's `-dir`); empty: not a volume server.
+    pub directories: Vec<PathBuf>,
+    /// Where `.idx` files live when they are not beside the `.dat` (the volume server's
+    /// `-dir.idx`). An `.idx` beside its `.dat` wins, as in SeaweedFS.
+    pub idx_directories: Vec<PathBuf>,
+    pub idx_entry_size: IdxEntrySize,
+    /// How often the engine looks for new needles, new, vanished and compacted volumes.
+    pub refresh_interval_ms: u64,
+    /// Check each needle's CRC-32C (once per stored needle) before serving it.
+    pub verify_crc: bool,
+}
+
+impl Default for SeaweedfsConfig {
+    fn default() -> Self {
+        Self {
+            directories: Vec::new(),
+            idx_directories: Vec::new(),
+            idx_entry_size: IdxEntrySize::Auto,
+            refresh_interval_ms: 1000,
+            verify_crc: true,
+        }
+    }
+}
+
+/// `seaweedfs.idx-entry-size`: `"auto"`, 16 (SeaweedFS's default build, 4-byte offsets) or 17
+/// (built with `-tags 5BytesOffset`). Any integer parses, so that validation can name the key.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum IdxEntrySize {
+    #[default]
+    Auto,
+    Fixed(i64),
+}
+
+impl Serialize for IdxEntrySize {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        match self {
+            Self::Auto => s.serialize_str("auto"),
+            Self::Fixed(n) => s.serialize_i64(*n),
+        }
+    }
+}
+
+impl<'de> Deserialize<'de> for IdxEntrySize {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct V;
+        impl serde::de::Visitor<'_> for V {
+            type Value = IdxEntrySize;
+            fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+                f.write_str("\"auto\", 16 or 17")
+            }
+            fn visit_str<E: serde::de::Error>(self, v: &str) -> Result<IdxEntrySize, E> {
+                match v {
+                    "auto" => Ok(IdxEntrySize::Auto),
+                    _ => Err(E::invalid_value(serde::de::Unexpected::Str(v), &self)),
+                }
+            }
+            fn visit_i64<E: serde::de::Error>(self, v: i64) -> Result<IdxEntrySize, E> {
+                Ok(IdxEntrySize::Fixed(v))
+            }
+            fn visit_u64<E: serde::de::Error>(self, v: u64) -> Result<IdxEntrySize, E> {
+                Ok(IdxEntrySize::Fixed(i64::try_from(v).unwrap_or(i64::MAX)))
+            }
+        }
+        d.deserialize_any(V)
     }
 }
 
@@ -362,6 +434,7 @@ impl Config {
                 "use error, warn, info, debug or trace, or directives such as \"info,engine=debug\"",
             ));
         }
+        self.seaweedfs.validate()?;
         if let Some(l) = &self.metrics.listen {
             if l.parse::<std::net::SocketAddr>().is_err() {
                 return Err(invalid(
@@ -381,6 +454,73 @@ impl Config {
             None => allowed_cpus.iter().max().map(|&c| vec![c]).unwrap_or_else(|| vec![0]),
         }
     }
+}
+
+impl SeaweedfsConfig {
+    fn validate(&self) -> Result<(), ConfigError> {
+        for (key, dirs) in [
+            ("seaweedfs.directories", &self.directories),
+            ("seaweedfs.idx-directories", &self.idx_directories),
+        ] {
+            let mut seen = std::collections::HashSet::new();
+            for d in dirs {
+                if !seen.insert(d) {
+                    return Err(invalid(
+                        key,
+                        format!("{} is listed twice", d.display()),
+                        "list each directory once",
+                    ));
+                }
+                check_readable_dir(key, d)?;
+            }
+        }
+        if self.directories.is_empty() && !self.idx_directories.is_empty() {
+            return Err(invalid(
+                "seaweedfs.idx-directories",
+                "set while seaweedfs.directories is empty",
+                "list the volume server's data directories (its -dir) in seaweedfs.directories, or remove idx-directories",
+            ));
+        }
+        if let IdxEntrySize::Fixed(n) = self.idx_entry_size {
+            if n != 16 && n != 17 {
+                return Err(invalid(
+                    "seaweedfs.idx-entry-size",
+                    format!("{n} is not an index entry size SeaweedFS writes"),
+                    "use \"auto\", 16 (the default SeaweedFS build) or 17 (a build with -tags 5BytesOffset)",
+                ));
+            }
+        }
+        if self.refresh_interval_ms == 0 {
+            return Err(invalid(
+                "seaweedfs.refresh-interval-ms",
+                "0 would never pick up new volumes or compacted ones",
+                "use e.g. 1000",
+            ));
+        }
+        Ok(())
+    }
+}
+
+/// A directory the engine must be able to list (the files in it are checked when opened).
+fn check_readable_dir(key: &'static str, d: &Path) -> Result<(), ConfigError> {
+    let fix = "create it or correct the path (the engine needs read access: run it as the volume server's user or in a group that may read its files)";
+    match std::fs::metadata(d) {
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+            return Err(invalid(key, format!("{} does not exist", d.display()), fix))
+        }
+        Err(e) => return Err(invalid(key, format!("{} cannot be read: {e}", d.display()), fix)),
+        Ok(m) if !m.is_dir() => {
+            return Err(invalid(
+                key,
+                format!("{} is not a directory", d.display()),
+                "list directories, not files",
+            ))
+        }
+        Ok(_) => {}
+    }
+    std::fs::read_dir(d)
+        .map(drop)
+        .map_err(|e| invalid(key, format!("{} cannot be listed: {e}", d.display()), fix))
 }
 
 fn check_ring(key: &'static str, v: u32) -> Result<(), ConfigError> {
@@ -464,6 +604,35 @@ mod tests {
             e.contains("require") && e.contains("prefer") && e.contains("off"),
             "{e}"
         );
+    }
+
+    #[test]
+    fn seaweedfs_section_parses_validates_and_round_trips() {
+        let dir = std::env::temp_dir();
+        let text = format!(
+            "[seaweedfs]\ndirectories = [{d:?}]\nidx-directories = [{d:?}]\nidx-entry-size = 17\nrefresh-interval-ms = 250\nverify-crc = false\n",
+            d = dir.display().to_string()
+        );
+        let c = Config::parse(&text, "t.toml").unwrap();
+        assert_eq!(c.seaweedfs.directories, [dir.clone()]);
+        assert_eq!(c.seaweedfs.idx_entry_size, IdxEntrySize::Fixed(17));
+        assert_eq!((c.seaweedfs.refresh_interval_ms, c.seaweedfs.verify_crc), (250, false));
+        c.validate(&[0]).unwrap();
+        let back = Config::parse(&toml::to_string(&c).unwrap(), "back.toml").unwrap();
+        assert_eq!(back, c);
+        let auto = Config::parse("[seaweedfs]\nidx-entry-size = \"auto\"\n", "t.toml").unwrap();
+        assert_eq!(auto.seaweedfs.idx_entry_size, IdxEntrySize::Auto);
+        assert_eq!(
+            toml::Value::try_from(&auto).unwrap()["seaweedfs"]["idx-entry-size"].as_str(),
+            Some("auto")
+        );
+        let e = Config::parse("[seaweedfs]\nrefresh-interval-ms = 0\n", "t.toml").unwrap().validate(&[0]).unwrap_err();
+        assert!(e.to_string().starts_with("config key seaweedfs.refresh-interval-ms:"), "{e}");
+        let e = Config::parse(&format!("[seaweedfs]\nidx-directories = [{:?}]\n", dir.display().to_string()), "t.toml")
+            .unwrap()
+            .validate(&[0])
+            .unwrap_err();
+        assert!(e.to_string().starts_with("config key seaweedfs.idx-directories: set while"), "{e}");
     }
 
     #[test]

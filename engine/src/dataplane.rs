@@ -9,7 +9,18 @@
 //! AM_INFO    (id 4)  header: req_id u64 | status i32  | perms u32      data: base u64 | len u64 | rkey
 //! AM_REVOKE  (id 5)  header: 0 u64      | export u32  | key u32        data: none
 //! AM_ACK     (id 6)  header: 0 u64      | export u32  | key u32        data: none
+//! AM_NEEDLE_REQUEST (id 7)  header: req_id u64 | needle u64 | range_offset u64 | max_len u64
+//!                                   | volume u32 | cookie u32 | flags u32 | 0 u32    data: none
+//! AM_NEEDLE_REPLY   (id 8)  header: req_id u64 | status i32 | meta_len u32 | NeedleMeta
+//!                           data: the needle's data bytes (or the range), sent from the volume
+//!                           file's mapping
 //! ```
+//!
+//! READ_NEEDLE: the serving engine looks the needle up in its volume store (`seaweed/`),
+//! checks the cookie before anything else leaves, verifies the data's CRC-32C once, and sends
+//! the bytes straight from its mapping of the `.dat` file. The requester writes the metadata
+//! into the first `NEEDLE_META_LEN` bytes of the client's buffer and receives the data after
+//! it (by rendezvous straight into the shared buffer when large).
 //!
 //! READ/WRITE: the requester fetches an export's descriptor (AM_QUERY → AM_INFO) once per
 //! connection, checks bounds and permissions against it, then reads or writes with one-sided
@@ -31,7 +42,9 @@ use ring_proto::entry::service;
 use ring_proto::ResultCode;
 
 use crate::exports::{ExportTable, PERM_READ, PERM_WRITE};
-use crate::ops::{RmaRequest, SendRequest};
+use crate::ops::{NeedleRequest, RmaRequest, SendRequest};
+use crate::seaweed::{NeedleRead, VolumeStore};
+use ring_proto::needle::{NeedleMeta, NEEDLE_META_LEN, NEEDLE_META_MAX};
 use crate::session::{Remote, SessionShared};
 use engine::ucx::{self, AmData, Endpoint, EpKey, RemoteKey, RndvData, Started, UcxError, WorkerEvent};
 
@@ -41,8 +54,20 @@ const AM_QUERY: u16 = 3;
 const AM_INFO: u16 = 4;
 const AM_REVOKE: u16 = 5;
 const AM_ACK: u16 = 6;
-const AM_IDS: [u16; 6] = [AM_REQUEST, AM_REPLY, AM_QUERY, AM_INFO, AM_REVOKE, AM_ACK];
+const AM_NEEDLE_REQUEST: u16 = 7;
+const AM_NEEDLE_REPLY: u16 = 8;
+const AM_IDS: [u16; 8] = [
+    AM_REQUEST,
+    AM_REPLY,
+    AM_QUERY,
+    AM_INFO,
+    AM_REVOKE,
+    AM_ACK,
+    AM_NEEDLE_REQUEST,
+    AM_NEEDLE_REPLY,
+];
 const HEADER_LEN: usize = 16;
+const NEEDLE_HEADER_LEN: usize = 48;
 /// Tokens of this worker's own sends/receives on behalf of peers (replies, echo receives)
 /// have this bit set; requester tokens are request ids.
 const SERVER_TOKEN: u64 = 1 << 63;
@@ -171,6 +196,8 @@ pub struct UcxSettings {
     pub peers: Arc<PeerRegistry>,
     /// Memory this engine's clients export (engine-wide: any worker serves queries).
     pub exports: ExportTable,
+    /// The SeaweedFS volumes this engine serves to peers (`[seaweedfs] directories`).
+    pub volumes: Option<Arc<VolumeStore>>,
     context: OnceLock<Result<Arc<ucx::Context>, UcxError>>,
 }
 
@@ -184,6 +211,7 @@ impl UcxSettings {
             max_message: cfg.max_message_bytes as usize,
             peers,
             exports: ExportTable::default(),
+            volumes: None,
             context: OnceLock::new(),
         }
     }
@@ -224,6 +252,8 @@ struct Pending {
     receiving: bool,
     /// Set for READ/WRITE (`resp_offset`/`resp_cap` are then the local range).
     rma: Option<RmaRequest>,
+    /// READ_NEEDLE: where the metadata goes (the data goes to `resp_offset`).
+    meta_offset: Option<usize>,
 }
 
 /// A peer's export as this worker knows it (per connection: the remote key is unpacked for
@@ -242,19 +272,39 @@ struct RemoteExport {
 
 /// What a request or query send UCX has not finished needs kept alive: (header, the session
 /// whose buffer the payload is read from, peer handle).
-type InFlightSend = (Box<[u8; HEADER_LEN]>, Arc<SessionShared>, u32);
+type InFlightSend = (Box<[u8]>, Arc<SessionShared>, u32);
 
 /// A reply (header + payload) or an echo receive buffer UCX is using.
 struct ServerBuf {
     ep: EpKey,
     req_id: u64,
-    data: Vec<u8>,
-    _header: Option<Box<[u8; HEADER_LEN]>>,
+    data: Payload,
+    _header: Option<Box<[u8]>>,
+}
+
+/// What a message of ours sends (or an echo receive fills).
+enum Payload {
+    Bytes(Vec<u8>),
+    /// A needle's data in a volume file's mapping, kept mapped until UCX is done with it.
+    Needle(NeedleRead),
+}
+
+impl Payload {
+    fn ptr_len(&self) -> (*const u8, usize) {
+        match self {
+            Self::Bytes(b) => (b.as_ptr(), b.len()),
+            Self::Needle(n) => (n.data().as_ptr(), n.data().len()),
+        }
+    }
 }
 
 impl ServerBuf {
     /// The echo service's answer: the received payload, sent back as a successful REPLY.
     fn into_echo_reply(self) -> (EpKey, u16, Header, Vec<u8>) {
+        let data = match self.data {
+            Payload::Bytes(b) => b,
+            Payload::Needle(_) => unreachable!("echo receives are byte buffers"),
+        };
         (
             self.ep,
             AM_REPLY,
@@ -263,7 +313,7 @@ impl ServerBuf {
                 a: 0,
                 b: 0,
             },
-            self.data,
+            data,
         )
     }
 }
@@ -293,6 +343,8 @@ struct Deferred {
     rma_done: Vec<(u32, u32)>,
     /// Peers whose connection carried an answer (its transports are known now).
     answered: Vec<u32>,
+    /// Needle reads peers asked us for, answered after progress.
+    needle_reads: Vec<(EpKey, NeedleWire)>,
 }
 
 pub struct DataPlane {
@@ -389,17 +441,25 @@ impl DataPlane {
                     reply_ep = m.reply_ep.is_some(),
                     "active message"
                 );
-                let Some(h) = Header::parse(m.header) else {
+                if m.id == AM_NEEDLE_REQUEST {
+                    match (NeedleWire::parse(m.header), m.reply_ep) {
+                        (Some(w), Some(ep)) => deferred.needle_reads.push((ep, w)),
+                        _ => tracing::warn!(len = m.header.len(), "malformed needle request dropped"),
+                    }
+                    return;
+                }
+                let Some(h) = Header::parse_prefix(m.header, m.id == AM_NEEDLE_REPLY) else {
                     tracing::warn!(len = m.header.len(), "malformed active message header dropped");
                     return;
                 };
                 match (m.id, m.reply_ep) {
                     (AM_REQUEST, Some(ep)) => serve_request(h, m.data, ep, max_message, deferred),
-                    (AM_REPLY, _) => {
+                    (AM_REPLY | AM_NEEDLE_REPLY, _) => {
                         if let Some(p) = pending.get(&h.req_id) {
                             deferred.answered.push(p.peer);
                         }
-                        take_reply(h, m.data, pending, deferred, out)
+                        let meta = (m.id == AM_NEEDLE_REPLY).then(|| &m.header[HEADER_LEN..]);
+                        take_reply(h, meta, m.data, pending, deferred, out)
                     }
                     (AM_QUERY, Some(ep)) => {
                         let (header, body) = match settings.exports.query(h.a, h.b, worker_id, ep) {
@@ -445,7 +505,7 @@ impl DataPlane {
                     }
                     (AM_REVOKE, Some(ep)) => deferred.revokes.push((ep, h.a, h.b)),
                     (AM_ACK, Some(ep)) => settings.exports.acked(h.a, h.b, worker_id, ep),
-                    (id, None) if id != AM_REPLY && id != AM_INFO => {
+                    (id, None) if id != AM_REPLY && id != AM_INFO && id != AM_NEEDLE_REPLY => {
                         tracing::warn!(id, "active message without a reply endpoint dropped")
                     }
                     _ => {}
@@ -549,7 +609,7 @@ impl DataPlane {
                 ServerBuf {
                     ep,
                     req_id,
-                    data: buf,
+                    data: Payload::Bytes(buf),
                     _header: None,
                 },
             );
@@ -566,6 +626,10 @@ impl DataPlane {
                     tracing::debug!(error = %e, "echo receive failed");
                 }
             }
+        }
+        for (ep, w) in d.needle_reads {
+            any = true;
+            self.serve_needle(ep, w);
         }
         for peer in d.answered {
             self.log_transports(peer);
@@ -622,6 +686,42 @@ impl DataPlane {
         any
     }
 
+    /// Serving side: answers a peer's needle read from the volume store, the data straight
+    /// from the volume file's mapping.
+    fn serve_needle(&mut self, ep: EpKey, w: NeedleWire) {
+        let read = match &self.settings.volumes {
+            None => Err(ResultCode::NoSuchVolume),
+            Some(store) => store
+                .read(w.volume, w.needle, w.cookie, w.range_offset, w.max_len, w.ranged)
+                .map_err(|e| e.code()),
+        };
+        let (status, meta_len, payload) = match read {
+            Ok(n) => {
+                let mut header = Vec::with_capacity(HEADER_LEN + n.meta.encoded_len());
+                header.extend_from_slice(&[0u8; HEADER_LEN]);
+                n.meta.encode_into(&mut header);
+                (0, header.len() - HEADER_LEN, Some((header, n)))
+            }
+            Err(code) => {
+                tracing::debug!(volume = w.volume, needle = w.needle, %code, "needle read refused");
+                (code as i32, 0, None)
+            }
+        };
+        let h = Header {
+            req_id: w.req_id,
+            a: status as u32,
+            b: meta_len as u32,
+        }
+        .encode();
+        match payload {
+            Some((mut header, needle)) => {
+                header[..HEADER_LEN].copy_from_slice(&h);
+                self.send_raw(ep, AM_NEEDLE_REPLY, header.into_boxed_slice(), Payload::Needle(needle), false)
+            }
+            None => self.send_raw(ep, AM_NEEDLE_REPLY, Box::new(h), Payload::Bytes(Vec::new()), false),
+        }
+    }
+
     fn server_token(&mut self) -> u64 {
         self.next_server = self.next_server.wrapping_add(1) & !SERVER_TOKEN;
         self.next_server | SERVER_TOKEN
@@ -629,6 +729,11 @@ impl DataPlane {
 
     /// Sends a message of ours (reply, descriptor, revoke, ack) on endpoint `ep_key`.
     fn send_msg(&mut self, ep_key: EpKey, id: u16, header: Header, buf: Vec<u8>, want_reply_ep: bool) {
+        self.send_raw(ep_key, id, Box::new(header.encode()), Payload::Bytes(buf), want_reply_ep)
+    }
+
+    /// Sends a message with any header (a needle reply's carries the metadata) and payload.
+    fn send_raw(&mut self, ep_key: EpKey, id: u16, header: Box<[u8]>, buf: Payload, want_reply_ep: bool) {
         let token = self.server_token();
         let ep = self
             .accepted
@@ -638,10 +743,10 @@ impl DataPlane {
             tracing::debug!(id, "endpoint gone; message dropped");
             return;
         };
-        let header = Box::new(header.encode());
-        let (ptr, len) = (buf.as_ptr(), buf.len());
-        // Safety: the header box and the buffer are kept in server_bufs (their heap storage
-        // does not move) until SendDone, or dropped right away if the send completed at once.
+        let (ptr, len) = buf.ptr_len();
+        // Safety: the header box and the payload (a heap buffer, or a needle whose file
+        // mapping `NeedleRead` keeps alive) are kept in server_bufs (their storage does not
+        // move) until SendDone, or dropped right away if the send completed at once.
         let r = unsafe { self.worker.am_send(ep, id, &header[..], ptr, len, want_reply_ep, token) };
         tracing::trace!(id, len, ?r, "message sent");
         match r {
@@ -1024,6 +1129,7 @@ impl Remote for DataPlane {
                 deadline: now + self.settings.request_timeout,
                 receiving: false,
                 rma: None,
+                meta_offset: None,
             },
         );
         Ok(())
@@ -1087,11 +1193,69 @@ impl Remote for DataPlane {
                 deadline: now + self.settings.request_timeout,
                 receiving: false,
                 rma: Some(req),
+                meta_offset: None,
             },
         );
         if cached {
             self.issue_rma(req_id);
         }
+        Ok(())
+    }
+
+    fn start_read_needle(
+        &mut self,
+        session: &Arc<SessionShared>,
+        user_data: u64,
+        req: NeedleRequest,
+    ) -> Result<(), ResultCode> {
+        let now = Instant::now();
+        self.register(session)?;
+        self.ensure_conn(req.peer)?;
+        let req_id = self.next_req;
+        self.next_req = (self.next_req + 1) & !(SERVER_TOKEN | AUX_TOKEN);
+        let header: Box<[u8]> = Box::new(
+            NeedleWire {
+                req_id,
+                needle: req.needle,
+                range_offset: req.range_offset,
+                max_len: req.max_len,
+                volume: req.volume,
+                cookie: req.cookie,
+                ranged: req.ranged,
+            }
+            .encode(),
+        );
+        let conn = &self.conns[&req.peer];
+        // Safety: the header is kept in `sends` until SendDone; no payload.
+        let started =
+            unsafe { self.worker.am_send(&conn.ep, AM_NEEDLE_REQUEST, &header[..], std::ptr::null(), 0, true, req_id) };
+        match started {
+            Err(e) => {
+                tracing::debug!(peer = req.peer, error = %e, "needle request send failed");
+                return Err(ResultCode::PeerFailed);
+            }
+            Ok(Started::InProgress) => {
+                self.sends.insert(req_id, (header, session.clone(), req.peer));
+            }
+            Ok(Started::Done) => {}
+        }
+        bump(&conn.entry.stats.requests);
+        self.pending.insert(
+            req_id,
+            Pending {
+                session: session.clone(),
+                user_data,
+                peer: req.peer,
+                peer_stats: conn.entry.clone(),
+                resp_offset: req.offset + NEEDLE_META_LEN,
+                resp_cap: req.max_len as usize,
+                started: now,
+                deadline: now + self.settings.request_timeout,
+                receiving: false,
+                rma: None,
+                meta_offset: Some(req.offset),
+            },
+        );
         Ok(())
     }
 
@@ -1175,9 +1339,11 @@ fn serve_request(h: Header, data: AmData<'_>, ep: EpKey, max_message: usize, d: 
     }
 }
 
-/// Requesting side: a reply arrived for one of our requests.
+/// Requesting side: a reply arrived for one of our requests (`meta`: a needle reply's
+/// metadata, from the header after its first 16 bytes).
 fn take_reply(
     h: Header,
+    meta: Option<&[u8]>,
     data: AmData<'_>,
     pending: &mut HashMap<u64, Pending>,
     d: &mut Deferred,
@@ -1196,6 +1362,9 @@ fn take_reply(
         Some(ring_proto::ResultCode::from_result(status).map_or(ResultCode::PeerFailed as i32, |c| c as i32))
     } else if len > p.resp_cap {
         Some(ResultCode::ResponseTooLarge as i32)
+    } else if meta.is_some() != p.meta_offset.is_some() {
+        tracing::warn!(req_id = h.req_id, "reply of the wrong kind for its request");
+        Some(ResultCode::PeerFailed as i32)
     } else {
         None
     };
@@ -1203,6 +1372,24 @@ fn take_reply(
         let p = pending.remove(&h.req_id).expect("present");
         out.push(done(&p, r));
         return;
+    }
+    if let (Some(meta), Some(at)) = (meta, p.meta_offset) {
+        // The serving engine is trusted (SPEC §13), but its metadata is still checked before
+        // it is written: it must decode, fit the metadata area, and describe this reply.
+        let meta_len = (h.b as usize).min(meta.len());
+        let ok = meta_len <= NEEDLE_META_MAX
+            && NeedleMeta::decode(&meta[..meta_len]).is_ok_and(|m| m.range_offset.saturating_add(len as u64) <= m.data_size);
+        if !ok {
+            tracing::warn!(req_id = h.req_id, "needle reply with bad metadata");
+            let p = pending.remove(&h.req_id).expect("present");
+            out.push(done(&p, ResultCode::PeerFailed as i32));
+            return;
+        }
+        // Safety: at + NEEDLE_META_LEN is inside the session's buffer area (validated:
+        // buf_len >= NEEDLE_META_LEN) and meta_len <= NEEDLE_META_MAX <= NEEDLE_META_LEN; the
+        // region is mapped while Pending holds its Arc; the client reads the area only after
+        // the completion.
+        unsafe { std::ptr::copy_nonoverlapping(meta.as_ptr(), p.session.region.buf_ptr().add(at), meta_len) };
     }
     match data {
         AmData::Eager(b) => {
@@ -1225,8 +1412,10 @@ struct Header {
 }
 
 impl Header {
-    fn parse(b: &[u8]) -> Option<Self> {
-        if b.len() != HEADER_LEN {
+    /// Parses the 16-byte header; with `longer`, bytes after it (a needle reply's
+    /// metadata) are allowed.
+    fn parse_prefix(b: &[u8], longer: bool) -> Option<Self> {
+        if b.len() < HEADER_LEN || (!longer && b.len() != HEADER_LEN) {
             return None;
         }
         Some(Self {
@@ -1245,9 +1434,80 @@ impl Header {
     }
 }
 
+/// The header of AM_NEEDLE_REQUEST.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct NeedleWire {
+    req_id: u64,
+    needle: u64,
+    range_offset: u64,
+    max_len: u64,
+    volume: u32,
+    cookie: u32,
+    ranged: bool,
+}
+
+impl NeedleWire {
+    fn parse(b: &[u8]) -> Option<Self> {
+        if b.len() != NEEDLE_HEADER_LEN {
+            return None;
+        }
+        let u64_at = |o: usize| u64::from_le_bytes(b[o..o + 8].try_into().expect("8 bytes"));
+        let u32_at = |o: usize| u32::from_le_bytes(b[o..o + 4].try_into().expect("4 bytes"));
+        let flags = u32_at(40);
+        if flags & !1 != 0 || u32_at(44) != 0 {
+            return None;
+        }
+        Some(Self {
+            req_id: u64_at(0),
+            needle: u64_at(8),
+            range_offset: u64_at(16),
+            max_len: u64_at(24),
+            volume: u32_at(32),
+            cookie: u32_at(36),
+            ranged: flags & 1 != 0,
+        })
+    }
+
+    fn encode(&self) -> [u8; NEEDLE_HEADER_LEN] {
+        let mut h = [0u8; NEEDLE_HEADER_LEN];
+        h[0..8].copy_from_slice(&self.req_id.to_le_bytes());
+        h[8..16].copy_from_slice(&self.needle.to_le_bytes());
+        h[16..24].copy_from_slice(&self.range_offset.to_le_bytes());
+        h[24..32].copy_from_slice(&self.max_len.to_le_bytes());
+        h[32..36].copy_from_slice(&self.volume.to_le_bytes());
+        h[36..40].copy_from_slice(&self.cookie.to_le_bytes());
+        h[40..44].copy_from_slice(&(self.ranged as u32).to_le_bytes());
+        h
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn needle_header_roundtrip_and_checks() {
+        let w = NeedleWire {
+            req_id: 7,
+            needle: 0x1122_3344_5566_7788,
+            range_offset: 9,
+            max_len: 10,
+            volume: 11,
+            cookie: 0xdead_beef,
+            ranged: true,
+        };
+        let b = w.encode();
+        assert_eq!(NeedleWire::parse(&b), Some(w));
+        assert_eq!(NeedleWire::parse(&b[..47]), None);
+        let mut bad = b;
+        bad[40] = 2;
+        assert_eq!(NeedleWire::parse(&bad), None);
+        let mut bad = b;
+        bad[44] = 1;
+        assert_eq!(NeedleWire::parse(&bad), None);
+        assert!(Header::parse_prefix(&[0u8; 20], true).is_some());
+        assert!(Header::parse_prefix(&[0u8; 20], false).is_none());
+    }
 
     #[test]
     fn header_roundtrip_and_length_check() {
@@ -1256,9 +1516,9 @@ mod tests {
             a: 7,
             b: 9,
         };
-        assert_eq!(Header::parse(&h.encode()), Some(h));
-        assert_eq!(Header::parse(&h.encode()[..15]), None);
-        assert_eq!(Header::parse(&[0u8; 17]), None);
+        assert_eq!(Header::parse_prefix(&h.encode(), false), Some(h));
+        assert_eq!(Header::parse_prefix(&h.encode()[..15], false), None);
+        assert_eq!(Header::parse_prefix(&[0u8; 17], false), None);
     }
 
     #[test]

@@ -8,6 +8,7 @@ mod metrics;
 mod ops;
 mod region;
 mod reload;
+mod seaweed;
 mod session;
 mod stats;
 mod status;
@@ -37,7 +38,7 @@ use config::{Config, HugepagePolicy};
     version,
     about,
     long_about,
-    after_help = "Examples:\n  engine                              run with the embedded default config\n  engine --config /etc/seaweed-ring/engine.toml\n  engine --cores 2,3 --spin-forever   two pinned workers that never sleep\n  engine check-config engine.toml     print the effective configuration"
+    after_help = "Examples:\n  engine                              run with the embedded default config\n  engine --config /etc/seaweed-ring/engine.toml\n  engine --cores 2,3 --spin-forever   two pinned workers that never sleep\n  engine --seaweedfs-dir /data/volumes --ucx-listen 0.0.0.0:13337\n                                      serve a volume server's needles to peer engines\n  engine check-config engine.toml     print the effective configuration"
 )]
 struct Cli {
     /// Configuration file (TOML). Without it, the embedded default is used.
@@ -87,6 +88,11 @@ struct Cli {
     /// Serve Prometheus metrics on ADDR:PORT (overrides metrics.listen; port 0 picks one).
     #[arg(long, value_name = "ADDR")]
     metrics_listen: Option<String>,
+
+    /// Serve the SeaweedFS volumes of DIR to peer engines (repeatable; overrides
+    /// seaweedfs.directories).
+    #[arg(long = "seaweedfs-dir", value_name = "DIR")]
+    seaweedfs_dirs: Vec<PathBuf>,
 
     #[command(subcommand)]
     command: Option<Cmd>,
@@ -144,6 +150,9 @@ impl Cli {
         }
         if let Some(m) = &self.metrics_listen {
             cfg.metrics.listen = Some(m.clone());
+        }
+        if !self.seaweedfs_dirs.is_empty() {
+            cfg.seaweedfs.directories = self.seaweedfs_dirs.clone();
         }
     }
 }
@@ -228,7 +237,15 @@ fn run(cfg: Config) -> Result<(), Box<dyn std::error::Error>> {
     check_hugepages(&cfg)?;
     prepare_ucx_environment(&cfg.ucx);
     let peers = Arc::new(dataplane::PeerRegistry::default());
-    let ucx_settings = Arc::new(dataplane::UcxSettings::new(&cfg.ucx, peers.clone()));
+    // SeaweedFS volumes: opened before serving, so the first needle read finds them; kept
+    // current by a refresh thread and by SIGHUP (directories may be added later).
+    let volumes = seaweed::VolumeStore::open(&cfg.seaweedfs)?;
+    spawn_volume_refresh(volumes.clone())?;
+    let store = volumes.clone();
+    reload::on_seaweedfs_change(Box::new(move |section| store.reconfigure(section)));
+    let mut settings = dataplane::UcxSettings::new(&cfg.ucx, peers.clone());
+    settings.volumes = Some(volumes.clone());
+    let ucx_settings = Arc::new(settings);
 
     // Signals are blocked before any thread exists, so every thread inherits the mask and
     // SIGTERM/SIGINT reach the engine only through the control thread's signalfd.
@@ -266,6 +283,7 @@ fn run(cfg: Config) -> Result<(), Box<dyn std::error::Error>> {
     server
         .registry()
         .set_export_counter(Box::new(move || settings.exports.len()));
+    server.registry().set_volume_source(Box::new(move || volumes.volumes()));
     if let Some(listen) = metrics_listen {
         let addr = metrics::serve(&listen, server.registry())
             .map_err(|e| format!("metrics.listen = {listen:?}: cannot serve metrics there: {e}"))?;
@@ -273,6 +291,24 @@ fn run(cfg: Config) -> Result<(), Box<dyn std::error::Error>> {
     }
     server.run();
     Ok(())
+}
+
+/// Follows the volume server's appends, new and vanished volumes and compactions every
+/// `seaweedfs.refresh-interval-ms` (reads also catch up on a miss, so this bounds how stale
+/// the picture of deletions and new volumes can get).
+fn spawn_volume_refresh(store: Arc<seaweed::VolumeStore>) -> std::io::Result<()> {
+    std::thread::Builder::new()
+        .name("seaweed-refresh".into())
+        .spawn(move || loop {
+            std::thread::sleep(store.refresh_interval());
+            if store.is_configured() {
+                let s = store.refresh();
+                if s.changed() {
+                    tracing::info!(volumes = s.volumes, added = ?s.added, removed = ?s.removed, reopened = ?s.reopened, "seaweedfs: volumes changed");
+                }
+            }
+        })
+        .map(drop)
 }
 
 /// UCX reads some settings only from the environment; these defaults are set unless the

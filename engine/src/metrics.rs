@@ -443,6 +443,7 @@ mod tests {
                 cq_used: 4,
                 counters: c,
             }],
+            volumes: vec![],
             peers: vec![crate::status::PeerStatus {
                 peer: 1,
                 address: "127.0.0.1:13337".into(),

@@ -2,7 +2,7 @@
 //! (copied word by word out of shared memory once); nothing here reads the SQ again. What a
 //! valid entry is belongs to the protocol: `ring_proto::validate` (re-exported here).
 
-pub use ring_proto::validate::{validate, Request, RmaRequest, SendRequest};
+pub use ring_proto::validate::{validate, NeedleRequest, Request, RmaRequest, SendRequest};
 use ring_proto::ResultCode;
 
 /// Runs a validated local request against the session's buffer area; returns the CQE result.

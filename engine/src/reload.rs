@@ -1,6 +1,7 @@
 //! Logging set-up and SIGHUP: the log filter sits behind a reload handle, so SIGHUP can
-//! re-read the config file and apply a changed `log.level`. Every other changed setting is
-//! named in a warning: it takes effect at the next restart.
+//! re-read the config file and apply a changed `log.level`; a changed `[seaweedfs]` section
+//! is applied to the running volume store. Every other changed setting is named in a
+//! warning: it takes effect at the next restart.
 
 use std::sync::{Mutex, OnceLock};
 
@@ -25,6 +26,17 @@ struct Reloader {
 }
 
 static RELOADER: OnceLock<Reloader> = OnceLock::new();
+
+/// Applies a changed `[seaweedfs]` section to the running volume store.
+pub type SeaweedfsHook = Box<dyn Fn(&crate::config::SeaweedfsConfig) -> crate::seaweed::RefreshSummary + Send + Sync>;
+
+static SEAWEEDFS_HOOK: OnceLock<SeaweedfsHook> = OnceLock::new();
+
+/// Makes SIGHUP apply `[seaweedfs]` changes (directories, idx settings, refresh, CRC) through
+/// `hook` instead of asking for a restart.
+pub fn on_seaweedfs_change(hook: SeaweedfsHook) {
+    let _ = SEAWEEDFS_HOOK.set(hook);
+}
 
 /// Installs the global subscriber: `RUST_LOG` if set, else `log.level`.
 /// `level_flag`: whether `--log-level` was given (it pins the level as RUST_LOG does).
@@ -77,7 +89,30 @@ pub fn on_sighup() {
     let mut current = r.current.lock().unwrap_or_else(|p| p.into_inner());
     let changed = changed_keys(&current, &new);
     let mut restart = Vec::new();
+    if changed.iter().any(|k| k.starts_with("seaweedfs.")) {
+        match SEAWEEDFS_HOOK.get() {
+            Some(apply) => {
+                let s = apply(&new.seaweedfs);
+                for (file, why) in &s.failed {
+                    tracing::warn!(file = %file.display(), %why, "SIGHUP: seaweedfs: not served");
+                }
+                tracing::info!(
+                    directories = ?new.seaweedfs.directories,
+                    volumes = s.volumes,
+                    added = ?s.added,
+                    removed = ?s.removed,
+                    reopened = ?s.reopened,
+                    "SIGHUP: seaweedfs settings reloaded"
+                );
+                current.seaweedfs = new.seaweedfs.clone();
+            }
+            None => restart.extend(changed.iter().filter(|k| k.starts_with("seaweedfs.")).map(String::as_str)),
+        }
+    }
     for key in &changed {
+        if key.starts_with("seaweedfs.") {
+            continue;
+        }
         if key != "log.level" {
             restart.push(key.as_str());
             continue;

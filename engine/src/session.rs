@@ -85,6 +85,13 @@ pub trait Remote {
         user_data: u64,
         req: ops::RmaRequest,
     ) -> Result<(), ResultCode>;
+    /// Starts a READ_NEEDLE; completes like `start_send`.
+    fn start_read_needle(
+        &mut self,
+        session: &Arc<SessionShared>,
+        user_data: u64,
+        req: ops::NeedleRequest,
+    ) -> Result<(), ResultCode>;
     /// Exports a range of the session's buffer area; returns (export id, key) at once.
     fn export(
         &mut self,
@@ -105,6 +112,9 @@ impl Remote for NoRemote {
         Err(ResultCode::ShuttingDown)
     }
     fn start_rma(&mut self, _: &Arc<SessionShared>, _: u64, _: ops::RmaRequest) -> Result<(), ResultCode> {
+        Err(ResultCode::ShuttingDown)
+    }
+    fn start_read_needle(&mut self, _: &Arc<SessionShared>, _: u64, _: ops::NeedleRequest) -> Result<(), ResultCode> {
         Err(ResultCode::ShuttingDown)
     }
     fn export(&mut self, _: &Arc<SessionShared>, _: usize, _: usize, _: u32) -> Result<(u32, u32), ResultCode> {
@@ -184,6 +194,12 @@ impl ActiveSession {
                     }
                     Ok(ops::Request::Rma(req)) => {
                         match started(remote.start_rma(&self.shared, sqe.user_data, req), &mut self.inflight) {
+                            None => continue,
+                            Some(err) => err,
+                        }
+                    }
+                    Ok(ops::Request::ReadNeedle(req)) => {
+                        match started(remote.start_read_needle(&self.shared, sqe.user_data, req), &mut self.inflight) {
                             None => continue,
                             Some(err) => err,
                         }

@@ -38,6 +38,7 @@ pub struct Registry {
     peers: std::sync::OnceLock<Arc<crate::dataplane::PeerRegistry>>,
     /// Counts the engine's memory exports.
     exports: std::sync::OnceLock<Box<dyn Fn() -> usize + Send + Sync>>,
+    volumes: std::sync::OnceLock<VolumeSource>,
 }
 
 impl Registry {
@@ -57,10 +58,16 @@ impl Registry {
             sessions: Mutex::new(BTreeMap::new()),
             peers: std::sync::OnceLock::new(),
             exports: std::sync::OnceLock::new(),
+            volumes: std::sync::OnceLock::new(),
         }
     }
 
     /// Shows how many memory exports the engine holds.
+    /// Where snapshots take the SeaweedFS volumes served from.
+    pub fn set_volume_source(&self, f: VolumeSource) {
+        let _ = self.volumes.set(f);
+    }
+
     pub fn set_export_counter(&self, f: Box<dyn Fn() -> usize + Send + Sync>) {
         let _ = self.exports.set(f);
     }
@@ -141,6 +148,7 @@ impl Registry {
                 .get()
                 .map(|p| p.all().into_iter().map(|(h, e)| peer_status(h, &e)).collect())
                 .unwrap_or_default(),
+            volumes: self.volumes.get().map(|v| v()).unwrap_or_default(),
         }
     }
 }
@@ -210,7 +218,13 @@ pub struct Snapshot {
     /// counters.
     #[serde(default)]
     pub peers: Vec<PeerStatus>,
+    /// SeaweedFS volumes this engine serves (`[seaweedfs] directories`).
+    #[serde(default)]
+    pub volumes: Vec<crate::seaweed::VolumeInfo>,
 }
+
+/// Lists the volumes served, for snapshots.
+pub type VolumeSource = Box<dyn Fn() -> Vec<crate::seaweed::VolumeInfo> + Send + Sync>;
 
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
 pub struct PeerStatus {
@@ -596,6 +610,7 @@ mod tests {
                 counters,
             }],
             peers: vec![],
+            volumes: vec![],
         }
     }
 

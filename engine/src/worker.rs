@@ -14,7 +14,7 @@ use ring_proto::control_io::{drain_eventfd, new_eventfd, signal_eventfd};
 use ring_proto::{CloseReason, ResultCode, SessionState};
 
 use crate::dataplane::{DataPlane, UcxSettings};
-use crate::ops::{RmaRequest, SendRequest};
+use crate::ops::{NeedleRequest, RmaRequest, SendRequest};
 use crate::session::{ActiveSession, NoRemote, Pass, Remote, SessionShared};
 use crate::stats::WorkerStats;
 
@@ -224,6 +224,14 @@ impl Remote for PlaneSlot<'_> {
     }
     fn start_rma(&mut self, session: &Arc<SessionShared>, user_data: u64, req: RmaRequest) -> Result<(), ResultCode> {
         self.plane()?.start_rma(session, user_data, req)
+    }
+    fn start_read_needle(
+        &mut self,
+        session: &Arc<SessionShared>,
+        user_data: u64,
+        req: NeedleRequest,
+    ) -> Result<(), ResultCode> {
+        self.plane()?.start_read_needle(session, user_data, req)
     }
     fn export(
         &mut self,

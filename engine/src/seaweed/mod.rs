@@ -1,0 +1,150 @@
+//! The volume side of `READ_NEEDLE`: SeaweedFS needles served straight from the volume
+//! server's own `.dat`/`.idx` files on this host (config section `[seaweedfs]`).
+//!
+//! * [`format`]: the on-disk formats (pure parsing; also the fuzz target's code);
+//! * `volume.rs`: one volume, its `.dat` mapped read-only, its `.idx` replayed into a needle
+//!   map and followed as the volume server appends;
+//! * `store.rs`: [`VolumeStore`], every volume of the configured directories, refreshed
+//!   periodically (new needles, new and vanished volumes, compaction).
+//!
+//! The engine never writes, locks or truncates these files; the volume server stays their
+//! only writer. How that stays safe while it appends, rolls back and compacts is in
+//! `volume.rs`.
+//!
+//! Use: `VolumeStore::open(&cfg.seaweedfs)` at start; a thread calls
+//! [`VolumeStore::refresh`] every `refresh-interval-ms` ([`VolumeStore::refresh_interval`]);
+//! SIGHUP calls [`VolumeStore::reconfigure`] with the re-read section; workers call
+//! [`VolumeStore::read`] and send [`NeedleRead::meta`] and [`NeedleRead::data`].
+
+// Nothing in the daemon calls the store yet (the data plane will); its tests do.
+#![cfg_attr(not(test), allow(dead_code))]
+
+pub use engine::seaweed_format as format;
+
+mod store;
+mod volume;
+
+#[cfg(test)]
+mod tests;
+#[cfg(test)]
+pub(crate) mod testvol;
+
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use ring_proto::needle::NeedleMeta;
+use ring_proto::ResultCode;
+
+// The daemon's API; not all of it is named outside this module yet.
+#[allow(unused_imports)]
+pub use store::{OpenStoreError, RefreshSummary, VolumeStore};
+pub use volume::DatMap;
+
+/// A needle read: its metadata and its data (or the requested range of it), borrowed from the
+/// volume's mapping, which `keep` holds alive for as long as this value (or a clone of
+/// `keep`) lives, across remaps, compactions and volume removal alike.
+#[derive(Debug, Clone)]
+pub struct NeedleRead {
+    pub meta: NeedleMeta,
+    /// The mapping the data lies in.
+    pub keep: Arc<DatMap>,
+    start: usize,
+    len: usize,
+}
+
+impl NeedleRead {
+    fn new(meta: NeedleMeta, keep: Arc<DatMap>, start: usize, len: usize) -> Self {
+        assert!(start.checked_add(len).is_some_and(|end| end as u64 <= keep.len()), "needle data inside its mapping");
+        Self { meta, keep, start, len }
+    }
+
+    /// The data bytes: `meta.range_offset ..` of the needle's data, `len()` of them.
+    pub fn data(&self) -> &[u8] {
+        &self.keep.bytes()[self.start..self.start + self.len]
+    }
+
+    /// Where the data starts; valid while `keep` lives (for handing to UCX as a send buffer).
+    pub fn data_ptr(&self) -> *const u8 {
+        self.data().as_ptr()
+    }
+
+    pub fn len(&self) -> usize {
+        self.len
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len == 0
+    }
+}
+
+/// Why a needle could not be served: the `READ_NEEDLE` answers -13..-18 and -9 (see
+/// [`ReadNeedleError::code`]).
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum ReadNeedleError {
+    #[error("no volume {volume} on this server")]
+    NoSuchVolume { volume: u32 },
+    /// Never written (or its TTL ran out, as the volume server answers then).
+    #[error("volume {volume} has no needle {needle:x}")]
+    NoSuchNeedle { volume: u32, needle: u64 },
+    #[error("needle {volume},{needle:x} was deleted")]
+    NeedleDeleted { volume: u32, needle: u64 },
+    #[error("needle {volume},{needle:x}: the cookie does not match")]
+    CookieMismatch { volume: u32, needle: u64 },
+    /// The stored needle failed its checks: header against index, lengths, CRC-32C.
+    #[error("needle {volume},{needle:x} is corrupt {reason}")]
+    Corrupt { volume: u32, needle: u64, reason: String },
+    #[error("needle {volume},{needle:x}: range starts at {offset}, beyond its {data_size} bytes")]
+    RangeNotSatisfiable {
+        volume: u32,
+        needle: u64,
+        offset: u64,
+        data_size: u64,
+    },
+    #[error("needle {volume},{needle:x} holds {data_size} bytes, more than the {max_len} the request can take")]
+    ResponseTooLarge {
+        volume: u32,
+        needle: u64,
+        data_size: u64,
+        max_len: u64,
+    },
+}
+
+impl ReadNeedleError {
+    /// The completion code for this answer.
+    pub fn code(&self) -> ResultCode {
+        match self {
+            Self::NoSuchVolume { .. } => ResultCode::NoSuchVolume,
+            Self::NoSuchNeedle { .. } => ResultCode::NoSuchNeedle,
+            Self::NeedleDeleted { .. } => ResultCode::NeedleDeleted,
+            Self::CookieMismatch { .. } => ResultCode::CookieMismatch,
+            Self::Corrupt { .. } => ResultCode::Corrupt,
+            Self::RangeNotSatisfiable { .. } => ResultCode::RangeNotSatisfiable,
+            Self::ResponseTooLarge { .. } => ResultCode::ResponseTooLarge,
+        }
+    }
+}
+
+/// One open volume, for `engine status` and metrics.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct VolumeInfo {
+    pub id: u32,
+    /// Empty for the default collection.
+    pub collection: String,
+    pub dat_path: PathBuf,
+    pub idx_path: PathBuf,
+    /// Needle version (1, 2 or 3).
+    pub version: u8,
+    pub compaction_revision: u16,
+    /// Needle ids whose latest index entry makes them readable.
+    pub needles_live: u64,
+    /// Needle ids whose latest index entry deletes them.
+    pub needles_deleted: u64,
+    /// Index entries read so far.
+    pub idx_entries: u64,
+    /// Length of the `.dat` file.
+    pub dat_bytes: u64,
+    /// 16 or 17.
+    pub idx_entry_size: u8,
+    /// False while `idx-entry-size = "auto"` has only guessed (nothing in the `.idx` showed it).
+    pub idx_entry_size_confirmed: bool,
+}

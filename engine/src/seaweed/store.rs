@@ -1,0 +1,434 @@
+//! All volumes of the configured directories.
+//!
+//! Volumes are found as SeaweedFS names them (`disk_location.go`, `volume.go
+//! VolumeFileName`): `[<collection>_]<vid>.dat` in a data directory, its `.idx` beside it or,
+//! failing that, in an index directory (`-dir.idx`; an `.idx` beside the `.dat` wins, as in
+//! `volume_loading.go`). The collection may itself contain underscores: the volume id is what
+//! follows the last one.
+//!
+//! [`VolumeStore::refresh`] keeps the set current: it follows each `.idx`, opens volumes that
+//! appeared, drops those whose files vanished, and reopens a volume whose `.dat` or `.idx` is
+//! a new file (compaction renames new files into place; a copy from another server does the
+//! same) or whose `.idx` shrank or changed behind the follower. A volume in the middle of such
+//! a change — a `.cpc` compaction-commit marker or a `.note` copy marker beside its `.dat` — is
+//! left as it is until the marker is gone: its old files stay intact until then.
+
+use std::collections::{HashMap, HashSet};
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, RwLock};
+use std::time::Duration;
+
+use super::volume::{lock, read_lock, write_lock, FileIdent, Volume, VolumeFiles};
+use super::{NeedleRead, ReadNeedleError, VolumeInfo};
+use crate::config::SeaweedfsConfig;
+
+/// Why the store cannot start.
+#[derive(Debug, thiserror::Error)]
+pub enum OpenStoreError {
+    #[error("config key {key}: {} cannot be listed: {source}; fix the path or the engine's permissions (it needs to read the volume server's files)", dir.display())]
+    Directory {
+        key: &'static str,
+        dir: PathBuf,
+        source: std::io::Error,
+    },
+}
+
+/// What one refresh changed.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct RefreshSummary {
+    /// Volumes open after the refresh.
+    pub volumes: usize,
+    pub added: Vec<u32>,
+    pub removed: Vec<u32>,
+    /// Reopened because their files were replaced (compaction, copy) or rewritten.
+    pub reopened: Vec<u32>,
+    /// Files not served (this time): the file and why. Each distinct problem is also logged
+    /// once as a warning.
+    pub failed: Vec<(PathBuf, String)>,
+    /// `.idx` entries read from volumes that were already open.
+    pub new_entries: u64,
+}
+
+impl RefreshSummary {
+    pub fn changed(&self) -> bool {
+        !(self.added.is_empty() && self.removed.is_empty() && self.reopened.is_empty())
+    }
+}
+
+struct State {
+    cfg: SeaweedfsConfig,
+    /// Problems already logged, so that a refresh every second does not repeat them.
+    warned: HashMap<PathBuf, String>,
+}
+
+/// The volumes this engine serves. Shared by the workers (reads) and the refresh thread.
+pub struct VolumeStore {
+    /// Held for a whole refresh or reconfiguration (one at a time); reads never take it.
+    state: Mutex<State>,
+    verify_crc: AtomicBool,
+    refresh_interval_ms: AtomicU64,
+    volumes: RwLock<HashMap<u32, Arc<Volume>>>,
+}
+
+impl VolumeStore {
+    /// Opens every volume of `cfg.directories`. A directory that cannot be listed is an error;
+    /// a volume that cannot be opened is skipped with a warning naming its file (and tried
+    /// again at each refresh). With no directories the store is empty (not a volume server).
+    pub fn open(cfg: &SeaweedfsConfig) -> Result<Arc<VolumeStore>, OpenStoreError> {
+        for (key, dirs) in [
+            ("seaweedfs.directories", &cfg.directories),
+            ("seaweedfs.idx-directories", &cfg.idx_directories),
+        ] {
+            for d in dirs {
+                std::fs::read_dir(d).map_err(|source| OpenStoreError::Directory {
+                    key,
+                    dir: d.clone(),
+                    source,
+                })?;
+            }
+        }
+        let store = Arc::new(VolumeStore {
+            state: Mutex::new(State {
+                cfg: cfg.clone(),
+                warned: HashMap::new(),
+            }),
+            verify_crc: AtomicBool::new(cfg.verify_crc),
+            refresh_interval_ms: AtomicU64::new(cfg.refresh_interval_ms),
+            volumes: RwLock::new(HashMap::new()),
+        });
+        let s = store.refresh();
+        if !cfg.directories.is_empty() {
+            tracing::info!(
+                volumes = s.volumes,
+                skipped = s.failed.len(),
+                directories = ?cfg.directories,
+                "seaweedfs: serving the volumes of these directories"
+            );
+        }
+        Ok(store)
+    }
+
+    /// How often the owner should call [`refresh`](Self::refresh).
+    pub fn refresh_interval(&self) -> Duration {
+        Duration::from_millis(self.refresh_interval_ms.load(Ordering::Relaxed))
+    }
+
+    /// Whether any directory is configured.
+    pub fn is_configured(&self) -> bool {
+        !lock(&self.state).cfg.directories.is_empty()
+    }
+
+    /// Brings the set of volumes up to date with the directories (see the module docs).
+    /// Takes as long as opening new or replaced volumes takes (replaying their `.idx`); reads
+    /// go on meanwhile, on the old state.
+    pub fn refresh(&self) -> RefreshSummary {
+        let mut st = lock(&self.state);
+        self.refresh_locked(&mut st, false)
+    }
+
+    /// Applies a changed `[seaweedfs]` section (SIGHUP) to this store in place: volumes of
+    /// directories no longer listed are dropped, those of new directories opened, and a changed
+    /// `idx-entry-size` reopens every volume. `verify-crc` and `refresh-interval-ms` take
+    /// effect at once. The caller validates the section first (`Config::validate`); a
+    /// directory that cannot be listed is reported in `failed` and its volumes kept.
+    pub fn reconfigure(&self, cfg: &SeaweedfsConfig) -> RefreshSummary {
+        let mut st = lock(&self.state);
+        let reopen_all = st.cfg.idx_entry_size != cfg.idx_entry_size;
+        st.cfg = cfg.clone();
+        self.verify_crc.store(cfg.verify_crc, Ordering::Relaxed);
+        self.refresh_interval_ms.store(cfg.refresh_interval_ms, Ordering::Relaxed);
+        self.refresh_locked(&mut st, reopen_all)
+    }
+
+    fn refresh_locked(&self, st: &mut State, reopen_all: bool) -> RefreshSummary {
+        let scan = scan(&st.cfg);
+        let mut summary = RefreshSummary::default();
+        let mut problems = scan.problems;
+        let existing: Vec<(u32, Arc<Volume>)> = read_lock(&self.volumes).iter().map(|(k, v)| (*k, v.clone())).collect();
+        let hint = entry_size_hint(existing.iter().map(|(_, v)| v));
+        let setting = st.cfg.idx_entry_size;
+        let open = |files: &VolumeFiles, problems: &mut Vec<(PathBuf, String)>| -> Option<Arc<Volume>> {
+            match Volume::open(files.clone(), setting, hint) {
+                Ok(v) => Some(Arc::new(v)),
+                Err(e) => {
+                    problems.push((e.path.clone(), e.reason));
+                    None
+                }
+            }
+        };
+        let mut insert = Vec::new();
+        let mut remove = Vec::new();
+        for (vid, v) in &existing {
+            let keep_as_is = scan.busy.contains(vid) || scan.unreadable.iter().any(|d| v.files.dat.starts_with(d));
+            let Some(found) = scan.found.get(vid) else {
+                if !keep_as_is {
+                    remove.push(*vid);
+                }
+                continue;
+            };
+            if keep_as_is {
+                continue;
+            }
+            let replaced = reopen_all
+                || v.is_stale()
+                || found.files != v.files
+                || found.dat_ident != v.dat_ident
+                || found.idx_ident != v.idx_ident
+                || {
+                    let f = v.follow(true);
+                    summary.new_entries += f.entries;
+                    f.stale
+                };
+            if replaced {
+                match open(&found.files, &mut problems) {
+                    Some(nv) => {
+                        tracing::debug!(volume = vid, dat = %found.files.dat.display(), "seaweedfs: volume reopened");
+                        summary.reopened.push(*vid);
+                        insert.push((*vid, nv));
+                    }
+                    None => remove.push(*vid),
+                }
+            }
+        }
+        let mut new: Vec<&Found> = scan
+            .found
+            .iter()
+            .filter(|(vid, _)| !existing.iter().any(|(e, _)| e == *vid))
+            .map(|(_, f)| f)
+            .collect();
+        new.sort_by_key(|f| f.files.id);
+        for found in new {
+            if let Some(v) = open(&found.files, &mut problems) {
+                tracing::debug!(volume = found.files.id, dat = %found.files.dat.display(), "seaweedfs: volume opened");
+                summary.added.push(found.files.id);
+                insert.push((found.files.id, v));
+            }
+        }
+        {
+            let mut w = write_lock(&self.volumes);
+            for vid in &remove {
+                w.remove(vid);
+            }
+            for (vid, v) in insert {
+                w.insert(vid, v);
+            }
+            summary.volumes = w.len();
+        }
+        remove.sort_unstable();
+        summary.removed = remove;
+        // Log each problem once, and forget those that went away.
+        let mut warned = HashMap::new();
+        for (path, why) in &problems {
+            if st.warned.get(path) != Some(why) {
+                tracing::warn!(file = %path.display(), error = %why, "seaweedfs: volume not served");
+            }
+            warned.insert(path.clone(), why.clone());
+        }
+        st.warned = warned;
+        problems.sort();
+        summary.failed = problems;
+        if summary.changed() {
+            tracing::info!(
+                volumes = summary.volumes,
+                added = ?summary.added,
+                removed = ?summary.removed,
+                reopened = ?summary.reopened,
+                "seaweedfs: volumes changed"
+            );
+        }
+        summary
+    }
+
+    /// Serves one `READ_NEEDLE`: needle `needle` with `cookie` of volume `volume`. With
+    /// `ranged`, at most `max_len` bytes from data offset `range_offset` (an offset past the
+    /// end is `RangeNotSatisfiable`, one at the end gives no bytes); without, the whole data
+    /// (`range_offset` is ignored) or `ResponseTooLarge` when it holds more than `max_len`.
+    ///
+    /// Takes no lock for longer than a map lookup. A needle not in the map makes it read the
+    /// volume's new `.idx` entries once (a needle written since the last refresh); the first
+    /// read of a needle verifies its CRC-32C (when `verify-crc`) over the whole data.
+    /// Otherwise no system calls and no allocation but the metadata's name and mime.
+    pub fn read(
+        &self,
+        volume: u32,
+        needle: u64,
+        cookie: u32,
+        range_offset: u64,
+        max_len: u64,
+        ranged: bool,
+    ) -> Result<NeedleRead, ReadNeedleError> {
+        let v = read_lock(&self.volumes)
+            .get(&volume)
+            .cloned()
+            .ok_or(ReadNeedleError::NoSuchVolume { volume })?;
+        v.read(
+            needle,
+            cookie,
+            range_offset,
+            max_len,
+            ranged,
+            self.verify_crc.load(Ordering::Relaxed),
+        )
+    }
+
+    /// The open volumes, by id.
+    pub fn volumes(&self) -> Vec<VolumeInfo> {
+        let vols: Vec<Arc<Volume>> = read_lock(&self.volumes).values().cloned().collect();
+        let mut out: Vec<VolumeInfo> = vols
+            .iter()
+            .map(|v| {
+                let (live, deleted) = v.counts();
+                let (es, confirmed) = v.entry_size();
+                VolumeInfo {
+                    id: v.files.id,
+                    collection: v.files.collection.clone(),
+                    dat_path: v.files.dat.clone(),
+                    idx_path: v.files.idx.clone(),
+                    version: v.version(),
+                    compaction_revision: v.superblock.compaction_revision,
+                    needles_live: live,
+                    needles_deleted: deleted,
+                    idx_entries: v.idx_entries(),
+                    dat_bytes: v.dat_len(),
+                    idx_entry_size: es as u8,
+                    idx_entry_size_confirmed: confirmed,
+                }
+            })
+            .collect();
+        out.sort_by_key(|i| i.id);
+        out
+    }
+}
+
+/// The entry size most volumes of this server have shown (all volumes of one SeaweedFS
+/// build use the same), for volumes whose own `.idx` does not show it.
+fn entry_size_hint<'a>(vols: impl Iterator<Item = &'a Arc<Volume>>) -> Option<usize> {
+    let mut count = [0usize; 2];
+    for v in vols {
+        match v.entry_size() {
+            (16, true) => count[0] += 1,
+            (17, true) => count[1] += 1,
+            _ => {}
+        }
+    }
+    match count {
+        [0, 0] => None,
+        [a, b] if b > a => Some(17),
+        _ => Some(16),
+    }
+}
+
+struct Found {
+    files: VolumeFiles,
+    dat_ident: FileIdent,
+    idx_ident: FileIdent,
+}
+
+#[derive(Default)]
+struct Scan {
+    found: HashMap<u32, Found>,
+    /// Volumes with a compaction commit (`.cpc`) or copy (`.note`) in progress.
+    busy: HashSet<u32>,
+    /// Directories that could not be listed this time.
+    unreadable: Vec<PathBuf>,
+    problems: Vec<(PathBuf, String)>,
+}
+
+fn scan(cfg: &SeaweedfsConfig) -> Scan {
+    let mut s = Scan::default();
+    for dir in &cfg.directories {
+        let names: HashSet<String> = match std::fs::read_dir(dir) {
+            Ok(rd) => rd
+                .filter_map(|e| e.ok())
+                .filter_map(|e| e.file_name().into_string().ok())
+                .collect(),
+            Err(e) => {
+                s.problems.push((dir.clone(), format!("cannot list the directory: {e}")));
+                s.unreadable.push(dir.clone());
+                continue;
+            }
+        };
+        let mut dats: Vec<&String> = names.iter().filter(|n| n.ends_with(".dat")).collect();
+        dats.sort();
+        for name in dats {
+            let base = &name[..name.len() - 4];
+            let Some((collection, id)) = parse_volume_name(base) else {
+                continue;
+            };
+            if names.contains(&format!("{base}.cpc")) || names.contains(&format!("{base}.note")) {
+                s.busy.insert(id);
+                continue;
+            }
+            let dat = dir.join(name);
+            if let Some(other) = s.found.get(&id) {
+                s.problems.push((
+                    dat,
+                    format!("volume {id} is also at {}; serving that one", other.files.dat.display()),
+                ));
+                continue;
+            }
+            let idx_name = format!("{base}.idx");
+            let beside = dir.join(&idx_name);
+            let idx = if names.contains(&idx_name) {
+                Some(beside)
+            } else {
+                cfg.idx_directories.iter().map(|d| d.join(&idx_name)).find(|p| p.exists())
+            };
+            let Some(idx) = idx else {
+                s.problems.push((dat, format!("no {idx_name} beside it or in seaweedfs.idx-directories")));
+                continue;
+            };
+            let (dat_meta, idx_meta) = match (std::fs::metadata(&dat), std::fs::metadata(&idx)) {
+                (Ok(d), Ok(i)) => (d, i),
+                (Err(e), _) => {
+                    s.problems.push((dat, e.to_string()));
+                    continue;
+                }
+                (_, Err(e)) => {
+                    s.problems.push((idx, e.to_string()));
+                    continue;
+                }
+            };
+            s.found.insert(
+                id,
+                Found {
+                    files: VolumeFiles {
+                        id,
+                        collection: collection.to_string(),
+                        dat,
+                        idx,
+                    },
+                    dat_ident: FileIdent::of(&dat_meta),
+                    idx_ident: FileIdent::of(&idx_meta),
+                },
+            );
+        }
+    }
+    // A volume busy in one directory is not served from another one meanwhile.
+    for id in &s.busy {
+        s.found.remove(id);
+    }
+    s
+}
+
+/// `parseCollectionVolumeId` (`disk_location.go`): the id follows the last underscore, if that
+/// is not the first character; it must be a canonical decimal `u32` (SeaweedFS writes
+/// `strconv.Itoa`, so "007" or "+7" never name a volume).
+pub(crate) fn parse_volume_name(base: &str) -> Option<(&str, u32)> {
+    let (collection, vid) = match base.rfind('_') {
+        Some(i) if i > 0 => (&base[..i], &base[i + 1..]),
+        _ => ("", base),
+    };
+    if vid.is_empty() || !vid.bytes().all(|b| b.is_ascii_digit()) || (vid.len() > 1 && vid.starts_with('0')) {
+        return None;
+    }
+    Some((collection, vid.parse().ok()?))
+}
+
+#[allow(dead_code)]
+fn _assert_send_sync() {
+    fn is<T: Send + Sync>() {}
+    is::<VolumeStore>();
+    is::<NeedleRead>();
+}

@@ -1,0 +1,210 @@
+// Command swring-demo shows seaweed-ring doing its job, end to end, on this machine: a real
+// SeaweedFS master and volume server (the `weed` binary), an engine serving that volume
+// server's volume directory over UCX, a second engine beside the client, and the Go client
+// reading needles through the rings — every byte compared with the volume server's own HTTP
+// GET, with the latency of both paths side by side. Then it kills the client's engine and
+// shows reads going on over HTTP. It is what `scripts/run` runs.
+package main
+
+import (
+	"bytes"
+	"context"
+	"crypto/rand"
+	"errors"
+	"flag"
+	"fmt"
+	"os"
+	"path/filepath"
+	"runtime"
+	"slices"
+	"strings"
+	"time"
+
+	swring "github.com/seaweed-ring/seaweed-ring/go-client"
+	"github.com/seaweed-ring/seaweed-ring/go-client/internal/enginectl"
+	"github.com/seaweed-ring/seaweed-ring/go-client/internal/weedcluster"
+)
+
+func main() {
+	engineBin := flag.String("engine", "target/release/engine", "the engine binary")
+	weedBin := flag.String("weed", "", "the SeaweedFS weed binary (default: $SWRING_WEED, else the one scripts/weed built)")
+	dir := flag.String("dir", "", "work directory for volumes, configs and logs (default: a new temporary directory, removed at the end)")
+	transports := flag.String("transports", "sm,tcp", "UCX transports between the engines (UCX_TLS syntax; tcp is needed for the connection set-up)")
+	rounds := flag.Int("rounds", 300, "timed reads per file and path")
+	flag.Usage = func() {
+		fmt.Fprintf(flag.CommandLine.Output(), "Usage: swring-demo [flags]\n\nRuns a SeaweedFS volume server, a serving engine, a client engine and the Go client on\nloopback, reads needles through the rings and over HTTP, and prints what it read and how fast.\n\nFlags:\n")
+		flag.PrintDefaults()
+	}
+	flag.Parse()
+	if err := run(*engineBin, *weedBin, *dir, *transports, *rounds); err != nil {
+		fmt.Fprintln(os.Stderr, "swring-demo:", err)
+		os.Exit(1)
+	}
+}
+
+type sample struct {
+	name, mime string
+	data       []byte
+	fid        string
+}
+
+func run(engineBin, weedBin, dir, transports string, rounds int) error {
+	ctx := context.Background()
+	if weedBin == "" {
+		w, err := weedcluster.FindWeed()
+		if err != nil {
+			return fmt.Errorf("%w (scripts/run builds it with scripts/weed)", err)
+		}
+		weedBin = w
+	}
+	if dir == "" {
+		d, err := os.MkdirTemp("", "swring-demo-")
+		if err != nil {
+			return err
+		}
+		defer os.RemoveAll(d)
+		dir = d
+	}
+	say("SeaweedFS: starting a master and a volume server on loopback (%s)", weedBin)
+	cluster, err := weedcluster.Start(ctx, weedBin, filepath.Join(dir, "weed"), weedcluster.Options{})
+	if err != nil {
+		return err
+	}
+	defer cluster.Stop()
+	say("SeaweedFS: volume server %s, volume directory %s", cluster.Volume, cluster.VolumeDir)
+
+	samples := []*sample{
+		{name: "readme.txt", mime: "text/plain", data: []byte(strings.Repeat("SeaweedFS needles over shared-memory rings and UCX.\n", 80))},
+		{name: "4k.bin", mime: "application/octet-stream", data: random(4 << 10)},
+		{name: "64k.bin", mime: "application/octet-stream", data: random(64 << 10)},
+		{name: "1m.bin", mime: "application/octet-stream", data: random(1 << 20)},
+		{name: "8m.bin", mime: "application/octet-stream", data: random(8 << 20)},
+	}
+	for _, s := range samples {
+		if s.fid, err = cluster.Upload(ctx, s.name, s.mime, s.data); err != nil {
+			return err
+		}
+	}
+	gone, err := cluster.Upload(ctx, "deleted.bin", "", random(1000))
+	if err != nil {
+		return err
+	}
+	if err := cluster.Delete(ctx, gone); err != nil {
+		return err
+	}
+	say("SeaweedFS: uploaded %d files through its HTTP API, and deleted %s", len(samples), gone)
+
+	// Two engines: one beside the volume server, serving its directory over UCX; one beside
+	// the client. On a small machine they share cores; they sleep when idle.
+	last := runtime.NumCPU() - 1
+	server, err := enginectl.Start(ctx, enginectl.Options{Bin: engineBin, Dir: mkdir(dir, "server-engine"), Listen: true,
+		Transports: transports, VolumeDirs: []string{cluster.VolumeDir}, Cores: []int{0}})
+	if err != nil {
+		return fmt.Errorf("serving engine: %w", err)
+	}
+	defer server.Stop()
+	client, err := enginectl.Start(ctx, enginectl.Options{Bin: engineBin, Dir: mkdir(dir, "client-engine"),
+		Transports: transports, Cores: []int{last}})
+	if err != nil {
+		return fmt.Errorf("client engine: %w", err)
+	}
+	defer client.Stop()
+	say("engines: serving engine (core 0) listens on UCX %s [%s]; client engine (core %d) at %s", server.UCXAddr, transports, last, client.Socket)
+
+	reader := swring.NewNeedleReader(swring.NeedleReaderOptions{
+		EngineSocket: client.Socket,
+		EngineAddrs:  map[string]string{cluster.Volume: server.UCXAddr},
+	})
+	defer reader.Close()
+	httpOnly := swring.NewNeedleReader(swring.NeedleReaderOptions{Only: swring.PathHTTP})
+	defer httpOnly.Close()
+
+	fmt.Printf("\n%-14s %-10s %-11s %-6s %-6s %12s %12s %9s\n", "file id", "name", "size", "path", "equal", "ring p50", "http p50", "ring gain")
+	for _, s := range samples {
+		n, err := reader.ReadNeedle(ctx, cluster.Volume, s.fid)
+		if err != nil {
+			return fmt.Errorf("read %s: %w", s.fid, err)
+		}
+		want, status, err := cluster.Get(ctx, s.fid)
+		if err != nil || status != 200 {
+			return fmt.Errorf("http get %s: status %d: %v", s.fid, status, err)
+		}
+		equal := bytes.Equal(n.Data, want) && bytes.Equal(n.Data, s.data)
+		ring := p50(rounds, func() error { _, err := reader.ReadNeedle(ctx, cluster.Volume, s.fid); return err })
+		web := p50(rounds, func() error { _, err := httpOnly.ReadNeedle(ctx, cluster.Volume, s.fid); return err })
+		gain := "-"
+		if ring > 0 {
+			gain = fmt.Sprintf("%.1fx", float64(web)/float64(ring))
+		}
+		extra := ""
+		if n.Compressed {
+			extra = " (stored gzip)"
+		}
+		fmt.Printf("%-14s %-10s %-11s %-6s %-6v %12v %12v %9s%s\n", s.fid, s.name, size(len(s.data)), n.Path, equal, ring, web, gain, extra)
+		if !equal {
+			return fmt.Errorf("%s: the ring returned other bytes than the volume server", s.fid)
+		}
+	}
+	st := reader.Stats()
+	fmt.Printf("\nring reads %d (%s), http reads %d\n", st.RingReads, size(int(st.RingBytes)), st.HTTPReads)
+
+	// Answers are precise and final.
+	fid, _ := swring.ParseFileID(samples[1].fid)
+	fid.Cookie ^= 1
+	_, err = reader.ReadNeedle(ctx, cluster.Volume, fid.String())
+	fmt.Printf("wrong cookie %-14s -> %v (cookie-mismatch: %v; no bytes left the volume server)\n", fid.String(), err, errors.Is(err, swring.ErrCookieMismatch))
+	_, err = reader.ReadNeedle(ctx, cluster.Volume, gone)
+	fmt.Printf("deleted      %-14s -> %v (needle-deleted: %v)\n", gone, err, errors.Is(err, swring.ErrNeedleDeleted))
+
+	// The local engine dies: reads go on over HTTP.
+	client.Kill()
+	n, err := reader.ReadNeedle(ctx, cluster.Volume, samples[2].fid)
+	if err != nil {
+		return fmt.Errorf("read after the engine died: %w", err)
+	}
+	fmt.Printf("client engine killed: %s read over %s (ring error: %v), bytes equal: %v\n", samples[2].fid, n.Path, n.RingErr, bytes.Equal(n.Data, samples[2].data))
+	if n.Path != swring.PathHTTP || !bytes.Equal(n.Data, samples[2].data) {
+		return errors.New("fallback did not serve the needle over HTTP")
+	}
+	return nil
+}
+
+// p50 times rounds calls of f and returns the median.
+func p50(rounds int, f func() error) time.Duration {
+	d := make([]time.Duration, 0, rounds)
+	for range rounds {
+		t := time.Now()
+		if err := f(); err != nil {
+			return -1
+		}
+		d = append(d, time.Since(t))
+	}
+	slices.Sort(d)
+	return d[len(d)/2].Round(100 * time.Nanosecond)
+}
+
+func random(n int) []byte {
+	b := make([]byte, n)
+	rand.Read(b)
+	return b
+}
+
+func size(n int) string {
+	switch {
+	case n >= 1<<20:
+		return fmt.Sprintf("%.1f MiB", float64(n)/(1<<20))
+	case n >= 1<<10:
+		return fmt.Sprintf("%.1f KiB", float64(n)/(1<<10))
+	}
+	return fmt.Sprintf("%d B", n)
+}
+
+func mkdir(parent, name string) string {
+	p := filepath.Join(parent, name)
+	os.MkdirAll(p, 0o700)
+	return p
+}
+
+func say(format string, args ...any) {
+	fmt.Printf("• "+format+"\n", args...)
+}

@@ -1,0 +1,201 @@
+// Package enginectl starts real engine processes (the Rust `engine` binary) for the
+// end-to-end tests, the demo and the benchmark: a config file in a private directory, the
+// control socket there, optionally a UCX listener on a loopback port the engine picks, and
+// optionally SeaweedFS volume directories to serve.
+package enginectl
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"net"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"regexp"
+	"strings"
+	"sync"
+	"syscall"
+	"time"
+)
+
+// Options say what engine to start. Bin and Dir are required.
+type Options struct {
+	Bin string // the engine binary
+	Dir string // private directory: config, control socket
+	// Listen starts a UCX listener on 127.0.0.1 (port chosen by the engine; see UCXAddr).
+	Listen bool
+	// Transports is ucx.transports ("tcp", "sm,tcp", ...; default "tcp").
+	Transports string
+	// VolumeDirs are SeaweedFS volume directories to serve ([seaweedfs] directories).
+	VolumeDirs []string
+	// Cores pins the workers ([workers] cores); empty: the engine's default.
+	Cores []int
+	// Log receives the engine's log (default: engine.log in Dir).
+	Log io.Writer
+	// LogFilter is RUST_LOG for the engine (default "info").
+	LogFilter string
+}
+
+// Engine is a running engine process.
+type Engine struct {
+	Socket  string // control socket: swring.Dial / NeedleReader take it
+	UCXAddr string // "127.0.0.1:port" when Options.Listen
+	cmd     *exec.Cmd
+	exited  chan struct{}
+	once    sync.Once
+}
+
+var listeningRE = regexp.MustCompile(`UCX listening.*\baddress=(\S+)`)
+var ansiRE = regexp.MustCompile("\x1b\\[[0-9;]*m")
+
+// Start writes the config, starts the engine and returns once its control socket accepts
+// connections (and its UCX listener is up, when asked).
+func Start(ctx context.Context, o Options) (*Engine, error) {
+	if o.Transports == "" {
+		o.Transports = "tcp"
+	}
+	if o.LogFilter == "" {
+		o.LogFilter = "info"
+	}
+	e := &Engine{Socket: filepath.Join(o.Dir, "engine.sock"), exited: make(chan struct{})}
+	var cfg strings.Builder
+	fmt.Fprintf(&cfg, "[control]\nsocket = %q\n\n[workers]\nidle-spin-us = 200\n", e.Socket)
+	if len(o.Cores) > 0 {
+		fmt.Fprintf(&cfg, "cores = %s\n", intList(o.Cores))
+	}
+	fmt.Fprintf(&cfg, "\n[memory]\nhugepages = \"prefer\"\n\n[ucx]\ntransports = %q\n", o.Transports)
+	if o.Listen {
+		cfg.WriteString("listen = \"127.0.0.1:0\"\n")
+	}
+	if len(o.VolumeDirs) > 0 {
+		fmt.Fprintf(&cfg, "\n[seaweedfs]\ndirectories = %s\n", stringList(o.VolumeDirs))
+	}
+	conf := filepath.Join(o.Dir, "engine.toml")
+	if err := os.WriteFile(conf, []byte(cfg.String()), 0o600); err != nil {
+		return nil, err
+	}
+	os.Remove(e.Socket)
+	log := o.Log
+	if log == nil {
+		f, err := os.Create(filepath.Join(o.Dir, "engine.log"))
+		if err != nil {
+			return nil, err
+		}
+		defer f.Close()
+		log = f
+	}
+	addr := make(chan string, 1)
+	cmd := exec.Command(o.Bin, "--config", conf)
+	cmd.Env = append(os.Environ(), "RUST_LOG="+o.LogFilter)
+	cmd.Stdout = log
+	cmd.Stderr = &lineTap{out: log, line: func(l string) {
+		if m := listeningRE.FindStringSubmatch(ansiRE.ReplaceAllString(l, "")); m != nil {
+			select {
+			case addr <- m[1]:
+			default:
+			}
+		}
+	}}
+	// Do not outlive a parent that dies (test timeout, panic).
+	cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL}
+	if err := cmd.Start(); err != nil {
+		return nil, fmt.Errorf("enginectl: start %s: %w", o.Bin, err)
+	}
+	e.cmd = cmd
+	go func() { cmd.Wait(); close(e.exited) }()
+	deadline := time.Now().Add(30 * time.Second)
+	for {
+		// The socket file appears at bind(), a moment before listen(): wait for a connect.
+		if conn, err := net.Dial("unixpacket", e.Socket); err == nil {
+			conn.Close()
+			break
+		}
+		select {
+		case <-e.exited:
+			return nil, fmt.Errorf("enginectl: engine exited at start (%v); log in %s", cmd.ProcessState, o.Dir)
+		case <-ctx.Done():
+			e.Kill()
+			return nil, ctx.Err()
+		case <-time.After(5 * time.Millisecond):
+		}
+		if time.Now().After(deadline) {
+			e.Kill()
+			return nil, errors.New("enginectl: engine did not create its control socket within 30s")
+		}
+	}
+	if o.Listen {
+		select {
+		case e.UCXAddr = <-addr:
+		case <-e.exited:
+			return nil, fmt.Errorf("enginectl: engine exited (%v)", cmd.ProcessState)
+		case <-time.After(time.Until(deadline)):
+			e.Kill()
+			return nil, errors.New(`enginectl: engine logged no "UCX listening" line`)
+		}
+	}
+	return e, nil
+}
+
+// Stop asks the engine to drain and exit (SIGTERM) and waits; SIGKILL after 20 s.
+func (e *Engine) Stop() { e.end(syscall.SIGTERM) }
+
+// Kill ends the engine at once (SIGKILL), as a crash would, and waits.
+func (e *Engine) Kill() { e.end(syscall.SIGKILL) }
+
+// Pid is the engine's process id.
+func (e *Engine) Pid() int { return e.cmd.Process.Pid }
+
+func (e *Engine) end(sig syscall.Signal) {
+	e.once.Do(func() {
+		e.cmd.Process.Signal(sig)
+		select {
+		case <-e.exited:
+		case <-time.After(20 * time.Second):
+			e.cmd.Process.Kill()
+			<-e.exited
+		}
+	})
+}
+
+func intList(v []int) string {
+	s := make([]string, len(v))
+	for i, x := range v {
+		s[i] = fmt.Sprint(x)
+	}
+	return "[" + strings.Join(s, ", ") + "]"
+}
+
+func stringList(v []string) string {
+	s := make([]string, len(v))
+	for i, x := range v {
+		s[i] = fmt.Sprintf("%q", x)
+	}
+	return "[" + strings.Join(s, ", ") + "]"
+}
+
+// lineTap copies a log to out and hands every complete line to line.
+type lineTap struct {
+	out     io.Writer
+	line    func(string)
+	partial []byte
+}
+
+func (w *lineTap) Write(p []byte) (int, error) {
+	w.out.Write(p)
+	w.partial = append(w.partial, p...)
+	for {
+		i := bytes.IndexByte(w.partial, '\n')
+		if i < 0 {
+			break
+		}
+		w.line(string(w.partial[:i]))
+		w.partial = w.partial[i+1:]
+	}
+	if len(w.partial) > 64<<10 { // no newline in sight: not a line we look for
+		w.partial = w.partial[:0]
+	}
+	return len(p), nil
+}
