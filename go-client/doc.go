@@ -33,6 +33,19 @@
 // ErrResponseTooLarge or ErrUnknownService; an address the engine does not take returns an
 // error matching ErrBadPeerAddress without ending the session.
 //
+// # Reading SeaweedFS needles
+//
+// Client.ReadNeedle and ReadNeedleRange (SubmitReadNeedle, ReadNeedleRangeRequest for
+// batches; DecodeReadNeedle) read a needle by FileID from the volume server whose engine is
+// a Peer: the engine leaves the needle's metadata (NeedleMeta) in the first NeedleMetaLen
+// bytes of the buffer and the data after them. NeedleReader builds on it: it takes a volume
+// server address and a file id string (ParseFileID), finds and connects the engines, reads
+// large needles range by range, decompresses like the volume server's HTTP GET, reads many
+// needles at once (ReadNeedles), and falls back to the HTTP GET when the ring cannot answer.
+// Needle.Path says which path served a read. Needle answers are ErrNoSuchVolume,
+// ErrNoSuchNeedle, ErrNeedleDeleted, ErrCookieMismatch (all matching ErrNeedleNotFound),
+// ErrCorrupt and ErrRangeNotSatisfiable.
+//
 // # Errors
 //
 // Failed operations return a ResultError (compare with errors.Is against ErrOutOfBounds,

@@ -12,9 +12,9 @@ import (
 // FileID names a SeaweedFS needle: "<volume id>,<needle id><cookie>", e.g. "3,01637037d6"
 // (volume 3, needle id 0x01, cookie 0x637037d6).
 type FileID struct {
-	VolumeID uint32
-	NeedleID uint64
-	Cookie   uint32
+	VolumeID uint32 // the volume (SeaweedFS VolumeId)
+	NeedleID uint64 // the needle's key in the volume (NeedleId)
+	Cookie   uint32 // the random number a read must present (Cookie)
 }
 
 // ParseFileID parses a file id the way the volume server's HTTP GET does

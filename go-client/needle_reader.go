@@ -201,12 +201,14 @@ func contentTypeLike(mimeType, name string, written []byte, gzipEncoded bool) st
 // that answered last: errors.Is(err, ErrNeedleNotFound), ErrRangeNotSatisfiable,
 // ErrBadFileID, ErrCorrupt, ... hold through it.
 type NeedleError struct {
+	// FileID and VolumeServer are the read's, as passed.
 	FileID       string
 	VolumeServer string
 	// Path is the path whose answer Err is (PathAuto for errors before either was tried,
 	// like a bad file id).
 	Path Path
-	Err  error
+	// Err is the answer: a ResultError, *HTTPError, ErrBadFileID, ctx.Err(), ...
+	Err error
 	// RingErr is why the ring path did not serve the needle when Path is PathHTTP.
 	RingErr error
 }
@@ -229,9 +231,9 @@ func (e *NeedleError) Unwrap() error { return e.Err }
 // HTTPError is a volume server's answer other than 200 or 206 on the HTTP path. 404
 // matches ErrNeedleNotFound and 416 ErrRangeNotSatisfiable under errors.Is.
 type HTTPError struct {
-	StatusCode int
-	Status     string
-	URL        string
+	StatusCode int    // e.g. 404
+	Status     string // e.g. "404 Not Found"
+	URL        string // the GET's URL
 	// Body is the start of the response body (the volume server's reason, if any).
 	Body string
 }
@@ -358,7 +360,9 @@ func (r *NeedleReader) CheckEngine(ctx context.Context) error {
 		return err
 	}
 	if err := c.Ping(ctx); err != nil {
-		r.dropSession(c, err)
+		if errors.Is(err, ErrEngineUnavailable) || errors.Is(err, ErrClosed) {
+			r.dropSession(c, err)
+		}
 		return err
 	}
 	return nil
@@ -404,6 +408,7 @@ func (r *NeedleReader) ReadNeedleRange(ctx context.Context, volumeServer, fileID
 
 // NeedleRequest is one read of ReadNeedles.
 type NeedleRequest struct {
+	// VolumeServer and FileID are as for ReadNeedle.
 	VolumeServer string
 	FileID       string
 	// Ranged reads Length bytes from Offset (see ReadNeedleRange); otherwise the whole
@@ -415,7 +420,7 @@ type NeedleRequest struct {
 
 // NeedleResult is the outcome of one NeedleRequest: a Needle or an error (*NeedleError).
 type NeedleResult struct {
-	Needle *Needle
+	Needle *Needle // nil on error
 	Err    error
 }
 

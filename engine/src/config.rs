@@ -614,7 +614,7 @@ mod tests {
             d = dir.display().to_string()
         );
         let c = Config::parse(&text, "t.toml").unwrap();
-        assert_eq!(c.seaweedfs.directories, [dir.clone()]);
+        assert_eq!(c.seaweedfs.directories.as_slice(), std::slice::from_ref(&dir));
         assert_eq!(c.seaweedfs.idx_entry_size, IdxEntrySize::Fixed(17));
         assert_eq!((c.seaweedfs.refresh_interval_ms, c.seaweedfs.verify_crc), (250, false));
         c.validate(&[0]).unwrap();
@@ -626,13 +626,26 @@ mod tests {
             toml::Value::try_from(&auto).unwrap()["seaweedfs"]["idx-entry-size"].as_str(),
             Some("auto")
         );
-        let e = Config::parse("[seaweedfs]\nrefresh-interval-ms = 0\n", "t.toml").unwrap().validate(&[0]).unwrap_err();
-        assert!(e.to_string().starts_with("config key seaweedfs.refresh-interval-ms:"), "{e}");
-        let e = Config::parse(&format!("[seaweedfs]\nidx-directories = [{:?}]\n", dir.display().to_string()), "t.toml")
+        let e = Config::parse("[seaweedfs]\nrefresh-interval-ms = 0\n", "t.toml")
             .unwrap()
             .validate(&[0])
             .unwrap_err();
-        assert!(e.to_string().starts_with("config key seaweedfs.idx-directories: set while"), "{e}");
+        assert!(
+            e.to_string().starts_with("config key seaweedfs.refresh-interval-ms:"),
+            "{e}"
+        );
+        let e = Config::parse(
+            &format!("[seaweedfs]\nidx-directories = [{:?}]\n", dir.display().to_string()),
+            "t.toml",
+        )
+        .unwrap()
+        .validate(&[0])
+        .unwrap_err();
+        assert!(
+            e.to_string()
+                .starts_with("config key seaweedfs.idx-directories: set while"),
+            "{e}"
+        );
     }
 
     #[test]

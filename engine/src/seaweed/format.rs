@@ -152,7 +152,16 @@ impl SuperBlock {
     pub fn encode(&self) -> [u8; SUPER_BLOCK_SIZE] {
         let r = self.compaction_revision.to_be_bytes();
         let e = self.extra_size.to_be_bytes();
-        [self.version, self.replica_placement, self.ttl[0], self.ttl[1], r[0], r[1], e[0], e[1]]
+        [
+            self.version,
+            self.replica_placement,
+            self.ttl[0],
+            self.ttl[1],
+            r[0],
+            r[1],
+            e[0],
+            e[1],
+        ]
     }
 }
 
@@ -226,7 +235,7 @@ impl IdxEntry {
 /// 272, including an empty file) or of neither (a partial trailing entry) decide nothing; the
 /// reader then looks at what the entries point to in the `.dat` (`volume.rs`).
 pub fn entry_size_by_length(len: u64) -> Option<usize> {
-    match (len % IDX_ENTRY_SIZE_4 as u64 == 0, len % IDX_ENTRY_SIZE_5 as u64 == 0) {
+    match (len.is_multiple_of(IDX_ENTRY_SIZE_4 as u64), len.is_multiple_of(IDX_ENTRY_SIZE_5 as u64)) {
         (true, false) => Some(IDX_ENTRY_SIZE_4),
         (false, true) => Some(IDX_ENTRY_SIZE_5),
         _ => None,
@@ -374,7 +383,10 @@ fn parse_body_v2<'a>(n: &mut Needle<'a>, body: &'a [u8]) -> Result<(), FormatErr
     }
     let data_size = be_u32(&body[0..4]) as usize;
     let mut i: usize = 4;
-    let data_end = i.checked_add(data_size).filter(|&e| e <= len).ok_or(overrun("data", data_size.saturating_add(4)))?;
+    let data_end = i
+        .checked_add(data_size)
+        .filter(|&e| e <= len)
+        .ok_or(overrun("data", data_size.saturating_add(4)))?;
     n.data = &body[i..data_end];
     n.data_start = NEEDLE_HEADER_SIZE + i;
     i = data_end;
@@ -404,7 +416,9 @@ fn parse_body_v2<'a>(n: &mut Needle<'a>, body: &'a [u8]) -> Result<(), FormatErr
         if i + LAST_MODIFIED_LEN > len {
             return Err(overrun("last-modified", i + LAST_MODIFIED_LEN));
         }
-        n.last_modified = body[i..i + LAST_MODIFIED_LEN].iter().fold(0u64, |a, &x| a << 8 | x as u64);
+        n.last_modified = body[i..i + LAST_MODIFIED_LEN]
+            .iter()
+            .fold(0u64, |a, &x| a << 8 | x as u64);
         i += LAST_MODIFIED_LEN;
     }
     if i < len && n.flags & flags::HAS_TTL != 0 {
@@ -506,7 +520,9 @@ pub enum CrcCheck {
     Match,
     /// The stored value is the legacy transform of the CRC-32C.
     LegacyMatch,
-    Mismatch { computed: u32 },
+    Mismatch {
+        computed: u32,
+    },
 }
 
 /// Checks `data` against its stored checksum as `readNeedleTail` does.
@@ -601,6 +617,7 @@ mod tests {
     use proptest::prelude::*;
 
     #[test]
+    #[allow(clippy::manual_rotate)] // Go's expression, as written in crc.go
     fn crc32c_is_castagnoli_and_legacy_inverts() {
         // The CRC-32C check value (RFC 3720 appendix B.4 lists the same polynomial).
         assert_eq!(crc32c(b"123456789"), 0xe306_9283);
@@ -646,7 +663,10 @@ mod tests {
         assert_eq!(sb.encode(), [3, 0x01, 5, 3, 0, 7, 0, 12]);
         let v1 = SuperBlock { version: 1, ..sb };
         assert_eq!(v1.block_size(), 8, "version 1 ignores the extra size");
-        assert_eq!(SuperBlock::parse(&[4, 0, 0, 0, 0, 0, 0, 0]), Err(FormatError::UnsupportedVersion(4)));
+        assert_eq!(
+            SuperBlock::parse(&[4, 0, 0, 0, 0, 0, 0, 0]),
+            Err(FormatError::UnsupportedVersion(4))
+        );
         assert!(matches!(SuperBlock::parse(&[3, 0]), Err(FormatError::Truncated { .. })));
     }
 
@@ -672,9 +692,33 @@ mod tests {
         assert_eq!(v, b17);
         assert_eq!(IdxEntry::parse(&b17[..16], 17), None);
         assert_eq!(IdxEntry::parse(&b17, 15), None);
-        assert!(IdxEntry { id: 1, offset: 8, size: 0 }.is_live(), "size 0 is an empty needle");
-        assert!(!IdxEntry { id: 1, offset: 0, size: 5 }.is_live(), "offset 0 is a deletion");
-        assert_eq!(IdxEntry { id: 1, offset: 8, size: 0 }.encode_into(18, &mut v), Err(FormatError::EntrySize(18)));
+        assert!(
+            IdxEntry {
+                id: 1,
+                offset: 8,
+                size: 0
+            }
+            .is_live(),
+            "size 0 is an empty needle"
+        );
+        assert!(
+            !IdxEntry {
+                id: 1,
+                offset: 0,
+                size: 5
+            }
+            .is_live(),
+            "offset 0 is a deletion"
+        );
+        assert_eq!(
+            IdxEntry {
+                id: 1,
+                offset: 8,
+                size: 0
+            }
+            .encode_into(18, &mut v),
+            Err(FormatError::EntrySize(18))
+        );
         assert_eq!(v, b17, "a refused encoding leaves the buffer as it was");
     }
 
@@ -717,11 +761,21 @@ mod tests {
             assert_eq!(b.len() as u64, needle_disk_size(size, v));
             assert_eq!(size as usize, 4 + 13 + 1 + 6 + 11 + 5 + 2 + 2 + 9);
             let n = parse_needle(&b, v).unwrap();
-            assert_eq!(n.header, NeedleHeader { cookie: s.cookie, id: s.id, size });
+            assert_eq!(
+                n.header,
+                NeedleHeader {
+                    cookie: s.cookie,
+                    id: s.id,
+                    size
+                }
+            );
             assert_eq!(n.data, &s.data[..]);
             assert_eq!(&b[n.data_start..n.data_start + n.data.len()], &s.data[..]);
             assert_eq!((n.flags, n.name, n.mime), (s.flags, &b"a.txt"[..], &b"text/plain"[..]));
-            assert_eq!((n.last_modified, n.ttl, n.pairs), (s.last_modified, [3, 2], &s.pairs[..]));
+            assert_eq!(
+                (n.last_modified, n.ttl, n.pairs),
+                (s.last_modified, [3, 2], &s.pairs[..])
+            );
             assert_eq!(n.append_at_ns, if v == 3 { s.append_at_ns } else { 0 });
             assert_eq!(check_crc(n.data, n.stored_checksum), CrcCheck::Match);
             let m = n.meta(v, 4, n.stored_checksum);
@@ -731,7 +785,13 @@ mod tests {
 
     #[test]
     fn empty_needle_has_no_body() {
-        let s = NeedleSpec { id: 9, cookie: 1, flags: flags::HAS_NAME, name: b"x".to_vec(), ..Default::default() };
+        let s = NeedleSpec {
+            id: 9,
+            cookie: 1,
+            flags: flags::HAS_NAME,
+            name: b"x".to_vec(),
+            ..Default::default()
+        };
         let (b, size) = encode_needle(&s, 3);
         assert_eq!(size, 0);
         assert_eq!(b.len(), 32);
@@ -741,7 +801,12 @@ mod tests {
 
     #[test]
     fn version_1_data_is_the_body() {
-        let s = NeedleSpec { id: 2, cookie: 3, data: b"v1 data".to_vec(), ..Default::default() };
+        let s = NeedleSpec {
+            id: 2,
+            cookie: 3,
+            data: b"v1 data".to_vec(),
+            ..Default::default()
+        };
         let (b, size) = encode_needle(&s, 1);
         assert_eq!(size, 7);
         let n = parse_needle(&b, 1).unwrap();
@@ -758,13 +823,22 @@ mod tests {
         assert_eq!(check_crc(n.data, n.stored_checksum), CrcCheck::LegacyMatch);
         assert_eq!(crc_from_legacy(n.stored_checksum), crc32c(&s.data));
         assert!(matches!(check_crc(n.data, 0x1234), CrcCheck::Mismatch { .. }));
-        assert_eq!(check_crc(&[], 0x1234), CrcCheck::Match, "Go checks no CRC for empty data");
+        assert_eq!(
+            check_crc(&[], 0x1234),
+            CrcCheck::Match,
+            "Go checks no CRC for empty data"
+        );
     }
 
     #[test]
     fn flagged_field_at_body_end_is_absent_but_overrun_is_corrupt() {
         // Flags say name, but the body ends right after the flags byte: Go skips the name.
-        let s = NeedleSpec { id: 1, cookie: 1, data: b"abc".to_vec(), ..Default::default() };
+        let s = NeedleSpec {
+            id: 1,
+            cookie: 1,
+            data: b"abc".to_vec(),
+            ..Default::default()
+        };
         let (mut b, size) = encode_needle(&s, 2);
         b[NEEDLE_HEADER_SIZE + size as usize - 1] = flags::HAS_NAME;
         let n = parse_needle(&b, 2).unwrap();
@@ -780,21 +854,33 @@ mod tests {
         };
         let (mut b, size) = encode_needle(&s, 2);
         b[NEEDLE_HEADER_SIZE + size as usize - 3] = 200;
-        assert!(matches!(parse_needle(&b, 2), Err(FormatError::FieldOverrun { field: "name", .. })));
+        assert!(matches!(
+            parse_needle(&b, 2),
+            Err(FormatError::FieldOverrun { field: "name", .. })
+        ));
         // A data size past the body.
         let (mut b, _) = encode_needle(&s, 3);
         b[NEEDLE_HEADER_SIZE..NEEDLE_HEADER_SIZE + 4].copy_from_slice(&1000u32.to_be_bytes());
-        assert!(matches!(parse_needle(&b, 3), Err(FormatError::FieldOverrun { field: "data", .. })));
+        assert!(matches!(
+            parse_needle(&b, 3),
+            Err(FormatError::FieldOverrun { field: "data", .. })
+        ));
         // A body too short for its data size.
         let mut b = vec![0u8; 40];
         b[15] = 2;
-        assert!(matches!(parse_needle(&b, 2), Err(FormatError::FieldOverrun { field: "data size", .. })));
+        assert!(matches!(
+            parse_needle(&b, 2),
+            Err(FormatError::FieldOverrun { field: "data size", .. })
+        ));
         // Negative size; truncated needle.
         let mut b = vec![0u8; 40];
         b[12] = 0x80;
         assert_eq!(parse_needle(&b, 2), Err(FormatError::NegativeSize(0x8000_0000)));
         let (b, _) = encode_needle(&full_spec(), 3);
-        assert!(matches!(parse_needle(&b[..b.len() - 1], 3), Err(FormatError::Truncated { .. })));
+        assert!(matches!(
+            parse_needle(&b[..b.len() - 1], 3),
+            Err(FormatError::Truncated { .. })
+        ));
         assert_eq!(parse_needle(&b, 4), Err(FormatError::UnsupportedVersion(4)));
     }
 
@@ -809,7 +895,10 @@ mod tests {
         assert!(n.expired(t + 3 * 3600 * 1_000_000_000));
         s.flags &= !flags::HAS_LAST_MODIFIED;
         let (b, _) = encode_needle(&s, 3);
-        assert!(!parse_needle(&b, 3).unwrap().expired(u64::MAX), "no last-modified: never expires");
+        assert!(
+            !parse_needle(&b, 3).unwrap().expired(u64::MAX),
+            "no last-modified: never expires"
+        );
         assert_eq!(ttl_minutes([5, 4]), 5 * 7 * 24 * 60);
         assert_eq!(ttl_minutes([5, 9]), 0);
     }

@@ -54,7 +54,10 @@ pub struct NeedleRead {
 
 impl NeedleRead {
     fn new(meta: NeedleMeta, keep: Arc<DatMap>, start: usize, len: usize) -> Self {
-        assert!(start.checked_add(len).is_some_and(|end| end as u64 <= keep.len()), "needle data inside its mapping");
+        assert!(
+            start.checked_add(len).is_some_and(|end| end as u64 <= keep.len()),
+            "needle data inside its mapping"
+        );
         Self { meta, keep, start, len }
     }
 

@@ -68,6 +68,7 @@ pub struct VolumeStore {
     state: Mutex<State>,
     verify_crc: AtomicBool,
     refresh_interval_ms: AtomicU64,
+    configured: AtomicBool,
     volumes: RwLock<HashMap<u32, Arc<Volume>>>,
 }
 
@@ -95,6 +96,7 @@ impl VolumeStore {
             }),
             verify_crc: AtomicBool::new(cfg.verify_crc),
             refresh_interval_ms: AtomicU64::new(cfg.refresh_interval_ms),
+            configured: AtomicBool::new(!cfg.directories.is_empty()),
             volumes: RwLock::new(HashMap::new()),
         });
         let s = store.refresh();
@@ -116,7 +118,7 @@ impl VolumeStore {
 
     /// Whether any directory is configured.
     pub fn is_configured(&self) -> bool {
-        !lock(&self.state).cfg.directories.is_empty()
+        self.configured.load(Ordering::Relaxed)
     }
 
     /// Brings the set of volumes up to date with the directories (see the module docs).
@@ -137,7 +139,9 @@ impl VolumeStore {
         let reopen_all = st.cfg.idx_entry_size != cfg.idx_entry_size;
         st.cfg = cfg.clone();
         self.verify_crc.store(cfg.verify_crc, Ordering::Relaxed);
-        self.refresh_interval_ms.store(cfg.refresh_interval_ms, Ordering::Relaxed);
+        self.configured.store(!cfg.directories.is_empty(), Ordering::Relaxed);
+        self.refresh_interval_ms
+            .store(cfg.refresh_interval_ms, Ordering::Relaxed);
         self.refresh_locked(&mut st, reopen_all)
     }
 
@@ -344,7 +348,8 @@ fn scan(cfg: &SeaweedfsConfig) -> Scan {
                 .filter_map(|e| e.file_name().into_string().ok())
                 .collect(),
             Err(e) => {
-                s.problems.push((dir.clone(), format!("cannot list the directory: {e}")));
+                s.problems
+                    .push((dir.clone(), format!("cannot list the directory: {e}")));
                 s.unreadable.push(dir.clone());
                 continue;
             }
@@ -373,10 +378,14 @@ fn scan(cfg: &SeaweedfsConfig) -> Scan {
             let idx = if names.contains(&idx_name) {
                 Some(beside)
             } else {
-                cfg.idx_directories.iter().map(|d| d.join(&idx_name)).find(|p| p.exists())
+                cfg.idx_directories
+                    .iter()
+                    .map(|d| d.join(&idx_name))
+                    .find(|p| p.exists())
             };
             let Some(idx) = idx else {
-                s.problems.push((dat, format!("no {idx_name} beside it or in seaweedfs.idx-directories")));
+                s.problems
+                    .push((dat, format!("no {idx_name} beside it or in seaweedfs.idx-directories")));
                 continue;
             };
             let (dat_meta, idx_meta) = match (std::fs::metadata(&dat), std::fs::metadata(&idx)) {

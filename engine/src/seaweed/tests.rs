@@ -30,7 +30,9 @@ fn code(r: Result<NeedleRead, ReadNeedleError>) -> ResultCode {
 }
 
 fn pattern(len: usize, seed: u8) -> Vec<u8> {
-    (0..len).map(|i| (i as u8).wrapping_mul(31).wrapping_add(seed) ^ (i >> 9) as u8).collect()
+    (0..len)
+        .map(|i| (i as u8).wrapping_mul(31).wrapping_add(seed) ^ (i >> 9) as u8)
+        .collect()
 }
 
 #[test]
@@ -62,10 +64,19 @@ fn every_version_and_entry_size_reads_back_with_all_fields() {
             assert_eq!((r.meta.flags, &r.meta.name[..]), (0, &b""[..]));
             let info = &s.volumes()[0];
             assert_eq!(
-                (info.id, info.version, info.idx_entry_size, info.needles_live, info.idx_entries),
+                (
+                    info.id,
+                    info.version,
+                    info.idx_entry_size,
+                    info.needles_live,
+                    info.idx_entries
+                ),
                 (3, version, es as u8, 2, 2)
             );
-            assert!(info.idx_entry_size_confirmed, "v{version}/{es}: the content shows the entry size");
+            assert!(
+                info.idx_entry_size_confirmed,
+                "v{version}/{es}: the content shows the entry size"
+            );
             assert_eq!(info.dat_bytes, v.dat_len());
         }
     }
@@ -85,9 +96,16 @@ fn answers_deleted_missing_cookie_and_unknown_volume() {
     assert_eq!(code(read_all(&s, 9, 1, 101)), ResultCode::CookieMismatch);
     assert_eq!(code(read_all(&s, 10, 1, 100)), ResultCode::NoSuchVolume);
     let i = &s.volumes()[0];
-    assert_eq!((i.collection.as_str(), i.needles_live, i.needles_deleted), ("pics", 1, 1));
+    assert_eq!(
+        (i.collection.as_str(), i.needles_live, i.needles_deleted),
+        ("pics", 1, 1)
+    );
     // A deletion entry with offset 0 (as other SeaweedFS paths write) deletes too.
-    v.append_idx(&IdxEntry { id: 1, offset: 0, size: 3 });
+    v.append_idx(&IdxEntry {
+        id: 1,
+        offset: 0,
+        size: 3,
+    });
     s.refresh();
     assert_eq!(code(read_all(&s, 9, 1, 100)), ResultCode::NeedleDeleted);
 }
@@ -118,7 +136,9 @@ fn empty_needle_reads_as_no_bytes() {
     let r = read_all(&s, 1, 7, 9).unwrap();
     assert!(r.is_empty());
     assert_eq!(r.meta.data_size, 0);
-    assert_eq!(code(read_all(&s, 1, 7, 8)), ResultCode::CookieMismatch);
+    assert_eq!(r.meta.append_at_ns, needle(7, 9, b"").append_at_ns);
+    // Any cookie, as the volume server answers (see `Volume::read`).
+    assert!(read_all(&s, 1, 7, 8).unwrap().is_empty());
     let r = s.read(1, 7, 9, 0, 10, true).unwrap();
     assert!(r.is_empty());
     assert_eq!(code(s.read(1, 7, 9, 1, 10, true)), ResultCode::RangeNotSatisfiable);
@@ -149,8 +169,14 @@ fn large_needle_whole_and_by_ranges() {
         off += r.len() as u64;
     }
     assert_eq!(got, data);
-    assert!(s.read(2, 1, 1, size, 100, true).unwrap().is_empty(), "a range at the end is empty");
-    assert_eq!(code(s.read(2, 1, 1, size + 1, 100, true)), ResultCode::RangeNotSatisfiable);
+    assert!(
+        s.read(2, 1, 1, size, 100, true).unwrap().is_empty(),
+        "a range at the end is empty"
+    );
+    assert_eq!(
+        code(s.read(2, 1, 1, size + 1, 100, true)),
+        ResultCode::RangeNotSatisfiable
+    );
     let r = s.read(2, 1, 1, size - 10, 100, true).unwrap();
     assert_eq!(r.data(), &data[data.len() - 10..]);
 }
@@ -165,7 +191,11 @@ fn corrupt_crc_header_and_truncation_are_corrupt() {
     // Flip a data byte of needle 1 (data starts after header + data size field).
     v.poke_dat(a.offset + 16 + 4 + 2, b"X");
     // Needle 2's idx entry points at needle 3's bytes.
-    v.append_idx(&IdxEntry { id: 2, offset: c.offset, size: b.size });
+    v.append_idx(&IdxEntry {
+        id: 2,
+        offset: c.offset,
+        size: b.size,
+    });
     let s = VolumeStore::open(&cfg(&[d.path()])).unwrap();
     let e = read_all(&s, 4, 1, 1).unwrap_err();
     assert_eq!(e.code(), ResultCode::Corrupt);
@@ -177,7 +207,11 @@ fn corrupt_crc_header_and_truncation_are_corrupt() {
     assert_eq!(code(read_all(&s, 4, 1, 2)), ResultCode::CookieMismatch);
     assert_eq!(read_all(&s, 4, 3, 1).unwrap().data(), b"cccccccccccccccc");
     // An entry naming bytes past the end of the .dat.
-    v.append_idx(&IdxEntry { id: 9, offset: v.dat_len() + 8, size: 40 });
+    v.append_idx(&IdxEntry {
+        id: 9,
+        offset: v.dat_len() + 8,
+        size: 40,
+    });
     let e = read_all(&s, 4, 9, 0).unwrap_err();
     assert_eq!(e.code(), ResultCode::Corrupt);
     assert!(e.to_string().contains("beyond the file"), "{e}");
@@ -239,7 +273,10 @@ fn super_block_extra_and_unaligned_end() {
     let d = TempDir::new("extra");
     let mut v = TestVolume::create_in(d.path(), d.path(), "", 8, 3, 16, &[1, 2, 3, 4, 5]);
     let e = v.write(&needle(1, 1, b"after extra"));
-    assert_eq!(e.offset, 16, "13 bytes of super block, the needle at the next multiple of 8");
+    assert_eq!(
+        e.offset, 16,
+        "13 bytes of super block, the needle at the next multiple of 8"
+    );
     let s = VolumeStore::open(&cfg(&[d.path()])).unwrap();
     assert_eq!(read_all(&s, 8, 1, 1).unwrap().data(), b"after extra");
 }
@@ -277,7 +314,11 @@ fn bad_volumes_are_skipped_and_others_served() {
     assert_eq!(s.volumes().iter().map(|i| i.id).collect::<Vec<_>>(), [1]);
     assert_eq!(read_all(&s, 1, 1, 1).unwrap().data(), b"good");
     let r = s.refresh();
-    let failed: Vec<String> = r.failed.iter().map(|(p, _)| p.file_name().unwrap().to_string_lossy().into()).collect();
+    let failed: Vec<String> = r
+        .failed
+        .iter()
+        .map(|(p, _)| p.file_name().unwrap().to_string_lossy().into())
+        .collect();
     assert_eq!(failed, ["2.dat", "3.dat", "4.dat"], "{:?}", r.failed);
     assert!(r.failed[0].1.contains("shorter than a super block"), "{:?}", r.failed);
     assert!(r.failed[1].1.contains("version 9"), "{:?}", r.failed);
@@ -317,7 +358,10 @@ fn follows_the_idx_as_another_writer_appends() {
     let r = s.refresh();
     assert_eq!((r.new_entries, r.changed()), (48, false));
     for id in 2..50u64 {
-        assert_eq!(read_all(&s, 1, id, 1).unwrap().data(), &pattern(id as usize * 100, id as u8)[..]);
+        assert_eq!(
+            read_all(&s, 1, id, 1).unwrap().data(),
+            &pattern(id as usize * 100, id as u8)[..]
+        );
     }
     // Appended, no refresh: the miss reads the new entries itself (and maps the grown .dat).
     v.write(&needle(50, 1, &pattern(1 << 20, 50)));
@@ -601,14 +645,24 @@ fn duplicate_volume_ids_serve_the_first_directory() {
     let s = VolumeStore::open(&cfg(&[&a, &b])).unwrap();
     assert_eq!(read_all(&s, 1, 1, 1).unwrap().data(), b"first");
     let r = s.refresh();
-    assert!(r.failed.iter().any(|(p, why)| p.starts_with(&b) && why.contains("also at")), "{r:?}");
+    assert!(
+        r.failed
+            .iter()
+            .any(|(p, why)| p.starts_with(&b) && why.contains("also at")),
+        "{r:?}"
+    );
 }
 
 #[test]
 fn open_refuses_an_unlistable_directory() {
-    let e = VolumeStore::open(&cfg(&[Path::new("/nonexistent/seaweed-ring-test")])).err().unwrap();
+    let e = VolumeStore::open(&cfg(&[Path::new("/nonexistent/seaweed-ring-test")]))
+        .err()
+        .unwrap();
     let m = e.to_string();
-    assert!(m.starts_with("config key seaweedfs.directories: /nonexistent/seaweed-ring-test cannot be listed"), "{m}");
+    assert!(
+        m.starts_with("config key seaweedfs.directories: /nonexistent/seaweed-ring-test cannot be listed"),
+        "{m}"
+    );
     let s = VolumeStore::open(&SeaweedfsConfig::default()).unwrap();
     assert!(!s.is_configured() && s.volumes().is_empty());
     assert_eq!(code(read_all(&s, 1, 1, 1)), ResultCode::NoSuchVolume);
@@ -619,9 +673,18 @@ fn error_codes() {
     let (volume, needle) = (1, 2);
     let all = [
         (ReadNeedleError::NoSuchVolume { volume }, ResultCode::NoSuchVolume),
-        (ReadNeedleError::NoSuchNeedle { volume, needle }, ResultCode::NoSuchNeedle),
-        (ReadNeedleError::NeedleDeleted { volume, needle }, ResultCode::NeedleDeleted),
-        (ReadNeedleError::CookieMismatch { volume, needle }, ResultCode::CookieMismatch),
+        (
+            ReadNeedleError::NoSuchNeedle { volume, needle },
+            ResultCode::NoSuchNeedle,
+        ),
+        (
+            ReadNeedleError::NeedleDeleted { volume, needle },
+            ResultCode::NeedleDeleted,
+        ),
+        (
+            ReadNeedleError::CookieMismatch { volume, needle },
+            ResultCode::CookieMismatch,
+        ),
         (
             ReadNeedleError::Corrupt {
                 volume,

@@ -273,7 +273,11 @@ impl Volume {
     /// Opens both files read-only, reads the super block, maps the `.dat` and replays the whole
     /// `.idx`. `hint`: the entry size other volumes of this server turned out to use, for an
     /// `.idx` that does not show its own (empty, or nothing checkable in it).
-    pub(crate) fn open(files: VolumeFiles, setting: IdxEntrySize, hint: Option<usize>) -> Result<Self, OpenVolumeError> {
+    pub(crate) fn open(
+        files: VolumeFiles,
+        setting: IdxEntrySize,
+        hint: Option<usize>,
+    ) -> Result<Self, OpenVolumeError> {
         // std opens read-only with O_CLOEXEC; no lock is taken, nothing is ever written.
         let dat = File::open(&files.dat).map_err(|e| open_err(&files.dat, e))?;
         let dat_meta = dat.metadata().map_err(|e| open_err(&files.dat, e))?;
@@ -290,7 +294,10 @@ impl Volume {
         if superblock.block_size() > dat_len {
             return Err(open_err(
                 &files.dat,
-                format!("super block of {} bytes in a {dat_len}-byte file", superblock.block_size()),
+                format!(
+                    "super block of {} bytes in a {dat_len}-byte file",
+                    superblock.block_size()
+                ),
             ));
         }
         let map = Arc::new(DatMap::new(&dat, dat_len).map_err(|e| open_err(&files.dat, format!("mmap: {e}")))?);
@@ -300,8 +307,9 @@ impl Volume {
         let (entry_size, confirmed) = match setting {
             IdxEntrySize::Fixed(17) => (IDX_ENTRY_SIZE_5, true),
             IdxEntrySize::Fixed(_) => (IDX_ENTRY_SIZE_4, true),
-            IdxEntrySize::Auto => detect_entry_size(&idx, idx_meta.len(), map.bytes(), hint)
-                .map_err(|e| open_err(&files.idx, e))?,
+            IdxEntrySize::Auto => {
+                detect_entry_size(&idx, idx_meta.len(), map.bytes(), hint).map_err(|e| open_err(&files.idx, e))?
+            }
         };
         let v = Self {
             dat_ident: FileIdent::of(&dat_meta),
@@ -403,7 +411,10 @@ impl Volume {
                 for b in f.buf.chunks_exact(es) {
                     let e = IdxEntry::parse(b, es).expect("chunks_exact gives whole entries");
                     if e.is_live() {
-                        max_end = max_end.max(e.offset.saturating_add(format::needle_disk_size(e.size as u32, version)));
+                        max_end = max_end.max(
+                            e.offset
+                                .saturating_add(format::needle_disk_size(e.size as u32, version)),
+                        );
                     }
                     m.apply(&e);
                 }
@@ -463,7 +474,11 @@ impl Volume {
         if m.len() >= end {
             return Ok(m);
         }
-        let len = self.dat.metadata().map_err(|e| ReadNeedleErrorKind::Io(e.to_string()))?.len();
+        let len = self
+            .dat
+            .metadata()
+            .map_err(|e| ReadNeedleErrorKind::Io(e.to_string()))?
+            .len();
         if len < end {
             return Err(ReadNeedleErrorKind::BeyondFile(len));
         }
@@ -492,7 +507,8 @@ impl Volume {
             None => {
                 // Perhaps written since the last refresh: read the new entries once.
                 self.follow(false);
-                self.lookup(needle).ok_or(ReadNeedleError::NoSuchNeedle { volume, needle })?
+                self.lookup(needle)
+                    .ok_or(ReadNeedleError::NoSuchNeedle { volume, needle })?
             }
         };
         if found.offset == 0 || found.size < 0 {
@@ -501,7 +517,11 @@ impl Volume {
         let version = self.version();
         let disk = format::needle_disk_size(found.size as u32, version);
         let (map, at, header) = self.locate(needle, found, disk)?;
-        if header.cookie != cookie {
+        // An empty needle (size 0) is served whatever the cookie, as the volume server does:
+        // it answers size 0 without reading the needle (`Volume.readNeedle`), and compaction
+        // rewrites empty needles with a placeholder cookie (`makeupDiff`'s 0x12345678), so
+        // checking it would refuse needles the volume server serves. No data can leak.
+        if header.cookie != cookie && found.size != 0 {
             return Err(ReadNeedleError::CookieMismatch { volume, needle });
         }
         let bytes = &map.bytes()[at..at + disk as usize];
@@ -569,9 +589,15 @@ impl Volume {
     /// Finds the needle's bytes: at the entry's offset, or for a 16-byte `.idx` 32 GiB further
     /// when the header there does not match (a 4-byte offset wraps; Go's `ReadData` retries
     /// the same way). The header's id and size must equal the entry's.
-    fn locate(&self, needle: u64, found: Found, disk: u64) -> Result<(Arc<DatMap>, usize, NeedleHeader), ReadNeedleError> {
+    fn locate(
+        &self,
+        needle: u64,
+        found: Found,
+        disk: u64,
+    ) -> Result<(Arc<DatMap>, usize, NeedleHeader), ReadNeedleError> {
         let mut why = String::new();
-        let wraps = self.entry_size.load(Ordering::Relaxed) == IDX_ENTRY_SIZE_4 && found.offset < format::WRAP_4BYTE_OFFSET;
+        let wraps =
+            self.entry_size.load(Ordering::Relaxed) == IDX_ENTRY_SIZE_4 && found.offset < format::WRAP_4BYTE_OFFSET;
         for at in [found.offset, found.offset + format::WRAP_4BYTE_OFFSET] {
             if at != found.offset && !wraps {
                 break;

@@ -17,8 +17,11 @@ import (
 	"path/filepath"
 	"runtime"
 	"slices"
+	"strconv"
 	"strings"
 	"time"
+
+	"golang.org/x/sys/unix"
 
 	swring "github.com/seaweed-ring/seaweed-ring/go-client"
 	"github.com/seaweed-ring/seaweed-ring/go-client/internal/enginectl"
@@ -31,12 +34,13 @@ func main() {
 	dir := flag.String("dir", "", "work directory for volumes, configs and logs (default: a new temporary directory, removed at the end)")
 	transports := flag.String("transports", "sm,tcp", "UCX transports between the engines (UCX_TLS syntax; tcp is needed for the connection set-up)")
 	rounds := flag.Int("rounds", 300, "timed reads per file and path")
+	oneEngine := flag.Bool("one-engine", runtime.NumCPU() < 4, "one engine both serves the volume and reads through its own listener (default on machines with fewer than 4 CPUs, where two busy-polling engines and the client would share cores)")
 	flag.Usage = func() {
 		fmt.Fprintf(flag.CommandLine.Output(), "Usage: swring-demo [flags]\n\nRuns a SeaweedFS volume server, a serving engine, a client engine and the Go client on\nloopback, reads needles through the rings and over HTTP, and prints what it read and how fast.\n\nFlags:\n")
 		flag.PrintDefaults()
 	}
 	flag.Parse()
-	if err := run(*engineBin, *weedBin, *dir, *transports, *rounds); err != nil {
+	if err := run(*engineBin, *weedBin, *dir, *transports, *rounds, *oneEngine); err != nil {
 		fmt.Fprintln(os.Stderr, "swring-demo:", err)
 		os.Exit(1)
 	}
@@ -48,7 +52,7 @@ type sample struct {
 	fid        string
 }
 
-func run(engineBin, weedBin, dir, transports string, rounds int) error {
+func run(engineBin, weedBin, dir, transports string, rounds int, oneEngine bool) error {
 	ctx := context.Background()
 	if weedBin == "" {
 		w, err := weedcluster.FindWeed()
@@ -94,22 +98,30 @@ func run(engineBin, weedBin, dir, transports string, rounds int) error {
 	}
 	say("SeaweedFS: uploaded %d files through its HTTP API, and deleted %s", len(samples), gone)
 
-	// Two engines: one beside the volume server, serving its directory over UCX; one beside
-	// the client. On a small machine they share cores; they sleep when idle.
+	// The engine beside the volume server serves its directory over UCX; the engine beside
+	// the client reads from it. With few cores one engine plays both parts, reading through
+	// its own listener (the same UCX path): busy-polling engines and the client need a core
+	// each.
 	last := runtime.NumCPU() - 1
 	server, err := enginectl.Start(ctx, enginectl.Options{Bin: engineBin, Dir: mkdir(dir, "server-engine"), Listen: true,
-		Transports: transports, VolumeDirs: []string{cluster.VolumeDir}, Cores: []int{0}})
+		Transports: transports, VolumeDirs: []string{cluster.VolumeDir}, Cores: []int{last}})
 	if err != nil {
 		return fmt.Errorf("serving engine: %w", err)
 	}
 	defer server.Stop()
-	client, err := enginectl.Start(ctx, enginectl.Options{Bin: engineBin, Dir: mkdir(dir, "client-engine"),
-		Transports: transports, Cores: []int{last}})
-	if err != nil {
-		return fmt.Errorf("client engine: %w", err)
+	keepOffCore(last)
+	client := server
+	if oneEngine {
+		say("engine: core %d serves the volume directory on UCX %s [%s] and reads through that listener for the client", last, server.UCXAddr, transports)
+	} else {
+		client, err = enginectl.Start(ctx, enginectl.Options{Bin: engineBin, Dir: mkdir(dir, "client-engine"),
+			Transports: transports, Cores: []int{last - 1}})
+		if err != nil {
+			return fmt.Errorf("client engine: %w", err)
+		}
+		defer client.Stop()
+		say("engines: serving engine (core %d) listens on UCX %s [%s]; client engine (core %d) at %s", last, server.UCXAddr, transports, last-1, client.Socket)
 	}
-	defer client.Stop()
-	say("engines: serving engine (core 0) listens on UCX %s [%s]; client engine (core %d) at %s", server.UCXAddr, transports, last, client.Socket)
 
 	reader := swring.NewNeedleReader(swring.NeedleReaderOptions{
 		EngineSocket: client.Socket,
@@ -158,15 +170,33 @@ func run(engineBin, weedBin, dir, transports string, rounds int) error {
 
 	// The local engine dies: reads go on over HTTP.
 	client.Kill()
+	say("client engine killed (SIGKILL)")
 	n, err := reader.ReadNeedle(ctx, cluster.Volume, samples[2].fid)
 	if err != nil {
 		return fmt.Errorf("read after the engine died: %w", err)
 	}
-	fmt.Printf("client engine killed: %s read over %s (ring error: %v), bytes equal: %v\n", samples[2].fid, n.Path, n.RingErr, bytes.Equal(n.Data, samples[2].data))
+	fmt.Printf("%s read over %s (ring error: %v), bytes equal: %v\n", samples[2].fid, n.Path, n.RingErr, bytes.Equal(n.Data, samples[2].data))
 	if n.Path != swring.PathHTTP || !bytes.Equal(n.Data, samples[2].data) {
 		return errors.New("fallback did not serve the needle over HTTP")
 	}
 	return nil
+}
+
+// keepOffCore moves every thread of this process off the engine's core (threads created
+// later inherit it): a busy-polling engine and a client thread on one core take turns by
+// the scheduler's time slices, which costs the client tens of microseconds per read.
+func keepOffCore(core int) {
+	var set unix.CPUSet
+	if err := unix.SchedGetaffinity(0, &set); err != nil || set.Count() < 2 {
+		return
+	}
+	set.Clear(core)
+	tasks, _ := os.ReadDir("/proc/self/task")
+	for _, t := range tasks {
+		if tid, err := strconv.Atoi(t.Name()); err == nil {
+			unix.SchedSetaffinity(tid, &set)
+		}
+	}
 }
 
 // p50 times rounds calls of f and returns the median.

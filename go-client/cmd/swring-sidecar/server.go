@@ -16,8 +16,8 @@ import (
 	swring "github.com/seaweed-ring/seaweed-ring/go-client"
 )
 
-// needleSource is what the server reads through: a *swring.NeedleReader (tests put a stub
-// in its place).
+// needleSource is what the server reads through: a *swring.NeedleReader, or in tests a
+// table of needles.
 type needleSource interface {
 	ReadNeedle(ctx context.Context, volumeServer, fileID string) (*swring.Needle, error)
 	ReadNeedleRange(ctx context.Context, volumeServer, fileID string, offset, length int64) (*swring.Needle, error)

@@ -79,13 +79,13 @@ func Start(ctx context.Context, o Options) (*Engine, error) {
 	}
 	os.Remove(e.Socket)
 	log := o.Log
+	var logFile *os.File
 	if log == nil {
 		f, err := os.Create(filepath.Join(o.Dir, "engine.log"))
 		if err != nil {
 			return nil, err
 		}
-		defer f.Close()
-		log = f
+		log, logFile = f, f
 	}
 	addr := make(chan string, 1)
 	cmd := exec.Command(o.Bin, "--config", conf)
@@ -102,10 +102,19 @@ func Start(ctx context.Context, o Options) (*Engine, error) {
 	// Do not outlive a parent that dies (test timeout, panic).
 	cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL}
 	if err := cmd.Start(); err != nil {
+		if logFile != nil {
+			logFile.Close()
+		}
 		return nil, fmt.Errorf("enginectl: start %s: %w", o.Bin, err)
 	}
 	e.cmd = cmd
-	go func() { cmd.Wait(); close(e.exited) }()
+	go func() {
+		cmd.Wait() // returns after the log has been copied
+		if logFile != nil {
+			logFile.Close()
+		}
+		close(e.exited)
+	}()
 	deadline := time.Now().Add(30 * time.Second)
 	for {
 		// The socket file appears at bind(), a moment before listen(): wait for a connect.
