@@ -7,4 +7,7 @@
 /// `seaweed_parse` includes the same file by path.
 #[path = "seaweed/format.rs"]
 pub mod seaweed_format;
+/// Writes SeaweedFS volumes in their on-disk format (tests, tools).
+#[path = "seaweed/writer.rs"]
+pub mod seaweed_writer;
 pub mod ucx;

@@ -237,6 +237,10 @@ fn run(cfg: Config) -> Result<(), Box<dyn std::error::Error>> {
     check_hugepages(&cfg)?;
     prepare_ucx_environment(&cfg.ucx);
     let peers = Arc::new(dataplane::PeerRegistry::default());
+
+    // Signals are blocked before any thread exists, so every thread inherits the mask and
+    // SIGTERM/SIGINT reach the engine only through the control thread's signalfd.
+    let signals = control::block_signals()?;
     // SeaweedFS volumes: opened before serving, so the first needle read finds them; kept
     // current by a refresh thread and by SIGHUP (directories may be added later).
     let volumes = seaweed::VolumeStore::open(&cfg.seaweedfs)?;
@@ -246,10 +250,6 @@ fn run(cfg: Config) -> Result<(), Box<dyn std::error::Error>> {
     let mut settings = dataplane::UcxSettings::new(&cfg.ucx, peers.clone());
     settings.volumes = Some(volumes.clone());
     let ucx_settings = Arc::new(settings);
-
-    // Signals are blocked before any thread exists, so every thread inherits the mask and
-    // SIGTERM/SIGINT reach the engine only through the control thread's signalfd.
-    let signals = control::block_signals()?;
     let (listener, socket_path) = control::bind_socket(&cfg)?;
     let control_wake = Arc::new(ring_proto::control_io::new_eventfd()?);
     let (events_tx, events_rx) = std::sync::mpsc::channel();
