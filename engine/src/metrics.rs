@@ -298,7 +298,41 @@ pub fn render(s: &Snapshot) -> String {
         }
     }
     render_peers(&mut o, &s.peers);
+    render_volumes(&mut o, &s.volumes);
     o.0
+}
+
+fn render_volumes(o: &mut Out, volumes: &[crate::seaweed::VolumeInfo]) {
+    type VolumeField = (&'static str, &'static str, fn(&crate::seaweed::VolumeInfo) -> u64);
+    let fields: [VolumeField; 4] = [
+        (
+            "seaweed_ring_volume_needles",
+            "Needles of the SeaweedFS volume the engine can serve (live in its index).",
+            |v| v.needles_live,
+        ),
+        (
+            "seaweed_ring_volume_deleted_needles",
+            "Needles of the SeaweedFS volume whose latest index entry deletes them.",
+            |v| v.needles_deleted,
+        ),
+        (
+            "seaweed_ring_volume_idx_entries",
+            "Index entries of the SeaweedFS volume read so far (grows as the volume server writes).",
+            |v| v.idx_entries,
+        ),
+        (
+            "seaweed_ring_volume_dat_bytes",
+            "Size of the SeaweedFS volume's .dat file.",
+            |v| v.dat_bytes,
+        ),
+    ];
+    for (name, help, get) in fields {
+        o.family(name, "gauge", help);
+        for v in volumes {
+            let id = v.id.to_string();
+            o.sample(name, &[("volume", &id), ("collection", &v.collection)], get(v));
+        }
+    }
 }
 
 fn render_peers(o: &mut Out, peers: &[crate::status::PeerStatus]) {

@@ -532,6 +532,28 @@ pub fn render_table(s: &Snapshot) -> String {
         }
         out += &align(&rows);
     }
+    out += "\nVOLUMES (SeaweedFS)\n";
+    if s.volumes.is_empty() {
+        out += "(none: seaweedfs.directories is empty or holds no volume)\n";
+    } else {
+        let mut rows = vec![header(&[
+            "VOLUME", "COLLECTION", "VERSION", "NEEDLES", "DELETED", "DAT_BYTES", "IDX_ENTRY", "DAT",
+        ])];
+        for v in &s.volumes {
+            let dat = v.dat_path.display();
+            rows.push(row(&[
+                &v.id,
+                &v.collection,
+                &v.version,
+                &v.needles_live,
+                &v.needles_deleted,
+                &v.dat_bytes,
+                &v.idx_entry_size,
+                &dat,
+            ]));
+        }
+        out += &align(&rows);
+    }
     out
 }
 

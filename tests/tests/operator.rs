@@ -548,3 +548,82 @@ fn sighup_says_what_it_cannot_reload() {
     engine.wait_for_log("RUST_LOG sets the log filter; not applied");
     assert!(!engine.log().contains("log level reloaded"));
 }
+
+#[test]
+fn sighup_serves_new_seaweedfs_directories_and_status_and_metrics_show_their_volumes() {
+    use engine::seaweed_writer::{needle, VolumeWriter};
+    let dir = tempfile::tempdir().unwrap();
+    let (a, b) = (dir.path().join("a"), dir.path().join("b"));
+    std::fs::create_dir_all(&a).unwrap();
+    std::fs::create_dir_all(&b).unwrap();
+    let mut v1 = VolumeWriter::create(&a, "", 1, 3, 16).unwrap();
+    for i in 1..=5 {
+        v1.write(&needle(i, 7, b"needle")).unwrap();
+    }
+    v1.delete(5, 7).unwrap();
+    let mut v2 = VolumeWriter::create(&b, "photos", 2, 3, 16).unwrap();
+    v2.write(&needle(1, 7, b"other")).unwrap();
+    let cfg = dir.path().join("engine.toml");
+    let write = |dirs: &[&std::path::Path]| {
+        let list: Vec<String> = dirs.iter().map(|d| format!("{:?}", d.to_str().unwrap())).collect();
+        std::fs::write(
+            &cfg,
+            format!(
+                "[metrics]\nlisten = \"127.0.0.1:0\"\n\n[seaweedfs]\ndirectories = [{}]\n",
+                list.join(", ")
+            ),
+        )
+        .unwrap();
+    };
+    write(&[&a]);
+    let engine = Engine::start(&["--config", cfg.to_str().unwrap()]);
+    let addr = metrics_addr(&engine);
+    let m = scrape(&addr);
+    assert_eq!(
+        value(
+            &m,
+            "seaweed_ring_volume_needles",
+            &[("volume", "1"), ("collection", "")]
+        ),
+        4.0
+    );
+    assert_eq!(
+        value(&m, "seaweed_ring_volume_deleted_needles", &[("volume", "1")]),
+        1.0
+    );
+    assert!(m
+        .iter()
+        .all(|s| s.labels.get("volume").map(String::as_str) != Some("2")));
+
+    // The operator adds a directory and sends SIGHUP: its volumes are served, no restart.
+    write(&[&a, &b]);
+    engine.signal(Signal::SIGHUP);
+    engine.wait_for_log("SIGHUP: seaweedfs settings reloaded");
+    let m = scrape(&addr);
+    assert_eq!(
+        value(
+            &m,
+            "seaweed_ring_volume_needles",
+            &[("volume", "2"), ("collection", "photos")]
+        ),
+        1.0
+    );
+    let table = engine_status(&engine, &[]);
+    assert!(
+        table.contains("VOLUMES (SeaweedFS)") && table.contains("photos"),
+        "{table}"
+    );
+    let st = engine.status_json();
+    let vols = st["volumes"].as_array().unwrap();
+    assert_eq!(vols.len(), 2, "{st}");
+    // Removing it again stops serving it.
+    write(&[&a]);
+    engine.signal(Signal::SIGHUP);
+    integration_tests::wait_until(
+        "volume 2 dropped",
+        || engine.status_json()["volumes"].as_array().unwrap().len() == 1,
+        || engine.log(),
+    );
+    let (status, log) = engine.terminate();
+    assert!(status.success(), "{log}");
+}
