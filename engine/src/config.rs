@@ -76,8 +76,9 @@ impl Default for SeaweedfsConfig {
     }
 }
 
-/// `seaweedfs.idx-entry-size`: `"auto"`, 16 (SeaweedFS's default build, 4-byte offsets) or 17
-/// (built with `-tags 5BytesOffset`). Any integer parses, so that validation can name the key.
+/// `seaweedfs.idx-entry-size`: `"auto"` (per volume: its `.vif`, else what its entries point
+/// at), 16 (SeaweedFS's default build, 4-byte offsets) or 17 (built with `-tags 5BytesOffset`).
+/// Any integer parses, so that validation can name the key.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub enum IdxEntrySize {
     #[default]

@@ -1,26 +1,7 @@
 //! Remote operations: one data plane per engine worker, over that worker's own UCX worker.
 //!
-//! Engine-to-engine messages (UCX active messages, little-endian headers):
-//!
-//! ```text
-//! AM_REQUEST (id 1)  header: req_id u64 | service u32 | resp_cap u32   data: request payload
-//! AM_REPLY   (id 2)  header: req_id u64 | status i32  | 0 u32          data: response payload
-//! AM_QUERY   (id 3)  header: req_id u64 | export u32  | key u32        data: none
-//! AM_INFO    (id 4)  header: req_id u64 | status i32  | perms u32      data: base u64 | len u64 | rkey
-//! AM_REVOKE  (id 5)  header: 0 u64      | export u32  | key u32        data: none
-//! AM_ACK     (id 6)  header: 0 u64      | export u32  | key u32        data: none
-//! AM_NEEDLE_REQUEST (id 7)  header: req_id u64 | needle u64 | range_offset u64 | max_len u64
-//!                                   | volume u32 | cookie u32 | flags u32 | 0 u32    data: none
-//! AM_NEEDLE_REPLY   (id 8)  header: req_id u64 | status i32 | meta_len u32 | NeedleMeta
-//!                           data: the needle's data bytes (or the range), sent from the volume
-//!                           file's mapping
-//! ```
-//!
-//! READ_NEEDLE: the serving engine looks the needle up in its volume store (`seaweed/`),
-//! checks the cookie before anything else leaves, verifies the data's CRC-32C once, and sends
-//! the bytes straight from its mapping of the `.dat` file. The requester writes the metadata
-//! into the first `NEEDLE_META_LEN` bytes of the client's buffer and receives the data after
-//! it (by rendezvous straight into the shared buffer when large).
+//! Engine-to-engine messages (UCX active messages) are defined in `ring_proto::wire`
+//! (SPEC.md §13–15).
 //!
 //! READ/WRITE: the requester fetches an export's descriptor (AM_QUERY → AM_INFO) once per
 //! connection, checks bounds and permissions against it, then reads or writes with one-sided
@@ -44,30 +25,20 @@ use ring_proto::ResultCode;
 use crate::exports::{ExportTable, PERM_READ, PERM_WRITE};
 use crate::ops::{NeedleRequest, RmaRequest, SendRequest};
 use crate::seaweed::{NeedleRead, VolumeStore};
-use ring_proto::needle::{NeedleMeta, NEEDLE_META_LEN, NEEDLE_META_MAX};
 use crate::session::{Remote, SessionShared};
 use engine::ucx::{self, AmData, Endpoint, EpKey, RemoteKey, RndvData, Started, UcxError, WorkerEvent};
+use ring_proto::needle::{NeedleMeta, NEEDLE_META_LEN, NEEDLE_META_MAX};
 
-const AM_REQUEST: u16 = 1;
-const AM_REPLY: u16 = 2;
-const AM_QUERY: u16 = 3;
-const AM_INFO: u16 = 4;
-const AM_REVOKE: u16 = 5;
-const AM_ACK: u16 = 6;
-const AM_NEEDLE_REQUEST: u16 = 7;
-const AM_NEEDLE_REPLY: u16 = 8;
-const AM_IDS: [u16; 8] = [
-    AM_REQUEST,
-    AM_REPLY,
-    AM_QUERY,
-    AM_INFO,
-    AM_REVOKE,
-    AM_ACK,
-    AM_NEEDLE_REQUEST,
-    AM_NEEDLE_REPLY,
-];
-const HEADER_LEN: usize = 16;
-const NEEDLE_HEADER_LEN: usize = 48;
+use ring_proto::wire::{am, ExportDescriptor, MsgHeader as Header, NeedleRequestHeader as NeedleWire, HEADER_LEN};
+
+const AM_REQUEST: u16 = am::REQUEST;
+const AM_REPLY: u16 = am::REPLY;
+const AM_QUERY: u16 = am::QUERY;
+const AM_INFO: u16 = am::INFO;
+const AM_REVOKE: u16 = am::REVOKE;
+const AM_ACK: u16 = am::ACK;
+const AM_NEEDLE_REQUEST: u16 = am::NEEDLE_REQUEST;
+const AM_NEEDLE_REPLY: u16 = am::NEEDLE_REPLY;
 /// Tokens of this worker's own sends/receives on behalf of peers (replies, echo receives)
 /// have this bit set; requester tokens are request ids.
 const SERVER_TOKEN: u64 = 1 << 63;
@@ -375,7 +346,7 @@ impl DataPlane {
     /// the engine's listener.
     pub fn new(settings: Arc<UcxSettings>, listen: bool, id: usize) -> Result<Self, UcxError> {
         let context = settings.context()?;
-        let mut worker = ucx::Worker::new(context, &AM_IDS)?;
+        let mut worker = ucx::Worker::new(context, &am::ALL)?;
         let listener = match (listen, settings.listen) {
             (true, Some(addr)) => {
                 let l = worker.listen(addr)?;
@@ -448,7 +419,7 @@ impl DataPlane {
                     }
                     return;
                 }
-                let Some(h) = Header::parse_prefix(m.header, m.id == AM_NEEDLE_REPLY) else {
+                let Some(h) = Header::parse(m.header, m.id == AM_NEEDLE_REPLY) else {
                     tracing::warn!(len = m.header.len(), "malformed active message header dropped");
                     return;
                 };
@@ -464,10 +435,12 @@ impl DataPlane {
                     (AM_QUERY, Some(ep)) => {
                         let (header, body) = match settings.exports.query(h.a, h.b, worker_id, ep) {
                             Ok(d) => {
-                                let mut body = Vec::with_capacity(16 + d.rkey.len());
-                                body.extend_from_slice(&d.base_addr.to_le_bytes());
-                                body.extend_from_slice(&d.len.to_le_bytes());
-                                body.extend_from_slice(&d.rkey);
+                                let body = ExportDescriptor {
+                                    base_addr: d.base_addr,
+                                    len: d.len,
+                                    rkey: &d.rkey,
+                                }
+                                .encode();
                                 (
                                     Header {
                                         req_id: h.req_id,
@@ -716,7 +689,13 @@ impl DataPlane {
         match payload {
             Some((mut header, needle)) => {
                 header[..HEADER_LEN].copy_from_slice(&h);
-                self.send_raw(ep, AM_NEEDLE_REPLY, header.into_boxed_slice(), Payload::Needle(needle), false)
+                self.send_raw(
+                    ep,
+                    AM_NEEDLE_REPLY,
+                    header.into_boxed_slice(),
+                    Payload::Needle(needle),
+                    false,
+                )
             }
             None => self.send_raw(ep, AM_NEEDLE_REPLY, Box::new(h), Payload::Bytes(Vec::new()), false),
         }
@@ -729,7 +708,13 @@ impl DataPlane {
 
     /// Sends a message of ours (reply, descriptor, revoke, ack) on endpoint `ep_key`.
     fn send_msg(&mut self, ep_key: EpKey, id: u16, header: Header, buf: Vec<u8>, want_reply_ep: bool) {
-        self.send_raw(ep_key, id, Box::new(header.encode()), Payload::Bytes(buf), want_reply_ep)
+        self.send_raw(
+            ep_key,
+            id,
+            Box::new(header.encode()),
+            Payload::Bytes(buf),
+            want_reply_ep,
+        )
     }
 
     /// Sends a message with any header (a needle reply's carries the metadata) and payload.
@@ -795,20 +780,18 @@ impl DataPlane {
         );
         let Some(p) = self.pending.get(&req_id) else { return };
         let (peer, rma) = (p.peer, p.rma.expect("descriptors are asked for by READ/WRITE"));
-        if body.len() < 16 {
+        let Some(ExportDescriptor { base_addr, len, rkey }) = ExportDescriptor::parse(body) else {
             let p = self.pending.remove(&req_id).expect("present");
             self.out.push(done(&p, ResultCode::PeerFailed as i32));
             return;
-        }
-        let base_addr = u64::from_le_bytes(body[0..8].try_into().expect("8 bytes"));
-        let len = u64::from_le_bytes(body[8..16].try_into().expect("8 bytes"));
+        };
         if !self.remote_exports.contains_key(&(peer, rma.export_id)) {
             let Some(conn) = self.conns.get(&peer) else {
                 let p = self.pending.remove(&req_id).expect("present");
                 self.out.push(done(&p, ResultCode::PeerFailed as i32));
                 return;
             };
-            match self.worker.unpack_rkey(&conn.ep, &body[16..]) {
+            match self.worker.unpack_rkey(&conn.ep, rkey) {
                 Ok(rkey) => {
                     self.remote_exports.insert(
                         (peer, rma.export_id),
@@ -1227,8 +1210,17 @@ impl Remote for DataPlane {
         );
         let conn = &self.conns[&req.peer];
         // Safety: the header is kept in `sends` until SendDone; no payload.
-        let started =
-            unsafe { self.worker.am_send(&conn.ep, AM_NEEDLE_REQUEST, &header[..], std::ptr::null(), 0, true, req_id) };
+        let started = unsafe {
+            self.worker.am_send(
+                &conn.ep,
+                AM_NEEDLE_REQUEST,
+                &header[..],
+                std::ptr::null(),
+                0,
+                true,
+                req_id,
+            )
+        };
         match started {
             Err(e) => {
                 tracing::debug!(peer = req.peer, error = %e, "needle request send failed");
@@ -1378,7 +1370,8 @@ fn take_reply(
         // it is written: it must decode, fit the metadata area, and describe this reply.
         let meta_len = (h.b as usize).min(meta.len());
         let ok = meta_len <= NEEDLE_META_MAX
-            && NeedleMeta::decode(&meta[..meta_len]).is_ok_and(|m| m.range_offset.saturating_add(len as u64) <= m.data_size);
+            && NeedleMeta::decode(&meta[..meta_len])
+                .is_ok_and(|m| m.range_offset.saturating_add(len as u64) <= m.data_size);
         if !ok {
             tracing::warn!(req_id = h.req_id, "needle reply with bad metadata");
             let p = pending.remove(&h.req_id).expect("present");
@@ -1404,122 +1397,9 @@ fn take_reply(
     }
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-struct Header {
-    req_id: u64,
-    a: u32,
-    b: u32,
-}
-
-impl Header {
-    /// Parses the 16-byte header; with `longer`, bytes after it (a needle reply's
-    /// metadata) are allowed.
-    fn parse_prefix(b: &[u8], longer: bool) -> Option<Self> {
-        if b.len() < HEADER_LEN || (!longer && b.len() != HEADER_LEN) {
-            return None;
-        }
-        Some(Self {
-            req_id: u64::from_le_bytes(b[0..8].try_into().ok()?),
-            a: u32::from_le_bytes(b[8..12].try_into().ok()?),
-            b: u32::from_le_bytes(b[12..16].try_into().ok()?),
-        })
-    }
-
-    fn encode(&self) -> [u8; HEADER_LEN] {
-        let mut h = [0u8; HEADER_LEN];
-        h[0..8].copy_from_slice(&self.req_id.to_le_bytes());
-        h[8..12].copy_from_slice(&self.a.to_le_bytes());
-        h[12..16].copy_from_slice(&self.b.to_le_bytes());
-        h
-    }
-}
-
-/// The header of AM_NEEDLE_REQUEST.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-struct NeedleWire {
-    req_id: u64,
-    needle: u64,
-    range_offset: u64,
-    max_len: u64,
-    volume: u32,
-    cookie: u32,
-    ranged: bool,
-}
-
-impl NeedleWire {
-    fn parse(b: &[u8]) -> Option<Self> {
-        if b.len() != NEEDLE_HEADER_LEN {
-            return None;
-        }
-        let u64_at = |o: usize| u64::from_le_bytes(b[o..o + 8].try_into().expect("8 bytes"));
-        let u32_at = |o: usize| u32::from_le_bytes(b[o..o + 4].try_into().expect("4 bytes"));
-        let flags = u32_at(40);
-        if flags & !1 != 0 || u32_at(44) != 0 {
-            return None;
-        }
-        Some(Self {
-            req_id: u64_at(0),
-            needle: u64_at(8),
-            range_offset: u64_at(16),
-            max_len: u64_at(24),
-            volume: u32_at(32),
-            cookie: u32_at(36),
-            ranged: flags & 1 != 0,
-        })
-    }
-
-    fn encode(&self) -> [u8; NEEDLE_HEADER_LEN] {
-        let mut h = [0u8; NEEDLE_HEADER_LEN];
-        h[0..8].copy_from_slice(&self.req_id.to_le_bytes());
-        h[8..16].copy_from_slice(&self.needle.to_le_bytes());
-        h[16..24].copy_from_slice(&self.range_offset.to_le_bytes());
-        h[24..32].copy_from_slice(&self.max_len.to_le_bytes());
-        h[32..36].copy_from_slice(&self.volume.to_le_bytes());
-        h[36..40].copy_from_slice(&self.cookie.to_le_bytes());
-        h[40..44].copy_from_slice(&(self.ranged as u32).to_le_bytes());
-        h
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn needle_header_roundtrip_and_checks() {
-        let w = NeedleWire {
-            req_id: 7,
-            needle: 0x1122_3344_5566_7788,
-            range_offset: 9,
-            max_len: 10,
-            volume: 11,
-            cookie: 0xdead_beef,
-            ranged: true,
-        };
-        let b = w.encode();
-        assert_eq!(NeedleWire::parse(&b), Some(w));
-        assert_eq!(NeedleWire::parse(&b[..47]), None);
-        let mut bad = b;
-        bad[40] = 2;
-        assert_eq!(NeedleWire::parse(&bad), None);
-        let mut bad = b;
-        bad[44] = 1;
-        assert_eq!(NeedleWire::parse(&bad), None);
-        assert!(Header::parse_prefix(&[0u8; 20], true).is_some());
-        assert!(Header::parse_prefix(&[0u8; 20], false).is_none());
-    }
-
-    #[test]
-    fn header_roundtrip_and_length_check() {
-        let h = Header {
-            req_id: 0x0102_0304_0506_0708,
-            a: 7,
-            b: 9,
-        };
-        assert_eq!(Header::parse_prefix(&h.encode(), false), Some(h));
-        assert_eq!(Header::parse_prefix(&h.encode()[..15], false), None);
-        assert_eq!(Header::parse_prefix(&[0u8; 17], false), None);
-    }
 
     #[test]
     fn latency_lands_in_the_first_bucket_that_holds_it() {

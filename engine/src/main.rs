@@ -349,7 +349,11 @@ fn rendezvous_threshold(transports: Option<&str>) -> Option<&'static str> {
     if !names.iter().all(|&x| is_shm(x) || x == "tcp") {
         return None; // RDMA listed, or "all": UCX decides
     }
-    Some(if names.iter().any(|&x| is_shm(x) && x != "self") { "inf" } else { "256k" })
+    Some(if names.iter().any(|&x| is_shm(x) && x != "self") {
+        "inf"
+    } else {
+        "256k"
+    })
 }
 
 /// Logs which pages sessions will get, and refuses to start under `require` without them.

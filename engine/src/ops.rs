@@ -16,9 +16,7 @@ pub fn execute(req: Request, buf: *mut u8) -> i32 {
         | Request::Export { .. }
         | Request::Unexport { .. }
         | Request::Rma(_)
-        | Request::ReadNeedle(_) => {
-            ResultCode::Internal as i32
-        }
+        | Request::ReadNeedle(_) => ResultCode::Internal as i32,
         Request::Fill { offset, len, byte } => {
             // Safety: `validate` checked offset + len <= buf_size for this session, and `buf`
             // is its buffer area. The client may read these bytes concurrently; libc's memset

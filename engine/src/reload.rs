@@ -106,7 +106,12 @@ pub fn on_sighup() {
                 );
                 current.seaweedfs = new.seaweedfs.clone();
             }
-            None => restart.extend(changed.iter().filter(|k| k.starts_with("seaweedfs.")).map(String::as_str)),
+            None => restart.extend(
+                changed
+                    .iter()
+                    .filter(|k| k.starts_with("seaweedfs."))
+                    .map(String::as_str),
+            ),
         }
     }
     for key in &changed {

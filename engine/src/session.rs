@@ -199,7 +199,10 @@ impl ActiveSession {
                         }
                     }
                     Ok(ops::Request::ReadNeedle(req)) => {
-                        match started(remote.start_read_needle(&self.shared, sqe.user_data, req), &mut self.inflight) {
+                        match started(
+                            remote.start_read_needle(&self.shared, sqe.user_data, req),
+                            &mut self.inflight,
+                        ) {
                             None => continue,
                             Some(err) => err,
                         }

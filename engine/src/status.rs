@@ -537,7 +537,14 @@ pub fn render_table(s: &Snapshot) -> String {
         out += "(none: seaweedfs.directories is empty or holds no volume)\n";
     } else {
         let mut rows = vec![header(&[
-            "VOLUME", "COLLECTION", "VERSION", "NEEDLES", "DELETED", "DAT_BYTES", "IDX_ENTRY", "DAT",
+            "VOLUME",
+            "COLLECTION",
+            "VERSION",
+            "NEEDLES",
+            "DELETED",
+            "DAT_BYTES",
+            "IDX_ENTRY",
+            "DAT",
         ])];
         for v in &s.volumes {
             let dat = v.dat_path.display();

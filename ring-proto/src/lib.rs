@@ -2,7 +2,8 @@
 //! session region ([`layout`]), the entries that travel through its rings ([`entry`]), the
 //! single-producer single-consumer ring algorithm with its sleep/wake handshake ([`ring`]),
 //! the control-socket messages of the slow path ([`control`]), what makes a submission
-//! entry valid ([`validate`]), and the needle metadata a `READ_NEEDLE` returns ([`needle`]).
+//! entry valid ([`validate`]), the needle metadata a `READ_NEEDLE` returns ([`needle`]), and
+//! the messages engines exchange over UCX ([`wire`]).
 //!
 //! `SPEC.md` beside this crate says the same in prose for clients written in other languages;
 //! `layout.json` is its machine-readable form (a test keeps it equal to these types).
@@ -16,6 +17,7 @@ pub mod needle;
 pub mod ring;
 pub mod sync;
 pub mod validate;
+pub mod wire;
 
 pub use entry::{opcode, Cqe, Entry, ResultCode, Sqe};
 pub use layout::{CloseReason, RegionHeader, RegionLayout, RingCtl, SessionState, LAYOUT_VERSION, MAGIC};

@@ -73,7 +73,10 @@ impl core::fmt::Display for NeedleMetaError {
         match self {
             Self::Short(n) => write!(f, "needle metadata is {n} bytes, shorter than its 64-byte fixed part"),
             Self::Lengths { want, have } => {
-                write!(f, "needle metadata names {want} bytes of name and mime but carries {have}")
+                write!(
+                    f,
+                    "needle metadata names {want} bytes of name and mime but carries {have}"
+                )
             }
             Self::Reserved => write!(f, "needle metadata reserved bytes are not zero"),
         }
@@ -161,7 +164,10 @@ mod tests {
         };
         let b = m.encode();
         assert_eq!(b.len(), 64 + 5 + 10);
-        assert_eq!((b[0], b[8], b[16], b[24], b[32], b[36], b[37], b[38], b[39], b[40], b[41]), (1, 2, 3, 4, 5, 6, 5, 10, 3, 7, 8));
+        assert_eq!(
+            (b[0], b[8], b[16], b[24], b[32], b[36], b[37], b[38], b[39], b[40], b[41]),
+            (1, 2, 3, 4, 5, 6, 5, 10, 3, 7, 8)
+        );
         assert_eq!(&b[64..69], b"a.txt");
         assert_eq!(NeedleMeta::decode(&b), Ok(m));
     }
@@ -170,7 +176,10 @@ mod tests {
     fn lengths_are_checked() {
         let mut b = NeedleMeta::default().encode();
         b[37] = 1;
-        assert_eq!(NeedleMeta::decode(&b), Err(NeedleMetaError::Lengths { want: 65, have: 64 }));
+        assert_eq!(
+            NeedleMeta::decode(&b),
+            Err(NeedleMetaError::Lengths { want: 65, have: 64 })
+        );
         assert_eq!(NeedleMeta::decode(&b[..63]), Err(NeedleMetaError::Short(63)));
         let mut b = NeedleMeta::default().encode();
         b[50] = 1;

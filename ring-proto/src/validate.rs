@@ -438,19 +438,42 @@ mod tests {
             args: [0x1234, 1, 100, 10],
             ..r
         };
-        assert!(matches!(validate(&ranged, &layout()), Ok(Request::ReadNeedle(n)) if n.ranged && n.max_len == 10 && n.range_offset == 100));
+        assert!(
+            matches!(validate(&ranged, &layout()), Ok(Request::ReadNeedle(n)) if n.ranged && n.max_len == 10 && n.range_offset == 100)
+        );
         for bad in [
             Sqe { flags: 2, ..r },
             Sqe { reserved: 1, ..r },
-            Sqe { args: [1, 1 << 32, 0, 0], ..r },
-            Sqe { args: [1, 1, 5, 0], ..r },
-            Sqe { buf_len: NEEDLE_META_LEN as u32 - 1, ..r },
+            Sqe {
+                args: [1, 1 << 32, 0, 0],
+                ..r
+            },
+            Sqe {
+                args: [1, 1, 5, 0],
+                ..r
+            },
+            Sqe {
+                buf_len: NEEDLE_META_LEN as u32 - 1,
+                ..r
+            },
         ] {
             assert_eq!(validate(&bad, &layout()), Err(ResultCode::InvalidEntry), "{bad:?}");
         }
         assert_eq!(validate(&Sqe { peer: 0, ..r }, &layout()), Err(ResultCode::NoSuchPeer));
-        assert_eq!(validate(&Sqe { buf_offset: 8192 - 2048, ..r }, &layout()), Err(ResultCode::OutOfBounds));
-        let too_long = Sqe { args: [1, 1, 0, 4096], ..ranged };
+        assert_eq!(
+            validate(
+                &Sqe {
+                    buf_offset: 8192 - 2048,
+                    ..r
+                },
+                &layout()
+            ),
+            Err(ResultCode::OutOfBounds)
+        );
+        let too_long = Sqe {
+            args: [1, 1, 0, 4096],
+            ..ranged
+        };
         assert_eq!(validate(&too_long, &layout()), Err(ResultCode::OutOfBounds));
     }
 

@@ -235,7 +235,10 @@ impl IdxEntry {
 /// 272, including an empty file) or of neither (a partial trailing entry) decide nothing; the
 /// reader then looks at what the entries point to in the `.dat` (`volume.rs`).
 pub fn entry_size_by_length(len: u64) -> Option<usize> {
-    match (len.is_multiple_of(IDX_ENTRY_SIZE_4 as u64), len.is_multiple_of(IDX_ENTRY_SIZE_5 as u64)) {
+    match (
+        len.is_multiple_of(IDX_ENTRY_SIZE_4 as u64),
+        len.is_multiple_of(IDX_ENTRY_SIZE_5 as u64),
+    ) {
         (true, false) => Some(IDX_ENTRY_SIZE_4),
         (false, true) => Some(IDX_ENTRY_SIZE_5),
         _ => None,

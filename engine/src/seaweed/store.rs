@@ -150,11 +150,16 @@ impl VolumeStore {
         let mut summary = RefreshSummary::default();
         let mut problems = scan.problems;
         let existing: Vec<(u32, Arc<Volume>)> = read_lock(&self.volumes).iter().map(|(k, v)| (*k, v.clone())).collect();
-        let hint = entry_size_hint(existing.iter().map(|(_, v)| v));
+        let mut sizes = EntrySizes::default();
+        existing.iter().for_each(|(_, v)| sizes.count(v));
         let setting = st.cfg.idx_entry_size;
-        let open = |files: &VolumeFiles, problems: &mut Vec<(PathBuf, String)>| -> Option<Arc<Volume>> {
-            match Volume::open(files.clone(), setting, hint) {
-                Ok(v) => Some(Arc::new(v)),
+        let open = |found: &Found, problems: &mut Vec<(PathBuf, String)>, sizes: &mut EntrySizes| {
+            let opened = Volume::open(found.files.clone(), setting, sizes.hint(), found.vif.as_deref());
+            match opened {
+                Ok(v) => {
+                    sizes.count(&v);
+                    Some(Arc::new(v))
+                }
                 Err(e) => {
                     problems.push((e.path.clone(), e.reason));
                     None
@@ -185,7 +190,7 @@ impl VolumeStore {
                     f.stale
                 };
             if replaced {
-                match open(&found.files, &mut problems) {
+                match open(found, &mut problems, &mut sizes) {
                     Some(nv) => {
                         tracing::debug!(volume = vid, dat = %found.files.dat.display(), "seaweedfs: volume reopened");
                         summary.reopened.push(*vid);
@@ -203,7 +208,7 @@ impl VolumeStore {
             .collect();
         new.sort_by_key(|f| f.files.id);
         for found in new {
-            if let Some(v) = open(&found.files, &mut problems) {
+            if let Some(v) = open(found, &mut problems, &mut sizes) {
                 tracing::debug!(volume = found.files.id, dat = %found.files.dat.display(), "seaweedfs: volume opened");
                 summary.added.push(found.files.id);
                 insert.push((found.files.id, v));
@@ -221,6 +226,7 @@ impl VolumeStore {
         }
         remove.sort_unstable();
         summary.removed = remove;
+        summary.reopened.sort_unstable();
         // Log each problem once, and forget those that went away.
         let mut warned = HashMap::new();
         for (path, why) in &problems {
@@ -305,21 +311,26 @@ impl VolumeStore {
     }
 }
 
-/// The entry size most volumes of this server have shown (all volumes of one SeaweedFS
-/// build use the same), for volumes whose own `.idx` does not show it.
-fn entry_size_hint<'a>(vols: impl Iterator<Item = &'a Arc<Volume>>) -> Option<usize> {
-    let mut count = [0usize; 2];
-    for v in vols {
+/// How many volumes showed each entry size. All volumes of one SeaweedFS build use the same,
+/// so the majority is the guess for a volume whose own `.idx` does not show it (yet).
+#[derive(Default)]
+struct EntrySizes([usize; 2]);
+
+impl EntrySizes {
+    fn count(&mut self, v: &Volume) {
         match v.entry_size() {
-            (16, true) => count[0] += 1,
-            (17, true) => count[1] += 1,
+            (16, true) => self.0[0] += 1,
+            (17, true) => self.0[1] += 1,
             _ => {}
         }
     }
-    match count {
-        [0, 0] => None,
-        [a, b] if b > a => Some(17),
-        _ => Some(16),
+
+    fn hint(&self) -> Option<usize> {
+        match self.0 {
+            [0, 0] => None,
+            [a, b] if b > a => Some(17),
+            _ => Some(16),
+        }
     }
 }
 
@@ -327,6 +338,8 @@ struct Found {
     files: VolumeFiles,
     dat_ident: FileIdent,
     idx_ident: FileIdent,
+    /// The `.vif` beside the `.dat`, if there is one (it names the idx entry size).
+    vif: Option<PathBuf>,
 }
 
 #[derive(Default)]
@@ -410,6 +423,9 @@ fn scan(cfg: &SeaweedfsConfig) -> Scan {
                     },
                     dat_ident: FileIdent::of(&dat_meta),
                     idx_ident: FileIdent::of(&idx_meta),
+                    vif: names
+                        .contains(&format!("{base}.vif"))
+                        .then(|| dir.join(format!("{base}.vif"))),
                 },
             );
         }

@@ -589,6 +589,36 @@ fn auto_entry_size_guess_is_corrected_when_the_idx_grows() {
     let _w = TestVolume::create(d.path(), "", 2, 3, 17);
     s.refresh();
     assert_eq!(s.volumes()[1].idx_entry_size, 17);
+    // So does one opened in the same pass, after them.
+    let s = VolumeStore::open(&cfg(&[d.path()])).unwrap();
+    let i = s.volumes();
+    assert_eq!((i[0].idx_entry_size, i[0].idx_entry_size_confirmed), (17, true));
+    assert_eq!((i[1].idx_entry_size, i[1].idx_entry_size_confirmed), (17, false));
+}
+
+#[test]
+fn vif_names_the_entry_size() {
+    let d = TempDir::new("vif");
+    // Empty volumes: only the .vif can tell.
+    let v = TestVolume::create(d.path(), "", 1, 3, 17);
+    v.write_vif(5);
+    let w = TestVolume::create(d.path(), "", 2, 3, 16);
+    w.write_vif(4);
+    // bytesOffset 0 (a .vif from before the field) and an unreadable .vif say nothing.
+    let mut x = TestVolume::create(d.path(), "", 3, 3, 17);
+    x.write(&needle(1, 1, b"x"));
+    x.write_vif(0);
+    let mut y = TestVolume::create(d.path(), "", 4, 3, 17);
+    y.write(&needle(1, 1, b"y"));
+    std::fs::write(y.dat_path.with_extension("vif"), b"not json").unwrap();
+    let s = VolumeStore::open(&cfg(&[d.path()])).unwrap();
+    let sizes: Vec<(u8, bool)> = s
+        .volumes()
+        .iter()
+        .map(|i| (i.idx_entry_size, i.idx_entry_size_confirmed))
+        .collect();
+    assert_eq!(sizes, [(17, true), (16, true), (17, true), (17, true)]);
+    assert_eq!(read_all(&s, 4, 1, 1).unwrap().data(), b"y");
 }
 
 #[test]

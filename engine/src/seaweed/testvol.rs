@@ -170,6 +170,16 @@ impl TestVolume {
         e
     }
 
+    /// Writes the `.vif` beside the `.dat` as the volume server does (protojson of
+    /// `VolumeInfo`, abridged).
+    pub(crate) fn write_vif(&self, bytes_offset: u32) {
+        let text = format!(
+            "{{\n  \"files\": [],\n  \"version\": {},\n  \"replication\": \"\",\n  \"bytesOffset\": {bytes_offset},\n  \"datFileSize\": \"0\"\n}}",
+            self.version
+        );
+        std::fs::write(self.dat_path.with_extension("vif"), text).unwrap();
+    }
+
     pub(crate) fn dat_len(&self) -> u64 {
         self.dat_end
     }

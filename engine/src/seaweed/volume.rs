@@ -273,10 +273,13 @@ impl Volume {
     /// Opens both files read-only, reads the super block, maps the `.dat` and replays the whole
     /// `.idx`. `hint`: the entry size other volumes of this server turned out to use, for an
     /// `.idx` that does not show its own (empty, or nothing checkable in it).
+    /// `vif`: the volume's `.vif`, whose `bytesOffset` (4 or 5) names the entry size when
+    /// `setting` is auto.
     pub(crate) fn open(
         files: VolumeFiles,
         setting: IdxEntrySize,
         hint: Option<usize>,
+        vif: Option<&Path>,
     ) -> Result<Self, OpenVolumeError> {
         // std opens read-only with O_CLOEXEC; no lock is taken, nothing is ever written.
         let dat = File::open(&files.dat).map_err(|e| open_err(&files.dat, e))?;
@@ -307,9 +310,12 @@ impl Volume {
         let (entry_size, confirmed) = match setting {
             IdxEntrySize::Fixed(17) => (IDX_ENTRY_SIZE_5, true),
             IdxEntrySize::Fixed(_) => (IDX_ENTRY_SIZE_4, true),
-            IdxEntrySize::Auto => {
-                detect_entry_size(&idx, idx_meta.len(), map.bytes(), hint).map_err(|e| open_err(&files.idx, e))?
-            }
+            IdxEntrySize::Auto => match vif.and_then(entry_size_from_vif) {
+                Some(es) => (es, true),
+                None => {
+                    detect_entry_size(&idx, idx_meta.len(), map.bytes(), hint).map_err(|e| open_err(&files.idx, e))?
+                }
+            },
         };
         let v = Self {
             dat_ident: FileIdent::of(&dat_meta),
@@ -668,6 +674,28 @@ fn now_unix_ns() -> u64 {
     std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .map_or(0, |d| d.as_nanos() as u64)
+}
+
+/// The entry size a `.vif` (protobuf `VolumeInfo` as JSON, beside the `.dat`) records:
+/// `bytesOffset` 4 or 5 (`volume_loading.go` writes `types.OffsetSize`; `volume_tier.go`
+/// refuses to load a volume whose `.vif` names the other size, so a running volume server
+/// agrees with it). Absent, 0 or unreadable: `None`, and the entries decide.
+fn entry_size_from_vif(path: &Path) -> Option<usize> {
+    use std::io::Read;
+    let mut text = Vec::new();
+    File::open(path).ok()?.take(1 << 16).read_to_end(&mut text).ok()?;
+    let v: serde_json::Value = serde_json::from_slice(&text).ok()?;
+    // protojson writes the lowerCamelCase name; it also reads the proto name, and the old
+    // `OldVersionVolumeInfo` message spelled it `BytesOffset`.
+    let n = ["bytesOffset", "bytes_offset", "BytesOffset"]
+        .iter()
+        .find_map(|k| v.get(k))
+        .and_then(|n| n.as_u64().or_else(|| n.as_str()?.parse().ok()))?;
+    match n {
+        4 => Some(IDX_ENTRY_SIZE_4),
+        5 => Some(IDX_ENTRY_SIZE_5),
+        _ => None,
+    }
 }
 
 /// Which entry size an `.idx` uses, and whether that is known or guessed. Samples entries

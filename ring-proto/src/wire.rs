@@ -1,0 +1,194 @@
+//! The engine-to-engine protocol (SPEC.md §13–15): UCX active-message ids and the headers and
+//! bodies they carry, little-endian. Engines trust the fabric but not the bytes: every parse
+//! checks lengths and reserved fields and returns `None` rather than guess.
+//!
+//! ```text
+//! id 1 REQUEST         header: req_id u64 | service u32 | resp_cap u32     data: payload
+//! id 2 REPLY           header: req_id u64 | status i32  | 0 u32            data: response
+//! id 3 QUERY           header: req_id u64 | export u32  | key u32          data: none
+//! id 4 INFO            header: req_id u64 | status i32  | perms u32        data: ExportDescriptor
+//! id 5 REVOKE          header: 0 u64      | export u32  | key u32          data: none
+//! id 6 ACK             header: 0 u64      | export u32  | key u32          data: none
+//! id 7 NEEDLE_REQUEST  header: NeedleRequestHeader (48 bytes)              data: none
+//! id 8 NEEDLE_REPLY    header: req_id u64 | status i32 | meta_len u32 | NeedleMeta
+//!                                                                          data: needle data
+//! ```
+
+/// Active-message ids. Values never change once released.
+pub mod am {
+    pub const REQUEST: u16 = 1;
+    pub const REPLY: u16 = 2;
+    pub const QUERY: u16 = 3;
+    pub const INFO: u16 = 4;
+    pub const REVOKE: u16 = 5;
+    pub const ACK: u16 = 6;
+    pub const NEEDLE_REQUEST: u16 = 7;
+    pub const NEEDLE_REPLY: u16 = 8;
+    pub const ALL: [u16; 8] = [REQUEST, REPLY, QUERY, INFO, REVOKE, ACK, NEEDLE_REQUEST, NEEDLE_REPLY];
+}
+
+/// Length of [`MsgHeader`].
+pub const HEADER_LEN: usize = 16;
+/// Length of [`NeedleRequestHeader`].
+pub const NEEDLE_REQUEST_LEN: usize = 48;
+
+/// The 16-byte header of every message but NEEDLE_REQUEST: a request id and two
+/// message-specific words (see the table above).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct MsgHeader {
+    pub req_id: u64,
+    pub a: u32,
+    pub b: u32,
+}
+
+impl MsgHeader {
+    /// Parses a header of exactly 16 bytes; with `longer` (NEEDLE_REPLY, whose header carries
+    /// the metadata after these 16 bytes) more bytes may follow.
+    pub fn parse(b: &[u8], longer: bool) -> Option<Self> {
+        if b.len() < HEADER_LEN || (!longer && b.len() != HEADER_LEN) {
+            return None;
+        }
+        Some(Self {
+            req_id: u64::from_le_bytes(b[0..8].try_into().ok()?),
+            a: u32::from_le_bytes(b[8..12].try_into().ok()?),
+            b: u32::from_le_bytes(b[12..16].try_into().ok()?),
+        })
+    }
+
+    pub fn encode(&self) -> [u8; HEADER_LEN] {
+        let mut h = [0u8; HEADER_LEN];
+        h[0..8].copy_from_slice(&self.req_id.to_le_bytes());
+        h[8..12].copy_from_slice(&self.a.to_le_bytes());
+        h[12..16].copy_from_slice(&self.b.to_le_bytes());
+        h
+    }
+}
+
+/// The header of NEEDLE_REQUEST:
+/// `req_id u64 | needle u64 | range_offset u64 | max_len u64 | volume u32 | cookie u32 |
+/// flags u32 (bit 0: ranged) | reserved u32 = 0`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct NeedleRequestHeader {
+    pub req_id: u64,
+    pub needle: u64,
+    pub range_offset: u64,
+    /// The range length, or the requester's data capacity without a range.
+    pub max_len: u64,
+    pub volume: u32,
+    pub cookie: u32,
+    pub ranged: bool,
+}
+
+impl NeedleRequestHeader {
+    pub fn parse(b: &[u8]) -> Option<Self> {
+        if b.len() != NEEDLE_REQUEST_LEN {
+            return None;
+        }
+        let u64_at = |o: usize| u64::from_le_bytes(b[o..o + 8].try_into().expect("8 bytes"));
+        let u32_at = |o: usize| u32::from_le_bytes(b[o..o + 4].try_into().expect("4 bytes"));
+        let flags = u32_at(40);
+        if flags & !1 != 0 || u32_at(44) != 0 {
+            return None;
+        }
+        Some(Self {
+            req_id: u64_at(0),
+            needle: u64_at(8),
+            range_offset: u64_at(16),
+            max_len: u64_at(24),
+            volume: u32_at(32),
+            cookie: u32_at(36),
+            ranged: flags & 1 != 0,
+        })
+    }
+
+    pub fn encode(&self) -> [u8; NEEDLE_REQUEST_LEN] {
+        let mut h = [0u8; NEEDLE_REQUEST_LEN];
+        h[0..8].copy_from_slice(&self.req_id.to_le_bytes());
+        h[8..16].copy_from_slice(&self.needle.to_le_bytes());
+        h[16..24].copy_from_slice(&self.range_offset.to_le_bytes());
+        h[24..32].copy_from_slice(&self.max_len.to_le_bytes());
+        h[32..36].copy_from_slice(&self.volume.to_le_bytes());
+        h[36..40].copy_from_slice(&self.cookie.to_le_bytes());
+        h[40..44].copy_from_slice(&(self.ranged as u32).to_le_bytes());
+        h
+    }
+}
+
+/// The body of INFO: where an export lies in the exporter's address space and its packed
+/// UCX remote key: `base u64 | len u64 | rkey bytes`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ExportDescriptor<'a> {
+    pub base_addr: u64,
+    pub len: u64,
+    pub rkey: &'a [u8],
+}
+
+impl<'a> ExportDescriptor<'a> {
+    /// Parses a body; the remote key must not be empty.
+    pub fn parse(b: &'a [u8]) -> Option<Self> {
+        if b.len() <= 16 {
+            return None;
+        }
+        Some(Self {
+            base_addr: u64::from_le_bytes(b[0..8].try_into().ok()?),
+            len: u64::from_le_bytes(b[8..16].try_into().ok()?),
+            rkey: &b[16..],
+        })
+    }
+
+    pub fn encode(&self) -> Vec<u8> {
+        let mut v = Vec::with_capacity(16 + self.rkey.len());
+        v.extend_from_slice(&self.base_addr.to_le_bytes());
+        v.extend_from_slice(&self.len.to_le_bytes());
+        v.extend_from_slice(self.rkey);
+        v
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+
+    #[test]
+    fn needle_request_roundtrip_and_checks() {
+        let w = NeedleRequestHeader {
+            req_id: 7,
+            needle: 0x1122_3344_5566_7788,
+            range_offset: 9,
+            max_len: 10,
+            volume: 11,
+            cookie: 0xdead_beef,
+            ranged: true,
+        };
+        let b = w.encode();
+        assert_eq!(NeedleRequestHeader::parse(&b), Some(w));
+        assert_eq!(NeedleRequestHeader::parse(&b[..47]), None);
+        let mut bad = b;
+        bad[40] = 2;
+        assert_eq!(NeedleRequestHeader::parse(&bad), None);
+        let mut bad = b;
+        bad[44] = 1;
+        assert_eq!(NeedleRequestHeader::parse(&bad), None);
+    }
+
+    #[test]
+    fn header_lengths() {
+        let h = MsgHeader { req_id: 1, a: 2, b: 3 };
+        assert_eq!(MsgHeader::parse(&h.encode(), false), Some(h));
+        assert_eq!(MsgHeader::parse(&h.encode()[..15], false), None);
+        assert_eq!(MsgHeader::parse(&[0u8; 17], false), None);
+        assert!(MsgHeader::parse(&[0u8; 20], true).is_some());
+        assert_eq!(ExportDescriptor::parse(&[0u8; 16]), None);
+    }
+
+    proptest! {
+        #[test]
+        fn parsers_never_panic_and_roundtrip(b in proptest::collection::vec(any::<u8>(), 0..80)) {
+            if let Some(h) = MsgHeader::parse(&b, false) { prop_assert_eq!(&h.encode()[..], &b[..]); }
+            let _ = MsgHeader::parse(&b, true);
+            if let Some(h) = NeedleRequestHeader::parse(&b) { prop_assert_eq!(&h.encode()[..], &b[..]); }
+            if let Some(d) = ExportDescriptor::parse(&b) { prop_assert_eq!(d.encode(), b.clone()); }
+        }
+    }
+}
