@@ -141,6 +141,16 @@ impl VolumeWriter {
         Ok(e)
     }
 
+    /// Writes the `.vif` beside the `.dat` as the volume server does (protojson of
+    /// `VolumeInfo`, abridged): `bytes_offset` 4 (16-byte idx entries) or 5 (17).
+    pub fn write_vif(&self, bytes_offset: u32) -> io::Result<()> {
+        let text = format!(
+            "{{\n  \"files\": [],\n  \"version\": {},\n  \"replication\": \"\",\n  \"bytesOffset\": {bytes_offset},\n  \"datFileSize\": \"0\"\n}}",
+            self.version
+        );
+        std::fs::write(self.dat_path.with_extension("vif"), text)
+    }
+
     pub fn dat_len(&self) -> u64 {
         self.dat_end
     }
