@@ -326,8 +326,29 @@ fn render_volumes(o: &mut Out, volumes: &[crate::seaweed::VolumeInfo]) {
             |v| v.dat_bytes,
         ),
     ];
-    for (name, help, get) in fields {
-        o.family(name, "gauge", help);
+    let counters: [VolumeField; 3] = [
+        (
+            "seaweed_ring_volume_reads_total",
+            "Needle reads the volume answered with data (restarts when compaction reopens it).",
+            |v| v.reads_served,
+        ),
+        (
+            "seaweed_ring_volume_read_bytes_total",
+            "Data bytes of the needle reads the volume answered.",
+            |v| v.bytes_served,
+        ),
+        (
+            "seaweed_ring_volume_reads_refused_total",
+            "Needle reads of the volume refused (no such needle, deleted, cookie mismatch, corrupt, range).",
+            |v| v.reads_refused,
+        ),
+    ];
+    let all = fields
+        .iter()
+        .map(|f| (f, "gauge"))
+        .chain(counters.iter().map(|f| (f, "counter")));
+    for (&(name, help, get), kind) in all {
+        o.family(name, kind, help);
         for v in volumes {
             let id = v.id.to_string();
             o.sample(name, &[("volume", &id), ("collection", &v.collection)], get(v));

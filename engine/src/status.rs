@@ -544,6 +544,9 @@ pub fn render_table(s: &Snapshot) -> String {
             "DELETED",
             "DAT_BYTES",
             "IDX_ENTRY",
+            "READS",
+            "REFUSED",
+            "READ_BYTES",
             "DAT",
         ])];
         for v in &s.volumes {
@@ -556,6 +559,9 @@ pub fn render_table(s: &Snapshot) -> String {
                 &v.needles_deleted,
                 &v.dat_bytes,
                 &v.idx_entry_size,
+                &v.reads_served,
+                &v.reads_refused,
+                &v.bytes_served,
                 &dat,
             ]));
         }

@@ -226,6 +226,11 @@ fn needles_are_served_byte_exact_over_tcp_and_shared_memory() {
             "{st}"
         );
         assert!(vols.iter().any(|v| v["id"] == 9), "{st}");
+        let v3 = vols.iter().find(|v| v["id"] == 3).unwrap();
+        // Counted reads: at least the successful and refused ones made above on volume 3.
+        assert!(v3["reads_served"].as_u64().unwrap() >= 20, "{v3}");
+        assert!(v3["reads_refused"].as_u64().unwrap() >= 5, "{v3}");
+        assert!(v3["bytes_served"].as_u64().unwrap() >= 2 * (3 << 20), "{v3}");
         let (status, log) = engine.terminate();
         assert!(status.success(), "{tls}: engine exit {status:?}: {log}");
     }

@@ -150,4 +150,12 @@ pub struct VolumeInfo {
     pub idx_entry_size: u8,
     /// False while `idx-entry-size = "auto"` has only guessed (nothing in the `.idx` showed it).
     pub idx_entry_size_confirmed: bool,
+    /// READ_NEEDLEs answered with data since the volume was (re)opened, and their data bytes.
+    #[serde(default)]
+    pub reads_served: u64,
+    #[serde(default)]
+    pub bytes_served: u64,
+    /// READ_NEEDLEs refused (no such needle, deleted, cookie mismatch, corrupt, range).
+    #[serde(default)]
+    pub reads_refused: u64,
 }

@@ -272,14 +272,25 @@ impl VolumeStore {
             .get(&volume)
             .cloned()
             .ok_or(ReadNeedleError::NoSuchVolume { volume })?;
-        v.read(
+        let r = v.read(
             needle,
             cookie,
             range_offset,
             max_len,
             ranged,
             self.verify_crc.load(Ordering::Relaxed),
-        )
+        );
+        // Counters for status/metrics: the volume's own cache lines, bumped once per read.
+        match &r {
+            Ok(n) => {
+                v.served.fetch_add(1, Ordering::Relaxed);
+                v.served_bytes.fetch_add(n.len() as u64, Ordering::Relaxed);
+            }
+            Err(_) => {
+                v.refused.fetch_add(1, Ordering::Relaxed);
+            }
+        }
+        r
     }
 
     /// The open volumes, by id.
@@ -303,6 +314,9 @@ impl VolumeStore {
                     dat_bytes: v.dat_len(),
                     idx_entry_size: es as u8,
                     idx_entry_size_confirmed: confirmed,
+                    reads_served: v.served.load(Ordering::Relaxed),
+                    bytes_served: v.served_bytes.load(Ordering::Relaxed),
+                    reads_refused: v.refused.load(Ordering::Relaxed),
                 }
             })
             .collect();

@@ -38,7 +38,7 @@ use std::hash::{BuildHasherDefault, Hasher};
 use std::io;
 use std::os::unix::fs::{FileExt, MetadataExt};
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicBool, AtomicU8, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicU8, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, RwLock, RwLockReadGuard, RwLockWriteGuard};
 
 use memmap2::Mmap;
@@ -267,6 +267,12 @@ pub(crate) struct Volume {
     entry_size: AtomicUsize,
     entry_size_confirmed: AtomicBool,
     stale: AtomicBool,
+    /// Reads answered with data, their data bytes, and reads refused (not found, deleted,
+    /// cookie, corrupt, range): for status and metrics; they restart when a compaction
+    /// reopens the volume.
+    pub(crate) served: AtomicU64,
+    pub(crate) served_bytes: AtomicU64,
+    pub(crate) refused: AtomicU64,
 }
 
 impl Volume {
@@ -336,6 +342,9 @@ impl Volume {
             entry_size: AtomicUsize::new(entry_size),
             entry_size_confirmed: AtomicBool::new(confirmed),
             stale: AtomicBool::new(false),
+            served: AtomicU64::new(0),
+            served_bytes: AtomicU64::new(0),
+            refused: AtomicU64::new(0),
             files,
         };
         v.follow_inner(false).map_err(|e| open_err(&v.files.idx, e))?;
