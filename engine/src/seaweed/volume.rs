@@ -271,6 +271,10 @@ pub(crate) struct Volume {
     /// cookie, corrupt, range): for status and metrics; they restart when a compaction
     /// reopens the volume.
     pub(crate) served: AtomicU64,
+    /// A second descriptor of the `.idx`, for the length check every read makes (without
+    /// the follower's lock), and the length the follower last saw.
+    idx_probe: File,
+    idx_len_seen: AtomicU64,
     pub(crate) served_bytes: AtomicU64,
     pub(crate) refused: AtomicU64,
 }
@@ -331,6 +335,8 @@ impl Volume {
             current: RwLock::new(map),
             remap: Mutex::new(()),
             needles: RwLock::new(NeedleMap::default()),
+            idx_probe: idx.try_clone().map_err(|e| open_err(&files.idx, e))?,
+            idx_len_seen: AtomicU64::new(0),
             follower: Mutex::new(Follower {
                 file: idx,
                 pos: 0,
@@ -389,6 +395,9 @@ impl Volume {
         let f = &mut *guard;
         let mut out = Followed::default();
         let len = f.file.metadata()?.len();
+        // Everything up to `len` is consumed below (or found stale); a read that sees the
+        // same length needs no catching up.
+        self.idx_len_seen.store(len, Ordering::Relaxed);
         let stale = |out: &mut Followed| {
             self.stale.store(true, Ordering::Relaxed);
             out.stale = true;
@@ -517,15 +526,16 @@ impl Volume {
         verify_crc: bool,
     ) -> Result<NeedleRead, ReadNeedleError> {
         let volume = self.files.id;
-        let found = match self.lookup(needle) {
-            Some(f) => f,
-            None => {
-                // Perhaps written since the last refresh: read the new entries once.
-                self.follow(false);
-                self.lookup(needle)
-                    .ok_or(ReadNeedleError::NoSuchNeedle { volume, needle })?
-            }
-        };
+        // Read-your-writes: the volume server appends a needle's `.idx` entry (new,
+        // overwritten or deleted) before it answers whoever wrote it, so an `.idx` longer than
+        // what the map has seen may name a newer version of this very needle. Catch up first,
+        // so a read issued after a write completed never gets the old bytes. One fstat per
+        // read; the periodic refresh alone would leave a window of a refresh interval.
+        let len_now = self.idx_probe.metadata().map_or(u64::MAX, |m| m.len());
+        if len_now != self.idx_len_seen.load(Ordering::Relaxed) {
+            self.follow(false);
+        }
+        let found = self.lookup(needle).ok_or(ReadNeedleError::NoSuchNeedle { volume, needle })?;
         if found.offset == 0 || found.size < 0 {
             return Err(ReadNeedleError::NeedleDeleted { volume, needle });
         }
