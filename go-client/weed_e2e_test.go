@@ -31,6 +31,7 @@ import (
 	"strconv"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"syscall"
 	"testing"
 	"time"
@@ -602,8 +603,56 @@ func runWeedE2E(ctx context.Context, t *testing.T, c *weedcluster.Cluster, engin
 		}
 	})
 
-	// The client's engine dies: reads go on over HTTP with the same bytes.
-	client.Kill()
+	// The client's engine dies under load: 8 goroutines keep reading through it while it is
+	// SIGKILLed; every read returns the right bytes, by the ring before and over HTTP after.
+	t.Run("kill-under-load", func(t *testing.T) {
+		var wg sync.WaitGroup
+		var stop atomic.Bool
+		var before, after, httpAfter atomic.Int64
+		var killed atomic.Bool
+		for g := 0; g < 8; g++ {
+			wg.Add(1)
+			go func() {
+				defer wg.Done()
+				rng := rand.New(rand.NewPCG(uint64(g), 11))
+				for !stop.Load() {
+					f := live[rng.IntN(len(live))]
+					if len(f.data) > 2<<20 {
+						continue // keep each read short so many straddle the kill
+					}
+					wasKilled := killed.Load()
+					n, err := auto.ReadNeedle(ctx, c.Volume, f.fid)
+					if err != nil {
+						t.Errorf("read %s while the engine was killed: %v", f, err)
+						return
+					}
+					if !bytes.Equal(n.Data, f.data) {
+						t.Errorf("read %s while the engine was killed: wrong bytes over %v", f, n.Path)
+						return
+					}
+					if wasKilled {
+						after.Add(1)
+						if n.Path == PathHTTP {
+							httpAfter.Add(1)
+						}
+					} else {
+						before.Add(1)
+					}
+				}
+			}()
+		}
+		for before.Load() < 50 && !t.Failed() {
+			time.Sleep(time.Millisecond)
+		}
+		client.Kill()
+		killed.Store(true)
+		for httpAfter.Load() < 50 && !t.Failed() {
+			time.Sleep(time.Millisecond)
+		}
+		stop.Store(true)
+		wg.Wait()
+		t.Logf("reads before the kill %d, after %d (%d over HTTP)", before.Load(), after.Load(), httpAfter.Load())
+	})
 	t.Run("fallback", func(t *testing.T) {
 		for _, f := range live {
 			n, err := auto.ReadNeedle(ctx, c.Volume, f.fid)
