@@ -620,3 +620,53 @@ fn allow_lists_refuse_clients_by_their_credentials() {
         assert_eq!(wait(&mut s).user_data, 1, "{body}");
     }
 }
+
+/// Region creation failing for lack of memory (here: the engine's address-space limit, as a
+/// tight cgroup or shm limit would) refuses that session with a clear RegionUnavailable and
+/// leaves the engine serving everyone else.
+#[test]
+fn a_region_the_engine_cannot_create_is_refused_clearly_and_others_are_served() {
+    let engine = Engine::start(&["--hugepages", "off"]);
+    let mut s = engine.connect();
+    s.submit(&nop(1)).unwrap();
+    wait(&mut s);
+    // Limit the running engine's address space to what it uses now plus 64 MiB.
+    let status = std::fs::read_to_string(format!("/proc/{}/status", engine.pid())).unwrap();
+    let vm_kib: u64 = status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmSize:"))
+        .and_then(|v| v.split_whitespace().next()?.parse().ok())
+        .expect("VmSize");
+    let limit = (vm_kib + 64 * 1024) * 1024;
+    let out = Command::new("prlimit")
+        .args(["--pid", &engine.pid().to_string(), &format!("--as={limit}:{limit}")])
+        .output()
+        .expect("prlimit (util-linux)");
+    assert!(
+        out.status.success(),
+        "prlimit: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+
+    let err = engine
+        .try_connect(SessionOptions {
+            buf_size: 512 << 20,
+            ..Default::default()
+        })
+        .err()
+        .expect("a 512 MiB region cannot be mapped under the limit");
+    let text = err.to_string();
+    assert!(
+        text.contains("RegionUnavailable") && text.contains("shared memory region"),
+        "{text}"
+    );
+    // The session that was open and a new small one are served.
+    s.submit(&nop(2)).unwrap();
+    assert_eq!(wait(&mut s).user_data, 2);
+    let mut small = engine.connect();
+    small.submit(&nop(3)).unwrap();
+    assert_eq!(wait(&mut small).user_data, 3);
+    drop((s, small));
+    let (status, log) = engine.terminate();
+    assert!(status.success(), "{log}");
+}
