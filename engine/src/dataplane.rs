@@ -946,7 +946,13 @@ impl DataPlane {
                 .filter(|(_, p)| p.peer == handle)
                 .map(|(&id, _)| id)
                 .collect();
-            tracing::warn!(peer = handle, address = %conn.entry.addr, %error, requests_failed = failed.len(), "peer connection failed");
+            if failed.is_empty() {
+                // Nothing waited on it (an idle connection, or the peer shutting down): the
+                // next request reconnects.
+                tracing::info!(peer = handle, address = %conn.entry.addr, %error, "idle peer connection closed");
+            } else {
+                tracing::warn!(peer = handle, address = %conn.entry.addr, %error, requests_failed = failed.len(), "peer connection failed");
+            }
             // The sessions of failed requests stay mapped until the close below has cancelled
             // whatever UCX still had in flight on their buffers.
             let mut keep = Vec::with_capacity(failed.len());
