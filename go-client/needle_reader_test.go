@@ -575,3 +575,31 @@ func TestNeedleReaderConcurrent(t *testing.T) {
 	}
 	wg.Wait()
 }
+
+// ReadNeedleInto puts the data into the caller's buffer on both paths when it fits, and
+// allocates when it does not.
+func TestReadNeedleIntoUsesTheCallersBuffer(t *testing.T) {
+	for _, only := range []Path{PathRing, PathHTTP} {
+		t.Run(only.String(), func(t *testing.T) {
+			env := newReaderEnv(t, nil)
+			data := pattern(64<<10, 5)
+			fid := FileID{VolumeID: 3, NeedleID: 0x1234, Cookie: 0xcafe}
+			env.store.put(fid, data, needleOpts{name: "a.bin"})
+			r := env.reader(t, NeedleReaderOptions{Only: only, EngineAddrs: map[string]string{env.vs.hostPort(): "127.0.0.1:1"}})
+			ctx := testCtx(t)
+			dst := make([]byte, 0, 128<<10)
+			n, err := r.ReadNeedleInto(ctx, env.vs.hostPort(), fid.String(), dst)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if !bytes.Equal(n.Data, data) || &n.Data[0] != &dst[:1][0] {
+				t.Fatalf("data equal %v, in dst %v", bytes.Equal(n.Data, data), &n.Data[0] == &dst[:1][0])
+			}
+			small := make([]byte, 0, 100)
+			n, err = r.ReadNeedleInto(ctx, env.vs.hostPort(), fid.String(), small)
+			if err != nil || !bytes.Equal(n.Data, data) {
+				t.Fatalf("small dst: %v", err)
+			}
+		})
+	}
+}
