@@ -35,6 +35,8 @@ pub struct EngineOptions {
     /// A UCX listener on 127.0.0.1 (port chosen by the engine) over these transports
     /// (`--ucx-listen`, `--ucx-transports`, `--ucx-net-devices`).
     pub ucx: Option<Tls>,
+    /// A SeaweedFS volume directory to serve (`--seaweedfs-dir`), for the needle scenarios.
+    pub seaweedfs_dir: Option<PathBuf>,
     /// CPUs the engine process may use (its worker pins itself with `--cores`). The bench
     /// may start an engine from its pinned measuring thread; this undoes the inherited pin.
     pub cpus: Vec<usize>,
@@ -111,6 +113,10 @@ impl Engine {
                 args.push(flag.into());
                 args.push(value.into());
             }
+        }
+        if let Some(dir) = &opts.seaweedfs_dir {
+            args.push("--seaweedfs-dir".into());
+            args.push(dir.display().to_string());
         }
         args.extend(opts.extra_args.iter().cloned());
         let command_line = format!("{} {}", opts.binary.display(), args.join(" "));

@@ -2,6 +2,7 @@
 //! two cores, measured in the same run with interleaved blocks. See bench/README.md.
 
 mod engine;
+mod goproc;
 mod gotool;
 mod interrupt;
 mod machine;
@@ -9,6 +10,7 @@ mod plot;
 mod report;
 mod scenarios;
 mod stats;
+mod weed;
 
 use std::io::Write;
 use std::path::PathBuf;
@@ -21,7 +23,7 @@ use ring_client::Session;
 use engine::{Engine, EngineOptions};
 use machine::Machine;
 use report::{Comparison, RunInfo, ScenarioResult};
-use scenarios::{Ctx, EngineUse, Spec, Timing, NOT_AVAILABLE, SPECS};
+use scenarios::{Ctx, EngineUse, NeedleEngine, Spec, Timing, Tls, NOT_AVAILABLE, SPECS};
 use stats::Block;
 
 pub type Error = Box<dyn std::error::Error + Send + Sync>;
@@ -210,6 +212,14 @@ fn run(cli: &Cli) -> Result<()> {
             );
         }
     }
+    if plan.specs().any(|s| s.needs_weed) {
+        // Go is there (the needle scenarios need it too, and were skipped above otherwise).
+        if let Some(r) = &ringlat {
+            if let Err(why) = weed::check(r) {
+                plan.skip_where(|s| s.needs_weed, &format!("not available: {why}"));
+            }
+        }
+    }
     for (name, why) in &plan.skipped {
         eprintln!("bench: not running {name}: {why}");
     }
@@ -227,6 +237,7 @@ fn run(cli: &Cli) -> Result<()> {
             log_path: cli.out.as_ref().map(|d| d.join("engine.log")),
             start_timeout: Duration::from_secs(15),
             ucx: None,
+            seaweedfs_dir: None,
             cpus: all_cpus,
         })
     } else {
@@ -237,6 +248,9 @@ fn run(cli: &Cli) -> Result<()> {
         plain: None,
         plain_session: None,
         out: cli.out.clone(),
+        weed: None,
+        ringlat: ringlat.clone(),
+        weed_core: engine_core,
     };
     if engine_uses.contains(&EngineUse::Plain) {
         let opts = engines.template.clone().expect("set when an engine is needed");
@@ -269,6 +283,8 @@ fn run(cli: &Cli) -> Result<()> {
         ucx_socket: None,
         ucx_address: None,
         ringlat,
+        weed: None,
+        needle_engines: Vec::new(),
         engine_pid: engines.plain.as_ref().and_then(Engine::pid),
         timing,
     };
@@ -284,9 +300,10 @@ fn run(cli: &Cli) -> Result<()> {
         cli.out.is_some(),
     );
 
-    // Stop the engine whatever happened.
+    // Stop the engine (and the weed cluster) whatever happened.
     drop(ctx.session.take());
     drop(engines.plain_session.take());
+    drop(engines.weed.take());
     let results = measured?;
     if let Some(en) = engines.plain.take() {
         stop_engine(en)?;
@@ -333,25 +350,88 @@ fn stop_engine(en: Engine) -> Result<()> {
 }
 
 /// The engines of a run: the plain one (started before the measuring thread is pinned, for
-/// the whole run) and, per UCX group, one with a UCX listener started for that group only.
+/// the whole run); per UCX group, one with a UCX listener started for that group only; per
+/// needle group, one per transport serving the weed volume directory, and the weed cluster
+/// itself (started for the first needle group, kept for the rest of the run).
 struct Engines {
     /// How engines are started; `None` when no scenario needs one.
     template: Option<EngineOptions>,
     plain: Option<Engine>,
     plain_session: Option<Session>,
     out: Option<PathBuf>,
+    weed: Option<weed::WeedHost>,
+    /// The Go tool that runs the weed cluster.
+    ringlat: Option<PathBuf>,
+    /// Where the weed cluster runs (the engine core).
+    weed_core: usize,
+}
+
+/// The engines started for one group.
+#[derive(Default)]
+struct GroupEngines {
+    ucx: Option<Engine>,
+    needle: Vec<(Tls, Engine)>,
+}
+
+impl GroupEngines {
+    fn of(&self, engine: EngineUse) -> Option<&Engine> {
+        match engine {
+            EngineUse::Ucx(_) => self.ucx.as_ref(),
+            EngineUse::Needle(t) => self.needle.iter().find(|(u, _)| *u == t).map(|(_, e)| e),
+            EngineUse::None | EngineUse::Plain => None,
+        }
+    }
+
+    fn all_mut(&mut self) -> impl Iterator<Item = &mut Engine> {
+        self.ucx.iter_mut().chain(self.needle.iter_mut().map(|(_, e)| e))
+    }
 }
 
 impl Engines {
-    /// Sets `ctx` up for a group: the plain engine's session if a member uses it, and a UCX
-    /// engine started for the group if a member needs one (returned).
-    fn enter(&mut self, group: &[&'static Spec], ctx: &mut Ctx) -> Result<Option<Engine>> {
+    /// Sets `ctx` up for a group: the plain engine's session if a member uses it, a UCX
+    /// engine started for the group if a member needs one, and for needle scenarios the weed
+    /// cluster and an engine per transport serving its volume directory (returned).
+    fn enter(&mut self, group: &[&'static Spec], ctx: &mut Ctx) -> Result<GroupEngines> {
+        let mut started = GroupEngines::default();
         if group.iter().any(|s| s.engine == EngineUse::Plain) {
             ctx.session = self.plain_session.take();
             ctx.socket = self.plain.as_ref().map(|e| e.socket.clone());
         }
+        if group.iter().any(|s| s.needs_weed) {
+            if self.weed.is_none() {
+                let ringlat = self.ringlat.as_deref().ok_or("the needle scenarios need ringlat")?;
+                self.weed = Some(weed::WeedHost::start(ringlat, scenarios::NEEDLE_SIZES, self.weed_core)?);
+            }
+            let info = self.weed.as_ref().expect("started above").info.clone();
+            let mut needle_tls: Vec<Tls> = Vec::new();
+            for s in group {
+                if let EngineUse::Needle(t) = s.engine {
+                    if !needle_tls.contains(&t) {
+                        needle_tls.push(t);
+                    }
+                }
+            }
+            for tls in needle_tls {
+                let mut opts = self.template.clone().ok_or("no engine options")?;
+                opts.ucx = Some(tls);
+                opts.seaweedfs_dir = Some(info.volume_dir.clone());
+                opts.log_path = self.out.as_ref().map(|d| d.join(needle_log_name(group[0].name, tls)));
+                let (mut e, s) = Engine::start(&opts)?;
+                let addr = e
+                    .ucx_listen_address(Duration::from_secs(15))
+                    .map_err(|err| with_engine_log(err, &mut e))?;
+                ctx.needle_engines.push(NeedleEngine {
+                    tls,
+                    session: s,
+                    socket: e.socket.clone(),
+                    address: addr,
+                });
+                started.needle.push((tls, e));
+            }
+            ctx.weed = Some(info);
+        }
         let Some(tls) = scenarios::group_ucx(group) else {
-            return Ok(None);
+            return Ok(started);
         };
         let mut opts = self.template.clone().ok_or("no engine options")?;
         opts.ucx = Some(tls);
@@ -369,11 +449,13 @@ impl Engines {
         ctx.ucx_peer = Some(peer);
         ctx.ucx_socket = Some(e.socket.clone());
         ctx.ucx_address = Some(addr);
-        Ok(Some(e))
+        started.ucx = Some(e);
+        Ok(started)
     }
 
-    /// Undoes [`Engines::enter`]: the plain session goes back, the group's UCX engine stops.
-    fn leave(&mut self, ucx: Option<Engine>, ctx: &mut Ctx) -> Result<()> {
+    /// Undoes [`Engines::enter`]: the plain session goes back, the group's engines stop (the
+    /// weed cluster stays for later groups).
+    fn leave(&mut self, started: GroupEngines, ctx: &mut Ctx) -> Result<()> {
         if let Some(s) = ctx.session.take() {
             self.plain_session = Some(s);
         }
@@ -382,11 +464,27 @@ impl Engines {
         ctx.ucx_peer = None;
         ctx.ucx_socket = None;
         ctx.ucx_address = None;
-        match ucx {
-            Some(e) => stop_engine(e),
-            None => Ok(()),
+        ctx.needle_engines.clear();
+        ctx.weed = None;
+        let mut first_err = None;
+        for e in started
+            .ucx
+            .into_iter()
+            .chain(started.needle.into_iter().map(|(_, e)| e))
+        {
+            if let Err(err) = stop_engine(e) {
+                first_err.get_or_insert(err);
+            }
         }
+        first_err.map_or(Ok(()), Err)
     }
+}
+
+/// The log file of a needle group's engine for `tls` under `--out`:
+/// `engine-needle-<size>-<tls>.log`, the size from the group's root (`needle.read.4k.http`).
+fn needle_log_name(root: &str, tls: Tls) -> String {
+    let size = root.split('.').nth(2).unwrap_or("x");
+    format!("engine-needle-{size}-{}.log", tls.name())
 }
 
 /// The log file of a UCX group's engine under `--out`: `engine-ucx-<tls>.log` for the
@@ -452,16 +550,16 @@ fn measure(
     let run_start = Instant::now();
     let mut results = Vec::new();
     for group in groups {
-        let mut ucx = engines.enter(group, ctx)?;
+        let mut started = engines.enter(group, ctx)?;
         let measured = measure_group(group, blocks, ctx, settle, quiet, keep_block_hists, run_start);
         let plain_command = engines.plain.as_ref().map(|e| e.command_line().to_owned());
-        let ucx_command = ucx.as_ref().map(|e| e.command_line().to_owned());
+        let ucx_command = started.ucx.as_ref().map(|e| e.command_line().to_owned());
         let mut group_results = match measured {
             Ok(r) => r,
             Err(e) => {
-                // Say what the engines did; then stop the group's engine.
+                // Say what the engines did; then stop the group's engines.
                 let mut e = e;
-                if let Some(en) = ucx.as_mut() {
+                for en in started.all_mut() {
                     e = with_engine_log(e, en);
                 }
                 if let Some(en) = engines.plain.as_mut() {
@@ -469,23 +567,22 @@ fn measure(
                         e = with_engine_log(e, en);
                     }
                 }
-                let _ = engines.leave(ucx, ctx);
+                let _ = engines.leave(started, ctx);
                 return Err(e);
             }
         };
-        let lanes = ucx
-            .as_ref()
-            .and_then(|e| engine::peer_lanes_from_log(&e.log()).map(str::to_owned));
-        engines.leave(ucx, ctx)?;
         for r in &mut group_results {
-            if let (EngineUse::Ucx(_), Some(l)) = (r.spec.engine, &lanes) {
+            let en = started.of(r.spec.engine);
+            if let Some(l) = en.and_then(|e| engine::peer_lanes_from_log(&e.log()).map(str::to_owned)) {
                 // What UCX chose for the engine's connection to its own listener.
-                r.details.insert("engine_ucx_lanes".into(), l.clone().into());
+                r.details.insert("engine_ucx_lanes".into(), l.into());
             }
-            // The engine the scenario talked to; for one that talks to none, the group's.
+            // The engine the scenario talked to; for one that talks to none, the group's
+            // (none for the needle scenarios' HTTP baseline, whose group has two).
             r.engine_command = match r.spec.engine {
                 EngineUse::Plain => plain_command.clone(),
-                EngineUse::Ucx(_) => ucx_command.clone(),
+                EngineUse::Ucx(_) | EngineUse::Needle(_) => en.map(|e| e.command_line().to_owned()),
+                EngineUse::None if !started.needle.is_empty() => None,
                 EngineUse::None => ucx_command.clone().or_else(|| {
                     group
                         .iter()
@@ -495,6 +592,7 @@ fn measure(
                 }),
             };
         }
+        engines.leave(started, ctx)?;
         results.extend(group_results);
     }
     Ok(results)
@@ -517,11 +615,10 @@ fn measure_group(
             // Every engine this block does not talk to must be asleep: a floor (or the raw UCX
             // thread) needs the engine core to itself, and one engine's idle spin must not
             // share the core with another engine's work.
-            let uses: Option<&Session> = match spec.engine {
-                _ if spec.borrows_engine_core => None,
-                EngineUse::Plain => ctx.session.as_ref(),
-                EngineUse::Ucx(_) => ctx.ucx_session.as_ref(),
-                EngineUse::None => None,
+            let uses: Option<&Session> = if spec.borrows_engine_core {
+                None
+            } else {
+                ctx.session_of(spec.engine)
             };
             for s in ctx.sessions() {
                 if !uses.is_some_and(|u| std::ptr::eq(u, s)) {

@@ -508,12 +508,12 @@ pub fn write_out_dir(dir: &Path, lines: &[String], results: &[&ScenarioResult], 
     Ok(())
 }
 
-/// `latency.svg`: the percentile curves of every latency scenario of the run (the bandwidth
-/// scenarios, whose samples are transfers, are left out).
+/// `latency.svg`: the percentile curves of every latency scenario of the run (the pipelined
+/// bandwidth scenarios, whose samples are transfers among others in flight, are left out).
 pub fn latency_plot(results: &[&ScenarioResult], run_start: SystemTime) -> String {
     let series: Vec<crate::plot::Series> = results
         .iter()
-        .filter(|r| r.spec.bytes_per_sample == 0)
+        .filter(|r| !r.spec.pipelined)
         .map(|r| crate::plot::Series {
             name: r.spec.name,
             hist: &r.hist,

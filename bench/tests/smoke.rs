@@ -128,8 +128,11 @@ fn ring_scenarios_run_with_their_baselines() {
     let skipped_names: Vec<&str> = skipped.iter().map(|l| l["scenario"].as_str().unwrap()).collect();
     // Nothing is reserved-but-unavailable any more (Go may be skipped, below).
     // io_uring.nop is skipped where the kernel (or a seccomp filter) forbids io_uring.
+    // The needle scenarios are skipped where no weed binary is found (or Go is missing).
     assert!(
-        skipped_names.iter().all(|n| n.ends_with(".go") || *n == "io_uring.nop"),
+        skipped_names
+            .iter()
+            .all(|n| n.ends_with(".go") || *n == "io_uring.nop" || n.starts_with("needle.read.")),
         "skipped: {skipped_names:?}"
     );
     let uring_ran = !skipped_names.contains(&"io_uring.nop");
@@ -144,6 +147,13 @@ fn ring_scenarios_run_with_their_baselines() {
             "Go scenarios skipped: {}",
             skipped[skipped_names.iter().position(|n| *n == "ring.nop.go").unwrap()]["skipped"]
         );
+    }
+    let needles_ran = !skipped_names.contains(&"needle.read.4k.http");
+    if !needles_ran {
+        let l = &skipped[skipped_names.iter().position(|n| *n == "needle.read.4k.http").unwrap()];
+        let why = l["skipped"].as_str().unwrap();
+        assert!(why.contains("not available") || (!go_ran && why.contains("Go")), "{l}");
+        eprintln!("needle scenarios skipped: {why}");
     }
     let names: Vec<&str> = v.iter().map(|l| l["scenario"].as_str().unwrap()).collect();
     let expected: Vec<&str> = [
@@ -166,9 +176,19 @@ fn ring_scenarios_run_with_their_baselines() {
         "ucx.read_bw.sm",
         "ucx.raw_read_bw.tcp",
         "ucx.read_bw.tcp",
+        "needle.read.4k.http",
+        "needle.read.4k.tcp",
+        "needle.read.4k.sm",
+        "needle.read.64k.http",
+        "needle.read.64k.tcp",
+        "needle.read.64k.sm",
+        "needle.read.1m.http",
+        "needle.read.1m.tcp",
+        "needle.read.1m.sm",
     ]
     .into_iter()
     .filter(|n| go_ran || !n.ends_with(".go"))
+    .filter(|n| needles_ran || !n.starts_with("needle.read."))
     .filter(|n| uring_ran || *n != "io_uring.nop")
     .collect();
     assert_eq!(names, expected);
@@ -250,6 +270,30 @@ fn ring_scenarios_run_with_their_baselines() {
         assert!(bw["target"]["met"].is_boolean(), "{bw}");
         assert!(bw["details"]["engine_ucx_lanes"].is_string(), "{bw}");
     }
+    if needles_ran {
+        for size in ["4k", "64k", "1m"] {
+            let http = by_name(&format!("needle.read.{size}.http"));
+            assert_eq!(http["details"]["path"], "http", "{http}");
+            assert_eq!(http["details"]["bytes_verified"], true, "{http}");
+            assert!(http["run"]["engine_command"].is_null(), "{http}");
+            for tls in ["tcp", "sm"] {
+                let l = by_name(&format!("needle.read.{size}.{tls}"));
+                assert_eq!(l["ratio_p50_vs"], format!("needle.read.{size}.http"), "{l}");
+                assert!(l["ratio_bytes_per_sec"].as_f64().is_some_and(|r| r > 0.0), "{l}");
+                assert_eq!(l["details"]["path"], "ring", "{l}");
+                assert_eq!(l["details"]["bytes_verified"], true, "{l}");
+                assert!(l["details"]["needle_fid"].is_string(), "{l}");
+                // The ring path allocates nothing per read.
+                assert_eq!(l["details"]["ringlat_allocs_per_op"], 0.0, "{l}");
+                let cmd = l["run"]["engine_command"].as_str().unwrap();
+                assert!(
+                    cmd.contains("--seaweedfs-dir") && cmd.contains("--ucx-listen 127.0.0.1:0"),
+                    "{cmd}"
+                );
+                assert_eq!(l["target"].is_object(), size != "64k", "{l}");
+            }
+        }
+    }
 }
 
 /// Without Go and without a ringlat binary, the Go scenarios are skipped with a message and
@@ -302,4 +346,49 @@ fn go_scenarios_are_skipped_without_go() {
         v[2]
     );
     assert!(err.contains("not running ring.nop.go: Go is not installed"), "{err}");
+}
+
+/// Without a weed binary, the needle scenarios are reported as not available (with the
+/// reason) and the others still run.
+#[test]
+fn needle_scenarios_are_not_available_without_weed() {
+    if !two_cpus() {
+        eprintln!("skipped: the bench needs two CPUs");
+        return;
+    }
+    let Some(engine) = engine_binary() else {
+        eprintln!("not run: build the engine first (cargo build -p engine) or set SWRING_ENGINE");
+        return;
+    };
+    let _serial = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
+    let out = bench()
+        .args(["--scenario", "needle.read.4k.tcp", "--scenario", "ring.nop"])
+        .arg("--engine")
+        .arg(&engine)
+        .env("SWRING_WEED", "/nonexistent/weed")
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&out.stderr).into_owned();
+    let v = lines(&out);
+    let names: Vec<&str> = v.iter().map(|l| l["scenario"].as_str().unwrap()).collect();
+    assert_eq!(
+        names,
+        [
+            "floor.pingpong",
+            "ring.nop",
+            "needle.read.4k.http",
+            "needle.read.4k.tcp"
+        ],
+        "{err}"
+    );
+    check_line(&v[1], "ring.nop");
+    for l in &v[2..] {
+        let why = l["skipped"].as_str().unwrap_or_default();
+        // Where Go is missing too, that is the reason given.
+        assert!(
+            why.contains("not available") && why.contains("weed") || why.contains("Go"),
+            "{l}"
+        );
+    }
+    assert!(err.contains("not running needle.read.4k.tcp:"), "{err}");
 }

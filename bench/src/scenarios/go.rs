@@ -7,23 +7,25 @@
 //! [`super::sample_loop`] does (warm-up by time, one monotonic clock read per sample) and
 //! answers with its histogram in HdrHistogram's bucket layout, which is recorded here into
 //! the block's histogram: block p50s of Go and Rust scenarios are computed the same way.
+//!
+//! The needle scenarios (`needle.read.<size>.<path>`) run ringlat in needle mode: it reads
+//! one needle of the run's weed volume server (`crate::weed`) per sample, over the rings
+//! from the group's engine for that transport (`tcp`, `sm`) or with an HTTP GET (`http`);
+//! see go-client/cmd/ringlat/needle.go.
 
-use std::io::{Read, Write};
-use std::os::fd::AsRawFd;
-use std::os::unix::process::CommandExt;
-use std::path::Path;
-use std::process::{Child, ChildStderr, ChildStdin, ChildStdout, Command, Stdio};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use hdrhistogram::Histogram;
 use serde::Deserialize;
 use serde_json::{Map, Value};
 
-use super::{BlockRun, Ctx, Scenario, STALL_LIMIT};
+use super::{BlockRun, Ctx, Scenario, Tls, STALL_LIMIT};
+use crate::goproc::Ringlat;
 use crate::stats::HIGHEST_NS;
 use crate::Result;
 
-/// How long ringlat may take to start and open its session.
+/// How long ringlat may take to start and open its session (and, for a needle, read it once
+/// over each path to check the bytes).
 const READY_TIMEOUT: Duration = Duration::from_secs(15);
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -32,6 +34,9 @@ pub enum Kind {
     Nop,
     /// `SubmitBatch` of this many NOPs and a `Wait` for each, per sample.
     Batch(u32),
+    /// One read of the run's needle of this size (`"4k"`, the weed host's size name): over
+    /// the rings from the group's engine for these transports, or over HTTP (`None`).
+    Needle { size: &'static str, tls: Option<Tls> },
 }
 
 impl Kind {
@@ -39,16 +44,29 @@ impl Kind {
         match self {
             Kind::Nop => "nop",
             Kind::Batch(_) => "batch",
+            Kind::Needle { tls: Some(_), .. } => "needle-ring",
+            Kind::Needle { tls: None, .. } => "needle-http",
         }
     }
 }
 
-/// `ring.nop.go`, `ring.nop_batch32.go`.
+/// The Go runtime's allocation counters over a scenario's blocks (warm-up included).
+#[derive(Debug, Default, Clone, Copy)]
+struct Allocs {
+    ops: u64,
+    mallocs: u64,
+    bytes: u64,
+    gc_cycles: u64,
+    gc_pause_ns: u64,
+}
+
+/// `ring.nop.go`, `ring.nop_batch32.go`, `needle.read.*`.
 pub struct GoRinglat {
     name: &'static str,
     kind: Kind,
     proc: Option<Ringlat>,
     details: Map<String, Value>,
+    allocs: Allocs,
 }
 
 impl GoRinglat {
@@ -58,7 +76,78 @@ impl GoRinglat {
             kind,
             proc: None,
             details: Map::new(),
+            allocs: Allocs::default(),
         }
+    }
+
+    /// ringlat's arguments for this scenario, and facts for `details`.
+    fn args(&self, ctx: &Ctx) -> Result<(Vec<String>, Map<String, Value>)> {
+        let mut d = Map::new();
+        let mut args = vec!["-serve".to_string(), "-core".into(), ctx.client_core.to_string()];
+        match self.kind {
+            Kind::Nop | Kind::Batch(_) => {
+                let socket = ctx
+                    .socket
+                    .as_deref()
+                    .ok_or("this scenario needs the engine, and none was started")?;
+                let batch = match self.kind {
+                    Kind::Batch(n) => n,
+                    _ => 32,
+                };
+                args.extend([
+                    "-socket".into(),
+                    socket.display().to_string(),
+                    "-batch".into(),
+                    batch.to_string(),
+                ]);
+            }
+            Kind::Needle { size, tls } => {
+                let weed = ctx
+                    .weed
+                    .as_ref()
+                    .ok_or("this scenario needs the weed volume server, and none was started")?;
+                let n = weed
+                    .needles
+                    .iter()
+                    .find(|n| n.size == size)
+                    .ok_or_else(|| format!("the weed host uploaded no {size} needle"))?;
+                args.extend([
+                    "-name".into(),
+                    self.name.into(),
+                    "-volume".into(),
+                    weed.volume.clone(),
+                    "-fid".into(),
+                    n.fid.clone(),
+                    "-bytes".into(),
+                    n.bytes.to_string(),
+                    "-sha256".into(),
+                    n.sha256.clone(),
+                ]);
+                d.insert("path".into(), if tls.is_some() { "ring" } else { "http" }.into());
+                d.insert("needle_fid".into(), n.fid.clone().into());
+                d.insert("needle_bytes".into(), n.bytes.into());
+                d.insert("volume_server".into(), weed.volume.clone().into());
+                d.insert("weed".into(), weed.weed.clone().into());
+                match tls {
+                    Some(tls) => {
+                        let e =
+                            ctx.needle_engines.iter().find(|e| e.tls == tls).ok_or_else(|| {
+                                format!("no engine serving the volume over {} was started", tls.name())
+                            })?;
+                        args.extend([
+                            "-socket".into(),
+                            e.socket.display().to_string(),
+                            "-peer".into(),
+                            e.address.clone(),
+                        ]);
+                        d.insert("ucx_transports".into(), tls.transports().into());
+                        d.insert("engine_ucx_address".into(), e.address.clone().into());
+                    }
+                    None => args.push("-no-engine".into()),
+                }
+            }
+        }
+        Ok((args, d))
     }
 
     fn start(&mut self, ctx: &Ctx) -> Result<()> {
@@ -66,17 +155,15 @@ impl GoRinglat {
             .ringlat
             .as_deref()
             .ok_or("no ringlat binary (the Go scenarios need one)")?;
-        let socket = ctx
-            .socket
-            .as_deref()
-            .ok_or("this scenario needs the engine, and none was started")?;
-        let batch = match self.kind {
-            Kind::Batch(n) => n,
-            Kind::Nop => 32,
-        };
-        let mut p = Ringlat::spawn(path, socket, ctx.client_core, batch)?;
+        let (args, facts) = self.args(ctx)?;
+        // From the measuring thread: ringlat inherits the client core.
+        let mut p = Ringlat::spawn(path, &args, None)?;
         let line = match p.read_line(READY_TIMEOUT) {
             Ok(l) => l,
+            Err(e) if e.is::<crate::interrupt::Interrupted>() => {
+                let _ = p.failure("interrupted");
+                return Err(e);
+            }
             Err(e) => return Err(p.failure(&format!("waiting for ringlat to start: {e}"))),
         };
         let ready: Value = serde_json::from_str(&line)
@@ -90,6 +177,17 @@ impl GoRinglat {
                 self.details.insert(format!("ringlat_{key}"), v.clone());
             }
         }
+        if let Kind::Needle { .. } = self.kind {
+            // ringlat read the needle once over HTTP (and the ring) and compared the bytes.
+            let verified = ready["needle"]["verified"] == true;
+            if !verified {
+                return Err(p.failure(&format!("ringlat did not verify the needle's bytes: {line}")));
+            }
+            self.details.insert("bytes_verified".into(), verified.into());
+            // Needle mode keeps the collector on (serve.go).
+            self.details.insert("ringlat_gc".into(), "on".into());
+        }
+        self.details.extend(facts);
         self.proc = Some(p);
         Ok(())
     }
@@ -111,12 +209,18 @@ impl Scenario for GoRinglat {
         let answer = p
             .send(&cmd)
             .and_then(|()| p.read_line(timing.warmup + timing.measure + STALL_LIMIT));
+        let allocs = &mut self.allocs;
         let result = answer.and_then(|line| {
             let b = GoBlock::parse(&line)?;
             if b.scenario != self.name {
                 return Err(format!("ringlat answered for {:?}, expected {}", b.scenario, self.name).into());
             }
             b.record_into(hist)?;
+            allocs.ops += b.ops;
+            allocs.mallocs += b.mallocs;
+            allocs.bytes += b.alloc_bytes;
+            allocs.gc_cycles += b.gc_cycles;
+            allocs.gc_pause_ns += b.gc_pause_ns;
             Ok(BlockRun {
                 samples: b.samples,
                 elapsed: Duration::from_nanos(b.elapsed_ns),
@@ -132,7 +236,22 @@ impl Scenario for GoRinglat {
     }
 
     fn details(&self) -> Map<String, Value> {
-        self.details.clone()
+        let mut d = self.details.clone();
+        let a = self.allocs;
+        if a.ops > 0 {
+            // What the Go side allocated per sample (warm-up included), and the collections.
+            d.insert(
+                "ringlat_allocs_per_op".into(),
+                crate::stats::round2(a.mallocs as f64 / a.ops as f64).into(),
+            );
+            d.insert(
+                "ringlat_alloc_bytes_per_op".into(),
+                crate::stats::round2(a.bytes as f64 / a.ops as f64).into(),
+            );
+            d.insert("ringlat_gc_cycles".into(), a.gc_cycles.into());
+            d.insert("ringlat_gc_pause_ns".into(), a.gc_pause_ns.into());
+        }
+        d
     }
 }
 
@@ -144,6 +263,18 @@ pub struct GoBlock {
     pub elapsed_ns: u64,
     /// Non-empty buckets: (lowest value of the bucket in ns, count).
     pub hist: Vec<(u64, u64)>,
+    /// Samples run, warm-up included, and the Go runtime's counters over them (0 from an
+    /// older ringlat).
+    #[serde(default)]
+    pub ops: u64,
+    #[serde(default)]
+    pub mallocs: u64,
+    #[serde(default)]
+    pub alloc_bytes: u64,
+    #[serde(default)]
+    pub gc_cycles: u64,
+    #[serde(default)]
+    pub gc_pause_ns: u64,
 }
 
 impl GoBlock {
@@ -171,147 +302,6 @@ impl GoBlock {
             .into());
         }
         Ok(())
-    }
-}
-
-/// A running `ringlat -serve`.
-struct Ringlat {
-    child: Child,
-    stdin: Option<ChildStdin>,
-    stdout: ChildStdout,
-    stderr: Option<ChildStderr>,
-    buf: Vec<u8>,
-    command: String,
-}
-
-impl Ringlat {
-    /// Starts ringlat from the calling thread (the measuring thread, pinned to the client
-    /// core, whose CPU mask the process inherits: every Go thread stays on the client core,
-    /// so GOMAXPROCS is 1 and nothing of Go runs on the engine core).
-    fn spawn(path: &Path, socket: &Path, core: usize, batch: u32) -> Result<Self> {
-        let args = [
-            "-serve".to_string(),
-            "-socket".into(),
-            socket.display().to_string(),
-            "-core".into(),
-            core.to_string(),
-            "-batch".into(),
-            batch.to_string(),
-        ];
-        let command = format!("{} {}", path.display(), args.join(" "));
-        let mut cmd = Command::new(path);
-        cmd.args(&args)
-            .stdin(Stdio::piped())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            // Own process group: a terminal's Ctrl-C reaches only the bench, which ends
-            // ringlat itself.
-            .process_group(0);
-        // SAFETY: prctl is async-signal-safe and touches no memory of the parent.
-        unsafe {
-            cmd.pre_exec(|| {
-                // ringlat dies with the thread that started it (the bench's main thread).
-                if libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL as libc::c_ulong, 0, 0, 0) != 0 {
-                    return Err(std::io::Error::last_os_error());
-                }
-                Ok(())
-            });
-        }
-        let mut child = cmd.spawn().map_err(|e| format!("starting {command}: {e}"))?;
-        let stdin = child.stdin.take();
-        let stdout = child.stdout.take().expect("piped");
-        let stderr = child.stderr.take();
-        Ok(Self {
-            child,
-            stdin,
-            stdout,
-            stderr,
-            buf: Vec::new(),
-            command,
-        })
-    }
-
-    fn send(&mut self, line: &str) -> Result<()> {
-        let stdin = self.stdin.as_mut().ok_or("ringlat's input is closed")?;
-        stdin
-            .write_all(line.as_bytes())
-            .and_then(|()| stdin.flush())
-            .map_err(|e| format!("writing to ringlat: {e}").into())
-    }
-
-    /// The next line of ringlat's output, waiting at most `timeout` (checking for Ctrl-C).
-    fn read_line(&mut self, timeout: Duration) -> Result<String> {
-        let deadline = Instant::now() + timeout;
-        let mut chunk = [0u8; 64 << 10];
-        loop {
-            if let Some(pos) = self.buf.iter().position(|&b| b == b'\n') {
-                let line: Vec<u8> = self.buf.drain(..=pos).collect();
-                return Ok(String::from_utf8_lossy(&line[..pos]).into_owned());
-            }
-            let left = deadline.saturating_duration_since(Instant::now());
-            if left.is_zero() {
-                return Err(format!("ringlat did not answer within {timeout:?}").into());
-            }
-            let mut pfd = libc::pollfd {
-                fd: self.stdout.as_raw_fd(),
-                events: libc::POLLIN,
-                revents: 0,
-            };
-            let wait_ms = left.min(Duration::from_millis(100)).as_millis() as libc::c_int;
-            // SAFETY: one valid pollfd for the duration of the call.
-            let r = unsafe { libc::poll(&mut pfd, 1, wait_ms.max(1)) };
-            crate::interrupt::check()?;
-            if r < 0 {
-                let e = std::io::Error::last_os_error();
-                if e.kind() == std::io::ErrorKind::Interrupted {
-                    continue;
-                }
-                return Err(format!("waiting for ringlat: {e}").into());
-            }
-            if r == 0 {
-                continue;
-            }
-            let n = self
-                .stdout
-                .read(&mut chunk)
-                .map_err(|e| format!("reading ringlat's output: {e}"))?;
-            if n == 0 {
-                return Err("ringlat exited".into());
-            }
-            self.buf.extend_from_slice(&chunk[..n]);
-        }
-    }
-
-    /// Ends ringlat and describes the failure with what it wrote on stderr.
-    fn failure(&mut self, what: &str) -> crate::Error {
-        let _ = self.child.kill();
-        let status = self.child.wait().map_or(String::new(), |s| format!(" ({s})"));
-        let mut err = String::new();
-        if let Some(mut e) = self.stderr.take() {
-            let _ = e.read_to_string(&mut err);
-        }
-        format!(
-            "{what}\nringlat{status}: {}\nringlat stderr:\n{}",
-            self.command,
-            err.trim_end()
-        )
-        .into()
-    }
-}
-
-impl Drop for Ringlat {
-    fn drop(&mut self) {
-        // End of input: ringlat closes its session and exits.
-        drop(self.stdin.take());
-        let deadline = Instant::now() + Duration::from_secs(3);
-        while Instant::now() < deadline {
-            if let Ok(Some(_)) = self.child.try_wait() {
-                return;
-            }
-            std::thread::sleep(Duration::from_millis(5));
-        }
-        let _ = self.child.kill();
-        let _ = self.child.wait();
     }
 }
 

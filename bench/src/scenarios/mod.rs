@@ -118,6 +118,10 @@ pub enum EngineUse {
     /// An engine with a UCX listener on loopback over these transports, started for the
     /// scenario's group only; the bench's session has a peer handle for that listener.
     Ucx(Tls),
+    /// An engine with a UCX listener on loopback over these transports that serves the weed
+    /// volume server's directory (`--seaweedfs-dir`), started for the scenario's group only
+    /// (a group may have one per transport); the scenario's client reads needles through it.
+    Needle(Tls),
 }
 
 /// A scenario's fixed description. Names are stable: scripts and stored results use them.
@@ -152,6 +156,12 @@ pub struct Spec {
     pub borrows_engine_core: bool,
     /// Runs the Go latency tool (`ringlat`); skipped with a message where there is none.
     pub needs_go: bool,
+    /// Reads needles from the run's weed volume server (`crate::weed`); skipped with the
+    /// reason where no `weed` binary is found.
+    pub needs_weed: bool,
+    /// Keeps several operations in flight ([`pipelined_loop`]): a sample is one transfer
+    /// among others, not a latency; left out of `latency.svg`.
+    pub pipelined: bool,
 }
 
 impl Spec {
@@ -177,6 +187,45 @@ const fn spec_base(name: &'static str, about: &'static str) -> Spec {
         engine: EngineUse::None,
         borrows_engine_core: false,
         needs_go: false,
+        needs_weed: false,
+        pipelined: false,
+    }
+}
+
+/// The needle sizes of the `needle.read.<size>.<path>` scenarios (the weed host's size
+/// names: k = KiB, m = MiB).
+pub const NEEDLE_SIZES: &[&str] = &["4k", "64k", "1m"];
+
+/// `needle.read.<size>.<path>`: a needle read from Go, over HTTP (the baseline) or the rings.
+const fn needle_spec(
+    name: &'static str,
+    about: &'static str,
+    sample: &'static str,
+    bytes: u64,
+    path: Option<(Tls, &'static str, Option<Target>)>,
+) -> Spec {
+    let base = Spec {
+        sample,
+        bytes_per_sample: bytes,
+        // Reads of up to 1 MiB are long samples: a third of the block keeps the run short.
+        measure_divisor: 3,
+        needs_go: true,
+        needs_weed: true,
+        ..spec_base(name, about)
+    };
+    match path {
+        // The volume server (pinned to the engine core) serves the GETs: the engines must
+        // sleep during its blocks.
+        None => Spec {
+            borrows_engine_core: true,
+            ..base
+        },
+        Some((tls, baseline, target)) => Spec {
+            baseline: Some(baseline),
+            target,
+            engine: EngineUse::Needle(tls),
+            ..base
+        },
     }
 }
 
@@ -293,6 +342,7 @@ pub const SPECS: &[Spec] = &[
         sample: "1 MiB get",
         bytes_per_sample: ucx::READ_BYTES as u64,
         measure_divisor: 3,
+        pipelined: true,
         borrows_engine_core: true,
         ..spec_base(
             "ucx.raw_read_bw.sm",
@@ -303,6 +353,7 @@ pub const SPECS: &[Spec] = &[
         sample: "1 MiB READ",
         bytes_per_sample: ucx::READ_BYTES as u64,
         measure_divisor: 3,
+        pipelined: true,
         baseline: Some("ucx.raw_read_bw.sm"),
         target: Some(Target { metric: Metric::BytesRatio, bound: 0.9 }),
         engine: EngineUse::Ucx(Tls::Sm),
@@ -315,6 +366,7 @@ pub const SPECS: &[Spec] = &[
         sample: "1 MiB get",
         bytes_per_sample: ucx::READ_BYTES as u64,
         measure_divisor: 3,
+        pipelined: true,
         borrows_engine_core: true,
         ..spec_base(
             "ucx.raw_read_bw.tcp",
@@ -325,6 +377,7 @@ pub const SPECS: &[Spec] = &[
         sample: "1 MiB READ",
         bytes_per_sample: ucx::READ_BYTES as u64,
         measure_divisor: 3,
+        pipelined: true,
         baseline: Some("ucx.raw_read_bw.tcp"),
         target: Some(Target { metric: Metric::BytesRatio, bound: 0.9 }),
         engine: EngineUse::Ucx(Tls::Tcp),
@@ -360,6 +413,69 @@ pub const SPECS: &[Spec] = &[
             "one NOP submitted once the engine worker is asleep (wake-up and round trip); details: the engine's CPU use while idle",
         )
     },
+    needle_spec(
+        "needle.read.4k.http",
+        "one 4 KiB needle from a real weed volume server: keep-alive Go HTTP GET, body into a reused buffer (ringlat)",
+        "4 KiB read",
+        4 << 10,
+        None,
+    ),
+    needle_spec(
+        "needle.read.4k.tcp",
+        "the same 4 KiB needle through the rings: Go READ_NEEDLE to the engine serving the volume, over its own UCX listener (tcp), copied out to a reused buffer",
+        "4 KiB read",
+        4 << 10,
+        Some((Tls::Tcp, "needle.read.4k.http", Some(Target { metric: Metric::P50Ratio, bound: 0.2 }))),
+    ),
+    needle_spec(
+        "needle.read.4k.sm",
+        "the same 4 KiB needle through the rings: Go READ_NEEDLE to the engine serving the volume, over its own UCX listener (sm,tcp), copied out to a reused buffer",
+        "4 KiB read",
+        4 << 10,
+        Some((Tls::Sm, "needle.read.4k.http", Some(Target { metric: Metric::P50Ratio, bound: 0.05 }))),
+    ),
+    needle_spec(
+        "needle.read.64k.http",
+        "one 64 KiB needle from a real weed volume server: keep-alive Go HTTP GET, body into a reused buffer (ringlat)",
+        "64 KiB read",
+        64 << 10,
+        None,
+    ),
+    needle_spec(
+        "needle.read.64k.tcp",
+        "the same 64 KiB needle through the rings (tcp), copied out to a reused buffer",
+        "64 KiB read",
+        64 << 10,
+        Some((Tls::Tcp, "needle.read.64k.http", None)),
+    ),
+    needle_spec(
+        "needle.read.64k.sm",
+        "the same 64 KiB needle through the rings (sm,tcp), copied out to a reused buffer",
+        "64 KiB read",
+        64 << 10,
+        Some((Tls::Sm, "needle.read.64k.http", None)),
+    ),
+    needle_spec(
+        "needle.read.1m.http",
+        "one 1 MiB needle from a real weed volume server: keep-alive Go HTTP GET, body into a reused buffer (ringlat)",
+        "1 MiB read",
+        1 << 20,
+        None,
+    ),
+    needle_spec(
+        "needle.read.1m.tcp",
+        "the same 1 MiB needle through the rings (tcp), copied out to a reused buffer",
+        "1 MiB read",
+        1 << 20,
+        Some((Tls::Tcp, "needle.read.1m.http", Some(Target { metric: Metric::BytesRatio, bound: 2.0 }))),
+    ),
+    needle_spec(
+        "needle.read.1m.sm",
+        "the same 1 MiB needle through the rings (sm,tcp), copied out to a reused buffer",
+        "1 MiB read",
+        1 << 20,
+        Some((Tls::Sm, "needle.read.1m.http", Some(Target { metric: Metric::BytesRatio, bound: 2.0 }))),
+    ),
 ];
 
 /// Scenarios with a reserved name that cannot run yet, and why. Selecting one (or running
@@ -516,6 +632,10 @@ pub struct Ctx {
     pub ucx_address: Option<String>,
     /// The Go latency tool, for the Go scenarios.
     pub ringlat: Option<PathBuf>,
+    /// The run's weed volume server and its needles, when the group reads needles.
+    pub weed: Option<crate::weed::WeedInfo>,
+    /// The group's engines serving the weed volume directory, one per transport.
+    pub needle_engines: Vec<NeedleEngine>,
     /// The process id of the run's plain engine (for its CPU time in `ring.wake`).
     pub engine_pid: Option<u32>,
     pub timing: Timing,
@@ -538,8 +658,31 @@ impl Ctx {
 
     /// The sessions of every engine running for the group.
     pub fn sessions(&self) -> impl Iterator<Item = &Session> {
-        self.session.iter().chain(self.ucx_session.iter())
+        self.session
+            .iter()
+            .chain(self.ucx_session.iter())
+            .chain(self.needle_engines.iter().map(|e| &e.session))
     }
+
+    /// The bench's session with the group's engine of `engine`, if it has one.
+    pub fn session_of(&self, engine: EngineUse) -> Option<&Session> {
+        match engine {
+            EngineUse::None => None,
+            EngineUse::Plain => self.session.as_ref(),
+            EngineUse::Ucx(_) => self.ucx_session.as_ref(),
+            EngineUse::Needle(t) => self.needle_engines.iter().find(|e| e.tls == t).map(|e| &e.session),
+        }
+    }
+}
+
+/// An engine serving the weed volume directory over UCX, started for a needle group.
+pub struct NeedleEngine {
+    pub tls: Tls,
+    /// The bench's session (to see when the engine sleeps); the scenario's client has its own.
+    pub session: Session,
+    pub socket: PathBuf,
+    /// Its UCX listener (`127.0.0.1:PORT`): the peer the client's READ_NEEDLEs go to.
+    pub address: String,
 }
 
 /// What a block measured, besides the histogram.
@@ -590,8 +733,26 @@ pub fn build(spec: &Spec) -> Box<dyn Scenario> {
         "uds.msgpack" => Box::new(uds::UdsMsgpack::default()),
         "io_uring.nop" => Box::new(iouring::IoUringNop::default()),
         "ring.wake" => Box::new(wake::Wake::default()),
+        name if name.starts_with("needle.read.") => {
+            let (size, tls) = needle_parts(name).expect("needle.read.<size>.<path>");
+            Box::new(go::GoRinglat::new(spec.name, go::Kind::Needle { size, tls }))
+        }
         other => unreachable!("scenario {other} is in SPECS but has no implementation"),
     }
+}
+
+/// The size and transports of `needle.read.<size>.<path>` (`None`: the HTTP path).
+pub fn needle_parts(name: &str) -> Option<(&'static str, Option<Tls>)> {
+    let rest = name.strip_prefix("needle.read.")?;
+    let (size, path) = rest.split_once('.')?;
+    let size = *NEEDLE_SIZES.iter().find(|s| **s == size)?;
+    let tls = match path {
+        "http" => None,
+        "tcp" => Some(Tls::Tcp),
+        "sm" => Some(Tls::Sm),
+        _ => return None,
+    };
+    Some((size, tls))
 }
 
 /// Runs `op` (one sample: a round trip or a batch) for the warm-up, then for the measured
@@ -799,6 +960,9 @@ mod tests {
                 vec!["ucx.raw_am_rtt.tcp", "ucx.nop_ref.tcp", "ucx.am_rtt.tcp"],
                 vec!["ucx.raw_read_bw.sm", "ucx.read_bw.sm"],
                 vec!["ucx.raw_read_bw.tcp", "ucx.read_bw.tcp"],
+                vec!["needle.read.4k.http", "needle.read.4k.tcp", "needle.read.4k.sm"],
+                vec!["needle.read.64k.http", "needle.read.64k.tcp", "needle.read.64k.sm"],
+                vec!["needle.read.1m.http", "needle.read.1m.tcp", "needle.read.1m.sm"],
             ]
         );
         // Everything that cannot run yet is reported as skipped.
@@ -886,13 +1050,18 @@ mod tests {
             ]
         );
         let new: Vec<_> = p.skipped[before..].iter().map(|(n, w)| (*n, w.as_str())).collect();
-        assert_eq!(
-            new,
-            vec![
-                ("ring.nop.go", "Go is not installed"),
-                ("ring.nop_batch32.go", "Go is not installed")
-            ]
+        let mut want = vec![
+            ("ring.nop.go", "Go is not installed"),
+            ("ring.nop_batch32.go", "Go is not installed"),
+        ];
+        // The needle scenarios read from Go too.
+        want.extend(
+            SPECS
+                .iter()
+                .filter(|s| s.needs_weed)
+                .map(|s| (s.name, "Go is not installed")),
         );
+        assert_eq!(new, want);
         // Dropping a baseline drops what is compared with it (and runs with it), saying why.
         let mut p = plan(&["ucx.am_rtt.sm".into(), "ring.nop".into()]).unwrap();
         p.skip_where(|s| s.name == "ucx.raw_am_rtt.sm", "test");
@@ -932,6 +1101,67 @@ mod tests {
     }
 
     #[test]
+    fn needle_reads_run_next_to_the_http_get() {
+        let p = plan(&["needle.read.4k.sm".into()]).unwrap();
+        assert_eq!(names(&p.groups), vec![vec!["needle.read.4k.http", "needle.read.4k.sm"]]);
+        // The HTTP baseline alone needs no engine; each ring path its own, by transport.
+        let p = plan(&["needle.read.1m.http".into()]).unwrap();
+        assert_eq!(names(&p.groups), vec![vec!["needle.read.1m.http"]]);
+        let g = plan(&["needle.read.64k.tcp".into(), "needle.read.64k.sm".into()])
+            .unwrap()
+            .groups;
+        assert_eq!(
+            g[0].iter().map(|s| s.engine).collect::<Vec<_>>(),
+            [EngineUse::None, EngineUse::Needle(Tls::Tcp), EngineUse::Needle(Tls::Sm)]
+        );
+        assert_eq!(group_ucx(&g[0]), None);
+        // The issue's targets.
+        let t = |n: &str| spec(n).unwrap().target.map(|t| (t.key(), t.describe()));
+        assert_eq!(t("needle.read.4k.tcp"), Some(("ratio_p50", "<= 0.2".to_string())));
+        assert_eq!(t("needle.read.4k.sm"), Some(("ratio_p50", "<= 0.05".to_string())));
+        assert_eq!(
+            t("needle.read.1m.tcp"),
+            Some(("ratio_bytes_per_sec", ">= 2".to_string()))
+        );
+        assert_eq!(
+            t("needle.read.1m.sm"),
+            Some(("ratio_bytes_per_sec", ">= 2".to_string()))
+        );
+        assert_eq!(t("needle.read.64k.sm"), None);
+        assert_eq!(
+            spec("needle.read.64k.sm").unwrap().baseline,
+            Some("needle.read.64k.http")
+        );
+        assert_eq!(spec("needle.read.1m.http").unwrap().bytes_per_sample, 1 << 20);
+        assert_eq!(needle_parts("needle.read.64k.http"), Some(("64k", None)));
+        assert_eq!(needle_parts("needle.read.1m.sm"), Some(("1m", Some(Tls::Sm))));
+        assert_eq!(needle_parts("needle.read.2k.sm"), None);
+        assert_eq!(needle_parts("needle.read.4k.rdma"), None);
+        // No weed: the needle scenarios go, with the reason; the rest stays.
+        let mut p = plan(&["needle.read.4k.tcp".into(), "ring.nop".into()]).unwrap();
+        p.skip_where(|s| s.needs_weed, "not available: no weed binary");
+        assert_eq!(names(&p.groups), vec![vec!["floor.pingpong", "ring.nop"]]);
+        assert_eq!(
+            p.skipped,
+            vec![
+                ("needle.read.4k.http", "not available: no weed binary".to_string()),
+                ("needle.read.4k.tcp", "not available: no weed binary".to_string())
+            ]
+        );
+        // Only the pipelined bandwidth scenarios are left out of the latency plot.
+        let pipelined: Vec<&str> = SPECS.iter().filter(|s| s.pipelined).map(|s| s.name).collect();
+        assert_eq!(
+            pipelined,
+            [
+                "ucx.raw_read_bw.sm",
+                "ucx.read_bw.sm",
+                "ucx.raw_read_bw.tcp",
+                "ucx.read_bw.tcp"
+            ]
+        );
+    }
+
+    #[test]
     fn unknown_scenario_lists_the_known_ones() {
         let e = plan(&["ring.nope".into()]).unwrap_err().to_string();
         assert!(e.contains("ring.nope") && e.contains("floor.pingpong"), "{e}");
@@ -952,12 +1182,24 @@ mod tests {
                 let bi = SPECS.iter().position(|t| t.name == b).expect("baseline exists");
                 assert!(bi < i, "{}: baseline {b} must come first", s.name);
             }
-            assert_eq!(
-                s.target.is_some(),
-                s.baseline.is_some(),
+            assert!(
+                s.target.is_none() || s.baseline.is_some(),
                 "{}: a target needs a baseline",
                 s.name
             );
+            // A subject without a target: only the 64 KiB needle reads (the issue names none).
+            if s.baseline.is_some() && s.target.is_none() {
+                assert!(
+                    s.name.starts_with("needle.read.64k."),
+                    "{}: a subject needs a target",
+                    s.name
+                );
+            }
+            assert_eq!(s.needs_weed, s.name.starts_with("needle.read."), "{}", s.name);
+            if s.needs_weed {
+                assert!(s.needs_go, "{}: the needle scenarios read from Go", s.name);
+                assert!(needle_parts(s.name).is_some(), "{}", s.name);
+            }
             let root = root_of(s);
             assert!(root.baseline.is_none());
             for a in s.also_vs {

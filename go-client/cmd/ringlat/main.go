@@ -13,12 +13,20 @@
 //	ringlat [-socket PATH] [-core N] [-iters N] [-warmup N] [-batch N] [-blocks N]
 //	        [-scenario nop|batch|all] [-spin DUR]
 //	ringlat -serve [-socket PATH] [-core N] [-batch N] [-spin DUR]
+//	ringlat -serve [-socket PATH | -no-engine] [-core N] -name NAME -volume HOST:PORT
+//	        -fid FID -bytes N -sha256 HEX [-peer IP:PORT] [-gc-off]
+//	ringlat -weed [-weed-bin PATH] [-sizes 4k,64k,1m] [-check]
 //
 // -serve is the block mode the Rust bench drives (bench/README.md): ringlat dials once,
 // prints {"ready":true,...}, then runs one timed block per stdin line and answers each with
 // one JSON line (see serve.go). Blocks are timed like the Rust bench's: a warm-up by time,
 // then samples for the measured time, one clock read per sample, values in an
 // HdrHistogram-compatible bucket layout, so that the bench merges them with its own.
+// With -fid it is in needle mode: it reads that needle of a real volume server over the
+// rings (READ_NEEDLE to the engine at -peer) or over HTTP (needle.go).
+//
+// -weed runs a SeaweedFS master and volume server for the bench's needle scenarios and
+// uploads their needles (weed.go); it serves until stdin ends.
 package main
 
 import (
@@ -30,6 +38,7 @@ import (
 	"runtime"
 	"runtime/debug"
 	"slices"
+	"strconv"
 	"time"
 
 	"golang.org/x/sys/unix"
@@ -64,7 +73,25 @@ func main() {
 	spin := flag.Duration("spin", 50*time.Microsecond, "client spin before sleeping on the session eventfd")
 	timeout := flag.Duration("timeout", 10*time.Minute, "overall time limit (not in -serve mode)")
 	serveMode := flag.Bool("serve", false, "block mode for the bench: read block commands on stdin, answer JSON lines")
+	noEngine := flag.Bool("no-engine", false, "-serve without an engine session (needle-http blocks only)")
+	name := flag.String("name", "needle.read", "-serve needle mode: the scenario name of the block answers")
+	volume := flag.String("volume", "", "-serve needle mode: the volume server (host:port)")
+	fid := flag.String("fid", "", "-serve needle mode: the needle's file id (needle mode when set)")
+	size := flag.Int("bytes", 0, "-serve needle mode: the needle's data length")
+	sum := flag.String("sha256", "", "-serve needle mode: SHA-256 (hex) of the needle's data, checked before the first block")
+	peer := flag.String("peer", "", "-serve needle mode: UCX address of the engine serving the volume directory (ring blocks)")
+	gcOff := flag.Bool("gc-off", false, "-serve needle mode: turn the garbage collector off (it stays on by default there)")
+	weedMode := flag.Bool("weed", false, "run a SeaweedFS master and volume server, upload the needles of -sizes, print them, serve until stdin ends")
+	weedBin := flag.String("weed-bin", "", "-weed: the weed binary (default: $SWRING_WEED, else the one scripts/weed built)")
+	sizes := flag.String("sizes", "4k,64k,1m", "-weed: needle sizes to upload, comma-separated (k = KiB, m = MiB)")
+	check := flag.Bool("check", false, "-weed: only find the weed binary and print it")
 	flag.Parse()
+	if *weedMode {
+		if err := weedHost(*weedBin, *sizes, *check, os.Stdin, os.Stdout); err != nil {
+			fail(err)
+		}
+		return
+	}
 	if *iters <= 0 || *batch <= 0 || *blocks <= 0 || *warmup < 0 {
 		fail(fmt.Errorf("-iters, -batch and -blocks must be positive"))
 	}
@@ -76,16 +103,38 @@ func main() {
 		if err := unix.SchedSetaffinity(0, &set); err != nil { // 0: this (locked) thread
 			fail(fmt.Errorf("pin to core %d: %w", *core, err))
 		}
+		if *serveMode {
+			// Every thread, not only this one: needle blocks run unlocked, and the HTTP
+			// client's goroutines run on other threads. Threads made later inherit it.
+			pinAllThreads(set)
+		}
 	}
 	if *serveMode {
-		// No overall timeout: the bench ends the process (stdin EOF, or SIGKILL).
-		c, err := swring.Dial(context.Background(), *socket, swring.WithSpin(*spin))
-		if err != nil {
-			fail(err)
+		cfg := serveConfig{batch: *batch, core: *core, name: *name, socket: *socket}
+		if *fid != "" {
+			if *volume == "" || *size <= 0 || *sum == "" {
+				fail(fmt.Errorf("needle mode (-fid) needs -volume, -bytes and -sha256"))
+			}
+			cfg.needle = &needleTarget{volume: *volume, fid: *fid, size: *size, sha256: *sum, peer: *peer}
 		}
-		debug.SetGCPercent(-1)
-		err = serve(c, os.Stdin, os.Stdout, *batch, *core)
-		c.Close()
+		// No overall timeout: the bench ends the process (stdin EOF, or SIGKILL).
+		var c *swring.Client
+		if !*noEngine {
+			var err error
+			c, err = swring.Dial(context.Background(), *socket, swring.WithSpin(*spin))
+			if err != nil {
+				no := false
+				json.NewEncoder(os.Stdout).Encode(blockError{Ready: &no, Error: err.Error()})
+				fail(err)
+			}
+		}
+		if cfg.needle == nil || *gcOff {
+			debug.SetGCPercent(-1)
+		}
+		err := serve(c, os.Stdin, os.Stdout, cfg)
+		if c != nil {
+			c.Close()
+		}
 		if err != nil {
 			fail(err)
 		}
@@ -186,6 +235,19 @@ func summarize(name string, lat []int64, perSample int, elapsed time.Duration, c
 		OpsPerSec: float64(len(s)*perSample) / elapsed.Seconds(),
 		Batch:     perSample,
 		Core:      core,
+	}
+}
+
+// pinAllThreads moves every thread of the process to set.
+func pinAllThreads(set unix.CPUSet) {
+	tasks, err := os.ReadDir("/proc/self/task")
+	if err != nil {
+		return
+	}
+	for _, t := range tasks {
+		if tid, err := strconv.Atoi(t.Name()); err == nil {
+			unix.SchedSetaffinity(tid, &set)
+		}
 	}
 }
 

@@ -6,24 +6,37 @@ package main
 //
 //	{"ready":true,"session":3,"worker":0,"core":0,"gomaxprocs":1,"go":"go1.26.8"}
 //
-// and then reads commands on stdin, one per line:
+// (in needle mode also "needle":{"fid","bytes","volume","peer","verified":true}, and
+// without "session"/"worker" under -no-engine; {"ready":false,"error":"..."} when set-up
+// failed) and then reads commands on stdin, one per line:
 //
-//	block nop|batch WARMUP_NS MEASURE_NS
+//	block nop|batch|needle-ring|needle-http|needle-ring-nocopy|reader-ring|reader-http WARMUP_NS MEASURE_NS
 //	quit                                  (or end of input)
 //
 // Each block is answered with one line:
 //
-//	{"scenario":"ring.nop.go","samples":N,"elapsed_ns":E,"hist":[[value_ns,count],...]}
+//	{"scenario":"ring.nop.go","samples":N,"elapsed_ns":E,"hist":[[value_ns,count],...],
+//	 "ops":C,"mallocs":M,"alloc_bytes":B,"gc_cycles":G,"gc_pause_ns":P}
 //
 // or {"error":"..."} after which ringlat exits with status 1. A block runs its sample
-// (one Client.Do of a NOP, or one SubmitBatch of -batch NOPs and the waits for all of them)
-// unrecorded until WARMUP_NS have passed, then records samples until MEASURE_NS have
-// passed, exactly as the bench's sample_loop does: one monotonic clock read per sample, a
-// sample being the time from the previous read to this one (the loop's own cost is inside
-// every sample, as on the Rust side). "hist" lists the non-empty buckets of an
-// HdrHistogram-compatible layout with 3 significant digits (see bucketFloor), each as the
-// lowest value of its bucket, so the bench can record them into its own histogram without
-// losing precision.
+// (one Client.Do of a NOP, or one SubmitBatch of -batch NOPs and the waits for all of them,
+// or one needle read, see needle.go) unrecorded until WARMUP_NS have passed, then records
+// samples until MEASURE_NS have passed, exactly as the bench's sample_loop does: one
+// monotonic clock read per sample, a sample being the time from the previous read to this
+// one (the loop's own cost is inside every sample, as on the Rust side). "hist" lists the
+// non-empty buckets of an HdrHistogram-compatible layout with 3 significant digits (see
+// bucketFloor), each as the lowest value of its bucket, so the bench can record them into
+// its own histogram without losing precision. "ops" counts every sample the block ran,
+// warm-up included; mallocs, alloc_bytes, gc_cycles and gc_pause_ns are the Go runtime's
+// counters (runtime.MemStats) over the same span, read before and after the block.
+//
+// Needle blocks (needle mode: -fid given) are answered with the scenario name of -name and
+// run with the measuring goroutine unlocked from its OS thread: the HTTP client hands each
+// request to its connection's reader and writer goroutines, and a goroutine locked to a
+// thread pays two thread switches for every such hand-off. (Every thread of the process is
+// on -core anyway.) Needle mode keeps the garbage collector on (GOGC's default) unless
+// -gc-off: the HTTP path allocates on every request, and a heap that only grows would
+// charge it with page faults instead.
 
 import (
 	"bufio"
@@ -107,28 +120,47 @@ func (h *histogram) buckets() [][2]int64 {
 }
 
 type ready struct {
-	Ready      bool   `json:"ready"`
-	Session    uint32 `json:"session"`
-	Worker     uint32 `json:"worker"`
-	Core       int    `json:"core"`
-	GOMAXPROCS int    `json:"gomaxprocs"`
-	Go         string `json:"go"`
+	Ready      bool         `json:"ready"`
+	Session    *uint32      `json:"session,omitempty"`
+	Worker     *uint32      `json:"worker,omitempty"`
+	Core       int          `json:"core"`
+	GOMAXPROCS int          `json:"gomaxprocs"`
+	Go         string       `json:"go"`
+	Needle     *readyNeedle `json:"needle,omitempty"`
+}
+
+// readyNeedle describes the needle of a needle-mode ringlat, checked before the first block.
+type readyNeedle struct {
+	Fid      string `json:"fid"`
+	Bytes    int    `json:"bytes"`
+	Volume   string `json:"volume"`
+	Peer     string `json:"peer,omitempty"`
+	Verified bool   `json:"verified"`
 }
 
 type blockResult struct {
-	Scenario  string     `json:"scenario"`
-	Samples   int64      `json:"samples"`
-	ElapsedNs int64      `json:"elapsed_ns"`
-	Hist      [][2]int64 `json:"hist"`
+	Scenario   string     `json:"scenario"`
+	Samples    int64      `json:"samples"`
+	ElapsedNs  int64      `json:"elapsed_ns"`
+	Hist       [][2]int64 `json:"hist"`
+	Ops        int64      `json:"ops"`
+	Mallocs    uint64     `json:"mallocs"`
+	AllocBytes uint64     `json:"alloc_bytes"`
+	GCCycles   uint32     `json:"gc_cycles"`
+	GCPauseNs  uint64     `json:"gc_pause_ns"`
 }
 
 type blockError struct {
+	Ready *bool  `json:"ready,omitempty"`
 	Error string `json:"error"`
 }
 
+// blockKinds are the sample kinds of the block command.
+var blockKinds = []string{"nop", "batch", "needle-ring", "needle-http", "needle-ring-nocopy", "reader-ring", "reader-http"}
+
 // blockCommand is one parsed "block" line.
 type blockCommand struct {
-	kind    string // "nop" or "batch"
+	kind    string // one of blockKinds
 	warmup  time.Duration
 	measure time.Duration
 }
@@ -140,10 +172,14 @@ func parseCommand(line string) (cmd blockCommand, quit bool, err error) {
 		return cmd, true, nil
 	}
 	if len(f) != 4 || f[0] != "block" {
-		return cmd, false, fmt.Errorf("bad command %q (want: block nop|batch WARMUP_NS MEASURE_NS, or quit)", line)
+		return cmd, false, fmt.Errorf("bad command %q (want: block %s WARMUP_NS MEASURE_NS, or quit)", line, strings.Join(blockKinds, "|"))
 	}
-	if f[1] != "nop" && f[1] != "batch" {
-		return cmd, false, fmt.Errorf("bad command %q: unknown scenario %q (nop or batch)", line, f[1])
+	known := false
+	for _, k := range blockKinds {
+		known = known || f[1] == k
+	}
+	if !known {
+		return cmd, false, fmt.Errorf("bad command %q: unknown scenario %q (%s)", line, f[1], strings.Join(blockKinds, ", "))
 	}
 	w, err1 := strconv.ParseInt(f[2], 10, 64)
 	m, err2 := strconv.ParseInt(f[3], 10, 64)
@@ -154,19 +190,22 @@ func parseCommand(line string) (cmd blockCommand, quit bool, err error) {
 }
 
 // runBlock runs sample for cmd's warm-up and measured time into h and returns the number
-// of recorded samples and the measured time (from the end of the warm-up to the last
-// sample's timestamp), as the bench's sample_loop does.
-func runBlock(cmd blockCommand, h *histogram, sample func() error) (int64, time.Duration, error) {
+// of recorded samples, the number of samples run (warm-up included) and the measured time
+// (from the end of the warm-up to the last sample's timestamp), as the bench's sample_loop
+// does.
+func runBlock(cmd blockCommand, h *histogram, sample func() error) (int64, int64, time.Duration, error) {
 	// time.Since on a Time with a monotonic reading reads only the monotonic clock: one
 	// vDSO clock_gettime(CLOCK_MONOTONIC) per sample, like Rust's Instant::now().
 	base := time.Now()
 	now := func() time.Duration { return time.Since(base) }
 	warmEnd := now() + cmd.warmup
 	var prev time.Duration
+	var ops int64
 	for {
 		if err := sample(); err != nil {
-			return 0, 0, err
+			return 0, ops, 0, err
 		}
+		ops++
 		if t := now(); t >= warmEnd {
 			prev = t
 			break
@@ -177,7 +216,7 @@ func runBlock(cmd blockCommand, h *histogram, sample func() error) (int64, time.
 	var n int64
 	for {
 		if err := sample(); err != nil {
-			return 0, 0, err
+			return 0, ops, 0, err
 		}
 		t := now()
 		h.record(int64(t - prev))
@@ -187,31 +226,67 @@ func runBlock(cmd blockCommand, h *histogram, sample func() error) (int64, time.
 			break
 		}
 	}
-	return n, prev - start, nil
+	return n, ops + n, prev - start, nil
 }
 
-// serve runs the block protocol on in/out until "quit" or end of input.
-func serve(c *swring.Client, in io.Reader, out io.Writer, batch, core int) error {
+// serveConfig is what -serve was started with.
+type serveConfig struct {
+	batch int
+	core  int
+	// name is the scenario name of needle blocks' answers.
+	name string
+	// needle is the needle of needle blocks (nil: no needle mode).
+	needle *needleTarget
+	socket string
+}
+
+// serve runs the block protocol on in/out until "quit" or end of input. c is nil under
+// -no-engine (only needle-http and reader-http blocks can run then).
+func serve(c *swring.Client, in io.Reader, out io.Writer, cfg serveConfig) error {
 	enc := json.NewEncoder(out)
-	if err := enc.Encode(ready{Ready: true, Session: c.SessionID(), Worker: c.Worker(), Core: core,
-		GOMAXPROCS: runtime.GOMAXPROCS(0), Go: runtime.Version()}); err != nil {
+	ctx := context.Background()
+	r := ready{Ready: true, Core: cfg.core, GOMAXPROCS: runtime.GOMAXPROCS(0), Go: runtime.Version()}
+	if c != nil {
+		sid, w := c.SessionID(), c.Worker()
+		r.Session, r.Worker = &sid, &w
+	}
+	var needles *needleOps
+	if cfg.needle != nil {
+		var err error
+		needles, err = newNeedleOps(ctx, c, cfg.socket, cfg.needle)
+		if err != nil {
+			no := false
+			enc.Encode(blockError{Ready: &no, Error: err.Error()})
+			return err
+		}
+		defer needles.close()
+		t := cfg.needle
+		r.Needle = &readyNeedle{Fid: t.fid, Bytes: t.size, Volume: t.volume, Peer: t.peer, Verified: true}
+	}
+	if err := enc.Encode(r); err != nil {
 		return err
 	}
-	ctx := context.Background()
+	noEngine := func() error { return fmt.Errorf("this ringlat runs without an engine session (-no-engine)") }
 	nop := swring.Request{Opcode: swring.OpNop}
 	doNop := func() error {
+		if c == nil {
+			return noEngine()
+		}
 		res, err := c.Do(ctx, &nop)
 		if err == nil && res != 0 {
 			err = fmt.Errorf("NOP completed with result %d, expected 0", res)
 		}
 		return err
 	}
-	reqs := make([]swring.Request, batch)
+	reqs := make([]swring.Request, cfg.batch)
 	for i := range reqs {
 		reqs[i].Opcode = swring.OpNop
 	}
-	tickets := make([]swring.Ticket, batch)
+	tickets := make([]swring.Ticket, cfg.batch)
 	doBatch := func() error {
+		if c == nil {
+			return noEngine()
+		}
 		n, err := c.SubmitBatch(ctx, reqs, tickets)
 		for _, t := range tickets[:n] {
 			res, werr := t.Wait(ctx)
@@ -222,8 +297,8 @@ func serve(c *swring.Client, in io.Reader, out io.Writer, batch, core int) error
 				err = werr
 			}
 		}
-		if err == nil && n != batch {
-			err = fmt.Errorf("SubmitBatch took %d of %d requests", n, batch)
+		if err == nil && n != cfg.batch {
+			err = fmt.Errorf("SubmitBatch took %d of %d requests", n, cfg.batch)
 		}
 		return err
 	}
@@ -234,21 +309,50 @@ func serve(c *swring.Client, in io.Reader, out io.Writer, batch, core int) error
 		if quit {
 			return nil
 		}
-		name, sample := "ring.nop.go", doNop
-		if err == nil && cmd.kind == "batch" {
-			name, sample = fmt.Sprintf("ring.nop_batch%d.go", batch), doBatch
+		var name string
+		var sample func() error
+		unlock := false
+		if err == nil {
+			switch cmd.kind {
+			case "nop":
+				name, sample = "ring.nop.go", doNop
+			case "batch":
+				name, sample = fmt.Sprintf("ring.nop_batch%d.go", cfg.batch), doBatch
+			default:
+				if needles == nil {
+					err = fmt.Errorf("block %s: ringlat was started without a needle (-fid)", cmd.kind)
+					break
+				}
+				name, unlock = cfg.name, true
+				if cmd.kind != "needle-ring" && cmd.kind != "needle-http" {
+					name += "+" + cmd.kind
+				}
+				sample, err = needles.sample(ctx, cmd.kind)
+			}
 		}
 		h.reset()
-		var n int64
+		var n, ops int64
 		var elapsed time.Duration
+		var before, after runtime.MemStats
 		if err == nil {
-			n, elapsed, err = runBlock(cmd, h, sample)
+			if unlock {
+				runtime.UnlockOSThread()
+			}
+			runtime.ReadMemStats(&before)
+			n, ops, elapsed, err = runBlock(cmd, h, sample)
+			runtime.ReadMemStats(&after)
+			if unlock {
+				runtime.LockOSThread()
+			}
 		}
 		if err != nil {
 			enc.Encode(blockError{Error: err.Error()})
 			return err
 		}
-		if err := enc.Encode(blockResult{Scenario: name, Samples: n, ElapsedNs: int64(elapsed), Hist: h.buckets()}); err != nil {
+		res := blockResult{Scenario: name, Samples: n, ElapsedNs: int64(elapsed), Hist: h.buckets(), Ops: ops,
+			Mallocs: after.Mallocs - before.Mallocs, AllocBytes: after.TotalAlloc - before.TotalAlloc,
+			GCCycles: after.NumGC - before.NumGC, GCPauseNs: after.PauseTotalNs - before.PauseTotalNs}
+		if err := enc.Encode(res); err != nil {
 			return err
 		}
 	}

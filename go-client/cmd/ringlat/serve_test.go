@@ -69,7 +69,12 @@ func TestParseCommand(t *testing.T) {
 	if _, quit, err := parseCommand("quit"); !quit || err != nil {
 		t.Fatal("quit not recognized")
 	}
-	for _, bad := range []string{"", "block", "block foo 1 1", "block nop x 1", "block nop 1 0", "block nop -1 5", "go nop 1 1"} {
+	for _, k := range []string{"needle-ring", "needle-http", "reader-ring", "reader-http", "batch"} {
+		if cmd, _, err := parseCommand("block " + k + " 0 1"); err != nil || cmd.kind != k {
+			t.Errorf("%s: %+v %v", k, cmd, err)
+		}
+	}
+	for _, bad := range []string{"", "block", "block foo 1 1", "block needle 1 1", "block nop x 1", "block nop 1 0", "block nop -1 5", "go nop 1 1"} {
 		if _, _, err := parseCommand(bad); err == nil {
 			t.Errorf("%q accepted", bad)
 		}
@@ -79,15 +84,28 @@ func TestParseCommand(t *testing.T) {
 func TestRunBlockRecordsEverySample(t *testing.T) {
 	h := newHistogram()
 	calls := 0
-	n, elapsed, err := runBlock(blockCommand{kind: "nop", warmup: time.Millisecond, measure: 5 * time.Millisecond}, h, func() error {
+	n, ops, elapsed, err := runBlock(blockCommand{kind: "nop", warmup: time.Millisecond, measure: 5 * time.Millisecond}, h, func() error {
 		calls++
 		return nil
 	})
-	if err != nil || n != h.total || int64(calls) <= n || elapsed < 5*time.Millisecond {
-		t.Fatalf("n %d total %d calls %d elapsed %v err %v", n, h.total, calls, elapsed, err)
+	if err != nil || n != h.total || int64(calls) <= n || int64(calls) != ops || elapsed < 5*time.Millisecond {
+		t.Fatalf("n %d total %d calls %d ops %d elapsed %v err %v", n, h.total, calls, ops, elapsed, err)
 	}
 	boom := errors.New("boom")
-	if _, _, err := runBlock(blockCommand{measure: time.Millisecond}, h, func() error { return boom }); err != boom {
+	if _, _, _, err := runBlock(blockCommand{measure: time.Millisecond}, h, func() error { return boom }); err != boom {
 		t.Fatalf("error not passed on: %v", err)
+	}
+}
+
+func TestParseSize(t *testing.T) {
+	for s, want := range map[string]int{"4k": 4096, "64K": 65536, "1m": 1 << 20, "512": 512, " 2k": 2048} {
+		if got, err := parseSize(s); err != nil || got != want {
+			t.Errorf("%q: %d %v, want %d", s, got, err, want)
+		}
+	}
+	for _, bad := range []string{"", "k", "-1k", "0", "4g", "2000m", "x4k"} {
+		if _, err := parseSize(bad); err == nil {
+			t.Errorf("%q accepted", bad)
+		}
 	}
 }

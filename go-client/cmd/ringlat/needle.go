@@ -1,0 +1,273 @@
+package main
+
+// Needle reads for the bench's needle.read.<size>.<path> scenarios (bench/README.md): one
+// needle of a real volume server, read over the rings (READ_NEEDLE to the engine serving
+// the volume directory) or over HTTP (the volume server's GET), one read per sample.
+//
+// Both paths end with the needle's bytes in ordinary Go memory, a []byte allocated once and
+// reused, so that they do the same work for the caller:
+//
+//   - ring (block needle-ring): the low-level client API, no NeedleReader:
+//     SubmitReadNeedleRange(peer, fid, 0, size) into a session Buffer allocated once (the
+//     engine writes the metadata and the data there, zero copy from the ring's point of
+//     view), Ticket.Wait, DecodeReadNeedle (metadata checked: whole needle, not gzip), then
+//     copy the data out of the shared buffer into the reused []byte. The copy is in the
+//     sample: a caller that hands the bytes on (a FUSE read, an S3 response) copies them
+//     out of the shared buffer too, or holds the Buffer, which NeedleReader does not.
+//   - http (block needle-http): a keep-alive http.Client (one idle connection kept to the
+//     volume server) does GET http://<volume>/<fid> (Client.Get, a new request each time,
+//     as a SeaweedFS client does), and the body is read into a reused []byte until EOF
+//     (so the connection goes back to the pool), status and length checked.
+//
+// Manual comparisons (not bench scenarios): block reader-ring and reader-http read the same
+// needle through swring.NeedleReader (Only: PathRing / PathHTTP), which allocates the
+// returned Needle and its Data on every read; the block answers' mallocs and alloc_bytes
+// show what that costs. Block needle-ring-nocopy is needle-ring without the copy out of the
+// shared buffer (the data stays there), to show what the copy costs.
+//
+// Before the first block (and before ringlat prints its ready line) the needle is read once
+// over HTTP and, for the ring path, once over the ring: the HTTP bytes must match the
+// -sha256 the weed host printed at upload, and the ring bytes the HTTP bytes.
+
+import (
+	"bytes"
+	"context"
+	"crypto/sha256"
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"io"
+	"net/http"
+	"time"
+
+	swring "github.com/seaweed-ring/seaweed-ring/go-client"
+)
+
+// needleTarget is the needle a needle-mode ringlat reads.
+type needleTarget struct {
+	volume string // volume server host:port
+	fid    string
+	size   int    // its data length
+	sha256 string // hex, of the uploaded bytes
+	peer   string // UCX address of the engine serving the volume directory ("" = HTTP only)
+}
+
+// needleHTTP reads the needle with a keep-alive HTTP GET into a reused buffer.
+type needleHTTP struct {
+	client *http.Client
+	url    string
+	buf    []byte // size+1: a longer body is noticed
+	size   int
+}
+
+func newNeedleHTTP(t *needleTarget) *needleHTTP {
+	tr := http.DefaultTransport.(*http.Transport).Clone()
+	tr.MaxIdleConnsPerHost = 1
+	tr.IdleConnTimeout = 0 // keep the connection for the whole run
+	return &needleHTTP{
+		client: &http.Client{Transport: tr, Timeout: 30 * time.Second},
+		url:    "http://" + t.volume + "/" + t.fid,
+		buf:    make([]byte, t.size+1),
+		size:   t.size,
+	}
+}
+
+func (h *needleHTTP) read() error {
+	resp, err := h.client.Get(h.url)
+	if err != nil {
+		return err
+	}
+	n := 0
+	for err == nil && n < len(h.buf) {
+		var m int
+		m, err = resp.Body.Read(h.buf[n:])
+		n += m
+	}
+	resp.Body.Close()
+	switch {
+	case resp.StatusCode != http.StatusOK:
+		return fmt.Errorf("GET %s: %s", h.url, resp.Status)
+	case err != nil && err != io.EOF:
+		return fmt.Errorf("GET %s: reading the body: %w", h.url, err)
+	case n != h.size:
+		return fmt.Errorf("GET %s: %d bytes, expected %d", h.url, n, h.size)
+	}
+	return nil
+}
+
+func (h *needleHTTP) data() []byte { return h.buf[:h.size] }
+
+func (h *needleHTTP) close() { h.client.CloseIdleConnections() }
+
+// needleRing reads the needle with READ_NEEDLE into a reused session buffer and copies the
+// data out into a reused []byte.
+type needleRing struct {
+	c    *swring.Client
+	peer swring.Peer
+	fid  swring.FileID
+	buf  swring.Buffer
+	out  []byte
+}
+
+func newNeedleRing(ctx context.Context, c *swring.Client, t *needleTarget) (*needleRing, error) {
+	fid, err := swring.ParseFileID(t.fid)
+	if err != nil {
+		return nil, err
+	}
+	peer, err := c.ConnectPeer(ctx, t.peer)
+	if err != nil {
+		return nil, fmt.Errorf("connecting to the engine at %s: %w", t.peer, err)
+	}
+	buf, err := c.AllocBuffer(ctx, swring.NeedleMetaLen+t.size)
+	if err != nil {
+		return nil, fmt.Errorf("a %d-byte session buffer: %w", swring.NeedleMetaLen+t.size, err)
+	}
+	return &needleRing{c: c, peer: peer, fid: fid, buf: buf, out: make([]byte, t.size)}, nil
+}
+
+func (r *needleRing) read(ctx context.Context) error { return r.readInto(ctx, true) }
+
+// readInto is read, copying the data out only when copyOut (the manual needle-ring-nocopy
+// block leaves it in the shared buffer, to show what the copy costs).
+func (r *needleRing) readInto(ctx context.Context, copyOut bool) error {
+	size := uint64(len(r.out))
+	t, err := r.c.SubmitReadNeedleRange(ctx, r.peer, r.fid, 0, size, r.buf)
+	if err != nil {
+		return err
+	}
+	res, err := t.Wait(ctx)
+	if err != nil {
+		return err
+	}
+	m, data, err := swring.DecodeReadNeedle(r.buf, res)
+	if err != nil {
+		return err
+	}
+	if uint64(len(data)) != size || m.DataSize != size || m.RangeOffset != 0 || m.Flags&swring.NeedleFlagGzip != 0 {
+		return fmt.Errorf("READ_NEEDLE %s: %d bytes from %d of %d (flags %#x), expected the whole %d uncompressed",
+			r.fid, len(data), m.RangeOffset, m.DataSize, m.Flags, size)
+	}
+	if copyOut {
+		copy(r.out, data)
+	}
+	return nil
+}
+
+// needleReaderOp reads the needle through swring.NeedleReader (manual comparison).
+type needleReaderOp struct {
+	r      *swring.NeedleReader
+	volume string
+	fid    string
+	size   int
+}
+
+func (o *needleReaderOp) read(ctx context.Context) error {
+	n, err := o.r.ReadNeedle(ctx, o.volume, o.fid)
+	if err != nil {
+		return err
+	}
+	if len(n.Data) != o.size {
+		return fmt.Errorf("NeedleReader %s: %d bytes over %v, expected %d", o.fid, len(n.Data), n.Path, o.size)
+	}
+	return nil
+}
+
+// verifyNeedle reads the needle once over HTTP (and once over the ring, when ring is set)
+// and checks the bytes against the upload's hash and each other.
+func verifyNeedle(ctx context.Context, t *needleTarget, h *needleHTTP, ring *needleRing) error {
+	if err := h.read(); err != nil {
+		return fmt.Errorf("verifying %s over HTTP: %w", t.fid, err)
+	}
+	sum := sha256.Sum256(h.data())
+	if got := hex.EncodeToString(sum[:]); got != t.sha256 {
+		return fmt.Errorf("verifying %s: the HTTP GET returned bytes with SHA-256 %s, the upload had %s", t.fid, got, t.sha256)
+	}
+	if ring == nil {
+		return nil
+	}
+	if err := ring.read(ctx); err != nil {
+		return fmt.Errorf("verifying %s over the ring: %w", t.fid, err)
+	}
+	if !bytes.Equal(ring.out, h.data()) {
+		i := 0
+		for i < len(ring.out) && ring.out[i] == h.data()[i] {
+			i++
+		}
+		return fmt.Errorf("verifying %s: the ring returned other bytes than the HTTP GET (first difference at byte %d)", t.fid, i)
+	}
+	return nil
+}
+
+// needleOps are the needle samples of one needle-mode ringlat.
+type needleOps struct {
+	target *needleTarget
+	http   *needleHTTP
+	ring   *needleRing // nil without an engine session
+	socket string
+	// NeedleReaders for the manual reader-* blocks, made on first use.
+	readerRing, readerHTTP *needleReaderOp
+}
+
+func newNeedleOps(ctx context.Context, c *swring.Client, socket string, t *needleTarget) (*needleOps, error) {
+	o := &needleOps{target: t, http: newNeedleHTTP(t), socket: socket}
+	if c != nil && t.peer != "" {
+		r, err := newNeedleRing(ctx, c, t)
+		if err != nil {
+			return nil, err
+		}
+		o.ring = r
+	}
+	if err := verifyNeedle(ctx, t, o.http, o.ring); err != nil {
+		return nil, err
+	}
+	return o, nil
+}
+
+// sample returns the sample function of a needle block kind.
+func (o *needleOps) sample(ctx context.Context, kind string) (func() error, error) {
+	switch kind {
+	case "needle-http":
+		return o.http.read, nil
+	case "needle-ring":
+		if o.ring == nil {
+			return nil, errors.New("needle-ring: this ringlat has no engine session and peer (-no-engine or no -peer)")
+		}
+		return func() error { return o.ring.read(ctx) }, nil
+	case "needle-ring-nocopy":
+		if o.ring == nil {
+			return nil, errors.New("needle-ring-nocopy: this ringlat has no engine session and peer (-no-engine or no -peer)")
+		}
+		return func() error { return o.ring.readInto(ctx, false) }, nil
+	case "reader-ring":
+		if o.ring == nil {
+			return nil, errors.New("reader-ring: this ringlat has no engine and peer (-no-engine or no -peer)")
+		}
+		if o.readerRing == nil {
+			o.readerRing = &needleReaderOp{r: swring.NewNeedleReader(swring.NeedleReaderOptions{
+				EngineSocket: o.socket,
+				EngineAddrs:  map[string]string{o.target.volume: o.target.peer},
+				Only:         swring.PathRing,
+			}), volume: o.target.volume, fid: o.target.fid, size: o.target.size}
+		}
+		return func() error { return o.readerRing.read(ctx) }, nil
+	case "reader-http":
+		if o.readerHTTP == nil {
+			o.readerHTTP = &needleReaderOp{r: swring.NewNeedleReader(swring.NeedleReaderOptions{Only: swring.PathHTTP}),
+				volume: o.target.volume, fid: o.target.fid, size: o.target.size}
+		}
+		return func() error { return o.readerHTTP.read(ctx) }, nil
+	}
+	return nil, fmt.Errorf("unknown needle block %q", kind)
+}
+
+func (o *needleOps) close() {
+	o.http.close()
+	for _, r := range []*needleReaderOp{o.readerRing, o.readerHTTP} {
+		if r != nil {
+			r.r.Close()
+		}
+	}
+	if o.ring != nil {
+		o.ring.buf.Release()
+	}
+}

@@ -1,0 +1,152 @@
+package main
+
+// Weed host mode (-weed), for the bench's needle.read.* scenarios (bench/README.md).
+//
+// ringlat -weed starts a real SeaweedFS master and volume server on loopback
+// (internal/weedcluster, the `weed` binary of -weed-bin, else $SWRING_WEED, else the one
+// scripts/weed built), uploads one needle per size of -sizes (random bytes, so the volume
+// server stores them uncompressed) through SeaweedFS's HTTP API, checks that a GET returns
+// them, and prints one line:
+//
+//	{"ready":true,"weed":"/path/weed","volume":"127.0.0.1:PORT","volume_dir":"/tmp/...",
+//	 "needles":[{"size":"4k","bytes":4096,"fid":"3,01637037d6","sha256":"..."},...]}
+//
+// The engine the bench starts serves volume_dir (--seaweedfs-dir); the measuring ringlat
+// processes read the needles by fid over the rings and over HTTP from volume. The cluster
+// runs until stdin reaches its end (the bench closes it) or SIGTERM/SIGINT, then both
+// servers are stopped and the directory is removed. On failure the line is {"ready":false,"error":"...",
+// "no_weed":true|false} and ringlat exits with status 1. -check only looks for the binary:
+// {"ready":true,"weed":"/path/weed"}.
+//
+// The whole process (and so the weed servers, which inherit its CPU mask) runs where it
+// was started: the bench starts it pinned to the engine core, so that the volume server
+// answers HTTP on the core the engine uses for the ring path.
+
+import (
+	"context"
+	"crypto/rand"
+	"crypto/sha256"
+	"encoding/hex"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"os"
+	"os/signal"
+	"strconv"
+	"strings"
+	"syscall"
+	"time"
+
+	"github.com/seaweed-ring/seaweed-ring/go-client/internal/weedcluster"
+)
+
+type weedNeedle struct {
+	Size   string `json:"size"`
+	Bytes  int    `json:"bytes"`
+	Fid    string `json:"fid"`
+	SHA256 string `json:"sha256"`
+}
+
+type weedReady struct {
+	Ready     bool         `json:"ready"`
+	Weed      string       `json:"weed,omitempty"`
+	Volume    string       `json:"volume,omitempty"`
+	VolumeDir string       `json:"volume_dir,omitempty"`
+	Needles   []weedNeedle `json:"needles,omitempty"`
+	Error     string       `json:"error,omitempty"`
+	NoWeed    bool         `json:"no_weed,omitempty"`
+}
+
+// parseSize parses "4k", "64k", "1m", "512" (bytes; k = KiB, m = MiB).
+func parseSize(s string) (int, error) {
+	t := strings.ToLower(strings.TrimSpace(s))
+	mul := 1
+	switch {
+	case strings.HasSuffix(t, "k"):
+		mul, t = 1<<10, strings.TrimSuffix(t, "k")
+	case strings.HasSuffix(t, "m"):
+		mul, t = 1<<20, strings.TrimSuffix(t, "m")
+	}
+	n, err := strconv.Atoi(t)
+	if err != nil || n <= 0 || n > (1<<30)/mul {
+		return 0, fmt.Errorf("bad size %q (want e.g. 4k, 64k, 1m or a byte count up to 1 GiB)", s)
+	}
+	return n * mul, nil
+}
+
+// weedHost runs -weed: see the comment at the top of this file.
+func weedHost(weedBin, sizes string, check bool, in io.Reader, out io.Writer) error {
+	enc := json.NewEncoder(out)
+	failed := func(err error) error {
+		enc.Encode(weedReady{Error: err.Error(), NoWeed: errors.Is(err, weedcluster.ErrNoWeed)})
+		return err
+	}
+	type want struct {
+		name string
+		n    int
+	}
+	var wants []want
+	for _, s := range strings.Split(sizes, ",") {
+		n, err := parseSize(s)
+		if err != nil {
+			return failed(err)
+		}
+		wants = append(wants, want{strings.TrimSpace(s), n})
+	}
+	if weedBin == "" {
+		w, err := weedcluster.FindWeed()
+		if err != nil {
+			return failed(err)
+		}
+		weedBin = w
+	} else if st, err := os.Stat(weedBin); err != nil || st.IsDir() {
+		return failed(fmt.Errorf("-weed-bin %s is not a file: %w", weedBin, weedcluster.ErrNoWeed))
+	}
+	if check {
+		return enc.Encode(weedReady{Ready: true, Weed: weedBin})
+	}
+	// SIGTERM or SIGINT (the bench interrupted while the cluster starts) ends the start or
+	// the wait below, and the deferred calls still stop the servers and remove the directory.
+	sig, stopSig := signal.NotifyContext(context.Background(), syscall.SIGTERM, syscall.SIGINT)
+	defer stopSig()
+	dir, err := os.MkdirTemp("", "swring-bench-weed-")
+	if err != nil {
+		return failed(err)
+	}
+	defer os.RemoveAll(dir)
+	ctx, cancel := context.WithTimeout(sig, 3*time.Minute)
+	defer cancel()
+	cluster, err := weedcluster.Start(ctx, weedBin, dir, weedcluster.Options{})
+	if err != nil {
+		return failed(err)
+	}
+	defer cluster.Stop()
+	r := weedReady{Ready: true, Weed: weedBin, Volume: cluster.Volume, VolumeDir: cluster.VolumeDir}
+	for _, w := range wants {
+		data := make([]byte, w.n)
+		rand.Read(data)
+		fid, err := cluster.Upload(ctx, w.name+".bin", "application/octet-stream", data)
+		if err != nil {
+			return failed(fmt.Errorf("uploading the %s needle: %w", w.name, err))
+		}
+		got, status, err := cluster.Get(ctx, fid)
+		if err != nil || status != 200 || string(got) != string(data) {
+			return failed(fmt.Errorf("reading back %s (%s): status %d, %d of %d bytes, equal %v, error %v",
+				fid, w.name, status, len(got), len(data), string(got) == string(data), err))
+		}
+		sum := sha256.Sum256(data)
+		r.Needles = append(r.Needles, weedNeedle{Size: w.name, Bytes: w.n, Fid: fid, SHA256: hex.EncodeToString(sum[:])})
+	}
+	if err := enc.Encode(r); err != nil {
+		return err
+	}
+	// Serve until the bench closes our input (or a signal).
+	eof := make(chan struct{})
+	go func() { io.Copy(io.Discard, in); close(eof) }()
+	select {
+	case <-eof:
+	case <-sig.Done():
+	}
+	return nil
+}
