@@ -5,7 +5,9 @@
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;
-use ring_proto::validate::{validate, Request, RmaRequest, SendRequest};
+use ring_proto::entry::read_needle_flags;
+use ring_proto::needle::NEEDLE_META_LEN;
+use ring_proto::validate::{validate, NeedleRequest, Request, RmaRequest, SendRequest};
 use ring_proto::{opcode, Entry, RegionLayout, ResultCode, Sqe};
 
 /// Buffer sizes a session can have: empty, small, typical, the largest the layout allows.
@@ -106,8 +108,35 @@ fuzz_target!(|data: &[u8]| {
                 (sqe.args[0], sqe.args[1], sqe.args[2])
             );
         }
+        Ok(Request::ReadNeedle(NeedleRequest {
+            peer,
+            volume,
+            needle,
+            cookie,
+            range_offset,
+            max_len,
+            ranged,
+            offset,
+            data_cap,
+        })) => {
+            assert_eq!(sqe.opcode, opcode::READ_NEEDLE);
+            assert!(sqe.reserved == 0 && sqe.flags & !read_needle_flags::ALL == 0);
+            assert_eq!(ranged, sqe.flags & read_needle_flags::RANGE != 0);
+            assert!(peer != 0 && peer == sqe.peer && volume == sqe.aux);
+            assert_eq!((needle, cookie as u64), (sqe.args[0], sqe.args[1]));
+            // The whole buffer (metadata area and data capacity) lies in the buffer area, and
+            // what the engine may write (metadata, then at most max_len data bytes) fits it.
+            assert!(buf_ok(offset, NEEDLE_META_LEN + data_cap), "needle buffer {offset}+{data_cap} outside {layout:?}");
+            assert_eq!(NEEDLE_META_LEN + data_cap, sqe.buf_len as usize);
+            assert!(max_len <= data_cap as u64 && data_cap <= i32::MAX as usize);
+            if ranged {
+                assert_eq!((range_offset, max_len), (sqe.args[2], sqe.args[3]));
+            } else {
+                assert!(range_offset == 0 && sqe.args[2] == 0 && sqe.args[3] == 0 && max_len == data_cap as u64);
+            }
+        }
         Err(code) => {
-            let known = (opcode::NOP..=opcode::WRITE).contains(&sqe.opcode);
+            let known = (opcode::NOP..=opcode::READ_NEEDLE).contains(&sqe.opcode);
             assert_eq!(
                 code == ResultCode::UnknownOpcode,
                 !known,
