@@ -173,7 +173,11 @@ func run(engineBin, weedBin, dir, transports string, rounds int, oneEngine bool)
 
 	// The local engine dies: reads go on over HTTP.
 	client.Kill()
-	say("client engine killed (SIGKILL)")
+	if oneEngine {
+		say("the engine killed (SIGKILL): the client's engine is gone")
+	} else {
+		say("client engine killed (SIGKILL)")
+	}
 	n, err := reader.ReadNeedle(ctx, cluster.Volume, samples[2].fid)
 	if err != nil {
 		return fmt.Errorf("read after the engine died: %w", err)
