@@ -21,8 +21,9 @@ use crate::Result;
 #[derive(Debug, Clone)]
 pub struct EngineOptions {
     pub binary: PathBuf,
-    /// The one worker core (`--cores`).
-    pub core: usize,
+    /// The worker cores (`--cores`, one worker per core): one for every engine but those of
+    /// `scale.nop.workers.N`.
+    pub cores: Vec<usize>,
     /// `--idle-spin-us`: short, so the engine sleeps before each floor block.
     pub idle_spin_us: u64,
     /// Passed through after the bench's own flags. A flag given here replaces the bench's
@@ -85,7 +86,7 @@ impl Engine {
             "--socket".into(),
             socket.display().to_string(),
             "--cores".into(),
-            opts.core.to_string(),
+            opts.cores.iter().map(usize::to_string).collect::<Vec<_>>().join(","),
         ];
         let idle = opts.idle_spin_us.to_string();
         for (flag, value) in [

@@ -17,18 +17,6 @@ pub fn allowed_cpus() -> Vec<usize> {
     }
 }
 
-/// Default (client core, engine core): the two highest-numbered allowed CPUs, so that on a
-/// 2-CPU machine the client runs on 0 and the engine on 1. `None` with fewer than two CPUs.
-pub fn default_cores(allowed: &[usize]) -> Option<(usize, usize)> {
-    let mut v = allowed.to_vec();
-    v.sort_unstable();
-    v.dedup();
-    match v.len() {
-        0 | 1 => None,
-        n => Some((v[n - 2], v[n - 1])),
-    }
-}
-
 /// Pins the calling thread to one CPU.
 pub fn pin_current_thread(core: usize) -> Result<()> {
     let mut set = CpuSet::new();
@@ -58,6 +46,12 @@ pub struct Machine {
     /// Page kind of the engine's session regions as its log reported it ("huge", "normal"),
     /// null when no engine ran or the log did not say.
     pub engine_pages: Option<String>,
+    /// Where client and engine core came from: "default", "flags", "--config FILE ...".
+    pub core_source: String,
+    /// Cores `scale.nop.workers.N` takes its N from (engine core first).
+    pub worker_cores: Vec<usize>,
+    /// /proc/loadavg (1, 5, 15 minutes) when the run started: how busy the machine was.
+    pub load_average: Option<[f64; 3]>,
 }
 
 impl Machine {
@@ -80,8 +74,19 @@ impl Machine {
             client_core,
             engine_core,
             engine_pages: None,
+            core_source: "default".into(),
+            worker_cores: vec![engine_core],
+            load_average: std::fs::read_to_string("/proc/loadavg")
+                .ok()
+                .and_then(|t| load_average(&t)),
         }
     }
+}
+
+/// The three load averages of /proc/loadavg's text.
+pub fn load_average(text: &str) -> Option<[f64; 3]> {
+    let mut f = text.split_whitespace().map(str::parse::<f64>);
+    Some([f.next()?.ok()?, f.next()?.ok()?, f.next()?.ok()?])
 }
 
 /// The value of the first `key : value` line of /proc/cpuinfo.
@@ -97,11 +102,9 @@ mod tests {
     use super::*;
 
     #[test]
-    fn default_cores_are_the_two_highest() {
-        assert_eq!(default_cores(&[0, 1]), Some((0, 1)));
-        assert_eq!(default_cores(&[3, 0, 5, 2]), Some((3, 5)));
-        assert_eq!(default_cores(&[4]), None);
-        assert_eq!(default_cores(&[]), None);
+    fn load_average_is_read() {
+        assert_eq!(load_average("0.25 0.64 2.62 1/234 5678\n"), Some([0.25, 0.64, 2.62]));
+        assert_eq!(load_average("0.25"), None);
     }
 
     #[test]

@@ -1,6 +1,7 @@
 //! `bench`: latency and throughput of the ring engine next to the physical floor of the same
 //! two cores, measured in the same run with interleaved blocks. See bench/README.md.
 
+mod config;
 mod engine;
 mod goproc;
 mod gotool;
@@ -61,11 +62,20 @@ struct Cli {
     #[arg(long, value_name = "DIR")]
     out: Option<PathBuf>,
 
-    /// CPU of the measuring (client) thread. Default: the second-highest allowed CPU.
+    /// The engine configuration file the operator runs the engine with: the bench takes its
+    /// CPU placement from `[workers] cores` (engine core: the first listed; client core: the
+    /// highest allowed CPU not listed; scale.nop.workers.N: the first N listed). Nothing else
+    /// of the file is used. --client-core / --engine-core override it.
+    #[arg(long, value_name = "FILE")]
+    config: Option<PathBuf>,
+
+    /// CPU of the measuring (client) thread. Default: the highest allowed CPU that is neither
+    /// the engine core nor in workers.cores of --config (without --config: the second-highest).
     #[arg(long, value_name = "N")]
     client_core: Option<usize>,
 
-    /// CPU of the engine worker and of the floors' peer thread. Default: the highest allowed CPU.
+    /// CPU of the engine worker and of the floors' peer thread. Default: the first core of
+    /// workers.cores of --config, else the highest allowed CPU.
     #[arg(long, value_name = "M")]
     engine_core: Option<usize>,
 
@@ -110,6 +120,14 @@ struct Cli {
     /// Internal (uds.msgpack): be the Unix-socket echo server on fd 3, pinned to this CPU.
     #[arg(long, value_name = "CORE", hide = true)]
     uds_echo_server: Option<usize>,
+
+    /// Internal (iceoryx2.reqres): be the iceoryx2 request-response server, pinned to this CPU.
+    #[arg(long, value_name = "CORE", hide = true, requires = "iceoryx2_domain")]
+    iceoryx2_server: Option<usize>,
+
+    /// Internal (iceoryx2.reqres): the run's iceoryx2 domain (file prefix) the server uses.
+    #[arg(long, value_name = "ID", hide = true)]
+    iceoryx2_domain: Option<String>,
 }
 
 /// Environment UCX reads only from there, set (unless the user set it) before any thread
@@ -157,13 +175,25 @@ fn main() -> ExitCode {
             }
         };
     }
+    if let (Some(core), Some(name)) = (cli.iceoryx2_server, cli.iceoryx2_domain.as_deref()) {
+        // The ready line goes to the real stdout (the bench's pipe); anything iceoryx2 prints
+        // goes to stderr.
+        let served = claim_stdout().and_then(|out| scenarios::iceoryx::serve(core, name, out));
+        return match served {
+            Ok(()) => ExitCode::SUCCESS,
+            Err(e) => {
+                eprintln!("bench --iceoryx2-server: {e}");
+                ExitCode::FAILURE
+            }
+        };
+    }
     if cli.list {
         for s in SPECS {
             let vs = s.baseline.map_or(String::new(), |b| format!(" [vs {b}]"));
-            println!("{:<20} {}{vs}", s.name, s.about);
+            println!("{:<22} {}{vs}", s.name, s.about);
         }
         for (name, why) in NOT_AVAILABLE {
-            println!("{name:<20} ({why})");
+            println!("{name:<22} ({why})");
         }
         return ExitCode::SUCCESS;
     }
@@ -184,7 +214,8 @@ fn run(cli: &Cli) -> Result<()> {
     interrupt::install()?;
     let mut stdout = claim_stdout()?;
     let mut plan = scenarios::plan(&cli.scenarios)?;
-    let (client_core, engine_core) = choose_cores(cli)?;
+    let placement = choose_cores(cli)?;
+    let (client_core, engine_core) = (placement.client, placement.engine);
     let timing = Timing {
         warmup: Duration::from_millis(cli.warmup_ms.unwrap_or(if cli.quick { 15 } else { 40 })),
         measure: Duration::from_millis(cli.block_ms.unwrap_or(if cli.quick { 100 } else { 300 })),
@@ -220,18 +251,31 @@ fn run(cli: &Cli) -> Result<()> {
             }
         }
     }
+    // Before pinning: the affinity mask is still the process's.
+    let all_cpus = machine::allowed_cpus();
+    let have = placement.worker_cores.len();
+    let too_many: Vec<(&'static str, String)> = plan
+        .specs()
+        .filter_map(|s| {
+            let n = scenarios::workers_of(s.name).filter(|n| *n > have)?;
+            Some((s.name, no_cores_for(n, &placement, cli.config.as_deref(), &all_cpus)))
+        })
+        .collect();
+    for (name, why) in too_many {
+        plan.skip_where(|s| s.name == name, &why);
+    }
     for (name, why) in &plan.skipped {
         eprintln!("bench: not running {name}: {why}");
     }
-    // Before pinning: the affinity mask is still the process's.
-    let all_cpus = machine::allowed_cpus();
     let mut machine = Machine::probe(client_core, engine_core);
+    machine.core_source = placement.source.clone();
+    machine.worker_cores = placement.worker_cores.clone();
 
     let engine_uses: Vec<EngineUse> = plan.specs().map(|s| s.engine).collect();
     let template = if engine_uses.iter().any(|e| *e != EngineUse::None) {
         Some(EngineOptions {
             binary: engine::locate(cli.engine.as_deref())?,
-            core: engine_core,
+            cores: vec![engine_core],
             idle_spin_us: cli.engine_idle_spin_us,
             extra_args: cli.engine_args.clone(),
             log_path: cli.out.as_ref().map(|d| d.join("engine.log")),
@@ -244,7 +288,7 @@ fn run(cli: &Cli) -> Result<()> {
         None
     };
     let mut engines = Engines {
-        template,
+        template: template.clone(),
         plain: None,
         plain_session: None,
         out: cli.out.clone(),
@@ -262,6 +306,8 @@ fn run(cli: &Cli) -> Result<()> {
 
     // The measuring thread: this one, from here on.
     machine::pin_current_thread(client_core)?;
+    // How long an engine may take to fall asleep once idle.
+    let settle = Duration::from_micros(cli.engine_idle_spin_us) * 4 + Duration::from_secs(2);
     let run_info = RunInfo {
         bench_version: env!("CARGO_PKG_VERSION"),
         unix_time: SystemTime::now()
@@ -287,8 +333,11 @@ fn run(cli: &Cli) -> Result<()> {
         needle_engines: Vec::new(),
         engine_pid: engines.plain.as_ref().and_then(Engine::pid),
         timing,
+        engine_template: template,
+        worker_cores: placement.worker_cores.clone(),
+        out: cli.out.clone(),
+        settle,
     };
-    let settle = Duration::from_micros(cli.engine_idle_spin_us) * 4 + Duration::from_secs(2);
     let run_start = SystemTime::now();
     let measured = measure(
         &plan.groups,
@@ -336,8 +385,27 @@ fn run(cli: &Cli) -> Result<()> {
     Ok(())
 }
 
+/// Why `scale.nop.workers.N` cannot run here: fewer than N cores besides the client's.
+fn no_cores_for(n: usize, placement: &config::Placement, config: Option<&std::path::Path>, cpus: &[usize]) -> String {
+    let have = placement.worker_cores.len();
+    let head = format!("not available here: {n} workers need {n} engine cores besides the client core");
+    match config {
+        Some(path) => format!(
+            "{head} {}; workers.cores of --config {} leaves {have} ({:?})",
+            placement.client,
+            path.display(),
+            placement.worker_cores
+        ),
+        None => format!(
+            "{head}; this process may use {} CPUs ({cpus:?}), so at most {have} worker{}",
+            cpus.len(),
+            if have == 1 { "" } else { "s" }
+        ),
+    }
+}
+
 /// SIGTERM, and a warning with its log if the engine does not exit with 0.
-fn stop_engine(en: Engine) -> Result<()> {
+pub(crate) fn stop_engine(en: Engine) -> Result<()> {
     let log_tail = en.log_tail(30);
     let command = en.command_line().to_owned();
     let status = en.stop(Duration::from_secs(10))?;
@@ -378,7 +446,7 @@ impl GroupEngines {
         match engine {
             EngineUse::Ucx(_) => self.ucx.as_ref(),
             EngineUse::Needle(t) => self.needle.iter().find(|(u, _)| *u == t).map(|(_, e)| e),
-            EngineUse::None | EngineUse::Plain => None,
+            EngineUse::None | EngineUse::Plain | EngineUse::Own => None,
         }
     }
 
@@ -393,7 +461,12 @@ impl Engines {
     /// cluster and an engine per transport serving its volume directory (returned).
     fn enter(&mut self, group: &[&'static Spec], ctx: &mut Ctx) -> Result<GroupEngines> {
         let mut started = GroupEngines::default();
-        if group.iter().any(|s| s.engine == EngineUse::Plain) {
+        // A scenario with engines of its own gets the plain session too: the runner waits for
+        // the plain engine to sleep before its blocks.
+        if group
+            .iter()
+            .any(|s| matches!(s.engine, EngineUse::Plain | EngineUse::Own))
+        {
             ctx.session = self.plain_session.take();
             ctx.socket = self.plain.as_ref().map(|e| e.socket.clone());
         }
@@ -515,26 +588,26 @@ fn with_engine_log(e: Error, en: &mut Engine) -> Error {
     .into()
 }
 
-fn choose_cores(cli: &Cli) -> Result<(usize, usize)> {
+/// The cores: flags, else `workers.cores` of `--config`, else the defaults
+/// ([`config::place`]).
+fn choose_cores(cli: &Cli) -> Result<config::Placement> {
     let allowed = machine::allowed_cpus();
-    let defaults = machine::default_cores(&allowed);
-    let client = cli.client_core.or(defaults.map(|d| d.0));
-    let engine = cli.engine_core.or(defaults.map(|d| d.1));
-    let (Some(client), Some(engine)) = (client, engine) else {
-        return Err(format!(
-            "the bench needs two CPUs (allowed here: {allowed:?}); pass --client-core and --engine-core"
-        )
-        .into());
-    };
-    for (flag, c) in [("--client-core", client), ("--engine-core", engine)] {
-        if !allowed.contains(&c) {
-            return Err(format!("{flag} {c}: this process may not run on CPU {c} (allowed: {allowed:?})").into());
-        }
+    let operator = cli.config.as_deref().map(config::load).transpose()?;
+    let configured = operator
+        .as_ref()
+        .map(|o| (o.path.as_path(), o.cores.as_deref().unwrap_or(&[])));
+    // A file without workers.cores: the engine's default placement (the last allowed core),
+    // which is the bench's default too.
+    let configured = configured.filter(|(_, c)| !c.is_empty());
+    let mut placement = config::place(&allowed, configured, cli.client_core, cli.engine_core)?;
+    if let (Some(o), None) = (&operator, configured) {
+        placement.source = format!(
+            "--config {} (no workers.cores: the engine's default core){}",
+            o.path.display(),
+            if placement.source == "flags" { ", flags" } else { "" }
+        );
     }
-    if client == engine {
-        return Err(format!("--client-core and --engine-core are both {client}; they must differ").into());
-    }
-    Ok((client, engine))
+    Ok(placement)
 }
 
 /// Runs every group: block i of each member in turn, for i in 0..blocks.
@@ -582,6 +655,8 @@ fn measure(
             r.engine_command = match r.spec.engine {
                 EngineUse::Plain => plain_command.clone(),
                 EngineUse::Ucx(_) | EngineUse::Needle(_) => en.map(|e| e.command_line().to_owned()),
+                // Set from the scenario itself (measure_group).
+                EngineUse::Own => r.engine_command.take(),
                 EngineUse::None if !started.needle.is_empty() => None,
                 EngineUse::None => ucx_command.clone().or_else(|| {
                     group
@@ -656,6 +731,7 @@ fn measure_group(
                 elapsed: run.elapsed,
                 ops: run.samples * u64::from(spec.ops_per_sample),
                 p50_ns: block_hist.value_at_quantile(0.5),
+                p999_ns: block_hist.value_at_quantile(0.999),
                 hist: keep_block_hists.then(|| block_hist.clone()),
             };
             if !quiet {
@@ -665,7 +741,7 @@ fn measure_group(
                     String::new()
                 };
                 eprintln!(
-                    "[{:>2}/{blocks}] {:<20} p50 {:>7} ns  p99 {:>7} ns  {:>12.0} ops/s{bw}",
+                    "[{:>2}/{blocks}] {:<22} p50 {:>7} ns  p99 {:>7} ns  {:>12.0} ops/s{bw}",
                     b + 1,
                     spec.name,
                     block.p50_ns,
@@ -678,6 +754,7 @@ fn measure_group(
     }
     for (runner, result) in runners.iter().zip(&mut group_results) {
         result.details = runner.details();
+        result.engine_command = runner.engine_command();
     }
     Ok(group_results)
 }

@@ -60,6 +60,25 @@ impl ScenarioResult {
         self.blocks.iter().map(Block::ops_per_sec).collect()
     }
 
+    /// p99.9 / p50 of all blocks' samples together.
+    pub fn tail_ratio(&self) -> Option<f64> {
+        let p50 = self.hist.value_at_quantile(0.5);
+        (p50 > 0 && !self.hist.is_empty()).then(|| self.hist.value_at_quantile(0.999) as f64 / p50 as f64)
+    }
+
+    /// p99.9 / p50 of each block: median, min, max (a block sees one vCPU placement).
+    pub fn block_tail_ratios(&self) -> Option<(f64, f64, f64)> {
+        let r: Vec<f64> = self
+            .blocks
+            .iter()
+            .filter(|b| b.p50_ns > 0)
+            .map(|b| b.p999_ns as f64 / b.p50_ns as f64)
+            .collect();
+        let min = r.iter().copied().fold(f64::INFINITY, f64::min);
+        let max = r.iter().copied().fold(f64::NEG_INFINITY, f64::max);
+        Some((stats::median(&r)?, min, max))
+    }
+
     /// Total bytes over total measured time; `None` for a scenario that counts no bytes.
     pub fn bytes_per_sec(&self) -> Option<f64> {
         (self.spec.bytes_per_sample > 0).then(|| self.ops_per_sec() * self.spec.bytes_per_op())
@@ -191,6 +210,7 @@ pub fn json_line(r: &ScenarioResult, cmp: Option<&Comparison>, machine: &Machine
     l.put("max_ns", s.max_ns);
     l.put("mean_ns", s.mean_ns);
     l.put("count", s.count);
+    l.put("p999_over_p50", r.tail_ratio().map(round3));
     l.put("ops_per_sec", round2(r.ops_per_sec()));
     if let Some(b) = r.bytes_per_sec() {
         l.put("bytes_per_op", r.spec.bytes_per_op());
@@ -241,6 +261,22 @@ pub fn json_line(r: &ScenarioResult, cmp: Option<&Comparison>, machine: &Machine
                 json!({"metric": t.key(), "bound": t.describe(), "value": value.map(round3), "met": value.map(|x| t.met(x))}),
             );
         }
+    }
+    if let Some(bound) = r.spec.tail_bound {
+        let value = r.tail_ratio();
+        let blocks = r.block_tail_ratios();
+        l.put(
+            "tail_target",
+            json!({
+                "metric": "p999_over_p50",
+                "bound": format!("<= {}", crate::scenarios::short_number(bound)),
+                "value": value.map(round3),
+                "met": value.map(|v| v <= bound),
+                "block_median": blocks.map(|b| round3(b.0)),
+                "block_min": blocks.map(|b| round3(b.1)),
+                "block_max": blocks.map(|b| round3(b.2)),
+            }),
+        );
     }
     l.put("baseline", r.spec.baseline);
     l.put("blocks", r.blocks.len());
@@ -307,6 +343,15 @@ pub fn table(
     );
     let _ = writeln!(
         out,
+        "cores from: {}{}",
+        machine.core_source,
+        machine.load_average.map_or(String::new(), |l| format!(
+            "; load average at start {:.2} {:.2} {:.2}",
+            l[0], l[1], l[2]
+        ))
+    );
+    let _ = writeln!(
+        out,
         "run: {} interleaved blocks of {:.0} ms (+{:.0} ms warm-up) per scenario{}",
         run.blocks,
         run.measure_ms,
@@ -316,14 +361,14 @@ pub fn table(
     let _ = writeln!(out);
     let _ = writeln!(
         out,
-        "{:<20} {:<12} {:>10} {:>8} {:>8} {:>8} {:>8} {:>8} {:>9} {:>9} {:>10}",
+        "{:<22} {:<13} {:>10} {:>8} {:>8} {:>8} {:>8} {:>8} {:>9} {:>9} {:>10}",
         "scenario", "sample", "count", "p50", "p90", "p99", "p99.9", "p99.99", "max", "mean", "ops/s"
     );
     for (r, _) in results {
         let s = summarize(&r.hist);
         let _ = writeln!(
             out,
-            "{:<20} {:<12} {:>10} {:>8} {:>8} {:>8} {:>8} {:>8} {:>9} {:>9} {:>10}",
+            "{:<22} {:<13} {:>10} {:>8} {:>8} {:>8} {:>8} {:>8} {:>9} {:>9} {:>10}",
             r.spec.name,
             r.spec.sample,
             s.count,
@@ -347,7 +392,7 @@ pub fn table(
         for (name, b) in bandwidths {
             let _ = writeln!(
                 out,
-                "  {name:<20} {:>8.3} GB/s  {:>8.3} GiB/s",
+                "  {name:<22} {:>8.3} GB/s  {:>8.3} GiB/s",
                 b / 1e9,
                 b / (1u64 << 30) as f64
             );
@@ -436,6 +481,25 @@ pub fn table(
             }
         }
     }
+    for (r, _) in results {
+        let Some(bound) = r.spec.tail_bound else { continue };
+        let Some(v) = r.tail_ratio() else { continue };
+        let s = summarize(&r.hist);
+        let blocks = r.block_tail_ratios().map_or(String::new(), |(m, lo, hi)| {
+            format!("; per block {m:.2}x [{lo:.2}..{hi:.2}]")
+        });
+        let _ = writeln!(out);
+        let _ = writeln!(
+            out,
+            "{} p99.9 / p50: {} / {} = {v:.2}x{blocks}  target <= {}: {}",
+            r.spec.name,
+            ns(s.p999_ns),
+            ns(s.p50_ns),
+            crate::scenarios::short_number(bound),
+            if v <= bound { "met" } else { "MISSED" }
+        );
+    }
+    scaling_section(&mut out, results);
     // The engine's CPU use while idle (ring.wake), against the bound of 1% of a core.
     for (r, _) in results {
         if let Some(f) = r.details.get("idle_cpu_fraction").and_then(serde_json::Value::as_f64) {
@@ -463,10 +527,55 @@ pub fn table(
         let _ = writeln!(out);
         let _ = writeln!(out, "not run:");
         for (name, why) in skipped {
-            let _ = writeln!(out, "  {name:<20} {why}");
+            let _ = writeln!(out, "  {name:<22} {why}");
         }
     }
     out
+}
+
+/// The `scale.*` scenarios side by side: throughput and latency by session and worker count.
+fn scaling_section(out: &mut String, results: &[(&ScenarioResult, Option<Comparison>)]) {
+    let scale: Vec<_> = results
+        .iter()
+        .filter(|(r, _)| r.spec.name.starts_with("scale."))
+        .collect();
+    if scale.is_empty() {
+        return;
+    }
+    let _ = writeln!(out);
+    let _ = writeln!(
+        out,
+        "scaling (NOP, one in flight per session, one client thread; ops/s of all sessions; latency = submit to reaped):"
+    );
+    let _ = writeln!(
+        out,
+        "  {:<22} {:>8} {:>7} {:>10} {:>20} {:>9} {:>9} {:>9}",
+        "scenario", "sessions", "workers", "ops/s", "vs first", "p50", "p99", "p99.9"
+    );
+    for (r, c) in scale {
+        let s = summarize(&r.hist);
+        let get = |k: &str| {
+            r.details
+                .get(k)
+                .and_then(Value::as_u64)
+                .map_or("?".to_string(), |v| v.to_string())
+        };
+        let vs = c.as_ref().and_then(|c| c.ops).map_or("1x".to_string(), |x| {
+            format!("{:.2}x [{:.2}..{:.2}]", x.value, x.min, x.max)
+        });
+        let _ = writeln!(
+            out,
+            "  {:<22} {:>8} {:>7} {:>10} {:>20} {:>9} {:>9} {:>9}",
+            r.spec.name,
+            get("sessions"),
+            get("workers"),
+            si(r.ops_per_sec()),
+            vs,
+            ns(s.p50_ns),
+            ns(s.p99_ns),
+            ns(s.p999_ns),
+        );
+    }
 }
 
 /// Nanoseconds, compactly.
@@ -612,6 +721,7 @@ mod tests {
                 elapsed: Duration::from_millis(100),
                 ops: ops_per_block,
                 p50_ns: h.value_at_quantile(0.5),
+                p999_ns: h.value_at_quantile(0.999),
                 hist: Some(h),
             });
         }

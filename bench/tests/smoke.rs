@@ -63,6 +63,14 @@ fn check_line(v: &Value, scenario: &str) {
     assert!(v["machine"]["cpu_model"].is_string(), "{v}");
 }
 
+/// CPUs this process may run on.
+fn allowed_cpus() -> Vec<usize> {
+    let set = nix::sched::sched_getaffinity(nix::unistd::Pid::from_raw(0)).unwrap();
+    (0..nix::sched::CpuSet::count())
+        .filter(|&c| set.is_set(c).unwrap_or(false))
+        .collect()
+}
+
 fn two_cpus() -> bool {
     std::thread::available_parallelism().is_ok_and(|n| n.get() >= 2)
 }
@@ -129,12 +137,28 @@ fn ring_scenarios_run_with_their_baselines() {
     // Nothing is reserved-but-unavailable any more (Go may be skipped, below).
     // io_uring.nop is skipped where the kernel (or a seccomp filter) forbids io_uring.
     // The needle scenarios are skipped where no weed binary is found (or Go is missing).
+    // scale.nop.workers.N is skipped where there are not N cores besides the client's.
     assert!(
-        skipped_names
-            .iter()
-            .all(|n| n.ends_with(".go") || *n == "io_uring.nop" || n.starts_with("needle.read.")),
+        skipped_names.iter().all(|n| n.ends_with(".go")
+            || *n == "io_uring.nop"
+            || n.starts_with("needle.read.")
+            || (n.starts_with("scale.nop.workers.") && *n != "scale.nop.workers.1")),
         "skipped: {skipped_names:?}"
     );
+    let cpus = allowed_cpus();
+    for n in [2usize, 4, 8, 16, 32] {
+        let name = format!("scale.nop.workers.{n}");
+        let skipped_line = skipped.iter().find(|l| l["scenario"] == name.as_str());
+        // N workers and a client need N + 1 CPUs.
+        assert_eq!(skipped_line.is_some(), cpus.len() < n + 1, "{name} with CPUs {cpus:?}");
+        if let Some(l) = skipped_line {
+            let why = l["skipped"].as_str().unwrap();
+            assert!(
+                why.starts_with("not available here:") && why.contains("engine cores"),
+                "{l}"
+            );
+        }
+    }
     let uring_ran = !skipped_names.contains(&"io_uring.nop");
     if !uring_ran {
         let l = &skipped[skipped_names.iter().position(|n| *n == "io_uring.nop").unwrap()];
@@ -162,6 +186,7 @@ fn ring_scenarios_run_with_their_baselines() {
         "ring.nop.go",
         "uds.msgpack",
         "io_uring.nop",
+        "iceoryx2.reqres",
         "ring.wake",
         "floor.echo_batch32",
         "ring.nop_batch32",
@@ -176,6 +201,16 @@ fn ring_scenarios_run_with_their_baselines() {
         "ucx.read_bw.sm",
         "ucx.raw_read_bw.tcp",
         "ucx.read_bw.tcp",
+        "scale.nop.sessions.1",
+        "scale.nop.sessions.4",
+        "scale.nop.sessions.16",
+        "scale.nop.sessions.64",
+        "scale.nop.workers.1",
+        "scale.nop.workers.2",
+        "scale.nop.workers.4",
+        "scale.nop.workers.8",
+        "scale.nop.workers.16",
+        "scale.nop.workers.32",
         "needle.read.4k.http",
         "needle.read.4k.tcp",
         "needle.read.4k.sm",
@@ -190,6 +225,7 @@ fn ring_scenarios_run_with_their_baselines() {
     .filter(|n| go_ran || !n.ends_with(".go"))
     .filter(|n| needles_ran || !n.starts_with("needle.read."))
     .filter(|n| uring_ran || *n != "io_uring.nop")
+    .filter(|n| !skipped_names.contains(n) || !n.starts_with("scale.nop.workers."))
     .collect();
     assert_eq!(names, expected);
     for (line, name) in v.iter().zip(&names) {
@@ -209,6 +245,44 @@ fn ring_scenarios_run_with_their_baselines() {
             .is_some_and(|c| c.contains("--cores")),
         "{nop}"
     );
+    // The tail target: p99.9 / p50 of ring.nop.
+    assert!(nop["p999_over_p50"].as_f64().is_some_and(|r| r >= 1.0), "{nop}");
+    assert_eq!(nop["tail_target"]["bound"], "<= 4", "{nop}");
+    assert!(nop["tail_target"]["met"].is_boolean(), "{nop}");
+    assert!(nop["tail_target"]["block_median"].as_f64().is_some(), "{nop}");
+    // iceoryx2 request-response, interleaved with ring.nop.
+    let iox = by_name("iceoryx2.reqres");
+    assert_eq!(iox["ratio_p50_vs"], "ring.nop");
+    assert_eq!(iox["target"]["bound"], ">= 3.333", "{iox}");
+    assert!(iox["target"]["met"].is_boolean(), "{iox}");
+    assert!(iox["details"]["iceoryx2_version"].is_string(), "{iox}");
+    // Scaling: sessions per worker on the run's engine, workers on engines of their own.
+    for n in [1u64, 4, 16, 64] {
+        let l = by_name(&format!("scale.nop.sessions.{n}"));
+        assert_eq!(l["details"]["sessions"], n, "{l}");
+        assert_eq!(l["details"]["session_workers"], serde_json::json!([0]), "{l}");
+        if n > 1 {
+            assert_eq!(l["ratio_ops_per_sec_vs"], "scale.nop.sessions.1", "{l}");
+            assert!(l["ratio_ops_per_sec"].as_f64().is_some_and(|r| r > 0.0), "{l}");
+            assert!(l.get("target").is_none(), "{l}");
+        }
+    }
+    for l in v
+        .iter()
+        .filter(|l| l["scenario"].as_str().unwrap().starts_with("scale.nop.workers."))
+    {
+        let n: usize = l["scenario"].as_str().unwrap()["scale.nop.workers.".len()..]
+            .parse()
+            .unwrap();
+        assert_eq!(l["details"]["workers"], n, "{l}");
+        assert_eq!(
+            l["details"]["sessions_per_worker"],
+            serde_json::json!(vec![4; n]),
+            "{l}"
+        );
+        let cmd = l["run"]["engine_command"].as_str().unwrap();
+        assert!(cmd.contains("--cores ") && !cmd.contains("--ucx-listen"), "{cmd}");
+    }
     // The designs the rings replace, and the wake-up.
     let uds = by_name("uds.msgpack");
     assert_eq!(uds["ratio_p50_vs"], "ring.nop");
@@ -391,4 +465,75 @@ fn needle_scenarios_are_not_available_without_weed() {
         );
     }
     assert!(err.contains("not running needle.read.4k.tcp:"), "{err}");
+}
+
+/// `--config FILE`: the cores come from the engine configuration's `workers.cores`, and a bad
+/// value is refused naming the key.
+#[test]
+fn cores_come_from_the_engine_config() {
+    if !two_cpus() {
+        eprintln!("skipped: the bench needs two CPUs");
+        return;
+    }
+    let _serial = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
+    let cpus = allowed_cpus();
+    let (low, high) = (cpus[0], *cpus.last().unwrap());
+    let dir = std::env::temp_dir().join(format!("bench-smoke-config-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let file = dir.join("engine.toml");
+    // The engine on the lowest allowed CPU: the client goes to the highest one not listed.
+    std::fs::write(
+        &file,
+        format!("[control]\nmax-sessions = 8\n[workers]\ncores = [{low}]\nidle-spin-us = 5\n"),
+    )
+    .unwrap();
+    let out = bench()
+        .args(["--scenario", "floor.pingpong", "--engine", "/nonexistent", "--config"])
+        .arg(&file)
+        .output()
+        .unwrap();
+    let v = lines(&out);
+    let m = &v[0]["machine"];
+    assert_eq!(
+        (m["engine_core"].as_u64(), m["client_core"].as_u64()),
+        (Some(low as u64), Some(high as u64)),
+        "{m}"
+    );
+    assert!(m["core_source"].as_str().unwrap().starts_with("--config "), "{m}");
+    // Flags still override it.
+    let out = bench()
+        .args([
+            "--scenario",
+            "floor.pingpong",
+            "--engine",
+            "/nonexistent",
+            "--engine-core",
+        ])
+        .arg(high.to_string())
+        .arg("--client-core")
+        .arg(low.to_string())
+        .arg("--config")
+        .arg(&file)
+        .output()
+        .unwrap();
+    let m = &lines(&out)[0]["machine"];
+    assert_eq!(
+        (m["engine_core"].as_u64(), m["client_core"].as_u64()),
+        (Some(high as u64), Some(low as u64)),
+        "{m}"
+    );
+    // A core that is not there: refused with the key, as the engine refuses it.
+    std::fs::write(&file, "[workers]\ncores = [4095]\n").unwrap();
+    let out = bench()
+        .args(["--scenario", "floor.pingpong", "--config"])
+        .arg(&file)
+        .output()
+        .unwrap();
+    let _ = std::fs::remove_dir_all(&dir);
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("config key workers.cores: core 4095 does not exist"),
+        "{err}"
+    );
 }

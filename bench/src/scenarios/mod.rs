@@ -8,8 +8,10 @@
 
 mod floor;
 mod go;
+pub mod iceoryx;
 mod iouring;
 mod ring;
+pub mod scale;
 mod ucx;
 pub mod uds;
 mod wake;
@@ -54,11 +56,12 @@ impl Target {
         }
     }
 
-    /// e.g. `"<= 1.3"`.
+    /// e.g. `"<= 1.3"` (at most 3 decimals: `">= 3.333"` for 1/0.3).
     pub fn describe(&self) -> String {
+        let bound = short_number(self.bound);
         match self.metric {
-            Metric::P50Ratio | Metric::P50ExcessOver(_) => format!("<= {}", self.bound),
-            Metric::OpsRatio | Metric::BytesRatio | Metric::P50RatioAtLeast => format!(">= {}", self.bound),
+            Metric::P50Ratio | Metric::P50ExcessOver(_) => format!("<= {bound}"),
+            Metric::OpsRatio | Metric::BytesRatio | Metric::P50RatioAtLeast => format!(">= {bound}"),
         }
     }
 
@@ -71,6 +74,13 @@ impl Target {
             Metric::BytesRatio => "ratio_bytes_per_sec",
         }
     }
+}
+
+/// `x` with at most 3 decimals and no trailing zeros: 1.3, 50, 0.05, 3.333.
+pub fn short_number(x: f64) -> String {
+    let s = format!("{x:.3}");
+    let s = s.trim_end_matches('0').trim_end_matches('.');
+    s.to_string()
 }
 
 /// The UCX transports a UCX scenario runs over.
@@ -122,6 +132,9 @@ pub enum EngineUse {
     /// volume server's directory (`--seaweedfs-dir`), started for the scenario's group only
     /// (a group may have one per transport); the scenario's client reads needles through it.
     Needle(Tls),
+    /// Engines the scenario starts itself, from [`Ctx::engine_template`] (`scale.nop.workers.N`:
+    /// an engine with N workers). The run's plain engine must sleep during its blocks.
+    Own,
 }
 
 /// A scenario's fixed description. Names are stable: scripts and stored results use them.
@@ -162,6 +175,8 @@ pub struct Spec {
     /// Keeps several operations in flight ([`pipelined_loop`]): a sample is one transfer
     /// among others, not a latency; left out of `latency.svg`.
     pub pipelined: bool,
+    /// The tail target: p99.9 at most this many times p50 (of the same histogram).
+    pub tail_bound: Option<f64>,
 }
 
 impl Spec {
@@ -189,6 +204,7 @@ const fn spec_base(name: &'static str, about: &'static str) -> Spec {
         needs_go: false,
         needs_weed: false,
         pipelined: false,
+        tail_bound: None,
     }
 }
 
@@ -229,6 +245,43 @@ const fn needle_spec(
     }
 }
 
+/// `scale.nop.sessions.N`: N sessions on the run's engine (one worker), one NOP in flight
+/// each, driven round robin by the client thread; compared with 1 session (no target: the
+/// issue asks how throughput and p99 grow).
+const fn scale_sessions(name: &'static str, baseline: Option<&'static str>) -> Spec {
+    Spec {
+        sample: "NOP in flight",
+        baseline,
+        engine: EngineUse::Plain,
+        pipelined: true,
+        ..spec_base(
+            name,
+            "NOP throughput and latency with N sessions on one worker, one NOP in flight per session, one client thread driving them round robin",
+        )
+    }
+}
+
+/// `scale.nop.workers.N`: an engine of its own with N workers, 4 sessions per worker, one NOP
+/// in flight per session, one client thread; compared with 1 worker. Needs N cores besides
+/// the client's (skipped, with the reason, where there are fewer).
+const fn scale_workers(name: &'static str, baseline: Option<&'static str>) -> Spec {
+    Spec {
+        sample: "NOP in flight",
+        baseline,
+        engine: EngineUse::Own,
+        pipelined: true,
+        ..spec_base(
+            name,
+            "NOP throughput and latency of an engine with N workers (N cores), 4 sessions per worker, one NOP in flight per session, one client thread",
+        )
+    }
+}
+
+/// The N of `scale.nop.workers.N`.
+pub fn workers_of(name: &str) -> Option<usize> {
+    name.strip_prefix("scale.nop.workers.")?.parse().ok()
+}
+
 /// Every scenario, baselines before their subjects.
 pub const SPECS: &[Spec] = &[
     Spec {
@@ -242,6 +295,8 @@ pub const SPECS: &[Spec] = &[
         baseline: Some("floor.pingpong"),
         target: Some(Target { metric: Metric::P50Ratio, bound: 1.3 }),
         engine: EngineUse::Plain,
+        // "p99.9 of ring.nop within 4x of its p50 on an otherwise idle machine".
+        tail_bound: Some(4.0),
         ..spec_base("ring.nop", "one NOP through the real engine: Session::submit, spin on try_cqe")
     },
     Spec {
@@ -404,6 +459,16 @@ pub const SPECS: &[Spec] = &[
         )
     },
     Spec {
+        baseline: Some("ring.nop"),
+        // "ring.nop p50 <= 0.3x iceoryx2.reqres p50": iceoryx2.reqres / ring.nop >= 1/0.3.
+        target: Some(Target { metric: Metric::P50RatioAtLeast, bound: 1.0 / 0.3 }),
+        borrows_engine_core: true,
+        ..spec_base(
+            "iceoryx2.reqres",
+            "request-response round trip with the iceoryx2 crate (u64 each way, zero-copy loans, both sides busy-polling) to a server process on the engine core",
+        )
+    },
+    Spec {
         sample: "wake round trip",
         baseline: Some("uds.msgpack"),
         target: Some(Target { metric: Metric::P50Ratio, bound: 1.0 }),
@@ -413,6 +478,16 @@ pub const SPECS: &[Spec] = &[
             "one NOP submitted once the engine worker is asleep (wake-up and round trip); details: the engine's CPU use while idle",
         )
     },
+    scale_sessions("scale.nop.sessions.1", None),
+    scale_sessions("scale.nop.sessions.4", Some("scale.nop.sessions.1")),
+    scale_sessions("scale.nop.sessions.16", Some("scale.nop.sessions.1")),
+    scale_sessions("scale.nop.sessions.64", Some("scale.nop.sessions.1")),
+    scale_workers("scale.nop.workers.1", None),
+    scale_workers("scale.nop.workers.2", Some("scale.nop.workers.1")),
+    scale_workers("scale.nop.workers.4", Some("scale.nop.workers.1")),
+    scale_workers("scale.nop.workers.8", Some("scale.nop.workers.1")),
+    scale_workers("scale.nop.workers.16", Some("scale.nop.workers.1")),
+    scale_workers("scale.nop.workers.32", Some("scale.nop.workers.1")),
     needle_spec(
         "needle.read.4k.http",
         "one 4 KiB needle from a real weed volume server: keep-alive Go HTTP GET, body into a reused buffer (ringlat)",
@@ -639,6 +714,15 @@ pub struct Ctx {
     /// The process id of the run's plain engine (for its CPU time in `ring.wake`).
     pub engine_pid: Option<u32>,
     pub timing: Timing,
+    /// How engines are started (for scenarios that start their own); `None` when no
+    /// scenario of the run needs an engine.
+    pub engine_template: Option<crate::engine::EngineOptions>,
+    /// Cores for `scale.nop.workers.N` ([`crate::config::Placement::worker_cores`]).
+    pub worker_cores: Vec<usize>,
+    /// `--out DIR`, for the logs of engines a scenario starts.
+    pub out: Option<PathBuf>,
+    /// How long an engine may take to go to sleep once idle.
+    pub settle: Duration,
 }
 
 impl Ctx {
@@ -667,7 +751,7 @@ impl Ctx {
     /// The bench's session with the group's engine of `engine`, if it has one.
     pub fn session_of(&self, engine: EngineUse) -> Option<&Session> {
         match engine {
-            EngineUse::None => None,
+            EngineUse::None | EngineUse::Own => None,
             EngineUse::Plain => self.session.as_ref(),
             EngineUse::Ucx(_) => self.ucx_session.as_ref(),
             EngineUse::Needle(t) => self.needle_engines.iter().find(|e| e.tls == t).map(|e| &e.session),
@@ -705,6 +789,11 @@ pub trait Scenario {
     fn details(&self) -> serde_json::Map<String, serde_json::Value> {
         serde_json::Map::new()
     }
+
+    /// The command line of the engine the scenario started itself ([`EngineUse::Own`]).
+    fn engine_command(&self) -> Option<String> {
+        None
+    }
 }
 
 /// Whether `io_uring.nop` can run here (`Err`: why not).
@@ -733,6 +822,16 @@ pub fn build(spec: &Spec) -> Box<dyn Scenario> {
         "uds.msgpack" => Box::new(uds::UdsMsgpack::default()),
         "io_uring.nop" => Box::new(iouring::IoUringNop::default()),
         "ring.wake" => Box::new(wake::Wake::default()),
+        "iceoryx2.reqres" => Box::new(iceoryx::ReqRes::default()),
+        name if name.starts_with("scale.nop.sessions.") => {
+            let n = name["scale.nop.sessions.".len()..]
+                .parse()
+                .expect("scale.nop.sessions.<N>");
+            Box::new(scale::Sessions::new(n))
+        }
+        name if name.starts_with("scale.nop.workers.") => {
+            Box::new(scale::Workers::new(workers_of(name).expect("scale.nop.workers.<N>")))
+        }
         name if name.starts_with("needle.read.") => {
             let (size, tls) = needle_parts(name).expect("needle.read.<size>.<path>");
             Box::new(go::GoRinglat::new(spec.name, go::Kind::Needle { size, tls }))
@@ -941,6 +1040,88 @@ mod tests {
         groups.iter().map(|g| g.iter().map(|s| s.name).collect()).collect()
     }
 
+    fn scale_sessions_group() -> Vec<&'static str> {
+        vec![
+            "scale.nop.sessions.1",
+            "scale.nop.sessions.4",
+            "scale.nop.sessions.16",
+            "scale.nop.sessions.64",
+        ]
+    }
+
+    fn scale_workers_group() -> Vec<&'static str> {
+        vec![
+            "scale.nop.workers.1",
+            "scale.nop.workers.2",
+            "scale.nop.workers.4",
+            "scale.nop.workers.8",
+            "scale.nop.workers.16",
+            "scale.nop.workers.32",
+        ]
+    }
+
+    #[test]
+    fn scaling_runs_by_session_and_worker_count() {
+        // 1, 4, 16, 64 sessions on the plain engine, compared with 1 session, no target.
+        let p = plan(&["scale.nop.sessions.16".into()]).unwrap();
+        assert_eq!(
+            names(&p.groups),
+            vec![vec!["scale.nop.sessions.1", "scale.nop.sessions.16"]]
+        );
+        for n in scale_sessions_group() {
+            let s = spec(n).unwrap();
+            assert_eq!(s.engine, EngineUse::Plain, "{n}");
+            assert!(s.target.is_none() && s.pipelined, "{n}");
+        }
+        // Workers: engines of their own; those without cores are skipped with the reason and
+        // take nothing else with them.
+        let mut p = plan(&["scale.nop.workers.4".into(), "scale.nop.workers.2".into()]).unwrap();
+        assert_eq!(
+            names(&p.groups),
+            vec![vec![
+                "scale.nop.workers.1",
+                "scale.nop.workers.2",
+                "scale.nop.workers.4"
+            ]]
+        );
+        assert!(p.groups[0].iter().all(|s| s.engine == EngineUse::Own));
+        p.skip_where(
+            |s| workers_of(s.name).is_some_and(|n| n > 1),
+            "not available here: 2 CPUs",
+        );
+        assert_eq!(names(&p.groups), vec![vec!["scale.nop.workers.1"]]);
+        assert_eq!(p.skipped.len(), 2);
+        assert_eq!(workers_of("scale.nop.workers.16"), Some(16));
+        assert_eq!(workers_of("scale.nop.sessions.16"), None);
+    }
+
+    #[test]
+    fn iceoryx2_runs_with_the_ring_nop_and_has_the_issue_target() {
+        let p = plan(&["iceoryx2.reqres".into()]).unwrap();
+        assert_eq!(
+            names(&p.groups),
+            vec![vec!["floor.pingpong", "ring.nop", "iceoryx2.reqres"]]
+        );
+        let s = spec("iceoryx2.reqres").unwrap();
+        // Its server spins on the engine core: the engine must sleep during its blocks.
+        assert!(s.borrows_engine_core);
+        // "ring.nop p50 <= 0.3x iceoryx2.reqres p50".
+        let t = s.target.unwrap();
+        assert_eq!((t.key(), t.describe().as_str()), ("ratio_p50", ">= 3.333"));
+        assert!(t.met(1.0 / 0.3) && t.met(3.4) && !t.met(3.3));
+        // The tail target is ring.nop's only.
+        let tails: Vec<_> = SPECS.iter().filter_map(|s| s.tail_bound.map(|b| (s.name, b))).collect();
+        assert_eq!(tails, [("ring.nop", 4.0)]);
+    }
+
+    #[test]
+    fn bounds_print_short() {
+        assert_eq!(short_number(1.3), "1.3");
+        assert_eq!(short_number(50.0), "50");
+        assert_eq!(short_number(0.05), "0.05");
+        assert_eq!(short_number(1.0 / 0.3), "3.333");
+    }
+
     #[test]
     fn default_plan_pairs_each_subject_with_its_baseline() {
         let p = plan(&[]).unwrap();
@@ -953,6 +1134,7 @@ mod tests {
                     "ring.nop.go",
                     "uds.msgpack",
                     "io_uring.nop",
+                    "iceoryx2.reqres",
                     "ring.wake"
                 ],
                 vec!["floor.echo_batch32", "ring.nop_batch32", "ring.nop_batch32.go"],
@@ -960,6 +1142,8 @@ mod tests {
                 vec!["ucx.raw_am_rtt.tcp", "ucx.nop_ref.tcp", "ucx.am_rtt.tcp"],
                 vec!["ucx.raw_read_bw.sm", "ucx.read_bw.sm"],
                 vec!["ucx.raw_read_bw.tcp", "ucx.read_bw.tcp"],
+                scale_sessions_group(),
+                scale_workers_group(),
                 vec!["needle.read.4k.http", "needle.read.4k.tcp", "needle.read.4k.sm"],
                 vec!["needle.read.64k.http", "needle.read.64k.tcp", "needle.read.64k.sm"],
                 vec!["needle.read.1m.http", "needle.read.1m.tcp", "needle.read.1m.sm"],
@@ -1041,12 +1225,21 @@ mod tests {
         assert_eq!(
             names(&p.groups),
             vec![
-                vec!["floor.pingpong", "ring.nop", "uds.msgpack", "io_uring.nop", "ring.wake"],
+                vec![
+                    "floor.pingpong",
+                    "ring.nop",
+                    "uds.msgpack",
+                    "io_uring.nop",
+                    "iceoryx2.reqres",
+                    "ring.wake"
+                ],
                 vec!["floor.echo_batch32", "ring.nop_batch32"],
                 vec!["ucx.raw_am_rtt.sm", "ucx.nop_ref.sm", "ucx.am_rtt.sm"],
                 vec!["ucx.raw_am_rtt.tcp", "ucx.nop_ref.tcp", "ucx.am_rtt.tcp"],
                 vec!["ucx.raw_read_bw.sm", "ucx.read_bw.sm"],
                 vec!["ucx.raw_read_bw.tcp", "ucx.read_bw.tcp"],
+                scale_sessions_group(),
+                scale_workers_group(),
             ]
         );
         let new: Vec<_> = p.skipped[before..].iter().map(|(n, w)| (*n, w.as_str())).collect();
@@ -1148,17 +1341,17 @@ mod tests {
                 ("needle.read.4k.tcp", "not available: no weed binary".to_string())
             ]
         );
-        // Only the pipelined bandwidth scenarios are left out of the latency plot.
+        // Only the pipelined bandwidth and scaling scenarios are left out of the latency plot.
         let pipelined: Vec<&str> = SPECS.iter().filter(|s| s.pipelined).map(|s| s.name).collect();
-        assert_eq!(
-            pipelined,
-            [
-                "ucx.raw_read_bw.sm",
-                "ucx.read_bw.sm",
-                "ucx.raw_read_bw.tcp",
-                "ucx.read_bw.tcp"
-            ]
-        );
+        let mut want = vec![
+            "ucx.raw_read_bw.sm",
+            "ucx.read_bw.sm",
+            "ucx.raw_read_bw.tcp",
+            "ucx.read_bw.tcp",
+        ];
+        want.extend(scale_sessions_group());
+        want.extend(scale_workers_group());
+        assert_eq!(pipelined, want);
     }
 
     #[test]
@@ -1187,10 +1380,11 @@ mod tests {
                 "{}: a target needs a baseline",
                 s.name
             );
-            // A subject without a target: only the 64 KiB needle reads (the issue names none).
+            // A subject without a target: only the 64 KiB needle reads and the scaling
+            // scenarios (the issue names none).
             if s.baseline.is_some() && s.target.is_none() {
                 assert!(
-                    s.name.starts_with("needle.read.64k."),
+                    s.name.starts_with("needle.read.64k.") || s.name.starts_with("scale.nop."),
                     "{}: a subject needs a target",
                     s.name
                 );

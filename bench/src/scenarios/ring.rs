@@ -7,7 +7,7 @@ use ring_proto::{opcode, Cqe, ResultCode, Sqe};
 use super::{sample_loop, BlockRun, Ctx, Scenario, SpinGuard};
 use crate::Result;
 
-fn nop(user_data: u64) -> Sqe {
+pub(super) fn nop(user_data: u64) -> Sqe {
     Sqe {
         opcode: opcode::NOP,
         user_data,
@@ -15,7 +15,7 @@ fn nop(user_data: u64) -> Sqe {
     }
 }
 
-fn check(c: &Cqe, expected: u64) -> Result<()> {
+pub(super) fn check(c: &Cqe, expected: u64) -> Result<()> {
     if c.user_data != expected || c.result != 0 {
         let why = ResultCode::from_result(c.result).map_or_else(|| format!("result {}", c.result), |r| r.to_string());
         return Err(format!(
