@@ -235,6 +235,9 @@ fn run(cfg: Config) -> Result<(), Box<dyn std::error::Error>> {
     let (major, minor, release) = ucx::loaded_version();
     tracing::info!(version = %format!("{major}.{minor}.{release}"), "UCX library loaded");
     check_hugepages(&cfg)?;
+    if let Some(why) = unsafe_segment_size((major, minor), |k| std::env::var(k).ok()) {
+        return Err(why.into());
+    }
     prepare_ucx_environment(&cfg.ucx);
     let peers = Arc::new(dataplane::PeerRegistry::default());
 
@@ -342,6 +345,32 @@ fn prepare_ucx_environment(ucx: &config::UcxConfig) {
     }
 }
 
+/// Shared-memory segment sizes above 8 KiB make UCX up to 1.13 abort (assertion in
+/// `ucp_am_long_first_handler`) on the first active message that spans several segments:
+/// every needle or SEND larger than a segment. Refused at start rather than crashing later.
+fn unsafe_segment_size(version: (u32, u32), env: impl Fn(&str) -> Option<String>) -> Option<String> {
+    if version > (1, 13) {
+        return None;
+    }
+    for key in ["UCX_MM_SEG_SIZE", "UCX_SYSV_SEG_SIZE", "UCX_POSIX_SEG_SIZE"] {
+        let Some(v) = env(key) else { continue };
+        let t = v.trim().to_ascii_lowercase();
+        let (num, mult) = match t.trim_end_matches('b').char_indices().last() {
+            Some((i, 'k')) => (&t[..i], 1u64 << 10),
+            Some((i, 'm')) => (&t[..i], 1 << 20),
+            Some((i, 'g')) => (&t[..i], 1 << 30),
+            _ => (t.trim_end_matches('b'), 1),
+        };
+        if num.parse::<u64>().is_ok_and(|n| n.saturating_mul(mult) > 8192) {
+            return Some(format!(
+                "{key}={v}: UCX {}.{} aborts on active messages spanning segments larger than 8 KiB; unset {key} (the engine picks eager/rendezvous itself, see UCX_RNDV_THRESH in the README)",
+                version.0, version.1
+            ));
+        }
+    }
+    None
+}
+
 /// The UCX_RNDV_THRESH default for these transports (see `prepare_ucx_environment`).
 fn rendezvous_threshold(transports: Option<&str>) -> Option<&'static str> {
     let names: Vec<&str> = transports?.split(',').map(str::trim).collect();
@@ -380,7 +409,23 @@ fn check_hugepages(cfg: &Config) -> Result<(), Box<dyn std::error::Error>> {
 
 #[cfg(test)]
 mod tests {
-    use super::rendezvous_threshold;
+    use super::{rendezvous_threshold, unsafe_segment_size};
+
+    #[test]
+    fn large_shared_memory_segments_are_refused_on_ucx_1_13() {
+        let env = |v: &'static str| move |k: &str| (k == "UCX_SYSV_SEG_SIZE").then(|| v.to_string());
+        let refused = unsafe_segment_size((1, 13), env("64k")).expect("refused");
+        assert!(
+            refused.contains("UCX_SYSV_SEG_SIZE=64k") && refused.contains("unset"),
+            "{refused}"
+        );
+        assert!(unsafe_segment_size((1, 13), env("65536")).is_some());
+        assert!(unsafe_segment_size((1, 12), env("1m")).is_some());
+        assert_eq!(unsafe_segment_size((1, 13), env("8k")), None);
+        assert_eq!(unsafe_segment_size((1, 13), env("8192")), None);
+        assert_eq!(unsafe_segment_size((1, 14), env("64k")), None);
+        assert_eq!(unsafe_segment_size((1, 13), |_: &str| None), None);
+    }
 
     #[test]
     fn rendezvous_threshold_follows_the_transports() {
