@@ -1037,6 +1037,65 @@ impl DataPlane {
         Ok(())
     }
 
+    fn new_req_id(&mut self) -> u64 {
+        let id = self.next_req;
+        self.next_req = (self.next_req + 1) & !(SERVER_TOKEN | AUX_TOKEN);
+        id
+    }
+
+    /// Sends a request message (SEND's REQUEST or NEEDLE_REQUEST, with the reply flag) to a
+    /// connected peer and files the request as pending: its reply lands at `resp_offset`, at
+    /// most `resp_cap` bytes, with a needle's metadata at `meta_offset`. The header (and the
+    /// session, whose buffer the payload is read from) are kept in `sends` until UCX is done.
+    ///
+    /// # Safety
+    /// `data` must point to `len` readable bytes inside the session's region, and the reply
+    /// ranges must lie inside its buffer area.
+    unsafe fn send_request(
+        &mut self,
+        session: &Arc<SessionShared>,
+        user_data: u64,
+        peer: u32,
+        req_id: u64,
+        (id, header, data, len): (u16, Box<[u8]>, *const u8, usize),
+        (resp_offset, resp_cap, meta_offset): (usize, usize, Option<usize>),
+    ) -> Result<(), ResultCode> {
+        let now = Instant::now();
+        let conn = &self.conns[&peer];
+        // Safety: the caller's promise for `data`; the header box is kept in `sends` until
+        // SendDone (or dropped here when the send completed at once).
+        let started = unsafe { self.worker.am_send(&conn.ep, id, &header[..], data, len, true, req_id) };
+        tracing::trace!(req_id, peer, id, len, ?started, "request sent");
+        match started {
+            Err(e) => {
+                tracing::debug!(peer, id, error = %e, "request send failed");
+                return Err(ResultCode::PeerFailed);
+            }
+            Ok(Started::InProgress) => {
+                self.sends.insert(req_id, (header, session.clone(), peer));
+            }
+            Ok(Started::Done) => {}
+        }
+        bump(&conn.entry.stats.requests);
+        self.pending.insert(
+            req_id,
+            Pending {
+                session: session.clone(),
+                user_data,
+                peer,
+                peer_stats: conn.entry.clone(),
+                resp_offset,
+                resp_cap,
+                started: now,
+                deadline: now + self.settings.request_timeout,
+                receiving: false,
+                rma: None,
+                meta_offset,
+            },
+        );
+        Ok(())
+    }
+
     /// Closes every endpoint and the listener (engine shutdown); returns the completions
     /// still owed, requests in flight failing with ShuttingDown.
     pub fn shutdown(mut self) -> Vec<RemoteCompletion> {
@@ -1067,13 +1126,12 @@ impl DataPlane {
 
 impl Remote for DataPlane {
     fn start_send(&mut self, session: &Arc<SessionShared>, user_data: u64, req: SendRequest) -> Result<(), ResultCode> {
-        let now = Instant::now();
         if req.len > self.settings.max_message {
             return Err(ResultCode::InvalidEntry);
         }
         self.register(session)?;
-        let req_id = self.next_req;
-        self.next_req = (self.next_req + 1) & !(SERVER_TOKEN | AUX_TOKEN);
+        self.ensure_conn(req.peer)?;
+        let req_id = self.new_req_id();
         let header = Box::new(
             Header {
                 req_id,
@@ -1083,53 +1141,27 @@ impl Remote for DataPlane {
             .encode(),
         );
         // Safety: offset + len is inside the session's buffer area (validated); the region
-        // stays mapped while the Pending below holds the session's Arc.
+        // stays mapped while the Pending that send_request files holds the session's Arc. The
+        // bytes are the client's to change, which only changes what is sent.
         let data = unsafe { session.region.buf_ptr().add(req.offset) };
-        self.ensure_conn(req.peer)?;
-        let ep = &self.conns[&req.peer].ep;
-        // Safety: as above; the bytes are the client's to change, which only changes what is
-        // sent.
-        let started = unsafe {
-            self.worker
-                .am_send(ep, AM_REQUEST, &header[..], data, req.len, true, req_id)
-        };
-        tracing::trace!(req_id, peer = req.peer, len = req.len, ?started, "request sent");
-        match started {
-            Err(e) => {
-                tracing::debug!(peer = req.peer, error = %e, "request send failed");
-                return Err(ResultCode::PeerFailed);
-            }
-            Ok(Started::InProgress) => {
-                self.sends.insert(req_id, (header, session.clone(), req.peer));
-            }
-            Ok(Started::Done) => {}
-        }
-        bump(&self.conns[&req.peer].entry.stats.requests);
-        self.pending.insert(
-            req_id,
-            Pending {
-                session: session.clone(),
+        // Safety: as above.
+        unsafe {
+            self.send_request(
+                session,
                 user_data,
-                peer: req.peer,
-                peer_stats: self.conns[&req.peer].entry.clone(),
-                resp_offset: req.resp_offset,
-                resp_cap: req.resp_cap,
-                started: now,
-                deadline: now + self.settings.request_timeout,
-                receiving: false,
-                rma: None,
-                meta_offset: None,
-            },
-        );
-        Ok(())
+                req.peer,
+                req_id,
+                (AM_REQUEST, header, data, req.len),
+                (req.resp_offset, req.resp_cap, None),
+            )
+        }
     }
 
     fn start_rma(&mut self, session: &Arc<SessionShared>, user_data: u64, req: RmaRequest) -> Result<(), ResultCode> {
         let now = Instant::now();
         self.register(session)?;
         self.ensure_conn(req.peer)?;
-        let req_id = self.next_req;
-        self.next_req = (self.next_req + 1) & !(SERVER_TOKEN | AUX_TOKEN);
+        let req_id = self.new_req_id();
         let conn = &self.conns[&req.peer];
         bump(&conn.entry.stats.requests);
         let cached = self
@@ -1197,12 +1229,10 @@ impl Remote for DataPlane {
         user_data: u64,
         req: NeedleRequest,
     ) -> Result<(), ResultCode> {
-        let now = Instant::now();
         self.register(session)?;
         self.ensure_conn(req.peer)?;
-        let req_id = self.next_req;
-        self.next_req = (self.next_req + 1) & !(SERVER_TOKEN | AUX_TOKEN);
-        let header: Box<[u8]> = Box::new(
+        let req_id = self.new_req_id();
+        let header = Box::new(
             NeedleWire {
                 req_id,
                 needle: req.needle,
@@ -1214,47 +1244,18 @@ impl Remote for DataPlane {
             }
             .encode(),
         );
-        let conn = &self.conns[&req.peer];
-        // Safety: the header is kept in `sends` until SendDone; no payload.
-        let started = unsafe {
-            self.worker.am_send(
-                &conn.ep,
-                AM_NEEDLE_REQUEST,
-                &header[..],
-                std::ptr::null(),
-                0,
-                true,
-                req_id,
-            )
-        };
-        match started {
-            Err(e) => {
-                tracing::debug!(peer = req.peer, error = %e, "needle request send failed");
-                return Err(ResultCode::PeerFailed);
-            }
-            Ok(Started::InProgress) => {
-                self.sends.insert(req_id, (header, session.clone(), req.peer));
-            }
-            Ok(Started::Done) => {}
-        }
-        bump(&conn.entry.stats.requests);
-        self.pending.insert(
-            req_id,
-            Pending {
-                session: session.clone(),
+        // Safety: no payload. The reply lands at offset + NEEDLE_META_LEN, at most max_len
+        // (<= data_cap) bytes, and the metadata at offset: inside the buffer (validated).
+        unsafe {
+            self.send_request(
+                session,
                 user_data,
-                peer: req.peer,
-                peer_stats: conn.entry.clone(),
-                resp_offset: req.offset + NEEDLE_META_LEN,
-                resp_cap: req.max_len as usize,
-                started: now,
-                deadline: now + self.settings.request_timeout,
-                receiving: false,
-                rma: None,
-                meta_offset: Some(req.offset),
-            },
-        );
-        Ok(())
+                req.peer,
+                req_id,
+                (AM_NEEDLE_REQUEST, header, std::ptr::null(), 0),
+                (req.offset + NEEDLE_META_LEN, req.max_len as usize, Some(req.offset)),
+            )
+        }
     }
 
     fn export(
