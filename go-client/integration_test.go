@@ -1,21 +1,20 @@
 package swring
 
 import (
-	"bytes"
 	"context"
 	"errors"
 	"fmt"
-	"io"
 	"net"
 	"os"
 	"os/exec"
 	"path/filepath"
-	"regexp"
 	"sync"
 	"sync/atomic"
 	"syscall"
 	"testing"
 	"time"
+
+	"github.com/seaweed-ring/seaweed-ring/go-client/internal/enginectl"
 )
 
 // Integration tests run the same scenarios against engine processes:
@@ -105,10 +104,10 @@ func (e *engineProc) start() {
 		cmd.Args = append(cmd.Args, "--ucx-listen", "127.0.0.1:0", "--ucx-transports", "tcp", "--ucx-net-devices", "lo")
 		cmd.Env = append(os.Environ(), "RUST_LOG="+ucxLogFilter)
 		ucxAddr = make(chan string, 1)
-		cmd.Stderr = &logScanner{out: os.Stderr, line: func(l string) {
-			if m := ucxListeningRE.FindStringSubmatch(ansiRE.ReplaceAllString(l, "")); m != nil {
+		cmd.Stderr = &enginectl.LineTap{Out: os.Stderr, Line: func(l string) {
+			if a, ok := enginectl.ListeningAddr(l); ok {
 				select {
-				case ucxAddr <- m[1]:
+				case ucxAddr <- a:
 				default:
 				}
 			}
@@ -154,35 +153,6 @@ func (e *engineProc) start() {
 }
 
 const ucxLogFilter = "warn,engine::dataplane=info"
-
-var (
-	ucxListeningRE = regexp.MustCompile(`UCX listening.*\baddress=(\S+)`)
-	ansiRE         = regexp.MustCompile("\x1b\\[[0-9;]*m")
-)
-
-// logScanner copies the engine's log to out and hands every complete line to line.
-type logScanner struct {
-	out     io.Writer
-	line    func(string)
-	partial []byte
-}
-
-func (w *logScanner) Write(p []byte) (int, error) {
-	w.out.Write(p)
-	w.partial = append(w.partial, p...)
-	for {
-		i := bytes.IndexByte(w.partial, '\n')
-		if i < 0 {
-			break
-		}
-		w.line(string(w.partial[:i]))
-		w.partial = w.partial[i+1:]
-	}
-	if len(w.partial) > 64<<10 { // no newline in sight: not a log line we look for
-		w.partial = w.partial[:0]
-	}
-	return len(p), nil
-}
 
 // signal sends sig to the engine process this test started (never anything else) and
 // waits until it has exited.

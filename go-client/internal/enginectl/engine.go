@@ -51,6 +51,16 @@ type Engine struct {
 var listeningRE = regexp.MustCompile(`UCX listening.*\baddress=(\S+)`)
 var ansiRE = regexp.MustCompile("\x1b\\[[0-9;]*m")
 
+// ListeningAddr returns the address of an engine log line "UCX listening address=IP:PORT"
+// (colour codes ignored), the port the engine bound for `listen = "...:0"`.
+func ListeningAddr(line string) (string, bool) {
+	m := listeningRE.FindStringSubmatch(ansiRE.ReplaceAllString(line, ""))
+	if m == nil {
+		return "", false
+	}
+	return m[1], true
+}
+
 // Start writes the config, starts the engine and returns once its control socket accepts
 // connections (and its UCX listener is up, when asked).
 func Start(ctx context.Context, o Options) (*Engine, error) {
@@ -91,10 +101,10 @@ func Start(ctx context.Context, o Options) (*Engine, error) {
 	cmd := exec.Command(o.Bin, "--config", conf)
 	cmd.Env = append(os.Environ(), "RUST_LOG="+o.LogFilter)
 	cmd.Stdout = log
-	cmd.Stderr = &lineTap{out: log, line: func(l string) {
-		if m := listeningRE.FindStringSubmatch(ansiRE.ReplaceAllString(l, "")); m != nil {
+	cmd.Stderr = &LineTap{Out: log, Line: func(l string) {
+		if a, ok := ListeningAddr(l); ok {
 			select {
-			case addr <- m[1]:
+			case addr <- a:
 			default:
 			}
 		}
@@ -185,22 +195,22 @@ func stringList(v []string) string {
 	return "[" + strings.Join(s, ", ") + "]"
 }
 
-// lineTap copies a log to out and hands every complete line to line.
-type lineTap struct {
-	out     io.Writer
-	line    func(string)
+// LineTap copies a log to Out and hands every complete line to Line.
+type LineTap struct {
+	Out     io.Writer
+	Line    func(string)
 	partial []byte
 }
 
-func (w *lineTap) Write(p []byte) (int, error) {
-	w.out.Write(p)
+func (w *LineTap) Write(p []byte) (int, error) {
+	w.Out.Write(p)
 	w.partial = append(w.partial, p...)
 	for {
 		i := bytes.IndexByte(w.partial, '\n')
 		if i < 0 {
 			break
 		}
-		w.line(string(w.partial[:i]))
+		w.Line(string(w.partial[:i]))
 		w.partial = w.partial[i+1:]
 	}
 	if len(w.partial) > 64<<10 { // no newline in sight: not a line we look for
