@@ -535,7 +535,9 @@ impl Volume {
         if len_now != self.idx_len_seen.load(Ordering::Relaxed) {
             self.follow(false);
         }
-        let found = self.lookup(needle).ok_or(ReadNeedleError::NoSuchNeedle { volume, needle })?;
+        let found = self
+            .lookup(needle)
+            .ok_or(ReadNeedleError::NoSuchNeedle { volume, needle })?;
         if found.offset == 0 || found.size < 0 {
             return Err(ReadNeedleError::NeedleDeleted { volume, needle });
         }
