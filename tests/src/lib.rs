@@ -9,6 +9,28 @@ use std::time::{Duration, Instant};
 use ring_client::{Session, SessionOptions};
 
 /// A NOP entry carrying `user_data`.
+/// A SEND to the peer's ECHO service: `len` bytes at `off`, the answer into `resp_cap`
+/// bytes at `resp_off`.
+pub fn echo_send(
+    peer: u32,
+    user_data: u64,
+    off: usize,
+    len: usize,
+    resp_off: usize,
+    resp_cap: usize,
+) -> ring_proto::Sqe {
+    ring_proto::Sqe {
+        opcode: ring_proto::opcode::SEND,
+        peer,
+        aux: ring_proto::entry::service::ECHO,
+        user_data,
+        buf_offset: off as u64,
+        buf_len: len as u32,
+        args: [resp_off as u64, resp_cap as u64, 0, 0],
+        ..Default::default()
+    }
+}
+
 pub fn nop(user_data: u64) -> ring_proto::Sqe {
     ring_proto::Sqe {
         opcode: ring_proto::opcode::NOP,
@@ -223,6 +245,16 @@ impl Engine {
             || self.log().contains(needle),
             || self.log(),
         );
+    }
+
+    /// The address the engine's UCX listener bound (it logs "UCX listening address=IP:PORT";
+    /// tests start it on port 0).
+    pub fn ucx_listen_addr(&self) -> String {
+        self.wait_for_log("UCX listening");
+        let log = self.log();
+        let line = log.lines().find(|l| l.contains("UCX listening")).unwrap();
+        let addr = line.split("address=").nth(1).expect("address field");
+        addr.split_whitespace().next().unwrap().to_string()
     }
 
     pub fn signal(&self, sig: nix::sys::signal::Signal) {

@@ -4,9 +4,8 @@
 use std::collections::HashMap;
 use std::time::Duration;
 
-use integration_tests::{wait_until, Engine, PATIENCE};
+use integration_tests::{echo_send, wait_until, Engine, PATIENCE};
 use ring_client::{Session, SessionOptions, WaitError};
-use ring_proto::entry::service;
 use ring_proto::{opcode, ResultCode, Sqe};
 
 /// Engine flags for a UCX listener on loopback with the given transports.
@@ -22,21 +21,6 @@ fn ucx_args(tls: &'static str) -> Vec<&'static str> {
         "0",
         "--spin-forever",
     ]
-}
-
-/// The address the engine's UCX listener bound (from its log).
-fn listen_addr(engine: &Engine) -> String {
-    engine.wait_for_log("UCX listening");
-    let log = engine.log();
-    let line = log.lines().find(|l| l.contains("UCX listening")).unwrap();
-    let addr = line
-        .split("address=")
-        .nth(1)
-        .expect("address field")
-        .split_whitespace()
-        .next()
-        .unwrap();
-    addr.to_string()
 }
 
 /// The engine's log line naming the transports of its first peer connection.
@@ -85,19 +69,6 @@ fn pattern(len: usize, seed: u8) -> Vec<u8> {
         .collect()
 }
 
-fn send(peer: u32, user_data: u64, off: usize, len: usize, resp_off: usize, resp_cap: usize) -> Sqe {
-    Sqe {
-        opcode: opcode::SEND,
-        peer,
-        aux: service::ECHO,
-        user_data,
-        buf_offset: off as u64,
-        buf_len: len as u32,
-        args: [resp_off as u64, resp_cap as u64, 0, 0],
-        ..Default::default()
-    }
-}
-
 fn big_session(engine: &Engine, buf: u64) -> Session {
     engine
         .try_connect(SessionOptions {
@@ -119,7 +90,7 @@ fn echo_sizes(requester: &Engine, server_addr: &str) {
         s.buffer().write(0, &data).unwrap();
         let resp_off = max;
         s.buffer().write(resp_off, &vec![0xee; len]).unwrap();
-        s.submit(&send(peer, i as u64, 0, len, resp_off, len)).unwrap();
+        s.submit(&echo_send(peer, i as u64, 0, len, resp_off, len)).unwrap();
         let c = s
             .wait_cqe(Duration::from_micros(50), Some(PATIENCE))
             .unwrap_or_else(|e| panic!("{e}\n{}", requester.log()));
@@ -138,7 +109,7 @@ fn echo_sizes(requester: &Engine, server_addr: &str) {
 #[test]
 fn engine_echoes_through_its_own_listener_over_tcp() {
     let engine = Engine::start(&ucx_args("tcp"));
-    let addr = listen_addr(&engine);
+    let addr = engine.ucx_listen_addr();
     echo_sizes(&engine, &addr);
     let line = transports_line(&engine);
     assert!(line.contains("tcp"), "{line}");
@@ -147,7 +118,7 @@ fn engine_echoes_through_its_own_listener_over_tcp() {
 #[test]
 fn engine_echoes_through_its_own_listener_over_shared_memory() {
     let engine = Engine::start(&ucx_args("sm,tcp"));
-    let addr = listen_addr(&engine);
+    let addr = engine.ucx_listen_addr();
     echo_sizes(&engine, &addr);
     // The data really moved over shared memory (UCX falls back to tcp silently otherwise).
     let line = transports_line(&engine);
@@ -164,7 +135,7 @@ fn engine_echoes_through_its_own_listener_over_shared_memory() {
 fn two_engine_processes_over_tcp_with_many_requests_in_flight() {
     let server = Engine::start(&ucx_args("tcp"));
     let client_engine = Engine::start(&["--ucx-transports", "tcp", "--ucx-net-devices", "lo", "--lease-ms", "0"]);
-    let addr = listen_addr(&server);
+    let addr = server.ucx_listen_addr();
     echo_sizes(&client_engine, &addr);
 
     let mut s = big_session(&client_engine, 1 << 20);
@@ -178,8 +149,15 @@ fn two_engine_processes_over_tcp_with_many_requests_in_flight() {
     {
         let mut q = s.submission();
         for i in 0..n {
-            q.push(&send(peer, i as u64, i * slot, slot / 2, i * slot + slot / 2, slot / 2))
-                .unwrap();
+            q.push(&echo_send(
+                peer,
+                i as u64,
+                i * slot,
+                slot / 2,
+                i * slot + slot / 2,
+                slot / 2,
+            ))
+            .unwrap();
         }
     }
     let mut seen = HashMap::new();
@@ -198,7 +176,7 @@ fn two_engine_processes_over_tcp_with_many_requests_in_flight() {
 #[test]
 fn remote_errors_are_completions_not_hangs() {
     let engine = Engine::start(&ucx_args("tcp"));
-    let addr = listen_addr(&engine);
+    let addr = engine.ucx_listen_addr();
     let mut s = engine.connect();
     let peer = s.connect_peer(&addr).unwrap();
     let len = s.buffer().len();
@@ -206,24 +184,24 @@ fn remote_errors_are_completions_not_hangs() {
         (
             Sqe {
                 peer: 99,
-                ..send(peer, 1, 0, 8, 64, 8)
+                ..echo_send(peer, 1, 0, 8, 64, 8)
             },
             ResultCode::NoSuchPeer,
         ),
         (
             Sqe {
                 aux: 77,
-                ..send(peer, 2, 0, 8, 64, 8)
+                ..echo_send(peer, 2, 0, 8, 64, 8)
             },
             ResultCode::UnknownService,
         ),
-        (send(peer, 3, 0, 64, 4096, 8), ResultCode::ResponseTooLarge),
-        (send(peer, 4, len - 4, 8, 0, 8), ResultCode::OutOfBounds),
-        (send(peer, 5, 0, 8, len - 4, 8), ResultCode::OutOfBounds),
+        (echo_send(peer, 3, 0, 64, 4096, 8), ResultCode::ResponseTooLarge),
+        (echo_send(peer, 4, len - 4, 8, 0, 8), ResultCode::OutOfBounds),
+        (echo_send(peer, 5, 0, 8, len - 4, 8), ResultCode::OutOfBounds),
         (
             Sqe {
                 args: [0, 8, 1, 0],
-                ..send(peer, 6, 0, 8, 0, 8)
+                ..echo_send(peer, 6, 0, 8, 0, 8)
             },
             ResultCode::InvalidEntry,
         ),
@@ -238,7 +216,7 @@ fn remote_errors_are_completions_not_hangs() {
     let dead_addr = dead.local_addr().unwrap().to_string();
     drop(dead);
     let gone = s.connect_peer(&dead_addr).unwrap();
-    s.submit(&send(gone, 7, 0, 8, 64, 8)).unwrap();
+    s.submit(&echo_send(gone, 7, 0, 8, 64, 8)).unwrap();
     let c = s.wait_cqe(Duration::from_micros(50), Some(PATIENCE)).unwrap();
     assert_eq!((c.user_data, c.result), (7, ResultCode::PeerFailed as i32));
     assert!(s.connect_peer("not an address").is_err());
@@ -283,17 +261,18 @@ fn peer_killed_mid_transfer_fails_its_requests_and_reconnects_after_restart() {
     ];
     let server = Engine::start(&server_args);
     let client_engine = Engine::start(&["--ucx-transports", "tcp", "--ucx-net-devices", "lo", "--lease-ms", "0"]);
-    let addr = listen_addr(&server);
+    let addr = server.ucx_listen_addr();
     assert_eq!(addr, listen);
     let mut s = big_session(&client_engine, 64 << 20);
     let peer = s.connect_peer(&addr).unwrap();
-    s.submit(&send(peer, 0, 0, 8, 64, 8)).unwrap();
+    s.submit(&echo_send(peer, 0, 0, 8, 64, 8)).unwrap();
     assert_eq!(s.wait_cqe(Duration::from_micros(50), Some(PATIENCE)).unwrap().result, 8);
     // Large transfers in flight, then the peer dies.
     {
         let mut q = s.submission();
         for i in 0..8u64 {
-            q.push(&send(peer, 100 + i, 0, 4 << 20, 32 << 20, 4 << 20)).unwrap();
+            q.push(&echo_send(peer, 100 + i, 0, 4 << 20, 32 << 20, 4 << 20))
+                .unwrap();
         }
     }
     let _ = server.kill();
@@ -341,10 +320,10 @@ fn peer_killed_mid_transfer_fails_its_requests_and_reconnects_after_restart() {
         }
     }
     let server2 = server2.unwrap_or_else(|| panic!("port never came free\n{}", client_engine.log()));
-    listen_addr(&server2);
+    server2.ucx_listen_addr();
     let mut ok = false;
     for attempt in 0..50u64 {
-        s.submit(&send(peer, 1000 + attempt, 0, 8, 64, 8)).unwrap();
+        s.submit(&echo_send(peer, 1000 + attempt, 0, 8, 64, 8)).unwrap();
         let c = s.wait_cqe(Duration::from_micros(50), Some(PATIENCE)).unwrap();
         if c.result == 8 {
             ok = true;
@@ -365,12 +344,12 @@ fn peer_killed_mid_transfer_fails_its_requests_and_reconnects_after_restart() {
 fn sessions_with_registered_regions_come_and_go_without_leaks() {
     // Debug logging shows each registration, so the test knows they happened.
     let engine = Engine::start_with_env(&ucx_args("tcp"), &[("RUST_LOG", Some("info,engine::dataplane=debug"))]);
-    let addr = listen_addr(&engine);
+    let addr = engine.ucx_listen_addr();
     let round = |i: u64| {
         let mut s = engine.connect();
         let peer = s.connect_peer(&addr).unwrap();
         s.buffer().write(0, &i.to_le_bytes()).unwrap();
-        s.submit(&send(peer, i, 0, 8, 64, 8)).unwrap();
+        s.submit(&echo_send(peer, i, 0, 8, 64, 8)).unwrap();
         let c = s.wait_cqe(Duration::from_micros(50), Some(PATIENCE)).unwrap();
         assert_eq!((c.user_data, c.result), (i, 8));
         let mut back = [0u8; 8];
@@ -575,7 +554,7 @@ fn read_write_exports(reader_engine: &Engine, exporter_engine: &Engine, exporter
 #[test]
 fn read_and_write_exports_through_own_listener_over_tcp() {
     let engine = Engine::start(&ucx_args("tcp"));
-    let addr = listen_addr(&engine);
+    let addr = engine.ucx_listen_addr();
     read_write_exports(&engine, &engine, &addr);
     // Every export was revoked and acknowledged: the table is empty, the memory released.
     wait_until(
@@ -588,7 +567,7 @@ fn read_and_write_exports_through_own_listener_over_tcp() {
 #[test]
 fn read_and_write_exports_through_own_listener_over_shared_memory() {
     let engine = Engine::start(&ucx_args("sm,tcp"));
-    let addr = listen_addr(&engine);
+    let addr = engine.ucx_listen_addr();
     read_write_exports(&engine, &engine, &addr);
 }
 
@@ -596,7 +575,7 @@ fn read_and_write_exports_through_own_listener_over_shared_memory() {
 fn read_and_write_exports_between_two_engine_processes() {
     let exporter = Engine::start(&ucx_args("tcp"));
     let reader = Engine::start(&["--ucx-transports", "tcp", "--ucx-net-devices", "lo", "--lease-ms", "0"]);
-    let addr = listen_addr(&exporter);
+    let addr = exporter.ucx_listen_addr();
     read_write_exports(&reader, &exporter, &addr);
     wait_until(
         "exports released",
@@ -652,7 +631,7 @@ fn a_peer_that_never_answers_times_out() {
     let engine = Engine::start(&["--config", cfg.to_str().unwrap(), "--lease-ms", "0"]);
     let mut s = engine.connect();
     let peer = s.connect_peer(&addr).unwrap();
-    s.submit(&send(peer, 1, 0, 8, 64, 8)).unwrap();
+    s.submit(&echo_send(peer, 1, 0, 8, 64, 8)).unwrap();
     let c = s.wait_cqe(Duration::from_micros(50), Some(PATIENCE)).unwrap();
     assert_eq!(
         (c.user_data, c.result),
@@ -675,7 +654,7 @@ fn two_engine_processes_over_shared_memory() {
         "--lease-ms",
         "0",
     ]);
-    let addr = listen_addr(&server);
+    let addr = server.ucx_listen_addr();
     echo_sizes(&client_engine, &addr);
     let line = transports_line(&client_engine);
     assert!(

@@ -27,20 +27,6 @@ fn serving_engine(dir: &std::path::Path, tls: &str) -> Engine {
     ])
 }
 
-/// The address the engine's UCX listener bound (from its log).
-fn listen_addr(engine: &Engine) -> String {
-    engine.wait_for_log("UCX listening");
-    let log = engine.log();
-    let line = log.lines().find(|l| l.contains("UCX listening")).unwrap();
-    line.split("address=")
-        .nth(1)
-        .unwrap()
-        .split_whitespace()
-        .next()
-        .unwrap()
-        .to_string()
-}
-
 struct Reader {
     s: Session,
     peer: u32,
@@ -50,7 +36,7 @@ struct Reader {
 impl Reader {
     fn new(engine: &Engine) -> Self {
         let mut s = engine.connect();
-        let peer = s.connect_peer(&listen_addr(engine)).unwrap();
+        let peer = s.connect_peer(&engine.ucx_listen_addr()).unwrap();
         Self { s, peer, next: 1 }
     }
 

@@ -26,9 +26,9 @@ use std::time::{Duration, Instant};
 
 use engine::seaweed_format::crc32c;
 use engine::seaweed_writer::{full_needle, needle, VolumeWriter};
-use integration_tests::{wait_until, Engine, PATIENCE};
+use integration_tests::{echo_send, wait_until, Engine, PATIENCE};
 use ring_client::{Session, SessionOptions};
-use ring_proto::entry::{read_needle_flags, service};
+use ring_proto::entry::read_needle_flags;
 use ring_proto::needle::{NeedleMeta, NEEDLE_META_LEN};
 use ring_proto::{opcode, Cqe, ResultCode, Sqe};
 use serde_json::Value;
@@ -480,7 +480,7 @@ impl Soaker {
                 Pending {
                     kind: Kind::Echo,
                     slot,
-                    sqe: send(self.peer, user_data, base, len, resp_off, cap),
+                    sqe: echo_send(self.peer, user_data, base, len, resp_off, cap),
                     expect: Expect::Echo {
                         pool_off,
                         len,
@@ -669,7 +669,7 @@ impl Soaker {
                     None,
                 ),
                 4 => (
-                    send(9999, user_data, off, 32, resp_off, 32),
+                    echo_send(9999, user_data, off, 32, resp_off, 32),
                     ResultCode::NoSuchPeer,
                     "SEND to an unknown peer",
                     false,
@@ -678,7 +678,7 @@ impl Soaker {
                 5 => (
                     Sqe {
                         aux: 77,
-                        ..send(peer, user_data, off, 32, resp_off, 32)
+                        ..echo_send(peer, user_data, off, 32, resp_off, 32)
                     },
                     ResultCode::UnknownService,
                     "SEND to an unknown service",
@@ -686,14 +686,14 @@ impl Soaker {
                     Some((resp_off, 32 + GUARD)),
                 ),
                 6 => (
-                    send(peer, user_data, off, 64, resp_off, 8),
+                    echo_send(peer, user_data, off, 64, resp_off, 8),
                     ResultCode::ResponseTooLarge,
                     "SEND response larger than its capacity",
                     true,
                     Some((resp_off, 8 + GUARD)),
                 ),
                 7 => (
-                    send(peer, user_data, off, 32, BUF - 16, 32),
+                    echo_send(peer, user_data, off, 32, BUF - 16, 32),
                     ResultCode::OutOfBounds,
                     "SEND response past the buffer",
                     false,
@@ -1080,19 +1080,6 @@ impl Soaker {
     }
 }
 
-fn send(peer: u32, user_data: u64, off: usize, len: usize, resp_off: usize, resp_cap: usize) -> Sqe {
-    Sqe {
-        opcode: opcode::SEND,
-        peer,
-        aux: service::ECHO,
-        user_data,
-        buf_offset: off as u64,
-        buf_len: len as u32,
-        args: [resp_off as u64, resp_cap as u64, 0, 0],
-        ..Default::default()
-    }
-}
-
 /// Runs `sessions` until `deadline`, then drains them; returns early if another thread
 /// failed (`abort`).
 fn drive(sessions: &mut [Soaker], ctx: &Ctx<'_>, deadline: Instant, abort: &AtomicBool) {
@@ -1138,19 +1125,6 @@ fn worker_cores() -> Vec<usize> {
         .filter(|&c| set.is_set(c).unwrap_or(false))
         .collect();
     allowed[allowed.len().saturating_sub(2)..].to_vec()
-}
-
-fn listen_addr(engine: &Engine) -> String {
-    engine.wait_for_log("UCX listening");
-    let log = engine.log();
-    let line = log.lines().find(|l| l.contains("UCX listening")).unwrap();
-    line.split("address=")
-        .nth(1)
-        .unwrap()
-        .split_whitespace()
-        .next()
-        .unwrap()
-        .to_string()
 }
 
 /// The engine's descriptors as "fd -> target", for telling which one leaked.
@@ -1260,7 +1234,7 @@ fn warm_up(engine: &Engine, addr: &str, vols: &Volumes, workers: usize) {
     for s in &mut sessions {
         let peer = s.connect_peer(addr).unwrap();
         s.buffer().write(0, &payload_pool()[..100_000]).unwrap();
-        s.submit(&send(peer, 1, 0, 100_000, 1 << 20, 100_000)).unwrap();
+        s.submit(&echo_send(peer, 1, 0, 100_000, 1 << 20, 100_000)).unwrap();
         s.submit(&Sqe {
             opcode: opcode::READ_NEEDLE,
             peer,
@@ -1334,7 +1308,7 @@ fn soak_64_sessions_mixing_nop_messaging_and_needles_count_every_completion_and_
         "--ucx-net-devices",
         devices,
     ]);
-    let addr = listen_addr(&engine);
+    let addr = engine.ucx_listen_addr();
     let workers = engine.status_json()["workers"].as_array().unwrap().len();
     assert_eq!(workers, cores.len(), "one worker per core");
 
