@@ -273,7 +273,17 @@ func TestWeedRingE2E(t *testing.T) {
 		}
 		defer s3.Stop()
 		base := "http://" + s3.Addr + "/ringbucket"
-		mustDo(t, ctx, http.MethodPut, base, nil, http.StatusOK)
+		// The gateway may refuse writes for a moment after it answers (it loads its
+		// configuration from the filer): retry creating the bucket, under a hang guard.
+		waitFor(t, "bucket creation", func() bool {
+			req, _ := http.NewRequestWithContext(ctx, http.MethodPut, base, nil)
+			resp, err := http.DefaultClient.Do(req)
+			if err != nil {
+				return false
+			}
+			resp.Body.Close()
+			return resp.StatusCode == http.StatusOK
+		})
 		for _, f := range files[1:] {
 			mustDo(t, ctx, http.MethodPut, base+"/"+f.name, f.data, http.StatusOK)
 		}
