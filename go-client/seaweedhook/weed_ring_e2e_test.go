@@ -122,6 +122,18 @@ func volumeReads(t *testing.T, bin, dir string) (reads, bytes uint64) {
 	return reads, bytes
 }
 
+// waitEngineVolumes waits until the serving engine serves every volume the volume server
+// has created (it picks up new volumes every refresh-interval; until then a read of a new
+// volume is rightly declined and goes over HTTP).
+func (r *rig) waitEngineVolumes() {
+	r.t.Helper()
+	waitFor(r.t, "the serving engine to serve every volume", func() bool {
+		dats, _ := filepath.Glob(filepath.Join(r.c.VolumeDir, "*.dat"))
+		vols, _ := engineStatus(r.t, r.engineBin, r.serverDir)["volumes"].([]any)
+		return len(vols) >= len(dats)
+	})
+}
+
 type rig struct {
 	t             *testing.T
 	ctx           context.Context
@@ -215,6 +227,7 @@ func TestWeedRingE2E(t *testing.T) {
 	checkChunks(t, ctx, plain.Addr, "text.txt", `"is_compressed":true`, 1)
 	checkChunks(t, ctx, enc.Addr, "secret.bin", `"cipher_key":`, 2)
 
+	r.waitEngineVolumes()
 	t.Run("mount", func(t *testing.T) {
 		for _, fs := range []struct {
 			filer string
@@ -272,6 +285,11 @@ func TestWeedRingE2E(t *testing.T) {
 			t.Fatal(err)
 		}
 		defer s3.Stop()
+		defer func() {
+			if t.Failed() {
+				dumpTail(t, s3.LogPath)
+			}
+		}()
 		base := "http://" + s3.Addr + "/ringbucket"
 		// The gateway may refuse writes for a moment after it answers (it loads its
 		// configuration from the filer): retry creating the bucket, under a hang guard.
@@ -287,6 +305,7 @@ func TestWeedRingE2E(t *testing.T) {
 		for _, f := range files[1:] {
 			mustDo(t, ctx, http.MethodPut, base+"/"+f.name, f.data, http.StatusOK)
 		}
+		r.waitEngineVolumes() // the bucket is a collection of its own: new volumes
 		g0 := r.gets()
 		for _, f := range files[1:] {
 			checkGET(t, ctx, "s3 GET", base+"/"+f.name, f.data)
