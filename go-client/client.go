@@ -85,10 +85,10 @@ type Request struct {
 	BufLen    uint32
 	Aux       uint32
 	Args      [4]uint64
-	// Resp, when valid, is the buffer a SEND writes its response into: Args[0] (the
-	// response offset) is then relative to Resp, Args[0]+Args[1] (offset + capacity) must
-	// fit in Resp.Len(), and Resp stays reserved like Buf. Without Resp, Args go to the
-	// engine as they are.
+	// Resp, when valid, is the buffer a SEND writes its response into (or an EXPORT its
+	// ticket): Args[0] (the response offset) is then relative to Resp, Args[0]+Args[1]
+	// (offset + capacity; ExportTicketLen for EXPORT) must fit in Resp.Len(), and Resp stays
+	// reserved like Buf. Without Resp, Args go to the engine as they are.
 	Resp Buffer
 }
 
@@ -594,8 +594,13 @@ func (c *Client) checkRequest(r *Request) error {
 		if r.Resp.p != c.bufs {
 			return errForeignBuffer
 		}
-		if r.Args[0] > uint64(r.Resp.Len()) || r.Args[1] > uint64(r.Resp.Len())-r.Args[0] {
-			return fmt.Errorf("%w: response range %d+%d outside its %d-byte buffer", ErrOutOfBounds, r.Args[0], r.Args[1], r.Resp.Len())
+		// EXPORT's Args[1] must be 0; the engine writes ExportTicketLen bytes at Args[0].
+		respLen := r.Args[1]
+		if r.Opcode == OpExport {
+			respLen = ExportTicketLen
+		}
+		if r.Args[0] > uint64(r.Resp.Len()) || respLen > uint64(r.Resp.Len())-r.Args[0] {
+			return fmt.Errorf("%w: response range %d+%d outside its %d-byte buffer", ErrOutOfBounds, r.Args[0], respLen, r.Resp.Len())
 		}
 	}
 	return nil

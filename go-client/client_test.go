@@ -125,10 +125,10 @@ func TestDialErrors(t *testing.T) {
 		t.Errorf("corrupt header: %v", err)
 	}
 	_, path = startFake(t, func(e *fakeEngine) {
-		e.corruptHeader = func(r region) { *r.u32(offVersion) = 2 }
+		e.corruptHeader = func(r region) { *r.u32(offVersion) = LayoutVersion + 1 }
 	})
 	if _, err := Dial(ctx, path); !errors.Is(err, ErrVersionMismatch) {
-		t.Errorf("layout version 2: %v", err)
+		t.Errorf("layout version %d: %v", LayoutVersion+1, err)
 	}
 	// Bad sizes requested: the engine refuses.
 	_, path = startFake(t, nil)

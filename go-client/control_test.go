@@ -27,8 +27,8 @@ func TestControlRoundTrip(t *testing.T) {
 
 // The Hello of SPEC.md §12, byte for byte.
 func TestHelloBytesMatchSpec(t *testing.T) {
-	want := []byte{0x53, 0x57, 0x43, 0x50, 1, 0, 1, 0, 1, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0}
-	got := (&message{kind: kindHello, layoutVersion: 1}).encode(nil)
+	want := []byte{0x53, 0x57, 0x43, 0x50, 1, 0, 1, 0, 2, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0}
+	got := (&message{kind: kindHello, layoutVersion: LayoutVersion}).encode(nil)
 	if !bytes.Equal(got, want) {
 		t.Fatalf("hello %x, spec %x", got, want)
 	}

@@ -138,6 +138,8 @@ struct Conn {
     lease: Lease,
     /// Why the allow-lists refuse this client (answered after its first message).
     refused: Option<String>,
+    /// Peer handles this session registered (ConnectPeer), each once; released with it.
+    peers: Vec<u32>,
 }
 
 impl Conn {
@@ -368,6 +370,7 @@ impl ControlServer {
                         closing: false,
                         lease: Lease::new(),
                         refused,
+                        peers: Vec::new(),
                     });
                 }
                 Err(nix::errno::Errno::EAGAIN) => return,
@@ -506,6 +509,7 @@ impl ControlServer {
             cq_wake,
             stats: Default::default(),
             client_pid: conn.client_pid,
+            lookups: Default::default(),
         });
         let welcome = Message::Welcome {
             session_id: id,
@@ -570,12 +574,27 @@ impl ControlServer {
             }
             Ok((Message::ConnectPeer { addr }, _)) => {
                 conn.lease.last_seen = Instant::now();
+                let max = self.cfg.control.max_peers_per_session;
                 let reply = match addr.parse::<std::net::SocketAddr>() {
-                    Ok(a) => {
-                        let peer = self.peers.register(a);
-                        tracing::info!(session = id, peer, address = %a, "peer registered");
-                        Message::PeerConnected { peer }
-                    }
+                    Ok(a) => match self.peers.handle_of(a).filter(|h| conn.peers.contains(h)) {
+                        // Registered by this session already: same handle, nothing new held.
+                        Some(peer) => Message::PeerConnected { peer },
+                        None if conn.peers.len() >= max as usize => {
+                            tracing::warn!(session = id, max, address = %a, "peer registration refused: the session holds the most allowed");
+                            Message::Error {
+                                code: ControlErrorCode::TooManyPeers as u32,
+                                message: format!(
+                                    "this session registered {max} peers already (control.max-peers-per-session); open another session or raise the limit"
+                                ),
+                            }
+                        }
+                        None => {
+                            let peer = self.peers.register(a);
+                            conn.peers.push(peer);
+                            tracing::info!(session = id, peer, address = %a, "peer registered");
+                            Message::PeerConnected { peer }
+                        }
+                    },
                     Err(_) => Message::Error {
                         code: ControlErrorCode::BadRequest as u32,
                         message: format!("peer address {addr:?} is not ip:port"),
@@ -630,6 +649,13 @@ impl ControlServer {
                     if let Some(conn) = self.conns.remove(&id) {
                         let session = conn.session.expect("registered sessions have one");
                         self.registry.session_closed(id);
+                        // After the worker let go: nothing of this session waits on a peer.
+                        if self.peers.release(conn.peers.iter().copied()) {
+                            // Workers close their connections to released peers promptly.
+                            for w in &self.workers {
+                                w.send(Command::PeersReleased);
+                            }
+                        }
                         self.load[session.worker] -= 1;
                         if let (true, Some(fd)) = (conn.closing, &conn.fd) {
                             let _ = control_io::send(fd.as_fd(), &Message::Closed, &[]);

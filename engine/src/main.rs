@@ -4,6 +4,7 @@ mod config;
 mod control;
 mod dataplane;
 mod exports;
+mod lookup_throttle;
 mod metrics;
 mod ops;
 mod region;
@@ -283,9 +284,9 @@ fn run(cfg: Config) -> Result<(), Box<dyn std::error::Error>> {
         control::ControlServer::new(cfg, listener, socket_path, signals, control_wake, events_rx, workers)?;
     server.set_peers(peers);
     let settings = ucx_settings.clone();
-    server
-        .registry()
-        .set_export_counter(Box::new(move || settings.exports.len()));
+    server.registry().set_export_counter(Box::new(move || {
+        (settings.exports.len(), settings.exports.failed_queries())
+    }));
     server.registry().set_volume_source(Box::new(move || volumes.volumes()));
     if let Some(listen) = metrics_listen {
         let addr = metrics::serve(&listen, server.registry())

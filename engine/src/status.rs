@@ -36,8 +36,8 @@ pub struct Registry {
     sessions: Mutex<BTreeMap<u32, Arc<SessionShared>>>,
     /// Peer engines (set once at start, shared with the workers' data planes).
     peers: std::sync::OnceLock<Arc<crate::dataplane::PeerRegistry>>,
-    /// Counts the engine's memory exports.
-    exports: std::sync::OnceLock<Box<dyn Fn() -> usize + Send + Sync>>,
+    /// Counts the engine's memory exports and the peers' queries it answered not-exported.
+    exports: std::sync::OnceLock<ExportCounter>,
     volumes: std::sync::OnceLock<VolumeSource>,
 }
 
@@ -68,7 +68,7 @@ impl Registry {
         let _ = self.volumes.set(f);
     }
 
-    pub fn set_export_counter(&self, f: Box<dyn Fn() -> usize + Send + Sync>) {
+    pub fn set_export_counter(&self, f: ExportCounter) {
         let _ = self.exports.set(f);
     }
 
@@ -138,7 +138,8 @@ impl Registry {
                 layout_version: LAYOUT_VERSION,
                 max_sessions: self.max_sessions,
                 sessions_open: sessions.len(),
-                exports: self.exports.get().map_or(0, |e| e()),
+                exports: self.exports.get().map_or(0, |e| e().0),
+                export_queries_failed: self.exports.get().map_or(0, |e| e().1),
                 ucx_registrations: engine::ucx::live_registrations(),
             },
             workers,
@@ -224,6 +225,9 @@ pub struct Snapshot {
 }
 
 /// Lists the volumes served, for snapshots.
+/// (exports held, peers' export queries answered not-exported).
+pub type ExportCounter = Box<dyn Fn() -> (usize, u64) + Send + Sync>;
+
 pub type VolumeSource = Box<dyn Fn() -> Vec<crate::seaweed::VolumeInfo> + Send + Sync>;
 
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
@@ -267,6 +271,9 @@ pub struct EngineInfo {
     /// Memory exports held: live ones and revoked ones waiting for peers' acknowledgements.
     #[serde(default)]
     pub exports: usize,
+    /// Peers' export queries answered not-exported (wrong id or key, or ended) since start.
+    #[serde(default)]
+    pub export_queries_failed: u64,
     /// UCX memory registrations held (session regions used remotely, exports).
     #[serde(default)]
     pub ucx_registrations: usize,
@@ -619,6 +626,7 @@ mod tests {
                 max_sessions: 8,
                 sessions_open: 1,
                 exports: 0,
+                export_queries_failed: 0,
                 ucx_registrations: 0,
             },
             workers: vec![WorkerStatus {

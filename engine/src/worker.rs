@@ -29,6 +29,9 @@ pub enum Command {
         state: SessionState,
         reason: CloseReason,
     },
+    /// Peer registrations were released: the wake-up alone is the message (the next pass over
+    /// the data plane closes connections to released peers).
+    PeersReleased,
     /// Engine shutdown: fail what is queued, close every session, exit the thread.
     Shutdown {
         drain_timeout: Duration,
@@ -239,10 +242,10 @@ impl Remote for PlaneSlot<'_> {
         offset: usize,
         len: usize,
         perms: u32,
-    ) -> Result<(u32, u32), ResultCode> {
+    ) -> Result<(u64, u64), ResultCode> {
         self.plane()?.export(session, offset, len, perms)
     }
-    fn unexport(&mut self, session: &Arc<SessionShared>, id: u32) -> Result<(), ResultCode> {
+    fn unexport(&mut self, session: &Arc<SessionShared>, id: u64) -> Result<(), ResultCode> {
         self.plane()?.unexport(session, id)
     }
 }
@@ -467,6 +470,7 @@ impl Worker {
                         }
                     }
                 }
+                Command::PeersReleased => {}
                 Command::Shutdown { drain_timeout } => return Some(drain_timeout),
             }
         }

@@ -42,6 +42,9 @@ pub enum ControlErrorCode {
     PermissionDenied = 6,
     /// A message that does not parse.
     Malformed = 7,
+    /// ConnectPeer: the session holds `control.max-peers-per-session` registrations already
+    /// (the session goes on; the connection stays open).
+    TooManyPeers = 8,
 }
 
 impl ControlErrorCode {
@@ -54,6 +57,7 @@ impl ControlErrorCode {
             5 => Self::ShuttingDown,
             6 => Self::PermissionDenied,
             7 => Self::Malformed,
+            8 => Self::TooManyPeers,
             _ => return None,
         })
     }
