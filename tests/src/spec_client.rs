@@ -11,7 +11,7 @@ use std::time::{Duration, Instant};
 
 // §2 packet header.
 pub const MAGIC: u32 = 0x5043_5753;
-pub const CONTROL_VERSION: u16 = 1;
+pub const CONTROL_VERSION: u16 = 2;
 pub const MAX_MESSAGE: usize = 512;
 pub const MAX_STATUS_PACKET: usize = 65536;
 pub mod kind {
