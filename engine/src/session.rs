@@ -5,7 +5,7 @@ use std::os::fd::{AsFd, OwnedFd};
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
 
-use ring_proto::control_io::signal_eventfd;
+use ring_proto::control_io::ring_doorbell;
 use ring_proto::entry::ExportTicket;
 use ring_proto::{CloseReason, Consumer, Cqe, Producer, ResultCode, SessionState, Sqe};
 
@@ -21,8 +21,13 @@ pub struct SessionShared {
     /// registration must go before the memory is unmapped.
     pub ucx_registration: std::sync::OnceLock<engine::ucx::Registration>,
     pub region: Region,
-    /// Eventfd the client sleeps on for completions and state changes.
-    pub cq_wake: OwnedFd,
+    /// The engine's (non-blocking) write end of the session's CQ doorbell pipe; the client
+    /// holds only the read end and sleeps on it for completions and state changes.
+    pub cq_doorbell: OwnedFd,
+    /// The engine's (non-blocking) read end of the session's SQ doorbell pipe, in the worker's
+    /// epoll set; the client holds only the write end. Its own pipe, so no other session can
+    /// read, fill or block this session's wake-ups.
+    pub sq_doorbell: OwnedFd,
     pub stats: SessionStats,
     /// The client's process, from SO_PEERCRED (for logs).
     pub client_pid: i32,
@@ -46,9 +51,9 @@ impl SessionShared {
     }
 
     pub fn wake_client(&self) {
-        // An eventfd write cannot fail short of a closed fd; if it did, the client still
-        // sees the state or CQ tail at its next check, so there is nothing better to do.
-        let _ = signal_eventfd(self.cq_wake.as_fd());
+        // Never blocks (the engine's own O_NONBLOCK end); a full pipe already holds a wake-up.
+        // On any other failure the client still sees the state or CQ tail at its next check.
+        let _ = ring_doorbell(self.cq_doorbell.as_fd());
     }
 }
 

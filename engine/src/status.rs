@@ -3,8 +3,8 @@
 //! touches it), the [`Snapshot`] built from it for `engine status` and the metrics endpoint,
 //! and the `engine status` client.
 
-use std::collections::BTreeMap;
-use std::os::fd::{AsFd, AsRawFd, BorrowedFd};
+use std::collections::{BTreeMap, VecDeque};
+use std::os::fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd};
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -328,37 +328,71 @@ pub struct SessionStatus {
     pub counters: Counters,
 }
 
-/// Upper bound for how long a status request may hold up the control thread per packet.
-const STATUS_SEND_TIMEOUT: Duration = Duration::from_secs(1);
+/// How long a status client may take to read its whole reply before it is dropped.
+const STATUS_SEND_DEADLINE: Duration = Duration::from_secs(5);
 
-/// Control thread: answers a `Status` request on `fd` (then the caller drops the connection).
-pub fn serve(fd: BorrowedFd<'_>, registry: &Registry) {
-    let json = serde_json::to_string(&registry.snapshot()).expect("snapshot serializes");
-    // The connection is non-blocking; a multi-packet reply may outrun the socket buffer, so
-    // send blocking, bounded per packet by a timeout.
-    let blocking = nix::fcntl::fcntl(
-        fd.as_raw_fd(),
-        nix::fcntl::FcntlArg::F_SETFL(nix::fcntl::OFlag::empty()),
-    );
-    let timeout = nix::sys::time::TimeVal::new(STATUS_SEND_TIMEOUT.as_secs() as _, 0);
-    if blocking.is_err() || socket::setsockopt(&fd, sockopt::SendTimeout, &timeout).is_err() {
-        return;
+/// A `Status` reply on its way out. The control thread never waits on a client: packets go
+/// out as fast as the client's socket takes them (MSG_DONTWAIT, the rest when it polls
+/// writable), and a client that stops reading is dropped at the deadline.
+pub struct StatusReply {
+    fd: OwnedFd,
+    packets: VecDeque<Message>,
+    deadline: Instant,
+}
+
+impl StatusReply {
+    /// The reply to a `Status` request received on `fd`.
+    pub fn new(fd: OwnedFd, registry: &Registry) -> Self {
+        let json = serde_json::to_string(&registry.snapshot()).expect("snapshot serializes");
+        let mut packets = VecDeque::new();
+        let mut rest = json.as_str();
+        loop {
+            let chunk = split_chunk(rest, MAX_STATUS_CHUNK);
+            rest = &rest[chunk.len()..];
+            packets.push_back(Message::StatusReply {
+                more: !rest.is_empty(),
+                json: chunk.into(),
+            });
+            if rest.is_empty() {
+                break;
+            }
+        }
+        Self {
+            fd,
+            packets,
+            deadline: Instant::now() + STATUS_SEND_DEADLINE,
+        }
     }
-    let mut rest = json.as_str();
-    loop {
-        let chunk = split_chunk(rest, MAX_STATUS_CHUNK);
-        rest = &rest[chunk.len()..];
-        let msg = Message::StatusReply {
-            more: !rest.is_empty(),
-            json: chunk.into(),
-        };
-        if let Err(e) = control_io::send(fd, &msg, &[]) {
-            tracing::info!(error = %e, "status client left before the reply was sent");
-            return;
+
+    pub fn fd(&self) -> BorrowedFd<'_> {
+        self.fd.as_fd()
+    }
+
+    /// Sends what the socket takes now; true when finished (everything sent, the client
+    /// left, or the deadline passed): the caller then drops it, closing the connection.
+    pub fn progress(&mut self, now: Instant) -> bool {
+        while let Some(msg) = self.packets.front() {
+            match control_io::send_nonblocking(self.fd.as_fd(), msg, &[]) {
+                Ok(()) => {
+                    self.packets.pop_front();
+                }
+                Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {
+                    if now >= self.deadline {
+                        tracing::info!(
+                            left = self.packets.len(),
+                            "status client did not read its reply in time; dropped"
+                        );
+                        return true;
+                    }
+                    return false;
+                }
+                Err(e) => {
+                    tracing::info!(error = %e, "status client left before the reply was sent");
+                    return true;
+                }
+            }
         }
-        if rest.is_empty() {
-            return;
-        }
+        true
     }
 }
 

@@ -8,6 +8,9 @@ use std::time::{Duration, Instant};
 
 use ring_client::{Session, SessionOptions};
 
+pub mod spec_client;
+pub mod spec_exports;
+
 /// A NOP entry carrying `user_data`.
 /// A SEND to the peer's ECHO service: `len` bytes at `off`, the answer into `resp_cap`
 /// bytes at `resp_off`.
