@@ -6,9 +6,9 @@
 
 use std::time::{Duration, Instant};
 
-use integration_tests::{echo_send, export, nop, rma_sqe, wait, wait_until, Engine};
-use ring_client::{ConnectError, Session, SessionOptions};
-use ring_proto::control::ControlErrorCode;
+use integration_tests::spec_client as spec;
+use integration_tests::{echo_send, export, nop, rma_sqe, spec_exports, wait, wait_until, Engine, PATIENCE};
+use ring_client::{Session, SessionOptions};
 use ring_proto::ResultCode;
 
 /// The engine's throttle (engine/src/lookup_throttle.rs, SPEC.md §14).
@@ -107,20 +107,18 @@ fn guessed_export_keys_never_read_and_are_throttled_and_counted() {
     let fds = engine.fd_count();
     let sessions = open_sessions(&engine);
 
-    let mut attacker = session(&engine, 1 << 20);
-    let attacker_id = attacker.session_id();
-    let peer = attacker.connect_peer(&addr).unwrap();
+    // The attacker speaks SPEC.md through the independent client, not ring-client.
+    let mut attacker = spec::Session::open_with(&engine.socket, 128, 256, 1 << 20).unwrap();
+    let attacker_id = attacker.session_id;
+    let peer = spec_exports::connect_peer(&attacker, &addr).unwrap();
     // Wrong key for the real id, and a wrong id with the real key: the same answer, which
     // says nothing about whether the id exists.
     for (i, guess) in [(target.0, target.1 ^ 1), (target.0 ^ 1, target.1)]
         .into_iter()
         .enumerate()
     {
-        attacker
-            .submit(&rma_sqe(false, peer, guess, 0, 0, 64, i as u64))
-            .unwrap();
-        let c = wait(&mut attacker);
-        assert_eq!(c.result, ResultCode::NotExported as i32, "guess {guess:?}");
+        let (_, result, _) = attacker.call(spec_exports::rma(false, i as u64, peer, guess, 0, 0, 64), "guess");
+        assert_eq!(result, spec_exports::NOT_EXPORTED, "guess {guess:?}");
     }
     // Many guesses, in flight while the bystander works: READs and WRITEs of random ids and
     // keys, and of the real id with random keys.
@@ -134,25 +132,16 @@ fn guessed_export_keys_never_read_and_are_throttled_and_counted() {
             let key = next(&mut rng);
             let id = if k % 2 == 0 { target.0 } else { next(&mut rng) };
             let write = k % 3 == 0;
-            attacker
-                .submit(&rma_sqe(
-                    write,
-                    peer,
-                    (id, key),
-                    0,
-                    0,
-                    4096,
-                    1000 + round * per_round + k,
-                ))
-                .unwrap();
+            let ud = 1000 + round * per_round + k;
+            attacker.submit(spec_exports::rma(write, ud, peer, (id, key), 0, 0, 4096));
         }
         bystander_round(&mut bystander, by_peer, by_ticket, &by_data, 2 + round);
         for _ in 0..per_round {
-            let c = wait(&mut attacker);
-            assert_eq!(c.flags, 0);
-            match ResultCode::from_result(c.result) {
-                Some(ResultCode::NotExported) => not_exported += 1,
-                Some(ResultCode::Throttled) => throttled += 1,
+            let c = attacker.reap(Instant::now() + PATIENCE).expect("every guess completes");
+            assert_eq!(c.2, 0, "CQE flags");
+            match c.1 {
+                spec_exports::NOT_EXPORTED => not_exported += 1,
+                spec_exports::THROTTLED => throttled += 1,
                 _ => panic!("a guessed READ/WRITE completed with {c:?}\n{}", engine.log()),
             }
         }
@@ -164,12 +153,12 @@ fn guessed_export_keys_never_read_and_are_throttled_and_counted() {
     let elapsed = started.elapsed();
     // No guess read anything: the attacker's buffer is as it was (zero), the victim's bytes
     // unchanged (the WRITE guesses wrote nothing).
-    let mut got = vec![0xffu8; 4096];
-    attacker.buffer().read(0, &mut got).unwrap();
+    let got = attacker.read_buf(0, 4096);
     assert!(
         got.iter().all(|&b| b == 0),
         "a guessed READ wrote into the attacker's buffer"
     );
+    let mut got = vec![0u8; 4096];
     victim.buffer().read(0, &mut got).unwrap();
     assert!(got == secret, "a guessed WRITE changed the victim's export");
     // Throttled: at most the burst plus what refilled while the test ran got to the peer.
@@ -243,39 +232,35 @@ fn peer_registrations_are_bounded_per_session_and_released_with_it() {
     assert_eq!(peers_listed(&engine), 1);
 
     for attempt in 0..20u64 {
-        let mut attacker = session(&engine, 1 << 16);
+        // The attacker speaks SPEC.md through the independent client.
+        let mut attacker = spec::Session::open_with(&engine.socket, 8, 16, 1 << 16).unwrap();
         // The bystander's own address is shared, not counted twice for it.
-        assert_eq!(attacker.connect_peer(&addr).unwrap(), by_peer);
+        assert_eq!(spec_exports::connect_peer(&attacker, &addr), Ok(by_peer));
         let mut handles = vec![by_peer];
         for i in 1..MAX {
             let a = format!("127.0.0.{}:{}", 2 + attempt % 200, 1000 + i);
-            handles.push(attacker.connect_peer(&a).unwrap());
+            handles.push(spec_exports::connect_peer(&attacker, &a).unwrap());
         }
         // Past the bound: refused with TooManyPeers, the session goes on.
         for i in 0..5u16 {
-            match attacker.connect_peer(&format!("127.0.1.1:{}", 2000 + i)) {
-                Err(ConnectError::Rejected { code, message }) => {
-                    assert_eq!(code, Some(ControlErrorCode::TooManyPeers), "{message}");
+            match spec_exports::connect_peer(&attacker, &format!("127.0.1.1:{}", 2000 + i)) {
+                Err((code, message)) => {
+                    assert_eq!(code, spec_exports::TOO_MANY_PEERS, "{message}");
                     assert!(message.contains("control.max-peers-per-session"), "{message}");
                 }
                 other => panic!("registration past the bound: {other:?}"),
             }
         }
         // Registering one of its own again is free and gives the same handle.
-        assert_eq!(
-            attacker
-                .connect_peer(&format!("127.0.0.{}:1001", 2 + attempt % 200))
-                .unwrap(),
-            handles[1]
-        );
-        attacker.submit(&nop(7)).unwrap();
-        assert_eq!(wait(&mut attacker).result, 0);
-        // A SEND to a registered address nobody listens on: the worker connects (and fails,
-        // or is still trying when the session ends); either way the completion comes.
-        attacker.submit(&echo_send(handles[2], 8, 0, 16, 4096, 16)).unwrap();
-        let c = wait(&mut attacker);
-        assert_eq!(c.user_data, 8);
-        assert!(c.result == 16 || c.result < 0, "{c:?}");
+        let again = format!("127.0.0.{}:1001", 2 + attempt % 200);
+        assert_eq!(spec_exports::connect_peer(&attacker, &again), Ok(handles[1]));
+        assert_eq!(attacker.call(spec::Session::nop(7), "NOP").1, 0);
+        // A SEND (§4/§13 words) to a registered address nobody listens on: the worker
+        // connects and fails, or is still trying when the session ends; the completion comes.
+        let send = [3 | (handles[2] as u64) << 32, 8, 0, 16 | 1 << 32, 4096, 16, 0, 0];
+        let (ud, result, _) = attacker.call(send, "SEND to a dead address");
+        assert_eq!(ud, 8);
+        assert!(result == 16 || result < 0, "SEND result {result}");
         assert_eq!(peers_listed(&engine), MAX as usize);
         echo_round(&mut bystander, 2 + attempt);
         drop(attacker);
