@@ -53,7 +53,7 @@ func WithRingSizes(sq, cq uint32) Option {
 func WithBufferSize(n uint64) Option { return func(c *config) { c.bufSize = n } }
 
 // WithSpin sets how long a waiting goroutine polls the completion queue before it sleeps on
-// the session eventfd (default 50µs). Zero sleeps at once; longer spins trade CPU for
+// the CQ doorbell (default 50µs). Zero sleeps at once; longer spins trade CPU for
 // latency.
 func WithSpin(d time.Duration) Option { return func(c *config) { c.spin = d } }
 
@@ -85,10 +85,10 @@ type Request struct {
 	BufLen    uint32
 	Aux       uint32
 	Args      [4]uint64
-	// Resp, when valid, is the buffer a SEND writes its response into: Args[0] (the
-	// response offset) is then relative to Resp, Args[0]+Args[1] (offset + capacity) must
-	// fit in Resp.Len(), and Resp stays reserved like Buf. Without Resp, Args go to the
-	// engine as they are.
+	// Resp, when valid, is the buffer a SEND writes its response into (or an EXPORT its
+	// ticket): Args[0] (the response offset) is then relative to Resp, Args[0]+Args[1]
+	// (offset + capacity; ExportTicketLen for EXPORT) must fit in Resp.Len(), and Resp stays
+	// reserved like Buf. Without Resp, Args go to the engine as they are.
 	Resp Buffer
 }
 
@@ -131,8 +131,8 @@ type Stats struct {
 	Submitted uint64 // SQEs published
 	Completed uint64 // CQEs reaped
 	Stray     uint64 // CQEs whose user_data matched no request (engine bug)
-	Sleeps    uint64 // times a waiter slept on the session eventfd
-	Wakeups   uint64 // times the client signalled the worker eventfd
+	Sleeps    uint64 // times a waiter slept on the CQ doorbell
+	Wakeups   uint64 // times the client signalled the SQ doorbell
 	// SQInvalid is the engine's count of rejected entries (SQ invalid counter).
 	SQInvalid uint32
 	Buffers   BufferStats
@@ -158,7 +158,7 @@ type Client struct {
 	epRaw    syscall.RawConn
 	epollFn  func(fd uintptr) bool
 	epEvents [4]unix.EpollEvent
-	efdBuf   [8]byte
+	efdBuf   [64]byte
 
 	sqMu sync.Mutex
 	sq   producer
@@ -198,7 +198,7 @@ type Client struct {
 	nSubmitted, nCompleted, nStray, nSleeps, nWakeups atomic.Uint64
 }
 
-var wakeValue = [8]byte{1, 0, 0, 0, 0, 0, 0, 0}
+var wakeValue = [1]byte{1}
 
 // Dial connects to the engine's control socket (DefaultSocketPath when path is empty),
 // opens a session, maps its region and validates the header. Errors: ErrEngineUnavailable
@@ -340,8 +340,7 @@ func newClient(conn *net.UnixConn, cfg config, w message, regionFD, workerFD, se
 	if err == nil {
 		err = unix.EpollCtl(epfd, unix.EPOLL_CTL_ADD, sessFD, &unix.EpollEvent{Events: unix.EPOLLIN, Fd: int32(sessFD)})
 		if err == nil {
-			// Our own epoll fd, so changing its flags is allowed (SPEC §6 forbids it for the
-			// received fds). Non-blocking makes it pollable by the Go netpoller.
+			// Our own epoll fd; non-blocking makes it pollable by the Go netpoller.
 			err = unix.SetNonblock(epfd, true)
 		}
 		if err != nil {
@@ -594,8 +593,13 @@ func (c *Client) checkRequest(r *Request) error {
 		if r.Resp.p != c.bufs {
 			return errForeignBuffer
 		}
-		if r.Args[0] > uint64(r.Resp.Len()) || r.Args[1] > uint64(r.Resp.Len())-r.Args[0] {
-			return fmt.Errorf("%w: response range %d+%d outside its %d-byte buffer", ErrOutOfBounds, r.Args[0], r.Args[1], r.Resp.Len())
+		// EXPORT's Args[1] must be 0; the engine writes ExportTicketLen bytes at Args[0].
+		respLen := r.Args[1]
+		if r.Opcode == OpExport {
+			respLen = ExportTicketLen
+		}
+		if r.Args[0] > uint64(r.Resp.Len()) || respLen > uint64(r.Resp.Len())-r.Args[0] {
+			return fmt.Errorf("%w: response range %d+%d outside its %d-byte buffer", ErrOutOfBounds, r.Args[0], respLen, r.Resp.Len())
 		}
 	}
 	return nil
@@ -688,8 +692,9 @@ func (c *Client) push(ctx context.Context, reqs []Request, idxs []uint32) (int, 
 	return pushed, nil
 }
 
-// wakeWorker writes le64(1) to the worker eventfd (SPEC.md §6): the worker advertised
-// NEED_WAKEUP on the SQ.
+// wakeWorker rings the session's SQ doorbell, one byte into the pipe's write end (SPEC.md
+// §6): the worker advertised NEED_WAKEUP on the SQ. EAGAIN (a full pipe) means a wake-up is
+// already pending.
 func (c *Client) wakeWorker() {
 	c.nWakeups.Add(1)
 	for {
@@ -919,7 +924,7 @@ func (c *Client) targetDone(target *slot) bool {
 }
 
 // lead reaps the CQ until target completed (or, with no target, until nothing is
-// outstanding): spin for cfg.spin, then sleep on the session eventfd. Caller holds cqMu.
+// outstanding): spin for cfg.spin, then sleep on the CQ doorbell. Caller holds cqMu.
 func (c *Client) lead(ctx context.Context, target *slot) error {
 	start := time.Now()
 	for i := 1; ; i++ {
@@ -977,14 +982,14 @@ func (c *Client) checkStateLocked() bool {
 }
 
 // sleep does the consumer side of the sleep/wake handshake on the CQ and blocks until the
-// session eventfd fires, ctx ends, or the client is shut down (kickLeader).
+// CQ doorbell fires, ctx ends, or the client is shut down (kickLeader).
 func (c *Client) sleep(ctx context.Context) error {
 	empty, err := c.cq.prepareSleep()
 	if err != nil || !empty {
 		return nil // reapLocked reports corruption on the next pass
 	}
 	defer c.cq.finishSleep()
-	// The engine signals the eventfd on every state change, but check once more now that
+	// The engine rings the CQ doorbell on every state change, but check once more now that
 	// NEED_WAKEUP is set, to not sleep through a change that happened just before.
 	if c.checkStateLocked() {
 		return c.downErr
@@ -1008,24 +1013,25 @@ func (c *Client) sleep(ctx context.Context) error {
 		stop()
 	}
 	if rerr != nil && !errors.Is(rerr, os.ErrDeadlineExceeded) && !c.down.Load() {
-		c.fail(&sessionError{sentinel: ErrEngineUnavailable, detail: "wait on session eventfd", cause: rerr})
+		c.fail(&sessionError{sentinel: ErrEngineUnavailable, detail: "wait on CQ doorbell", cause: rerr})
 	}
 	return nil
 }
 
-// epollReady is the RawConn.Read callback: true once the session eventfd fired (its counter
+// epollReady is the RawConn.Read callback: true once the CQ doorbell fired (its counter
 // is then read back to zero); false makes the netpoller wait for the epoll fd.
 func (c *Client) epollReady(fd uintptr) bool {
 	n, err := unix.EpollWait(int(fd), c.epEvents[:], 0)
 	if err != nil || n <= 0 {
 		return false
 	}
-	// Readable, and only this client reads it: the blocking-mode read returns at once.
+	// Readable, and only this client holds the read end: the read returns at once. Bytes
+	// beyond the buffer make the next sleep return at once (a spurious wake-up, rechecked).
 	unix.Read(c.sessFD, c.efdBuf[:])
 	return true
 }
 
-// kickLeader interrupts a leader sleeping on the session eventfd.
+// kickLeader interrupts a leader sleeping on the CQ doorbell.
 func (c *Client) kickLeader() { c.epFile.SetReadDeadline(time.Unix(1, 0)) }
 
 // kickReaper asks the background reaper to reap outstanding completions.

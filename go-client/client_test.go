@@ -103,9 +103,9 @@ func TestDialErrors(t *testing.T) {
 		t.Errorf("version mismatch: %v", err)
 	}
 	v2 := (&message{kind: kindPong}).encode(nil)
-	v2[4] = 2
+	v2[4] = 3
 	if _, err := Dial(ctx, fakeResponder(t, v2)); !errors.Is(err, ErrVersionMismatch) {
-		t.Errorf("control version 2: %v", err)
+		t.Errorf("control version 3: %v", err)
 	}
 	if _, err := Dial(ctx, fakeResponder(t, (&message{kind: kindError, code: uint32(CtlTooManySessions)}).encode(nil))); !errors.As(err, &ce) || ce.Code != CtlTooManySessions {
 		t.Errorf("too many sessions: %v", err)
@@ -125,10 +125,10 @@ func TestDialErrors(t *testing.T) {
 		t.Errorf("corrupt header: %v", err)
 	}
 	_, path = startFake(t, func(e *fakeEngine) {
-		e.corruptHeader = func(r region) { *r.u32(offVersion) = 2 }
+		e.corruptHeader = func(r region) { *r.u32(offVersion) = LayoutVersion + 1 }
 	})
 	if _, err := Dial(ctx, path); !errors.Is(err, ErrVersionMismatch) {
-		t.Errorf("layout version 2: %v", err)
+		t.Errorf("layout version %d: %v", LayoutVersion+1, err)
 	}
 	// Bad sizes requested: the engine refuses.
 	_, path = startFake(t, nil)

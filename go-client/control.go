@@ -9,10 +9,10 @@ import (
 // Control-socket messages (ring-proto/src/control.rs, SPEC.md §2). One message per
 // SOCK_SEQPACKET packet, little-endian:
 //
-//	0 magic u32 = "SWCP" | 4 version u16 = 1 | 6 kind u16 | 8 payload...
+//	0 magic u32 = "SWCP" | 4 version u16 = 2 | 6 kind u16 | 8 payload...
 const (
 	controlMagic   uint32 = 0x50435753 // "SWCP" little-endian
-	controlVersion uint16 = 1
+	controlVersion uint16 = 2
 	maxMessage            = 512
 	welcomeFDs            = 3
 )

@@ -27,8 +27,8 @@ func TestControlRoundTrip(t *testing.T) {
 
 // The Hello of SPEC.md §12, byte for byte.
 func TestHelloBytesMatchSpec(t *testing.T) {
-	want := []byte{0x53, 0x57, 0x43, 0x50, 1, 0, 1, 0, 1, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0}
-	got := (&message{kind: kindHello, layoutVersion: 1}).encode(nil)
+	want := []byte{0x53, 0x57, 0x43, 0x50, 2, 0, 1, 0, 2, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0}
+	got := (&message{kind: kindHello, layoutVersion: LayoutVersion}).encode(nil)
 	if !bytes.Equal(got, want) {
 		t.Fatalf("hello %x, spec %x", got, want)
 	}
@@ -36,11 +36,11 @@ func TestHelloBytesMatchSpec(t *testing.T) {
 
 // ConnectPeer and PeerConnected as SPEC.md §2 lays them out, byte for byte.
 func TestPeerMessagesBytesMatchSpec(t *testing.T) {
-	want := append([]byte{0x53, 0x57, 0x43, 0x50, 1, 0, 8, 0, 11, 0, 0, 0}, "10.0.0.1:77"...)
+	want := append([]byte{0x53, 0x57, 0x43, 0x50, 2, 0, 8, 0, 11, 0, 0, 0}, "10.0.0.1:77"...)
 	if got := (&message{kind: kindConnectPeer, addr: "10.0.0.1:77"}).encode(nil); !bytes.Equal(got, want) {
 		t.Fatalf("connect-peer %x, spec %x", got, want)
 	}
-	want = []byte{0x53, 0x57, 0x43, 0x50, 1, 0, 9, 0, 0x04, 0x03, 0x02, 0x01}
+	want = []byte{0x53, 0x57, 0x43, 0x50, 2, 0, 9, 0, 0x04, 0x03, 0x02, 0x01}
 	if got := (&message{kind: kindPeerConnected, peer: 0x01020304}).encode(nil); !bytes.Equal(got, want) {
 		t.Fatalf("peer-connected %x, spec %x", got, want)
 	}
@@ -111,10 +111,10 @@ func FuzzDecodeMessage(f *testing.F) {
 	} {
 		f.Add(m.encode(nil))
 	}
-	f.Add([]byte("SWCP\x01\x00\x08\x00\x02\x00\x00\x00\xc3\x28"))
-	f.Add([]byte("SWCP\x01\x00\x09\x00\x01\x00\x00"))
+	f.Add([]byte("SWCP\x02\x00\x08\x00\x02\x00\x00\x00\xc3\x28"))
+	f.Add([]byte("SWCP\x02\x00\x09\x00\x01\x00\x00"))
 	f.Add([]byte{})
-	f.Add([]byte("SWCP\x01\x00\x03\x00\xff\xff\xff\xff\xff\xff\xff\xff"))
+	f.Add([]byte("SWCP\x02\x00\x03\x00\xff\xff\xff\xff\xff\xff\xff\xff"))
 	f.Fuzz(func(t *testing.T, p []byte) {
 		m, err := decodeMessage(p)
 		if err != nil {

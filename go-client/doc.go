@@ -6,15 +6,15 @@
 //
 // A Client is one session. Dial connects to the engine's control socket (a Unix
 // SOCK_SEQPACKET socket, DefaultSocketPath by default), receives the session's memory
-// region and two eventfds, maps the region and checks its header against the layout this
+// region and two doorbell pipe ends, maps the region and checks its header against the layout this
 // package was built for. From then on:
 //
 //   - Submit / SubmitBatch write requests (SQEs) into the submission queue and publish them
-//     with one atomic store; the engine worker is woken with an eventfd write only when it
+//     with one atomic store; the engine worker is woken with a doorbell-pipe write only when it
 //     advertises that it sleeps (NEED_WAKEUP).
 //   - Wait / Do wait for the completion (CQE) carrying the request's user data. A waiting
 //     goroutine reaps the completion queue itself, spinning for WithSpin before it sleeps
-//     on the session eventfd through the Go netpoller; completions of other goroutines'
+//     on the CQ doorbell through the Go netpoller; completions of other goroutines'
 //     requests are handed to them. A background goroutine reaps when nobody waits.
 //   - Buffers (AllocBuffer) are pieces of the shared buffer area. Requests point into them
 //     by offset; results are read in place through Buffer.Bytes (zero copy).

@@ -12,12 +12,15 @@ const (
 	// length. See Client.Send.
 	OpSend uint8 = 3
 	// OpExport exports BufLen bytes at BufOffset to peer engines with permissions Aux (1
-	// read, 2 write, 3 both); result = export id (> 0), CQE flags = export key.
+	// read, 2 write, 3 both); the engine writes the export's ticket (random 64-bit id and
+	// key, see ExportTicket) at buffer offset Args[0] (16 bytes, 8-aligned); result = 0.
+	// See ExportRequest.
 	OpExport uint8 = 4
-	// OpUnexport ends export Aux of this session; result 0.
+	// OpUnexport ends export Args[0] (its id) of this session; result 0.
 	OpUnexport uint8 = 5
-	// OpRead reads BufLen bytes from offset Args[2] of export (Args[0] id, Args[1] key) at
-	// engine Peer into BufOffset; result = BufLen.
+	// OpRead reads BufLen bytes from offset Args[2] of export (Args[0] id, Args[1] key, both
+	// 64-bit) at engine Peer into BufOffset; result = BufLen. A session whose READ/WRITEs
+	// named too many exports that do not exist is refused for a while with ErrThrottled.
 	OpRead uint8 = 6
 	// OpWrite writes BufLen bytes from BufOffset to a peer's export, the mirror of OpRead.
 	OpWrite uint8 = 7

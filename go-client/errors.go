@@ -84,6 +84,9 @@ const (
 	// ErrRangeNotSatisfiable: READ_NEEDLE: the range starts beyond the end of the needle's
 	// data (HTTP 416).
 	ErrRangeNotSatisfiable ResultError = -18
+	// ErrThrottled: READ/WRITE: this session named too many exports that do not exist
+	// (wrong id or key) lately; refused without asking the peer. Retry later.
+	ErrThrottled ResultError = -19
 )
 
 func (e ResultError) Error() string {
@@ -124,6 +127,8 @@ func (e ResultError) Error() string {
 		return "swring: corrupt (-17)"
 	case ErrRangeNotSatisfiable:
 		return "swring: range-not-satisfiable (-18)"
+	case ErrThrottled:
+		return "swring: throttled (-19)"
 	}
 	return fmt.Sprintf("swring: result code %d", int32(e))
 }
@@ -153,6 +158,9 @@ const (
 	CtlShuttingDown      ControlErrorCode = 5
 	CtlPermissionDenied  ControlErrorCode = 6
 	CtlMalformed         ControlErrorCode = 7
+	// CtlTooManyPeers: ConnectPeer refused, the session holds the engine's
+	// control.max-peers-per-session registrations (the session goes on).
+	CtlTooManyPeers ControlErrorCode = 8
 )
 
 func (c ControlErrorCode) String() string {
@@ -171,6 +179,8 @@ func (c ControlErrorCode) String() string {
 		return "permission-denied"
 	case CtlMalformed:
 		return "malformed"
+	case CtlTooManyPeers:
+		return "too-many-peers"
 	}
 	return fmt.Sprintf("code-%d", uint32(c))
 }

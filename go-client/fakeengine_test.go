@@ -19,7 +19,7 @@ import (
 )
 
 // fakeEngine is a small Go implementation of the engine side of the protocol (SPEC.md),
-// used to test the client without the Rust engine: control socket, memfd region, eventfds,
+// used to test the client without the Rust engine: control socket, memfd region, doorbell pipes,
 // a polling worker per session with the CQ admission rule, NOP, FILL, SEND (every peer
 // from ConnectPeer echoes, in place) and READ_NEEDLE (every peer serves the needles of
 // e.needles, see needlestore_test.go), Close, Ping, shutdown with Draining/Closed. It runs
@@ -62,18 +62,19 @@ type fakeEngine struct {
 }
 
 type fakeSession struct {
-	e         *fakeEngine
-	conn      *net.UnixConn
-	mem       []byte
-	reg       region
-	l         Layout
-	workerEfd int
-	sessEfd   int
-	sq        consumer
-	cq        producer
-	stop      atomic.Int32 // 1: client close, 2: engine shutdown, 3: connection gone
-	done      chan struct{}
-	processed atomic.Uint64
+	e           *fakeEngine
+	conn        *net.UnixConn
+	mem         []byte
+	reg         region
+	l           Layout
+	sqBellRead  int // the fake worker sleeps reading this
+	sqBellWrite int // for kick (the client has its own descriptor of this end)
+	cqBellWrite int
+	sq          consumer
+	cq          producer
+	stop        atomic.Int32 // 1: client close, 2: engine shutdown, 3: connection gone
+	done        chan struct{}
+	processed   atomic.Uint64
 }
 
 func newFakeEngine(path string) *fakeEngine {
@@ -203,12 +204,18 @@ func (e *fakeEngine) session(conn *net.UnixConn) {
 	// SYNC POINT: Ready last (release).
 	atomic.StoreUint32(reg.u32(offState), uint32(StateReady))
 
-	wfd, _ := unix.Eventfd(0, unix.EFD_CLOEXEC)
-	sfd, _ := unix.Eventfd(0, unix.EFD_CLOEXEC)
-	defer unix.Close(wfd)
-	defer unix.Close(sfd)
+	// Doorbells as the engine makes them (SPEC.md §6): the client gets the SQ pipe's write
+	// end and the CQ pipe's read end; this fake keeps the others (its SQ read end blocking,
+	// so it can sleep in read).
+	var sqPipe, cqPipe [2]int
+	unix.Pipe2(sqPipe[:], unix.O_CLOEXEC)
+	unix.Pipe2(cqPipe[:], unix.O_CLOEXEC|unix.O_NONBLOCK)
+	for _, fd := range []int{sqPipe[0], sqPipe[1], cqPipe[0], cqPipe[1]} {
+		defer unix.Close(fd)
+	}
+	wfd, sfd := sqPipe[1], cqPipe[0]
 	s := &fakeSession{
-		e: e, conn: conn, mem: mem, reg: reg, l: l, workerEfd: wfd, sessEfd: sfd,
+		e: e, conn: conn, mem: mem, reg: reg, l: l, sqBellRead: sqPipe[0], sqBellWrite: sqPipe[1], cqBellWrite: cqPipe[1],
 		sq:   consumer{ring: newRing("sq", reg, l.SQCtlOffset, l.SQArrayOffset, l.SQEntries, sqeWords)},
 		cq:   producer{ring: newRing("cq", reg, l.CQCtlOffset, l.CQArrayOffset, l.CQEntries, cqeWords)},
 		done: make(chan struct{}),
@@ -284,15 +291,11 @@ func (s *fakeSession) readControl() {
 }
 
 func (s *fakeSession) kick() {
-	var one [8]byte
-	one[0] = 1
-	unix.Write(s.workerEfd, one[:])
+	unix.Write(s.sqBellWrite, []byte{1})
 }
 
 func (s *fakeSession) signalClient() {
-	var one [8]byte
-	one[0] = 1
-	unix.Write(s.sessEfd, one[:])
+	unix.Write(s.cqBellWrite, []byte{1})
 }
 
 // pass takes every SQE it can reserve a CQ slot for, executes it and publishes the
@@ -501,13 +504,13 @@ func (s *fakeSession) work() CloseReason {
 			continue
 		}
 		// Sleep: NEED_WAKEUP on the SQ, recheck "entries ready and CQ room" (like the Rust
-		// engine, this worker also sleeps on a full CQ), block on the worker eventfd.
+		// engine, this worker also sleeps on a full CQ), block on the SQ doorbell.
 		atomic.StoreUint32(s.sq.ctl.flags, ringNeedWakeup)
 		r, _ := s.sq.refresh()
 		room, _ := s.cq.refresh()
 		if (r == 0 || room == 0) && s.stop.Load() == 0 {
-			var b [8]byte
-			unix.Read(s.workerEfd, b[:])
+			var b [64]byte
+			unix.Read(s.sqBellRead, b[:])
 		}
 		atomic.StoreUint32(s.sq.ctl.flags, 0)
 		idleSince = time.Now()

@@ -31,7 +31,7 @@ const (
 	// RegionMagic is b"SWRING\x00\x01" read as a little-endian uint64.
 	RegionMagic uint64 = 0x0100474E49525753
 	// LayoutVersion is the region/entry layout version this package speaks.
-	LayoutVersion uint32 = 1
+	LayoutVersion uint32 = 2
 
 	headerSize  = 256
 	ringCtlSize = 384

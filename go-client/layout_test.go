@@ -38,9 +38,15 @@ type layoutFile struct {
 		MetaLen     int               `json:"meta_len"`
 		NeedleFlags map[string]uint8  `json:"needle_flags"`
 	} `json:"read_needle"`
-	ResultCodes map[string]int32  `json:"result_codes"`
-	Services    map[string]uint32 `json:"services"`
-	RingCtl     struct {
+	ResultCodes       map[string]int32  `json:"result_codes"`
+	ControlErrorCodes map[string]uint32 `json:"control_error_codes"`
+	ExportTicket      struct {
+		Size   int            `json:"size"`
+		Align  int            `json:"align"`
+		Fields map[string]int `json:"fields"`
+	} `json:"export_ticket"`
+	Services map[string]uint32 `json:"services"`
+	RingCtl  struct {
 		fieldsBlock
 		NeedWakeup uint32 `json:"need_wakeup"`
 	} `json:"ring_ctl"`
@@ -165,7 +171,7 @@ func TestLayoutMatchesRingProto(t *testing.T) {
 	names := map[int32]string{-1: "unknown-opcode", -2: "invalid-entry", -3: "out-of-bounds", -4: "shutting-down", -5: "internal",
 		-6: "no-such-peer", -7: "peer-failed", -8: "timed-out", -9: "response-too-large", -10: "unknown-service",
 		-11: "not-exported", -12: "permission-denied", -13: "no-such-volume", -14: "no-such-needle", -15: "needle-deleted",
-		-16: "cookie-mismatch", -17: "corrupt", -18: "range-not-satisfiable"}
+		-16: "cookie-mismatch", -17: "corrupt", -18: "range-not-satisfiable", -19: "throttled"}
 	for name, v := range f.ResultCodes {
 		if names[v] != name {
 			t.Errorf("result code %s = %d unknown to the Go client", name, v)
@@ -173,6 +179,24 @@ func TestLayoutMatchesRingProto(t *testing.T) {
 		if ResultError(v).Error() != "swring: "+name+" ("+itoa(v)+")" {
 			t.Errorf("result code %d message %q", v, ResultError(v).Error())
 		}
+	}
+	ctl := map[string]ControlErrorCode{"VersionMismatch": CtlVersionMismatch, "BadRequest": CtlBadRequest,
+		"RegionUnavailable": CtlRegionUnavailable, "TooManySessions": CtlTooManySessions, "ShuttingDown": CtlShuttingDown,
+		"PermissionDenied": CtlPermissionDenied, "Malformed": CtlMalformed, "TooManyPeers": CtlTooManyPeers}
+	for name, v := range f.ControlErrorCodes {
+		if g, ok := ctl[name]; !ok || uint32(g) != v {
+			t.Errorf("control error code %s: json %d, Go %d (known %v)", name, v, g, ok)
+		}
+	}
+	if len(f.ControlErrorCodes) != len(ctl) {
+		t.Errorf("control error codes: json has %d, Go %d", len(f.ControlErrorCodes), len(ctl))
+	}
+	tk := ExportTicket{ID: 0x0102030405060708, Key: 0x1112131415161718}
+	var tb [ExportTicketLen]byte
+	binary.LittleEndian.PutUint64(tb[f.ExportTicket.Fields["id"]:], tk.ID)
+	binary.LittleEndian.PutUint64(tb[f.ExportTicket.Fields["key"]:], tk.Key)
+	if got, err := DecodeExportTicket(tb[:]); f.ExportTicket.Size != ExportTicketLen || err != nil || got != tk {
+		t.Errorf("export ticket: json %+v, Go decodes %+v, %v", f.ExportTicket, got, err)
 	}
 	if len(f.ResultCodes) != len(names) {
 		t.Errorf("result codes: json has %d, Go %d", len(f.ResultCodes), len(names))

@@ -2,6 +2,7 @@ package swring
 
 import (
 	"context"
+	"encoding/binary"
 	"errors"
 	"fmt"
 	"math"
@@ -15,6 +16,11 @@ type Peer uint32
 // ErrBadPeerAddress: ConnectPeer was given an address the engine does not take (not
 // ip:port, or not UTF-8 text of at most 496 bytes). The session goes on.
 var ErrBadPeerAddress = errors.New("swring: bad peer address")
+
+// ErrTooManyPeers: ConnectPeer refused because the session holds as many peer
+// registrations as the engine allows (control.max-peers-per-session). The session goes
+// on; registrations end with the session.
+var ErrTooManyPeers = errors.New("swring: too many peers registered by this session")
 
 // PeerError is a failed ConnectPeer: the engine answered Error (Code, Message), or the
 // client refused the address before sending it (Code CtlBadRequest). CtlBadRequest matches
@@ -34,6 +40,8 @@ func (e *PeerError) Is(target error) bool {
 	switch e.Code {
 	case CtlBadRequest:
 		return target == ErrBadPeerAddress
+	case CtlTooManyPeers:
+		return target == ErrTooManyPeers
 	case CtlShuttingDown:
 		return target == ErrEngineUnavailable
 	case CtlVersionMismatch:
@@ -82,8 +90,11 @@ func (c *Client) peerReplied(m message) {
 // the engine connects on the first SEND to the handle (and reconnects after failures), so
 // an unreachable peer shows as ErrPeerFailed there.
 //
+// Registrations are the session's: they end with it, and a session may hold at most the
+// engine's control.max-peers-per-session distinct addresses (registering one again is free).
+//
 // Errors: a *PeerError matching ErrBadPeerAddress when the engine does not take the
-// address (the session stays usable), ErrEngineUnavailable or ErrClosed when the session
+// address, or ErrTooManyPeers past the limit (the session stays usable in both cases), ErrEngineUnavailable or ErrClosed when the session
 // ends, ctx.Err(). Concurrent calls are serialized.
 func (c *Client) ConnectPeer(ctx context.Context, addr string) (Peer, error) {
 	// A packet the engine cannot decode would end the session: refuse it here.
@@ -195,4 +206,38 @@ func (c *Client) Send(ctx context.Context, peer Peer, service uint32, req, resp 
 		return 0, err
 	}
 	return int(n), nil
+}
+
+// ExportTicketLen is the size of the ticket EXPORT writes (SPEC.md §14).
+const ExportTicketLen = 16
+
+// ExportTicket names an export for peers: a random 64-bit id and a random 64-bit key, both
+// drawn by the engine for every export (unique across engine restarts, not guessable). Hand
+// both to the reading client; it puts them in Args[0] and Args[1] of OpRead/OpWrite.
+type ExportTicket struct {
+	ID, Key uint64
+}
+
+// ExportRequest returns the EXPORT of data (BufLen = data.Len()) with permissions perms
+// (1 read, 2 write, 3 both), the engine writing the ticket into the first ExportTicketLen
+// bytes of ticket (a separate buffer of at least that size, 8-aligned, as Alloc gives).
+// After a successful completion, DecodeExportTicket(ticket.Bytes()) reads it.
+func ExportRequest(data Buffer, perms uint32, ticket Buffer) Request {
+	return Request{
+		Opcode: OpExport,
+		Aux:    perms,
+		Buf:    data,
+		BufLen: uint32(data.Len()),
+		Resp:   ticket,
+		Args:   [4]uint64{0, 0, 0, 0},
+	}
+}
+
+// DecodeExportTicket reads the ticket EXPORT wrote (little-endian id, then key); b must
+// hold at least ExportTicketLen bytes.
+func DecodeExportTicket(b []byte) (ExportTicket, error) {
+	if len(b) < ExportTicketLen {
+		return ExportTicket{}, fmt.Errorf("%w: export ticket of %d bytes, want %d", ErrOutOfBounds, len(b), ExportTicketLen)
+	}
+	return ExportTicket{ID: binary.LittleEndian.Uint64(b), Key: binary.LittleEndian.Uint64(b[8:])}, nil
 }

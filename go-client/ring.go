@@ -134,7 +134,7 @@ func (p *producer) pushCQE(c CQE) {
 }
 
 // publish stores the tail and reports whether the consumer asked to be woken, in which case
-// the caller must signal the consumer's eventfd.
+// the caller must signal the consumer's doorbell.
 func (p *producer) publish() bool {
 	// SYNC POINT: release of the entry words; pairs with the consumer's load of tail.
 	atomic.StoreUint32(p.ctl.tail, p.tail)
@@ -195,7 +195,7 @@ func (c *consumer) release() {
 }
 
 // prepareSleep announces that the consumer is about to sleep and checks once more. It
-// returns true if the ring is still empty: the caller may block on its eventfd and will be
+// returns true if the ring is still empty: the caller may block on its doorbell and will be
 // signalled for anything published after this point. False: entries arrived (the flag is
 // cleared again).
 func (c *consumer) prepareSleep() (bool, error) {

@@ -128,6 +128,8 @@ pub struct ControlConfig {
     #[serde(skip_serializing_if = "Option::is_none")]
     pub socket_group: Option<String>,
     pub max_sessions: u32,
+    /// Peer registrations (ConnectPeer, distinct addresses) one session may hold.
+    pub max_peers_per_session: u32,
     /// Users (names) allowed to open sessions; with `allow-groups`, a client must match one
     /// of the two lists. Both empty: anyone who can open the socket.
     #[serde(skip_serializing_if = "Vec::is_empty")]
@@ -192,6 +194,7 @@ impl Default for ControlConfig {
             socket: None,
             socket_group: None,
             max_sessions: 1024,
+            max_peers_per_session: 256,
             allow_users: Vec::new(),
             allow_groups: Vec::new(),
         }
@@ -351,6 +354,13 @@ impl Config {
                     "list existing group names",
                 ));
             }
+        }
+        if self.control.max_peers_per_session == 0 {
+            return Err(invalid(
+                "control.max-peers-per-session",
+                "0 would refuse every ConnectPeer",
+                "set at least 1 (the default is 256)",
+            ));
         }
         if self.control.max_sessions == 0 {
             return Err(invalid(

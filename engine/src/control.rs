@@ -138,6 +138,8 @@ struct Conn {
     lease: Lease,
     /// Why the allow-lists refuse this client (answered after its first message).
     refused: Option<String>,
+    /// Peer handles this session registered (ConnectPeer), each once; released with it.
+    peers: Vec<u32>,
 }
 
 impl Conn {
@@ -190,8 +192,12 @@ pub struct ControlServer {
     /// Sessions per worker, for placing new ones on the least-loaded worker.
     load: Vec<usize>,
     conns: HashMap<u32, Conn>,
-    /// Connections that have not said Hello yet, by a temporary key.
+    /// Connections that have not said Hello yet (at most MAX_PENDING, each for at most
+    /// HANDSHAKE_TIMEOUT).
     pending: Vec<Conn>,
+    /// Status replies still being sent.
+    status_out: Vec<crate::status::StatusReply>,
+    reserve: crate::fdlimits::FdReserve,
     next_session: u32,
     epoch: u64,
     pid: u32,
@@ -200,6 +206,11 @@ pub struct ControlServer {
 }
 
 const TICK: Duration = Duration::from_millis(1000);
+/// A connection must send its first message within this time, or it is closed.
+pub const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(5);
+/// Connections waiting for their first message; beyond this the oldest is closed (an honest
+/// client sends Hello right after connecting, so it is never the oldest for long).
+pub const MAX_PENDING: usize = 64;
 
 impl ControlServer {
     pub fn new(
@@ -229,6 +240,8 @@ impl ControlServer {
             load,
             conns: HashMap::new(),
             pending: Vec::new(),
+            status_out: Vec::new(),
+            reserve: crate::fdlimits::FdReserve::new(),
             next_session: 1,
             peers: Default::default(),
             epoch,
@@ -287,6 +300,10 @@ impl ControlServer {
                 PollFlags::POLLIN,
             ));
         }
+        let status_base = fds.len();
+        for r in &self.status_out {
+            fds.push(PollFd::new(r.fd(), PollFlags::POLLOUT));
+        }
         let ms = PollTimeout::try_from(timeout.as_millis().min(10_000) as i32).unwrap_or(PollTimeout::MAX);
         match nix::poll::poll(&mut fds, ms) {
             Ok(0) | Err(nix::errno::Errno::EINTR) => return Ready { shutdown: false },
@@ -308,6 +325,7 @@ impl ControlServer {
             .filter(|(i, _)| fired(3 + pending_ready.len() + i))
             .map(|(_, id)| *id)
             .collect();
+        let status_ready: Vec<bool> = (0..self.status_out.len()).map(|i| fired(status_base + i)).collect();
         drop(fds);
 
         if signal_ready && self.take_shutdown_signal() {
@@ -326,6 +344,12 @@ impl ControlServer {
         }
         for id in sessions_ready {
             self.handle_session_message(id);
+        }
+        let now = Instant::now();
+        for i in (0..status_ready.len()).rev() {
+            if status_ready[i] && self.status_out[i].progress(now) {
+                self.status_out.swap_remove(i);
+            }
         }
         if listener_ready {
             self.accept_all();
@@ -361,6 +385,17 @@ impl ControlServer {
                     // (in handle_hello): refusing at once would close the socket under its
                     // Hello, and the reset could swallow the explanation.
                     let refused = self.allowed(creds.map(|c| (c.uid(), c.gid()))).err();
+                    if self.pending.len() >= MAX_PENDING {
+                        let oldest = (0..self.pending.len())
+                            .min_by_key(|&i| self.pending[i].lease.last_seen)
+                            .expect("pending is full");
+                        let old = self.pending.swap_remove(oldest);
+                        tracing::warn!(
+                            client_pid = old.client_pid,
+                            max = MAX_PENDING,
+                            "too many connections without Hello; closed the oldest"
+                        );
+                    }
                     self.pending.push(Conn {
                         fd: Some(fd),
                         client_pid,
@@ -368,10 +403,19 @@ impl ControlServer {
                         closing: false,
                         lease: Lease::new(),
                         refused,
+                        peers: Vec::new(),
                     });
                 }
                 Err(nix::errno::Errno::EAGAIN) => return,
                 Err(nix::errno::Errno::EINTR) | Err(nix::errno::Errno::ECONNABORTED) => continue,
+                Err(e @ (nix::errno::Errno::EMFILE | nix::errno::Errno::ENFILE)) => {
+                    // Out of descriptors: turn the waiting client away (EOF) with the reserve
+                    // rather than leave it hanging and this loop spinning on the listener.
+                    tracing::warn!(error = %e, sessions = self.conns.len(), "accept failed: out of file descriptors; connection closed (raise LimitNOFILE)");
+                    if !self.reserve.shed_one(listener.as_fd()) {
+                        return;
+                    }
+                }
                 Err(e) => {
                     tracing::warn!(error = %e, "accept failed");
                     return;
@@ -414,7 +458,7 @@ impl ControlServer {
 
     fn refuse(conn: &Conn, code: ControlErrorCode, message: String) {
         tracing::info!(client_pid = conn.client_pid, ?code, %message, "session refused");
-        let _ = control_io::send(
+        let _ = control_io::send_nonblocking(
             conn.fd().as_fd(),
             &Message::Error {
                 code: code as u32,
@@ -424,10 +468,12 @@ impl ControlServer {
         );
     }
 
-    fn handle_hello(&mut self, conn: Conn) {
-        let msg = match control_io::recv(conn.fd().as_fd()) {
+    fn handle_hello(&mut self, mut conn: Conn) {
+        // Any descriptors a client sends are closed on the spot (the engine never takes any).
+        let msg = match control_io::recv_nonblocking(conn.fd().as_fd()) {
             Ok((m, _fds)) => m,
-            Err(RecvError::Eof) => return,
+            Err(RecvError::Io(e)) if e.kind() == std::io::ErrorKind::WouldBlock => return self.pending.push(conn),
+            Err(RecvError::Eof) | Err(RecvError::Io(_)) => return,
             Err(RecvError::Decode(ring_proto::control::DecodeError::Version { found, expected })) => {
                 return Self::refuse(
                     &conn,
@@ -443,7 +489,12 @@ impl ControlServer {
         }
         if msg == Message::Status {
             // An operator's status request: answered, then the connection is dropped.
-            return crate::status::serve(conn.fd().as_fd(), &self.registry);
+            let fd = conn.fd.take().expect("pending connections are open");
+            let mut reply = crate::status::StatusReply::new(fd, &self.registry);
+            if !reply.progress(Instant::now()) {
+                self.status_out.push(reply);
+            }
+            return;
         }
         let Message::Hello {
             layout_version,
@@ -490,9 +541,16 @@ impl ControlServer {
             .header()
             .engine_heartbeat
             .store(monotonic_ms(), Ordering::Relaxed);
-        let cq_wake = match control_io::new_eventfd() {
-            Ok(fd) => fd,
-            Err(e) => return Self::refuse(&conn, ControlErrorCode::RegionUnavailable, format!("eventfd: {e}")),
+        let doorbells = control_io::new_doorbell().and_then(|sq| Ok((sq, control_io::new_doorbell()?)));
+        let ((sq_doorbell, sq_client_end), (cq_client_end, cq_doorbell)) = match doorbells {
+            Ok(d) => d,
+            Err(e) => {
+                return Self::refuse(
+                    &conn,
+                    ControlErrorCode::RegionUnavailable,
+                    format!("doorbell pipes: {e}"),
+                )
+            }
         };
         let worker = (0..self.load.len())
             .min_by_key(|&w| self.load[w])
@@ -503,20 +561,20 @@ impl ControlServer {
             worker,
             ucx_registration: Default::default(),
             region,
-            cq_wake,
+            cq_doorbell,
+            sq_doorbell,
             stats: Default::default(),
             client_pid: conn.client_pid,
+            lookups: Default::default(),
         });
         let welcome = Message::Welcome {
             session_id: id,
             worker: worker as u32,
             region_size: shared.region.len() as u64,
         };
-        let fds: [BorrowedFd<'_>; 3] = [
-            shared.region.fd(),
-            self.workers[worker].wake_fd(),
-            shared.cq_wake.as_fd(),
-        ];
+        // The client's ends of its doorbells are closed here once sent (dropped at the end of
+        // this function): the engine keeps only its own ends.
+        let fds: [BorrowedFd<'_>; 3] = [shared.region.fd(), sq_client_end.as_fd(), cq_client_end.as_fd()];
         // Logged before the client can use the session, so that "session opened" always
         // precedes anything the session does (tests and operators count these lines).
         tracing::info!(
@@ -529,7 +587,7 @@ impl ControlServer {
             buffer = layout.buf_size,
             "session opened"
         );
-        if let Err(e) = control_io::send(conn.fd().as_fd(), &welcome, &fds) {
+        if let Err(e) = control_io::send_nonblocking(conn.fd().as_fd(), &welcome, &fds) {
             tracing::info!(session = id, error = %e, "session closed: the client left during the handshake");
             return;
         }
@@ -563,48 +621,83 @@ impl ControlServer {
         let Some(conn) = self.conns.get_mut(&id) else {
             return;
         };
-        match control_io::recv(conn.fd().as_fd()) {
+        // Replies never wait: a client that does not read its socket loses them (SPEC §2).
+        // Descriptors sent with any message are closed on the spot.
+        let violation = match control_io::recv_nonblocking(conn.fd().as_fd()) {
+            Err(RecvError::Io(e)) if e.kind() == std::io::ErrorKind::WouldBlock => return,
+            Err(RecvError::Eof) | Err(RecvError::Io(_)) => None,
+            Ok(_) if conn.closing => {
+                tracing::debug!(session = id, "control message after Close ignored");
+                return;
+            }
             Ok((Message::Ping, _)) => {
                 conn.lease.last_seen = Instant::now();
-                let _ = control_io::send(conn.fd().as_fd(), &Message::Pong, &[]);
+                let _ = control_io::send_nonblocking(conn.fd().as_fd(), &Message::Pong, &[]);
+                return;
             }
             Ok((Message::ConnectPeer { addr }, _)) => {
                 conn.lease.last_seen = Instant::now();
+                let max = self.cfg.control.max_peers_per_session;
                 let reply = match addr.parse::<std::net::SocketAddr>() {
-                    Ok(a) => {
-                        let peer = self.peers.register(a);
-                        tracing::info!(session = id, peer, address = %a, "peer registered");
-                        Message::PeerConnected { peer }
-                    }
+                    Ok(a) => match self.peers.handle_of(a).filter(|h| conn.peers.contains(h)) {
+                        // Registered by this session already: same handle, nothing new held.
+                        Some(peer) => Message::PeerConnected { peer },
+                        None if conn.peers.len() >= max as usize => {
+                            tracing::warn!(session = id, max, address = %a, "peer registration refused: the session holds the most allowed");
+                            Message::Error {
+                                code: ControlErrorCode::TooManyPeers as u32,
+                                message: format!(
+                                    "this session registered {max} peers already (control.max-peers-per-session); open another session or raise the limit"
+                                ),
+                            }
+                        }
+                        None => {
+                            let peer = self.peers.register(a);
+                            conn.peers.push(peer);
+                            tracing::info!(session = id, peer, address = %a, "peer registered");
+                            Message::PeerConnected { peer }
+                        }
+                    },
                     Err(_) => Message::Error {
                         code: ControlErrorCode::BadRequest as u32,
                         message: format!("peer address {addr:?} is not ip:port"),
                     },
                 };
-                let _ = control_io::send(conn.fd().as_fd(), &reply, &[]);
+                let _ = control_io::send_nonblocking(conn.fd().as_fd(), &reply, &[]);
+                return;
             }
-            Ok((Message::Close, _)) if !conn.closing => {
+            Ok((Message::Close, _)) => {
                 conn.closing = true;
                 self.remove(id, true, SessionState::Closed, CloseReason::ClientClosed);
+                return;
             }
-            Ok((other, _)) => {
-                conn.lease.last_seen = Instant::now();
-                tracing::debug!(session = id, ?other, "ignored control message");
-            }
-            Err(RecvError::Io(e)) if e.kind() == std::io::ErrorKind::WouldBlock => {}
-            Err(RecvError::Eof) | Err(_) => {
-                // The client closed its end or died: reclaim everything.
-                let conn = self.conns.get_mut(&id).expect("checked above");
-                if !conn.closing {
-                    conn.closing = true;
-                    tracing::info!(session = id, "client disconnected");
-                    self.remove(id, false, SessionState::Closed, CloseReason::ClientClosed);
-                }
-                // Stop polling a dead socket; the entry goes when the worker lets go.
-                if let Some(c) = self.conns.get_mut(&id) {
-                    c.fd = None;
-                }
-            }
+            // A second Hello, a Status, an engine-to-client kind: SPEC §2 ends the session.
+            Ok((other, _)) => Some(format!("{} is not allowed after the handshake", other.name())),
+            Err(e) => Some(e.to_string()),
+        };
+        let conn = self.conns.get_mut(&id).expect("checked above");
+        if let Some(why) = violation {
+            tracing::warn!(session = id, reason = %why, "control protocol violation; ending the session");
+            let _ = control_io::send_nonblocking(
+                conn.fd().as_fd(),
+                &Message::Error {
+                    code: ControlErrorCode::Malformed as u32,
+                    message: why,
+                },
+                &[],
+            );
+        } else {
+            tracing::info!(session = id, "client disconnected");
+        }
+        // The client closed its end, died or broke the protocol: reclaim everything (accepted
+        // entries still complete first), as for EOF.
+        if !conn.closing {
+            conn.closing = true;
+            self.remove(id, false, SessionState::Closed, CloseReason::ClientClosed);
+        }
+        // Stop polling the socket; it closes when the worker lets go.
+        if let Some(c) = self.conns.get_mut(&id) {
+            c.fd = None;
         }
     }
 
@@ -630,9 +723,16 @@ impl ControlServer {
                     if let Some(conn) = self.conns.remove(&id) {
                         let session = conn.session.expect("registered sessions have one");
                         self.registry.session_closed(id);
+                        // After the worker let go: nothing of this session waits on a peer.
+                        if self.peers.release(conn.peers.iter().copied()) {
+                            // Workers close their connections to released peers promptly.
+                            for w in &self.workers {
+                                w.send(Command::PeersReleased);
+                            }
+                        }
                         self.load[session.worker] -= 1;
                         if let (true, Some(fd)) = (conn.closing, &conn.fd) {
-                            let _ = control_io::send(fd.as_fd(), &Message::Closed, &[]);
+                            let _ = control_io::send_nonblocking(fd.as_fd(), &Message::Closed, &[]);
                         }
                         let (client_pid, stats) = (session.client_pid, session.stats.summary());
                         // Dropping the connection closes the socket; dropping the last Arc
@@ -650,6 +750,17 @@ impl ControlServer {
 
     /// Once a second: refresh the engine heartbeat in every header and enforce leases.
     fn tick(&mut self, now: Instant) {
+        let before = self.pending.len();
+        self.pending
+            .retain(|c| now.duration_since(c.lease.last_seen) < HANDSHAKE_TIMEOUT);
+        if self.pending.len() < before {
+            tracing::info!(
+                closed = before - self.pending.len(),
+                timeout_s = HANDSHAKE_TIMEOUT.as_secs(),
+                "connections without a first message closed"
+            );
+        }
+        self.status_out.retain_mut(|r| !r.progress(now));
         let hb = monotonic_ms();
         let lease = Duration::from_millis(self.cfg.sessions.lease_ms as u64);
         let mut expired = Vec::new();
@@ -698,7 +809,7 @@ impl ControlServer {
                 ..
             }) = self.conns.remove(&id)
             {
-                let _ = control_io::send(fd.as_fd(), &Message::Closed, &[]);
+                let _ = control_io::send_nonblocking(fd.as_fd(), &Message::Closed, &[]);
             }
         }
         self.conns.clear();

@@ -29,7 +29,10 @@ use crate::session::{Remote, SessionShared};
 use engine::ucx::{self, AmData, Endpoint, EpKey, RemoteKey, RndvData, Started, UcxError, WorkerEvent};
 use ring_proto::needle::{NeedleMeta, NEEDLE_META_LEN, NEEDLE_META_MAX};
 
-use ring_proto::wire::{am, ExportDescriptor, MsgHeader as Header, NeedleRequestHeader as NeedleWire, HEADER_LEN};
+use crate::lookup_throttle::{Verdict, BURST, REFILL_PER_SEC};
+use ring_proto::wire::{
+    am, ExportDescriptor, ExportRefHeader, MsgHeader as Header, NeedleRequestHeader as NeedleWire, HEADER_LEN,
+};
 
 const AM_REQUEST: u16 = am::REQUEST;
 const AM_REPLY: u16 = am::REPLY;
@@ -47,12 +50,29 @@ const SERVER_TOKEN: u64 = 1 << 63;
 /// not the request's completion; their failure fails the request.
 const AUX_TOKEN: u64 = 1 << 62;
 
-/// Peer engines known to this engine: handle (index + 1) → listener address and counters.
-/// Written by the control thread on `ConnectPeer`, read by workers when they first use a
-/// handle and by status/metrics.
+/// Peer engines registered by open sessions: handle → listener address and counters.
+/// Written by the control thread on `ConnectPeer` and when a session ends (each session's
+/// registrations are bounded and released with it), read by workers when they first use a
+/// handle and by status/metrics. Handles are not reused until 2^32 registrations later.
 #[derive(Default)]
 pub struct PeerRegistry {
-    peers: RwLock<Vec<Arc<PeerEntry>>>,
+    peers: RwLock<Peers>,
+    /// Bumped (Release) after every removal; workers load it (Acquire, pairing) to notice
+    /// released handles and drop their connections to them.
+    generation: AtomicU64,
+}
+
+#[derive(Default)]
+struct Peers {
+    by_handle: std::collections::BTreeMap<u32, Registered>,
+    by_addr: HashMap<SocketAddr, u32>,
+    last_handle: u32,
+}
+
+struct Registered {
+    entry: Arc<PeerEntry>,
+    /// Open sessions holding this registration.
+    sessions: u32,
 }
 
 pub struct PeerEntry {
@@ -128,28 +148,81 @@ impl LatencyHistogram {
 }
 
 impl PeerRegistry {
-    /// The handle for `addr`, registering it if new.
+    fn peers(&self) -> std::sync::RwLockReadGuard<'_, Peers> {
+        self.peers.read().unwrap_or_else(|p| p.into_inner())
+    }
+
+    fn peers_mut(&self) -> std::sync::RwLockWriteGuard<'_, Peers> {
+        self.peers.write().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// The handle `addr` has now, if some session registered it.
+    pub fn handle_of(&self, addr: SocketAddr) -> Option<u32> {
+        self.peers().by_addr.get(&addr).copied()
+    }
+
+    /// Registers `addr` for one more session; returns its handle (the same for every session
+    /// while any holds it). Each call must be matched by one `release` of the handle.
     pub fn register(&self, addr: SocketAddr) -> u32 {
-        let mut a = self.peers.write().expect("peer registry lock");
-        if let Some(i) = a.iter().position(|x| x.addr == addr) {
-            return i as u32 + 1;
+        let mut p = self.peers_mut();
+        if let Some(&h) = p.by_addr.get(&addr) {
+            p.by_handle.get_mut(&h).expect("indexed").sessions += 1;
+            return h;
         }
-        a.push(Arc::new(PeerEntry {
+        let mut h = p.last_handle;
+        loop {
+            h = h.wrapping_add(1).max(1);
+            if !p.by_handle.contains_key(&h) {
+                break;
+            }
+        }
+        p.last_handle = h;
+        p.by_addr.insert(addr, h);
+        let entry = Arc::new(PeerEntry {
             addr,
             stats: PeerStats::default(),
-        }));
-        a.len() as u32
+        });
+        p.by_handle.insert(h, Registered { entry, sessions: 1 });
+        h
+    }
+
+    /// A session that registered `handles` ended: drop the registrations no session holds;
+    /// true if any went.
+    pub fn release(&self, handles: impl IntoIterator<Item = u32>) -> bool {
+        let mut removed = false;
+        let mut p = self.peers_mut();
+        for h in handles {
+            let Some(r) = p.by_handle.get_mut(&h) else { continue };
+            r.sessions -= 1;
+            if r.sessions == 0 {
+                let r = p.by_handle.remove(&h).expect("present");
+                p.by_addr.remove(&r.entry.addr);
+                removed = true;
+            }
+        }
+        drop(p);
+        if removed {
+            self.generation.fetch_add(1, Ordering::Release);
+        }
+        removed
+    }
+
+    /// Changes with every removal (workers compare it to drop connections to released peers).
+    pub fn generation(&self) -> u64 {
+        self.generation.load(Ordering::Acquire)
     }
 
     pub fn get(&self, handle: u32) -> Option<Arc<PeerEntry>> {
-        let a = self.peers.read().expect("peer registry lock");
-        handle.checked_sub(1).and_then(|i| a.get(i as usize).cloned())
+        self.peers().by_handle.get(&handle).map(|r| r.entry.clone())
     }
 
     /// Every peer with its handle, for status and metrics.
     pub fn all(&self) -> Vec<(u32, Arc<PeerEntry>)> {
-        let a = self.peers.read().expect("peer registry lock");
-        a.iter().enumerate().map(|(i, p)| (i as u32 + 1, p.clone())).collect()
+        self.peers()
+            .by_handle
+            .iter()
+            .map(|(&h, r)| (h, r.entry.clone()))
+            .collect()
     }
 }
 
@@ -225,12 +298,16 @@ struct Pending {
     rma: Option<RmaRequest>,
     /// READ_NEEDLE: where the metadata goes (the data goes to `resp_offset`).
     meta_offset: Option<usize>,
+    /// READ/WRITE that asked the peer for the descriptor (holds a lookup token, §14).
+    lookup: bool,
 }
 
 /// A peer's export as this worker knows it (per connection: the remote key is unpacked for
 /// one endpoint).
 struct RemoteExport {
-    key: u32,
+    key: u64,
+    /// The connection the remote key was unpacked on (it is valid on no other).
+    ep: EpKey,
     base_addr: u64,
     len: u64,
     perms: u32,
@@ -309,9 +386,9 @@ struct Deferred {
     /// Export descriptors that arrived for READ/WRITE requests (req_id, info payload).
     infos: Vec<(u64, Vec<u8>, u32)>,
     /// REVOKEs received on our connections: (endpoint, export id, key).
-    revokes: Vec<(EpKey, u32, u32)>,
+    revokes: Vec<(EpKey, u64, u64)>,
     /// Gets/puts that finished, to account against their export: (peer, export id).
-    rma_done: Vec<(u32, u32)>,
+    rma_done: Vec<(u32, u64)>,
     /// Peers whose connection carried an answer (its transports are known now).
     answered: Vec<u32>,
     /// Needle reads peers asked us for, answered after progress.
@@ -321,8 +398,12 @@ struct Deferred {
 pub struct DataPlane {
     id: usize,
     /// Peers' exports by (peer handle, export id), with keys unpacked for our endpoint to
-    /// that peer. Declared before `worker`, so keys are dropped before the worker is.
-    remote_exports: HashMap<(u32, u32), RemoteExport>,
+    /// that peer. Declared before `worker`, so keys are dropped before the worker is. Holds
+    /// only what the current connection to each peer told us: everything learned on a
+    /// connection goes when it ends (a restarted peer's memory is another memory).
+    remote_exports: HashMap<(u32, u64), RemoteExport>,
+    /// The peer registry's generation last swept for released handles.
+    peers_seen: u64,
     worker: ucx::Worker,
     listener: Option<ucx::Listener>,
     settings: Arc<UcxSettings>,
@@ -358,6 +439,7 @@ impl DataPlane {
         Ok(Self {
             id,
             remote_exports: HashMap::new(),
+            peers_seen: 0,
             worker,
             listener,
             settings,
@@ -412,6 +494,21 @@ impl DataPlane {
                     reply_ep = m.reply_ep.is_some(),
                     "active message"
                 );
+                if matches!(m.id, AM_QUERY | AM_REVOKE | AM_ACK) {
+                    let (Some(r), Some(ep)) = (ExportRefHeader::parse(m.header), m.reply_ep) else {
+                        tracing::warn!(id = m.id, len = m.header.len(), "malformed export message dropped");
+                        return;
+                    };
+                    match m.id {
+                        AM_QUERY => {
+                            let (header, body) = answer_query(settings, r, worker_id, ep);
+                            deferred.outgoing.push((ep, AM_INFO, header, body));
+                        }
+                        AM_REVOKE => deferred.revokes.push((ep, r.export, r.key)),
+                        _ => settings.exports.acked(r.export, r.key, worker_id, ep),
+                    }
+                    return;
+                }
                 if m.id == AM_NEEDLE_REQUEST {
                     match (NeedleWire::parse(m.header), m.reply_ep) {
                         (Some(w), Some(ep)) => deferred.needle_reads.push((ep, w)),
@@ -432,35 +529,6 @@ impl DataPlane {
                         let meta = (m.id == AM_NEEDLE_REPLY).then(|| &m.header[HEADER_LEN..]);
                         take_reply(h, meta, m.data, pending, deferred, out)
                     }
-                    (AM_QUERY, Some(ep)) => {
-                        let (header, body) = match settings.exports.query(h.a, h.b, worker_id, ep) {
-                            Ok(d) => {
-                                let body = ExportDescriptor {
-                                    base_addr: d.base_addr,
-                                    len: d.len,
-                                    rkey: &d.rkey,
-                                }
-                                .encode();
-                                (
-                                    Header {
-                                        req_id: h.req_id,
-                                        a: 0,
-                                        b: d.perms,
-                                    },
-                                    body,
-                                )
-                            }
-                            Err(code) => (
-                                Header {
-                                    req_id: h.req_id,
-                                    a: code as i32 as u32,
-                                    b: 0,
-                                },
-                                Vec::new(),
-                            ),
-                        };
-                        deferred.outgoing.push((ep, AM_INFO, header, body));
-                    }
                     (AM_INFO, _) => {
                         let status = h.a as i32;
                         if status < 0 {
@@ -476,8 +544,6 @@ impl DataPlane {
                             tracing::warn!("export descriptor came by rendezvous; dropped");
                         }
                     }
-                    (AM_REVOKE, Some(ep)) => deferred.revokes.push((ep, h.a, h.b)),
-                    (AM_ACK, Some(ep)) => settings.exports.acked(h.a, h.b, worker_id, ep),
                     (id, None) if id != AM_REPLY && id != AM_INFO && id != AM_NEEDLE_REPLY => {
                         tracing::warn!(id, "active message without a reply endpoint dropped")
                     }
@@ -625,17 +691,7 @@ impl DataPlane {
             any = true;
             for ep in r.eps {
                 if self.accepted.contains_key(&ep) || self.conns.values().any(|c| c.ep.key() == ep) {
-                    self.send_msg(
-                        ep,
-                        AM_REVOKE,
-                        Header {
-                            req_id: 0,
-                            a: r.id,
-                            b: r.key,
-                        },
-                        Vec::new(),
-                        true,
-                    );
+                    self.send_export_ref(ep, AM_REVOKE, r.id, r.key);
                 } else {
                     self.settings.exports.connection_gone(self.id, ep);
                 }
@@ -656,7 +712,35 @@ impl DataPlane {
             any = true;
             self.endpoint_failed(key, error);
         }
+        any |= self.drop_released_peers();
         any
+    }
+
+    /// Closes connections to peers whose registrations were released (every session that
+    /// registered them ended), failing what still waited on them.
+    fn drop_released_peers(&mut self) -> bool {
+        let generation = self.settings.peers.generation();
+        if generation == self.peers_seen {
+            return false;
+        }
+        self.peers_seen = generation;
+        let released: Vec<EpKey> = self
+            .conns
+            .iter()
+            .filter(|(&h, c)| self.settings.peers.get(h).is_none_or(|e| !Arc::ptr_eq(&e, &c.entry)))
+            .map(|(_, c)| c.ep.key())
+            .collect();
+        let any = !released.is_empty();
+        for key in released {
+            self.endpoint_failed(key, "peer registration released (no session holds it)");
+        }
+        any
+    }
+
+    /// Sends an export message of ours (REVOKE, ACK) on endpoint `ep`.
+    fn send_export_ref(&mut self, ep: EpKey, id: u16, export: u64, key: u64) {
+        let header = ExportRefHeader { req_id: 0, export, key }.encode();
+        self.send_raw(ep, id, Box::new(header), Payload::Bytes(Vec::new()), true);
     }
 
     /// Serving side: answers a peer's needle read from the volume store, the data straight
@@ -785,18 +869,33 @@ impl DataPlane {
             self.out.push(done(&p, ResultCode::PeerFailed as i32));
             return;
         };
-        if !self.remote_exports.contains_key(&(peer, rma.export_id)) {
-            let Some(conn) = self.conns.get(&peer) else {
+        let Some(conn) = self.conns.get(&peer) else {
+            let p = self.pending.remove(&req_id).expect("present");
+            self.out.push(done(&p, ResultCode::PeerFailed as i32));
+            return;
+        };
+        let ep = conn.ep.key();
+        let k = (peer, rma.export_id);
+        let current = self.remote_exports.get(&k);
+        let same = current.is_some_and(|r| {
+            (r.ep, r.key, r.base_addr, r.len, r.perms) == (ep, rma.key, base_addr, len, perms) && r.revoked_on.is_none()
+        });
+        if !same {
+            // The descriptor replaces what we knew, unless gets/puts still use the old key:
+            // it cannot be destroyed under them (UCX), and a live export does not change.
+            if current.is_some_and(|r| r.inflight > 0) {
+                tracing::warn!(peer, "export descriptor changed while in use; request failed");
                 let p = self.pending.remove(&req_id).expect("present");
                 self.out.push(done(&p, ResultCode::PeerFailed as i32));
                 return;
-            };
+            }
             match self.worker.unpack_rkey(&conn.ep, rkey) {
                 Ok(rkey) => {
                     self.remote_exports.insert(
-                        (peer, rma.export_id),
+                        k,
                         RemoteExport {
                             key: rma.key,
+                            ep,
                             base_addr,
                             len,
                             perms,
@@ -821,9 +920,11 @@ impl DataPlane {
     fn issue_rma(&mut self, req_id: u64) {
         let p = self.pending.get_mut(&req_id).expect("pending");
         let rma = p.rma.expect("rma request");
+        let ep = self.conns.get(&p.peer).map(|c| c.ep.key());
         let check = match self.remote_exports.get(&(p.peer, rma.export_id)) {
             None => Err(ResultCode::NotExported),
             Some(r) if r.key != rma.key || r.revoked_on.is_some() => Err(ResultCode::NotExported),
+            Some(r) if Some(r.ep) != ep => Err(ResultCode::PeerFailed),
             Some(r) if r.perms & if rma.write { PERM_WRITE } else { PERM_READ } == 0 => {
                 Err(ResultCode::PermissionDenied)
             }
@@ -888,30 +989,20 @@ impl DataPlane {
     }
 
     /// The exporter told us on `ep` that export (id, key) is gone.
-    fn revoked_by_peer(&mut self, ep: EpKey, export: u32, key: u32) {
+    fn revoked_by_peer(&mut self, ep: EpKey, export: u64, key: u64) {
         let peer = self.conns.iter().find(|(_, c)| c.ep.key() == ep).map(|(&h, _)| h);
         match peer.and_then(|h| self.remote_exports.get_mut(&(h, export)).map(|r| (h, r))) {
-            Some((h, r)) if r.key == key => {
+            Some((h, r)) if r.key == key && r.ep == ep => {
                 r.revoked_on = Some(ep);
                 self.maybe_ack(h, export);
             }
             // Not cached (or an older key): nothing of ours uses it.
-            _ => self.send_msg(
-                ep,
-                AM_ACK,
-                Header {
-                    req_id: 0,
-                    a: export,
-                    b: key,
-                },
-                Vec::new(),
-                true,
-            ),
+            _ => self.send_export_ref(ep, AM_ACK, export, key),
         }
     }
 
     /// Acknowledges a revoked export once no get/put on it is in flight, dropping its key.
-    fn maybe_ack(&mut self, peer: u32, export: u32) {
+    fn maybe_ack(&mut self, peer: u32, export: u64) {
         let ready = self
             .remote_exports
             .get(&(peer, export))
@@ -919,23 +1010,14 @@ impl DataPlane {
         if ready {
             let r = self.remote_exports.remove(&(peer, export)).expect("checked");
             let ep = r.revoked_on.expect("checked");
-            self.send_msg(
-                ep,
-                AM_ACK,
-                Header {
-                    req_id: 0,
-                    a: export,
-                    b: r.key,
-                },
-                Vec::new(),
-                true,
-            );
+            self.send_export_ref(ep, AM_ACK, export, r.key);
         }
     }
 
-    /// A peer connection failed: fail every request waiting on it, close the endpoint, and
-    /// let the next request to that peer reconnect.
-    fn endpoint_failed(&mut self, key: EpKey, error: UcxError) {
+    /// A peer connection failed (or its registration was released): fail every request
+    /// waiting on it, forget every export descriptor it told us, close the endpoint, and let
+    /// the next request to that peer reconnect (and ask again).
+    fn endpoint_failed(&mut self, key: EpKey, error: impl std::fmt::Display) {
         if let Some((&handle, _)) = self.conns.iter().find(|(_, c)| c.ep.key() == key) {
             let conn = self.conns.remove(&handle).expect("present");
             conn.entry.stats.connected.fetch_sub(1, Ordering::Relaxed);
@@ -961,7 +1043,20 @@ impl DataPlane {
                 self.out.push(done(&p, ResultCode::PeerFailed as i32));
                 keep.push(p.session);
             }
+            // Descriptors from this connection name memory of a peer process that may be gone
+            // (a restarted peer reuses addresses): none may be used again. UCX wants a remote
+            // key destroyed before its endpoint and after the operations using it: idle keys
+            // go now, keys with gets/puts in flight after the close has purged those.
+            let stale: Vec<(u32, u64)> = self.remote_exports.keys().filter(|k| k.0 == handle).copied().collect();
+            let mut busy = Vec::new();
+            for k in stale {
+                let r = self.remote_exports.remove(&k).expect("listed");
+                if r.inflight > 0 {
+                    busy.push(r);
+                }
+            }
             self.worker.close(conn.ep);
+            drop(busy);
         } else if let Some(ep) = self.accepted.remove(&key) {
             tracing::info!(%error, "peer engine disconnected");
             self.settings.exports.connection_gone(self.id, key);
@@ -1091,6 +1186,7 @@ impl DataPlane {
                 receiving: false,
                 rma: None,
                 meta_offset,
+                lookup: false,
             },
         );
         Ok(())
@@ -1161,19 +1257,23 @@ impl Remote for DataPlane {
         let now = Instant::now();
         self.register(session)?;
         self.ensure_conn(req.peer)?;
-        let req_id = self.new_req_id();
-        let conn = &self.conns[&req.peer];
-        bump(&conn.entry.stats.requests);
+        let ep = self.conns[&req.peer].ep.key();
         let cached = self
             .remote_exports
             .get(&(req.peer, req.export_id))
-            .is_some_and(|r| r.key == req.key && r.revoked_on.is_none());
+            .is_some_and(|r| r.key == req.key && r.ep == ep && r.revoked_on.is_none());
+        if !cached {
+            admit_lookup(session, now)?;
+        }
+        let req_id = self.new_req_id();
+        let conn = &self.conns[&req.peer];
+        bump(&conn.entry.stats.requests);
         if !cached {
             let header = Box::new(
-                Header {
+                ExportRefHeader {
                     req_id,
-                    a: req.export_id,
-                    b: req.key,
+                    export: req.export_id,
+                    key: req.key,
                 }
                 .encode(),
             );
@@ -1192,6 +1292,12 @@ impl Remote for DataPlane {
             match r {
                 Err(e) => {
                     tracing::debug!(peer = req.peer, error = %e, "export query failed to start");
+                    // Not an answer about the export: the lookup's token goes back.
+                    session
+                        .lookups
+                        .lock()
+                        .unwrap_or_else(|e| e.into_inner())
+                        .answered(now, false);
                     return Err(ResultCode::PeerFailed);
                 }
                 Ok(Started::InProgress) => {
@@ -1215,6 +1321,7 @@ impl Remote for DataPlane {
                 receiving: false,
                 rma: Some(req),
                 meta_offset: None,
+                lookup: !cached,
             },
         );
         if cached {
@@ -1264,7 +1371,7 @@ impl Remote for DataPlane {
         offset: usize,
         len: usize,
         perms: u32,
-    ) -> Result<(u32, u32), ResultCode> {
+    ) -> Result<(u64, u64), ResultCode> {
         let ctx = self.settings.context().map_err(|_| ResultCode::Internal)?;
         // Safety: the range is inside the session's buffer area (validated); the export entry
         // holds the session (so the region stays mapped) and drops the registration first.
@@ -1276,17 +1383,51 @@ impl Remote for DataPlane {
         let (id, key) = self
             .settings
             .exports
-            .add(session.clone(), offset, len, perms, reg, rkey);
+            .add(session.clone(), offset, len, perms, reg, rkey)
+            .map_err(|e| {
+                tracing::error!(session = session.id, error = %e, "no random bytes for an export id and key");
+                ResultCode::Internal
+            })?;
         tracing::debug!(session = session.id, export = id, offset, len, perms, "memory exported");
         Ok((id, key))
     }
 
-    fn unexport(&mut self, session: &Arc<SessionShared>, id: u32) -> Result<(), ResultCode> {
+    fn unexport(&mut self, session: &Arc<SessionShared>, id: u64) -> Result<(), ResultCode> {
         self.settings.exports.unexport(session.id, id)
     }
 }
 
+/// May this session look up an export at a peer now (SPEC.md §14: failed lookups are
+/// throttled per session)? Refusals are logged at most once per session every few seconds.
+fn admit_lookup(session: &SessionShared, now: Instant) -> Result<(), ResultCode> {
+    let verdict = session.lookups.lock().unwrap_or_else(|p| p.into_inner()).check(now);
+    match verdict {
+        Verdict::Allow => Ok(()),
+        Verdict::Refuse { log } => {
+            if let Some(refused) = log {
+                tracing::warn!(
+                    session = session.id,
+                    client_pid = session.client_pid,
+                    refused,
+                    burst = BURST,
+                    per_second = REFILL_PER_SEC,
+                    "session throttled: too many READ/WRITEs named exports that do not exist (wrong id or key)"
+                );
+            }
+            Err(ResultCode::Throttled)
+        }
+    }
+}
+
 fn done(p: &Pending, result: i32) -> RemoteCompletion {
+    if p.lookup {
+        let not_exported = result == ResultCode::NotExported as i32;
+        p.session
+            .lookups
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .answered(Instant::now(), not_exported);
+    }
     if result == ResultCode::PeerFailed as i32 {
         bump(&p.peer_stats.stats.failures);
     } else if result >= 0 {
@@ -1296,6 +1437,35 @@ fn done(p: &Pending, result: i32) -> RemoteCompletion {
         session: p.session.id,
         user_data: p.user_data,
         result,
+    }
+}
+
+/// Exporting side: a peer's QUERY for export (id, key) on connection (worker, ep), answered
+/// with INFO: the descriptor, or not-exported whether the id is unknown or the key wrong.
+fn answer_query(settings: &UcxSettings, r: ExportRefHeader, worker: usize, ep: EpKey) -> (Header, Vec<u8>) {
+    match settings.exports.query(r.export, r.key, worker, ep) {
+        Ok(d) => {
+            let body = ExportDescriptor {
+                base_addr: d.base_addr,
+                len: d.len,
+                rkey: &d.rkey,
+            }
+            .encode();
+            let h = Header {
+                req_id: r.req_id,
+                a: 0,
+                b: d.perms,
+            };
+            (h, body)
+        }
+        Err(code) => {
+            let h = Header {
+                req_id: r.req_id,
+                a: code as i32 as u32,
+                b: 0,
+            };
+            (h, Vec::new())
+        }
     }
 }
 
@@ -1422,7 +1592,7 @@ mod tests {
     }
 
     #[test]
-    fn registry_gives_stable_handles() {
+    fn registry_gives_stable_handles_and_releases_them_with_the_last_session() {
         let r = PeerRegistry::default();
         let a: SocketAddr = "127.0.0.1:1".parse().unwrap();
         let b: SocketAddr = "127.0.0.1:2".parse().unwrap();
@@ -1433,5 +1603,14 @@ mod tests {
         assert!(r.get(0).is_none());
         assert!(r.get(3).is_none());
         assert_eq!(r.all().len(), 2);
+        let g = r.generation();
+        r.release([1]);
+        assert_eq!(r.handle_of(a), Some(1), "a second session still holds it");
+        assert_eq!(r.generation(), g);
+        r.release([1, 2]);
+        assert!(r.all().is_empty());
+        assert_ne!(r.generation(), g);
+        // Handles are not reused right away.
+        assert_eq!(r.register(b), 3);
     }
 }

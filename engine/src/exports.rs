@@ -1,8 +1,10 @@
 //! Memory clients export to peer engines for one-sided READ/WRITE.
 //!
 //! An export is a range of one session's buffer area, registered with UCX on its own (so on
-//! RDMA the hardware enforces its bounds) and known to peers by (id, key): the id is small,
-//! the key a random 32-bit value, so a peer cannot guess exports it was not told about.
+//! RDMA the hardware enforces its bounds) and known to peers by (id, key): both are 64 bits
+//! from the operating system's random source, drawn afresh for every export. So a peer cannot
+//! guess exports it was not told about, and an (id, key) from an earlier engine process never
+//! names an export of a later one. A wrong id and a wrong key get the same answer.
 //!
 //! Revocation. Over transports where UCX emulates one-sided operations in software (tcp,
 //! some shared-memory paths), the target side copies to or from the address a peer names
@@ -14,7 +16,7 @@
 //! its connection went away.
 
 use std::collections::HashMap;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 
 use engine::ucx::{EpKey, Registration};
@@ -31,7 +33,7 @@ struct Export {
     // unmap the region).
     _registration: Registration,
     session: Arc<SessionShared>,
-    key: u32,
+    key: u64,
     len: usize,
     perms: u32,
     base_addr: u64,
@@ -53,8 +55,8 @@ pub struct Descriptor {
 
 /// Revocation work for one worker: tell these endpoints that export (id, key) is gone.
 pub struct Revocation {
-    pub id: u32,
-    pub key: u32,
+    pub id: u64,
+    pub key: u64,
     pub eps: Vec<EpKey>,
 }
 
@@ -64,12 +66,13 @@ pub struct ExportTable {
     /// Set when some revoked export still has queriers to notify: workers look at the table
     /// only then.
     revocations_pending: AtomicBool,
+    /// Peers' queries answered not-exported (metrics; a counter, no ordering needed).
+    failed_queries: AtomicU64,
 }
 
 #[derive(Default)]
 struct Inner {
-    next_id: u32,
-    exports: HashMap<u32, Export>,
+    exports: HashMap<u64, Export>,
 }
 
 impl ExportTable {
@@ -77,7 +80,8 @@ impl ExportTable {
         self.inner.lock().unwrap_or_else(|p| p.into_inner())
     }
 
-    /// Adds an export of `len` bytes at buffer offset `offset` of `session`; returns (id, key).
+    /// Adds an export of `len` bytes at buffer offset `offset` of `session`; returns (id, key),
+    /// or an error when the operating system gives no random bytes (never a guessable key).
     pub fn add(
         &self,
         session: Arc<SessionShared>,
@@ -86,15 +90,18 @@ impl ExportTable {
         perms: u32,
         registration: Registration,
         rkey: Vec<u8>,
-    ) -> (u32, u32) {
+    ) -> Result<(u64, u64), getrandom::Error> {
         let base_addr = session.region.buf_ptr() as u64 + offset as u64;
-        let key = random_u32();
+        let key = getrandom::u64()?;
         let mut inner = self.inner();
-        inner.next_id = inner.next_id.wrapping_add(1).max(1);
-        while inner.exports.contains_key(&inner.next_id) {
-            inner.next_id = inner.next_id.wrapping_add(1).max(1);
-        }
-        let id = inner.next_id;
+        // 0 means "none" to clients; a collision among live exports is astronomically
+        // unlikely, but costs only another draw.
+        let id = loop {
+            let id = getrandom::u64()?;
+            if id != 0 && !inner.exports.contains_key(&id) {
+                break id;
+            }
+        };
         inner.exports.insert(
             id,
             Export {
@@ -110,17 +117,18 @@ impl ExportTable {
                 revoke_sent: false,
             },
         );
-        (id, key)
+        Ok((id, key))
     }
 
-    /// A peer asks for an export's descriptor on connection (worker, ep).
-    pub fn query(&self, id: u32, key: u32, worker: usize, ep: EpKey) -> Result<Descriptor, ResultCode> {
+    /// A peer asks for an export's descriptor on connection (worker, ep). A missing id, a
+    /// wrong key and a revoked export are one answer (not-exported), so that an answer tells
+    /// nothing about which ids exist; failures are counted in `failed_queries`.
+    pub fn query(&self, id: u64, key: u64, worker: usize, ep: EpKey) -> Result<Descriptor, ResultCode> {
         let mut inner = self.inner();
-        let e = inner
-            .exports
-            .get_mut(&id)
-            .filter(|e| e.key == key && !e.revoked)
-            .ok_or(ResultCode::NotExported)?;
+        let Some(e) = inner.exports.get_mut(&id).filter(|e| e.key == key && !e.revoked) else {
+            self.failed_queries.fetch_add(1, Ordering::Relaxed);
+            return Err(ResultCode::NotExported);
+        };
         if !e.queriers.contains(&(worker, ep)) {
             e.queriers.push((worker, ep));
         }
@@ -133,7 +141,7 @@ impl ExportTable {
     }
 
     /// Ends one export of `session` (UNEXPORT).
-    pub fn unexport(&self, session: u32, id: u32) -> Result<(), ResultCode> {
+    pub fn unexport(&self, session: u32, id: u64) -> Result<(), ResultCode> {
         let mut inner = self.inner();
         match inner.exports.get(&id) {
             Some(e) if e.session.id == session && !e.revoked => {}
@@ -149,8 +157,8 @@ impl ExportTable {
         self.revoke_where(&mut inner, |_, e| e.session.id == session);
     }
 
-    fn revoke_where(&self, inner: &mut Inner, pick: impl Fn(u32, &Export) -> bool) {
-        let ids: Vec<u32> = inner
+    fn revoke_where(&self, inner: &mut Inner, pick: impl Fn(u64, &Export) -> bool) {
+        let ids: Vec<u64> = inner
             .exports
             .iter()
             .filter(|(&id, e)| pick(id, e))
@@ -198,7 +206,7 @@ impl ExportTable {
     }
 
     /// A peer acknowledged a REVOKE (or its connection is gone): forget it as a querier.
-    pub fn acked(&self, id: u32, key: u32, worker: usize, ep: EpKey) {
+    pub fn acked(&self, id: u64, key: u64, worker: usize, ep: EpKey) {
         let mut inner = self.inner();
         if let Some(e) = inner.exports.get_mut(&id).filter(|e| e.key == key) {
             e.queriers.retain(|q| *q != (worker, ep));
@@ -213,6 +221,11 @@ impl ExportTable {
         self.inner().exports.len()
     }
 
+    /// Peers' export queries answered not-exported since the engine started.
+    pub fn failed_queries(&self) -> u64 {
+        self.failed_queries.load(Ordering::Relaxed)
+    }
+
     /// A peer connection went away: it can no longer touch any export.
     pub fn connection_gone(&self, worker: usize, ep: EpKey) {
         let mut inner = self.inner();
@@ -221,13 +234,4 @@ impl ExportTable {
             !(e.revoked && e.queriers.is_empty())
         });
     }
-}
-
-fn random_u32() -> u32 {
-    let mut b = [0u8; 4];
-    // getrandom cannot fail for 4 bytes on Linux ≥ 3.17 short of a seccomp filter; a zero
-    // key then still works, it is only guessable.
-    // Safety: getrandom writes at most b.len() bytes into b.
-    let _ = unsafe { libc::getrandom(b.as_mut_ptr() as *mut libc::c_void, b.len(), 0) };
-    u32::from_ne_bytes(b)
 }

@@ -4,6 +4,8 @@ mod config;
 mod control;
 mod dataplane;
 mod exports;
+mod fdlimits;
+mod lookup_throttle;
 mod metrics;
 mod ops;
 mod region;
@@ -244,6 +246,11 @@ fn run(cfg: Config) -> Result<(), Box<dyn std::error::Error>> {
     // Signals are blocked before any thread exists, so every thread inherits the mask and
     // SIGTERM/SIGINT reach the engine only through the control thread's signalfd.
     let signals = control::block_signals()?;
+    // Writing to a doorbell pipe whose client end is closed must be an EPIPE, never a fatal
+    // SIGPIPE (Rust programs start with it ignored; stated here because the engine relies on it).
+    // Safety: installing SIG_IGN has no preconditions.
+    unsafe { libc::signal(libc::SIGPIPE, libc::SIG_IGN) };
+    fdlimits::raise_nofile_limit();
     // SeaweedFS volumes: opened before serving, so the first needle read finds them; kept
     // current by a refresh thread and by SIGHUP (directories may be added later).
     let volumes = seaweed::VolumeStore::open(&cfg.seaweedfs)?;
@@ -283,9 +290,9 @@ fn run(cfg: Config) -> Result<(), Box<dyn std::error::Error>> {
         control::ControlServer::new(cfg, listener, socket_path, signals, control_wake, events_rx, workers)?;
     server.set_peers(peers);
     let settings = ucx_settings.clone();
-    server
-        .registry()
-        .set_export_counter(Box::new(move || settings.exports.len()));
+    server.registry().set_export_counter(Box::new(move || {
+        (settings.exports.len(), settings.exports.failed_queries())
+    }));
     server.registry().set_volume_source(Box::new(move || volumes.volumes()));
     if let Some(listen) = metrics_listen {
         let addr = metrics::serve(&listen, server.registry())

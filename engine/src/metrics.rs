@@ -149,6 +149,12 @@ pub fn render(s: &Snapshot) -> String {
     );
     o.sample("seaweed_ring_exports", &[], e.exports);
     o.family(
+        "seaweed_ring_export_queries_failed_total",
+        "counter",
+        "Peers' export queries this engine answered not-exported (wrong id or key, or ended).",
+    );
+    o.sample("seaweed_ring_export_queries_failed_total", &[], e.export_queries_failed);
+    o.family(
         "seaweed_ring_ucx_registrations",
         "gauge",
         "UCX memory registrations held (session regions used remotely, exports).",
@@ -473,6 +479,7 @@ mod tests {
                 max_sessions: 4,
                 sessions_open: 1,
                 exports: 0,
+                export_queries_failed: 0,
                 ucx_registrations: 0,
             },
             workers: vec![WorkerStatus {

@@ -2,7 +2,7 @@
 //! handed to the client as a file descriptor.
 
 use std::ffi::CString;
-use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
+use std::os::fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd};
 use std::ptr::NonNull;
 use std::sync::atomic::Ordering;
 
@@ -77,14 +77,18 @@ impl Region {
 
     fn map_new(layout: RegionLayout, name: &str, huge: bool) -> std::io::Result<Self> {
         let (flags, page) = if huge {
-            (MemFdCreateFlag::MFD_CLOEXEC | MemFdCreateFlag::MFD_HUGETLB, HUGE_PAGE)
+            (
+                MemFdCreateFlag::MFD_CLOEXEC | MemFdCreateFlag::MFD_HUGETLB | MemFdCreateFlag::MFD_ALLOW_SEALING,
+                HUGE_PAGE,
+            )
         } else {
-            (MemFdCreateFlag::MFD_CLOEXEC, 4096)
+            (MemFdCreateFlag::MFD_CLOEXEC | MemFdCreateFlag::MFD_ALLOW_SEALING, 4096)
         };
         let size = layout.min_region_size.next_multiple_of(page);
         let cname = CString::new(name).unwrap_or_else(|_| CString::new("seaweed-ring").unwrap());
         let fd = memfd_create(&cname, flags)?;
         nix::unistd::ftruncate(&fd, size as i64)?;
+        seal_size(&fd)?;
         let file = std::fs::File::from(fd);
         // populate: fault every page in now (and, for hugetlb, fail here rather than with
         // SIGBUS later if the pool runs dry), so the hot path never page-faults.
@@ -196,6 +200,22 @@ impl Region {
         // session, the rings are fresh, and each was built for its entry type.
         unsafe { (Consumer::new(sq), Producer::new(cq)) }
     }
+}
+
+/// Fixes the memfd's size for good, before its fd can leave the engine: the client holds the
+/// fd, and a region it could shrink (ftruncate) would kill the engine with SIGBUS on its next
+/// access. `F_SEAL_SEAL` stops anyone from adding or removing seals later. Both backings
+/// accept these seals (shmem since Linux 3.17, hugetlbfs since 4.16); a kernel that refuses
+/// them fails region creation, so an unsealed region is never handed out.
+fn seal_size(fd: &OwnedFd) -> std::io::Result<()> {
+    use nix::fcntl::{fcntl, FcntlArg, SealFlag};
+    let seals = SealFlag::F_SEAL_SHRINK | SealFlag::F_SEAL_GROW | SealFlag::F_SEAL_SEAL;
+    fcntl(fd.as_raw_fd(), FcntlArg::F_ADD_SEALS(seals)).map_err(|e| {
+        std::io::Error::other(format!(
+            "cannot seal the region memfd's size (F_ADD_SEALS: {e}); huge-page regions need Linux >= 4.16, others 3.17"
+        ))
+    })?;
+    Ok(())
 }
 
 /// Whether a huge-page region can be created right now (for the start-up log line and for

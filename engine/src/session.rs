@@ -5,7 +5,8 @@ use std::os::fd::{AsFd, OwnedFd};
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
 
-use ring_proto::control_io::signal_eventfd;
+use ring_proto::control_io::ring_doorbell;
+use ring_proto::entry::ExportTicket;
 use ring_proto::{CloseReason, Consumer, Cqe, Producer, ResultCode, SessionState, Sqe};
 
 use crate::ops;
@@ -20,11 +21,19 @@ pub struct SessionShared {
     /// registration must go before the memory is unmapped.
     pub ucx_registration: std::sync::OnceLock<engine::ucx::Registration>,
     pub region: Region,
-    /// Eventfd the client sleeps on for completions and state changes.
-    pub cq_wake: OwnedFd,
+    /// The engine's (non-blocking) write end of the session's CQ doorbell pipe; the client
+    /// holds only the read end and sleeps on it for completions and state changes.
+    pub cq_doorbell: OwnedFd,
+    /// The engine's (non-blocking) read end of the session's SQ doorbell pipe, in the worker's
+    /// epoll set; the client holds only the write end. Its own pipe, so no other session can
+    /// read, fill or block this session's wake-ups.
+    pub sq_doorbell: OwnedFd,
     pub stats: SessionStats,
     /// The client's process, from SO_PEERCRED (for logs).
     pub client_pid: i32,
+    /// Failed export lookups of this session's READ/WRITEs (only its worker's data plane
+    /// takes the lock; never contended).
+    pub lookups: std::sync::Mutex<crate::lookup_throttle::LookupThrottle>,
 }
 
 impl SessionShared {
@@ -42,9 +51,9 @@ impl SessionShared {
     }
 
     pub fn wake_client(&self) {
-        // An eventfd write cannot fail short of a closed fd; if it did, the client still
-        // sees the state or CQ tail at its next check, so there is nothing better to do.
-        let _ = signal_eventfd(self.cq_wake.as_fd());
+        // Never blocks (the engine's own O_NONBLOCK end); a full pipe already holds a wake-up.
+        // On any other failure the client still sees the state or CQ tail at its next check.
+        let _ = ring_doorbell(self.cq_doorbell.as_fd());
     }
 }
 
@@ -99,9 +108,9 @@ pub trait Remote {
         offset: usize,
         len: usize,
         perms: u32,
-    ) -> Result<(u32, u32), ResultCode>;
+    ) -> Result<(u64, u64), ResultCode>;
     /// Ends one of the session's exports.
-    fn unexport(&mut self, session: &Arc<SessionShared>, id: u32) -> Result<(), ResultCode>;
+    fn unexport(&mut self, session: &Arc<SessionShared>, id: u64) -> Result<(), ResultCode>;
 }
 
 /// For passes that must not start remote work (draining).
@@ -117,10 +126,10 @@ impl Remote for NoRemote {
     fn start_read_needle(&mut self, _: &Arc<SessionShared>, _: u64, _: ops::NeedleRequest) -> Result<(), ResultCode> {
         Err(ResultCode::ShuttingDown)
     }
-    fn export(&mut self, _: &Arc<SessionShared>, _: usize, _: usize, _: u32) -> Result<(u32, u32), ResultCode> {
+    fn export(&mut self, _: &Arc<SessionShared>, _: usize, _: usize, _: u32) -> Result<(u64, u64), ResultCode> {
         Err(ResultCode::ShuttingDown)
     }
-    fn unexport(&mut self, _: &Arc<SessionShared>, _: u32) -> Result<(), ResultCode> {
+    fn unexport(&mut self, _: &Arc<SessionShared>, _: u64) -> Result<(), ResultCode> {
         Err(ResultCode::ShuttingDown)
     }
 }
@@ -175,7 +184,6 @@ impl ActiveSession {
         let mut posted = 0u32;
         for _ in 0..n {
             let sqe = self.sq.pop().expect("refresh counted it");
-            let mut flags = 0;
             let started = |r: Result<(), ResultCode>, inflight: &mut u32| match r {
                 Ok(()) => {
                     *inflight += 1;
@@ -207,15 +215,25 @@ impl ActiveSession {
                             Some(err) => err,
                         }
                     }
-                    Ok(ops::Request::Export { offset, len, perms }) => {
-                        match remote.export(&self.shared, offset, len, perms) {
-                            Ok((id, key)) => {
-                                flags = key;
-                                id as i32
-                            }
-                            Err(code) => code as i32,
+                    Ok(ops::Request::Export {
+                        offset,
+                        len,
+                        perms,
+                        ticket_offset,
+                    }) => match remote.export(&self.shared, offset, len, perms) {
+                        Ok((id, key)) => {
+                            let ticket = ExportTicket { id, key }.encode();
+                            // Safety: validate checked ticket_offset + EXPORT_TICKET_LEN <=
+                            // buf_size for this session, and `buf` is its buffer area. The
+                            // client reads the ticket only after the completion posted below
+                            // (the CQ tail's Release store orders these bytes before it).
+                            unsafe {
+                                std::ptr::copy_nonoverlapping(ticket.as_ptr(), buf.add(ticket_offset), ticket.len())
+                            };
+                            0
                         }
-                    }
+                        Err(code) => code as i32,
+                    },
                     Ok(ops::Request::Unexport { id }) => {
                         remote.unexport(&self.shared, id).map_or_else(|c| c as i32, |()| 0)
                     }
@@ -226,7 +244,7 @@ impl ActiveSession {
                     }
                 },
             };
-            self.post(sqe.user_data, result, flags, ws);
+            self.post(sqe.user_data, result, 0, ws);
             posted += 1;
         }
         self.sq.release();

@@ -3,8 +3,8 @@
 //! touches it), the [`Snapshot`] built from it for `engine status` and the metrics endpoint,
 //! and the `engine status` client.
 
-use std::collections::BTreeMap;
-use std::os::fd::{AsFd, AsRawFd, BorrowedFd};
+use std::collections::{BTreeMap, VecDeque};
+use std::os::fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd};
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -36,8 +36,8 @@ pub struct Registry {
     sessions: Mutex<BTreeMap<u32, Arc<SessionShared>>>,
     /// Peer engines (set once at start, shared with the workers' data planes).
     peers: std::sync::OnceLock<Arc<crate::dataplane::PeerRegistry>>,
-    /// Counts the engine's memory exports.
-    exports: std::sync::OnceLock<Box<dyn Fn() -> usize + Send + Sync>>,
+    /// Counts the engine's memory exports and the peers' queries it answered not-exported.
+    exports: std::sync::OnceLock<ExportCounter>,
     volumes: std::sync::OnceLock<VolumeSource>,
 }
 
@@ -68,7 +68,7 @@ impl Registry {
         let _ = self.volumes.set(f);
     }
 
-    pub fn set_export_counter(&self, f: Box<dyn Fn() -> usize + Send + Sync>) {
+    pub fn set_export_counter(&self, f: ExportCounter) {
         let _ = self.exports.set(f);
     }
 
@@ -138,7 +138,8 @@ impl Registry {
                 layout_version: LAYOUT_VERSION,
                 max_sessions: self.max_sessions,
                 sessions_open: sessions.len(),
-                exports: self.exports.get().map_or(0, |e| e()),
+                exports: self.exports.get().map_or(0, |e| e().0),
+                export_queries_failed: self.exports.get().map_or(0, |e| e().1),
                 ucx_registrations: engine::ucx::live_registrations(),
             },
             workers,
@@ -224,6 +225,9 @@ pub struct Snapshot {
 }
 
 /// Lists the volumes served, for snapshots.
+/// (exports held, peers' export queries answered not-exported).
+pub type ExportCounter = Box<dyn Fn() -> (usize, u64) + Send + Sync>;
+
 pub type VolumeSource = Box<dyn Fn() -> Vec<crate::seaweed::VolumeInfo> + Send + Sync>;
 
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
@@ -267,6 +271,9 @@ pub struct EngineInfo {
     /// Memory exports held: live ones and revoked ones waiting for peers' acknowledgements.
     #[serde(default)]
     pub exports: usize,
+    /// Peers' export queries answered not-exported (wrong id or key, or ended) since start.
+    #[serde(default)]
+    pub export_queries_failed: u64,
     /// UCX memory registrations held (session regions used remotely, exports).
     #[serde(default)]
     pub ucx_registrations: usize,
@@ -321,37 +328,71 @@ pub struct SessionStatus {
     pub counters: Counters,
 }
 
-/// Upper bound for how long a status request may hold up the control thread per packet.
-const STATUS_SEND_TIMEOUT: Duration = Duration::from_secs(1);
+/// How long a status client may take to read its whole reply before it is dropped.
+const STATUS_SEND_DEADLINE: Duration = Duration::from_secs(5);
 
-/// Control thread: answers a `Status` request on `fd` (then the caller drops the connection).
-pub fn serve(fd: BorrowedFd<'_>, registry: &Registry) {
-    let json = serde_json::to_string(&registry.snapshot()).expect("snapshot serializes");
-    // The connection is non-blocking; a multi-packet reply may outrun the socket buffer, so
-    // send blocking, bounded per packet by a timeout.
-    let blocking = nix::fcntl::fcntl(
-        fd.as_raw_fd(),
-        nix::fcntl::FcntlArg::F_SETFL(nix::fcntl::OFlag::empty()),
-    );
-    let timeout = nix::sys::time::TimeVal::new(STATUS_SEND_TIMEOUT.as_secs() as _, 0);
-    if blocking.is_err() || socket::setsockopt(&fd, sockopt::SendTimeout, &timeout).is_err() {
-        return;
+/// A `Status` reply on its way out. The control thread never waits on a client: packets go
+/// out as fast as the client's socket takes them (MSG_DONTWAIT, the rest when it polls
+/// writable), and a client that stops reading is dropped at the deadline.
+pub struct StatusReply {
+    fd: OwnedFd,
+    packets: VecDeque<Message>,
+    deadline: Instant,
+}
+
+impl StatusReply {
+    /// The reply to a `Status` request received on `fd`.
+    pub fn new(fd: OwnedFd, registry: &Registry) -> Self {
+        let json = serde_json::to_string(&registry.snapshot()).expect("snapshot serializes");
+        let mut packets = VecDeque::new();
+        let mut rest = json.as_str();
+        loop {
+            let chunk = split_chunk(rest, MAX_STATUS_CHUNK);
+            rest = &rest[chunk.len()..];
+            packets.push_back(Message::StatusReply {
+                more: !rest.is_empty(),
+                json: chunk.into(),
+            });
+            if rest.is_empty() {
+                break;
+            }
+        }
+        Self {
+            fd,
+            packets,
+            deadline: Instant::now() + STATUS_SEND_DEADLINE,
+        }
     }
-    let mut rest = json.as_str();
-    loop {
-        let chunk = split_chunk(rest, MAX_STATUS_CHUNK);
-        rest = &rest[chunk.len()..];
-        let msg = Message::StatusReply {
-            more: !rest.is_empty(),
-            json: chunk.into(),
-        };
-        if let Err(e) = control_io::send(fd, &msg, &[]) {
-            tracing::info!(error = %e, "status client left before the reply was sent");
-            return;
+
+    pub fn fd(&self) -> BorrowedFd<'_> {
+        self.fd.as_fd()
+    }
+
+    /// Sends what the socket takes now; true when finished (everything sent, the client
+    /// left, or the deadline passed): the caller then drops it, closing the connection.
+    pub fn progress(&mut self, now: Instant) -> bool {
+        while let Some(msg) = self.packets.front() {
+            match control_io::send_nonblocking(self.fd.as_fd(), msg, &[]) {
+                Ok(()) => {
+                    self.packets.pop_front();
+                }
+                Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {
+                    if now >= self.deadline {
+                        tracing::info!(
+                            left = self.packets.len(),
+                            "status client did not read its reply in time; dropped"
+                        );
+                        return true;
+                    }
+                    return false;
+                }
+                Err(e) => {
+                    tracing::info!(error = %e, "status client left before the reply was sent");
+                    return true;
+                }
+            }
         }
-        if rest.is_empty() {
-            return;
-        }
+        true
     }
 }
 
@@ -619,6 +660,7 @@ mod tests {
                 max_sessions: 8,
                 sessions_open: 1,
                 exports: 0,
+                export_queries_failed: 0,
                 ucx_registrations: 0,
             },
             workers: vec![WorkerStatus {

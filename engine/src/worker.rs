@@ -1,7 +1,8 @@
 //! Worker threads: each is pinned to one core, owns a set of sessions and busy-polls their
 //! SQs. When idle for `idle-spin-us` it announces NEED_WAKEUP on every SQ and sleeps in
-//! `epoll_wait` on its wake eventfd (the UCX worker's event fd joins the same epoll set in the
-//! data-plane work, so a remote message wakes it like a local client does).
+//! `epoll_wait` on its own wake eventfd (the control thread's commands; no client holds it),
+//! every session's SQ doorbell pipe (one per session, so a client can only ever silence its
+//! own wake-ups) and the UCX worker's event fd (a remote message wakes it like a client).
 
 use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -10,7 +11,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use nix::sys::epoll::{Epoll, EpollCreateFlags, EpollEvent, EpollFlags, EpollTimeout};
-use ring_proto::control_io::{drain_eventfd, new_eventfd, signal_eventfd};
+use ring_proto::control_io::{drain_doorbell, drain_eventfd, new_eventfd, signal_eventfd, Doorbell};
 use ring_proto::{CloseReason, ResultCode, SessionState};
 
 use crate::dataplane::{DataPlane, UcxSettings};
@@ -29,6 +30,9 @@ pub enum Command {
         state: SessionState,
         reason: CloseReason,
     },
+    /// Peer registrations were released: the wake-up alone is the message (the next pass over
+    /// the data plane closes connections to released peers).
+    PeersReleased,
     /// Engine shutdown: fail what is queued, close every session, exit the thread.
     Shutdown {
         drain_timeout: Duration,
@@ -65,11 +69,6 @@ impl WorkerHandle {
         // itself orders the command.
         self.pending.store(true, Ordering::Release);
         self.wake();
-    }
-
-    /// The eventfd clients write to wake this worker.
-    pub fn wake_fd(&self) -> std::os::fd::BorrowedFd<'_> {
-        self.wake.as_fd()
     }
 
     fn wake(&self) {
@@ -195,6 +194,14 @@ struct Worker {
     plane: Option<DataPlane>,
 }
 
+/// epoll data of a session's SQ doorbell: this bit plus the session id (0 is the worker's own
+/// wake eventfd, 1 the UCX worker's event fd).
+const DOORBELL_TAG: u64 = 1 << 32;
+
+fn doorbell_session(data: u64) -> Option<u32> {
+    (data & DOORBELL_TAG != 0).then_some(data as u32)
+}
+
 /// Entries taken from one session per pass, so one busy session cannot starve the others.
 const PASS_BUDGET: u32 = 64;
 
@@ -239,10 +246,10 @@ impl Remote for PlaneSlot<'_> {
         offset: usize,
         len: usize,
         perms: u32,
-    ) -> Result<(u32, u32), ResultCode> {
+    ) -> Result<(u64, u64), ResultCode> {
         self.plane()?.export(session, offset, len, perms)
     }
-    fn unexport(&mut self, session: &Arc<SessionShared>, id: u32) -> Result<(), ResultCode> {
+    fn unexport(&mut self, session: &Arc<SessionShared>, id: u64) -> Result<(), ResultCode> {
         self.plane()?.unexport(session, id)
     }
 }
@@ -411,18 +418,25 @@ impl Worker {
                 }
                 None => EpollTimeout::NONE,
             };
-            let mut events = [EpollEvent::empty(); 4];
-            loop {
+            let mut events = [EpollEvent::empty(); 64];
+            let fired = loop {
                 match self.epoll.wait(&mut events, timeout) {
                     Err(nix::errno::Errno::EINTR) => continue,
                     Err(e) => {
                         tracing::error!(worker = self.id, error = %e, "epoll_wait failed; spinning instead");
-                        break;
+                        break 0;
                     }
-                    Ok(_) => break,
+                    Ok(n) => break n,
+                }
+            };
+            let _ = drain_eventfd(self.wake.as_fd());
+            // Level-triggered: a doorbell left unread (beyond these 64 events) fires again at
+            // the next sleep, so none is lost.
+            for ev in &events[..fired] {
+                if let Some(id) = doorbell_session(ev.data()) {
+                    self.drain_doorbell(id);
                 }
             }
-            let _ = drain_eventfd(self.wake.as_fd());
             self.stats.wakeups.add(1);
         }
         for s in &self.sessions {
@@ -436,6 +450,12 @@ impl Worker {
             match cmd {
                 Command::Add(shared) => {
                     self.stats.sessions_added.add(1);
+                    let event = EpollEvent::new(EpollFlags::EPOLLIN, DOORBELL_TAG | shared.id as u64);
+                    if let Err(e) = self.epoll.add(shared.sq_doorbell.as_fd(), event) {
+                        // Without its doorbell the session is still served whenever the worker
+                        // is awake; say so rather than refuse it.
+                        tracing::error!(worker = self.id, session = shared.id, error = %e, "cannot watch the session's SQ doorbell");
+                    }
                     self.sessions.push(ActiveSession::new(shared));
                 }
                 Command::Remove {
@@ -467,6 +487,7 @@ impl Worker {
                         }
                     }
                 }
+                Command::PeersReleased => {}
                 Command::Shutdown { drain_timeout } => return Some(drain_timeout),
             }
         }
@@ -541,9 +562,36 @@ impl Worker {
         self.release(s);
     }
 
+    /// Consumes a session's SQ doorbell. A client that closed its end (hang-up) would make the
+    /// level-triggered epoll fire forever: its doorbell leaves the set (only that session can
+    /// no longer wake the worker; it closed its own doorbell).
+    fn drain_doorbell(&mut self, id: u32) {
+        let Some(s) = self
+            .sessions
+            .iter()
+            .chain(self.closing.iter().map(|(s, _, _)| s))
+            .find(|s| s.id() == id)
+        else {
+            return;
+        };
+        match drain_doorbell(s.shared.sq_doorbell.as_fd()) {
+            Ok(Doorbell::Hangup) | Err(_) => {
+                tracing::info!(
+                    worker = self.id,
+                    session = id,
+                    "client closed its SQ doorbell; no longer watched"
+                );
+                let _ = self.epoll.delete(s.shared.sq_doorbell.as_fd());
+            }
+            Ok(_) => {}
+        }
+    }
+
     fn release(&mut self, s: ActiveSession) {
         self.stats.sessions_removed.add(1);
         let id = s.id();
+        // The Arc may outlive this (a metrics scrape), so leave the epoll set explicitly.
+        let _ = self.epoll.delete(s.shared.sq_doorbell.as_fd());
         // Its exports end with it; their memory is released once peers acknowledged.
         self.ucx.exports.revoke_session(id);
         drop(s);

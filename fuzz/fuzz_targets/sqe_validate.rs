@@ -74,19 +74,30 @@ fuzz_target!(|data: &[u8]| {
             assert_eq!((offset as u64, len as u64), (sqe.buf_offset, sqe.buf_len as u64));
             assert_eq!((resp_offset as u64, resp_cap as u64), (sqe.args[0], sqe.args[1]));
         }
-        Ok(Request::Export { offset, len, perms }) => {
+        Ok(Request::Export {
+            offset,
+            len,
+            perms,
+            ticket_offset,
+        }) => {
             assert_eq!(sqe.opcode, opcode::EXPORT);
-            assert!(common_zero && sqe.peer == 0 && sqe.args == [0; 4]);
+            assert!(common_zero && sqe.peer == 0 && sqe.args[1..] == [0; 3]);
             assert!(
                 len > 0 && buf_ok(offset, len),
                 "export {offset}+{len} outside {layout:?}"
             );
+            assert!(
+                ticket_offset % 8 == 0 && buf_ok(ticket_offset, ring_proto::entry::EXPORT_TICKET_LEN),
+                "export ticket at {ticket_offset} outside {layout:?}"
+            );
+            assert_eq!(ticket_offset as u64, sqe.args[0]);
             assert!((1..=3).contains(&perms) && perms == sqe.aux);
         }
         Ok(Request::Unexport { id }) => {
             assert_eq!(sqe.opcode, opcode::UNEXPORT);
-            assert!(common_zero && sqe.peer == 0 && sqe.args == [0; 4] && sqe.buf_offset == 0 && sqe.buf_len == 0);
-            assert_eq!(id, sqe.aux);
+            assert!(common_zero && sqe.peer == 0 && sqe.aux == 0 && sqe.args[1..] == [0; 3]);
+            assert!(sqe.buf_offset == 0 && sqe.buf_len == 0);
+            assert_eq!(id, sqe.args[0]);
         }
         Ok(Request::Rma(RmaRequest {
             write,
@@ -104,7 +115,7 @@ fuzz_target!(|data: &[u8]| {
             assert!(buf_ok(offset, len), "rma {offset}+{len} outside {layout:?}");
             assert!(len <= i32::MAX as usize, "rma length {len} does not fit the CQE result");
             assert_eq!(
-                (export_id as u64, key as u64, remote_offset),
+                (export_id, key, remote_offset),
                 (sqe.args[0], sqe.args[1], sqe.args[2])
             );
         }

@@ -5,7 +5,7 @@
 
 use libfuzzer_sys::fuzz_target;
 use ring_proto::needle::NeedleMeta;
-use ring_proto::wire::{ExportDescriptor, MsgHeader, NeedleRequestHeader};
+use ring_proto::wire::{ExportDescriptor, ExportRefHeader, MsgHeader, NeedleRequestHeader};
 
 fuzz_target!(|b: &[u8]| {
     if let Some(h) = MsgHeader::parse(b, false) {
@@ -24,5 +24,8 @@ fuzz_target!(|b: &[u8]| {
     }
     if let Some(d) = ExportDescriptor::parse(b) {
         assert_eq!(d.encode(), b);
+    }
+    if let Some(r) = ExportRefHeader::parse(b) {
+        assert_eq!(&r.encode()[..], b);
     }
 });

@@ -27,7 +27,7 @@ use std::time::{Duration, Instant};
 use nix::poll::{PollFd, PollFlags, PollTimeout};
 use nix::sys::socket::{connect, socket, AddressFamily, SockFlag, SockType, UnixAddr};
 use ring_proto::control::{ControlErrorCode, Message, WELCOME_FDS};
-use ring_proto::control_io::{self, drain_eventfd, signal_eventfd, RecvError};
+use ring_proto::control_io::{self, drain_doorbell, ring_doorbell, RecvError};
 use ring_proto::{CloseReason, Consumer, Cqe, Producer, RegionLayout, SessionState, Sqe, LAYOUT_VERSION};
 
 pub use error::{CloseError, ConnectError, SubmitError, WaitError};
@@ -69,8 +69,10 @@ pub struct Session {
     cq: Consumer<Cqe>,
     region: Arc<Region>,
     ctl: OwnedFd,
-    worker_wake: OwnedFd,
-    cq_wake: OwnedFd,
+    /// Write end of the session's SQ doorbell (wakes its worker).
+    sq_doorbell: OwnedFd,
+    /// Read end of the session's CQ doorbell (the engine rings it for completions and states).
+    cq_doorbell: OwnedFd,
     session_id: u32,
     worker: u32,
     keepalive: Option<Keepalive>,
@@ -113,9 +115,10 @@ impl Session {
             }
             other => return Err(ConnectError::Protocol(format!("expected Welcome, got {other:?}"))),
         };
-        let [region_fd, worker_wake, cq_wake]: [OwnedFd; WELCOME_FDS] = fds.try_into().map_err(|v: Vec<OwnedFd>| {
-            ConnectError::Protocol(format!("Welcome carried {} fds, expected 3", v.len()))
-        })?;
+        let [region_fd, sq_doorbell, cq_doorbell]: [OwnedFd; WELCOME_FDS] =
+            fds.try_into().map_err(|v: Vec<OwnedFd>| {
+                ConnectError::Protocol(format!("Welcome carried {} fds, expected 3", v.len()))
+            })?;
         let region = Arc::new(Region::map(region_fd, region_size)?);
         let (sq, cq) = region.rings();
         let keepalive = (opts.keepalive && region.header().lease_ms > 0).then(|| Keepalive::start(region.clone()));
@@ -124,8 +127,8 @@ impl Session {
             cq,
             region,
             ctl,
-            worker_wake,
-            cq_wake,
+            sq_doorbell,
+            cq_doorbell,
             session_id,
             worker,
             keepalive,
@@ -178,7 +181,7 @@ impl Session {
         Ok(CompletionQueue { session: self })
     }
 
-    /// Waits for one completion: spins for `spin`, then sleeps on the session eventfd until
+    /// Waits for one completion: spins for `spin`, then sleeps on the CQ doorbell until
     /// the engine signals, the engine dies, or `timeout` passes.
     pub fn wait_cqe(&mut self, spin: Duration, timeout: Option<Duration>) -> Result<Cqe, WaitError> {
         let start = Instant::now();
@@ -221,7 +224,7 @@ impl Session {
         self.cq.release();
         let in_flight = self.sq.local_tail().wrapping_sub(self.cq.local_head());
         if in_flight > self.region.layout().cq_entries && self.sq.consumer_needs_wakeup() {
-            signal_eventfd(self.worker_wake.as_fd()).map_err(WaitError::Io)?;
+            ring_doorbell(self.sq_doorbell.as_fd()).map_err(WaitError::Io)?;
         }
         Ok(())
     }
@@ -247,7 +250,7 @@ impl Session {
             PollTimeout::try_from(t.as_millis().max(1).min(i32::MAX as u128) as i32).unwrap_or(PollTimeout::MAX)
         });
         let mut fds = [
-            PollFd::new(self.cq_wake.as_fd(), PollFlags::POLLIN),
+            PollFd::new(self.cq_doorbell.as_fd(), PollFlags::POLLIN),
             PollFd::new(self.ctl.as_fd(), PollFlags::POLLIN),
         ];
         match nix::poll::poll(&mut fds, ms) {
@@ -255,7 +258,7 @@ impl Session {
             Err(e) => return Err(WaitError::Io(e.into())),
         }
         let ctl_ready = fds[1].revents().is_some_and(|r| !r.is_empty());
-        drain_eventfd(self.cq_wake.as_fd()).map_err(WaitError::Io)?;
+        drain_doorbell(self.cq_doorbell.as_fd()).map_err(WaitError::Io)?;
         if ctl_ready {
             // Only Pong is expected unsolicited; EOF means the engine is gone.
             match control_io::recv(self.ctl.as_fd()) {
@@ -356,7 +359,7 @@ impl Session {
     }
 
     fn wake_engine(&self) -> Result<(), SubmitError> {
-        signal_eventfd(self.worker_wake.as_fd()).map_err(SubmitError::Io)
+        ring_doorbell(self.sq_doorbell.as_fd()).map_err(SubmitError::Io)
     }
 }
 

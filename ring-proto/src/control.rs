@@ -6,14 +6,16 @@
 //! ```
 //!
 //! One connection is one session: `Hello` creates it, the engine answers `Welcome` with three
-//! file descriptors (SCM_RIGHTS: region memfd, worker wake eventfd, session completion
-//! eventfd) or `Error`. Closing the connection (or the process dying) ends the session.
+//! file descriptors (SCM_RIGHTS: size-sealed region memfd, the write end of the session's SQ
+//! doorbell pipe, the read end of its CQ doorbell pipe) or `Error`. Closing the connection (or the process dying) ends the session.
 //! An operator connection sends `Status` instead of `Hello` and gets the engine's state as
 //! JSON in one or more `StatusReply` packets (the only packets above [`MAX_MESSAGE`]).
 
 pub const CONTROL_MAGIC: u32 = u32::from_le_bytes(*b"SWCP");
 /// Bumped on any incompatible change of these messages.
-pub const CONTROL_VERSION: u16 = 1;
+/// Version 2: Welcome's fds [1] and [2] are per-session pipe ends (SQ doorbell write end, CQ
+/// doorbell read end) instead of shared eventfds; the region memfd is size-sealed.
+pub const CONTROL_VERSION: u16 = 2;
 /// Upper bound of one packet; longer packets are rejected.
 pub const MAX_MESSAGE: usize = 512;
 /// File descriptors sent with `Welcome`, in this order.
@@ -42,6 +44,9 @@ pub enum ControlErrorCode {
     PermissionDenied = 6,
     /// A message that does not parse.
     Malformed = 7,
+    /// ConnectPeer: the session holds `control.max-peers-per-session` registrations already
+    /// (the session goes on; the connection stays open).
+    TooManyPeers = 8,
 }
 
 impl ControlErrorCode {
@@ -54,6 +59,7 @@ impl ControlErrorCode {
             5 => Self::ShuttingDown,
             6 => Self::PermissionDenied,
             7 => Self::Malformed,
+            8 => Self::TooManyPeers,
             _ => return None,
         })
     }
@@ -107,6 +113,25 @@ pub enum Message {
     },
 }
 
+impl Message {
+    /// The message's name as SPEC.md §2 spells it (for logs and error texts).
+    pub fn name(&self) -> &'static str {
+        match self {
+            Message::Hello { .. } => "Hello",
+            Message::Welcome { .. } => "Welcome",
+            Message::Error { .. } => "Error",
+            Message::Close => "Close",
+            Message::Closed => "Closed",
+            Message::Ping => "Ping",
+            Message::Pong => "Pong",
+            Message::ConnectPeer { .. } => "ConnectPeer",
+            Message::PeerConnected { .. } => "PeerConnected",
+            Message::Status => "Status",
+            Message::StatusReply { .. } => "StatusReply",
+        }
+    }
+}
+
 mod kind {
     pub const HELLO: u16 = 1;
     pub const WELCOME: u16 = 2;
@@ -125,11 +150,24 @@ mod kind {
 /// Why a packet is not a message.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum DecodeError {
-    Short { len: usize },
+    Short {
+        len: usize,
+    },
     BadMagic(u32),
-    Version { found: u16, expected: u16 },
+    Version {
+        found: u16,
+        expected: u16,
+    },
     UnknownKind(u16),
-    BadPayload { kind: u16, len: usize },
+    BadPayload {
+        kind: u16,
+        len: usize,
+    },
+    /// A reserved field that MUST be zero is not (e.g. Hello's `reserved`).
+    Reserved {
+        kind: u16,
+        value: u32,
+    },
 }
 
 impl core::fmt::Display for DecodeError {
@@ -143,6 +181,12 @@ impl core::fmt::Display for DecodeError {
             Self::UnknownKind(k) => write!(f, "unknown control message kind {k}"),
             Self::BadPayload { kind, len } => {
                 write!(f, "control message kind {kind} has a malformed {len}-byte payload")
+            }
+            Self::Reserved { kind, value } => {
+                write!(
+                    f,
+                    "control message kind {kind} has reserved field {value:#x}; it must be 0"
+                )
             }
         }
     }
@@ -243,6 +287,12 @@ impl Message {
         Ok(match k {
             kind::HELLO => {
                 exact(24)?;
+                if u32_at(12) != 0 {
+                    return Err(DecodeError::Reserved {
+                        kind: k,
+                        value: u32_at(12),
+                    });
+                }
                 Message::Hello {
                     layout_version: u32_at(0),
                     sq_entries: u32_at(4),
@@ -400,13 +450,28 @@ mod tests {
     }
 
     #[test]
+    fn hello_with_a_nonzero_reserved_field_is_refused() {
+        // SPEC.md §2: Hello's `reserved` (payload offset 12) MUST be 0.
+        let mut p = Message::Hello {
+            layout_version: 1,
+            sq_entries: 0,
+            cq_entries: 0,
+            buf_size: 0,
+        }
+        .encode();
+        assert!(Message::decode(&p).is_ok());
+        p[8 + 12] = 1;
+        assert_eq!(Message::decode(&p), Err(DecodeError::Reserved { kind: 1, value: 1 }));
+    }
+
+    #[test]
     fn status_kinds_decode_from_their_documented_bytes() {
         // SPEC.md §2: Status is kind 32 with no payload.
-        let status = [0x53, 0x57, 0x43, 0x50, 1, 0, 32, 0];
+        let status = [0x53, 0x57, 0x43, 0x50, 2, 0, 32, 0];
         assert_eq!(Message::decode(&status), Ok(Message::Status));
         assert_eq!(Message::Status.encode(), status);
         // StatusReply: kind 33, flags u32 (bit 0: more follows), n u32, n bytes of JSON.
-        let mut reply = vec![0x53, 0x57, 0x43, 0x50, 1, 0, 33, 0, 1, 0, 0, 0, 2, 0, 0, 0];
+        let mut reply = vec![0x53, 0x57, 0x43, 0x50, 2, 0, 33, 0, 1, 0, 0, 0, 2, 0, 0, 0];
         reply.extend_from_slice(b"{}");
         assert_eq!(
             Message::decode(&reply),

@@ -132,14 +132,17 @@ pub mod opcode {
     /// response length. `flags`, `reserved`, `args[2..]` must be 0.
     pub const SEND: u8 = 3;
     /// Exports `buf_len` bytes at `buf_offset` to peer engines with permissions `aux`
-    /// (1 read, 2 write, 3 both); result = export id (> 0), CQE `flags` = export key. Give
-    /// both to the peer's client (e.g. in a SEND); the export ends with UNEXPORT or the session.
+    /// (1 read, 2 write, 3 both); the engine writes the export's ticket
+    /// ([`crate::entry::ExportTicket`]: random 64-bit id and 64-bit key) into the buffer area
+    /// at `args[0]` (16 bytes, 8-aligned) before completing with result 0. Give both to the
+    /// peer's client (e.g. in a SEND); the export ends with UNEXPORT or the session.
     pub const EXPORT: u8 = 4;
-    /// Ends export `aux` of this session; result 0. Peers that fetched it are told to stop
-    /// using it before its memory is released.
+    /// Ends export `args[0]` (its id) of this session; result 0. Peers that fetched it are told
+    /// to stop using it before its memory is released.
     pub const UNEXPORT: u8 = 5;
     /// One-sided read from a peer's export: `buf_len` bytes from offset `args[2]` of export
-    /// (`args[0]` id, `args[1]` key) at engine `peer`, into `buf_offset`; result = `buf_len`.
+    /// (`args[0]` id, `args[1]` key, both 64-bit) at engine `peer`, into `buf_offset`;
+    /// result = `buf_len`.
     pub const READ: u8 = 6;
     /// One-sided write to a peer's export, the mirror of READ (from `buf_offset`).
     pub const WRITE: u8 = 7;
@@ -165,8 +168,37 @@ pub mod service {
     pub const ECHO: u32 = 1;
 }
 
-/// Completion flags (CQE `flags`). None are defined in layout version 1.
+/// Completion flags (CQE `flags`). None are defined in layout versions 1 and 2.
 pub mod cqe_flags {}
+
+/// Length of the ticket EXPORT writes into the client's buffer area.
+pub const EXPORT_TICKET_LEN: usize = 16;
+
+/// What EXPORT writes at buffer offset `args[0]` (little-endian): `0 id u64 | 8 key u64`.
+/// Both are drawn from the operating system's random source for every export, so they are
+/// unique across engine restarts and cannot be guessed; the id is never 0.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ExportTicket {
+    pub id: u64,
+    pub key: u64,
+}
+
+impl ExportTicket {
+    pub fn encode(&self) -> [u8; EXPORT_TICKET_LEN] {
+        let mut b = [0u8; EXPORT_TICKET_LEN];
+        b[0..8].copy_from_slice(&self.id.to_le_bytes());
+        b[8..16].copy_from_slice(&self.key.to_le_bytes());
+        b
+    }
+
+    pub fn decode(b: &[u8; EXPORT_TICKET_LEN]) -> Self {
+        let (id, key) = b.split_at(8);
+        Self {
+            id: u64::from_le_bytes(id.try_into().expect("8 bytes")),
+            key: u64::from_le_bytes(key.try_into().expect("8 bytes")),
+        }
+    }
+}
 
 /// Why a request failed: the negative `result` of its completion.
 #[repr(i32)]
@@ -209,10 +241,13 @@ pub enum ResultCode {
     Corrupt = -17,
     /// READ_NEEDLE: the range starts beyond the end of the needle's data.
     RangeNotSatisfiable = -18,
+    /// READ/WRITE: this session failed too many export lookups (wrong id or key) lately; the
+    /// request was refused without asking the peer. Retry later (SPEC.md §14).
+    Throttled = -19,
 }
 
 impl ResultCode {
-    pub const ALL: [ResultCode; 18] = [
+    pub const ALL: [ResultCode; 19] = [
         Self::UnknownOpcode,
         Self::InvalidEntry,
         Self::OutOfBounds,
@@ -231,6 +266,7 @@ impl ResultCode {
         Self::CookieMismatch,
         Self::Corrupt,
         Self::RangeNotSatisfiable,
+        Self::Throttled,
     ];
 
     pub fn from_result(result: i32) -> Option<Self> {
@@ -257,6 +293,7 @@ impl ResultCode {
             Self::CookieMismatch => "cookie-mismatch",
             Self::Corrupt => "corrupt",
             Self::RangeNotSatisfiable => "range-not-satisfiable",
+            Self::Throttled => "throttled",
         }
     }
 }

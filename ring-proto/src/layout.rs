@@ -22,7 +22,7 @@ compile_error!("the ring layout is defined for little-endian hosts only");
 /// `b"SWRING\0\x01"` read as a little-endian u64: identifies a region.
 pub const MAGIC: u64 = u64::from_le_bytes(*b"SWRING\0\x01");
 /// Bumped on any incompatible change of this file or of the entry formats.
-pub const LAYOUT_VERSION: u32 = 1;
+pub const LAYOUT_VERSION: u32 = 2;
 
 pub const HEADER_SIZE: usize = 256;
 pub const RING_CTL_SIZE: usize = 384;

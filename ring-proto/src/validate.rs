@@ -5,7 +5,7 @@
 //! engine executes what it returns, and the fuzz target `sqe_validate` exercises it without
 //! the engine's UCX dependency.
 
-use crate::entry::read_needle_flags;
+use crate::entry::{read_needle_flags, EXPORT_TICKET_LEN};
 use crate::needle::NEEDLE_META_LEN;
 use crate::{opcode, RegionLayout, ResultCode, Sqe};
 
@@ -25,10 +25,12 @@ pub enum Request {
         offset: usize,
         len: usize,
         perms: u32,
+        /// Where the engine writes the [`crate::entry::ExportTicket`] (inside the buffer area).
+        ticket_offset: usize,
     },
     /// End one of this session's exports.
     Unexport {
-        id: u32,
+        id: u64,
     },
     /// One-sided READ or WRITE of a peer's export; completes asynchronously.
     Rma(RmaRequest),
@@ -62,8 +64,8 @@ pub struct NeedleRequest {
 pub struct RmaRequest {
     pub write: bool,
     pub peer: u32,
-    pub export_id: u32,
-    pub key: u32,
+    pub export_id: u64,
+    pub key: u64,
     pub remote_offset: u64,
     pub offset: usize,
     pub len: usize,
@@ -125,34 +127,50 @@ pub fn validate(sqe: &Sqe, layout: &RegionLayout) -> Result<Request, ResultCode>
             }))
         }
         opcode::EXPORT => {
-            if common_reserved || !(1..=3).contains(&sqe.aux) || sqe.buf_len == 0 {
+            let [ticket, a1, a2, a3] = sqe.args;
+            if sqe.flags != 0
+                || sqe.reserved != 0
+                || sqe.peer != 0
+                || a1 != 0
+                || a2 != 0
+                || a3 != 0
+                || !(1..=3).contains(&sqe.aux)
+                || sqe.buf_len == 0
+                || ticket % 8 != 0
+            {
                 return Err(ResultCode::InvalidEntry);
             }
-            if !layout.buf_range_ok(sqe.buf_offset, sqe.buf_len as u64) {
+            if !layout.buf_range_ok(sqe.buf_offset, sqe.buf_len as u64)
+                || !layout.buf_range_ok(ticket, EXPORT_TICKET_LEN as u64)
+            {
                 return Err(ResultCode::OutOfBounds);
             }
             Ok(Request::Export {
                 offset: sqe.buf_offset as usize,
                 len: sqe.buf_len as usize,
                 perms: sqe.aux,
+                ticket_offset: ticket as usize,
             })
         }
         opcode::UNEXPORT => {
-            if common_reserved || sqe.buf_offset != 0 || sqe.buf_len != 0 {
+            let [id, a1, a2, a3] = sqe.args;
+            if sqe.flags != 0
+                || sqe.reserved != 0
+                || sqe.peer != 0
+                || sqe.aux != 0
+                || a1 != 0
+                || a2 != 0
+                || a3 != 0
+                || sqe.buf_offset != 0
+                || sqe.buf_len != 0
+            {
                 return Err(ResultCode::InvalidEntry);
             }
-            Ok(Request::Unexport { id: sqe.aux })
+            Ok(Request::Unexport { id })
         }
         opcode::READ | opcode::WRITE => {
             let [id, key, remote_offset, a3] = sqe.args;
-            if sqe.flags != 0
-                || sqe.reserved != 0
-                || sqe.aux != 0
-                || a3 != 0
-                || id > u32::MAX as u64
-                || key > u32::MAX as u64
-                || sqe.buf_len > i32::MAX as u32
-            {
+            if sqe.flags != 0 || sqe.reserved != 0 || sqe.aux != 0 || a3 != 0 || sqe.buf_len > i32::MAX as u32 {
                 return Err(ResultCode::InvalidEntry);
             }
             if sqe.peer == 0 {
@@ -164,8 +182,8 @@ pub fn validate(sqe: &Sqe, layout: &RegionLayout) -> Result<Request, ResultCode>
             Ok(Request::Rma(RmaRequest {
                 write: sqe.opcode == opcode::WRITE,
                 peer: sqe.peer,
-                export_id: id as u32,
-                key: key as u32,
+                export_id: id,
+                key,
                 remote_offset,
                 offset: sqe.buf_offset as usize,
                 len: sqe.buf_len as usize,
@@ -342,6 +360,7 @@ mod tests {
             buf_offset: 4096,
             buf_len: 100,
             aux: 3,
+            args: [8, 0, 0, 0],
             ..Default::default()
         };
         assert_eq!(
@@ -349,10 +368,38 @@ mod tests {
             Ok(Request::Export {
                 offset: 4096,
                 len: 100,
-                perms: 3
+                perms: 3,
+                ticket_offset: 8,
             })
         );
         assert_eq!(validate(&Sqe { aux: 4, ..e }, &layout()), Err(ResultCode::InvalidEntry));
+        // The ticket: 8-aligned, all 16 bytes inside the buffer area; other args zero.
+        for bad in [[4, 0, 0, 0], [8, 1, 0, 0], [8, 0, 0, 1]] {
+            assert_eq!(
+                validate(&Sqe { args: bad, ..e }, &layout()),
+                Err(ResultCode::InvalidEntry),
+                "{bad:?}"
+            );
+        }
+        for out in [8192 - 8, u64::MAX - 7] {
+            assert_eq!(
+                validate(
+                    &Sqe {
+                        args: [out, 0, 0, 0],
+                        ..e
+                    },
+                    &layout()
+                ),
+                Err(ResultCode::OutOfBounds)
+            );
+        }
+        let u = Sqe {
+            opcode: opcode::UNEXPORT,
+            args: [u64::MAX, 0, 0, 0],
+            ..Default::default()
+        };
+        assert_eq!(validate(&u, &layout()), Ok(Request::Unexport { id: u64::MAX }));
+        assert_eq!(validate(&Sqe { aux: 1, ..u }, &layout()), Err(ResultCode::InvalidEntry));
         assert_eq!(
             validate(&Sqe { buf_len: 0, ..e }, &layout()),
             Err(ResultCode::InvalidEntry)
@@ -366,7 +413,7 @@ mod tests {
             peer: 2,
             buf_offset: 0,
             buf_len: 64,
-            args: [7, 0xdead_beef, 10, 0],
+            args: [u64::MAX - 7, 0xdead_beef_0bad_f00d, 10, 0],
             ..Default::default()
         };
         assert!(matches!(
@@ -374,8 +421,8 @@ mod tests {
             Ok(Request::Rma(RmaRequest {
                 write: false,
                 peer: 2,
-                export_id: 7,
-                key: 0xdead_beef,
+                export_id: 0xffff_ffff_ffff_fff8,
+                key: 0xdead_beef_0bad_f00d,
                 remote_offset: 10,
                 len: 64,
                 ..
@@ -394,7 +441,7 @@ mod tests {
         assert_eq!(
             validate(
                 &Sqe {
-                    args: [1 << 40, 0, 0, 0],
+                    args: [1 << 40, 0, 0, 1],
                     ..r
                 },
                 &layout()

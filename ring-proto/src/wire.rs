@@ -5,10 +5,10 @@
 //! ```text
 //! id 1 REQUEST         header: req_id u64 | service u32 | resp_cap u32     data: payload
 //! id 2 REPLY           header: req_id u64 | status i32  | 0 u32            data: response
-//! id 3 QUERY           header: req_id u64 | export u32  | key u32          data: none
+//! id 3 QUERY           header: req_id u64 | export u64  | key u64 (24 B)  data: none
 //! id 4 INFO            header: req_id u64 | status i32  | perms u32        data: ExportDescriptor
-//! id 5 REVOKE          header: 0 u64      | export u32  | key u32          data: none
-//! id 6 ACK             header: 0 u64      | export u32  | key u32          data: none
+//! id 5 REVOKE          header: 0 u64      | export u64  | key u64 (24 B)  data: none
+//! id 6 ACK             header: 0 u64      | export u64  | key u64 (24 B)  data: none
 //! id 7 NEEDLE_REQUEST  header: NeedleRequestHeader (48 bytes)              data: none
 //! id 8 NEEDLE_REPLY    header: req_id u64 | status i32 | meta_len u32 | NeedleMeta
 //!                                                                          data: needle data
@@ -31,6 +31,40 @@ pub mod am {
 pub const HEADER_LEN: usize = 16;
 /// Length of [`NeedleRequestHeader`].
 pub const NEEDLE_REQUEST_LEN: usize = 48;
+/// Length of [`ExportRefHeader`].
+pub const EXPORT_REF_LEN: usize = 24;
+
+/// The header of QUERY, REVOKE and ACK: a request id (0 for REVOKE/ACK) and the export's
+/// 64-bit id and key, `req_id u64 | export u64 | key u64`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ExportRefHeader {
+    pub req_id: u64,
+    pub export: u64,
+    pub key: u64,
+}
+
+impl ExportRefHeader {
+    /// Parses a header of exactly 24 bytes.
+    pub fn parse(b: &[u8]) -> Option<Self> {
+        if b.len() != EXPORT_REF_LEN {
+            return None;
+        }
+        let u64_at = |o: usize| u64::from_le_bytes(b[o..o + 8].try_into().expect("8 bytes"));
+        Some(Self {
+            req_id: u64_at(0),
+            export: u64_at(8),
+            key: u64_at(16),
+        })
+    }
+
+    pub fn encode(&self) -> [u8; EXPORT_REF_LEN] {
+        let mut h = [0u8; EXPORT_REF_LEN];
+        h[0..8].copy_from_slice(&self.req_id.to_le_bytes());
+        h[8..16].copy_from_slice(&self.export.to_le_bytes());
+        h[16..24].copy_from_slice(&self.key.to_le_bytes());
+        h
+    }
+}
 
 /// The 16-byte header of every message but NEEDLE_REQUEST: a request id and two
 /// message-specific words (see the table above).
@@ -180,6 +214,14 @@ mod tests {
         assert_eq!(MsgHeader::parse(&[0u8; 17], false), None);
         assert!(MsgHeader::parse(&[0u8; 20], true).is_some());
         assert_eq!(ExportDescriptor::parse(&[0u8; 16]), None);
+        let r = ExportRefHeader {
+            req_id: 1,
+            export: u64::MAX,
+            key: 1 << 63,
+        };
+        assert_eq!(ExportRefHeader::parse(&r.encode()), Some(r));
+        assert_eq!(ExportRefHeader::parse(&r.encode()[..23]), None);
+        assert_eq!(ExportRefHeader::parse(&[0u8; 16]), None);
     }
 
     proptest! {
@@ -189,6 +231,7 @@ mod tests {
             let _ = MsgHeader::parse(&b, true);
             if let Some(h) = NeedleRequestHeader::parse(&b) { prop_assert_eq!(&h.encode()[..], &b[..]); }
             if let Some(d) = ExportDescriptor::parse(&b) { prop_assert_eq!(d.encode(), b.clone()); }
+            if let Some(r) = ExportRefHeader::parse(&b) { prop_assert_eq!(&r.encode()[..], &b[..]); }
         }
     }
 }

@@ -92,6 +92,9 @@ fn generated() -> serde_json::Value {
                               "chunk_manifest": ring_proto::needle::flags::CHUNK_MANIFEST },
         },
         "services": { "echo": ring_proto::entry::service::ECHO },
+        "export_ticket": { "size": ring_proto::entry::EXPORT_TICKET_LEN, "align": 8, "fields": { "id": 0, "key": 8 } },
+        "control_error_codes": (1..=32u32).filter_map(ring_proto::control::ControlErrorCode::from_u32)
+            .map(|c| (format!("{c:?}"), json!(c as u32))).collect::<serde_json::Map<_, _>>(),
         "result_codes": ResultCode::ALL.iter().map(|c| (c.name().to_string(), json!(*c as i32))).collect::<serde_json::Map<_, _>>(),
     })
 }

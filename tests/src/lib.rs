@@ -8,6 +8,9 @@ use std::time::{Duration, Instant};
 
 use ring_client::{Session, SessionOptions};
 
+pub mod spec_client;
+pub mod spec_exports;
+
 /// A NOP entry carrying `user_data`.
 /// A SEND to the peer's ECHO service: `len` bytes at `off`, the answer into `resp_cap`
 /// bytes at `resp_off`.
@@ -27,6 +30,56 @@ pub fn echo_send(
         buf_offset: off as u64,
         buf_len: len as u32,
         args: [resp_off as u64, resp_cap as u64, 0, 0],
+        ..Default::default()
+    }
+}
+
+/// Exports `len` bytes at `off` of `s` with permissions `perms` (1 read, 2 write, 3 both),
+/// the ticket going to the last 16 bytes of the buffer area (keep the export clear of them);
+/// returns the ticket's (id, key), panicking if the export fails.
+pub fn export(s: &mut Session, off: usize, len: usize, perms: u32) -> (u64, u64) {
+    let ticket_off = s.layout().buf_size as usize - ring_proto::entry::EXPORT_TICKET_LEN;
+    s.submit(&ring_proto::Sqe {
+        opcode: ring_proto::opcode::EXPORT,
+        user_data: 77,
+        buf_offset: off as u64,
+        buf_len: len as u32,
+        aux: perms,
+        args: [ticket_off as u64, 0, 0, 0],
+        ..Default::default()
+    })
+    .unwrap();
+    let c = wait(s);
+    assert_eq!((c.user_data, c.result, c.flags), (77, 0, 0), "export failed: {c:?}");
+    let mut t = [0u8; ring_proto::entry::EXPORT_TICKET_LEN];
+    s.buffer().read(ticket_off, &mut t).unwrap();
+    let t = ring_proto::entry::ExportTicket::decode(&t);
+    assert_ne!(t.id, 0, "export ids are never 0");
+    (t.id, t.key)
+}
+
+/// A READ (or WRITE) of `len` bytes at offset `remote_off` of export `(id, key)` at `peer`,
+/// into (from) `local_off`.
+pub fn rma_sqe(
+    write: bool,
+    peer: u32,
+    (id, key): (u64, u64),
+    remote_off: u64,
+    local_off: usize,
+    len: usize,
+    user_data: u64,
+) -> ring_proto::Sqe {
+    ring_proto::Sqe {
+        opcode: if write {
+            ring_proto::opcode::WRITE
+        } else {
+            ring_proto::opcode::READ
+        },
+        peer,
+        user_data,
+        buf_offset: local_off as u64,
+        buf_len: len as u32,
+        args: [id, key, remote_off, 0],
         ..Default::default()
     }
 }

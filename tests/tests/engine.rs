@@ -236,7 +236,10 @@ fn control_version_mismatch_is_refused_clearly() {
     match reply {
         Message::Error { code, message } => {
             assert_eq!(code, ControlErrorCode::VersionMismatch as u32);
-            assert!(message.contains("99") && message.contains("speaks 1"), "{message}");
+            assert!(
+                message.contains("99") && message.contains(&format!("speaks {}", ring_proto::LAYOUT_VERSION)),
+                "{message}"
+            );
         }
         other => panic!("expected Error, got {other:?}"),
     }

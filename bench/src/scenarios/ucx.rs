@@ -640,14 +640,14 @@ fn check_pattern(got: &[u8], export_offset: usize, what: &str) -> Result<()> {
     }
 }
 
-fn read_sqe(peer: u32, slot: usize, seq: u64, (export_id, key): (u32, u32), remote: u64) -> Sqe {
+fn read_sqe(peer: u32, slot: usize, seq: u64, (export_id, key): (u64, u64), remote: u64) -> Sqe {
     Sqe {
         opcode: opcode::READ,
         peer,
         user_data: read_user_data(seq, slot),
         buf_offset: slot_offset(slot) as u64,
         buf_len: READ_BYTES as u32,
-        args: [u64::from(export_id), u64::from(key), remote, 0],
+        args: [export_id, key, remote, 0],
         ..Default::default()
     }
 }
@@ -673,7 +673,7 @@ struct ReadState {
     reader: Session,
     exporter: Session,
     peer: u32,
-    export: (u32, u32),
+    export: (u64, u64),
     seq: u64,
 }
 
@@ -699,7 +699,8 @@ impl ReadState {
             .ucx_address
             .as_deref()
             .ok_or("no UCX listen address for this group")?;
-        let mut exporter = bench_session(socket, EXPORT_BYTES, "exporting")?;
+        // One page more than the export: EXPORT writes its ticket (id, key) there.
+        let mut exporter = bench_session(socket, EXPORT_BYTES + 4096, "exporting")?;
         let mut piece = vec![0u8; READ_BYTES];
         for k in 0..EXPORT_BYTES / READ_BYTES {
             fill_pattern(&mut piece, k * READ_BYTES);
@@ -714,13 +715,20 @@ impl ReadState {
             user_data: 1,
             buf_offset: 0,
             buf_len: EXPORT_BYTES as u32,
+            args: [EXPORT_BYTES as u64, 0, 0, 0],
             ..Default::default()
         })?;
         let c = exporter.wait_cqe(Duration::from_micros(50), Some(SETUP_TIMEOUT))?;
-        if c.user_data != 1 || c.result <= 0 {
+        if c.user_data != 1 || c.result != 0 {
             return Err(format!("EXPORT of {EXPORT_BYTES} bytes failed: {}", describe_result(&c)).into());
         }
-        let export = (c.result as u32, c.flags);
+        let mut ticket = [0u8; ring_proto::entry::EXPORT_TICKET_LEN];
+        exporter
+            .buffer()
+            .read(EXPORT_BYTES, &mut ticket)
+            .ok_or("the exporting session's buffer has no room for the export ticket")?;
+        let t = ring_proto::entry::ExportTicket::decode(&ticket);
+        let export = (t.id, t.key);
 
         let mut reader = bench_session(socket, READ_DEPTH * READ_BYTES, "reading")?;
         let peer = reader

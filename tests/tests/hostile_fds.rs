@@ -1,0 +1,350 @@
+//! Hostile clients attack what they hold besides the rings: the region memfd, the two doorbell
+//! fds and the control socket (issue 13, items 1-4 and 10). Every attacker here is the
+//! independent client of `spec_client` (written from SPEC.md alone). Each test runs an honest
+//! bystander session that checks every completion and byte while the attack runs and after
+//! it, asks `engine status` during the attack, and ends with the engine's fd count and
+//! sessions back at their baseline.
+
+use std::os::fd::{AsRawFd, OwnedFd};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::time::{Duration, Instant};
+
+use integration_tests::spec_client::{self, bystander_round, kind, Conn, Session, CQ_CTL, CTL_FLAGS, NEED_WAKEUP};
+use integration_tests::{wait_until, Engine, PATIENCE};
+
+/// Runs `attack` while a bystander session works beside it (and `engine status` is asked
+/// twice meanwhile), then checks the bystander once more, closes it, and waits until the
+/// engine's descriptors and sessions are back to what they were before.
+fn with_bystander(engine: &Engine, attack: impl FnOnce() + Send) {
+    engine.wait_live_sessions(0);
+    let baseline = engine.fd_count();
+    let stop = AtomicBool::new(false);
+    let rounds = AtomicU64::new(0);
+    let by = Session::open(&engine.socket).expect("bystander session");
+    let (stop_ref, rounds_ref) = (&stop, &rounds);
+    let mut by = std::thread::scope(|scope| {
+        let worker = scope.spawn(move || {
+            let mut by = by;
+            let mut i = 0u64;
+            while !stop_ref.load(Ordering::Relaxed) {
+                bystander_round(&mut by, i);
+                i += 1;
+                rounds_ref.store(i, Ordering::Relaxed);
+            }
+            by
+        });
+        let status = scope.spawn(|| {
+            for _ in 0..2 {
+                let s = engine.status_json();
+                assert!(s["sessions"].is_array(), "engine status during the attack: {s}");
+            }
+        });
+        attack();
+        status.join().expect("status during the attack");
+        stop.store(true, Ordering::Relaxed);
+        worker.join().expect("bystander during the attack")
+    });
+    assert!(
+        rounds.load(Ordering::Relaxed) > 0,
+        "the bystander never completed a round"
+    );
+    for i in 0..200 {
+        bystander_round(&mut by, 1_000_000 + i);
+    }
+    assert_eq!(
+        by.u32_at(256 + 260).load(Ordering::Relaxed),
+        0,
+        "bystander's SQ invalid counter"
+    );
+    assert!(by.close(), "bystander's Close was not answered with Closed");
+    engine.wait_live_sessions(0);
+    wait_until(
+        &format!("engine fd count back to {baseline}"),
+        || engine.fd_count() == baseline,
+        || format!("fds now {}\n{}", engine.fd_count(), engine.log()),
+    );
+    assert!(!engine.log().contains("panicked"), "{}", engine.log());
+}
+
+fn errno() -> i32 {
+    std::io::Error::last_os_error().raw_os_error().unwrap_or(0)
+}
+
+/// Item 1: the region's size is sealed, so shrinking (or growing) the memfd the client holds
+/// fails, and the engine serves on even when the client then makes it touch every page.
+fn region_size_attack(engine: &Engine) {
+    with_bystander(engine, || {
+        for round in 0..20u64 {
+            let mut a = Session::open(&engine.socket).expect("attacker session");
+            let fd = a.region_fd.as_raw_fd();
+            // Safety: plain syscalls on a descriptor this test owns.
+            let seals = unsafe { libc::fcntl(fd, libc::F_GET_SEALS) };
+            let want = libc::F_SEAL_SHRINK | libc::F_SEAL_GROW | libc::F_SEAL_SEAL;
+            assert_eq!(seals & want, want, "region memfd seals (SPEC §3)");
+            for size in [0, a.buf_offset as i64, a.len as i64 - 4096, a.len as i64 * 2] {
+                // Safety: as above.
+                let r = unsafe { libc::ftruncate(fd, size) };
+                assert!(
+                    r != 0 && errno() == libc::EPERM,
+                    "ftruncate({size}) on the region memfd was allowed"
+                );
+            }
+            // Safety: as above.
+            let r = unsafe { libc::fallocate(fd, 0, 0, a.len as i64 * 2) };
+            assert!(r != 0, "growing the region memfd with fallocate was allowed");
+            // Make the engine touch every page of the buffer area and the rings.
+            let len = a.buf_size.min(1 << 30) as u32;
+            let (ud, res, _) = a.call(Session::fill(round, 0, len, 0x5a), "attacker FILL");
+            assert_eq!((ud, res), (round, len as i32));
+            drop(a);
+        }
+    });
+}
+
+#[test]
+fn shrinking_the_region_cannot_kill_the_engine_normal_pages() {
+    let engine = Engine::start(&["--hugepages", "off", "--lease-ms", "0"]);
+    region_size_attack(&engine);
+}
+
+#[test]
+fn shrinking_the_region_cannot_kill_the_engine_huge_pages() {
+    // Needs 2 MiB pages for three sessions (bystander, attacker, the harness's probe).
+    let free: u64 = std::fs::read_to_string("/proc/meminfo")
+        .unwrap_or_default()
+        .lines()
+        .find_map(|l| l.strip_prefix("HugePages_Free:"))
+        .and_then(|v| v.trim().parse().ok())
+        .unwrap_or(0);
+    if free < 12 {
+        eprintln!("SKIPPED: {free} free huge pages (reserve 16: echo 16 > /proc/sys/vm/nr_hugepages)");
+        return;
+    }
+    let engine = Engine::start(&["--hugepages", "require", "--lease-ms", "0"]);
+    region_size_attack(&engine);
+    assert!(engine.log().contains("hugetlb-2MiB"), "sessions did not get huge pages");
+}
+
+/// Item 2: a client that clears O_NONBLOCK on both doorbell fds, tries to fill them, keeps
+/// NEED_WAKEUP set on its CQ and never reads its CQ doorbell (so every wake-up the engine
+/// sends it piles up until the pipe is full) cannot make a worker block: the bystander on
+/// the same worker keeps getting every completion.
+#[test]
+fn a_client_cannot_block_a_worker_through_its_doorbells() {
+    let engine = Engine::start(&["--lease-ms", "0"]);
+    with_bystander(&engine, || {
+        let mut a = Session::open(&engine.socket).expect("attacker session");
+        for fd in [a.sq_wake.as_raw_fd(), a.cq_wake.as_raw_fd()] {
+            // Safety: plain syscalls on descriptors this test owns.
+            unsafe {
+                let fl = libc::fcntl(fd, libc::F_GETFL);
+                libc::fcntl(fd, libc::F_SETFL, fl & !libc::O_NONBLOCK);
+                // Smallest pipe: fills after a page of wake-ups (fails harmlessly on others).
+                libc::fcntl(fd, libc::F_SETPIPE_SZ, 4096);
+            }
+        }
+        // Try to fill the CQ doorbell's counter as one could with a shared eventfd (control
+        // version 1); with a read-only pipe end this must fail.
+        let max = (u64::MAX - 1).to_le_bytes();
+        // Safety: writing 8 bytes from a live buffer.
+        let w = unsafe { libc::write(a.cq_wake.as_raw_fd(), max.as_ptr() as *const libc::c_void, 8) };
+        assert!(w < 0, "the CQ doorbell fd the client holds is writable");
+        // The attacker's own completions: polled, never slept for, with NEED_WAKEUP forced on
+        // so the engine rings (and fills) the attacker's CQ doorbell on every pass.
+        for i in 0..6000u64 {
+            a.u32_at(CQ_CTL + CTL_FLAGS).store(NEED_WAKEUP, Ordering::SeqCst);
+            a.submit(Session::nop(i));
+            let deadline = Instant::now() + PATIENCE;
+            loop {
+                let tail = a.u32_at(CQ_CTL + 128).load(Ordering::Acquire);
+                let head = a.u32_at(CQ_CTL).load(Ordering::Relaxed);
+                if tail != head {
+                    a.u32_at(CQ_CTL).store(tail, Ordering::Release);
+                    break;
+                }
+                assert!(Instant::now() < deadline, "attacker NOP {i} never completed");
+                std::hint::spin_loop();
+            }
+        }
+        drop(a);
+    });
+}
+
+/// Item 3: a client that reads (and writes huge values to) the wake-up fd it was given
+/// cannot consume or block the wake-ups of another session on the same worker. The
+/// bystander here sleeps between requests so the worker goes to sleep every time and only a
+/// doorbell wakes it.
+#[test]
+fn a_client_cannot_steal_or_block_other_sessions_wakeups() {
+    let engine = Engine::start(&["--lease-ms", "0", "--idle-spin-us", "0"]);
+    let a = Session::open(&engine.socket).expect("attacker session");
+    let stop = AtomicBool::new(false);
+    std::thread::scope(|scope| {
+        scope.spawn(|| {
+            let fd = a.sq_wake.as_raw_fd();
+            let mut b = [0u8; 8];
+            let max = (u64::MAX - 1).to_le_bytes();
+            while !stop.load(Ordering::Relaxed) {
+                // Safety: reads/writes of live 8-byte buffers on a descriptor this test owns.
+                unsafe {
+                    libc::read(fd, b.as_mut_ptr() as *mut libc::c_void, 8);
+                    libc::write(fd, max.as_ptr() as *const libc::c_void, 8);
+                }
+                std::hint::spin_loop();
+            }
+        });
+        let mut by = Session::open(&engine.socket).expect("bystander");
+        for i in 0..40u64 {
+            std::thread::sleep(Duration::from_millis(10));
+            bystander_round(&mut by, i);
+        }
+        assert!(by.close());
+        stop.store(true, Ordering::Relaxed);
+    });
+    drop(a);
+    with_bystander(&engine, || {});
+}
+
+/// Item 4: descriptors sent to the engine (any count, before or after the handshake) are all
+/// closed; connections that never say Hello are closed after the handshake timeout; at most
+/// MAX_PENDING wait at once, and an honest client still gets a session meanwhile.
+#[test]
+fn control_socket_fds_and_idle_connections_do_not_pile_up() {
+    let engine = Engine::start(&["--lease-ms", "0"]);
+    assert!(engine.log().contains("open file limit"), "RLIMIT_NOFILE not logged");
+    let devnull: Vec<OwnedFd> = (0..16)
+        .map(|_| std::fs::File::open("/dev/null").unwrap().into())
+        .collect();
+    let raw: Vec<i32> = devnull.iter().map(|f| f.as_raw_fd()).collect();
+    with_bystander(&engine, || {
+        // Before the handshake: a Hello carrying 16 fds, and a garbage packet carrying 5.
+        for i in 0..100 {
+            let c = Conn::connect(&engine.socket).unwrap();
+            if i % 2 == 0 {
+                c.send(&spec_client::hello(0, 0, 0, 0), &raw).unwrap();
+            } else {
+                c.send(b"garbage", &raw[..5]).unwrap();
+            }
+            let _ = c.recv(PATIENCE);
+        }
+        // After the handshake: Pings carrying fds are answered, the fds closed.
+        let s = Session::open(&engine.socket).unwrap();
+        for n in 0..500 {
+            let fds = &raw[..1 + n % 16];
+            s.conn
+                .send(&spec_client::packet(spec_client::CONTROL_VERSION, kind::PING, &[]), fds)
+                .unwrap();
+            let p = s.conn.recv(PATIENCE).unwrap().expect("Pong");
+            assert_eq!(p.kind(), kind::PONG);
+        }
+        assert!(s.close());
+        // 100 connections that never send anything: at most 64 stay, an honest client gets a
+        // session meanwhile, and all are closed by the handshake timeout.
+        let idle: Vec<Conn> = (0..100).map(|_| Conn::connect(&engine.socket).unwrap()).collect();
+        let s = Session::open(&engine.socket).expect("a session while idle connections wait");
+        assert!(s.close());
+        for c in &idle {
+            // EOF (Ok(None)) within the guard: the engine closed it.
+            assert!(
+                matches!(c.recv(PATIENCE), Ok(None) | Err(_)),
+                "idle connection got a packet"
+            );
+        }
+        assert!(
+            engine.log().contains("too many connections without Hello"),
+            "pending connections were not bounded"
+        );
+    });
+}
+
+/// Item 4: with the engine's descriptor table full, new connections are turned away (EOF or
+/// an Error, never a hang) and once sessions close the engine serves new ones without a
+/// restart.
+#[test]
+fn an_exhausted_fd_table_recovers_without_restart() {
+    let engine = Engine::start(&["--lease-ms", "0"]);
+    engine.wait_live_sessions(0);
+    let baseline = engine.fd_count();
+    let limit = baseline + 40;
+    let st = std::process::Command::new("prlimit")
+        .args([format!("--nofile={limit}:{limit}"), format!("--pid={}", engine.pid())])
+        .status()
+        .expect("prlimit");
+    assert!(st.success());
+    let mut sessions = Vec::new();
+    let mut refused = 0;
+    for _ in 0..40 {
+        match Session::open(&engine.socket) {
+            Ok(s) => sessions.push(s),
+            Err(_) => refused += 1,
+        }
+    }
+    assert!(
+        refused > 0,
+        "the fd limit was never reached ({} sessions)",
+        sessions.len()
+    );
+    // A connection beyond the limit is answered (EOF or Error) in time, not left hanging.
+    let c = Conn::connect(&engine.socket).unwrap();
+    c.send(&spec_client::hello(0, 0, 0, 0), &[]).unwrap();
+    match c.recv(PATIENCE) {
+        Ok(None) => {}
+        Ok(Some(p)) => assert!(p.kind() == kind::ERROR || p.kind() == kind::WELCOME),
+        Err(e) => panic!("connection at the fd limit hung: {e}"),
+    }
+    drop(c);
+    for s in sessions.drain(..) {
+        assert!(s.close());
+    }
+    with_bystander(&engine, || {});
+}
+
+/// Item 10: messages not allowed after the handshake (a second Hello, Status, an unknown
+/// kind, a malformed packet) get `Error Malformed` and end the session as Closed /
+/// ClientClosed; a Hello with a non-zero reserved field is refused as Malformed.
+#[test]
+fn control_protocol_violations_are_answered_as_spec_says() {
+    let engine = Engine::start(&["--lease-ms", "0"]);
+    with_bystander(&engine, || {
+        let c = Conn::connect(&engine.socket).unwrap();
+        c.send(&spec_client::hello(0, 0, 7, 0), &[]).unwrap();
+        let p = c.recv(PATIENCE).unwrap().expect("an answer to a reserved Hello");
+        assert_eq!(p.error().map(|e| e.0), Some(spec_client::error_code::MALFORMED));
+        assert!(
+            matches!(c.recv(PATIENCE), Ok(None)),
+            "connection not closed after Error"
+        );
+
+        let v = spec_client::CONTROL_VERSION;
+        let violations: [Vec<u8>; 5] = [
+            spec_client::hello(0, 0, 0, 0),
+            spec_client::packet(v, kind::STATUS, &[]),
+            spec_client::packet(v, 99, &[]),
+            spec_client::packet(v, kind::PING, &[1, 2, 3]),
+            b"SWC".to_vec(),
+        ];
+        for bad in violations {
+            let mut s = Session::open(&engine.socket).unwrap();
+            let (ud, res, _) = s.call(Session::nop(5), "NOP before the violation");
+            assert_eq!((ud, res), (5, 0));
+            s.conn.send(&bad, &[]).unwrap();
+            let p = s.conn.recv(PATIENCE).unwrap().expect("Error after a violation");
+            assert_eq!(
+                p.error().map(|e| e.0),
+                Some(spec_client::error_code::MALFORMED),
+                "{bad:?}"
+            );
+            assert!(
+                matches!(s.conn.recv(PATIENCE), Ok(None)),
+                "connection not closed: {bad:?}"
+            );
+            wait_until(
+                "terminal state",
+                || s.state() == spec_client::STATE_CLOSED,
+                || engine.log(),
+            );
+            let reason = s.u32_at(spec_client::HDR_CLOSE_REASON).load(Ordering::Relaxed);
+            assert_eq!(reason, 1, "close_reason after a violation (ClientClosed)");
+        }
+    });
+}
