@@ -295,6 +295,11 @@ fn run(cli: &Cli) -> Result<()> {
         weed: None,
         ringlat: ringlat.clone(),
         weed_core: engine_core,
+        weed_fs_mb: if plan.specs().any(|s| s.front_end.is_some()) {
+            scenarios::fs_file_mb(cli.quick)
+        } else {
+            0
+        },
     };
     if engine_uses.contains(&EngineUse::Plain) {
         let opts = engines.template.clone().expect("set when an engine is needed");
@@ -432,6 +437,9 @@ struct Engines {
     ringlat: Option<PathBuf>,
     /// Where the weed cluster runs (the engine core).
     weed_core: usize,
+    /// MiB of the file the weed host writes through its filer for the front-end scenarios
+    /// (0: none of them runs).
+    weed_fs_mb: u32,
 }
 
 /// The engines started for one group.
@@ -473,7 +481,12 @@ impl Engines {
         if group.iter().any(|s| s.needs_weed) {
             if self.weed.is_none() {
                 let ringlat = self.ringlat.as_deref().ok_or("the needle scenarios need ringlat")?;
-                self.weed = Some(weed::WeedHost::start(ringlat, scenarios::NEEDLE_SIZES, self.weed_core)?);
+                self.weed = Some(weed::WeedHost::start(
+                    ringlat,
+                    scenarios::NEEDLE_SIZES,
+                    self.weed_fs_mb,
+                    self.weed_core,
+                )?);
             }
             let info = self.weed.as_ref().expect("started above").info.clone();
             let mut needle_tls: Vec<Tls> = Vec::new();

@@ -41,6 +41,21 @@ pub struct WeedInfo {
     /// Its `-dir`: the engine serves this directory (`--seaweedfs-dir`).
     pub volume_dir: PathBuf,
     pub needles: Vec<WeedNeedle>,
+    /// With a file for the front-end scenarios (`fs_mb > 0`): the master, the stock filer,
+    /// the file written through it and its size, and the `weed` with the ring read path
+    /// (`None`, and why in `weed_ring_error`, when there is none).
+    #[serde(default)]
+    pub master: Option<String>,
+    #[serde(default)]
+    pub filer: Option<String>,
+    #[serde(default)]
+    pub fs_file: Option<String>,
+    #[serde(default)]
+    pub fs_bytes: Option<u64>,
+    #[serde(default)]
+    pub weed_ring: Option<String>,
+    #[serde(default)]
+    pub weed_ring_error: Option<String>,
 }
 
 /// A ready line: `info` when it names a cluster, `weed` the binary (also with `-check`).
@@ -100,9 +115,13 @@ pub struct WeedHost {
 }
 
 impl WeedHost {
-    /// Starts the cluster pinned to `cpu` and uploads a needle of each of `sizes`.
-    pub fn start(ringlat: &Path, sizes: &[&str], cpu: usize) -> Result<Self> {
-        let args = vec!["-weed".to_string(), "-sizes".into(), sizes.join(",")];
+    /// Starts the cluster pinned to `cpu` and uploads a needle of each of `sizes`; with
+    /// `fs_mb > 0` also a filer, and a file of that many MiB written through it.
+    pub fn start(ringlat: &Path, sizes: &[&str], fs_mb: u32, cpu: usize) -> Result<Self> {
+        let mut args = vec!["-weed".to_string(), "-sizes".into(), sizes.join(",")];
+        if fs_mb > 0 {
+            args.extend(["-fs-mb".into(), fs_mb.to_string()]);
+        }
         let mut p = Ringlat::spawn(ringlat, &args, Some(cpu))?;
         // weedcluster stops each server with SIGTERM and waits up to 10 s for it.
         p.set_exit_grace(Duration::from_secs(25));
@@ -126,6 +145,9 @@ impl WeedHost {
                     if !info.needles.iter().any(|n| n.size == *s) {
                         return Err(p.failure(&format!("the weed host uploaded no {s} needle: {line}")));
                     }
+                }
+                if fs_mb > 0 && (info.filer.is_none() || info.fs_bytes != Some(u64::from(fs_mb) << 20)) {
+                    return Err(p.failure(&format!("the weed host started no filer with a {fs_mb} MiB file: {line}")));
                 }
                 Ok(Self { _proc: p, info })
             }
@@ -155,6 +177,12 @@ mod tests {
                 sha256: "45c1".into()
             }]
         );
+        assert_eq!(info.filer, None);
+        let line = r#"{"ready":true,"weed":"/c/weed","volume":"127.0.0.1:1","volume_dir":"/v","needles":[],"master":"127.0.0.1:2","filer":"127.0.0.1:3","fs_file":"/bench/data.bin","fs_bytes":67108864,"weed_ring_error":"no weed-ring"}"#;
+        let info = parse_ready(line).unwrap().info.unwrap();
+        assert_eq!(info.filer.as_deref(), Some("127.0.0.1:3"));
+        assert_eq!(info.fs_bytes, Some(64 << 20));
+        assert_eq!((info.weed_ring, info.weed_ring_error.as_deref()), (None, Some("no weed-ring")));
         let r = parse_ready(r#"{"ready":false,"error":"weedcluster: no weed binary","no_weed":true}"#).unwrap();
         assert!(!r.ready && r.info.is_none());
         assert_eq!(r.error.as_deref(), Some("weedcluster: no weed binary"));

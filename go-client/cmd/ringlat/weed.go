@@ -11,6 +11,11 @@ package main
 //	{"ready":true,"weed":"/path/weed","volume":"127.0.0.1:PORT","volume_dir":"/tmp/...",
 //	 "needles":[{"size":"4k","bytes":4096,"fid":"3,01637037d6","sha256":"..."},...]}
 //
+// With -fs-mb N it also starts a stock `weed filer` and writes a file of N MiB through it
+// for the mount.*, s3.* and filer.* scenarios (internal/weedfront), and the line adds "master",
+// "filer", "fs_file", "fs_bytes" and "weed_ring" (the weed with the ring read path, or
+// "weed_ring_error" saying why there is none).
+//
 // The engine the bench starts serves volume_dir (--seaweedfs-dir); the measuring ringlat
 // processes read the needles by fid over the rings and over HTTP from volume. The cluster
 // runs until stdin reaches its end (the bench closes it) or SIGTERM/SIGINT, then both
@@ -39,6 +44,7 @@ import (
 	"time"
 
 	"github.com/seaweed-ring/seaweed-ring/go-client/internal/weedcluster"
+	"github.com/seaweed-ring/seaweed-ring/go-client/internal/weedfront"
 )
 
 type weedNeedle struct {
@@ -54,9 +60,21 @@ type weedReady struct {
 	Volume    string       `json:"volume,omitempty"`
 	VolumeDir string       `json:"volume_dir,omitempty"`
 	Needles   []weedNeedle `json:"needles,omitempty"`
-	Error     string       `json:"error,omitempty"`
-	NoWeed    bool         `json:"no_weed,omitempty"`
+	// With -fs-mb (internal/weedfront): the master, the stock filer, the file written through it
+	// (seeded by its path, see weedfront.FillPages), and the weed with the ring read path ("" with
+	// the reason in weed_ring_error when there is none).
+	Master        string `json:"master,omitempty"`
+	Filer         string `json:"filer,omitempty"`
+	FsFile        string `json:"fs_file,omitempty"`
+	FsBytes       int64  `json:"fs_bytes,omitempty"`
+	WeedRing      string `json:"weed_ring,omitempty"`
+	WeedRingError string `json:"weed_ring_error,omitempty"`
+	Error         string `json:"error,omitempty"`
+	NoWeed        bool   `json:"no_weed,omitempty"`
 }
+
+// fsFile is the file the weed host writes through its filer for the mount scenarios.
+const fsFile = "/bench/data.bin"
 
 // parseSize parses "4k", "64k", "1m", "512" (bytes; k = KiB, m = MiB).
 func parseSize(s string) (int, error) {
@@ -75,8 +93,9 @@ func parseSize(s string) (int, error) {
 	return n * mul, nil
 }
 
-// weedHost runs -weed: see the comment at the top of this file.
-func weedHost(weedBin, sizes string, check bool, in io.Reader, out io.Writer) error {
+// weedHost runs -weed: see the comment at the top of this file. fsMB > 0 also starts a
+// filer and writes fsFile (fsMB MiB) through it (internal/weedfront).
+func weedHost(weedBin, sizes string, fsMB int, check bool, in io.Reader, out io.Writer) error {
 	enc := json.NewEncoder(out)
 	failed := func(err error) error {
 		enc.Encode(weedReady{Error: err.Error(), NoWeed: errors.Is(err, weedcluster.ErrNoWeed)})
@@ -137,6 +156,21 @@ func weedHost(weedBin, sizes string, check bool, in io.Reader, out io.Writer) er
 		}
 		sum := sha256.Sum256(data)
 		r.Needles = append(r.Needles, weedNeedle{Size: w.name, Bytes: w.n, Fid: fid, SHA256: hex.EncodeToString(sum[:])})
+	}
+	if fsMB > 0 {
+		r.Master = cluster.Master
+		if r.WeedRing, err = weedfront.RingWeed(weedBin); err != nil {
+			r.WeedRingError = err.Error()
+		}
+		filer, addr, err := weedfront.StartFiler(ctx, weedBin, dir, "filer", cluster.Master, nil)
+		if err != nil {
+			return failed(err)
+		}
+		defer filer.Stop()
+		r.Filer, r.FsFile, r.FsBytes = addr, fsFile, int64(fsMB)<<20
+		if err := weedfront.FilerPut(ctx, addr, fsFile, weedfront.SeedOf(fsFile), r.FsBytes); err != nil {
+			return failed(err)
+		}
 	}
 	if err := enc.Encode(r); err != nil {
 		return err
