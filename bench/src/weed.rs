@@ -147,7 +147,9 @@ impl WeedHost {
                     }
                 }
                 if fs_mb > 0 && (info.filer.is_none() || info.fs_bytes != Some(u64::from(fs_mb) << 20)) {
-                    return Err(p.failure(&format!("the weed host started no filer with a {fs_mb} MiB file: {line}")));
+                    return Err(p.failure(&format!(
+                        "the weed host started no filer with a {fs_mb} MiB file: {line}"
+                    )));
                 }
                 Ok(Self { _proc: p, info })
             }
@@ -182,7 +184,10 @@ mod tests {
         let info = parse_ready(line).unwrap().info.unwrap();
         assert_eq!(info.filer.as_deref(), Some("127.0.0.1:3"));
         assert_eq!(info.fs_bytes, Some(64 << 20));
-        assert_eq!((info.weed_ring, info.weed_ring_error.as_deref()), (None, Some("no weed-ring")));
+        assert_eq!(
+            (info.weed_ring, info.weed_ring_error.as_deref()),
+            (None, Some("no weed-ring"))
+        );
         let r = parse_ready(r#"{"ready":false,"error":"weedcluster: no weed binary","no_weed":true}"#).unwrap();
         assert!(!r.ready && r.info.is_none());
         assert_eq!(r.error.as_deref(), Some("weedcluster: no weed binary"));

@@ -232,9 +232,11 @@ impl GoRinglat {
                 d.insert("weed".into(), bin.into());
                 d.insert("volume_server".into(), weed.volume.clone().into());
                 if let Some(tls) = tls {
-                    let e = ctx.needle_engines.iter().find(|e| e.tls == tls).ok_or_else(|| {
-                        format!("no engine serving the volume over {} was started", tls.name())
-                    })?;
+                    let e = ctx
+                        .needle_engines
+                        .iter()
+                        .find(|e| e.tls == tls)
+                        .ok_or_else(|| format!("no engine serving the volume over {} was started", tls.name()))?;
                     args.extend([
                         "-engine-socket".into(),
                         e.socket.display().to_string(),

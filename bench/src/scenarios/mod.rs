@@ -1305,7 +1305,11 @@ mod tests {
                 vec!["needle.read.4k.http", "needle.read.4k.tcp", "needle.read.4k.sm"],
                 vec!["needle.read.64k.http", "needle.read.64k.tcp", "needle.read.64k.sm"],
                 vec!["needle.read.1m.http", "needle.read.1m.tcp", "needle.read.1m.sm"],
-                vec!["mount.randread.4k.http", "mount.randread.4k.ring", "mount.randread.4k.ring.tcp"],
+                vec![
+                    "mount.randread.4k.http",
+                    "mount.randread.4k.ring",
+                    "mount.randread.4k.ring.tcp"
+                ],
                 vec!["mount.seqread.http", "mount.seqread.ring"],
                 vec!["s3.get.4k.http", "s3.get.4k.ring"],
                 vec!["s3.get.1m.http", "s3.get.1m.ring"],

@@ -88,8 +88,15 @@ func (t *fsTarget) flags() {
 	flag.StringVar(&t.engineAddrs, "engine-addrs", "", "-fs-path ring: SWRING_ENGINE_ADDRS of the front end (VOLUME=UCX,...)")
 }
 
-// fsObjects is how many objects an s3/filer ringlat writes and GETs in turn.
-const fsObjects = 32
+// fsObjects is how many objects an s3/filer ringlat writes and GETs in turn: 32, or 8 of
+// 1 MiB and more (they all go into one bucket, one collection of the weed host's volume
+// server, whose volumes hold 64 MB).
+func fsObjects(size int64) int {
+	if size >= 1<<20 {
+		return 8
+	}
+	return 32
+}
 
 // fsOps is a started front end and its read state.
 type fsOps struct {
@@ -121,10 +128,15 @@ type fsBlockStats struct {
 	BytesVerified  int64 `json:"bytes_verified"`
 	ResidentBefore int64 `json:"resident_before"`
 	ResidentExtra  int64 `json:"resident_extra"`
-	Drops          int64 `json:"drops"`
+	// ResidentRead: pages resident at the last check, of the ReadSinceDrop read since the
+	// file's pages were last dropped (equal: mincore sees the reads, so the checks mean
+	// something).
+	ResidentRead  int64 `json:"resident_read"`
+	ReadSinceDrop int64 `json:"read_since_drop"`
+	Drops         int64 `json:"drops"`
 }
 
-func newFsOps(ctx context.Context, t *fsTarget) (o *fsOps, err error) {
+func newFsOps(ctx context.Context, t *fsTarget) (*fsOps, error) {
 	if t.weedBin == "" {
 		return nil, errors.New("-fs needs -fs-weed")
 	}
@@ -136,35 +148,40 @@ func newFsOps(ctx context.Context, t *fsTarget) (o *fsOps, err error) {
 		}
 		env = []string{"SWRING_ENGINE_SOCKET=" + t.engineSocket, "SWRING_ENGINE_ADDRS=" + t.engineAddrs}
 	case "http":
-		// The stock weed ignores these; keep them out of its environment all the same.
+		// The stock weed ignores it; keep it out of its environment all the same.
 		env = []string{"SWRING_ENGINE_SOCKET="}
 	default:
 		return nil, fmt.Errorf("-fs-path %q: want ring or http", t.path)
 	}
-	o = &fsOps{t: t, client: keepAliveClient()}
-	if o.dir, err = os.MkdirTemp("", "swring-bench-fs-"); err != nil {
+	dir, err := os.MkdirTemp("", "swring-bench-fs-")
+	if err != nil {
 		return nil, err
 	}
-	defer func() {
-		if err != nil {
-			o.close()
-		}
-	}()
+	o := &fsOps{t: t, client: keepAliveClient(), dir: dir}
+	if err := o.start(ctx, env); err != nil {
+		o.close()
+		return nil, err
+	}
+	return o, nil
+}
+
+func (o *fsOps) start(ctx context.Context, env []string) error {
+	t := o.t
 	switch t.kind {
 	case "mount-rand", "mount-seq":
 		if t.filer == "" || t.bytes < 16<<20 || t.bytes%weedfront.Page != 0 {
-			return nil, errors.New("-fs mount-*: needs -filer and -fs-bytes, a multiple of 4 KiB of at least 16 MiB")
+			return errors.New("-fs mount-*: needs -filer and -fs-bytes, a multiple of 4 KiB of at least 16 MiB")
 		}
 		p, mnt, err := weedfront.StartMount(ctx, t.weedBin, o.dir, "mount", t.filer, t.file, t.bytes, env)
 		if err != nil {
-			return nil, err
+			return err
 		}
 		o.proc = append(o.proc, p)
-		return o, o.openFile(filepath.Join(mnt, t.file))
+		return o.openFile(filepath.Join(mnt, t.file))
 	case "s3", "filer":
-		return o, o.startHTTP(ctx, env)
+		return o.startHTTP(ctx, env)
 	}
-	return nil, fmt.Errorf("-fs %q: want mount-rand, mount-seq, s3 or filer", t.kind)
+	return fmt.Errorf("-fs %q: want mount-rand, mount-seq, s3 or filer", t.kind)
 }
 
 func keepAliveClient() *http.Client {
@@ -266,7 +283,9 @@ func (o *fsOps) startHTTP(ctx context.Context, env []string) error {
 	if t.objectBytes <= 0 || t.objectBytes > 64<<20 {
 		return errors.New("-fs-object-bytes must be in 1..64 MiB")
 	}
-	filer, prefix := t.filer, fmt.Sprintf("/buckets/bench%d-%d", os.Getpid(), time.Now().UnixNano()%1e6)
+	// One bucket for every ringlat of the run (a bucket is a collection, with volumes of
+	// its own), a directory in it per ringlat.
+	filer, prefix := t.filer, fmt.Sprintf("/buckets/bench/p%d-%d", os.Getpid(), time.Now().UnixNano()%1e6)
 	if t.kind == "filer" {
 		if t.master == "" {
 			return errors.New("-fs filer needs -master")
@@ -279,7 +298,7 @@ func (o *fsOps) startHTTP(ctx context.Context, env []string) error {
 	} else if filer == "" {
 		return errors.New("-fs s3 needs -filer")
 	}
-	for i := range fsObjects {
+	for i := range fsObjects(t.objectBytes) {
 		path := fmt.Sprintf("%s/obj%d", prefix, i)
 		if err := weedfront.FilerPut(ctx, filer, path, weedfront.SeedOf(path), t.objectBytes); err != nil {
 			return err
@@ -418,6 +437,7 @@ func (o *fsOps) randSample(st *fsBlockStats) (time.Duration, error) {
 				return 0, err
 			}
 			st.ResidentExtra = max(st.ResidentExtra, r-o.read)
+			st.ResidentRead, st.ReadSinceDrop = r, o.read
 		}
 		return dt, nil
 	}
