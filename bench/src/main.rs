@@ -245,10 +245,26 @@ fn run(cli: &Cli) -> Result<()> {
     }
     if plan.specs().any(|s| s.needs_weed) {
         // Go is there (the needle scenarios need it too, and were skipped above otherwise).
+        // SWRING_REQUIRE_WEED=1 (scripts/test) makes a missing weed an error, not a skip.
+        let require = std::env::var_os("SWRING_REQUIRE_WEED").is_some_and(|v| v == "1");
         if let Some(r) = &ringlat {
-            if let Err(why) = weed::check(r) {
-                plan.skip_where(|s| s.needs_weed, &format!("not available: {why}"));
+            match weed::check(r) {
+                Err(why) if require => {
+                    return Err(format!("SWRING_REQUIRE_WEED=1 and the weed scenarios cannot run: {why}").into())
+                }
+                Err(why) => plan.skip_where(|s| s.needs_weed, &format!("not available: {why}")),
+                Ok(bins) => match bins.weed_ring {
+                    Err(why) if require && plan.specs().any(scenarios::needs_ring_weed) => {
+                        return Err(
+                            format!("SWRING_REQUIRE_WEED=1 and the front-end ring scenarios cannot run: {why}").into(),
+                        )
+                    }
+                    Err(why) => plan.skip_where(scenarios::needs_ring_weed, &format!("not available: {why}")),
+                    Ok(_) => {}
+                },
             }
+        } else if require {
+            return Err("SWRING_REQUIRE_WEED=1 and the weed scenarios cannot run: no ringlat (Go)".into());
         }
     }
     // Before pinning: the affinity mask is still the process's.

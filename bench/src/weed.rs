@@ -65,6 +65,8 @@ struct ReadyLine {
     error: Option<String>,
     info: Option<WeedInfo>,
     weed: Option<String>,
+    weed_ring: Option<String>,
+    weed_ring_error: Option<String>,
 }
 
 fn parse_ready(line: &str) -> std::result::Result<ReadyLine, String> {
@@ -83,11 +85,22 @@ fn parse_ready(line: &str) -> std::result::Result<ReadyLine, String> {
         error: v["error"].as_str().map(str::to_owned),
         info,
         weed: v["weed"].as_str().map(str::to_owned),
+        weed_ring: v["weed_ring"].as_str().map(str::to_owned),
+        weed_ring_error: v["weed_ring_error"].as_str().map(str::to_owned),
     })
 }
 
-/// Whether a `weed` binary is there (`ringlat -weed -check`): `Ok(path)`, or why not.
-pub fn check(ringlat: &Path) -> std::result::Result<String, String> {
+/// The `weed` binaries `ringlat -weed -check` found.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct WeedBinaries {
+    /// The stock `weed`.
+    pub weed: String,
+    /// The `weed` with the ring read path (scripts/weed --ring), or why there is none.
+    pub weed_ring: std::result::Result<String, String>,
+}
+
+/// Whether a `weed` binary is there (`ringlat -weed -check`): `Ok`, or why not.
+pub fn check(ringlat: &Path) -> std::result::Result<WeedBinaries, String> {
     let out = Command::new(ringlat)
         .args(["-weed", "-check"])
         .output()
@@ -95,9 +108,18 @@ pub fn check(ringlat: &Path) -> std::result::Result<String, String> {
     let stdout = String::from_utf8_lossy(&out.stdout);
     let line = stdout.lines().next().unwrap_or("");
     match parse_ready(line) {
-        Ok(r) if r.ready => r
-            .weed
-            .ok_or_else(|| format!("ringlat -weed -check named no binary: {line}")),
+        Ok(r) if r.ready => {
+            let weed = r
+                .weed
+                .ok_or_else(|| format!("ringlat -weed -check named no binary: {line}"))?;
+            Ok(WeedBinaries {
+                weed,
+                weed_ring: r.weed_ring.ok_or_else(|| {
+                    r.weed_ring_error
+                        .unwrap_or_else(|| "no weed with the ring read path (scripts/weed --ring)".into())
+                }),
+            })
+        }
         Ok(r) => Err(r.error.unwrap_or_else(|| line.to_string())),
         Err(e) => Err(format!(
             "{e} ({}; stderr: {})",

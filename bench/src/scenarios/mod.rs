@@ -207,6 +207,11 @@ impl FrontEnd {
     }
 }
 
+/// Whether `s` runs the `weed` with the ring read path (a front end on the ring path).
+pub fn needs_ring_weed(s: &Spec) -> bool {
+    s.front_end.is_some() && matches!(s.engine, EngineUse::Needle(_))
+}
+
 /// MiB of the file the mount scenarios read (the weed host writes it through its filer):
 /// 256 MiB, so that a full run never reads a page twice (about 20 x 300 ms of 4 KiB reads
 /// at ~100 us or more take under 60 000 of its 63 487 eligible pages); 64 MiB for --quick.

@@ -20,8 +20,8 @@ package main
 // processes read the needles by fid over the rings and over HTTP from volume. The cluster
 // runs until stdin reaches its end (the bench closes it) or SIGTERM/SIGINT, then both
 // servers are stopped and the directory is removed. On failure the line is {"ready":false,"error":"...",
-// "no_weed":true|false} and ringlat exits with status 1. -check only looks for the binary:
-// {"ready":true,"weed":"/path/weed"}.
+// "no_weed":true|false} and ringlat exits with status 1. -check only looks for the binaries:
+// {"ready":true,"weed":"/path/weed","weed_ring":"/path/weed-ring"} (or "weed_ring_error").
 //
 // The whole process (and so the weed servers, which inherit its CPU mask) runs where it
 // was started: the bench starts it pinned to the engine core, so that the volume server
@@ -123,7 +123,12 @@ func weedHost(weedBin, sizes string, fsMB int, check bool, in io.Reader, out io.
 		return failed(fmt.Errorf("-weed-bin %s is not a file: %w", weedBin, weedcluster.ErrNoWeed))
 	}
 	if check {
-		return enc.Encode(weedReady{Ready: true, Weed: weedBin})
+		r := weedReady{Ready: true, Weed: weedBin}
+		var err error
+		if r.WeedRing, err = weedfront.RingWeed(weedBin); err != nil {
+			r.WeedRingError = err.Error()
+		}
+		return enc.Encode(r)
 	}
 	// SIGTERM or SIGINT (the bench interrupted while the cluster starts) ends the start or
 	// the wait below, and the deferred calls still stop the servers and remove the directory.
