@@ -437,6 +437,10 @@ type NeedleRequest struct {
 	// the transfer). The caller must not use Dst for anything else until done with the
 	// Needle. Not used for gzip needles that are decompressed.
 	Dst []byte
+	// JWT is the volume server's read token for this file id (as SeaweedFS signs it with
+	// jwt.signing.read; "" = none). The HTTP path sends it as "Authorization: Bearer <JWT>",
+	// as SeaweedFS does. (The ring path does not carry it yet.)
+	JWT string
 }
 
 // NeedleResult is the outcome of one NeedleRequest: a Needle or an error (*NeedleError).
@@ -1130,6 +1134,9 @@ func (r *NeedleReader) httpRead(ctx context.Context, q NeedleRequest, fid FileID
 	}
 	for k, v := range r.opts.HTTPHeader {
 		req.Header[k] = v
+	}
+	if q.JWT != "" {
+		req.Header.Set("Authorization", "Bearer "+q.JWT)
 	}
 	if q.Ranged {
 		rg := "bytes=" + strconv.FormatInt(q.Offset, 10) + "-"

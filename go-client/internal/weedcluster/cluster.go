@@ -25,14 +25,17 @@ import (
 )
 
 // ErrNoWeed: no `weed` binary was found (see FindWeed).
-var ErrNoWeed = errors.New("weedcluster: no weed binary: set SWRING_WEED or run scripts/weed")
+var ErrNoWeed = errors.New("weedcluster: no weed binary")
 
 // FindWeed returns the `weed` binary to use: $SWRING_WEED, else the newest one scripts/weed
 // built into its cache (${SWRING_CACHE:-${XDG_CACHE_HOME:-~/.cache}/seaweed-ring}/weed-*/weed).
-func FindWeed() (string, error) {
-	if p := os.Getenv("SWRING_WEED"); p != "" {
+func FindWeed() (string, error) { return findWeed("SWRING_WEED", "weed", "run scripts/weed") }
+
+// findWeed is $env, else the newest cached weed-*/name.
+func findWeed(env, name, how string) (string, error) {
+	if p := os.Getenv(env); p != "" {
 		if st, err := os.Stat(p); err != nil || st.IsDir() {
-			return "", fmt.Errorf("weedcluster: SWRING_WEED=%s is not a file: %w", p, ErrNoWeed)
+			return "", fmt.Errorf("weedcluster: %s=%s is not a file: %w", env, p, ErrNoWeed)
 		}
 		return p, nil
 	}
@@ -48,30 +51,47 @@ func FindWeed() (string, error) {
 		}
 		cache = filepath.Join(base, "seaweed-ring")
 	}
-	found, _ := filepath.Glob(filepath.Join(cache, "weed-*", "weed"))
+	found, _ := filepath.Glob(filepath.Join(cache, "weed-*", name))
 	if len(found) == 0 {
-		return "", ErrNoWeed
+		return "", fmt.Errorf("weedcluster: no %s in %s (set %s or %s): %w", name, cache, env, how, ErrNoWeed)
 	}
 	return found[len(found)-1], nil
 }
 
-// Cluster is one master and one volume server, each a child process, with their data under
-// Dir.
+// Cluster is one master and its volume servers, each a child process, with their data under
+// Dir; filers, mounts and S3 gateways started on it (roles.go) stop with it.
 type Cluster struct {
 	Master    string // host:port of the master's HTTP API
-	Volume    string // host:port of the volume server's HTTP API
-	VolumeDir string // the volume server's -dir: the engine serves this directory
-	Dir       string
-	http      *http.Client
-	procs     []*exec.Cmd
+	Volume    string // host:port of the first volume server's HTTP API
+	VolumeDir string // the first volume server's -dir: the engine serves this directory
+	// Volumes are all volume servers (Volumes[0] is Volume).
+	Volumes []*VolumeServer
+	Dir     string
+	// Weed is the binary Start ran; roles started without a binary of their own run it too.
+	Weed  string
+	http  *http.Client
+	procs []*Proc
+}
+
+// VolumeServer is one `weed volume` of a Cluster.
+type VolumeServer struct {
+	Addr        string // host:port of its HTTP API
+	Dir         string // its -dir
+	MetricsAddr string // host:port of its Prometheus metrics (-metricsPort)
+	*Proc
 }
 
 // Options tune Start. The zero value is a small single-node cluster.
 type Options struct {
 	// VolumeSizeLimitMB is the master's -volumeSizeLimitMB (default 64).
 	VolumeSizeLimitMB int
-	// Log receives both processes' output (default: files weed-master.log and
-	// weed-volume.log under Dir).
+	// VolumeServers is how many volume servers to run (default 1), each with a
+	// directory of its own (Dir/volume, Dir/volume2, ...).
+	VolumeServers int
+	// VolumeEnv is added to the volume servers' environment.
+	VolumeEnv []string
+	// Log receives every process's output (default: files weed-master.log,
+	// weed-volume.log, ... under Dir).
 	Log io.Writer
 }
 
@@ -81,35 +101,53 @@ func Start(ctx context.Context, weed, dir string, opt Options) (*Cluster, error)
 	if opt.VolumeSizeLimitMB == 0 {
 		opt.VolumeSizeLimitMB = 64
 	}
-	c := &Cluster{Dir: dir, VolumeDir: filepath.Join(dir, "volume"), http: &http.Client{Timeout: 30 * time.Second}}
+	if opt.VolumeServers <= 0 {
+		opt.VolumeServers = 1
+	}
+	c := &Cluster{Dir: dir, Weed: weed, http: &http.Client{Timeout: 30 * time.Second}}
 	mdir := filepath.Join(dir, "master")
-	for _, d := range []string{mdir, c.VolumeDir} {
-		if err := os.MkdirAll(d, 0o755); err != nil {
-			return nil, err
-		}
+	if err := os.MkdirAll(mdir, 0o755); err != nil {
+		return nil, err
 	}
 	mport, err := freePortPair()
 	if err != nil {
 		return nil, err
 	}
-	vport, err := freePortPair()
-	if err != nil {
-		return nil, err
-	}
 	c.Master = net.JoinHostPort("127.0.0.1", strconv.Itoa(mport))
-	c.Volume = net.JoinHostPort("127.0.0.1", strconv.Itoa(vport))
-	if err := c.spawn(weed, opt.Log, "weed-master.log", "master", "-ip=127.0.0.1", "-ip.bind=127.0.0.1",
+	if _, err := c.spawn(weed, spawnOpts{log: opt.Log, logName: "weed-master.log"}, "master", "-ip=127.0.0.1", "-ip.bind=127.0.0.1",
 		"-port="+strconv.Itoa(mport), "-mdir="+mdir, "-peers=none", "-telemetry=false",
 		"-volumeSizeLimitMB="+strconv.Itoa(opt.VolumeSizeLimitMB)); err != nil {
 		return nil, err
 	}
-	if err := c.spawn(weed, opt.Log, "weed-volume.log", "volume", "-ip=127.0.0.1", "-ip.bind=127.0.0.1",
-		"-port="+strconv.Itoa(vport), "-dir="+c.VolumeDir, "-max=8", "-master="+c.Master,
-		"-preStopSeconds=0"); err != nil {
-		c.Stop()
-		return nil, err
+	for i := range opt.VolumeServers {
+		name := "volume"
+		if i > 0 {
+			name += strconv.Itoa(i + 1)
+		}
+		vs := &VolumeServer{Dir: filepath.Join(dir, name)}
+		if err := os.MkdirAll(vs.Dir, 0o755); err != nil {
+			c.Stop()
+			return nil, err
+		}
+		vport, err := freePortPair()
+		if err == nil {
+			var mp int
+			if mp, err = freePort(); err == nil {
+				vs.Addr = net.JoinHostPort("127.0.0.1", strconv.Itoa(vport))
+				vs.MetricsAddr = net.JoinHostPort("127.0.0.1", strconv.Itoa(mp))
+				vs.Proc, err = c.spawn(weed, spawnOpts{log: opt.Log, logName: "weed-" + name + ".log", env: opt.VolumeEnv}, "volume",
+					"-ip=127.0.0.1", "-ip.bind=127.0.0.1", "-port="+strconv.Itoa(vport), "-dir="+vs.Dir, "-max=8",
+					"-master="+c.Master, "-preStopSeconds=0", "-metricsPort="+strconv.Itoa(mp))
+			}
+		}
+		if err != nil {
+			c.Stop()
+			return nil, err
+		}
+		c.Volumes = append(c.Volumes, vs)
 	}
-	// Ready when an assignment succeeds: the master is up and knows the volume server.
+	c.Volume, c.VolumeDir = c.Volumes[0].Addr, c.Volumes[0].Dir
+	// Ready when an assignment succeeds: the master is up and knows a volume server.
 	deadline := time.Now().Add(90 * time.Second)
 	for {
 		if _, _, err := c.Assign(ctx); err == nil {
@@ -122,41 +160,104 @@ func Start(ctx context.Context, weed, dir string, opt Options) (*Cluster, error)
 	}
 }
 
-func (c *Cluster) spawn(weed string, log io.Writer, logName string, args ...string) error {
+// spawnOpts say how a child runs: where its output goes, its extra environment and its
+// working directory ("" = Dir).
+type spawnOpts struct {
+	log     io.Writer
+	logName string
+	env     []string
+	workDir string
+}
+
+func (c *Cluster) spawn(weed string, o spawnOpts, args ...string) (*Proc, error) {
 	cmd := exec.Command(weed, args...)
+	log := o.log
 	if log == nil {
-		f, err := os.Create(filepath.Join(c.Dir, logName))
+		f, err := os.Create(filepath.Join(c.Dir, o.logName))
 		if err != nil {
-			return err
+			return nil, err
 		}
 		defer f.Close() // the child keeps its own descriptor
 		log = f
 	}
 	cmd.Stdout, cmd.Stderr = log, log
+	cmd.Dir = o.workDir
+	if cmd.Dir == "" {
+		cmd.Dir = c.Dir
+	}
+	if len(o.env) > 0 {
+		cmd.Env = append(os.Environ(), o.env...)
+	}
 	// Own process group: Stop kills the server and anything it started.
 	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true, Pdeathsig: syscall.SIGKILL}
 	if err := cmd.Start(); err != nil {
-		return fmt.Errorf("weedcluster: start weed %s: %w", args[0], err)
+		return nil, fmt.Errorf("weedcluster: start weed %s: %w", args[0], err)
 	}
-	c.procs = append(c.procs, cmd)
-	return nil
+	p := &Proc{Name: args[0], LogPath: filepath.Join(c.Dir, o.logName), cmd: cmd, done: make(chan struct{})}
+	go func() { p.err = cmd.Wait(); close(p.done) }()
+	c.procs = append(c.procs, p)
+	return p, nil
 }
 
-// Stop ends both processes (SIGTERM, then SIGKILL after 10 s) and waits for them.
+// Stop ends every process (SIGTERM, then SIGKILL after 10 s; the last started first) and
+// waits for them.
 func (c *Cluster) Stop() {
 	for i := len(c.procs) - 1; i >= 0; i-- {
-		p := c.procs[i]
-		_ = syscall.Kill(-p.Process.Pid, syscall.SIGTERM)
-		done := make(chan struct{})
-		go func() { _ = p.Wait(); close(done) }()
-		select {
-		case <-done:
-		case <-time.After(10 * time.Second):
-			_ = syscall.Kill(-p.Process.Pid, syscall.SIGKILL)
-			<-done
-		}
+		c.procs[i].Stop()
 	}
 	c.procs = nil
+}
+
+// Proc is one weed child process.
+type Proc struct {
+	Name    string // the weed command: master, volume, filer, mount, s3
+	LogPath string // its output (when Options.Log was not set)
+	cmd     *exec.Cmd
+	done    chan struct{}
+	err     error
+	stop    func() // run before the process is signalled (a mount unmounts)
+}
+
+// Pid is the process id.
+func (p *Proc) Pid() int { return p.cmd.Process.Pid }
+
+// Exited reports whether the process has ended.
+func (p *Proc) Exited() bool {
+	select {
+	case <-p.done:
+		return true
+	default:
+		return false
+	}
+}
+
+// Stop ends the process (SIGTERM, then SIGKILL after 10 s) and waits for it. Calling it
+// again does nothing.
+func (p *Proc) Stop() {
+	if p.stop != nil {
+		p.stop()
+		p.stop = nil
+	}
+	if p.Exited() {
+		return
+	}
+	_ = syscall.Kill(-p.cmd.Process.Pid, syscall.SIGTERM)
+	select {
+	case <-p.done:
+	case <-time.After(10 * time.Second):
+		_ = syscall.Kill(-p.cmd.Process.Pid, syscall.SIGKILL)
+		<-p.done
+	}
+}
+
+// freePort finds a free loopback port.
+func freePort() (int, error) {
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		return 0, err
+	}
+	defer l.Close()
+	return l.Addr().(*net.TCPAddr).Port, nil
 }
 
 // freePortPair finds a loopback port p with p+10000 also free (weed's gRPC port).
