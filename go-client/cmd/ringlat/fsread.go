@@ -48,6 +48,7 @@ import (
 
 	"golang.org/x/sys/unix"
 
+	"github.com/seaweed-ring/seaweed-ring/go-client/internal/weedcluster"
 	"github.com/seaweed-ring/seaweed-ring/go-client/internal/weedfront"
 )
 
@@ -100,9 +101,11 @@ func fsObjects(size int64) int {
 
 // fsOps is a started front end and its read state.
 type fsOps struct {
-	t    *fsTarget
-	dir  string
-	proc []*weedfront.Proc
+	t   *fsTarget
+	dir string
+	// cluster: the weed host's cluster, attached (weedcluster.Attach); its Stop ends the
+	// front end this ringlat started.
+	cluster *weedcluster.Cluster
 	// mount-*
 	f       *os.File
 	mapping []byte // the file mapped for mincore only (never read through)
@@ -140,16 +143,15 @@ func newFsOps(ctx context.Context, t *fsTarget) (*fsOps, error) {
 	if t.weedBin == "" {
 		return nil, errors.New("-fs needs -fs-weed")
 	}
-	var env []string
+	var ro weedcluster.ReaderOptions
 	switch t.path {
 	case "ring":
 		if t.engineSocket == "" {
 			return nil, errors.New("-fs-path ring needs -engine-socket")
 		}
-		env = []string{"SWRING_ENGINE_SOCKET=" + t.engineSocket, "SWRING_ENGINE_ADDRS=" + t.engineAddrs}
+		ro = weedcluster.ReaderOptions{Weed: t.weedBin, EngineSocket: t.engineSocket, Env: []string{"SWRING_ENGINE_ADDRS=" + t.engineAddrs}}
 	case "http":
-		// The stock weed ignores it; keep it out of its environment all the same.
-		env = []string{"SWRING_ENGINE_SOCKET="}
+		ro = weedcluster.ReaderOptions{Weed: t.weedBin}
 	default:
 		return nil, fmt.Errorf("-fs-path %q: want ring or http", t.path)
 	}
@@ -157,31 +159,50 @@ func newFsOps(ctx context.Context, t *fsTarget) (*fsOps, error) {
 	if err != nil {
 		return nil, err
 	}
-	o := &fsOps{t: t, client: keepAliveClient(), dir: dir}
-	if err := o.start(ctx, env); err != nil {
+	o := &fsOps{t: t, client: keepAliveClient(), dir: dir, cluster: weedcluster.Attach(t.master, t.weedBin, dir)}
+	if err := o.start(ctx, ro); err != nil {
 		o.close()
 		return nil, err
 	}
 	return o, nil
 }
 
-func (o *fsOps) start(ctx context.Context, env []string) error {
+func (o *fsOps) start(ctx context.Context, ro weedcluster.ReaderOptions) error {
 	t := o.t
 	switch t.kind {
 	case "mount-rand", "mount-seq":
 		if t.filer == "" || t.bytes < 16<<20 || t.bytes%weedfront.Page != 0 {
 			return errors.New("-fs mount-*: needs -filer and -fs-bytes, a multiple of 4 KiB of at least 16 MiB")
 		}
-		p, mnt, err := weedfront.StartMount(ctx, t.weedBin, o.dir, "mount", t.filer, t.file, t.bytes, env)
+		// The on-disk chunk cache off: the scenarios read data no cache holds.
+		m, err := o.cluster.StartMount(ctx, weedcluster.MountOptions{ReaderOptions: ro, Filer: t.filer, ChunkCacheMB: -1})
 		if err != nil {
 			return err
 		}
-		o.proc = append(o.proc, p)
-		return o.openFile(filepath.Join(mnt, t.file))
+		path := filepath.Join(m.Dir, t.file)
+		deadline := time.Now().Add(60 * time.Second)
+		for {
+			st, err := os.Stat(path)
+			if err == nil && st.Size() == t.bytes {
+				break
+			}
+			if time.Now().After(deadline) {
+				return fmt.Errorf("%s through the mount: %v (size %d, expected %d; log %s)", path, err, sizeOf(st), t.bytes, m.LogPath)
+			}
+			time.Sleep(100 * time.Millisecond)
+		}
+		return o.openFile(path)
 	case "s3", "filer":
-		return o.startHTTP(ctx, env)
+		return o.startHTTP(ctx, ro)
 	}
 	return fmt.Errorf("-fs %q: want mount-rand, mount-seq, s3 or filer", t.kind)
+}
+
+func sizeOf(st os.FileInfo) int64 {
+	if st == nil {
+		return -1
+	}
+	return st.Size()
 }
 
 func keepAliveClient() *http.Client {
@@ -278,7 +299,7 @@ func (o *fsOps) check(page int64, n int) error {
 
 // startHTTP starts the s3 gateway (on the weed host's filer) or a filer of its own, and
 // writes the objects through the filer.
-func (o *fsOps) startHTTP(ctx context.Context, env []string) error {
+func (o *fsOps) startHTTP(ctx context.Context, ro weedcluster.ReaderOptions) error {
 	t := o.t
 	if t.objectBytes <= 0 || t.objectBytes > 64<<20 {
 		return errors.New("-fs-object-bytes must be in 1..64 MiB")
@@ -290,11 +311,11 @@ func (o *fsOps) startHTTP(ctx context.Context, env []string) error {
 		if t.master == "" {
 			return errors.New("-fs filer needs -master")
 		}
-		p, addr, err := weedfront.StartFiler(ctx, t.weedBin, o.dir, "filer", t.master, env)
+		f, err := o.cluster.StartFiler(ctx, weedcluster.FilerOptions{ReaderOptions: ro})
 		if err != nil {
 			return err
 		}
-		o.proc, filer, prefix = append(o.proc, p), addr, "/bench"
+		filer, prefix = f.Addr, "/bench"
 	} else if filer == "" {
 		return errors.New("-fs s3 needs -filer")
 	}
@@ -309,13 +330,12 @@ func (o *fsOps) startHTTP(ctx context.Context, env []string) error {
 		o.urls = append(o.urls, "http://"+filer+path)
 	}
 	if t.kind == "s3" {
-		p, addr, err := weedfront.StartS3(ctx, t.weedBin, o.dir, "s3", filer, env)
+		gw, err := o.cluster.StartS3(ctx, weedcluster.S3Options{ReaderOptions: ro, Filer: filer})
 		if err != nil {
 			return err
 		}
-		o.proc = append(o.proc, p)
 		for i := range o.urls {
-			o.urls[i] = "http://" + addr + strings.TrimPrefix(o.urls[i], "http://"+filer+"/buckets")
+			o.urls[i] = "http://" + gw.Addr + strings.TrimPrefix(o.urls[i], "http://"+filer+"/buckets")
 		}
 	}
 	o.buf = make([]byte, t.objectBytes+1)
@@ -475,9 +495,7 @@ func (o *fsOps) close() {
 	if o.f != nil {
 		o.f.Close()
 	}
-	for i := len(o.proc) - 1; i >= 0; i-- {
-		o.proc[i].Stop()
-	}
+	o.cluster.Stop()
 	o.client.CloseIdleConnections()
 	if o.dir != "" {
 		os.RemoveAll(o.dir)

@@ -12,7 +12,7 @@ package main
 //	 "needles":[{"size":"4k","bytes":4096,"fid":"3,01637037d6","sha256":"..."},...]}
 //
 // With -fs-mb N it also starts a stock `weed filer` and writes a file of N MiB through it
-// for the mount.*, s3.* and filer.* scenarios (internal/weedfront), and the line adds "master",
+// for the mount.*, s3.* and filer.* scenarios (fsread.go), and the line adds "master",
 // "filer", "fs_file", "fs_bytes" and "weed_ring" (the weed with the ring read path, or
 // "weed_ring_error" saying why there is none).
 //
@@ -60,7 +60,7 @@ type weedReady struct {
 	Volume    string       `json:"volume,omitempty"`
 	VolumeDir string       `json:"volume_dir,omitempty"`
 	Needles   []weedNeedle `json:"needles,omitempty"`
-	// With -fs-mb (internal/weedfront): the master, the stock filer, the file written through it
+	// With -fs-mb (fsread.go): the master, the stock filer, the file written through it
 	// (seeded by its path, see weedfront.FillPages), and the weed with the ring read path ("" with
 	// the reason in weed_ring_error when there is none).
 	Master        string `json:"master,omitempty"`
@@ -94,7 +94,7 @@ func parseSize(s string) (int, error) {
 }
 
 // weedHost runs -weed: see the comment at the top of this file. fsMB > 0 also starts a
-// filer and writes fsFile (fsMB MiB) through it (internal/weedfront).
+// filer and writes fsFile (fsMB MiB) through it (fsread.go).
 func weedHost(weedBin, sizes string, fsMB int, check bool, in io.Reader, out io.Writer) error {
 	enc := json.NewEncoder(out)
 	failed := func(err error) error {
@@ -125,7 +125,7 @@ func weedHost(weedBin, sizes string, fsMB int, check bool, in io.Reader, out io.
 	if check {
 		r := weedReady{Ready: true, Weed: weedBin}
 		var err error
-		if r.WeedRing, err = weedfront.RingWeed(weedBin); err != nil {
+		if r.WeedRing, err = weedcluster.FindWeedRing(); err != nil {
 			r.WeedRingError = err.Error()
 		}
 		return enc.Encode(r)
@@ -164,16 +164,15 @@ func weedHost(weedBin, sizes string, fsMB int, check bool, in io.Reader, out io.
 	}
 	if fsMB > 0 {
 		r.Master = cluster.Master
-		if r.WeedRing, err = weedfront.RingWeed(weedBin); err != nil {
+		if r.WeedRing, err = weedcluster.FindWeedRing(); err != nil {
 			r.WeedRingError = err.Error()
 		}
-		filer, addr, err := weedfront.StartFiler(ctx, weedBin, dir, "filer", cluster.Master, nil)
+		filer, err := cluster.StartFiler(ctx, weedcluster.FilerOptions{})
 		if err != nil {
 			return failed(err)
 		}
-		defer filer.Stop()
-		r.Filer, r.FsFile, r.FsBytes = addr, fsFile, int64(fsMB)<<20
-		if err := weedfront.FilerPut(ctx, addr, fsFile, weedfront.SeedOf(fsFile), r.FsBytes); err != nil {
+		r.Filer, r.FsFile, r.FsBytes = filer.Addr, fsFile, int64(fsMB)<<20
+		if err := weedfront.FilerPut(ctx, filer.Addr, fsFile, weedfront.SeedOf(fsFile), r.FsBytes); err != nil {
 			return failed(err)
 		}
 	}

@@ -45,14 +45,14 @@ type frontEnd struct {
 	path  string // "stock" or "ring"
 	mnt   string
 	s3    string
-	mount *weedfront.Proc
-	gw    *weedfront.Proc
+	mount *weedcluster.Mount
+	gw    *weedcluster.S3
 }
 
 func frontEnds(ctx context.Context, engineBin, weedBin, ringBin, dir string, cluster *weedcluster.Cluster, transports string, rounds int) error {
 	if ringBin == "" {
 		var err error
-		if ringBin, err = weedfront.RingWeed(weedBin); err != nil {
+		if ringBin, err = weedcluster.FindWeedRing(); err != nil {
 			return fmt.Errorf("%w (scripts/run builds it with scripts/weed --ring)", err)
 		}
 	}
@@ -65,15 +65,15 @@ func frontEnds(ctx context.Context, engineBin, weedBin, ringBin, dir string, clu
 		return fmt.Errorf("engine for the front ends: %w", err)
 	}
 	defer eng.Stop()
-	env := []string{"SWRING_ENGINE_SOCKET=" + eng.Socket, "SWRING_ENGINE_ADDRS=" + cluster.Volume + "=" + eng.UCXAddr}
-	say("engine: serves %s on UCX %s; the ring front ends run with %s", cluster.VolumeDir, eng.UCXAddr, strings.Join(env, " "))
+	addrs := "SWRING_ENGINE_ADDRS=" + cluster.Volume + "=" + eng.UCXAddr
+	say("engine: serves %s on UCX %s; the ring front ends run with SWRING_ENGINE_SOCKET=%s %s", cluster.VolumeDir, eng.UCXAddr, eng.Socket, addrs)
 
-	fdir := mkdir(dir, "front-ends")
-	filerProc, filer, err := weedfront.StartFiler(ctx, weedBin, fdir, "filer", cluster.Master, nil)
+	filerProc, err := cluster.StartFiler(ctx, weedcluster.FilerOptions{})
 	if err != nil {
 		return err
 	}
 	defer filerProc.Stop()
+	filer := filerProc.Addr
 	const chunk = 4 << 20 // the filer's -maxMB default: files above it have several chunks
 	files := []demoFile{
 		{"notes.txt", "text/plain", []byte(strings.Repeat("SeaweedFS front ends reading through the rings, in process.\n", 3000))},
@@ -102,17 +102,26 @@ func frontEnds(ctx context.Context, engineBin, weedBin, ringBin, dir string, clu
 	}()
 	big := files[len(files)-1]
 	for _, p := range []struct {
-		path, bin string
-		env       []string
-	}{{"stock", weedBin, nil}, {"ring", ringBin, env}} {
+		path string
+		ro   weedcluster.ReaderOptions
+	}{
+		{"stock", weedcluster.ReaderOptions{Weed: weedBin}},
+		{"ring", weedcluster.ReaderOptions{Weed: ringBin, EngineSocket: eng.Socket, Env: []string{addrs}}},
+	} {
 		e := &frontEnd{path: p.path}
 		ends = append(ends, e)
-		if e.mount, e.mnt, err = weedfront.StartMount(ctx, p.bin, fdir, "mount-"+p.path, filer, "/buckets/demo/"+big.name, int64(len(big.data)), p.env); err != nil {
+		// The on-disk chunk cache off, so that the timed reads below fetch every chunk.
+		if e.mount, err = cluster.StartMount(ctx, weedcluster.MountOptions{ReaderOptions: p.ro, Filer: filer, ChunkCacheMB: -1}); err != nil {
 			return err
 		}
-		if e.gw, e.s3, err = weedfront.StartS3(ctx, p.bin, fdir, "s3-"+p.path, filer, p.env); err != nil {
+		e.mnt = e.mount.Dir
+		if err := waitForFile(filepath.Join(e.mnt, "buckets/demo", big.name), int64(len(big.data))); err != nil {
+			return fmt.Errorf("%s mount: %w (log %s)", p.path, err, e.mount.LogPath)
+		}
+		if e.gw, err = cluster.StartS3(ctx, weedcluster.S3Options{ReaderOptions: p.ro, Filer: filer}); err != nil {
 			return err
 		}
+		e.s3 = e.gw.Addr
 		say("%-5s weed mount (FUSE) at %s (pid %d), weed s3 on %s (pid %d)", p.path, e.mnt, e.mount.Pid(), e.s3, e.gw.Pid())
 	}
 
@@ -169,6 +178,21 @@ func frontEnds(ctx context.Context, engineBin, weedBin, ringBin, dir string, clu
 
 	// The engine's counters: which processes it served, and the volume reads it made.
 	return showEngineCounters(engineBin, eng.Socket, ends)
+}
+
+// waitForFile waits until a new mount shows path with its size.
+func waitForFile(path string, size int64) error {
+	deadline := time.Now().Add(60 * time.Second)
+	for {
+		st, err := os.Stat(path)
+		if err == nil && st.Size() == size {
+			return nil
+		}
+		if time.Now().After(deadline) {
+			return fmt.Errorf("%s does not show with %d bytes: %v", path, size, err)
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
 }
 
 func generated(name string, n int) []byte {
