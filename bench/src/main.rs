@@ -312,7 +312,8 @@ fn run(cli: &Cli) -> Result<()> {
         ringlat: ringlat.clone(),
         weed_core: engine_core,
         weed_fs_mb: if plan.specs().any(|s| s.front_end.is_some()) {
-            scenarios::fs_file_mb(cli.quick)
+            // A short run (--quick, the smoke tests) reads far fewer pages.
+            scenarios::fs_file_mb(cli.quick || timing.measure * blocks < Duration::from_secs(2))
         } else {
             0
         },

@@ -214,9 +214,10 @@ pub fn needs_ring_weed(s: &Spec) -> bool {
 
 /// MiB of the file the mount scenarios read (the weed host writes it through its filer):
 /// 256 MiB, so that a full run never reads a page twice (about 20 x 300 ms of 4 KiB reads
-/// at ~100 us or more take under 60 000 of its 63 487 eligible pages); 64 MiB for --quick.
-pub fn fs_file_mb(quick: bool) -> u32 {
-    if quick {
+/// at ~100 us or more take under 60 000 of its 63 487 eligible pages; past that the pages are
+/// dropped and a new order starts); 64 MiB for short runs (--quick).
+pub fn fs_file_mb(short: bool) -> u32 {
+    if short {
         64
     } else {
         256
