@@ -46,6 +46,9 @@ pub struct WeedInfo {
     /// (`None`, and why in `weed_ring_error`, when there is none).
     #[serde(default)]
     pub master: Option<String>,
+    /// The volume server's Prometheus address (its GET count).
+    #[serde(default)]
+    pub volume_metrics: Option<String>,
     #[serde(default)]
     pub filer: Option<String>,
     #[serde(default)]

@@ -413,7 +413,11 @@ fn check_front_ends<'a>(by_name: &dyn Fn(&str) -> Option<&'a Value>) {
                 assert_eq!(l["details"]["fs_resident_extra"], 0, "{l}");
             }
         }
+        // Where the bytes came from (the volume server's GET count over the blocks): the
+        // stock path GETs from the volume server, the ring path never does.
+        assert!(h["details"]["fs_volume_gets"].as_u64().is_some_and(|n| n > 0), "{h}");
         for r in rings.iter().filter_map(|r| by_name(r)) {
+            assert_eq!(r["details"]["fs_volume_gets"], 0, "{r}");
             assert_eq!(r["details"]["path"], "ring", "{r}");
             assert_eq!(r["ratio_p50_vs"], http, "{r}");
             assert!(r["details"]["engine_ucx_address"].is_string(), "{r}");

@@ -79,6 +79,9 @@ pub struct FsStats {
     pub resident_extra: u64,
     /// Times the file's pages were dropped from the page cache.
     pub drops: u64,
+    /// GETs the volume server answered during the block (-1: not counted).
+    #[serde(default)]
+    pub volume_gets: i64,
 }
 
 /// The Go runtime's allocation counters over a scenario's blocks (warm-up included).
@@ -220,6 +223,9 @@ impl GoRinglat {
                     "-fs-bytes".into(),
                     bytes.to_string(),
                 ]);
+                if let Some(m) = &weed.volume_metrics {
+                    args.extend(["-volume-metrics".into(), m.clone()]);
+                }
                 if object > 0 {
                     args.extend(["-fs-object-bytes".into(), object.to_string()]);
                     d.insert("object_bytes".into(), object.into());
@@ -338,6 +344,11 @@ impl Scenario for GoRinglat {
                 t.resident_before += f.resident_before;
                 t.resident_extra = t.resident_extra.max(f.resident_extra);
                 t.drops += f.drops;
+                t.volume_gets = if f.volume_gets < 0 || t.volume_gets < 0 {
+                    -1
+                } else {
+                    t.volume_gets + f.volume_gets
+                };
             }
             Ok(BlockRun {
                 samples: b.samples,
@@ -376,6 +387,14 @@ impl Scenario for GoRinglat {
             d.insert("fs_resident_before".into(), f.resident_before.into());
             d.insert("fs_resident_extra".into(), f.resident_extra.into());
             d.insert("fs_page_drops".into(), f.drops.into());
+            if f.volume_gets >= 0 && f.reads > 0 {
+                // Where the bytes came from: ~1 per read (per chunk) over HTTP, 0 on the ring.
+                d.insert("fs_volume_gets".into(), f.volume_gets.into());
+                d.insert(
+                    "fs_volume_gets_per_read".into(),
+                    crate::stats::round2(f.volume_gets as f64 / f.reads as f64).into(),
+                );
+            }
         }
         d
     }

@@ -13,7 +13,8 @@ package main
 //
 // With -fs-mb N it also starts a stock `weed filer` and writes a file of N MiB through it
 // for the mount.*, s3.* and filer.* scenarios (fsread.go), and the line adds "master",
-// "filer", "fs_file", "fs_bytes" and "weed_ring" (the weed with the ring read path, or
+// "volume_metrics" (the volume server's Prometheus address), "filer", "fs_file", "fs_bytes"
+// and "weed_ring" (the weed with the ring read path, or
 // "weed_ring_error" saying why there is none).
 //
 // The engine the bench starts serves volume_dir (--seaweedfs-dir); the measuring ringlat
@@ -64,6 +65,7 @@ type weedReady struct {
 	// (seeded by its path, see weedfront.FillPages), and the weed with the ring read path ("" with
 	// the reason in weed_ring_error when there is none).
 	Master        string `json:"master,omitempty"`
+	VolumeMetrics string `json:"volume_metrics,omitempty"`
 	Filer         string `json:"filer,omitempty"`
 	FsFile        string `json:"fs_file,omitempty"`
 	FsBytes       int64  `json:"fs_bytes,omitempty"`
@@ -164,6 +166,9 @@ func weedHost(weedBin, sizes string, fsMB int, check bool, in io.Reader, out io.
 	}
 	if fsMB > 0 {
 		r.Master = cluster.Master
+		if len(cluster.Volumes) > 0 {
+			r.VolumeMetrics = cluster.Volumes[0].MetricsAddr
+		}
 		if r.WeedRing, err = weedcluster.FindWeedRing(); err != nil {
 			r.WeedRingError = err.Error()
 		}
