@@ -23,6 +23,7 @@ import (
 	"path/filepath"
 	"runtime"
 	"slices"
+	"strconv"
 	"strings"
 	"time"
 
@@ -59,12 +60,20 @@ func frontEnds(ctx context.Context, engineBin, weedBin, ringBin, dir string, clu
 	fmt.Println()
 	say("SeaweedFS front ends: a filer, and a FUSE weed mount and a weed s3 gateway each with the stock weed and with the ring read path (%s)", ringBin)
 	last := runtime.NumCPU() - 1
+	// The needle half moved this process off the engine's core (keepOffCore), and the new
+	// engine would inherit that: give every thread all CPUs back, start it, move off again.
+	var all unix.CPUSet
+	for c := 0; c <= last; c++ {
+		all.Set(c)
+	}
+	setAffinity(all)
 	eng, err := enginectl.Start(ctx, enginectl.Options{Bin: engineBin, Dir: mkdir(dir, "front-engine"), Listen: true,
 		Transports: transports, VolumeDirs: []string{cluster.VolumeDir}, Cores: []int{last}})
 	if err != nil {
 		return fmt.Errorf("engine for the front ends: %w", err)
 	}
 	defer eng.Stop()
+	keepOffCore(last)
 	addrs := "SWRING_ENGINE_ADDRS=" + cluster.Volume + "=" + eng.UCXAddr
 	say("engine: serves %s on UCX %s; the ring front ends run with SWRING_ENGINE_SOCKET=%s %s", cluster.VolumeDir, eng.UCXAddr, eng.Socket, addrs)
 
@@ -80,14 +89,19 @@ func frontEnds(ctx context.Context, engineBin, weedBin, ringBin, dir string, clu
 		{"4k.bin", "application/octet-stream", generated("4k.bin", 4096)},
 		{"1m+3.bin", "application/octet-stream", generated("1m+3.bin", 1<<20+3)},
 		{"8m+1.bin", "application/octet-stream", generated("8m+1.bin", 8<<20+1)},
-		{"64m.bin", "application/octet-stream", generated("64m.bin", 64<<20)},
 	}
 	for _, f := range files {
 		if err := weedfront.FilerPutData(ctx, filer, "/buckets/demo/"+f.name, f.mime, bytes.NewReader(f.data), int64(len(f.data))); err != nil {
 			return err
 		}
 	}
-	say("filer %s: wrote %d files under /buckets/demo (chunks of 4 MiB; the text file's stored gzipped)", filer, len(files))
+	// The file of the timed mount reads, outside the bucket (a bucket is a collection of its
+	// own, and its first volume holds 64 MB).
+	big := demoFile{"cold-64m.bin", "application/octet-stream", generated("cold-64m.bin", 64<<20)}
+	if err := weedfront.FilerPutData(ctx, filer, "/demo/"+big.name, big.mime, bytes.NewReader(big.data), int64(len(big.data))); err != nil {
+		return err
+	}
+	say("filer %s: wrote %d files under /buckets/demo (chunks of 4 MiB; the text file is stored gzipped) and /demo/%s", filer, len(files), big.name)
 
 	var ends []*frontEnd
 	defer func() {
@@ -100,7 +114,6 @@ func frontEnds(ctx context.Context, engineBin, weedBin, ringBin, dir string, clu
 			}
 		}
 	}()
-	big := files[len(files)-1]
 	for _, p := range []struct {
 		path string
 		ro   weedcluster.ReaderOptions
@@ -115,7 +128,7 @@ func frontEnds(ctx context.Context, engineBin, weedBin, ringBin, dir string, clu
 			return err
 		}
 		e.mnt = e.mount.Dir
-		if err := waitForFile(filepath.Join(e.mnt, "buckets/demo", big.name), int64(len(big.data))); err != nil {
+		if err := waitForFile(filepath.Join(e.mnt, "demo", big.name), int64(len(big.data))); err != nil {
 			return fmt.Errorf("%s mount: %w (log %s)", p.path, err, e.mount.LogPath)
 		}
 		if e.gw, err = cluster.StartS3(ctx, weedcluster.S3Options{ReaderOptions: p.ro, Filer: filer}); err != nil {
@@ -145,7 +158,7 @@ func frontEnds(ctx context.Context, engineBin, weedBin, ringBin, dir string, clu
 	s3lat := map[string][]time.Duration{}
 	var handles []*coldReader
 	for _, e := range ends {
-		r, err := openCold(filepath.Join(e.mnt, "buckets/demo", big.name), len(big.data))
+		r, err := openCold(filepath.Join(e.mnt, "demo", big.name), len(big.data))
 		if err != nil {
 			return err
 		}
@@ -346,4 +359,14 @@ func showEngineCounters(engineBin, socket string, ends []*frontEnd) error {
 		return errors.New("the engine served no reads for the ring front ends: the ring read path is not on")
 	}
 	return nil
+}
+
+// setAffinity moves every thread of this process to set (threads created later inherit it).
+func setAffinity(set unix.CPUSet) {
+	tasks, _ := os.ReadDir("/proc/self/task")
+	for _, t := range tasks {
+		if tid, err := strconv.Atoi(t.Name()); err == nil {
+			unix.SchedSetaffinity(tid, &set)
+		}
+	}
 }
