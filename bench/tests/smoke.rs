@@ -224,6 +224,7 @@ fn ring_scenarios_run_with_their_baselines() {
         "mount.randread.4k.http",
         "mount.randread.4k.ring",
         "mount.randread.4k.ring.tcp",
+        "mount.cached.4k.http",
         "mount.seqread.http",
         "mount.seqread.ring",
         "s3.get.4k.http",
@@ -403,6 +404,17 @@ fn check_front_ends<'a>(by_name: &dyn Fn(&str) -> Option<&'a Value>) {
         ("filer.get.4k.http", &["filer.get.4k.ring"]),
     ] {
         let h = by_name(http).unwrap_or_else(|| panic!("{http} did not run"));
+        if http.starts_with("mount.randread.") {
+            // The floor: reads served from the mount's chunk cache, as good as no volume GET.
+            let c = by_name("mount.cached.4k.http").expect("mount.cached.4k.http ran");
+            assert_eq!(c["details"]["fs_resident_before"], 0, "{c}");
+            assert!(
+                c["details"]["fs_volume_gets_per_read"]
+                    .as_f64()
+                    .is_some_and(|g| g < 0.5),
+                "{c}"
+            );
+        }
         assert_eq!(h["details"]["path"], "http", "{h}");
         for l in std::iter::once(h).chain(rings.iter().filter_map(|r| by_name(r))) {
             assert_eq!(l["details"]["bytes_verified"], true, "{l}");

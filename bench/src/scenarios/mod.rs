@@ -189,6 +189,8 @@ pub enum FrontEnd {
     MountRandom,
     /// 1 MiB reads, sequentially through the weed host's file, through a FUSE `weed mount`.
     MountSequential,
+    /// 4 KiB preads that reach the mount and hit its chunk cache (a floor).
+    MountCacheHit,
     /// GETs of objects of this many bytes from `weed s3`.
     S3(u64),
     /// GETs of files of this many bytes from a filer's HTTP API.
@@ -201,6 +203,7 @@ impl FrontEnd {
         match self {
             FrontEnd::MountRandom => "mount-rand",
             FrontEnd::MountSequential => "mount-seq",
+            FrontEnd::MountCacheHit => "mount-hit",
             FrontEnd::S3(_) => "s3",
             FrontEnd::Filer(_) => "filer",
         }
@@ -643,6 +646,17 @@ pub const SPECS: &[Spec] = &[
         FrontEnd::MountRandom,
         Some((Tls::Tcp, "mount.randread.4k.http", Some(Target { metric: Metric::P50Ratio, bound: 0.5 }))),
     ),
+    Spec {
+        runs_with: Some("mount.randread.4k.http"),
+        ..front_end_spec(
+            "mount.cached.4k.http",
+            "floor of a FUSE read through weed mount: 4 KiB pread of a page dropped from the page cache whose chunk the mount holds in its chunk cache (stock weed, default cache; no volume read)",
+            "4 KiB pread",
+            4096,
+            FrontEnd::MountCacheHit,
+            None,
+        )
+    },
     front_end_spec(
         "mount.seqread.http",
         "1 MiB reads, sequentially through a 256 MiB file, through a FUSE weed mount (stock weed; the file's pages dropped at the end of each pass)",
@@ -1314,7 +1328,8 @@ mod tests {
                 vec![
                     "mount.randread.4k.http",
                     "mount.randread.4k.ring",
-                    "mount.randread.4k.ring.tcp"
+                    "mount.randread.4k.ring.tcp",
+                    "mount.cached.4k.http"
                 ],
                 vec!["mount.seqread.http", "mount.seqread.ring"],
                 vec!["s3.get.4k.http", "s3.get.4k.ring"],

@@ -24,6 +24,9 @@ package main
 //   - mount-seq: one 1 MiB read per sample, sequentially through the file; at its end the
 //     pages are dropped as above and the next pass starts at 0 (the mount's own read-ahead
 //     and prefetch stay on: they are what sequential readers get).
+//   - mount-hit (a floor, stock weed): 4 KiB preads of the file's first 16 pages in turn,
+//     each dropped from the page cache first, with weed's default chunk cache: every read
+//     reaches the mount and is served from its cache (hitSample).
 //   - s3: a keep-alive HTTP GET of one object from weed s3 per sample, body read to its end
 //     into a reused buffer (time to last byte); objects in turn.
 //   - filer: the same from the filer's HTTP API, from a filer of this ringlat's own.
@@ -78,7 +81,7 @@ type fsTarget struct {
 }
 
 func (t *fsTarget) flags() {
-	flag.StringVar(&t.kind, "fs", "", "-serve front-end mode: mount-rand, mount-seq, s3 or filer")
+	flag.StringVar(&t.kind, "fs", "", "-serve front-end mode: mount-rand, mount-seq, mount-hit, s3 or filer")
 	flag.StringVar(&t.path, "fs-path", "http", "-fs: ring (weed with the ring read path and SWRING_ENGINE_SOCKET) or http (stock)")
 	flag.StringVar(&t.weedBin, "fs-weed", "", "-fs: the weed binary of the front end")
 	flag.StringVar(&t.master, "master", "", "-fs filer: the master (host:port)")
@@ -175,12 +178,17 @@ func newFsOps(ctx context.Context, t *fsTarget) (*fsOps, error) {
 func (o *fsOps) start(ctx context.Context, ro weedcluster.ReaderOptions) error {
 	t := o.t
 	switch t.kind {
-	case "mount-rand", "mount-seq":
+	case "mount-rand", "mount-seq", "mount-hit":
 		if t.filer == "" || t.bytes < 16<<20 || t.bytes%weedfront.Page != 0 {
 			return errors.New("-fs mount-*: needs -filer and -fs-bytes, a multiple of 4 KiB of at least 16 MiB")
 		}
-		// The on-disk chunk cache off: the scenarios read data no cache holds.
-		m, err := o.cluster.StartMount(ctx, weedcluster.MountOptions{ReaderOptions: ro, Filer: t.filer, ChunkCacheMB: -1})
+		// The on-disk chunk cache off: the scenarios read data no cache holds (mount-hit, the
+		// floor, keeps weed's default cache).
+		cache := int64(-1)
+		if t.kind == "mount-hit" {
+			cache = 0
+		}
+		m, err := o.cluster.StartMount(ctx, weedcluster.MountOptions{ReaderOptions: ro, Filer: t.filer, ChunkCacheMB: cache})
 		if err != nil {
 			return err
 		}
@@ -200,7 +208,7 @@ func (o *fsOps) start(ctx context.Context, ro weedcluster.ReaderOptions) error {
 	case "s3", "filer":
 		return o.startHTTP(ctx, ro)
 	}
-	return fmt.Errorf("-fs %q: want mount-rand, mount-seq, s3 or filer", t.kind)
+	return fmt.Errorf("-fs %q: want mount-rand, mount-seq, mount-hit, s3 or filer", t.kind)
 }
 
 func sizeOf(st os.FileInfo) int64 {
@@ -226,8 +234,10 @@ func (o *fsOps) openFile(path string) error {
 	o.f = f
 	o.seed = weedfront.SeedOf(o.t.file)
 	o.pages = o.t.bytes / weedfront.Page
-	if err := unix.Fadvise(int(f.Fd()), 0, 0, unix.FADV_RANDOM); err != nil && o.t.kind == "mount-rand" {
-		return fmt.Errorf("fadvise RANDOM: %w", err)
+	if o.t.kind != "mount-seq" { // the sequential reads keep the kernel's readahead
+		if err := unix.Fadvise(int(f.Fd()), 0, 0, unix.FADV_RANDOM); err != nil {
+			return fmt.Errorf("fadvise RANDOM: %w", err)
+		}
 	}
 	if o.mapping, err = unix.Mmap(int(f.Fd()), 0, int(o.t.bytes), unix.PROT_READ, unix.MAP_SHARED); err != nil {
 		return fmt.Errorf("mapping %s for mincore: %w", path, err)
@@ -417,6 +427,8 @@ func (o *fsOps) runBlock(cmd blockCommand, h *histogram) (n, ops int64, elapsed 
 			dt, err = o.randSample(&st)
 		case "mount-seq":
 			dt, err = o.seqSample(&st)
+		case "mount-hit":
+			dt, err = o.hitSample(&st)
 		default:
 			i := next % len(o.urls)
 			next++
@@ -497,6 +509,35 @@ func (o *fsOps) randSample(st *fsBlockStats) (time.Duration, error) {
 		}
 		return dt, nil
 	}
+}
+
+// hitSample reads one of the first 16 pages of the file in turn, after dropping it from the
+// page cache (checked): the read reaches the mount, which has the chunk in its cache (the
+// reads are near each other, so the mount reads in sequential mode and caches the whole
+// chunk on the first of them). The floor of a FUSE read through weed mount: FUSE and the
+// mount's own work, no volume read (the block's volume GET count shows it).
+func (o *fsOps) hitSample(st *fsBlockStats) (time.Duration, error) {
+	page := int64(o.next % 16)
+	o.next++
+	if err := unix.Fadvise(int(o.f.Fd()), page*weedfront.Page, weedfront.Page, unix.FADV_DONTNEED); err != nil {
+		return 0, fmt.Errorf("fadvise DONTNEED: %w", err)
+	}
+	vec := []byte{0}
+	if err := mincore(o.mapping[page*weedfront.Page:(page+1)*weedfront.Page], vec); err != nil {
+		return 0, err
+	}
+	if vec[0]&1 != 0 {
+		st.ResidentBefore++ // the drop did not take: counted (expected 0)
+	}
+	s := time.Now()
+	got, err := o.f.ReadAt(o.buf, page*weedfront.Page)
+	dt := time.Since(s)
+	if err != nil || got != weedfront.Page {
+		return 0, fmt.Errorf("pread %s at %d: %d bytes, %v", o.t.file, page*weedfront.Page, got, err)
+	}
+	st.Reads++
+	st.BytesVerified += weedfront.Page
+	return dt, o.check(page, weedfront.Page)
 }
 
 // seqSample reads the next MiB; at the end of the file it drops the pages and starts over.
