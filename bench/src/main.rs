@@ -586,6 +586,10 @@ impl Engines {
 /// The log file of a needle group's engine for `tls` under `--out`:
 /// `engine-needle-<size>-<tls>.log`, the size from the group's root (`needle.read.4k.http`).
 fn needle_log_name(root: &str, tls: Tls) -> String {
+    // A front-end group (`mount.randread.4k.http`): `engine-mount.randread.4k-<tls>.log`.
+    if !root.starts_with("needle.read.") {
+        return format!("engine-{}-{}.log", root.trim_end_matches(".http"), tls.name());
+    }
     let size = root.split('.').nth(2).unwrap_or("x");
     format!("engine-needle-{size}-{}.log", tls.name())
 }
@@ -832,5 +836,15 @@ mod tests {
             ucx_log_name("ucx.raw_read_bw.tcp", Tls::Tcp),
             "engine-ucx-tcp-read_bw.log"
         );
+        assert_eq!(
+            needle_log_name("needle.read.4k.http", Tls::Sm),
+            "engine-needle-4k-sm.log"
+        );
+        // Front-end groups do not overwrite the needle groups' logs.
+        assert_eq!(
+            needle_log_name("mount.randread.4k.http", Tls::Tcp),
+            "engine-mount.randread.4k-tcp.log"
+        );
+        assert_eq!(needle_log_name("s3.get.1m.http", Tls::Sm), "engine-s3.get.1m-sm.log");
     }
 }
