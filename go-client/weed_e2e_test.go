@@ -977,7 +977,10 @@ func startSidecarProc(ctx context.Context, t *testing.T, bin, socket, engineMap 
 		addr := l.Addr().String()
 		l.Close()
 		var log syncBuffer
-		cmd := exec.Command(bin, "-listen", addr, "-engine-socket", socket, "-engine-map", engineMap, "-http-timeout", "30s")
+		// -http-fallback=true (off by default, for the mounts that read over HTTP
+		// themselves): this test checks the sidecar's own fallback too, with the engine dead.
+		cmd := exec.Command(bin, "-listen", addr, "-engine-socket", socket, "-engine-map", engineMap, "-http-timeout", "30s",
+			"-http-fallback=true")
 		cmd.Stdout, cmd.Stderr = &log, &log
 		cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL}
 		if err := cmd.Start(); err != nil {

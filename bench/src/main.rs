@@ -245,10 +245,26 @@ fn run(cli: &Cli) -> Result<()> {
     }
     if plan.specs().any(|s| s.needs_weed) {
         // Go is there (the needle scenarios need it too, and were skipped above otherwise).
+        // SWRING_REQUIRE_WEED=1 (scripts/test) makes a missing weed an error, not a skip.
+        let require = std::env::var_os("SWRING_REQUIRE_WEED").is_some_and(|v| v == "1");
         if let Some(r) = &ringlat {
-            if let Err(why) = weed::check(r) {
-                plan.skip_where(|s| s.needs_weed, &format!("not available: {why}"));
+            match weed::check(r) {
+                Err(why) if require => {
+                    return Err(format!("SWRING_REQUIRE_WEED=1 and the weed scenarios cannot run: {why}").into())
+                }
+                Err(why) => plan.skip_where(|s| s.needs_weed, &format!("not available: {why}")),
+                Ok(bins) => match bins.weed_ring {
+                    Err(why) if require && plan.specs().any(scenarios::needs_ring_weed) => {
+                        return Err(
+                            format!("SWRING_REQUIRE_WEED=1 and the front-end ring scenarios cannot run: {why}").into(),
+                        )
+                    }
+                    Err(why) => plan.skip_where(scenarios::needs_ring_weed, &format!("not available: {why}")),
+                    Ok(_) => {}
+                },
             }
+        } else if require {
+            return Err("SWRING_REQUIRE_WEED=1 and the weed scenarios cannot run: no ringlat (Go)".into());
         }
     }
     // Before pinning: the affinity mask is still the process's.
@@ -295,6 +311,12 @@ fn run(cli: &Cli) -> Result<()> {
         weed: None,
         ringlat: ringlat.clone(),
         weed_core: engine_core,
+        weed_fs_mb: if plan.specs().any(|s| s.front_end.is_some()) {
+            // A short run (--quick, the smoke tests) reads far fewer pages.
+            scenarios::fs_file_mb(cli.quick || timing.measure * blocks < Duration::from_secs(2))
+        } else {
+            0
+        },
     };
     if engine_uses.contains(&EngineUse::Plain) {
         let opts = engines.template.clone().expect("set when an engine is needed");
@@ -432,6 +454,9 @@ struct Engines {
     ringlat: Option<PathBuf>,
     /// Where the weed cluster runs (the engine core).
     weed_core: usize,
+    /// MiB of the file the weed host writes through its filer for the front-end scenarios
+    /// (0: none of them runs).
+    weed_fs_mb: u32,
 }
 
 /// The engines started for one group.
@@ -473,7 +498,12 @@ impl Engines {
         if group.iter().any(|s| s.needs_weed) {
             if self.weed.is_none() {
                 let ringlat = self.ringlat.as_deref().ok_or("the needle scenarios need ringlat")?;
-                self.weed = Some(weed::WeedHost::start(ringlat, scenarios::NEEDLE_SIZES, self.weed_core)?);
+                self.weed = Some(weed::WeedHost::start(
+                    ringlat,
+                    scenarios::NEEDLE_SIZES,
+                    self.weed_fs_mb,
+                    self.weed_core,
+                )?);
             }
             let info = self.weed.as_ref().expect("started above").info.clone();
             let mut needle_tls: Vec<Tls> = Vec::new();
@@ -556,6 +586,10 @@ impl Engines {
 /// The log file of a needle group's engine for `tls` under `--out`:
 /// `engine-needle-<size>-<tls>.log`, the size from the group's root (`needle.read.4k.http`).
 fn needle_log_name(root: &str, tls: Tls) -> String {
+    // A front-end group (`mount.randread.4k.http`): `engine-mount.randread.4k-<tls>.log`.
+    if !root.starts_with("needle.read.") {
+        return format!("engine-{}-{}.log", root.trim_end_matches(".http"), tls.name());
+    }
     let size = root.split('.').nth(2).unwrap_or("x");
     format!("engine-needle-{size}-{}.log", tls.name())
 }
@@ -802,5 +836,15 @@ mod tests {
             ucx_log_name("ucx.raw_read_bw.tcp", Tls::Tcp),
             "engine-ucx-tcp-read_bw.log"
         );
+        assert_eq!(
+            needle_log_name("needle.read.4k.http", Tls::Sm),
+            "engine-needle-4k-sm.log"
+        );
+        // Front-end groups do not overwrite the needle groups' logs.
+        assert_eq!(
+            needle_log_name("mount.randread.4k.http", Tls::Tcp),
+            "engine-mount.randread.4k-tcp.log"
+        );
+        assert_eq!(needle_log_name("s3.get.1m.http", Tls::Sm), "engine-s3.get.1m-sm.log");
     }
 }

@@ -41,6 +41,24 @@ pub struct WeedInfo {
     /// Its `-dir`: the engine serves this directory (`--seaweedfs-dir`).
     pub volume_dir: PathBuf,
     pub needles: Vec<WeedNeedle>,
+    /// With a file for the front-end scenarios (`fs_mb > 0`): the master, the stock filer,
+    /// the file written through it and its size, and the `weed` with the ring read path
+    /// (`None`, and why in `weed_ring_error`, when there is none).
+    #[serde(default)]
+    pub master: Option<String>,
+    /// The volume server's Prometheus address (its GET count).
+    #[serde(default)]
+    pub volume_metrics: Option<String>,
+    #[serde(default)]
+    pub filer: Option<String>,
+    #[serde(default)]
+    pub fs_file: Option<String>,
+    #[serde(default)]
+    pub fs_bytes: Option<u64>,
+    #[serde(default)]
+    pub weed_ring: Option<String>,
+    #[serde(default)]
+    pub weed_ring_error: Option<String>,
 }
 
 /// A ready line: `info` when it names a cluster, `weed` the binary (also with `-check`).
@@ -50,6 +68,8 @@ struct ReadyLine {
     error: Option<String>,
     info: Option<WeedInfo>,
     weed: Option<String>,
+    weed_ring: Option<String>,
+    weed_ring_error: Option<String>,
 }
 
 fn parse_ready(line: &str) -> std::result::Result<ReadyLine, String> {
@@ -68,11 +88,22 @@ fn parse_ready(line: &str) -> std::result::Result<ReadyLine, String> {
         error: v["error"].as_str().map(str::to_owned),
         info,
         weed: v["weed"].as_str().map(str::to_owned),
+        weed_ring: v["weed_ring"].as_str().map(str::to_owned),
+        weed_ring_error: v["weed_ring_error"].as_str().map(str::to_owned),
     })
 }
 
-/// Whether a `weed` binary is there (`ringlat -weed -check`): `Ok(path)`, or why not.
-pub fn check(ringlat: &Path) -> std::result::Result<String, String> {
+/// The `weed` binaries `ringlat -weed -check` found.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct WeedBinaries {
+    /// The stock `weed`.
+    pub weed: String,
+    /// The `weed` with the ring read path (scripts/weed --ring), or why there is none.
+    pub weed_ring: std::result::Result<String, String>,
+}
+
+/// Whether a `weed` binary is there (`ringlat -weed -check`): `Ok`, or why not.
+pub fn check(ringlat: &Path) -> std::result::Result<WeedBinaries, String> {
     let out = Command::new(ringlat)
         .args(["-weed", "-check"])
         .output()
@@ -80,9 +111,18 @@ pub fn check(ringlat: &Path) -> std::result::Result<String, String> {
     let stdout = String::from_utf8_lossy(&out.stdout);
     let line = stdout.lines().next().unwrap_or("");
     match parse_ready(line) {
-        Ok(r) if r.ready => r
-            .weed
-            .ok_or_else(|| format!("ringlat -weed -check named no binary: {line}")),
+        Ok(r) if r.ready => {
+            let weed = r
+                .weed
+                .ok_or_else(|| format!("ringlat -weed -check named no binary: {line}"))?;
+            Ok(WeedBinaries {
+                weed,
+                weed_ring: r.weed_ring.ok_or_else(|| {
+                    r.weed_ring_error
+                        .unwrap_or_else(|| "no weed with the ring read path (scripts/weed --ring)".into())
+                }),
+            })
+        }
         Ok(r) => Err(r.error.unwrap_or_else(|| line.to_string())),
         Err(e) => Err(format!(
             "{e} ({}; stderr: {})",
@@ -100,9 +140,13 @@ pub struct WeedHost {
 }
 
 impl WeedHost {
-    /// Starts the cluster pinned to `cpu` and uploads a needle of each of `sizes`.
-    pub fn start(ringlat: &Path, sizes: &[&str], cpu: usize) -> Result<Self> {
-        let args = vec!["-weed".to_string(), "-sizes".into(), sizes.join(",")];
+    /// Starts the cluster pinned to `cpu` and uploads a needle of each of `sizes`; with
+    /// `fs_mb > 0` also a filer, and a file of that many MiB written through it.
+    pub fn start(ringlat: &Path, sizes: &[&str], fs_mb: u32, cpu: usize) -> Result<Self> {
+        let mut args = vec!["-weed".to_string(), "-sizes".into(), sizes.join(",")];
+        if fs_mb > 0 {
+            args.extend(["-fs-mb".into(), fs_mb.to_string()]);
+        }
         let mut p = Ringlat::spawn(ringlat, &args, Some(cpu))?;
         // weedcluster stops each server with SIGTERM and waits up to 10 s for it.
         p.set_exit_grace(Duration::from_secs(25));
@@ -126,6 +170,11 @@ impl WeedHost {
                     if !info.needles.iter().any(|n| n.size == *s) {
                         return Err(p.failure(&format!("the weed host uploaded no {s} needle: {line}")));
                     }
+                }
+                if fs_mb > 0 && (info.filer.is_none() || info.fs_bytes != Some(u64::from(fs_mb) << 20)) {
+                    return Err(p.failure(&format!(
+                        "the weed host started no filer with a {fs_mb} MiB file: {line}"
+                    )));
                 }
                 Ok(Self { _proc: p, info })
             }
@@ -154,6 +203,15 @@ mod tests {
                 fid: "5,029c300848".into(),
                 sha256: "45c1".into()
             }]
+        );
+        assert_eq!(info.filer, None);
+        let line = r#"{"ready":true,"weed":"/c/weed","volume":"127.0.0.1:1","volume_dir":"/v","needles":[],"master":"127.0.0.1:2","filer":"127.0.0.1:3","fs_file":"/bench/data.bin","fs_bytes":67108864,"weed_ring_error":"no weed-ring"}"#;
+        let info = parse_ready(line).unwrap().info.unwrap();
+        assert_eq!(info.filer.as_deref(), Some("127.0.0.1:3"));
+        assert_eq!(info.fs_bytes, Some(64 << 20));
+        assert_eq!(
+            (info.weed_ring, info.weed_ring_error.as_deref()),
+            (None, Some("no weed-ring"))
         );
         let r = parse_ready(r#"{"ready":false,"error":"weedcluster: no weed binary","no_weed":true}"#).unwrap();
         assert!(!r.ready && r.info.is_none());

@@ -142,6 +142,7 @@ fn ring_scenarios_run_with_their_baselines() {
         skipped_names.iter().all(|n| n.ends_with(".go")
             || *n == "io_uring.nop"
             || n.starts_with("needle.read.")
+            || is_front_end(n)
             || (n.starts_with("scale.nop.workers.") && *n != "scale.nop.workers.1")),
         "skipped: {skipped_names:?}"
     );
@@ -220,10 +221,24 @@ fn ring_scenarios_run_with_their_baselines() {
         "needle.read.1m.http",
         "needle.read.1m.tcp",
         "needle.read.1m.sm",
+        "mount.randread.4k.http",
+        "mount.randread.4k.ring",
+        "mount.randread.4k.ring.tcp",
+        "mount.cached.4k.http",
+        "mount.seqread.http",
+        "mount.seqread.ring",
+        "s3.get.4k.http",
+        "s3.get.4k.ring",
+        "s3.get.1m.http",
+        "s3.get.1m.ring",
+        "filer.get.4k.http",
+        "filer.get.4k.ring",
     ]
     .into_iter()
     .filter(|n| go_ran || !n.ends_with(".go"))
-    .filter(|n| needles_ran || !n.starts_with("needle.read."))
+    .filter(|n| needles_ran || !(n.starts_with("needle.read.") || is_front_end(n)))
+    // The ring front ends need scripts/weed --ring (SWRING_REQUIRE_WEED=1 makes that an error).
+    .filter(|n| !(is_front_end(n) && n.contains(".ring") && skipped_names.contains(n)))
     .filter(|n| uring_ran || *n != "io_uring.nop")
     .filter(|n| !skipped_names.contains(n) || !n.starts_with("scale.nop.workers."))
     .collect();
@@ -367,6 +382,58 @@ fn ring_scenarios_run_with_their_baselines() {
                 assert_eq!(l["target"].is_object(), size != "64k", "{l}");
             }
         }
+        check_front_ends(&|n: &str| names.iter().position(|m| *m == n).map(|i| &v[i]));
+    }
+}
+
+/// The scenarios reading through a SeaweedFS front end (mount, S3, filer).
+fn is_front_end(name: &str) -> bool {
+    ["mount.", "s3.", "filer."].iter().any(|p| name.starts_with(p))
+}
+
+/// Checks the front-end lines: bytes verified, caches cold, ratios against the stock path.
+fn check_front_ends<'a>(by_name: &dyn Fn(&str) -> Option<&'a Value>) {
+    for (http, rings) in [
+        (
+            "mount.randread.4k.http",
+            &["mount.randread.4k.ring", "mount.randread.4k.ring.tcp"][..],
+        ),
+        ("mount.seqread.http", &["mount.seqread.ring"]),
+        ("s3.get.4k.http", &["s3.get.4k.ring"]),
+        ("s3.get.1m.http", &["s3.get.1m.ring"]),
+        ("filer.get.4k.http", &["filer.get.4k.ring"]),
+    ] {
+        let h = by_name(http).unwrap_or_else(|| panic!("{http} did not run"));
+        if http.starts_with("mount.randread.") {
+            // The floor: reads served from the mount's chunk cache, as good as no volume GET.
+            let c = by_name("mount.cached.4k.http").expect("mount.cached.4k.http ran");
+            assert_eq!(c["details"]["fs_resident_before"], 0, "{c}");
+            assert!(
+                c["details"]["fs_volume_gets_per_read"]
+                    .as_f64()
+                    .is_some_and(|g| g < 0.5),
+                "{c}"
+            );
+        }
+        assert_eq!(h["details"]["path"], "http", "{h}");
+        for l in std::iter::once(h).chain(rings.iter().filter_map(|r| by_name(r))) {
+            assert_eq!(l["details"]["bytes_verified"], true, "{l}");
+            assert!(l["details"]["fs_bytes_verified"].as_u64().is_some_and(|n| n > 0), "{l}");
+            if l["scenario"].as_str().unwrap().starts_with("mount.randread.") {
+                // No page was in the page cache before its read, and readahead added none.
+                assert_eq!(l["details"]["fs_resident_before"], 0, "{l}");
+                assert_eq!(l["details"]["fs_resident_extra"], 0, "{l}");
+            }
+        }
+        // Where the bytes came from (the volume server's GET count over the blocks): the
+        // stock path GETs from the volume server, the ring path never does.
+        assert!(h["details"]["fs_volume_gets"].as_u64().is_some_and(|n| n > 0), "{h}");
+        for r in rings.iter().filter_map(|r| by_name(r)) {
+            assert_eq!(r["details"]["fs_volume_gets"], 0, "{r}");
+            assert_eq!(r["details"]["path"], "ring", "{r}");
+            assert_eq!(r["ratio_p50_vs"], http, "{r}");
+            assert!(r["details"]["engine_ucx_address"].is_string(), "{r}");
+        }
     }
 }
 
@@ -465,6 +532,19 @@ fn needle_scenarios_are_not_available_without_weed() {
         );
     }
     assert!(err.contains("not running needle.read.4k.tcp:"), "{err}");
+    // In CI (scripts/test sets SWRING_REQUIRE_WEED=1) a missing weed fails the run instead.
+    let out = bench()
+        .args(["--scenario", "needle.read.4k.tcp", "--scenario", "ring.nop"])
+        .arg("--engine")
+        .arg(&engine)
+        .env("SWRING_WEED", "/nonexistent/weed")
+        .env("SWRING_REQUIRE_WEED", "1")
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&out.stderr).into_owned();
+    assert!(!out.status.success(), "{err}");
+    // (Without Go the weed scenarios are skipped for that reason before weed is looked for.)
+    assert!(err.contains("SWRING_REQUIRE_WEED=1") || err.contains("Go"), "{err}");
 }
 
 /// `--config FILE`: the cores come from the engine configuration's `workers.cores`, and a bad

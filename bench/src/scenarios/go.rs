@@ -19,7 +19,7 @@ use hdrhistogram::Histogram;
 use serde::Deserialize;
 use serde_json::{Map, Value};
 
-use super::{BlockRun, Ctx, Scenario, Tls, STALL_LIMIT};
+use super::{BlockRun, Ctx, FrontEnd, Scenario, Tls, STALL_LIMIT};
 use crate::goproc::Ringlat;
 use crate::stats::HIGHEST_NS;
 use crate::Result;
@@ -37,6 +37,10 @@ pub enum Kind {
     /// One read of the run's needle of this size (`"4k"`, the weed host's size name): over
     /// the rings from the group's engine for these transports, or over HTTP (`None`).
     Needle { size: &'static str, tls: Option<Tls> },
+    /// One read through a SeaweedFS front end that ringlat starts: with the `weed` of the
+    /// ring read path reading through the group's engine for these transports, or the stock
+    /// `weed` (`None`).
+    FrontEnd { front_end: FrontEnd, tls: Option<Tls> },
 }
 
 impl Kind {
@@ -46,8 +50,38 @@ impl Kind {
             Kind::Batch(_) => "batch",
             Kind::Needle { tls: Some(_), .. } => "needle-ring",
             Kind::Needle { tls: None, .. } => "needle-http",
+            Kind::FrontEnd { .. } => "fs",
         }
     }
+
+    /// How long ringlat may take to print its ready line.
+    fn ready_timeout(self) -> Duration {
+        match self {
+            // It starts a weed mount, s3 gateway or filer and writes its objects first.
+            Kind::FrontEnd { .. } => FRONT_END_READY_TIMEOUT,
+            _ => READY_TIMEOUT,
+        }
+    }
+}
+
+/// How long a front-end ringlat may take to start its front end and write its objects
+/// (a mount waits up to 90 s for the file to show).
+const FRONT_END_READY_TIMEOUT: Duration = Duration::from_secs(240);
+
+/// A front-end block's cache and check counts (go-client/cmd/ringlat/fsread.go).
+#[derive(Debug, Default, Clone, Copy, Deserialize)]
+pub struct FsStats {
+    pub reads: u64,
+    pub bytes_verified: u64,
+    /// Pages found in the page cache before their first read (skipped; expected 0).
+    pub resident_before: u64,
+    /// Most pages resident beyond those read (readahead; expected 0).
+    pub resident_extra: u64,
+    /// Times the file's pages were dropped from the page cache.
+    pub drops: u64,
+    /// GETs the volume server answered during the block (-1: not counted).
+    #[serde(default)]
+    pub volume_gets: i64,
 }
 
 /// The Go runtime's allocation counters over a scenario's blocks (warm-up included).
@@ -67,6 +101,7 @@ pub struct GoRinglat {
     proc: Option<Ringlat>,
     details: Map<String, Value>,
     allocs: Allocs,
+    fs: FsStats,
 }
 
 impl GoRinglat {
@@ -77,6 +112,7 @@ impl GoRinglat {
             proc: None,
             details: Map::new(),
             allocs: Allocs::default(),
+            fs: FsStats::default(),
         }
     }
 
@@ -146,6 +182,77 @@ impl GoRinglat {
                     None => args.push("-no-engine".into()),
                 }
             }
+            Kind::FrontEnd { front_end, tls } => {
+                let weed = ctx
+                    .weed
+                    .as_ref()
+                    .ok_or("this scenario needs the weed cluster, and none was started")?;
+                let (Some(master), Some(filer), Some(file), Some(bytes)) =
+                    (&weed.master, &weed.filer, &weed.fs_file, weed.fs_bytes)
+                else {
+                    return Err("the weed host started no filer (ringlat -weed -fs-mb)".into());
+                };
+                let bin = match tls {
+                    None => weed.weed.clone(),
+                    Some(_) => weed.weed_ring.clone().ok_or_else(|| {
+                        weed.weed_ring_error
+                            .clone()
+                            .unwrap_or_else(|| "no weed with the ring read path (scripts/weed --ring)".into())
+                    })?,
+                };
+                let object = match front_end {
+                    FrontEnd::S3(n) | FrontEnd::Filer(n) => n,
+                    _ => 0,
+                };
+                args.extend([
+                    "-no-engine".into(),
+                    "-name".into(),
+                    self.name.into(),
+                    "-fs".into(),
+                    front_end.word().into(),
+                    "-fs-path".into(),
+                    if tls.is_some() { "ring" } else { "http" }.into(),
+                    "-fs-weed".into(),
+                    bin.clone(),
+                    "-master".into(),
+                    master.clone(),
+                    "-filer".into(),
+                    filer.clone(),
+                    "-fs-file".into(),
+                    file.clone(),
+                    "-fs-bytes".into(),
+                    bytes.to_string(),
+                ]);
+                if let Some(m) = &weed.volume_metrics {
+                    args.extend(["-volume-metrics".into(), m.clone()]);
+                }
+                if object > 0 {
+                    args.extend(["-fs-object-bytes".into(), object.to_string()]);
+                    d.insert("object_bytes".into(), object.into());
+                } else {
+                    d.insert("file".into(), file.clone().into());
+                    d.insert("file_bytes".into(), bytes.into());
+                }
+                d.insert("path".into(), if tls.is_some() { "ring" } else { "http" }.into());
+                d.insert("front_end".into(), front_end.word().into());
+                d.insert("weed".into(), bin.into());
+                d.insert("volume_server".into(), weed.volume.clone().into());
+                if let Some(tls) = tls {
+                    let e = ctx
+                        .needle_engines
+                        .iter()
+                        .find(|e| e.tls == tls)
+                        .ok_or_else(|| format!("no engine serving the volume over {} was started", tls.name()))?;
+                    args.extend([
+                        "-engine-socket".into(),
+                        e.socket.display().to_string(),
+                        "-engine-addrs".into(),
+                        format!("{}={}", weed.volume, e.address),
+                    ]);
+                    d.insert("ucx_transports".into(), tls.transports().into());
+                    d.insert("engine_ucx_address".into(), e.address.clone().into());
+                }
+            }
         }
         Ok((args, d))
     }
@@ -158,7 +265,7 @@ impl GoRinglat {
         let (args, facts) = self.args(ctx)?;
         // From the measuring thread: ringlat inherits the client core.
         let mut p = Ringlat::spawn(path, &args, None)?;
-        let line = match p.read_line(READY_TIMEOUT) {
+        let line = match p.read_line(self.kind.ready_timeout()) {
             Ok(l) => l,
             Err(e) if e.is::<crate::interrupt::Interrupted>() => {
                 let _ = p.failure("interrupted");
@@ -187,6 +294,14 @@ impl GoRinglat {
             // Needle mode keeps the collector on (serve.go).
             self.details.insert("ringlat_gc".into(), "on".into());
         }
+        if let Kind::FrontEnd { .. } = self.kind {
+            // ringlat started the front end and read its data once, byte for byte.
+            if ready["fs"]["verified"] != true {
+                return Err(p.failure(&format!("ringlat did not verify the front end's bytes: {line}")));
+            }
+            self.details.insert("bytes_verified".into(), true.into());
+            self.details.insert("ringlat_gc".into(), "on".into());
+        }
         self.details.extend(facts);
         self.proc = Some(p);
         Ok(())
@@ -210,6 +325,7 @@ impl Scenario for GoRinglat {
             .send(&cmd)
             .and_then(|()| p.read_line(timing.warmup + timing.measure + STALL_LIMIT));
         let allocs = &mut self.allocs;
+        let fs_stats = &mut self.fs;
         let result = answer.and_then(|line| {
             let b = GoBlock::parse(&line)?;
             if b.scenario != self.name {
@@ -221,6 +337,19 @@ impl Scenario for GoRinglat {
             allocs.bytes += b.alloc_bytes;
             allocs.gc_cycles += b.gc_cycles;
             allocs.gc_pause_ns += b.gc_pause_ns;
+            if let Some(f) = b.fs {
+                let t = &mut *fs_stats;
+                t.reads += f.reads;
+                t.bytes_verified += f.bytes_verified;
+                t.resident_before += f.resident_before;
+                t.resident_extra = t.resident_extra.max(f.resident_extra);
+                t.drops += f.drops;
+                t.volume_gets = if f.volume_gets < 0 || t.volume_gets < 0 {
+                    -1
+                } else {
+                    t.volume_gets + f.volume_gets
+                };
+            }
             Ok(BlockRun {
                 samples: b.samples,
                 elapsed: Duration::from_nanos(b.elapsed_ns),
@@ -251,6 +380,22 @@ impl Scenario for GoRinglat {
             d.insert("ringlat_gc_cycles".into(), a.gc_cycles.into());
             d.insert("ringlat_gc_pause_ns".into(), a.gc_pause_ns.into());
         }
+        if let Kind::FrontEnd { .. } = self.kind {
+            let f = self.fs;
+            d.insert("fs_reads".into(), f.reads.into());
+            d.insert("fs_bytes_verified".into(), f.bytes_verified.into());
+            d.insert("fs_resident_before".into(), f.resident_before.into());
+            d.insert("fs_resident_extra".into(), f.resident_extra.into());
+            d.insert("fs_page_drops".into(), f.drops.into());
+            if f.volume_gets >= 0 && f.reads > 0 {
+                // Where the bytes came from: ~1 per read (per chunk) over HTTP, 0 on the ring.
+                d.insert("fs_volume_gets".into(), f.volume_gets.into());
+                d.insert(
+                    "fs_volume_gets_per_read".into(),
+                    crate::stats::round2(f.volume_gets as f64 / f.reads as f64).into(),
+                );
+            }
+        }
         d
     }
 }
@@ -275,6 +420,9 @@ pub struct GoBlock {
     pub gc_cycles: u64,
     #[serde(default)]
     pub gc_pause_ns: u64,
+    /// A front-end block's counts.
+    #[serde(default)]
+    pub fs: Option<FsStats>,
 }
 
 impl GoBlock {

@@ -177,6 +177,54 @@ pub struct Spec {
     pub pipelined: bool,
     /// The tail target: p99.9 at most this many times p50 (of the same histogram).
     pub tail_bound: Option<f64>,
+    /// Reads through a SeaweedFS front end (a FUSE `weed mount`, `weed s3`, a filer) that
+    /// its ringlat starts (go-client/cmd/ringlat/fsread.go).
+    pub front_end: Option<FrontEnd>,
+}
+
+/// The SeaweedFS front end of a `mount.*`, `s3.*` or `filer.*` scenario.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum FrontEnd {
+    /// 4 KiB preads at offsets never read before, through a FUSE `weed mount`.
+    MountRandom,
+    /// 1 MiB reads, sequentially through the weed host's file, through a FUSE `weed mount`.
+    MountSequential,
+    /// 4 KiB preads that reach the mount and hit its chunk cache (a floor).
+    MountCacheHit,
+    /// GETs of objects of this many bytes from `weed s3`.
+    S3(u64),
+    /// GETs of files of this many bytes from a filer's HTTP API.
+    Filer(u64),
+}
+
+impl FrontEnd {
+    /// ringlat's `-fs` word.
+    pub fn word(self) -> &'static str {
+        match self {
+            FrontEnd::MountRandom => "mount-rand",
+            FrontEnd::MountSequential => "mount-seq",
+            FrontEnd::MountCacheHit => "mount-hit",
+            FrontEnd::S3(_) => "s3",
+            FrontEnd::Filer(_) => "filer",
+        }
+    }
+}
+
+/// Whether `s` runs the `weed` with the ring read path (a front end on the ring path).
+pub fn needs_ring_weed(s: &Spec) -> bool {
+    s.front_end.is_some() && matches!(s.engine, EngineUse::Needle(_))
+}
+
+/// MiB of the file the mount scenarios read (the weed host writes it through its filer):
+/// 256 MiB, so that a full run never reads a page twice (about 20 x 300 ms of 4 KiB reads
+/// at ~100 us or more take under 60 000 of its 63 487 eligible pages; past that the pages are
+/// dropped and a new order starts); 64 MiB for short runs (--quick).
+pub fn fs_file_mb(short: bool) -> u32 {
+    if short {
+        64
+    } else {
+        256
+    }
 }
 
 impl Spec {
@@ -205,6 +253,7 @@ const fn spec_base(name: &'static str, about: &'static str) -> Spec {
         needs_weed: false,
         pipelined: false,
         tail_bound: None,
+        front_end: None,
     }
 }
 
@@ -242,6 +291,28 @@ const fn needle_spec(
             engine: EngineUse::Needle(tls),
             ..base
         },
+    }
+}
+
+/// `mount.*`, `s3.*`, `filer.*`: reads through a SeaweedFS front end from Go, with the
+/// stock `weed` (`path: None`, the baseline) or the `weed` with the ring read path, whose
+/// chunk reads go through the group's engine for that transport.
+const fn front_end_spec(
+    name: &'static str,
+    about: &'static str,
+    sample: &'static str,
+    bytes: u64,
+    front_end: FrontEnd,
+    path: Option<(Tls, &'static str, Option<Target>)>,
+) -> Spec {
+    let base = Spec {
+        front_end: Some(front_end),
+        ..needle_spec(name, about, sample, bytes, path)
+    };
+    // Samples of a millisecond or more: whole blocks, not a third.
+    Spec {
+        measure_divisor: 1,
+        ..base
     }
 }
 
@@ -551,6 +622,105 @@ pub const SPECS: &[Spec] = &[
         1 << 20,
         Some((Tls::Sm, "needle.read.1m.http", Some(Target { metric: Metric::BytesRatio, bound: 2.0 }))),
     ),
+    front_end_spec(
+        "mount.randread.4k.http",
+        "4 KiB pread at an offset never read before through a FUSE weed mount (stock weed: the mount fetches the range with an HTTP GET from the volume server; page cache and chunk cache checked cold)",
+        "4 KiB pread",
+        4096,
+        FrontEnd::MountRandom,
+        None,
+    ),
+    front_end_spec(
+        "mount.randread.4k.ring",
+        "the same through a weed mount with the ring read path (SWRING_ENGINE_SOCKET): READ_NEEDLE through the engine serving the volume (sm,tcp)",
+        "4 KiB pread",
+        4096,
+        FrontEnd::MountRandom,
+        Some((Tls::Sm, "mount.randread.4k.http", Some(Target { metric: Metric::P50Ratio, bound: 1.0 / 3.0 }))),
+    ),
+    front_end_spec(
+        "mount.randread.4k.ring.tcp",
+        "the same through a weed mount with the ring read path, the engine's UCX over tcp only",
+        "4 KiB pread",
+        4096,
+        FrontEnd::MountRandom,
+        Some((Tls::Tcp, "mount.randread.4k.http", Some(Target { metric: Metric::P50Ratio, bound: 0.5 }))),
+    ),
+    Spec {
+        runs_with: Some("mount.randread.4k.http"),
+        ..front_end_spec(
+            "mount.cached.4k.http",
+            "floor of a FUSE read through weed mount: 4 KiB pread of a page dropped from the page cache whose chunk the mount holds in its chunk cache (stock weed, default cache; no volume read)",
+            "4 KiB pread",
+            4096,
+            FrontEnd::MountCacheHit,
+            None,
+        )
+    },
+    front_end_spec(
+        "mount.seqread.http",
+        "1 MiB reads, sequentially through a 256 MiB file, through a FUSE weed mount (stock weed; the file's pages dropped at the end of each pass)",
+        "1 MiB read",
+        1 << 20,
+        FrontEnd::MountSequential,
+        None,
+    ),
+    front_end_spec(
+        "mount.seqread.ring",
+        "the same through a weed mount with the ring read path (sm,tcp)",
+        "1 MiB read",
+        1 << 20,
+        FrontEnd::MountSequential,
+        Some((Tls::Sm, "mount.seqread.http", Some(Target { metric: Metric::BytesRatio, bound: 1.0 }))),
+    ),
+    front_end_spec(
+        "s3.get.4k.http",
+        "keep-alive GET of a 4 KiB object from weed s3 to the last byte (stock weed)",
+        "4 KiB GET",
+        4096,
+        FrontEnd::S3(4096),
+        None,
+    ),
+    front_end_spec(
+        "s3.get.4k.ring",
+        "the same from weed s3 with the ring read path (sm,tcp)",
+        "4 KiB GET",
+        4096,
+        FrontEnd::S3(4096),
+        Some((Tls::Sm, "s3.get.4k.http", Some(Target { metric: Metric::P50Ratio, bound: 1.0 / 1.3 }))),
+    ),
+    front_end_spec(
+        "s3.get.1m.http",
+        "keep-alive GET of a 1 MiB object from weed s3 to the last byte (stock weed)",
+        "1 MiB GET",
+        1 << 20,
+        FrontEnd::S3(1 << 20),
+        None,
+    ),
+    front_end_spec(
+        "s3.get.1m.ring",
+        "the same from weed s3 with the ring read path (sm,tcp)",
+        "1 MiB GET",
+        1 << 20,
+        FrontEnd::S3(1 << 20),
+        Some((Tls::Sm, "s3.get.1m.http", None)),
+    ),
+    front_end_spec(
+        "filer.get.4k.http",
+        "keep-alive GET of a 4 KiB file from a filer's HTTP API to the last byte (stock weed filer)",
+        "4 KiB GET",
+        4096,
+        FrontEnd::Filer(4096),
+        None,
+    ),
+    front_end_spec(
+        "filer.get.4k.ring",
+        "the same from a weed filer with the ring read path (sm,tcp)",
+        "4 KiB GET",
+        4096,
+        FrontEnd::Filer(4096),
+        Some((Tls::Sm, "filer.get.4k.http", Some(Target { metric: Metric::P50Ratio, bound: 1.0 / 1.4 }))),
+    ),
 ];
 
 /// Scenarios with a reserved name that cannot run yet, and why. Selecting one (or running
@@ -835,6 +1005,14 @@ pub fn build(spec: &Spec) -> Box<dyn Scenario> {
         name if name.starts_with("needle.read.") => {
             let (size, tls) = needle_parts(name).expect("needle.read.<size>.<path>");
             Box::new(go::GoRinglat::new(spec.name, go::Kind::Needle { size, tls }))
+        }
+        _ if spec.front_end.is_some() => {
+            let tls = match spec.engine {
+                EngineUse::Needle(t) => Some(t),
+                _ => None,
+            };
+            let front_end = spec.front_end.expect("checked");
+            Box::new(go::GoRinglat::new(spec.name, go::Kind::FrontEnd { front_end, tls }))
         }
         other => unreachable!("scenario {other} is in SPECS but has no implementation"),
     }
@@ -1147,6 +1325,16 @@ mod tests {
                 vec!["needle.read.4k.http", "needle.read.4k.tcp", "needle.read.4k.sm"],
                 vec!["needle.read.64k.http", "needle.read.64k.tcp", "needle.read.64k.sm"],
                 vec!["needle.read.1m.http", "needle.read.1m.tcp", "needle.read.1m.sm"],
+                vec![
+                    "mount.randread.4k.http",
+                    "mount.randread.4k.ring",
+                    "mount.randread.4k.ring.tcp",
+                    "mount.cached.4k.http"
+                ],
+                vec!["mount.seqread.http", "mount.seqread.ring"],
+                vec!["s3.get.4k.http", "s3.get.4k.ring"],
+                vec!["s3.get.1m.http", "s3.get.1m.ring"],
+                vec!["filer.get.4k.http", "filer.get.4k.ring"],
             ]
         );
         // Everything that cannot run yet is reported as skipped.
@@ -1380,19 +1568,26 @@ mod tests {
                 "{}: a target needs a baseline",
                 s.name
             );
-            // A subject without a target: only the 64 KiB needle reads and the scaling
-            // scenarios (the issue names none).
+            // A subject without a target: only the 64 KiB needle reads, the 1 MiB S3 GET and
+            // the scaling scenarios (the issue names none).
             if s.baseline.is_some() && s.target.is_none() {
                 assert!(
-                    s.name.starts_with("needle.read.64k.") || s.name.starts_with("scale.nop."),
+                    s.name.starts_with("needle.read.64k.")
+                        || s.name.starts_with("scale.nop.")
+                        || s.name == "s3.get.1m.ring",
                     "{}: a subject needs a target",
                     s.name
                 );
             }
-            assert_eq!(s.needs_weed, s.name.starts_with("needle.read."), "{}", s.name);
+            assert_eq!(
+                s.needs_weed,
+                s.name.starts_with("needle.read.") || s.front_end.is_some(),
+                "{}",
+                s.name
+            );
             if s.needs_weed {
                 assert!(s.needs_go, "{}: the needle scenarios read from Go", s.name);
-                assert!(needle_parts(s.name).is_some(), "{}", s.name);
+                assert!(needle_parts(s.name).is_some() != s.front_end.is_some(), "{}", s.name);
             }
             let root = root_of(s);
             assert!(root.baseline.is_none());

@@ -15,7 +15,10 @@
 //	ringlat -serve [-socket PATH] [-core N] [-batch N] [-spin DUR]
 //	ringlat -serve [-socket PATH | -no-engine] [-core N] -name NAME -volume HOST:PORT
 //	        -fid FID -bytes N -sha256 HEX [-peer IP:PORT] [-gc-off]
-//	ringlat -weed [-weed-bin PATH] [-sizes 4k,64k,1m] [-check]
+//	ringlat -weed [-weed-bin PATH] [-sizes 4k,64k,1m] [-fs-mb N] [-check]
+//	ringlat -serve -no-engine -name NAME -fs mount-rand|mount-seq|s3|filer -fs-path ring|http
+//	        -weed-bin PATH -master HOST:PORT -filer HOST:PORT -fs-file PATH -fs-bytes N
+//	        [-fs-object-bytes N] [-engine-socket PATH -engine-addrs VOLUME=UCX]
 //
 // -serve is the block mode the Rust bench drives (bench/README.md): ringlat dials once,
 // prints {"ready":true,...}, then runs one timed block per stdin line and answers each with
@@ -24,6 +27,9 @@
 // HdrHistogram-compatible bucket layout, so that the bench merges them with its own.
 // With -fid it is in needle mode: it reads that needle of a real volume server over the
 // rings (READ_NEEDLE to the engine at -peer) or over HTTP (needle.go).
+//
+// With -fs it is in front-end mode: it starts the SeaweedFS front end it measures (a FUSE
+// weed mount, weed s3, or a filer of its own) and reads through it (fsread.go).
 //
 // -weed runs a SeaweedFS master and volume server for the bench's needle scenarios and
 // uploads their needles (weed.go); it serves until stdin ends.
@@ -85,9 +91,12 @@ func main() {
 	weedBin := flag.String("weed-bin", "", "-weed: the weed binary (default: $SWRING_WEED, else the one scripts/weed built)")
 	sizes := flag.String("sizes", "4k,64k,1m", "-weed: needle sizes to upload, comma-separated (k = KiB, m = MiB)")
 	check := flag.Bool("check", false, "-weed: only find the weed binary and print it")
+	fsMB := flag.Int("fs-mb", 0, "-weed: also start a filer and write a file of this many MiB through it (mount/s3/filer scenarios)")
+	var fs fsTarget
+	fs.flags()
 	flag.Parse()
 	if *weedMode {
-		if err := weedHost(*weedBin, *sizes, *check, os.Stdin, os.Stdout); err != nil {
+		if err := weedHost(*weedBin, *sizes, *fsMB, *check, os.Stdin, os.Stdout); err != nil {
 			fail(err)
 		}
 		return
@@ -111,6 +120,10 @@ func main() {
 	}
 	if *serveMode {
 		cfg := serveConfig{batch: *batch, core: *core, name: *name, socket: *socket}
+		if fs.kind != "" {
+			fs.name = *name
+			cfg.fs = &fs
+		}
 		if *fid != "" {
 			if *volume == "" || *size <= 0 || *sum == "" {
 				fail(fmt.Errorf("needle mode (-fid) needs -volume, -bytes and -sha256"))
@@ -128,7 +141,7 @@ func main() {
 				fail(err)
 			}
 		}
-		if cfg.needle == nil || *gcOff {
+		if (cfg.needle == nil && cfg.fs == nil) || *gcOff {
 			debug.SetGCPercent(-1)
 		}
 		err := serve(c, os.Stdin, os.Stdout, cfg)

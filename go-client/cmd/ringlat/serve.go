@@ -10,7 +10,7 @@ package main
 // without "session"/"worker" under -no-engine; {"ready":false,"error":"..."} when set-up
 // failed) and then reads commands on stdin, one per line:
 //
-//	block nop|batch|needle-ring|needle-http|needle-ring-nocopy|reader-ring|reader-http WARMUP_NS MEASURE_NS
+//	block nop|batch|needle-ring|needle-http|needle-ring-nocopy|reader-ring|reader-http|fs WARMUP_NS MEASURE_NS
 //	quit                                  (or end of input)
 //
 // Each block is answered with one line:
@@ -30,6 +30,10 @@ package main
 // warm-up included; mallocs, alloc_bytes, gc_cycles and gc_pause_ns are the Go runtime's
 // counters (runtime.MemStats) over the same span, read before and after the block.
 //
+// Front-end blocks (block fs, with -fs: fsread.go) time each read alone and add
+// "fs":{"reads","bytes_verified","resident_before","resident_extra","drops"}; the ready
+// line adds "fs":{"kind","path","weed","verified":true}.
+//
 // Needle blocks (needle mode: -fid given) are answered with the scenario name of -name and
 // run with the measuring goroutine unlocked from its OS thread: the HTTP client hands each
 // request to its connection's reader and writer goroutines, and a goroutine locked to a
@@ -42,6 +46,7 @@ import (
 	"bufio"
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"io"
 	"math/bits"
@@ -127,6 +132,15 @@ type ready struct {
 	GOMAXPROCS int          `json:"gomaxprocs"`
 	Go         string       `json:"go"`
 	Needle     *readyNeedle `json:"needle,omitempty"`
+	// FS: a front-end ringlat's front end, started, and its data read once and checked.
+	FS *readyFS `json:"fs,omitempty"`
+}
+
+type readyFS struct {
+	Kind     string `json:"kind"`
+	Path     string `json:"path"`
+	Weed     string `json:"weed"`
+	Verified bool   `json:"verified"`
 }
 
 // readyNeedle describes the needle of a needle-mode ringlat, checked before the first block.
@@ -148,6 +162,8 @@ type blockResult struct {
 	AllocBytes uint64     `json:"alloc_bytes"`
 	GCCycles   uint32     `json:"gc_cycles"`
 	GCPauseNs  uint64     `json:"gc_pause_ns"`
+	// FS: a front-end block's cache and check counts (fsread.go).
+	FS *fsBlockStats `json:"fs,omitempty"`
 }
 
 type blockError struct {
@@ -156,7 +172,7 @@ type blockError struct {
 }
 
 // blockKinds are the sample kinds of the block command.
-var blockKinds = []string{"nop", "batch", "needle-ring", "needle-http", "needle-ring-nocopy", "reader-ring", "reader-http"}
+var blockKinds = []string{"nop", "batch", "needle-ring", "needle-http", "needle-ring-nocopy", "reader-ring", "reader-http", "fs"}
 
 // blockCommand is one parsed "block" line.
 type blockCommand struct {
@@ -238,6 +254,8 @@ type serveConfig struct {
 	// needle is the needle of needle blocks (nil: no needle mode).
 	needle *needleTarget
 	socket string
+	// fs is the front end of fs blocks (nil: no front-end mode).
+	fs *fsTarget
 }
 
 // serve runs the block protocol on in/out until "quit" or end of input. c is nil under
@@ -262,6 +280,17 @@ func serve(c *swring.Client, in io.Reader, out io.Writer, cfg serveConfig) error
 		defer needles.close()
 		t := cfg.needle
 		r.Needle = &readyNeedle{Fid: t.fid, Bytes: t.size, Volume: t.volume, Peer: t.peer, Verified: true}
+	}
+	var fs *fsOps
+	if cfg.fs != nil {
+		var err error
+		if fs, err = newFsOps(ctx, cfg.fs); err != nil {
+			no := false
+			enc.Encode(blockError{Ready: &no, Error: err.Error()})
+			return err
+		}
+		defer fs.close()
+		r.FS = &readyFS{Kind: cfg.fs.kind, Path: cfg.fs.path, Weed: cfg.fs.weedBin, Verified: true}
 	}
 	if err := enc.Encode(r); err != nil {
 		return err
@@ -318,6 +347,8 @@ func serve(c *swring.Client, in io.Reader, out io.Writer, cfg serveConfig) error
 				name, sample = "ring.nop.go", doNop
 			case "batch":
 				name, sample = fmt.Sprintf("ring.nop_batch%d.go", cfg.batch), doBatch
+			case "fs":
+				// run below
 			default:
 				if needles == nil {
 					err = fmt.Errorf("block %s: ringlat was started without a needle (-fid)", cmd.kind)
@@ -334,7 +365,20 @@ func serve(c *swring.Client, in io.Reader, out io.Writer, cfg serveConfig) error
 		var n, ops int64
 		var elapsed time.Duration
 		var before, after runtime.MemStats
-		if err == nil {
+		var fsStats *fsBlockStats
+		if err == nil && cmd.kind == "fs" {
+			if fs == nil {
+				err = errors.New("block fs: ringlat was started without a front end (-fs)")
+			} else {
+				var st fsBlockStats
+				runtime.UnlockOSThread() // as for needle blocks: the HTTP client's goroutines
+				runtime.ReadMemStats(&before)
+				n, ops, elapsed, st, err = fs.runBlock(cmd, h)
+				runtime.ReadMemStats(&after)
+				runtime.LockOSThread()
+				name, fsStats = cfg.name, &st
+			}
+		} else if err == nil {
 			if unlock {
 				runtime.UnlockOSThread()
 			}
@@ -351,7 +395,7 @@ func serve(c *swring.Client, in io.Reader, out io.Writer, cfg serveConfig) error
 		}
 		res := blockResult{Scenario: name, Samples: n, ElapsedNs: int64(elapsed), Hist: h.buckets(), Ops: ops,
 			Mallocs: after.Mallocs - before.Mallocs, AllocBytes: after.TotalAlloc - before.TotalAlloc,
-			GCCycles: after.NumGC - before.NumGC, GCPauseNs: after.PauseTotalNs - before.PauseTotalNs}
+			GCCycles: after.NumGC - before.NumGC, GCPauseNs: after.PauseTotalNs - before.PauseTotalNs, FS: fsStats}
 		if err := enc.Encode(res); err != nil {
 			return err
 		}

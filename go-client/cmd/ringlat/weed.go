@@ -11,12 +11,18 @@ package main
 //	{"ready":true,"weed":"/path/weed","volume":"127.0.0.1:PORT","volume_dir":"/tmp/...",
 //	 "needles":[{"size":"4k","bytes":4096,"fid":"3,01637037d6","sha256":"..."},...]}
 //
+// With -fs-mb N it also starts a stock `weed filer` and writes a file of N MiB through it
+// for the mount.*, s3.* and filer.* scenarios (fsread.go), and the line adds "master",
+// "volume_metrics" (the volume server's Prometheus address), "filer", "fs_file", "fs_bytes"
+// and "weed_ring" (the weed with the ring read path, or
+// "weed_ring_error" saying why there is none).
+//
 // The engine the bench starts serves volume_dir (--seaweedfs-dir); the measuring ringlat
 // processes read the needles by fid over the rings and over HTTP from volume. The cluster
 // runs until stdin reaches its end (the bench closes it) or SIGTERM/SIGINT, then both
 // servers are stopped and the directory is removed. On failure the line is {"ready":false,"error":"...",
-// "no_weed":true|false} and ringlat exits with status 1. -check only looks for the binary:
-// {"ready":true,"weed":"/path/weed"}.
+// "no_weed":true|false} and ringlat exits with status 1. -check only looks for the binaries:
+// {"ready":true,"weed":"/path/weed","weed_ring":"/path/weed-ring"} (or "weed_ring_error").
 //
 // The whole process (and so the weed servers, which inherit its CPU mask) runs where it
 // was started: the bench starts it pinned to the engine core, so that the volume server
@@ -39,6 +45,7 @@ import (
 	"time"
 
 	"github.com/seaweed-ring/seaweed-ring/go-client/internal/weedcluster"
+	"github.com/seaweed-ring/seaweed-ring/go-client/internal/weedfront"
 )
 
 type weedNeedle struct {
@@ -54,9 +61,22 @@ type weedReady struct {
 	Volume    string       `json:"volume,omitempty"`
 	VolumeDir string       `json:"volume_dir,omitempty"`
 	Needles   []weedNeedle `json:"needles,omitempty"`
-	Error     string       `json:"error,omitempty"`
-	NoWeed    bool         `json:"no_weed,omitempty"`
+	// With -fs-mb (fsread.go): the master, the stock filer, the file written through it
+	// (seeded by its path, see weedfront.FillPages), and the weed with the ring read path ("" with
+	// the reason in weed_ring_error when there is none).
+	Master        string `json:"master,omitempty"`
+	VolumeMetrics string `json:"volume_metrics,omitempty"`
+	Filer         string `json:"filer,omitempty"`
+	FsFile        string `json:"fs_file,omitempty"`
+	FsBytes       int64  `json:"fs_bytes,omitempty"`
+	WeedRing      string `json:"weed_ring,omitempty"`
+	WeedRingError string `json:"weed_ring_error,omitempty"`
+	Error         string `json:"error,omitempty"`
+	NoWeed        bool   `json:"no_weed,omitempty"`
 }
+
+// fsFile is the file the weed host writes through its filer for the mount scenarios.
+const fsFile = "/bench/data.bin"
 
 // parseSize parses "4k", "64k", "1m", "512" (bytes; k = KiB, m = MiB).
 func parseSize(s string) (int, error) {
@@ -75,8 +95,9 @@ func parseSize(s string) (int, error) {
 	return n * mul, nil
 }
 
-// weedHost runs -weed: see the comment at the top of this file.
-func weedHost(weedBin, sizes string, check bool, in io.Reader, out io.Writer) error {
+// weedHost runs -weed: see the comment at the top of this file. fsMB > 0 also starts a
+// filer and writes fsFile (fsMB MiB) through it (fsread.go).
+func weedHost(weedBin, sizes string, fsMB int, check bool, in io.Reader, out io.Writer) error {
 	enc := json.NewEncoder(out)
 	failed := func(err error) error {
 		enc.Encode(weedReady{Error: err.Error(), NoWeed: errors.Is(err, weedcluster.ErrNoWeed)})
@@ -104,7 +125,12 @@ func weedHost(weedBin, sizes string, check bool, in io.Reader, out io.Writer) er
 		return failed(fmt.Errorf("-weed-bin %s is not a file: %w", weedBin, weedcluster.ErrNoWeed))
 	}
 	if check {
-		return enc.Encode(weedReady{Ready: true, Weed: weedBin})
+		r := weedReady{Ready: true, Weed: weedBin}
+		var err error
+		if r.WeedRing, err = weedcluster.FindWeedRing(); err != nil {
+			r.WeedRingError = err.Error()
+		}
+		return enc.Encode(r)
 	}
 	// SIGTERM or SIGINT (the bench interrupted while the cluster starts) ends the start or
 	// the wait below, and the deferred calls still stop the servers and remove the directory.
@@ -137,6 +163,23 @@ func weedHost(weedBin, sizes string, check bool, in io.Reader, out io.Writer) er
 		}
 		sum := sha256.Sum256(data)
 		r.Needles = append(r.Needles, weedNeedle{Size: w.name, Bytes: w.n, Fid: fid, SHA256: hex.EncodeToString(sum[:])})
+	}
+	if fsMB > 0 {
+		r.Master = cluster.Master
+		if len(cluster.Volumes) > 0 {
+			r.VolumeMetrics = cluster.Volumes[0].MetricsAddr
+		}
+		if r.WeedRing, err = weedcluster.FindWeedRing(); err != nil {
+			r.WeedRingError = err.Error()
+		}
+		filer, err := cluster.StartFiler(ctx, weedcluster.FilerOptions{})
+		if err != nil {
+			return failed(err)
+		}
+		r.Filer, r.FsFile, r.FsBytes = filer.Addr, fsFile, int64(fsMB)<<20
+		if err := weedfront.FilerPut(ctx, filer.Addr, fsFile, weedfront.SeedOf(fsFile), r.FsBytes); err != nil {
+			return failed(err)
+		}
 	}
 	if err := enc.Encode(r); err != nil {
 		return err

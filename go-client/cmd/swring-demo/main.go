@@ -3,7 +3,9 @@
 // server's volume directory over UCX, a second engine beside the client, and the Go client
 // reading needles through the rings — every byte compared with the volume server's own HTTP
 // GET, with the latency of both paths side by side. Then it kills the client's engine and
-// shows reads going on over HTTP. It is what `scripts/run` runs.
+// shows reads going on over HTTP. Then SeaweedFS's own front ends, a FUSE weed mount and
+// weed s3, read through the rings in process next to the stock ones (frontends.go). It is
+// what `scripts/run` runs.
 package main
 
 import (
@@ -34,13 +36,15 @@ func main() {
 	dir := flag.String("dir", "", "work directory for volumes, configs and logs (default: a new temporary directory, removed at the end)")
 	transports := flag.String("transports", "sm,tcp", "UCX transports between the engines (UCX_TLS syntax; tcp is needed for the connection set-up)")
 	rounds := flag.Int("rounds", 300, "timed reads per file and path")
+	ringBin := flag.String("weed-ring", "", "the weed with the ring read path (default: $SWRING_WEED_RING, else weed-ring beside -weed, where scripts/weed --ring builds it)")
+	fronts := flag.Bool("front-ends", true, "after the needle reads, show weed mount (FUSE) and weed s3 reading through the rings next to the stock ones")
 	oneEngine := flag.Bool("one-engine", runtime.NumCPU() < 4, "one engine both serves the volume and reads through its own listener (default on machines with fewer than 4 CPUs, where two busy-polling engines and the client would share cores)")
 	flag.Usage = func() {
-		fmt.Fprintf(flag.CommandLine.Output(), "Usage: swring-demo [flags]\n\nRuns a SeaweedFS volume server, a serving engine, a client engine and the Go client on\nloopback, reads needles through the rings and over HTTP, and prints what it read and how fast.\n\nFlags:\n")
+		fmt.Fprintf(flag.CommandLine.Output(), "Usage: swring-demo [flags]\n\nRuns a SeaweedFS volume server, a serving engine, a client engine and the Go client on\nloopback, reads needles through the rings and over HTTP, and prints what it read and how fast;\nthen a filer, FUSE weed mounts and weed s3 gateways, stock and with the ring read path, side by side.\n\nFlags:\n")
 		flag.PrintDefaults()
 	}
 	flag.Parse()
-	if err := run(*engineBin, *weedBin, *dir, *transports, *rounds, *oneEngine); err != nil {
+	if err := run(*engineBin, *weedBin, *ringBin, *dir, *transports, *rounds, *oneEngine, *fronts); err != nil {
 		fmt.Fprintln(os.Stderr, "swring-demo:", err)
 		os.Exit(1)
 	}
@@ -52,7 +56,7 @@ type sample struct {
 	fid        string
 }
 
-func run(engineBin, weedBin, dir, transports string, rounds int, oneEngine bool) error {
+func run(engineBin, weedBin, ringBin, dir, transports string, rounds int, oneEngine, fronts bool) error {
 	ctx := context.Background()
 	if weedBin == "" {
 		w, err := weedcluster.FindWeed()
@@ -186,7 +190,11 @@ func run(engineBin, weedBin, dir, transports string, rounds int, oneEngine bool)
 	if n.Path != swring.PathHTTP || !bytes.Equal(n.Data, samples[2].data) {
 		return errors.New("fallback did not serve the needle over HTTP")
 	}
-	return nil
+	if !fronts {
+		return nil
+	}
+	server.Stop() // the front ends get an engine of their own
+	return frontEnds(ctx, engineBin, weedBin, ringBin, dir, cluster, transports, rounds)
 }
 
 // keepOffCore moves every thread of this process off the engine's core (threads created

@@ -341,9 +341,66 @@ func TestHelpText(t *testing.T) {
 	cmd.Env = append(os.Environ(), "SWRING_SIDECAR_HELP=1")
 	out, _ := cmd.CombinedOutput()
 	for _, want := range []string{"GET /health", "GET /read", "X-RDMA-Used", "-listen", "-engine-socket", "-engine-port",
-		"-engine-map", "-http-timeout", "-http-fallback", "-volume-server", "-chunk-size", "-buffer-mb", "-v"} {
+		"-engine-map", "-http-timeout", "-http-fallback", "-volume-server", "-chunk-size", "-buffer-mb", "-v",
+		"3.97 to 4.44", "#11119", "SWRING_ENGINE_SOCKET", "off by default"} {
 		if !strings.Contains(string(out), want) {
 			t.Errorf("help text lacks %q:\n%s", want, out)
 		}
+	}
+}
+
+// TestFallbackIsOffByDefault: weed mount (3.97-4.44) re-reads a chunk over HTTP itself
+// whenever X-RDMA-Used is not true, so with the command line's defaults a read the ring
+// cannot serve (no engine here) must answer 503 without touching the volume server; with
+// -http-fallback=true the sidecar reads over HTTP (once) and says so.
+func TestFallbackIsOffByDefault(t *testing.T) {
+	var mu sync.Mutex
+	gets := 0
+	vs := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		mu.Lock()
+		gets++
+		mu.Unlock()
+		http.ServeContent(w, r, "", time.Time{}, strings.NewReader("hello, needle"))
+	}))
+	defer vs.Close()
+	volumeGets := func() int {
+		mu.Lock()
+		defer mu.Unlock()
+		return gets
+	}
+	none := filepath.Join(t.TempDir(), "none.sock")
+	for _, tc := range []struct {
+		args     []string
+		code     int
+		getsSeen int
+	}{
+		{[]string{"-engine-socket", none}, 503, 0},
+		{[]string{"-engine-socket", none, "-http-fallback=true"}, 200, 1},
+	} {
+		cfg, err := parseFlags(tc.args, io.Discard)
+		if err != nil {
+			t.Fatal(err)
+		}
+		opts, err := cfg.readerOptions()
+		if err != nil {
+			t.Fatal(err)
+		}
+		reader := swring.NewNeedleReader(opts)
+		_, ts := startSidecar(t, reader)
+		before := volumeGets()
+		code, body, rdma, _ := mountRead(t, ts.URL, "3,01637037d6", 7, 6, vs.URL)
+		reader.Close()
+		if code != tc.code || rdma {
+			t.Errorf("%v: read answered %d %q (X-RDMA-Used %v), want %d", tc.args, code, body, rdma, tc.code)
+		}
+		if n := volumeGets() - before; n != tc.getsSeen {
+			t.Errorf("%v: the sidecar sent %d GETs to the volume server, want %d", tc.args, n, tc.getsSeen)
+		}
+	}
+	if _, err := parseFlags([]string{"extra"}, io.Discard); err == nil {
+		t.Error("a stray argument was accepted")
+	}
+	if _, err := parseFlags([]string{"-buffer-mb", "0"}, io.Discard); err == nil {
+		t.Error("-buffer-mb 0 was accepted")
 	}
 }
