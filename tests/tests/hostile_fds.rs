@@ -39,10 +39,16 @@ fn with_bystander(engine: &Engine, attack: impl FnOnce() + Send) {
                 assert!(s["sessions"].is_array(), "engine status during the attack: {s}");
             }
         });
-        attack();
-        status.join().expect("status during the attack");
+        // A failing attack must stop the bystander too, or the scope would wait for it forever.
+        let attacked = std::panic::catch_unwind(std::panic::AssertUnwindSafe(attack));
         stop.store(true, Ordering::Relaxed);
-        worker.join().expect("bystander during the attack")
+        let status = status.join();
+        let by = worker.join();
+        if let Err(p) = attacked {
+            std::panic::resume_unwind(p);
+        }
+        status.expect("status during the attack");
+        by.expect("bystander during the attack")
     });
     assert!(
         rounds.load(Ordering::Relaxed) > 0,
