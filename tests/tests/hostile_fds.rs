@@ -39,14 +39,26 @@ fn with_bystander(engine: &Engine, attack: impl FnOnce() + Send) {
                 assert!(s["sessions"].is_array(), "engine status during the attack: {s}");
             }
         });
-        attack();
-        status.join().expect("status during the attack");
+        // A failing attack must stop the bystander too, or the scope would wait for it forever.
+        let attacked = std::panic::catch_unwind(std::panic::AssertUnwindSafe(attack));
+        // The bystander must have worked beside the attack (a hang guard, not a measurement).
+        let deadline = Instant::now() + PATIENCE;
+        while attacked.is_ok() && rounds.load(Ordering::Relaxed) < 20 && Instant::now() < deadline {
+            std::thread::sleep(Duration::from_millis(1));
+        }
         stop.store(true, Ordering::Relaxed);
-        worker.join().expect("bystander during the attack")
+        let status = status.join();
+        let by = worker.join();
+        if let Err(p) = attacked {
+            std::panic::resume_unwind(p);
+        }
+        status.expect("status during the attack");
+        by.expect("bystander during the attack")
     });
     assert!(
-        rounds.load(Ordering::Relaxed) > 0,
-        "the bystander never completed a round"
+        rounds.load(Ordering::Relaxed) >= 20,
+        "the bystander completed only {} rounds during the attack",
+        rounds.load(Ordering::Relaxed)
     );
     for i in 0..200 {
         bystander_round(&mut by, 1_000_000 + i);
@@ -64,6 +76,14 @@ fn with_bystander(engine: &Engine, attack: impl FnOnce() + Send) {
         || format!("fds now {}\n{}", engine.fd_count(), engine.log()),
     );
     assert!(!engine.log().contains("panicked"), "{}", engine.log());
+}
+
+struct StopOnDrop<'a>(&'a AtomicBool);
+
+impl Drop for StopOnDrop<'_> {
+    fn drop(&mut self) {
+        self.0.store(true, Ordering::Relaxed);
+    }
 }
 
 fn errno() -> i32 {
@@ -178,21 +198,42 @@ fn a_client_cannot_block_a_worker_through_its_doorbells() {
 fn a_client_cannot_steal_or_block_other_sessions_wakeups() {
     let engine = Engine::start(&["--lease-ms", "0", "--idle-spin-us", "0"]);
     let a = Session::open(&engine.socket).expect("attacker session");
+    // Deterministically first: the SQ doorbell a client holds cannot be read (SPEC §2: write
+    // end), and it is not the object another session on the same worker holds.
+    let other = Session::open(&engine.socket).expect("second session");
+    assert_eq!(a.worker, other.worker, "one worker in this test");
+    let mut b = [0u8; 8];
+    // Safety: reading into a live buffer from a descriptor this test owns.
+    let r = unsafe { libc::read(a.sq_wake.as_raw_fd(), b.as_mut_ptr() as *mut libc::c_void, 8) };
+    assert!(
+        r < 0 && errno() == libc::EBADF,
+        "the SQ doorbell fd is readable by its client"
+    );
+    let ino = |fd: i32| {
+        // Safety: fstat into a zeroed stat of a descriptor this test owns.
+        let mut st: libc::stat = unsafe { std::mem::zeroed() };
+        assert_eq!(unsafe { libc::fstat(fd, &mut st) }, 0);
+        (st.st_dev, st.st_ino, st.st_mode & libc::S_IFMT)
+    };
+    let (ia, io) = (ino(a.sq_wake.as_raw_fd()), ino(other.sq_wake.as_raw_fd()));
+    assert_eq!(ia.2, libc::S_IFIFO, "the SQ doorbell is not a pipe");
+    assert_ne!(ia, io, "two sessions share one SQ doorbell");
+    drop(other);
     let stop = AtomicBool::new(false);
     std::thread::scope(|scope| {
         scope.spawn(|| {
+            // Only reads: with a shared wake-up fd (control version 1) this consumed the
+            // wake-ups other sessions wrote, and their requests waited forever.
             let fd = a.sq_wake.as_raw_fd();
             let mut b = [0u8; 8];
-            let max = (u64::MAX - 1).to_le_bytes();
             while !stop.load(Ordering::Relaxed) {
-                // Safety: reads/writes of live 8-byte buffers on a descriptor this test owns.
-                unsafe {
-                    libc::read(fd, b.as_mut_ptr() as *mut libc::c_void, 8);
-                    libc::write(fd, max.as_ptr() as *const libc::c_void, 8);
-                }
+                // Safety: reads into a live 8-byte buffer from a descriptor this test owns.
+                unsafe { libc::read(fd, b.as_mut_ptr() as *mut libc::c_void, 8) };
                 std::hint::spin_loop();
             }
         });
+        // Stops the attacker also when the bystander fails, so the scope cannot hang.
+        let _stop = StopOnDrop(&stop);
         let mut by = Session::open(&engine.socket).expect("bystander");
         for i in 0..40u64 {
             std::thread::sleep(Duration::from_millis(10));
@@ -243,11 +284,13 @@ fn control_socket_fds_and_idle_connections_do_not_pile_up() {
         let idle: Vec<Conn> = (0..100).map(|_| Conn::connect(&engine.socket).unwrap()).collect();
         let s = Session::open(&engine.socket).expect("a session while idle connections wait");
         assert!(s.close());
+        let deadline = Instant::now() + PATIENCE;
         for c in &idle {
-            // EOF (Ok(None)) within the guard: the engine closed it.
+            // EOF (Ok(None)) within one overall guard: the engine closed it.
+            let left = deadline.saturating_duration_since(Instant::now());
             assert!(
-                matches!(c.recv(PATIENCE), Ok(None) | Err(_)),
-                "idle connection got a packet"
+                matches!(c.recv(left), Ok(None)),
+                "idle connection not closed by the engine within {PATIENCE:?}"
             );
         }
         assert!(
