@@ -144,13 +144,21 @@ pub mod opcode {
     /// One-sided write to a peer's export, the mirror of READ (from `buf_offset`).
     pub const WRITE: u8 = 7;
     /// Reads a SeaweedFS needle from the volume server whose engine is `peer`: volume `aux`,
-    /// needle id `args[0]`, cookie `args[1]` (low 32 bits). With flag
+    /// needle id `args[0]`, cookie `args[1]` (low 32 bits); bits 32..47 of `args[1]` are the
+    /// length of a read JWT the client wrote at the start of the buffer (0: none; at most
+    /// [`MAX_NEEDLE_JWT_LEN`]), which the reply overwrites. With flag
     /// [`read_needle_flags::RANGE`], only `args[3]` bytes from data offset `args[2]` (clamped
     /// to the end of the data); without it `args[2..]` must be 0 and the whole data is read.
     /// The buffer at `buf_offset` receives a [`crate::needle::NeedleMeta`] in its first
     /// [`crate::needle::NEEDLE_META_LEN`] bytes and the data after them; result = data bytes.
     pub const READ_NEEDLE: u8 = 8;
 }
+
+/// Longest read JWT a `READ_NEEDLE` may carry (bits 32..47 of `args[1]`): it sits in the
+/// metadata area at the start of the buffer, which holds [`crate::needle::NEEDLE_META_LEN`]
+/// bytes. SeaweedFS's read tokens are about 150 bytes.
+pub const MAX_NEEDLE_JWT_LEN: usize = 1024;
+const _: () = assert!(MAX_NEEDLE_JWT_LEN <= crate::needle::NEEDLE_META_LEN);
 
 /// SQE `flags` of `READ_NEEDLE`.
 pub mod read_needle_flags {
@@ -209,10 +217,20 @@ pub enum ResultCode {
     Corrupt = -17,
     /// READ_NEEDLE: the range starts beyond the end of the needle's data.
     RangeNotSatisfiable = -18,
+    /// READ_NEEDLE: the serving engine checks read JWTs (SeaweedFS `[jwt.signing.read]`)
+    /// and the request carried none (the volume server answers 401).
+    JwtMissing = -19,
+    /// READ_NEEDLE: the JWT does not verify with the read key (bad signature, not HMAC,
+    /// malformed, or not valid yet).
+    JwtInvalid = -20,
+    /// READ_NEEDLE: the JWT's `exp` has passed.
+    JwtExpired = -21,
+    /// READ_NEEDLE: the JWT's `fid` claim names another file.
+    JwtWrongFile = -22,
 }
 
 impl ResultCode {
-    pub const ALL: [ResultCode; 18] = [
+    pub const ALL: [ResultCode; 22] = [
         Self::UnknownOpcode,
         Self::InvalidEntry,
         Self::OutOfBounds,
@@ -231,6 +249,10 @@ impl ResultCode {
         Self::CookieMismatch,
         Self::Corrupt,
         Self::RangeNotSatisfiable,
+        Self::JwtMissing,
+        Self::JwtInvalid,
+        Self::JwtExpired,
+        Self::JwtWrongFile,
     ];
 
     pub fn from_result(result: i32) -> Option<Self> {
@@ -257,6 +279,10 @@ impl ResultCode {
             Self::CookieMismatch => "cookie-mismatch",
             Self::Corrupt => "corrupt",
             Self::RangeNotSatisfiable => "range-not-satisfiable",
+            Self::JwtMissing => "jwt-missing",
+            Self::JwtInvalid => "jwt-invalid",
+            Self::JwtExpired => "jwt-expired",
+            Self::JwtWrongFile => "jwt-wrong-file",
         }
     }
 }

@@ -15,6 +15,7 @@ import (
 	"net"
 	"net/http"
 	"net/textproto"
+	"net/url"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -73,6 +74,9 @@ type Options struct {
 	// Log receives both processes' output (default: files weed-master.log and
 	// weed-volume.log under Dir).
 	Log io.Writer
+	// ConfigDir is weed's -config_dir for both processes: where they look first for
+	// security.toml (e.g. a [jwt.signing.read] key). "": weed's default search path.
+	ConfigDir string
 }
 
 // Start runs `weed master` and `weed volume` on free loopback ports with their data under
@@ -98,12 +102,16 @@ func Start(ctx context.Context, weed, dir string, opt Options) (*Cluster, error)
 	}
 	c.Master = net.JoinHostPort("127.0.0.1", strconv.Itoa(mport))
 	c.Volume = net.JoinHostPort("127.0.0.1", strconv.Itoa(vport))
-	if err := c.spawn(weed, opt.Log, "weed-master.log", "master", "-ip=127.0.0.1", "-ip.bind=127.0.0.1",
+	var global []string // weed's own flags, before the command
+	if opt.ConfigDir != "" {
+		global = append(global, "-config_dir="+opt.ConfigDir)
+	}
+	if err := c.spawn(weed, opt.Log, "weed-master.log", global, "master", "-ip=127.0.0.1", "-ip.bind=127.0.0.1",
 		"-port="+strconv.Itoa(mport), "-mdir="+mdir, "-peers=none", "-telemetry=false",
 		"-volumeSizeLimitMB="+strconv.Itoa(opt.VolumeSizeLimitMB)); err != nil {
 		return nil, err
 	}
-	if err := c.spawn(weed, opt.Log, "weed-volume.log", "volume", "-ip=127.0.0.1", "-ip.bind=127.0.0.1",
+	if err := c.spawn(weed, opt.Log, "weed-volume.log", global, "volume", "-ip=127.0.0.1", "-ip.bind=127.0.0.1",
 		"-port="+strconv.Itoa(vport), "-dir="+c.VolumeDir, "-max=8", "-master="+c.Master,
 		"-preStopSeconds=0"); err != nil {
 		c.Stop()
@@ -122,8 +130,8 @@ func Start(ctx context.Context, weed, dir string, opt Options) (*Cluster, error)
 	}
 }
 
-func (c *Cluster) spawn(weed string, log io.Writer, logName string, args ...string) error {
-	cmd := exec.Command(weed, args...)
+func (c *Cluster) spawn(weed string, log io.Writer, logName string, global []string, args ...string) error {
+	cmd := exec.Command(weed, append(global, args...)...)
 	if log == nil {
 		f, err := os.Create(filepath.Join(c.Dir, logName))
 		if err != nil {
@@ -198,6 +206,28 @@ func (c *Cluster) Assign(ctx context.Context) (fid, url string, err error) {
 		return "", "", fmt.Errorf("weedcluster: assign: %q", a.Error)
 	}
 	return a.Fid, a.URL, nil
+}
+
+// ReadJWT asks the master for a read token for fid, as SeaweedFS clients do before a GET
+// when the cluster has a [jwt.signing.read] key (GET /dir/lookup?fileId=&read=yes answers
+// it in the Authorization header). "" when the master signs no read tokens.
+func (c *Cluster) ReadJWT(ctx context.Context, fid string) (string, error) {
+	u := "http://" + c.Master + "/dir/lookup?read=yes&fileId=" + url.QueryEscape(fid)
+	req, _ := http.NewRequestWithContext(ctx, http.MethodGet, u, nil)
+	resp, err := c.http.Do(req)
+	if err != nil {
+		return "", err
+	}
+	defer resp.Body.Close()
+	io.Copy(io.Discard, resp.Body)
+	if resp.StatusCode != http.StatusOK {
+		return "", fmt.Errorf("weedcluster: lookup %s: %s", fid, resp.Status)
+	}
+	auth := resp.Header.Get("Authorization")
+	if len(auth) > 7 && strings.EqualFold(auth[:7], "Bearer ") {
+		return auth[7:], nil
+	}
+	return "", nil
 }
 
 // Upload stores data as a new file (multipart form, as `weed upload` and filers do) and
