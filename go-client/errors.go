@@ -35,6 +35,12 @@ var (
 	// ErrBadFileID: a file id that is not SeaweedFS's "<volume id>,<needle id><cookie>"
 	// (ParseFileID).
 	ErrBadFileID = errors.New("swring: bad file id")
+	// ErrUnauthorized: the volume server checks read JWTs ([jwt.signing.read] in its
+	// security.toml) and refused the read's: none was sent, it does not verify, it expired,
+	// or it is for another file. ErrJWTMissing, ErrJWTInvalid, ErrJWTExpired and
+	// ErrJWTWrongFile (the ring's answers) match it, and so does an HTTP 401 of the
+	// NeedleReader's HTTP path (which cannot tell the cases apart).
+	ErrUnauthorized = errors.New("swring: read JWT refused")
 )
 
 // ResultError is the negative result of a completion (ring-proto entry.rs ResultCode).
@@ -87,6 +93,17 @@ const (
 	// ErrThrottled: READ/WRITE: this session named too many exports that do not exist
 	// (wrong id or key) lately; refused without asking the peer. Retry later.
 	ErrThrottled ResultError = -19
+	// ErrJWTMissing: READ_NEEDLE: the serving engine checks read JWTs and the request
+	// carried none. Matches ErrUnauthorized.
+	ErrJWTMissing ResultError = -20
+	// ErrJWTInvalid: READ_NEEDLE: the JWT does not verify with the volume server's read key
+	// (signature, algorithm, format, or not valid yet). Matches ErrUnauthorized.
+	ErrJWTInvalid ResultError = -21
+	// ErrJWTExpired: READ_NEEDLE: the JWT's exp has passed. Matches ErrUnauthorized.
+	ErrJWTExpired ResultError = -22
+	// ErrJWTWrongFile: READ_NEEDLE: the JWT's fid claim names another file. Matches
+	// ErrUnauthorized.
+	ErrJWTWrongFile ResultError = -23
 )
 
 func (e ResultError) Error() string {
@@ -129,19 +146,29 @@ func (e ResultError) Error() string {
 		return "swring: range-not-satisfiable (-18)"
 	case ErrThrottled:
 		return "swring: throttled (-19)"
+	case ErrJWTMissing:
+		return "swring: jwt-missing (-20)"
+	case ErrJWTInvalid:
+		return "swring: jwt-invalid (-21)"
+	case ErrJWTExpired:
+		return "swring: jwt-expired (-22)"
+	case ErrJWTWrongFile:
+		return "swring: jwt-wrong-file (-23)"
 	}
 	return fmt.Sprintf("swring: result code %d", int32(e))
 }
 
-// Is lets errors.Is(ErrShuttingDown, ErrEngineUnavailable) hold, and makes the needle
+// Is lets errors.Is(ErrShuttingDown, ErrEngineUnavailable) hold, makes the needle
 // codes that mean "not there" (ErrNoSuchVolume, ErrNoSuchNeedle, ErrNeedleDeleted,
-// ErrCookieMismatch) match ErrNeedleNotFound.
+// ErrCookieMismatch) match ErrNeedleNotFound, and the JWT codes match ErrUnauthorized.
 func (e ResultError) Is(target error) bool {
 	switch target {
 	case ErrEngineUnavailable:
 		return e == ErrShuttingDown
 	case ErrNeedleNotFound:
 		return e == ErrNoSuchVolume || e == ErrNoSuchNeedle || e == ErrNeedleDeleted || e == ErrCookieMismatch
+	case ErrUnauthorized:
+		return e == ErrJWTMissing || e == ErrJWTInvalid || e == ErrJWTExpired || e == ErrJWTWrongFile
 	}
 	return false
 }

@@ -36,6 +36,8 @@ type layoutFile struct {
 		Flags       map[string]uint8  `json:"flags"`
 		MetaFields  map[string]uint64 `json:"meta_fields"`
 		MetaLen     int               `json:"meta_len"`
+		MaxJWTLen   int               `json:"max_jwt_len"`
+		JWTLenShift uint              `json:"jwt_len_shift"`
 		NeedleFlags map[string]uint8  `json:"needle_flags"`
 	} `json:"read_needle"`
 	ResultCodes       map[string]int32  `json:"result_codes"`
@@ -171,7 +173,8 @@ func TestLayoutMatchesRingProto(t *testing.T) {
 	names := map[int32]string{-1: "unknown-opcode", -2: "invalid-entry", -3: "out-of-bounds", -4: "shutting-down", -5: "internal",
 		-6: "no-such-peer", -7: "peer-failed", -8: "timed-out", -9: "response-too-large", -10: "unknown-service",
 		-11: "not-exported", -12: "permission-denied", -13: "no-such-volume", -14: "no-such-needle", -15: "needle-deleted",
-		-16: "cookie-mismatch", -17: "corrupt", -18: "range-not-satisfiable", -19: "throttled"}
+		-16: "cookie-mismatch", -17: "corrupt", -18: "range-not-satisfiable", -19: "throttled", -20: "jwt-missing", -21: "jwt-invalid",
+		-22: "jwt-expired", -23: "jwt-wrong-file"}
 	for name, v := range f.ResultCodes {
 		if names[v] != name {
 			t.Errorf("result code %s = %d unknown to the Go client", name, v)
@@ -264,6 +267,9 @@ func TestReadNeedleLayoutMatchesRingProto(t *testing.T) {
 	rn := loadLayoutFile(t).ReadNeedle
 	if rn.MetaLen != NeedleMetaLen {
 		t.Errorf("meta_len: json %d, Go %d", rn.MetaLen, NeedleMetaLen)
+	}
+	if rn.MaxJWTLen != MaxNeedleJWTLen || rn.JWTLenShift != needleJWTLenShift {
+		t.Errorf("max_jwt_len/jwt_len_shift: json %d/%d, Go %d/%d", rn.MaxJWTLen, rn.JWTLenShift, MaxNeedleJWTLen, needleJWTLenShift)
 	}
 	checkMap(t, "read_needle flag", rn.Flags, map[string]uint8{"range": FlagReadNeedleRange})
 	checkMap(t, "needle flag", rn.NeedleFlags, map[string]uint8{

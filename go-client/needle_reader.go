@@ -97,8 +97,8 @@ type NeedleReaderOptions struct {
 	HTTPClient *http.Client
 	// HTTPTimeout bounds each HTTP GET of the reader's own client (0 = only ctx).
 	HTTPTimeout time.Duration
-	// HTTPHeader is added to every HTTP GET (e.g. an Authorization header for volume
-	// servers that check JWTs on reads).
+	// HTTPHeader is added to every HTTP GET. (A read's JWT goes in NeedleRequest.JWT,
+	// which both paths send; it replaces an Authorization header given here.)
 	HTTPHeader http.Header
 
 	// Only forces one path: PathRing (errors are returned, never retried over HTTP),
@@ -229,7 +229,8 @@ func (e *NeedleError) Error() string {
 func (e *NeedleError) Unwrap() error { return e.Err }
 
 // HTTPError is a volume server's answer other than 200 or 206 on the HTTP path. 404
-// matches ErrNeedleNotFound and 416 ErrRangeNotSatisfiable under errors.Is.
+// matches ErrNeedleNotFound, 416 ErrRangeNotSatisfiable and 401 ErrUnauthorized under
+// errors.Is.
 type HTTPError struct {
 	StatusCode int    // e.g. 404
 	Status     string // e.g. "404 Not Found"
@@ -253,6 +254,8 @@ func (e *HTTPError) Is(target error) bool {
 		return target == ErrNeedleNotFound
 	case http.StatusRequestedRangeNotSatisfiable:
 		return target == ErrRangeNotSatisfiable
+	case http.StatusUnauthorized:
+		return target == ErrUnauthorized
 	}
 	return false
 }
@@ -406,6 +409,12 @@ func (r *NeedleReader) ReadNeedleRange(ctx context.Context, volumeServer, fileID
 	return r.read(ctx, NeedleRequest{VolumeServer: volumeServer, FileID: fileID, Ranged: true, Offset: offset, Length: length})
 }
 
+// ReadNeedleWith is ReadNeedle, ReadNeedleRange or ReadNeedleInto with every option of a
+// NeedleRequest, e.g. its JWT.
+func (r *NeedleReader) ReadNeedleWith(ctx context.Context, q NeedleRequest) (*Needle, error) {
+	return r.read(ctx, q)
+}
+
 // ReadNeedleInto is ReadNeedle with the data written into dst when it fits (see
 // NeedleRequest.Dst): Needle.Data is then dst[:len], with no allocation for the data.
 func (r *NeedleReader) ReadNeedleInto(ctx context.Context, volumeServer, fileID string, dst []byte) (*Needle, error) {
@@ -437,9 +446,14 @@ type NeedleRequest struct {
 	// the transfer). The caller must not use Dst for anything else until done with the
 	// Needle. Not used for gzip needles that are decompressed.
 	Dst []byte
-	// JWT is the volume server's read token for this file id (as SeaweedFS signs it with
-	// jwt.signing.read; "" = none). The HTTP path sends it as "Authorization: Bearer <JWT>",
-	// as SeaweedFS does. (The ring path does not carry it yet.)
+	// JWT is the read token for FileID that SeaweedFS hands out when its volume servers
+	// check reads ([jwt.signing.read] in security.toml): the master's lookup answers it in
+	// its Authorization header, filer chunks carry it. The HTTP path sends it as
+	// "Authorization: Bearer JWT" (overriding HTTPHeader's); the ring path carries it in
+	// every READ_NEEDLE (SetNeedleJWT) to the volume server's engine, which verifies it as
+	// the volume server does when given the same security.toml. "" sends none. A refusal
+	// matches ErrUnauthorized on either path and is final (not retried over HTTP). A JWT
+	// longer than MaxNeedleJWTLen is sent over HTTP only.
 	JWT string
 }
 
@@ -504,6 +518,11 @@ func (r *NeedleReader) ReadNeedles(ctx context.Context, reqs []NeedleRequest) []
 				used++
 				continue
 			}
+			if err := ringCarriesJWT(q.JWT); err != nil {
+				run(i+g, fid, nil, r.ringOnly(err))
+				used++
+				continue
+			}
 			j, err := r.prepare(ctx, *q, fid, len(jobs) == 0)
 			if errors.Is(err, ErrNoBufferSpace) {
 				break // the rest waits for the next group
@@ -560,6 +579,9 @@ func (r *NeedleReader) read(ctx context.Context, q NeedleRequest) (*Needle, erro
 	if err != nil || r.opts.Only == PathHTTP || r.isClosed() || (q.Ranged && q.Offset < 0) {
 		return r.complete(ctx, q, fid, nil, nil)
 	}
+	if err := ringCarriesJWT(q.JWT); err != nil {
+		return r.complete(ctx, q, fid, nil, r.ringOnly(err))
+	}
 	j, err := r.prepare(ctx, q, fid, true)
 	if err == nil {
 		r1 := j.request()
@@ -573,6 +595,23 @@ func (r *NeedleReader) read(ctx context.Context, q NeedleRequest) (*Needle, erro
 		n, err = r.finish(ctx, j)
 	}
 	return r.complete(ctx, q, fid, n, err)
+}
+
+// ringCarriesJWT says why a READ_NEEDLE cannot carry jwt (nil: it can).
+func ringCarriesJWT(jwt string) error {
+	if len(jwt) > MaxNeedleJWTLen {
+		return fmt.Errorf("%w: read JWT of %d bytes, a READ_NEEDLE carries at most MaxNeedleJWTLen = %d", ErrInvalidEntry, len(jwt), MaxNeedleJWTLen)
+	}
+	return nil
+}
+
+// ringOnly is the ring error for a read the ring cannot make: returned as the answer with
+// Only == PathRing, nil (read over HTTP, not counted as a fallback) otherwise.
+func (r *NeedleReader) ringOnly(err error) error {
+	if r.opts.Only == PathRing {
+		return err
+	}
+	return nil
 }
 
 func (r *NeedleReader) isClosed() bool {
@@ -623,7 +662,8 @@ func (r *NeedleReader) fallsBack(ctx context.Context, err error) bool {
 	switch {
 	case r.opts.Only == PathRing, ctx.Err() != nil, errors.Is(err, context.Canceled), errors.Is(err, context.DeadlineExceeded):
 		return false
-	case errors.Is(err, ErrRangeNotSatisfiable):
+	case errors.Is(err, ErrRangeNotSatisfiable), errors.Is(err, ErrUnauthorized):
+		// The volume's answer (a JWT the volume server would refuse just the same).
 		return false
 	case errors.Is(err, ErrNoSuchNeedle), errors.Is(err, ErrNeedleDeleted), errors.Is(err, ErrCookieMismatch):
 		return r.opts.FallbackOnNotFound
@@ -649,7 +689,18 @@ type ringJob struct {
 // request is the first READ_NEEDLE: always ranged, so that any needle fits (the metadata
 // says the whole size; finish reads the rest).
 func (j *ringJob) request() Request {
-	return ReadNeedleRangeRequest(j.peer, j.id, j.off, j.len, j.buf)
+	return j.withJWT(ReadNeedleRangeRequest(j.peer, j.id, j.off, j.len, j.buf))
+}
+
+// withJWT stamps the read's JWT on one of its READ_NEEDLEs (every submission: the reply
+// overwrites it).
+func (j *ringJob) withJWT(r Request) Request {
+	if j.q.JWT != "" {
+		// Cannot fail: the opcode is READ_NEEDLE, the length was checked by ringCarriesJWT
+		// and the buffer holds NeedleMetaLen bytes (checkNeedleBuf's minimum).
+		_ = SetNeedleJWT(&r, j.q.JWT)
+	}
+	return r
 }
 
 // chunkCap is the most data bytes one READ_NEEDLE of c asks for.
@@ -711,11 +762,12 @@ func (r *NeedleReader) finish(ctx context.Context, j *ringJob) (*Needle, error) 
 		// stored data: read from 0 to see the metadata.
 		retried, j.off = true, 0
 		var t Ticket
+		again := ReadNeedleRangeRequest(j.peer, j.id, 0, j.len, j.buf)
 		if !j.q.Ranged {
-			t, err = j.c.SubmitReadNeedle(ctx, j.peer, j.id, j.buf)
-		} else {
-			t, err = j.c.SubmitReadNeedleRange(ctx, j.peer, j.id, 0, j.len, j.buf)
+			again = ReadNeedleRequest(j.peer, j.id, j.buf)
 		}
+		again = j.withJWT(again)
+		t, err = j.c.Submit(ctx, &again)
 		if err == nil {
 			res, err = t.Wait(ctx)
 		}
@@ -843,7 +895,7 @@ func (r *NeedleReader) readSpan(ctx context.Context, j *ringJob, first *NeedleMe
 		k := 0
 		for p := pos; k < len(bufs) && p < len(dst); k++ {
 			lens[k] = min(bufs[k].Len()-NeedleMetaLen, len(dst)-p)
-			reqs[k] = ReadNeedleRangeRequest(j.peer, j.id, from+uint64(p), uint64(lens[k]), bufs[k])
+			reqs[k] = j.withJWT(ReadNeedleRangeRequest(j.peer, j.id, from+uint64(p), uint64(lens[k]), bufs[k]))
 			p += lens[k]
 		}
 		n, err := j.c.SubmitBatch(ctx, reqs[:k], tickets)
@@ -1136,6 +1188,8 @@ func (r *NeedleReader) httpRead(ctx context.Context, q NeedleRequest, fid FileID
 		req.Header[k] = v
 	}
 	if q.JWT != "" {
+		// As SeaweedFS's own readers send it (util/http: "BEARER " + jwt; the volume
+		// server's GetJwt takes the scheme in any case).
 		req.Header.Set("Authorization", "Bearer "+q.JWT)
 	}
 	if q.Ranged {

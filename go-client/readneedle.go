@@ -171,6 +171,34 @@ func ReadNeedleRangeRequest(peer Peer, fid FileID, offset, length uint64, buf Bu
 	return r
 }
 
+// MaxNeedleJWTLen is the longest read JWT a READ_NEEDLE carries (SeaweedFS's are about
+// 150 bytes); SetNeedleJWT refuses longer ones.
+const MaxNeedleJWTLen = 1024
+
+// needleJWTLenShift: args[1] of READ_NEEDLE is the cookie | the JWT's length << 32.
+const needleJWTLenShift = 32
+
+// SetNeedleJWT makes READ_NEEDLE r carry jwt, the read token SeaweedFS's master handed out
+// for the file id (what the volume server's GET takes as "Authorization: Bearer"): it
+// writes jwt at the start of r.Buf (the metadata area, which the reply overwrites) and its
+// length into the entry, for the serving engine to verify (SPEC.md §15). Call it after
+// building r and before every submission of it. An empty jwt clears it.
+func SetNeedleJWT(r *Request, jwt string) error {
+	if r.Opcode != OpReadNeedle {
+		return fmt.Errorf("%w: a JWT on opcode %d (only READ_NEEDLE carries one)", ErrInvalidEntry, r.Opcode)
+	}
+	if len(jwt) > MaxNeedleJWTLen {
+		return fmt.Errorf("%w: read JWT of %d bytes, at most MaxNeedleJWTLen = %d", ErrInvalidEntry, len(jwt), MaxNeedleJWTLen)
+	}
+	b := r.Buf.Bytes()
+	if len(b) < NeedleMetaLen {
+		return fmt.Errorf("%w: READ_NEEDLE buffer of %d bytes (at least NeedleMetaLen = %d)", ErrInvalidEntry, len(b), NeedleMetaLen)
+	}
+	copy(b, jwt)
+	r.Args[1] = r.Args[1]&math.MaxUint32 | uint64(len(jwt))<<needleJWTLenShift
+	return nil
+}
+
 // checkNeedleBuf checks what the engine would refuse with invalid-entry or out-of-bounds,
 // so that a bad call does not count as an invalid entry of the session.
 func checkNeedleBuf(buf Buffer, ranged bool, length uint64) error {

@@ -225,6 +225,48 @@ func TestReadNeedleRequestFields(t *testing.T) {
 	}
 }
 
+func TestSetNeedleJWT(t *testing.T) {
+	fid := FileID{VolumeID: 9, NeedleID: 1, Cookie: 0xdeadbeef}
+	area := make([]byte, 2*NeedleMetaLen)
+	buf := newBufferPool(area, NeedleMetaLen)
+	b, err := buf.tryAlloc(NeedleMetaLen + 16)
+	if err != nil {
+		t.Fatal(err)
+	}
+	r := ReadNeedleRangeRequest(3, fid, 10, 16, b)
+	jwt := "eyJhbGciOiJIUzI1NiJ9.eyJmaWQiOiI5LDAxZGVhZGJlZWYifQ.sig"
+	if err := SetNeedleJWT(&r, jwt); err != nil {
+		t.Fatal(err)
+	}
+	// The cookie stays in the low 32 bits, the length goes above it, the token at the start
+	// of the buffer.
+	if r.Args[1] != 0xdeadbeef|uint64(len(jwt))<<32 || string(b.Bytes()[:len(jwt)]) != jwt {
+		t.Errorf("args[1] %#x, buffer %q", r.Args[1], b.Bytes()[:len(jwt)])
+	}
+	if err := SetNeedleJWT(&r, ""); err != nil || r.Args[1] != 0xdeadbeef {
+		t.Errorf("clearing: %v, args[1] %#x", err, r.Args[1])
+	}
+	long := string(make([]byte, MaxNeedleJWTLen+1))
+	if err := SetNeedleJWT(&r, long); !errors.Is(err, ErrInvalidEntry) || r.Args[1] != 0xdeadbeef {
+		t.Errorf("over-long token: %v, args[1] %#x", err, r.Args[1])
+	}
+	nop := Request{Opcode: OpNop}
+	if err := SetNeedleJWT(&nop, jwt); !errors.Is(err, ErrInvalidEntry) {
+		t.Errorf("NOP with a token: %v", err)
+	}
+	// Both paths' refusals match ErrUnauthorized; nothing else does.
+	for _, e := range []error{ErrJWTMissing, ErrJWTInvalid, ErrJWTExpired, ErrJWTWrongFile, &HTTPError{StatusCode: 401}} {
+		if !errors.Is(e, ErrUnauthorized) || errors.Is(e, ErrNeedleNotFound) {
+			t.Errorf("%v: ErrUnauthorized %v, ErrNeedleNotFound %v", e, errors.Is(e, ErrUnauthorized), errors.Is(e, ErrNeedleNotFound))
+		}
+	}
+	for _, e := range []error{ErrCookieMismatch, ErrPermissionDenied, &HTTPError{StatusCode: 403}} {
+		if errors.Is(e, ErrUnauthorized) {
+			t.Errorf("%v matches ErrUnauthorized", e)
+		}
+	}
+}
+
 // BenchmarkReadNeedle4K is one synchronous 4 KiB READ_NEEDLE round trip against the fake
 // engine (allocations reported: the client side allocates nothing).
 func BenchmarkReadNeedle4K(b *testing.B) {

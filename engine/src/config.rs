@@ -62,6 +62,10 @@ pub struct SeaweedfsConfig {
     pub refresh_interval_ms: u64,
     /// Check each needle's CRC-32C (once per stored needle) before serving it.
     pub verify_crc: bool,
+    /// The volume server's `security.toml`: with a `[jwt.signing.read] key` in it, every
+    /// READ_NEEDLE must carry a JWT signed with that key for its file id, as the volume
+    /// server's GET must (`seaweed/jwt.rs`). None: reads need no token.
+    pub security_toml: Option<PathBuf>,
 }
 
 impl Default for SeaweedfsConfig {
@@ -72,6 +76,7 @@ impl Default for SeaweedfsConfig {
             idx_entry_size: IdxEntrySize::Auto,
             refresh_interval_ms: 1000,
             verify_crc: true,
+            security_toml: None,
         }
     }
 }
@@ -507,6 +512,10 @@ impl SeaweedfsConfig {
                 "0 would never pick up new volumes or compacted ones",
                 "use e.g. 1000",
             ));
+        }
+        if let Some(path) = &self.security_toml {
+            crate::seaweed::jwt::load_read_key(path)
+                .map_err(|e| invalid("seaweedfs.security-toml", e.to_string(), e.fix()))?;
         }
         Ok(())
     }

@@ -748,9 +748,16 @@ impl DataPlane {
     fn serve_needle(&mut self, ep: EpKey, w: NeedleWire) {
         let read = match &self.settings.volumes {
             None => Err(ResultCode::NoSuchVolume),
-            Some(store) => store
-                .read(w.volume, w.needle, w.cookie, w.range_offset, w.max_len, w.ranged)
-                .map_err(|e| e.code()),
+            // The JWT first, as the volume server checks it before it looks at the volume.
+            Some(store) => match store.check_read_jwt(&w.jwt, w.volume, w.needle, w.cookie) {
+                Err(e) => {
+                    tracing::debug!(volume = w.volume, needle = w.needle, error = %e, "needle read refused: read JWT");
+                    Err(e.code())
+                }
+                Ok(()) => store
+                    .read(w.volume, w.needle, w.cookie, w.range_offset, w.max_len, w.ranged)
+                    .map_err(|e| e.code()),
+            },
         };
         let (status, meta_len, payload) = match read {
             Ok(n) => {
@@ -1339,18 +1346,21 @@ impl Remote for DataPlane {
         self.register(session)?;
         self.ensure_conn(req.peer)?;
         let req_id = self.new_req_id();
-        let header = Box::new(
-            NeedleWire {
-                req_id,
-                needle: req.needle,
-                range_offset: req.range_offset,
-                max_len: req.max_len,
-                volume: req.volume,
-                cookie: req.cookie,
-                ranged: req.ranged,
-            }
-            .encode(),
-        );
+        // Safety: offset + jwt_len <= offset + NEEDLE_META_LEN, inside the session's buffer
+        // area (validated); the region is mapped while the session's Arc lives.
+        let jwt = unsafe { copy_from_shared(session.region.buf_ptr().add(req.offset), req.jwt_len) };
+        let header = NeedleWire {
+            req_id,
+            needle: req.needle,
+            range_offset: req.range_offset,
+            max_len: req.max_len,
+            volume: req.volume,
+            cookie: req.cookie,
+            ranged: req.ranged,
+            jwt,
+        }
+        .encode()
+        .into_boxed_slice();
         // Safety: no payload. The reply lands at offset + NEEDLE_META_LEN, at most max_len
         // (<= data_cap) bytes, and the metadata at offset: inside the buffer (validated).
         unsafe {
@@ -1613,4 +1623,22 @@ mod tests {
         // Handles are not reused right away.
         assert_eq!(r.register(b), 3);
     }
+}
+
+/// Copies `len` bytes a client may be writing at the same time out of its shared memory:
+/// each byte is loaded once (relaxed atomic loads, so a concurrent write is a defined race),
+/// and only the copy is used afterwards.
+///
+/// # Safety
+/// `p .. p + len` must be inside a live mapping of the session's region.
+unsafe fn copy_from_shared(p: *const u8, len: usize) -> Vec<u8> {
+    (0..len)
+        .map(|i| {
+            // Safety: inside the mapping (the caller's promise); AtomicU8 has the size and
+            // alignment of u8, and every access to shared bytes by the engine is atomic or
+            // happens while the client may not touch them.
+            unsafe { std::sync::atomic::AtomicU8::from_ptr(p.add(i) as *mut u8) }
+                .load(std::sync::atomic::Ordering::Relaxed)
+        })
+        .collect()
 }

@@ -89,7 +89,9 @@ pub fn on_sighup() {
     let mut current = r.current.lock().unwrap_or_else(|p| p.into_inner());
     let changed = changed_keys(&current, &new);
     let mut restart = Vec::new();
-    if changed.iter().any(|k| k.starts_with("seaweedfs.")) {
+    // A set security-toml is re-read on every SIGHUP, changed or not: the key in the file may
+    // have been rotated (the volume server reloads its own on SIGHUP too).
+    if changed.iter().any(|k| k.starts_with("seaweedfs.")) || new.seaweedfs.security_toml.is_some() {
         match SEAWEEDFS_HOOK.get() {
             Some(apply) => {
                 let s = apply(&new.seaweedfs);

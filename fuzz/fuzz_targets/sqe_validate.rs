@@ -5,7 +5,7 @@
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;
-use ring_proto::entry::read_needle_flags;
+use ring_proto::entry::{read_needle_flags, MAX_NEEDLE_JWT_LEN};
 use ring_proto::needle::NEEDLE_META_LEN;
 use ring_proto::validate::{validate, NeedleRequest, Request, RmaRequest, SendRequest};
 use ring_proto::{opcode, Entry, RegionLayout, ResultCode, Sqe};
@@ -129,12 +129,15 @@ fuzz_target!(|data: &[u8]| {
             ranged,
             offset,
             data_cap,
+            jwt_len,
         })) => {
             assert_eq!(sqe.opcode, opcode::READ_NEEDLE);
             assert!(sqe.reserved == 0 && sqe.flags & !read_needle_flags::ALL == 0);
             assert_eq!(ranged, sqe.flags & read_needle_flags::RANGE != 0);
             assert!(peer != 0 && peer == sqe.peer && volume == sqe.aux);
-            assert_eq!((needle, cookie as u64), (sqe.args[0], sqe.args[1]));
+            assert_eq!((needle, cookie as u64 | (jwt_len as u64) << 32), (sqe.args[0], sqe.args[1]));
+            // The JWT the engine copies out lies inside the (metadata area of the) buffer.
+            assert!(jwt_len <= MAX_NEEDLE_JWT_LEN && jwt_len <= NEEDLE_META_LEN, "jwt of {jwt_len} bytes");
             // The whole buffer (metadata area and data capacity) lies in the buffer area, and
             // what the engine may write (metadata, then at most max_len data bytes) fits it.
             assert!(buf_ok(offset, NEEDLE_META_LEN + data_cap), "needle buffer {offset}+{data_cap} outside {layout:?}");

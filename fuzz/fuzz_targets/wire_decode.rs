@@ -20,6 +20,8 @@ fuzz_target!(|b: &[u8]| {
         }
     }
     if let Some(h) = NeedleRequestHeader::parse(b) {
+        // The JWT is bounded and the header exactly as long as it says.
+        assert!(h.jwt.len() <= ring_proto::wire::MAX_NEEDLE_JWT_LEN);
         assert_eq!(&h.encode()[..], b);
     }
     if let Some(d) = ExportDescriptor::parse(b) {

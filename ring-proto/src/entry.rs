@@ -147,13 +147,21 @@ pub mod opcode {
     /// One-sided write to a peer's export, the mirror of READ (from `buf_offset`).
     pub const WRITE: u8 = 7;
     /// Reads a SeaweedFS needle from the volume server whose engine is `peer`: volume `aux`,
-    /// needle id `args[0]`, cookie `args[1]` (low 32 bits). With flag
+    /// needle id `args[0]`, cookie `args[1]` (low 32 bits); bits 32..47 of `args[1]` are the
+    /// length of a read JWT the client wrote at the start of the buffer (0: none; at most
+    /// [`MAX_NEEDLE_JWT_LEN`]), which the reply overwrites. With flag
     /// [`read_needle_flags::RANGE`], only `args[3]` bytes from data offset `args[2]` (clamped
     /// to the end of the data); without it `args[2..]` must be 0 and the whole data is read.
     /// The buffer at `buf_offset` receives a [`crate::needle::NeedleMeta`] in its first
     /// [`crate::needle::NEEDLE_META_LEN`] bytes and the data after them; result = data bytes.
     pub const READ_NEEDLE: u8 = 8;
 }
+
+/// Longest read JWT a `READ_NEEDLE` may carry (bits 32..47 of `args[1]`): it sits in the
+/// metadata area at the start of the buffer, which holds [`crate::needle::NEEDLE_META_LEN`]
+/// bytes. SeaweedFS's read tokens are about 150 bytes.
+pub const MAX_NEEDLE_JWT_LEN: usize = 1024;
+const _: () = assert!(MAX_NEEDLE_JWT_LEN <= crate::needle::NEEDLE_META_LEN);
 
 /// SQE `flags` of `READ_NEEDLE`.
 pub mod read_needle_flags {
@@ -244,10 +252,20 @@ pub enum ResultCode {
     /// READ/WRITE: this session failed too many export lookups (wrong id or key) lately; the
     /// request was refused without asking the peer. Retry later (SPEC.md §14).
     Throttled = -19,
+    /// READ_NEEDLE: the serving engine checks read JWTs (SeaweedFS `[jwt.signing.read]`)
+    /// and the request carried none (the volume server answers 401).
+    JwtMissing = -20,
+    /// READ_NEEDLE: the JWT does not verify with the read key (bad signature, not HMAC,
+    /// malformed, or not valid yet).
+    JwtInvalid = -21,
+    /// READ_NEEDLE: the JWT's `exp` has passed.
+    JwtExpired = -22,
+    /// READ_NEEDLE: the JWT's `fid` claim names another file.
+    JwtWrongFile = -23,
 }
 
 impl ResultCode {
-    pub const ALL: [ResultCode; 19] = [
+    pub const ALL: [ResultCode; 23] = [
         Self::UnknownOpcode,
         Self::InvalidEntry,
         Self::OutOfBounds,
@@ -267,6 +285,10 @@ impl ResultCode {
         Self::Corrupt,
         Self::RangeNotSatisfiable,
         Self::Throttled,
+        Self::JwtMissing,
+        Self::JwtInvalid,
+        Self::JwtExpired,
+        Self::JwtWrongFile,
     ];
 
     pub fn from_result(result: i32) -> Option<Self> {
@@ -294,6 +316,10 @@ impl ResultCode {
             Self::Corrupt => "corrupt",
             Self::RangeNotSatisfiable => "range-not-satisfiable",
             Self::Throttled => "throttled",
+            Self::JwtMissing => "jwt-missing",
+            Self::JwtInvalid => "jwt-invalid",
+            Self::JwtExpired => "jwt-expired",
+            Self::JwtWrongFile => "jwt-wrong-file",
         }
     }
 }

@@ -5,7 +5,7 @@
 //! engine executes what it returns, and the fuzz target `sqe_validate` exercises it without
 //! the engine's UCX dependency.
 
-use crate::entry::{read_needle_flags, EXPORT_TICKET_LEN};
+use crate::entry::{read_needle_flags, EXPORT_TICKET_LEN, MAX_NEEDLE_JWT_LEN};
 use crate::needle::NEEDLE_META_LEN;
 use crate::{opcode, RegionLayout, ResultCode, Sqe};
 
@@ -56,6 +56,10 @@ pub struct NeedleRequest {
     pub offset: usize,
     /// Data capacity: `buf_len - NEEDLE_META_LEN`.
     pub data_cap: usize,
+    /// Length of the read JWT at `offset` (0: none; at most `MAX_NEEDLE_JWT_LEN`). Only its
+    /// bounds are checked here: the requesting engine copies the bytes out when it sends
+    /// the request, and the serving engine verifies them.
+    pub jwt_len: usize,
 }
 
 /// A validated READ/WRITE: the local range is inside the session's buffer area; the remote
@@ -190,11 +194,12 @@ pub fn validate(sqe: &Sqe, layout: &RegionLayout) -> Result<Request, ResultCode>
             }))
         }
         opcode::READ_NEEDLE => {
-            let [needle, cookie, range_offset, range_len] = sqe.args;
+            let [needle, cookie_and_jwt, range_offset, range_len] = sqe.args;
+            let (cookie, jwt_len) = (cookie_and_jwt & 0xffff_ffff, (cookie_and_jwt >> 32) as usize);
             let ranged = sqe.flags & read_needle_flags::RANGE != 0;
             if sqe.flags & !read_needle_flags::ALL != 0
                 || sqe.reserved != 0
-                || cookie > u32::MAX as u64
+                || jwt_len > MAX_NEEDLE_JWT_LEN
                 || (!ranged && (range_offset != 0 || range_len != 0))
                 || sqe.buf_len > i32::MAX as u32
                 || (sqe.buf_len as usize) < NEEDLE_META_LEN
@@ -221,6 +226,7 @@ pub fn validate(sqe: &Sqe, layout: &RegionLayout) -> Result<Request, ResultCode>
                 ranged,
                 offset: sqe.buf_offset as usize,
                 data_cap,
+                jwt_len,
             }))
         }
         _ => Err(ResultCode::UnknownOpcode),
@@ -478,7 +484,15 @@ mod tests {
                 ranged: false,
                 offset: 0,
                 data_cap: 4096 - NEEDLE_META_LEN,
+                jwt_len: 0,
             }))
+        );
+        let with_jwt = Sqe {
+            args: [0x1234, 0xdead_beef | (MAX_NEEDLE_JWT_LEN as u64) << 32, 0, 0],
+            ..r
+        };
+        assert!(
+            matches!(validate(&with_jwt, &layout()), Ok(Request::ReadNeedle(n)) if n.jwt_len == MAX_NEEDLE_JWT_LEN && n.cookie == 0xdead_beef)
         );
         let ranged = Sqe {
             flags: read_needle_flags::RANGE,
@@ -492,7 +506,11 @@ mod tests {
             Sqe { flags: 2, ..r },
             Sqe { reserved: 1, ..r },
             Sqe {
-                args: [1, 1 << 32, 0, 0],
+                args: [1, (MAX_NEEDLE_JWT_LEN as u64 + 1) << 32, 0, 0],
+                ..r
+            },
+            Sqe {
+                args: [1, 1 << 48, 0, 0],
                 ..r
             },
             Sqe {

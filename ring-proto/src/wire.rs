@@ -9,7 +9,7 @@
 //! id 4 INFO            header: req_id u64 | status i32  | perms u32        data: ExportDescriptor
 //! id 5 REVOKE          header: 0 u64      | export u64  | key u64 (24 B)  data: none
 //! id 6 ACK             header: 0 u64      | export u64  | key u64 (24 B)  data: none
-//! id 7 NEEDLE_REQUEST  header: NeedleRequestHeader (48 bytes)              data: none
+//! id 7 NEEDLE_REQUEST  header: NeedleRequestHeader (48 bytes) | JWT      data: none
 //! id 8 NEEDLE_REPLY    header: req_id u64 | status i32 | meta_len u32 | NeedleMeta
 //!                                                                          data: needle data
 //! ```
@@ -29,7 +29,7 @@ pub mod am {
 
 /// Length of [`MsgHeader`].
 pub const HEADER_LEN: usize = 16;
-/// Length of [`NeedleRequestHeader`].
+/// Length of [`NeedleRequestHeader`] without its JWT.
 pub const NEEDLE_REQUEST_LEN: usize = 48;
 /// Length of [`ExportRefHeader`].
 pub const EXPORT_REF_LEN: usize = 24;
@@ -66,6 +66,9 @@ impl ExportRefHeader {
     }
 }
 
+/// Longest JWT a NEEDLE_REQUEST carries (the SQE's bound).
+pub use crate::entry::MAX_NEEDLE_JWT_LEN;
+
 /// The 16-byte header of every message but NEEDLE_REQUEST: a request id and two
 /// message-specific words (see the table above).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -100,8 +103,9 @@ impl MsgHeader {
 
 /// The header of NEEDLE_REQUEST:
 /// `req_id u64 | needle u64 | range_offset u64 | max_len u64 | volume u32 | cookie u32 |
-/// flags u32 (bit 0: ranged) | reserved u32 = 0`.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+/// flags u32 (bit 0: ranged) | jwt_len u32`, then `jwt_len` bytes of read JWT (at most
+/// [`MAX_NEEDLE_JWT_LEN`]; 0: the client sent none). The header is exactly that long.
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct NeedleRequestHeader {
     pub req_id: u64,
     pub needle: u64,
@@ -111,17 +115,20 @@ pub struct NeedleRequestHeader {
     pub volume: u32,
     pub cookie: u32,
     pub ranged: bool,
+    /// The client's read JWT, as it wrote it (unverified; the serving engine checks it).
+    pub jwt: Vec<u8>,
 }
 
 impl NeedleRequestHeader {
     pub fn parse(b: &[u8]) -> Option<Self> {
-        if b.len() != NEEDLE_REQUEST_LEN {
+        if b.len() < NEEDLE_REQUEST_LEN {
             return None;
         }
         let u64_at = |o: usize| u64::from_le_bytes(b[o..o + 8].try_into().expect("8 bytes"));
         let u32_at = |o: usize| u32::from_le_bytes(b[o..o + 4].try_into().expect("4 bytes"));
         let flags = u32_at(40);
-        if flags & !1 != 0 || u32_at(44) != 0 {
+        let jwt_len = u32_at(44) as usize;
+        if flags & !1 != 0 || jwt_len > MAX_NEEDLE_JWT_LEN || b.len() != NEEDLE_REQUEST_LEN + jwt_len {
             return None;
         }
         Some(Self {
@@ -132,11 +139,15 @@ impl NeedleRequestHeader {
             volume: u32_at(32),
             cookie: u32_at(36),
             ranged: flags & 1 != 0,
+            jwt: b[NEEDLE_REQUEST_LEN..].to_vec(),
         })
     }
 
-    pub fn encode(&self) -> [u8; NEEDLE_REQUEST_LEN] {
-        let mut h = [0u8; NEEDLE_REQUEST_LEN];
+    /// The header bytes; `jwt` must not be longer than [`MAX_NEEDLE_JWT_LEN`] (the SQE
+    /// validation guarantees it), else it is cut there.
+    pub fn encode(&self) -> Vec<u8> {
+        let jwt = &self.jwt[..self.jwt.len().min(MAX_NEEDLE_JWT_LEN)];
+        let mut h = vec![0u8; NEEDLE_REQUEST_LEN + jwt.len()];
         h[0..8].copy_from_slice(&self.req_id.to_le_bytes());
         h[8..16].copy_from_slice(&self.needle.to_le_bytes());
         h[16..24].copy_from_slice(&self.range_offset.to_le_bytes());
@@ -144,6 +155,8 @@ impl NeedleRequestHeader {
         h[32..36].copy_from_slice(&self.volume.to_le_bytes());
         h[36..40].copy_from_slice(&self.cookie.to_le_bytes());
         h[40..44].copy_from_slice(&(self.ranged as u32).to_le_bytes());
+        h[44..48].copy_from_slice(&(jwt.len() as u32).to_le_bytes());
+        h[NEEDLE_REQUEST_LEN..].copy_from_slice(jwt);
         h
     }
 }
@@ -194,16 +207,36 @@ mod tests {
             volume: 11,
             cookie: 0xdead_beef,
             ranged: true,
+            jwt: Vec::new(),
         };
         let b = w.encode();
-        assert_eq!(NeedleRequestHeader::parse(&b), Some(w));
+        assert_eq!(b.len(), NEEDLE_REQUEST_LEN);
+        assert_eq!(NeedleRequestHeader::parse(&b), Some(w.clone()));
         assert_eq!(NeedleRequestHeader::parse(&b[..47]), None);
-        let mut bad = b;
+        let mut bad = b.clone();
         bad[40] = 2;
         assert_eq!(NeedleRequestHeader::parse(&bad), None);
-        let mut bad = b;
+        // A JWT length the header does not hold, or one above the bound.
+        let mut bad = b.clone();
         bad[44] = 1;
         assert_eq!(NeedleRequestHeader::parse(&bad), None);
+        let long = NeedleRequestHeader {
+            jwt: vec![b'x'; MAX_NEEDLE_JWT_LEN + 1],
+            ..w.clone()
+        };
+        let mut bad = vec![0u8; NEEDLE_REQUEST_LEN + MAX_NEEDLE_JWT_LEN + 1];
+        bad[..NEEDLE_REQUEST_LEN].copy_from_slice(&b);
+        bad[44..48].copy_from_slice(&(MAX_NEEDLE_JWT_LEN as u32 + 1).to_le_bytes());
+        assert_eq!(NeedleRequestHeader::parse(&bad), None);
+        assert_eq!(long.encode().len(), NEEDLE_REQUEST_LEN + MAX_NEEDLE_JWT_LEN);
+        let with_jwt = NeedleRequestHeader {
+            jwt: b"eyJhbGciOiJIUzI1NiJ9.e30.sig".to_vec(),
+            ..w
+        };
+        let b = with_jwt.encode();
+        assert_eq!(b.len(), NEEDLE_REQUEST_LEN + with_jwt.jwt.len());
+        assert_eq!(NeedleRequestHeader::parse(&b), Some(with_jwt));
+        assert_eq!(NeedleRequestHeader::parse(&b[..b.len() - 1]), None);
     }
 
     #[test]
@@ -226,7 +259,7 @@ mod tests {
 
     proptest! {
         #[test]
-        fn parsers_never_panic_and_roundtrip(b in proptest::collection::vec(any::<u8>(), 0..80)) {
+        fn parsers_never_panic_and_roundtrip(b in proptest::collection::vec(any::<u8>(), 0..120)) {
             if let Some(h) = MsgHeader::parse(&b, false) { prop_assert_eq!(&h.encode()[..], &b[..]); }
             let _ = MsgHeader::parse(&b, true);
             if let Some(h) = NeedleRequestHeader::parse(&b) { prop_assert_eq!(&h.encode()[..], &b[..]); }

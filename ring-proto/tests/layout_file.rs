@@ -82,6 +82,9 @@ fn generated() -> serde_json::Value {
         "read_needle": {
             "flags": { "range": ring_proto::entry::read_needle_flags::RANGE },
             "meta_len": ring_proto::needle::NEEDLE_META_LEN,
+            // args[1] = cookie | jwt_len << 32; the JWT is at the start of the buffer.
+            "max_jwt_len": ring_proto::entry::MAX_NEEDLE_JWT_LEN,
+            "jwt_len_shift": 32,
             "meta_fields": { "data_size": 0, "range_offset": 8, "last_modified": 16, "append_at_ns": 24,
                              "checksum": 32, "flags": 36, "name_len": 37, "mime_len": 38, "version": 39,
                              "ttl": 40, "name": 64 },

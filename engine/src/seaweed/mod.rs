@@ -5,7 +5,8 @@
 //! * `volume.rs`: one volume, its `.dat` mapped read-only, its `.idx` replayed into a needle
 //!   map and followed as the volume server appends;
 //! * `store.rs`: [`VolumeStore`], every volume of the configured directories, refreshed
-//!   periodically (new needles, new and vanished volumes, compaction).
+//!   periodically (new needles, new and vanished volumes, compaction), and the read JWT key;
+//! * [`jwt`]: read JWTs checked as the volume server checks them (`[jwt.signing.read]`).
 //!
 //! The engine never writes, locks or truncates these files; the volume server stays their
 //! only writer. How that stays safe while it appends, rolls back and compacts is in
@@ -21,6 +22,7 @@
 
 pub use engine::seaweed_format as format;
 
+pub mod jwt;
 mod store;
 mod volume;
 

@@ -19,6 +19,7 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, RwLock};
 use std::time::Duration;
 
+use super::jwt::{load_read_key, JwtError, LoadKeyError, ReadJwtVerifier};
 use super::volume::{lock, read_lock, write_lock, FileIdent, Volume, VolumeFiles};
 use super::{NeedleRead, ReadNeedleError, VolumeInfo};
 use crate::config::SeaweedfsConfig;
@@ -32,6 +33,8 @@ pub enum OpenStoreError {
         dir: PathBuf,
         source: std::io::Error,
     },
+    #[error("config key seaweedfs.security-toml: {0}; {fix}", fix = .0.fix())]
+    SecurityToml(LoadKeyError),
 }
 
 /// What one refresh changed.
@@ -70,6 +73,9 @@ pub struct VolumeStore {
     refresh_interval_ms: AtomicU64,
     configured: AtomicBool,
     volumes: RwLock<HashMap<u32, Arc<Volume>>>,
+    /// The volume server's read key (`seaweedfs.security-toml`); None: reads need no JWT.
+    /// Workers take the read lock once per needle request; SIGHUP swaps it.
+    read_jwt: RwLock<Option<Arc<ReadJwtVerifier>>>,
 }
 
 impl VolumeStore {
@@ -89,6 +95,10 @@ impl VolumeStore {
                 })?;
             }
         }
+        let read_jwt = load_verifier(cfg).map_err(OpenStoreError::SecurityToml)?;
+        if let Some(path) = &cfg.security_toml {
+            tracing::info!(file = %path.display(), checks_read_jwt = read_jwt.is_some(), "seaweedfs: read JWT key from the volume server's security.toml");
+        }
         let store = Arc::new(VolumeStore {
             state: Mutex::new(State {
                 cfg: cfg.clone(),
@@ -98,6 +108,7 @@ impl VolumeStore {
             refresh_interval_ms: AtomicU64::new(cfg.refresh_interval_ms),
             configured: AtomicBool::new(!cfg.directories.is_empty()),
             volumes: RwLock::new(HashMap::new()),
+            read_jwt: RwLock::new(read_jwt),
         });
         let s = store.refresh();
         if !cfg.directories.is_empty() {
@@ -136,6 +147,17 @@ impl VolumeStore {
     /// directory that cannot be listed is reported in `failed` and its volumes kept.
     pub fn reconfigure(&self, cfg: &SeaweedfsConfig) -> RefreshSummary {
         let mut st = lock(&self.state);
+        // The key is re-read on every reconfiguration (a rotated key in an unchanged file
+        // path); a file that cannot be read keeps the old key: never fall back to no checks.
+        match load_verifier(cfg) {
+            Ok(v) => {
+                tracing::info!(file = ?cfg.security_toml, checks_read_jwt = v.is_some(), "seaweedfs: read JWT key reloaded");
+                *write_lock(&self.read_jwt) = v;
+            }
+            Err(e) => {
+                tracing::error!(error = %e, fix = e.fix(), "seaweedfs: read JWT key not reloaded; the previous one stays in force")
+            }
+        }
         let reopen_all = st.cfg.idx_entry_size != cfg.idx_entry_size;
         st.cfg = cfg.clone();
         self.verify_crc.store(cfg.verify_crc, Ordering::Relaxed);
@@ -248,6 +270,16 @@ impl VolumeStore {
             );
         }
         summary
+    }
+
+    /// Checks a read's JWT as the volume server does before it looks at the volume: with a
+    /// read key configured `jwt` must verify for this file id; without one anything passes.
+    pub fn check_read_jwt(&self, jwt: &[u8], volume: u32, needle: u64, cookie: u32) -> Result<(), JwtError> {
+        let verifier = read_lock(&self.read_jwt).clone();
+        match verifier {
+            Some(v) => v.verify(jwt, volume, needle, cookie),
+            None => Ok(()),
+        }
     }
 
     /// Serves one `READ_NEEDLE`: needle `needle` with `cookie` of volume `volume`. With
@@ -470,4 +502,12 @@ fn _assert_send_sync() {
     fn is<T: Send + Sync>() {}
     is::<VolumeStore>();
     is::<NeedleRead>();
+}
+
+/// The verifier for `cfg.security_toml`'s read key, if it has one.
+fn load_verifier(cfg: &SeaweedfsConfig) -> Result<Option<Arc<ReadJwtVerifier>>, LoadKeyError> {
+    let Some(path) = &cfg.security_toml else {
+        return Ok(None);
+    };
+    Ok(load_read_key(path)?.map(|k| Arc::new(ReadJwtVerifier::new(&k))))
 }

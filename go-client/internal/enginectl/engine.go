@@ -31,6 +31,9 @@ type Options struct {
 	Transports string
 	// VolumeDirs are SeaweedFS volume directories to serve ([seaweedfs] directories).
 	VolumeDirs []string
+	// SecurityTOML is the volume server's security.toml ([seaweedfs] security-toml): with
+	// a [jwt.signing.read] key the engine checks read JWTs as the volume server does.
+	SecurityTOML string
 	// Cores pins the workers ([workers] cores); empty: the engine's default.
 	Cores []int
 	// Log receives the engine's log (default: engine.log in Dir).
@@ -82,6 +85,9 @@ func Start(ctx context.Context, o Options) (*Engine, error) {
 	}
 	if len(o.VolumeDirs) > 0 {
 		fmt.Fprintf(&cfg, "\n[seaweedfs]\ndirectories = %s\n", stringList(o.VolumeDirs))
+		if o.SecurityTOML != "" {
+			fmt.Fprintf(&cfg, "security-toml = %q\n", o.SecurityTOML)
+		}
 	}
 	conf := filepath.Join(o.Dir, "engine.toml")
 	if err := os.WriteFile(conf, []byte(cfg.String()), 0o600); err != nil {

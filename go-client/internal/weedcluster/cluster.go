@@ -15,6 +15,7 @@ import (
 	"net"
 	"net/http"
 	"net/textproto"
+	"net/url"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -93,6 +94,9 @@ type Options struct {
 	// Log receives every process's output (default: files weed-master.log,
 	// weed-volume.log, ... under Dir).
 	Log io.Writer
+	// ConfigDir is weed's -config_dir for both processes: where they look first for
+	// security.toml (e.g. a [jwt.signing.read] key). "": weed's default search path.
+	ConfigDir string
 }
 
 // Start runs `weed master` and `weed volume` on free loopback ports with their data under
@@ -114,7 +118,11 @@ func Start(ctx context.Context, weed, dir string, opt Options) (*Cluster, error)
 		return nil, err
 	}
 	c.Master = net.JoinHostPort("127.0.0.1", strconv.Itoa(mport))
-	if _, err := c.spawn(weed, spawnOpts{log: opt.Log, logName: "weed-master.log"}, "master", "-ip=127.0.0.1", "-ip.bind=127.0.0.1",
+	var global []string // weed's own flags, before the command
+	if opt.ConfigDir != "" {
+		global = append(global, "-config_dir="+opt.ConfigDir)
+	}
+	if _, err := c.spawn(weed, spawnOpts{log: opt.Log, logName: "weed-master.log", global: global}, "master", "-ip=127.0.0.1", "-ip.bind=127.0.0.1",
 		"-port="+strconv.Itoa(mport), "-mdir="+mdir, "-peers=none", "-telemetry=false",
 		"-volumeSizeLimitMB="+strconv.Itoa(opt.VolumeSizeLimitMB)); err != nil {
 		return nil, err
@@ -135,7 +143,7 @@ func Start(ctx context.Context, weed, dir string, opt Options) (*Cluster, error)
 			if mp, err = freePort(); err == nil {
 				vs.Addr = net.JoinHostPort("127.0.0.1", strconv.Itoa(vport))
 				vs.MetricsAddr = net.JoinHostPort("127.0.0.1", strconv.Itoa(mp))
-				vs.Proc, err = c.spawn(weed, spawnOpts{log: opt.Log, logName: "weed-" + name + ".log", env: opt.VolumeEnv}, "volume",
+				vs.Proc, err = c.spawn(weed, spawnOpts{log: opt.Log, logName: "weed-" + name + ".log", env: opt.VolumeEnv, global: global}, "volume",
 					"-ip=127.0.0.1", "-ip.bind=127.0.0.1", "-port="+strconv.Itoa(vport), "-dir="+vs.Dir, "-max=8",
 					"-master="+c.Master, "-preStopSeconds=0", "-metricsPort="+strconv.Itoa(mp))
 			}
@@ -167,10 +175,11 @@ type spawnOpts struct {
 	logName string
 	env     []string
 	workDir string
+	global  []string // weed's own flags, before the command (e.g. -config_dir)
 }
 
 func (c *Cluster) spawn(weed string, o spawnOpts, args ...string) (*Proc, error) {
-	cmd := exec.Command(weed, args...)
+	cmd := exec.Command(weed, append(append([]string(nil), o.global...), args...)...)
 	log := o.log
 	if log == nil {
 		f, err := os.Create(filepath.Join(c.Dir, o.logName))
@@ -299,6 +308,28 @@ func (c *Cluster) Assign(ctx context.Context) (fid, url string, err error) {
 		return "", "", fmt.Errorf("weedcluster: assign: %q", a.Error)
 	}
 	return a.Fid, a.URL, nil
+}
+
+// ReadJWT asks the master for a read token for fid, as SeaweedFS clients do before a GET
+// when the cluster has a [jwt.signing.read] key (GET /dir/lookup?fileId=&read=yes answers
+// it in the Authorization header). "" when the master signs no read tokens.
+func (c *Cluster) ReadJWT(ctx context.Context, fid string) (string, error) {
+	u := "http://" + c.Master + "/dir/lookup?read=yes&fileId=" + url.QueryEscape(fid)
+	req, _ := http.NewRequestWithContext(ctx, http.MethodGet, u, nil)
+	resp, err := c.http.Do(req)
+	if err != nil {
+		return "", err
+	}
+	defer resp.Body.Close()
+	io.Copy(io.Discard, resp.Body)
+	if resp.StatusCode != http.StatusOK {
+		return "", fmt.Errorf("weedcluster: lookup %s: %s", fid, resp.Status)
+	}
+	auth := resp.Header.Get("Authorization")
+	if len(auth) > 7 && strings.EqualFold(auth[:7], "Bearer ") {
+		return auth[7:], nil
+	}
+	return "", nil
 }
 
 // Upload stores data as a new file (multipart form, as `weed upload` and filers do) and
