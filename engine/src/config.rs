@@ -433,13 +433,15 @@ impl Config {
             }
         }
         match self.ucx.tcp_ports() {
-            Err(why) => return Err(invalid(
-                "ucx.tcp-port-range",
-                why,
-                format!(
+            Err(why) => {
+                return Err(invalid(
+                    "ucx.tcp-port-range",
+                    why,
+                    format!(
                     "use e.g. \"{DEFAULT_TCP_PORT_RANGE}\" (or \"0\" to let the OS pick, which cannot be firewalled)"
                 ),
-            )),
+                ))
+            }
             Ok(Some((first, last))) => {
                 let listen_port = self
                     .ucx

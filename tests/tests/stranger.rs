@@ -202,28 +202,28 @@ fn the_same_bytes_abort_an_engine_on_debian_ucx_1_13() {
 #[test]
 fn an_engine_on_a_runtime_that_aborts_refuses_to_listen_beyond_loopback() {
     let (k, v) = debian_ucx_1_13();
-    let run = |extra: &[&str]| {
-        let dir = tempfile::tempdir().unwrap();
-        std::process::Command::new(integration_tests::engine_binary())
-            .arg("--socket")
-            .arg(dir.path().join("engine.sock"))
-            .args([
-                "--cores",
-                &integration_tests::engine_core().to_string(),
-                "--hugepages",
-                "off",
-            ])
-            .args(["--ucx-listen", "0.0.0.0:0", "--ucx-transports", "tcp"])
-            .args(extra)
-            .env(k, v.unwrap())
-            .env("RUST_LOG", "info")
-            .stdin(std::process::Stdio::null())
-            .output()
-            .unwrap()
-    };
-    let out = run(&[]);
-    let err = String::from_utf8_lossy(&out.stderr);
-    assert_eq!(out.status.code(), Some(1), "{err}");
+    let dir = tempfile::tempdir().unwrap();
+    let log_path = dir.path().join("engine.log");
+    let mut child = std::process::Command::new(integration_tests::engine_binary())
+        .arg("--socket")
+        .arg(dir.path().join("engine.sock"))
+        .args([
+            "--cores",
+            &integration_tests::engine_core().to_string(),
+            "--hugepages",
+            "off",
+        ])
+        .args(["--ucx-listen", "0.0.0.0:0", "--ucx-transports", "tcp"])
+        .env(k, v.unwrap())
+        .env("RUST_LOG", "info")
+        .stdin(std::process::Stdio::null())
+        .stderr(std::fs::File::create(&log_path).unwrap())
+        .spawn()
+        .unwrap();
+    // Hang guard: an engine that starts instead of refusing is killed and reported.
+    let status = integration_tests::wait_child(&mut child);
+    let err = std::fs::read_to_string(&log_path).unwrap();
+    assert_eq!(status.code(), Some(1), "{err}");
     for want in [
         "UCX 1.13.1",
         "aborts it",
