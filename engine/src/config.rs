@@ -34,7 +34,15 @@ pub struct UcxConfig {
     pub net_devices: Option<String>,
     pub request_timeout_ms: u64,
     pub max_message_bytes: u64,
+    /// Ports UCX's tcp transport listens on (UCX_TCP_PORT_RANGE), "FIRST-LAST"; "0": any.
+    pub tcp_port_range: String,
+    /// Start listening beyond loopback even on a UCX runtime that a malformed connection
+    /// request aborts (logged as an error at start).
+    pub allow_unsafe_runtime: bool,
 }
+
+/// Default of `ucx.tcp-port-range`: next to the listener's conventional 13337.
+pub const DEFAULT_TCP_PORT_RANGE: &str = "13338-13437";
 
 impl Default for UcxConfig {
     fn default() -> Self {
@@ -44,6 +52,24 @@ impl Default for UcxConfig {
             net_devices: None,
             request_timeout_ms: 10_000,
             max_message_bytes: 64 << 20,
+            tcp_port_range: DEFAULT_TCP_PORT_RANGE.to_string(),
+            allow_unsafe_runtime: false,
+        }
+    }
+}
+
+impl UcxConfig {
+    /// `tcp-port-range` as (first, last); None for "0" (the OS picks).
+    pub fn tcp_ports(&self) -> Result<Option<(u16, u16)>, String> {
+        let r = self.tcp_port_range.trim();
+        if r == "0" {
+            return Ok(None);
+        }
+        let (a, b) = r.split_once('-').ok_or_else(|| format!("{r:?} is not FIRST-LAST"))?;
+        let port = |p: &str| p.trim().parse::<u16>().ok().filter(|&p| p > 0);
+        match (port(a), port(b)) {
+            (Some(a), Some(b)) if a <= b => Ok(Some((a, b))),
+            _ => Err(format!("{r:?} is not FIRST-LAST with 1 <= FIRST <= LAST <= 65535")),
         }
     }
 }
@@ -420,6 +446,32 @@ impl Config {
                     "use e.g. \"0.0.0.0:13337\"",
                 ));
             }
+        }
+        match self.ucx.tcp_ports() {
+            Err(why) => {
+                return Err(invalid(
+                    "ucx.tcp-port-range",
+                    why,
+                    format!(
+                    "use e.g. \"{DEFAULT_TCP_PORT_RANGE}\" (or \"0\" to let the OS pick, which cannot be firewalled)"
+                ),
+                ))
+            }
+            Ok(Some((first, last))) => {
+                let listen_port = self
+                    .ucx
+                    .listen
+                    .as_ref()
+                    .and_then(|l| l.parse::<std::net::SocketAddr>().ok());
+                if let Some(p) = listen_port.map(|a| a.port()).filter(|p| (first..=last).contains(p)) {
+                    return Err(invalid(
+                        "ucx.tcp-port-range",
+                        format!("{first}-{last} contains the listener's port {p} (ucx.listen)"),
+                        "move one of them",
+                    ));
+                }
+            }
+            Ok(None) => {}
         }
         if self.ucx.request_timeout_ms == 0 {
             return Err(invalid(

@@ -170,6 +170,16 @@ fn load_config(cli: &Cli, file: Option<&PathBuf>) -> Result<Config, config::Conf
 }
 
 fn main() -> ExitCode {
+    // The start-up check of the UCX runtime runs this binary once more as its probe.
+    if std::env::args_os().nth(1).is_some_and(|a| a == ucx::runtime::PROBE_ARG) {
+        return match ucx::runtime::run_probe() {
+            Ok(()) => ExitCode::SUCCESS,
+            Err(e) => {
+                eprintln!("UCX probe: {e}");
+                ExitCode::from(3)
+            }
+        };
+    }
     let cli = Cli::parse();
     match &cli.command {
         Some(Cmd::CheckConfig { file }) => match load_config(&cli, file.as_ref()) {
@@ -234,13 +244,14 @@ fn main() -> ExitCode {
 }
 
 fn run(cfg: Config) -> Result<(), Box<dyn std::error::Error>> {
-    let (major, minor, release) = ucx::loaded_version();
-    tracing::info!(version = %format!("{major}.{minor}.{release}"), "UCX library loaded");
+    let runtime = ucx::runtime::loaded();
+    let (major, minor, _) = runtime.version;
     check_hugepages(&cfg)?;
     if let Some(why) = unsafe_segment_size((major, minor), |k| std::env::var(k).ok()) {
         return Err(why.into());
     }
     prepare_ucx_environment(&cfg.ucx);
+    check_ucx_runtime(&cfg.ucx, &runtime)?;
     let peers = Arc::new(dataplane::PeerRegistry::default());
 
     // Signals are blocked before any thread exists, so every thread inherits the mask and
@@ -334,7 +345,16 @@ fn spawn_volume_refresh(store: Arc<seaweed::VolumeStore>) -> std::io::Result<()>
 ///   its requests), shared-memory transports need it, else UCX silently falls back to tcp.
 /// - UCX_CM_REUSEADDR=y: an engine restarted on its configured port can listen again at once
 ///   instead of failing while the old connections sit in TIME_WAIT (a minute on Linux).
+/// - UCX_TCP_PORT_RANGE from `ucx.tcp-port-range`: UCX's tcp transport listens on ports of
+///   its own (one per worker and device); a fixed range can be firewalled.
 fn prepare_ucx_environment(ucx: &config::UcxConfig) {
+    match (std::env::var("UCX_TCP_PORT_RANGE"), ucx.tcp_ports()) {
+        (Ok(env), _) => {
+            tracing::info!(UCX_TCP_PORT_RANGE = %env, "UCX tcp ports from the environment (ucx.tcp-port-range not used)")
+        }
+        (Err(_), Ok(Some((first, last)))) => std::env::set_var("UCX_TCP_PORT_RANGE", format!("{first}-{last}")),
+        (Err(_), _) => {}
+    }
     if ucx.listen.is_some() && std::env::var_os("UCX_CM_REUSEADDR").is_none() {
         std::env::set_var("UCX_CM_REUSEADDR", "y");
     }
@@ -349,6 +369,54 @@ fn prepare_ucx_environment(ucx: &config::UcxConfig) {
         if let Some(t) = rendezvous_threshold(ucx.transports.as_deref()) {
             std::env::set_var("UCX_RNDV_THRESH", t);
         }
+    }
+}
+
+/// Logs the UCX runtime and, when the listener is configured, probes whether a malformed
+/// connection request aborts it (`ucx::runtime`): beyond loopback an engine that a
+/// stranger's bytes can stop is refused unless `ucx.allow-unsafe-runtime` says otherwise.
+fn check_ucx_runtime(cfg: &config::UcxConfig, rt: &ucx::runtime::Runtime) -> Result<(), String> {
+    use ucx::runtime::{ProbeOutcome, EXPECTED_DIR, KNOWN_SAFE, KNOWN_UNSAFE};
+    tracing::info!(
+        version = %rt.version_string(),
+        library = %rt.library_string(),
+        expected_dir = EXPECTED_DIR,
+        known_safe = KNOWN_SAFE,
+        "UCX runtime loaded"
+    );
+    let Some(listen) = cfg
+        .listen
+        .as_deref()
+        .and_then(|l| l.parse::<std::net::SocketAddr>().ok())
+    else {
+        return Ok(());
+    };
+    let why = match ucx::runtime::probe_malformed_connection_request() {
+        ProbeOutcome::Survives => {
+            tracing::info!("UCX runtime survives a malformed connection request (start-up probe)");
+            return Ok(());
+        }
+        ProbeOutcome::Aborts(how) => format!("a malformed connection request aborts it (start-up probe {how})"),
+        ProbeOutcome::Unknown(what) => {
+            format!("the start-up probe could not tell whether a malformed connection request aborts it ({what})")
+        }
+    };
+    let problem = format!(
+        "UCX {} ({}): {why}; anyone who can reach ucx.listen = {listen} could stop the engine (known unsafe: {KNOWN_UNSAFE})",
+        rt.version_string(),
+        rt.library_string()
+    );
+    if !ucx::runtime::beyond_loopback(&listen) {
+        tracing::warn!("{problem}; tolerated because the listener is on loopback");
+        Ok(())
+    } else if cfg.allow_unsafe_runtime {
+        tracing::error!("{problem}; starting anyway because ucx.allow-unsafe-runtime = true");
+        Ok(())
+    } else {
+        Err(format!(
+            "{problem}. Fix: run scripts/install-deps (installs UCX 1.22.0 into {}, where the engine binary looks first), or listen on loopback only, or set ucx.allow-unsafe-runtime = true to start anyway",
+            EXPECTED_DIR.trim_end_matches("/lib")
+        ))
     }
 }
 

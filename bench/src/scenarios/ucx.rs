@@ -384,8 +384,8 @@ fn establish(
         std::hint::spin_loop();
     }
     // Let the connection finish its wire-up before the first send: UCX 1.12.1 (the
-    // version ucx1-sys builds, which `cargo test`/`cargo run` put on LD_LIBRARY_PATH)
-    // crashes replaying an active message with a user header that was queued on a
+    // version ucx1-sys builds; the binaries load the installed 1.22.0 by rpath, but an
+    // LD_PRELOAD can still bring 1.12.1 in) crashes replaying an active message with a user header that was queued on a
     // client-server endpoint during wire-up (NULL am_zcopy of the wire-up lane, from
     // ucp_wireup_replay_pending_requests). Progress both workers until they have been
     // idle for a while.

@@ -3,6 +3,7 @@
 //! [`Endpoint`] and [`Listener`] and plain Rust callbacks.
 
 mod ffi;
+pub mod runtime;
 mod worker;
 
 use std::ffi::CString;
