@@ -12,6 +12,7 @@ mod region;
 mod reload;
 mod seaweed;
 mod session;
+mod sigbus;
 mod stats;
 mod status;
 use engine::ucx;
@@ -236,6 +237,9 @@ fn main() -> ExitCode {
 fn run(cfg: Config) -> Result<(), Box<dyn std::error::Error>> {
     let (major, minor, release) = ucx::loaded_version();
     tracing::info!(version = %format!("{major}.{minor}.{release}"), "UCX library loaded");
+    // Before any region exists (the huge-page probe below makes the first): a client that
+    // punches holes in its region memfd must cost its session, not the engine (sigbus.rs).
+    sigbus::install()?;
     check_hugepages(&cfg)?;
     if let Some(why) = unsafe_segment_size((major, minor), |k| std::env::var(k).ok()) {
         return Err(why.into());
