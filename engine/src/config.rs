@@ -400,6 +400,18 @@ impl Config {
                 "set at least 1",
             ));
         }
+        // One guard slot per region (sigbus.rs), one kept for the start-up huge-page probe.
+        let guardable = (crate::sigbus::SLOTS - 1) as u32;
+        if self.control.max_sessions > guardable {
+            return Err(invalid(
+                "control.max-sessions",
+                format!(
+                    "{} is more regions than the engine can guard against clients punching holes in them",
+                    self.control.max_sessions
+                ),
+                format!("set at most {guardable}"),
+            ));
+        }
         if let Some(cores) = &self.workers.cores {
             if cores.is_empty() {
                 return Err(invalid(

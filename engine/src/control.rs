@@ -764,12 +764,26 @@ impl ControlServer {
         let hb = monotonic_ms();
         let lease = Duration::from_millis(self.cfg.sessions.lease_ms as u64);
         let mut expired = Vec::new();
+        let mut lost = Vec::new();
         for (&id, conn) in &mut self.conns {
             let Some(s) = &conn.session else { continue };
             s.region.header().engine_heartbeat.store(hb, Ordering::Relaxed);
+            // The SIGBUS handler replaced the region (this store may have been what faulted):
+            // its worker may be asleep, so the Remove command is also what wakes it.
+            if s.region.lost() {
+                lost.push(id);
+                continue;
+            }
             if !lease.is_zero() && !conn.closing && conn.lease.observe(s, now) > lease {
                 expired.push(id);
             }
+        }
+        for id in lost {
+            tracing::warn!(
+                session = id,
+                "session's region lost (client punched holes in its memfd); ending it"
+            );
+            self.remove(id, false, SessionState::Broken, CloseReason::None);
         }
         for id in expired {
             tracing::warn!(

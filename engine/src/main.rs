@@ -12,6 +12,7 @@ mod region;
 mod reload;
 mod seaweed;
 mod session;
+mod sigbus;
 mod stats;
 mod status;
 use engine::ucx;
@@ -246,6 +247,9 @@ fn main() -> ExitCode {
 fn run(cfg: Config) -> Result<(), Box<dyn std::error::Error>> {
     let runtime = ucx::runtime::loaded();
     let (major, minor, _) = runtime.version;
+    // Before any region exists (the huge-page probe below makes the first): a client that
+    // punches holes in its region memfd must cost its session, not the engine (sigbus.rs).
+    sigbus::install()?;
     check_hugepages(&cfg)?;
     if let Some(why) = unsafe_segment_size((major, minor), |k| std::env::var(k).ok()) {
         return Err(why.into());

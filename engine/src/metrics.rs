@@ -160,6 +160,12 @@ pub fn render(s: &Snapshot) -> String {
         "UCX memory registrations held (session regions used remotely, exports).",
     );
     o.sample("seaweed_ring_ucx_registrations", &[], e.ucx_registrations);
+    o.family(
+        "seaweed_ring_regions_lost_total",
+        "counter",
+        "Sessions ended because their client removed pages from its region memfd (hole punched).",
+    );
+    o.sample("seaweed_ring_regions_lost_total", &[], e.regions_lost);
     o.family("seaweed_ring_sessions_max", "gauge", "control.max-sessions.");
     o.sample("seaweed_ring_sessions_max", &[], e.max_sessions);
 
@@ -481,6 +487,7 @@ mod tests {
                 exports: 0,
                 export_queries_failed: 0,
                 ucx_registrations: 0,
+                regions_lost: 0,
             },
             workers: vec![WorkerStatus {
                 id: 0,

@@ -42,6 +42,9 @@ pub enum RegionError {
 }
 
 pub struct Region {
+    /// Declared before `map`: fields drop in order, and the guard must leave the SIGBUS
+    /// handler's table before the memory is unmapped.
+    guard: crate::sigbus::Guard,
     map: MmapRaw,
     fd: OwnedFd,
     layout: RegionLayout,
@@ -75,6 +78,13 @@ impl Region {
         })
     }
 
+    /// Whether the client took pages away (punched a hole in its memfd) and the SIGBUS handler
+    /// replaced the mapping with anonymous memory: the session must end, and nothing the engine
+    /// reads from the region any more is the client's.
+    pub fn lost(&self) -> bool {
+        self.guard.lost()
+    }
+
     fn map_new(layout: RegionLayout, name: &str, huge: bool) -> std::io::Result<Self> {
         let (flags, page) = if huge {
             (
@@ -94,7 +104,11 @@ impl Region {
         // SIGBUS later if the pool runs dry), so the hot path never page-faults.
         let map = MmapOptions::new().len(size).populate().map_raw(&file)?;
         let fd = OwnedFd::from(file);
+        // From here on a fault in the mapping (a client punching holes in its memfd) costs
+        // the session, not the engine (see sigbus.rs).
+        let guard = crate::sigbus::Guard::new(map.as_mut_ptr(), map.len()).map_err(std::io::Error::other)?;
         let region = Self {
+            guard,
             map,
             fd,
             layout,

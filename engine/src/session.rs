@@ -64,6 +64,9 @@ pub enum Pass {
     Done(u32),
     /// The client corrupted a ring index; the session must be cut off.
     Broken(CloseReason),
+    /// The client took pages away from its region (sigbus.rs replaced the mapping); the
+    /// session must end without touching the region's memfd again.
+    RegionLost,
 }
 
 /// The worker's side of a session.
@@ -159,6 +162,9 @@ impl ActiveSession {
     /// `remote` and complete later through [`ActiveSession::complete`]. With `fail`, entries
     /// are completed with that error instead of executed.
     pub fn pass(&mut self, max: u32, fail: Option<ResultCode>, ws: &WorkerStats, remote: &mut dyn Remote) -> Pass {
+        if self.shared.region.lost() {
+            return Pass::RegionLost;
+        }
         let ready = match self.sq.refresh() {
             Ok(0) => return Pass::Done(0),
             Ok(n) => n.min(max),
@@ -308,6 +314,10 @@ impl ActiveSession {
     /// room (SPEC.md, "Sleep and wake": the fence in `announce_sleep` pairs with the client's
     /// fence after its CQ head release).
     pub fn prepare_sleep(&mut self) -> bool {
+        if self.shared.region.lost() {
+            // Work to do: the next pass ends the session.
+            return false;
+        }
         self.sq.announce_sleep();
         // A corrupt index reads as "work to do": the next pass finds it and cuts the session.
         let admissible = match (self.sq.refresh(), self.cq.refresh()) {

@@ -141,6 +141,7 @@ impl Registry {
                 exports: self.exports.get().map_or(0, |e| e().0),
                 export_queries_failed: self.exports.get().map_or(0, |e| e().1),
                 ucx_registrations: engine::ucx::live_registrations(),
+                regions_lost: crate::sigbus::regions_lost(),
             },
             workers,
             sessions,
@@ -277,6 +278,9 @@ pub struct EngineInfo {
     /// UCX memory registrations held (session regions used remotely, exports).
     #[serde(default)]
     pub ucx_registrations: usize,
+    /// Sessions ended because their client took pages away from the region (sigbus.rs).
+    #[serde(default)]
+    pub regions_lost: u64,
 }
 
 /// Counters kept both per worker and per session.
@@ -662,6 +666,7 @@ mod tests {
                 exports: 0,
                 export_queries_failed: 0,
                 ucx_registrations: 0,
+                regions_lost: 0,
             },
             workers: vec![WorkerStatus {
                 id: 0,

@@ -348,6 +348,10 @@ impl Worker {
                     let s = self.sessions.swap_remove(i);
                     self.cut_off(s, reason);
                 }
+                Pass::RegionLost => {
+                    let s = self.sessions.swap_remove(i);
+                    self.region_lost(s);
+                }
             }
         }
         work
@@ -512,6 +516,7 @@ impl Worker {
                     }
                     match s.pass(left, Some(ResultCode::ShuttingDown), &self.stats, &mut NoRemote) {
                         Pass::Broken(r) => break r,
+                        Pass::RegionLost => break CloseReason::EngineShutdown,
                         Pass::Done(n) => left -= n,
                     }
                     if left > 0 {
@@ -560,6 +565,26 @@ impl Worker {
         s.shared.set_state(SessionState::Broken, reason);
         let _ = self.events.send(Event::Broken { id: s.id(), reason });
         self.release(s);
+    }
+
+    /// The client took pages away from its region and the SIGBUS handler replaced them
+    /// (sigbus.rs): the session ends at once. Its header and rings are now private anonymous
+    /// memory the client cannot see, so the client learns it from its control connection
+    /// closing (SPEC.md §3); remote requests in flight finish into that memory first.
+    fn region_lost(&mut self, s: ActiveSession) {
+        tracing::error!(
+            worker = self.id,
+            session = s.id(),
+            client_pid = s.shared.client_pid,
+            regions_lost_total = crate::sigbus::regions_lost(),
+            "client removed pages from its region (memfd hole punched with no memory left to refill it); session ended"
+        );
+        if s.inflight() > 0 {
+            self.closing.push((s, SessionState::Broken, CloseReason::None));
+        } else {
+            s.shared.set_state(SessionState::Broken, CloseReason::None);
+            self.release(s);
+        }
     }
 
     /// Consumes a session's SQ doorbell. A client that closed its end (hang-up) would make the

@@ -92,7 +92,9 @@ fn errno() -> i32 {
 
 /// Item 1: the region's size is sealed, so shrinking (or growing) the memfd the client holds
 /// fails, and the engine serves on even when the client then makes it touch every page.
-fn region_size_attack(engine: &Engine) {
+/// On hugetlb, sizes that are not a multiple of the huge page are refused (EINVAL) before the
+/// seals are looked at; the 2 MiB-aligned ones must meet the seal (EPERM).
+fn region_size_attack(engine: &Engine, huge: bool) {
     with_bystander(engine, || {
         for round in 0..20u64 {
             let mut a = Session::open(&engine.socket).expect("attacker session");
@@ -101,12 +103,22 @@ fn region_size_attack(engine: &Engine) {
             let seals = unsafe { libc::fcntl(fd, libc::F_GET_SEALS) };
             let want = libc::F_SEAL_SHRINK | libc::F_SEAL_GROW | libc::F_SEAL_SEAL;
             assert_eq!(seals & want, want, "region memfd seals (SPEC §3)");
-            for size in [0, a.buf_offset as i64, a.len as i64 - 4096, a.len as i64 * 2] {
+            let huge_page = 2i64 << 20;
+            let sizes = [
+                0,
+                a.buf_offset as i64,
+                a.len as i64 - 4096,
+                a.len as i64 - huge_page,
+                a.len as i64 * 2,
+            ];
+            for size in sizes {
                 // Safety: as above.
                 let r = unsafe { libc::ftruncate(fd, size) };
+                let e = errno();
+                let unaligned = huge && size % huge_page != 0;
                 assert!(
-                    r != 0 && errno() == libc::EPERM,
-                    "ftruncate({size}) on the region memfd was allowed"
+                    r != 0 && (e == libc::EPERM || (unaligned && e == libc::EINVAL)),
+                    "ftruncate({size}) on the region memfd was allowed (or failed otherwise: errno {e})"
                 );
             }
             // Safety: as above.
@@ -124,24 +136,15 @@ fn region_size_attack(engine: &Engine) {
 #[test]
 fn shrinking_the_region_cannot_kill_the_engine_normal_pages() {
     let engine = Engine::start(&["--hugepages", "off", "--lease-ms", "0"]);
-    region_size_attack(&engine);
+    region_size_attack(&engine, false);
 }
 
 #[test]
 fn shrinking_the_region_cannot_kill_the_engine_huge_pages() {
-    // Needs 2 MiB pages for three sessions (bystander, attacker, the harness's probe).
-    let free: u64 = std::fs::read_to_string("/proc/meminfo")
-        .unwrap_or_default()
-        .lines()
-        .find_map(|l| l.strip_prefix("HugePages_Free:"))
-        .and_then(|v| v.trim().parse().ok())
-        .unwrap_or(0);
-    if free < 12 {
-        eprintln!("SKIPPED: {free} free huge pages (reserve 16: echo 16 > /proc/sys/vm/nr_hugepages)");
-        return;
-    }
+    // Three 2 MiB pages per default session: bystander, attacker, the start-up probe.
+    let Some(_pool) = HugePool::reserve(10) else { return };
     let engine = Engine::start(&["--hugepages", "require", "--lease-ms", "0"]);
-    region_size_attack(&engine);
+    region_size_attack(&engine, true);
     assert!(engine.log().contains("hugetlb-2MiB"), "sessions did not get huge pages");
 }
 
@@ -390,4 +393,170 @@ fn control_protocol_violations_are_answered_as_spec_says() {
             assert_eq!(reason, 1, "close_reason after a violation (ClientClosed)");
         }
     });
+}
+
+/// Serialises the tests that change the system's huge-page pool.
+static HUGE_POOL: std::sync::Mutex<()> = std::sync::Mutex::new(());
+
+fn meminfo(field: &str) -> u64 {
+    std::fs::read_to_string("/proc/meminfo")
+        .unwrap_or_default()
+        .lines()
+        .find_map(|l| l.strip_prefix(field))
+        .and_then(|v| v.trim().parse().ok())
+        .unwrap_or(0)
+}
+
+const NR_HUGEPAGES: &str = "/proc/sys/vm/nr_hugepages";
+
+fn set_pool(pages: u64) -> std::io::Result<()> {
+    std::fs::write(NR_HUGEPAGES, pages.to_string())
+}
+
+/// The huge pages a test reserved itself (as root, through /proc/sys/vm/nr_hugepages); the
+/// pool size found before is restored on drop. Holds `HUGE_POOL` meanwhile.
+struct HugePool {
+    original: u64,
+    pub reserved: u64,
+    _lock: std::sync::MutexGuard<'static, ()>,
+}
+
+impl HugePool {
+    /// At least `need` free 2 MiB pages, or None (the test is skipped) when they cannot be had
+    /// and SWRING_REQUIRE_HUGEPAGES is not 1; with it set (scripts/test does), a failure.
+    fn reserve(need: u64) -> Option<HugePool> {
+        let lock = HUGE_POOL.lock().unwrap_or_else(|p| p.into_inner());
+        let original: u64 = std::fs::read_to_string(NR_HUGEPAGES)
+            .ok()
+            .and_then(|v| v.trim().parse().ok())
+            .unwrap_or(0);
+        let free = meminfo("HugePages_Free:");
+        let want = original + need.saturating_sub(free);
+        let result = if free >= need { Ok(()) } else { set_pool(want) };
+        let got = meminfo("HugePages_Free:");
+        if result.is_ok() && got >= need {
+            return Some(HugePool {
+                original,
+                reserved: want,
+                _lock: lock,
+            });
+        }
+        let _ = set_pool(original);
+        let why = format!(
+            "cannot reserve {need} free huge pages (free {got}, write {want} to {NR_HUGEPAGES}: {result:?}); run as root, or echo {want} > {NR_HUGEPAGES}"
+        );
+        if std::env::var("SWRING_REQUIRE_HUGEPAGES").as_deref() == Ok("1") {
+            panic!("SWRING_REQUIRE_HUGEPAGES=1: {why}");
+        }
+        eprintln!("SKIPPED: {why}");
+        None
+    }
+}
+
+impl Drop for HugePool {
+    fn drop(&mut self) {
+        let _ = set_pool(self.original);
+    }
+}
+
+/// Punches a hole in `[off, off + len)` of the region memfd (FALLOC_FL_PUNCH_HOLE): the pages
+/// go back to the system, the file keeps its (sealed) size.
+fn punch_hole(a: &Session, off: usize, len: usize) {
+    // Safety: a plain syscall on a descriptor this test owns.
+    let r = unsafe {
+        libc::fallocate(
+            a.region_fd.as_raw_fd(),
+            libc::FALLOC_FL_PUNCH_HOLE | libc::FALLOC_FL_KEEP_SIZE,
+            off as i64,
+            len as i64,
+        )
+    };
+    assert_eq!(
+        r,
+        0,
+        "punching a hole in the region memfd: {}",
+        std::io::Error::last_os_error()
+    );
+}
+
+/// Item 1 (holes): with the huge-page pool exhausted, an attacker punches holes in its
+/// hugetlb region and makes the engine touch them: in the buffer area under a FILL (the
+/// worker faults), over the whole region with a doorbell (the worker faults on the SQ), and
+/// over the whole region with nothing else (the control thread's heartbeat store faults).
+/// Each costs the attacker its session (its control connection closes), never the engine;
+/// the bystander stays exact throughout.
+#[test]
+fn punching_holes_in_a_huge_page_region_cannot_kill_the_engine() {
+    // Three 2 MiB pages per default session: bystander, attacker, the start-up probe.
+    let Some(pool) = HugePool::reserve(10) else { return };
+    let engine = Engine::start(&["--hugepages", "require", "--lease-ms", "0"]);
+    const HUGE: usize = 2 << 20;
+    with_bystander(&engine, || {
+        for round in 0..3u64 {
+            let mut a = Session::open(&engine.socket).expect("attacker session");
+            let (ud, res, _) = a.call(Session::nop(round), "attacker NOP before the attack");
+            assert_eq!((ud, res), (round, 0));
+            // Exhaust the pool: every page now in use becomes surplus, none is free, and a
+            // punched page goes back to the system instead of to the pool.
+            set_pool(0).expect("shrinking the huge-page pool");
+            assert_eq!(meminfo("HugePages_Free:"), 0, "huge pages still free");
+            let buf_page = a.buf_offset.next_multiple_of(HUGE);
+            match round {
+                0 => {
+                    // Only the buffer area: the SQ and CQ (first page) stay usable.
+                    punch_hole(&a, buf_page, a.len - buf_page);
+                    let off = buf_page - a.buf_offset;
+                    a.submit(Session::fill(77, off, 4096, 0x5a));
+                }
+                1 => {
+                    punch_hole(&a, 0, a.len);
+                    a.ring_sq_doorbell();
+                }
+                _ => punch_hole(&a, 0, a.len),
+            }
+            // The attacker must not touch its own mapping now: it would fault too.
+            match a.conn.recv(PATIENCE) {
+                Ok(None) => {}
+                other => panic!(
+                    "round {round}: the attacker's control connection did not close: {:?}\n{}",
+                    other.map(|p| p.map(|p| p.kind())),
+                    engine.log()
+                ),
+            }
+            set_pool(pool.reserved).expect("restoring the huge-page pool");
+            drop(a);
+        }
+    });
+    assert_eq!(engine.status_json()["engine"]["regions_lost"], 3, "{}", engine.log());
+    assert!(
+        engine.log().contains("removed pages from its region"),
+        "{}",
+        engine.log()
+    );
+    assert!(engine.log().contains("hugetlb-2MiB"), "sessions did not get huge pages");
+}
+
+/// Item 1 (holes), normal pages: a punched page is refilled with a zero page on the next
+/// touch, so the engine simply keeps serving, the attacker included.
+#[test]
+fn punching_holes_in_a_normal_page_region_is_harmless() {
+    let engine = Engine::start(&["--hugepages", "off", "--lease-ms", "0"]);
+    with_bystander(&engine, || {
+        let mut a = Session::open(&engine.socket).expect("attacker session");
+        for round in 0..20u64 {
+            punch_hole(&a, a.buf_offset, a.len - a.buf_offset);
+            let off = (round as usize * 8192) % (a.buf_size - 8192);
+            let (ud, res, _) = a.call(Session::fill(round, off, 8192, 0x5a), "attacker FILL into the hole");
+            assert_eq!((ud, res), (round, 8192));
+            assert!(a.read_buf(off, 8192).iter().all(|&b| b == 0x5a), "FILL bytes");
+        }
+        assert!(a.close(), "attacker's Close was not answered");
+        // Over the rings too: their indices read zero again, which the engine may take for a
+        // broken ring protocol (this session's loss), never for its own.
+        let a = Session::open(&engine.socket).expect("attacker session");
+        punch_hole(&a, 0, a.len);
+        a.ring_sq_doorbell();
+        drop(a);
+    });
+    assert_eq!(engine.status_json()["engine"]["regions_lost"], 0);
 }
