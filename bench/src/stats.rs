@@ -187,13 +187,28 @@ pub fn round2(x: f64) -> f64 {
     (x * 100.0).round() / 100.0
 }
 
+/// Three decimals, or three significant digits below 1, so that a positive ratio never
+/// prints as 0 (under load one descheduled baseline block can make a ratio 0.0004).
 pub fn round3(x: f64) -> f64 {
-    (x * 1000.0).round() / 1000.0
+    if x == 0.0 || !x.is_finite() || x.abs() >= 1.0 {
+        return (x * 1000.0).round() / 1000.0;
+    }
+    let scale = 10f64.powi(2 - x.abs().log10().floor() as i32);
+    (x * scale).round() / scale
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn round3_keeps_small_positive_values_positive() {
+        assert_eq!(round3(1.23456), 1.235);
+        assert_eq!(round3(0.5), 0.5);
+        assert_eq!(round3(0.000123456), 0.000123);
+        assert!(round3(0.0004) > 0.0);
+        assert_eq!(round3(0.0), 0.0);
+    }
 
     #[test]
     fn median_odd_even_empty() {
