@@ -55,12 +55,12 @@ fn send_flags(sock: BorrowedFd<'_>, msg: &Message, fds: &[BorrowedFd<'_>], flags
 
 /// Receives one message and the descriptors that came with it (owned: closed on drop).
 pub fn recv(sock: BorrowedFd<'_>) -> Result<(Message, Vec<OwnedFd>), RecvError> {
-    recv_into(sock, &mut [0u8; MAX_MESSAGE])
+    recv_into(sock, &mut [0u8; MAX_MESSAGE], 0)
 }
 
 /// [`recv`] for packets up to [`MAX_STATUS_PACKET`] (a status client's receive).
 pub fn recv_large(sock: BorrowedFd<'_>) -> Result<(Message, Vec<OwnedFd>), RecvError> {
-    recv_into(sock, &mut vec![0u8; MAX_STATUS_PACKET])
+    recv_into(sock, &mut vec![0u8; MAX_STATUS_PACKET], 0)
 }
 
 /// Room for every descriptor one packet can carry: Linux caps SCM_RIGHTS at 253 fds per
@@ -70,8 +70,12 @@ pub fn recv_large(sock: BorrowedFd<'_>) -> Result<(Message, Vec<OwnedFd>), RecvE
 /// table that way).
 const CMSG_ROOM: usize = 256 * 4 + 64;
 
-fn recv_into(sock: BorrowedFd<'_>, buf: &mut [u8]) -> Result<(Message, Vec<OwnedFd>), RecvError> {
-    let (len, fds, flags) = recv_raw(sock, buf, 0)?;
+fn recv_into(
+    sock: BorrowedFd<'_>,
+    buf: &mut [u8],
+    recv_flags: libc::c_int,
+) -> Result<(Message, Vec<OwnedFd>), RecvError> {
+    let (len, fds, flags) = recv_raw(sock, buf, recv_flags)?;
     if flags & (libc::MSG_TRUNC | libc::MSG_CTRUNC) != 0 {
         // `fds` is dropped here: every descriptor that came is closed.
         return Err(RecvError::Truncated);
@@ -87,16 +91,7 @@ fn recv_into(sock: BorrowedFd<'_>, buf: &mut [u8]) -> Result<(Message, Vec<Owned
 /// the engine's control thread, which must never wait on a client. `WouldBlock` when no
 /// packet is queued.
 pub fn recv_nonblocking(sock: BorrowedFd<'_>) -> Result<(Message, Vec<OwnedFd>), RecvError> {
-    let mut buf = [0u8; MAX_MESSAGE];
-    let (len, fds, flags) = recv_raw(sock, &mut buf, libc::MSG_DONTWAIT)?;
-    if flags & (libc::MSG_TRUNC | libc::MSG_CTRUNC) != 0 {
-        return Err(RecvError::Truncated);
-    }
-    if len == 0 {
-        return Err(RecvError::Eof);
-    }
-    let msg = Message::decode(&buf[..len]).map_err(RecvError::Decode)?;
-    Ok((msg, fds))
+    recv_into(sock, &mut [0u8; MAX_MESSAGE], libc::MSG_DONTWAIT)
 }
 
 /// One recvmsg with MSG_CMSG_CLOEXEC: (bytes, every descriptor that arrived, msg_flags).
