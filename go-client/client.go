@@ -41,7 +41,7 @@ type config struct {
 }
 
 func defaultConfig() config {
-	return config{spin: 50 * time.Microsecond, blockSize: bufAlign, closeTimeout: 5 * time.Second}
+	return config{spin: 50 * time.Microsecond, blockSize: BufAlign, closeTimeout: 5 * time.Second}
 }
 
 // WithRingSizes asks for SQ and CQ sizes (powers of two, 2..32768; 0 = engine default).
@@ -146,7 +146,7 @@ type Client struct {
 
 	conn      *net.UnixConn
 	mem       []byte
-	reg       region
+	reg       Region
 	layout    Layout
 	sessionID uint32
 	worker    uint32
@@ -161,9 +161,9 @@ type Client struct {
 	efdBuf   [64]byte
 
 	sqMu sync.Mutex
-	sq   producer
+	sq   Producer
 	cqMu sync.Mutex // held by the goroutine reaping the CQ (the "leader")
-	cq   consumer
+	cq   Consumer
 
 	slots     []slot
 	freeSlots chan uint32
@@ -239,12 +239,12 @@ func handshake(ctx context.Context, conn *net.UnixConn, cfg config) (*Client, er
 	if dl, ok := ctx.Deadline(); ok {
 		conn.SetDeadline(dl)
 	}
-	hello := message{kind: kindHello, layoutVersion: LayoutVersion, sqEntries: cfg.sqEntries, cqEntries: cfg.cqEntries, bufSize: cfg.bufSize}
-	if _, err := conn.Write(hello.encode(nil)); err != nil {
+	hello := Message{Kind: KindHello, LayoutVersion: LayoutVersion, SQEntries: cfg.sqEntries, CQEntries: cfg.cqEntries, BufSize: cfg.bufSize}
+	if _, err := conn.Write(hello.Encode(nil)); err != nil {
 		return nil, &sessionError{sentinel: ErrEngineUnavailable, detail: "send hello", cause: err}
 	}
-	buf := make([]byte, maxMessage)
-	oob := make([]byte, unix.CmsgSpace(welcomeFDs*4))
+	buf := make([]byte, MaxMessage)
+	oob := make([]byte, unix.CmsgSpace(WelcomeFDs*4))
 	n, oobn, flags, _, err := conn.ReadMsgUnix(buf, oob)
 	fds, ferr := parseRights(oob[:oobn])
 	closeFDs := func() {
@@ -259,21 +259,21 @@ func handshake(ctx context.Context, conn *net.UnixConn, cfg config) (*Client, er
 		}
 		return nil, &sessionError{sentinel: ErrEngineUnavailable, detail: "read welcome", cause: err}
 	}
-	m, err := decodeMessage(buf[:n])
+	m, err := DecodeMessage(buf[:n])
 	if err != nil {
 		closeFDs()
 		return nil, err
 	}
 	switch {
-	case m.kind == kindError:
+	case m.Kind == KindError:
 		closeFDs()
-		return nil, &ControlError{Code: ControlErrorCode(m.code), Message: m.text}
-	case m.kind != kindWelcome:
+		return nil, &ControlError{Code: ControlErrorCode(m.Code), Message: m.Text}
+	case m.Kind != KindWelcome:
 		closeFDs()
-		return nil, fmt.Errorf("%w: expected welcome, got control message kind %d", ErrProtocol, m.kind)
-	case flags&(unix.MSG_TRUNC|unix.MSG_CTRUNC) != 0 || ferr != nil || len(fds) != welcomeFDs:
+		return nil, fmt.Errorf("%w: expected welcome, got control message kind %d", ErrProtocol, m.Kind)
+	case flags&(unix.MSG_TRUNC|unix.MSG_CTRUNC) != 0 || ferr != nil || len(fds) != WelcomeFDs:
 		closeFDs()
-		return nil, fmt.Errorf("%w: welcome carried %d file descriptors (flags %#x, %v), want %d", ErrProtocol, len(fds), flags, ferr, welcomeFDs)
+		return nil, fmt.Errorf("%w: welcome carried %d file descriptors (flags %#x, %v), want %d", ErrProtocol, len(fds), flags, ferr, WelcomeFDs)
 	}
 	conn.SetDeadline(time.Time{})
 	c, err := newClient(conn, cfg, m, fds[0], fds[1], fds[2])
@@ -306,11 +306,11 @@ func parseRights(oob []byte) ([]int, error) {
 }
 
 // newClient maps the region (closing regionFD) and sets up the session's goroutines.
-func newClient(conn *net.UnixConn, cfg config, w message, regionFD, workerFD, sessFD int) (*Client, error) {
-	size := w.regionSize
+func newClient(conn *net.UnixConn, cfg config, w Message, regionFD, workerFD, sessFD int) (*Client, error) {
+	size := w.RegionSize
 	var st unix.Stat_t
 	err := unix.Fstat(regionFD, &st)
-	if err == nil && (size < headerSize || uint64(st.Size) < size || size > 1<<41) {
+	if err == nil && (size < HeaderSize || uint64(st.Size) < size || size > 1<<41) {
 		err = fmt.Errorf("%w: welcome region_size %d, region fd holds %d bytes", ErrRegionMalformed, size, st.Size)
 	}
 	var mem []byte
@@ -324,11 +324,11 @@ func newClient(conn *net.UnixConn, cfg config, w message, regionFD, workerFD, se
 		}
 		return nil, err
 	}
-	reg := newRegion(mem)
-	layout, err := validateHeader(reg, size)
+	reg := NewRegion(mem)
+	layout, err := ValidateHeader(reg, size)
 	if err == nil {
-		if sid := atomic.LoadUint32(reg.u32(offSessionID)); sid != w.sessionID {
-			err = fmt.Errorf("%w: header session_id %d, welcome said %d", ErrRegionMalformed, sid, w.sessionID)
+		if sid := atomic.LoadUint32(reg.U32(OffSessionID)); sid != w.SessionID {
+			err = fmt.Errorf("%w: header session_id %d, welcome said %d", ErrRegionMalformed, sid, w.SessionID)
 		}
 	}
 	if err != nil {
@@ -370,15 +370,15 @@ func newClient(conn *net.UnixConn, cfg config, w message, regionFD, workerFD, se
 		mem:         mem,
 		reg:         reg,
 		layout:      layout,
-		sessionID:   w.sessionID,
-		worker:      w.worker,
-		leaseMs:     atomic.LoadUint32(reg.u32(offLeaseMs)),
+		sessionID:   w.SessionID,
+		worker:      w.Worker,
+		leaseMs:     atomic.LoadUint32(reg.U32(OffLeaseMs)),
 		workerFD:    workerFD,
 		sessFD:      sessFD,
 		epFile:      epFile,
 		epRaw:       raw,
-		sq:          producer{ring: newRing("sq", reg, layout.SQCtlOffset, layout.SQArrayOffset, layout.SQEntries, sqeWords)},
-		cq:          consumer{ring: newRing("cq", reg, layout.CQCtlOffset, layout.CQArrayOffset, layout.CQEntries, cqeWords)},
+		sq:          Producer{Ring: NewRing("sq", reg, layout.SQCtlOffset, layout.SQArrayOffset, layout.SQEntries, SQEWords)},
+		cq:          Consumer{Ring: NewRing("cq", reg, layout.CQCtlOffset, layout.CQArrayOffset, layout.CQEntries, CQEWords)},
 		slots:       make([]slot, nslots),
 		freeSlots:   make(chan uint32, nslots),
 		reapTok:     make(chan struct{}, 1),
@@ -391,7 +391,7 @@ func newClient(conn *net.UnixConn, cfg config, w message, regionFD, workerFD, se
 		reaperDone:  make(chan struct{}),
 	}
 	c.epollFn = c.epollReady
-	c.bufs = newBufferPool(reg.bytes(layout.BufOffset, layout.BufSize), cfg.blockSize)
+	c.bufs = newBufferPool(reg.Bytes(layout.BufOffset, layout.BufSize), cfg.blockSize)
 	for i := range c.slots {
 		c.slots[i].done = make(chan struct{}, 1)
 		c.freeSlots <- uint32(i)
@@ -427,7 +427,7 @@ func (c *Client) Stats() Stats {
 	}
 	c.life.RLock()
 	if !c.down.Load() {
-		s.SQInvalid = atomic.LoadUint32(c.sq.ctl.invalid)
+		s.SQInvalid = atomic.LoadUint32(c.sq.Ctl.Invalid)
 	}
 	c.life.RUnlock()
 	return s
@@ -451,7 +451,7 @@ func (c *Client) usable() error {
 		return ErrClosed
 	}
 	// SYNC POINT: acquire load of state (pairs with the engine's release store).
-	if st := c.reg.state(); st != StateReady {
+	if st := c.reg.State(); st != StateReady {
 		if st == StateDraining {
 			c.draining.Store(true)
 		}
@@ -643,7 +643,7 @@ func (c *Client) push(ctx context.Context, reqs []Request, idxs []uint32) (int, 
 			c.sqMu.Unlock()
 			return pushed, err
 		}
-		free, err := c.sq.free()
+		free, err := c.sq.Free()
 		if err != nil {
 			c.sqMu.Unlock()
 			c.fail(&sessionError{sentinel: ErrEngineUnavailable, detail: "SQ head corrupt", cause: err})
@@ -670,7 +670,7 @@ func (c *Client) push(ctx context.Context, reqs []Request, idxs []uint32) (int, 
 			if r.Resp.Valid() {
 				e.Args[0] += r.Resp.Offset()
 			}
-			c.sq.pushSQE(&e)
+			c.sq.PushSQE(&e)
 		}
 		if n == 0 {
 			c.sqMu.Unlock()
@@ -681,7 +681,7 @@ func (c *Client) push(ctx context.Context, reqs []Request, idxs []uint32) (int, 
 		}
 		// Count before publishing, so a completion is never reaped before it is counted.
 		c.unreaped.Add(int64(n))
-		wake := c.sq.publish()
+		wake := c.sq.Publish()
 		c.sqMu.Unlock()
 		c.nSubmitted.Add(uint64(n))
 		if wake {
@@ -738,7 +738,7 @@ func (c *Client) waitSQSpace(ctx context.Context) error {
 		err := c.usable()
 		var free uint32
 		if err == nil {
-			free, err = c.sq.refresh()
+			free, err = c.sq.Refresh()
 			if err != nil {
 				c.sqMu.Unlock()
 				c.fail(&sessionError{sentinel: ErrEngineUnavailable, detail: "SQ head corrupt", cause: err})
@@ -888,7 +888,7 @@ func (c *Client) completeSlot(idx, gen uint32, res int32, flags uint32, err erro
 
 // reapLocked dispatches every ready completion. Caller holds cqMu and c.life (read).
 func (c *Client) reapLocked() error {
-	n, err := c.cq.refresh()
+	n, err := c.cq.Refresh()
 	if err != nil {
 		return err
 	}
@@ -896,18 +896,18 @@ func (c *Client) reapLocked() error {
 		return nil
 	}
 	for i := uint32(0); i < n; i++ {
-		e := c.cq.popCQE()
+		e := c.cq.PopCQE()
 		c.completeSlot(uint32(e.UserData), uint32(e.UserData>>32), e.Result, e.Flags, nil)
 	}
 	// Hand the slots back before the waiters run, so the engine can admit more.
-	c.cq.release()
+	c.cq.Release()
 	// SPEC.md §6 "The engine also sleeps on a full CQ": with more requests in flight than
 	// the CQ holds, the worker may sleep on SQ entries it could not admit; our new CQ head
 	// gives it room, so look at its NEED_WAKEUP. The SC store (head, in release) → load
 	// (flags) order of Go atomics is the full fence that pairs with the worker's
 	// announce_sleep (flags store; fence(SeqCst); check "SQ ready and CQ room").
 	// unreaped still counts the n just reaped: it is the in-flight count before this reap.
-	if c.unreaped.Load() > int64(c.layout.CQEntries) && atomic.LoadUint32(c.sq.ctl.flags)&ringNeedWakeup != 0 {
+	if c.unreaped.Load() > int64(c.layout.CQEntries) && atomic.LoadUint32(c.sq.Ctl.Flags)&NeedWakeup != 0 {
 		c.wakeWorker()
 	}
 	c.unreaped.Add(-int64(n))
@@ -964,12 +964,12 @@ func (c *Client) lead(ctx context.Context, target *slot) error {
 func (c *Client) checkStateLocked() bool {
 	// SYNC POINT: acquire load of state; pairs with the engine's release store, which
 	// follows its final CQ tail and SQ head stores.
-	st := c.reg.state()
+	st := c.reg.State()
 	switch {
 	case st == StateDraining:
 		c.draining.Store(true)
 	case st.Terminal():
-		reason := CloseReason(atomic.LoadUint32(c.reg.u32(offCloseReason)))
+		reason := CloseReason(atomic.LoadUint32(c.reg.U32(OffCloseReason)))
 		sentinel := ErrEngineUnavailable
 		if reason == CloseClientClosed && c.closing.Load() {
 			sentinel = ErrClosed
@@ -984,11 +984,11 @@ func (c *Client) checkStateLocked() bool {
 // sleep does the consumer side of the sleep/wake handshake on the CQ and blocks until the
 // CQ doorbell fires, ctx ends, or the client is shut down (kickLeader).
 func (c *Client) sleep(ctx context.Context) error {
-	empty, err := c.cq.prepareSleep()
+	empty, err := c.cq.PrepareSleep()
 	if err != nil || !empty {
 		return nil // reapLocked reports corruption on the next pass
 	}
-	defer c.cq.finishSleep()
+	defer c.cq.FinishSleep()
 	// The engine rings the CQ doorbell on every state change, but check once more now that
 	// NEED_WAKEUP is set, to not sleep through a change that happened just before.
 	if c.checkStateLocked() {
@@ -1110,7 +1110,7 @@ func (c *Client) failAll() {
 // dropped the session.
 func (c *Client) watch() {
 	defer close(c.watcherDone)
-	buf := make([]byte, maxMessage)
+	buf := make([]byte, MaxMessage)
 	for {
 		n, err := c.conn.Read(buf)
 		if err != nil || n == 0 {
@@ -1123,19 +1123,19 @@ func (c *Client) watch() {
 			}
 			return
 		}
-		m, err := decodeMessage(buf[:n])
+		m, err := DecodeMessage(buf[:n])
 		if err != nil {
 			continue // a packet we do not understand changes nothing we rely on
 		}
-		switch m.kind {
-		case kindPong:
+		switch m.Kind {
+		case KindPong:
 			select {
 			case c.pong <- struct{}{}:
 			default:
 			}
-		case kindClosed:
+		case KindClosed:
 			c.closedOnce.Do(func() { close(c.closedMsg) })
-		case kindPeerConnected, kindError:
+		case KindPeerConnected, KindError:
 			c.peerReplied(m)
 		}
 	}
@@ -1163,7 +1163,7 @@ func (c *Client) heartbeat() {
 			c.life.RLock()
 			if !c.down.Load() {
 				// Only the client writes this field; the engine loads it relaxed.
-				atomic.StoreUint64(c.reg.u64(offClientHeartbeat), beat)
+				atomic.StoreUint64(c.reg.U64(OffClientHeartbeat), beat)
 			}
 			c.life.RUnlock()
 		case <-c.downCh:
@@ -1183,7 +1183,7 @@ func (c *Client) Ping(ctx context.Context) error {
 	case <-c.pong:
 	default:
 	}
-	if _, err := c.conn.Write((&message{kind: kindPing}).encode(nil)); err != nil {
+	if _, err := c.conn.Write((&Message{Kind: KindPing}).Encode(nil)); err != nil {
 		return &sessionError{sentinel: ErrEngineUnavailable, detail: "send ping", cause: err}
 	}
 	select {
@@ -1223,7 +1223,7 @@ func (c *Client) close() error {
 	c.sqMu.Lock()
 	c.sqMu.Unlock() //nolint:staticcheck // barrier
 	if !c.down.Load() {
-		if _, err := c.conn.Write((&message{kind: kindClose}).encode(nil)); err == nil {
+		if _, err := c.conn.Write((&Message{Kind: KindClose}).Encode(nil)); err == nil {
 			t := time.NewTimer(c.cfg.closeTimeout)
 			select {
 			case <-c.closedMsg:

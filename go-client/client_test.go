@@ -97,35 +97,35 @@ func fakeResponder(t *testing.T, reply []byte) string {
 
 func TestDialErrors(t *testing.T) {
 	ctx := testCtx(t)
-	_, err := Dial(ctx, fakeResponder(t, (&message{kind: kindError, code: uint32(CtlVersionMismatch), text: "layout 2"}).encode(nil)))
+	_, err := Dial(ctx, fakeResponder(t, (&Message{Kind: KindError, Code: uint32(CtlVersionMismatch), Text: "layout 2"}).Encode(nil)))
 	var ce *ControlError
 	if !errors.Is(err, ErrVersionMismatch) || !errors.As(err, &ce) || ce.Message != "layout 2" {
 		t.Errorf("version mismatch: %v", err)
 	}
-	v2 := (&message{kind: kindPong}).encode(nil)
+	v2 := (&Message{Kind: KindPong}).Encode(nil)
 	v2[4] = 3
 	if _, err := Dial(ctx, fakeResponder(t, v2)); !errors.Is(err, ErrVersionMismatch) {
 		t.Errorf("control version 3: %v", err)
 	}
-	if _, err := Dial(ctx, fakeResponder(t, (&message{kind: kindError, code: uint32(CtlTooManySessions)}).encode(nil))); !errors.As(err, &ce) || ce.Code != CtlTooManySessions {
+	if _, err := Dial(ctx, fakeResponder(t, (&Message{Kind: KindError, Code: uint32(CtlTooManySessions)}).Encode(nil))); !errors.As(err, &ce) || ce.Code != CtlTooManySessions {
 		t.Errorf("too many sessions: %v", err)
 	}
 	if _, err := Dial(ctx, fakeResponder(t, nil)); !errors.Is(err, ErrEngineUnavailable) {
 		t.Errorf("closed without answer: %v", err)
 	}
 	// Welcome without fds.
-	if _, err := Dial(ctx, fakeResponder(t, (&message{kind: kindWelcome, regionSize: 1 << 20}).encode(nil))); !errors.Is(err, ErrProtocol) {
+	if _, err := Dial(ctx, fakeResponder(t, (&Message{Kind: KindWelcome, RegionSize: 1 << 20}).Encode(nil))); !errors.Is(err, ErrProtocol) {
 		t.Errorf("welcome without fds: %v", err)
 	}
 	// Malformed region.
 	_, path := startFake(t, func(e *fakeEngine) {
-		e.corruptHeader = func(r region) { *r.u32(offCqArrayOffset) += 128 }
+		e.corruptHeader = func(r Region) { *r.U32(OffCqArrayOffset) += 128 }
 	})
 	if _, err := Dial(ctx, path); !errors.Is(err, ErrRegionMalformed) {
 		t.Errorf("corrupt header: %v", err)
 	}
 	_, path = startFake(t, func(e *fakeEngine) {
-		e.corruptHeader = func(r region) { *r.u32(offVersion) = LayoutVersion + 1 }
+		e.corruptHeader = func(r Region) { *r.U32(OffVersion) = LayoutVersion + 1 }
 	})
 	if _, err := Dial(ctx, path); !errors.Is(err, ErrVersionMismatch) {
 		t.Errorf("layout version %d: %v", LayoutVersion+1, err)
@@ -472,7 +472,7 @@ func TestBrokenSessionOnCorruptCQ(t *testing.T) {
 	}
 	// Scribble a CQ tail no engine can produce.
 	c.life.RLock()
-	*c.cq.ctl.tail = c.cq.head + c.layout.CQEntries + 5
+	*c.cq.Ctl.Tail = c.cq.head + c.layout.CQEntries + 5
 	c.life.RUnlock()
 	_, err = tk.Wait(ctx)
 	if !errors.Is(err, ErrEngineUnavailable) || !errors.Is(err, ErrProtocol) {
@@ -487,7 +487,7 @@ func TestLeaseHeartbeat(t *testing.T) {
 	_, path := startFake(t, func(e *fakeEngine) { e.leaseMs = 20 })
 	c := dialT(t, path)
 	c.life.RLock()
-	p := c.reg.u64(offClientHeartbeat)
+	p := c.reg.U64(OffClientHeartbeat)
 	c.life.RUnlock()
 	deadline := time.Now().Add(10 * time.Second)
 	for atomicLoad64(p) < 3 {
@@ -544,17 +544,17 @@ func BenchmarkRingRoundTrip(b *testing.B) {
 	e := SQE{Opcode: OpNop}
 	b.ReportAllocs()
 	for b.Loop() {
-		h.sqProd.free()
-		h.sqProd.pushSQE(&e)
-		h.sqProd.publish()
-		h.sqCons.refresh()
-		h.sqCons.popSQE()
-		h.sqCons.release()
-		h.cqProd.free()
-		h.cqProd.pushCQE(CQE{UserData: 1})
-		h.cqProd.publish()
-		h.cqCons.refresh()
-		h.cqCons.popCQE()
-		h.cqCons.release()
+		h.sqProd.Free()
+		h.sqProd.PushSQE(&e)
+		h.sqProd.Publish()
+		h.sqCons.Refresh()
+		h.sqCons.PopSQE()
+		h.sqCons.Release()
+		h.cqProd.Free()
+		h.cqProd.PushCQE(CQE{UserData: 1})
+		h.cqProd.Publish()
+		h.cqCons.Refresh()
+		h.cqCons.PopCQE()
+		h.cqCons.Release()
 	}
 }

@@ -9,16 +9,16 @@ import (
 )
 
 func TestControlRoundTrip(t *testing.T) {
-	msgs := []message{
-		{kind: kindHello, layoutVersion: 1, sqEntries: 64, cqEntries: 128, bufSize: 1 << 20},
-		{kind: kindWelcome, sessionID: 7, worker: 1, regionSize: 2 << 20},
-		{kind: kindError, code: 3, text: "no hugepages"},
-		{kind: kindClose}, {kind: kindClosed}, {kind: kindPing}, {kind: kindPong},
-		{kind: kindConnectPeer, addr: "127.0.0.1:13337"}, {kind: kindConnectPeer, addr: "[::1]:9"},
-		{kind: kindConnectPeer}, {kind: kindPeerConnected, peer: 3}, {kind: kindPeerConnected, peer: 0xfffffffe},
+	msgs := []Message{
+		{Kind: KindHello, LayoutVersion: 1, SQEntries: 64, CQEntries: 128, BufSize: 1 << 20},
+		{Kind: KindWelcome, SessionID: 7, Worker: 1, RegionSize: 2 << 20},
+		{Kind: KindError, Code: 3, Text: "no hugepages"},
+		{Kind: KindClose}, {Kind: KindClosed}, {Kind: KindPing}, {Kind: KindPong},
+		{Kind: KindConnectPeer, Addr: "127.0.0.1:13337"}, {Kind: KindConnectPeer, Addr: "[::1]:9"},
+		{Kind: KindConnectPeer}, {Kind: KindPeerConnected, Peer: 3}, {Kind: KindPeerConnected, Peer: 0xfffffffe},
 	}
 	for _, m := range msgs {
-		got, err := decodeMessage(m.encode(nil))
+		got, err := DecodeMessage(m.Encode(nil))
 		if err != nil || got != m {
 			t.Errorf("%+v: got %+v, %v", m, got, err)
 		}
@@ -28,7 +28,7 @@ func TestControlRoundTrip(t *testing.T) {
 // The Hello of SPEC.md §12, byte for byte.
 func TestHelloBytesMatchSpec(t *testing.T) {
 	want := []byte{0x53, 0x57, 0x43, 0x50, 2, 0, 1, 0, 2, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0}
-	got := (&message{kind: kindHello, layoutVersion: LayoutVersion}).encode(nil)
+	got := (&Message{Kind: KindHello, LayoutVersion: LayoutVersion}).Encode(nil)
 	if !bytes.Equal(got, want) {
 		t.Fatalf("hello %x, spec %x", got, want)
 	}
@@ -37,37 +37,37 @@ func TestHelloBytesMatchSpec(t *testing.T) {
 // ConnectPeer and PeerConnected as SPEC.md §2 lays them out, byte for byte.
 func TestPeerMessagesBytesMatchSpec(t *testing.T) {
 	want := append([]byte{0x53, 0x57, 0x43, 0x50, 2, 0, 8, 0, 11, 0, 0, 0}, "10.0.0.1:77"...)
-	if got := (&message{kind: kindConnectPeer, addr: "10.0.0.1:77"}).encode(nil); !bytes.Equal(got, want) {
+	if got := (&Message{Kind: KindConnectPeer, Addr: "10.0.0.1:77"}).Encode(nil); !bytes.Equal(got, want) {
 		t.Fatalf("connect-peer %x, spec %x", got, want)
 	}
 	want = []byte{0x53, 0x57, 0x43, 0x50, 2, 0, 9, 0, 0x04, 0x03, 0x02, 0x01}
-	if got := (&message{kind: kindPeerConnected, peer: 0x01020304}).encode(nil); !bytes.Equal(got, want) {
+	if got := (&Message{Kind: KindPeerConnected, Peer: 0x01020304}).Encode(nil); !bytes.Equal(got, want) {
 		t.Fatalf("peer-connected %x, spec %x", got, want)
 	}
-	m, err := decodeMessage(want)
-	if err != nil || m.kind != kindPeerConnected || m.peer != 0x01020304 {
+	m, err := DecodeMessage(want)
+	if err != nil || m.Kind != KindPeerConnected || m.Peer != 0x01020304 {
 		t.Fatalf("decode peer-connected: %+v %v", m, err)
 	}
 	// Too long an address is cut on a character boundary, as control.rs does.
-	long := (&message{kind: kindConnectPeer, addr: strings.Repeat("é", 300)}).encode(nil)
-	if len(long) > maxMessage {
+	long := (&Message{Kind: KindConnectPeer, Addr: strings.Repeat("é", 300)}).Encode(nil)
+	if len(long) > MaxMessage {
 		t.Fatalf("connect-peer of %d bytes", len(long))
 	}
-	if m, err := decodeMessage(long); err != nil || m.kind != kindConnectPeer || len(m.addr) != maxPeerAddr {
-		t.Fatalf("truncated connect-peer: %d bytes, %v", len(m.addr), err)
+	if m, err := DecodeMessage(long); err != nil || m.Kind != KindConnectPeer || len(m.Addr) != MaxPeerAddr {
+		t.Fatalf("truncated connect-peer: %d bytes, %v", len(m.Addr), err)
 	}
 }
 
 func TestControlDecodeErrors(t *testing.T) {
-	ping := (&message{kind: kindPing}).encode(nil)
+	ping := (&Message{Kind: KindPing}).Encode(nil)
 	v := append([]byte(nil), ping...)
 	v[4] = 9
-	if _, err := decodeMessage(v); !errors.Is(err, ErrVersionMismatch) {
+	if _, err := DecodeMessage(v); !errors.Is(err, ErrVersionMismatch) {
 		t.Errorf("version 9: %v", err)
 	}
 	// Version is checked before kind.
 	v[6] = 99
-	if _, err := decodeMessage(v); !errors.Is(err, ErrVersionMismatch) {
+	if _, err := DecodeMessage(v); !errors.Is(err, ErrVersionMismatch) {
 		t.Errorf("version before kind: %v", err)
 	}
 	for name, p := range map[string][]byte{
@@ -75,24 +75,24 @@ func TestControlDecodeErrors(t *testing.T) {
 		"magic":        append([]byte{0, 0, 0, 0}, ping[4:]...),
 		"unknown kind": append(append([]byte(nil), ping[:6]...), 99, 0),
 		"ping payload": append(append([]byte(nil), ping...), 0),
-		"welcome len":  (&message{kind: kindWelcome}).encode(nil)[:20],
-		"error len":    append((&message{kind: kindError, text: "abc"}).encode(nil), 'x'),
-		"peer long":    append((&message{kind: kindPeerConnected, peer: 1}).encode(nil), 0),
-		"peer short":   (&message{kind: kindPeerConnected, peer: 1}).encode(nil)[:11],
-		"connect none": (&message{kind: kindConnectPeer}).encode(nil)[:10],
-		"connect len":  append((&message{kind: kindConnectPeer, addr: "1.2.3.4:5"}).encode(nil), '6'),
-		"connect cut":  (&message{kind: kindConnectPeer, addr: "1.2.3.4:5"}).encode(nil)[:15],
-		"connect utf8": append((&message{kind: kindConnectPeer, addr: "ab"}).encode(nil)[:12], 0xc3, 0x28),
+		"welcome len":  (&Message{Kind: KindWelcome}).Encode(nil)[:20],
+		"error len":    append((&Message{Kind: KindError, Text: "abc"}).Encode(nil), 'x'),
+		"peer long":    append((&Message{Kind: KindPeerConnected, Peer: 1}).Encode(nil), 0),
+		"peer short":   (&Message{Kind: KindPeerConnected, Peer: 1}).Encode(nil)[:11],
+		"connect none": (&Message{Kind: KindConnectPeer}).Encode(nil)[:10],
+		"connect len":  append((&Message{Kind: KindConnectPeer, Addr: "1.2.3.4:5"}).Encode(nil), '6'),
+		"connect cut":  (&Message{Kind: KindConnectPeer, Addr: "1.2.3.4:5"}).Encode(nil)[:15],
+		"connect utf8": append((&Message{Kind: KindConnectPeer, Addr: "ab"}).Encode(nil)[:12], 0xc3, 0x28),
 	} {
-		if _, err := decodeMessage(p); !errors.Is(err, ErrProtocol) {
+		if _, err := DecodeMessage(p); !errors.Is(err, ErrProtocol) {
 			t.Errorf("%s: %v", name, err)
 		}
 	}
-	long := (&message{kind: kindError, code: 1, text: strings.Repeat("é", 400)}).encode(nil)
-	if len(long) > maxMessage {
+	long := (&Message{Kind: KindError, Code: 1, Text: strings.Repeat("é", 400)}).Encode(nil)
+	if len(long) > MaxMessage {
 		t.Fatalf("error message of %d bytes", len(long))
 	}
-	if m, err := decodeMessage(long); err != nil || m.kind != kindError {
+	if m, err := DecodeMessage(long); err != nil || m.Kind != KindError {
 		t.Fatalf("truncated error: %v", err)
 	}
 }
@@ -101,40 +101,40 @@ func TestControlDecodeErrors(t *testing.T) {
 // bytes (except Hello's reserved word, which is dropped, and texts and addresses longer than
 // a packet holds, which encode cuts).
 func FuzzDecodeMessage(f *testing.F) {
-	for _, m := range []message{
-		{kind: kindHello, layoutVersion: 1, sqEntries: 64, cqEntries: 128, bufSize: 1 << 20},
-		{kind: kindWelcome, sessionID: 7, worker: 1, regionSize: 2 << 20},
-		{kind: kindError, code: 3, text: "no hugepages"},
-		{kind: kindClose}, {kind: kindClosed}, {kind: kindPing}, {kind: kindPong},
-		{kind: kindConnectPeer, addr: "127.0.0.1:13337"}, {kind: kindConnectPeer, addr: "[fe80::1]:1"},
-		{kind: kindPeerConnected, peer: 3},
+	for _, m := range []Message{
+		{Kind: KindHello, LayoutVersion: 1, SQEntries: 64, CQEntries: 128, BufSize: 1 << 20},
+		{Kind: KindWelcome, SessionID: 7, Worker: 1, RegionSize: 2 << 20},
+		{Kind: KindError, Code: 3, Text: "no hugepages"},
+		{Kind: KindClose}, {Kind: KindClosed}, {Kind: KindPing}, {Kind: KindPong},
+		{Kind: KindConnectPeer, Addr: "127.0.0.1:13337"}, {Kind: KindConnectPeer, Addr: "[fe80::1]:1"},
+		{Kind: KindPeerConnected, Peer: 3},
 	} {
-		f.Add(m.encode(nil))
+		f.Add(m.Encode(nil))
 	}
 	f.Add([]byte("SWCP\x02\x00\x08\x00\x02\x00\x00\x00\xc3\x28"))
 	f.Add([]byte("SWCP\x02\x00\x09\x00\x01\x00\x00"))
 	f.Add([]byte{})
 	f.Add([]byte("SWCP\x02\x00\x03\x00\xff\xff\xff\xff\xff\xff\xff\xff"))
 	f.Fuzz(func(t *testing.T, p []byte) {
-		m, err := decodeMessage(p)
+		m, err := DecodeMessage(p)
 		if err != nil {
 			if !errors.Is(err, ErrProtocol) && !errors.Is(err, ErrVersionMismatch) {
 				t.Fatalf("error %v matches no sentinel", err)
 			}
 			return
 		}
-		out := m.encode(nil)
-		if m.kind == kindHello {
+		out := m.Encode(nil)
+		if m.Kind == KindHello {
 			copy(out[20:24], p[20:24])
 		}
-		if m.kind == kindError && len(p) > maxMessage {
+		if m.Kind == KindError && len(p) > MaxMessage {
 			return
 		}
-		if m.kind == kindConnectPeer && len(m.addr) > maxPeerAddr {
+		if m.Kind == KindConnectPeer && len(m.Addr) > MaxPeerAddr {
 			return // encode cuts it, like control.rs
 		}
-		if m.kind == kindConnectPeer && !utf8.ValidString(m.addr) {
-			t.Fatalf("connect-peer address %q is not UTF-8", m.addr)
+		if m.Kind == KindConnectPeer && !utf8.ValidString(m.Addr) {
+			t.Fatalf("connect-peer address %q is not UTF-8", m.Addr)
 		}
 		if !bytes.Equal(out, p) {
 			t.Fatalf("re-encoded %x, input %x", out, p)
@@ -152,11 +152,11 @@ func FuzzCompletionParsing(f *testing.F) {
 	f.Fuzz(func(t *testing.T, start, advance uint32, data []byte) {
 		h := newHeapRings(t, 2, 4)
 		h.setIndices(start)
-		cq := h.reg.bytes(h.l.CQArrayOffset, 4*cqeSize)
+		cq := h.reg.Bytes(h.l.CQArrayOffset, 4*CQESize)
 		copy(cq, data)
 		tail := start + advance
-		*h.cqCons.ctl.tail = tail
-		n, err := h.cqCons.refresh()
+		*h.cqCons.Ctl.Tail = tail
+		n, err := h.cqCons.Refresh()
 		if advance > 4 {
 			if err == nil {
 				t.Fatalf("tail %d ahead of head %d by %d accepted", tail, start, advance)
@@ -173,7 +173,7 @@ func FuzzCompletionParsing(f *testing.F) {
 		c.slots[1].gen.Store(1)
 		c.slots[1].state.Store(slotPending)
 		for i := uint32(0); i < n; i++ {
-			e := h.cqCons.popCQE()
+			e := h.cqCons.PopCQE()
 			w := e.words()
 			if back := cqeFromWords(w[0], w[1]); back != e {
 				t.Fatalf("round trip %+v -> %+v", e, back)
@@ -183,8 +183,8 @@ func FuzzCompletionParsing(f *testing.F) {
 			}
 			c.completeSlot(uint32(e.UserData), uint32(e.UserData>>32), e.Result, e.Flags, nil)
 		}
-		h.cqCons.release()
-		if *h.cqCons.ctl.head != tail {
+		h.cqCons.Release()
+		if *h.cqCons.Ctl.Head != tail {
 			t.Fatal("head not released to tail")
 		}
 		st := c.slots[1].state.Load()

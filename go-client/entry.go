@@ -80,8 +80,8 @@ type CQE struct {
 }
 
 // words encodes e as entry.rs Sqe::to_words does.
-func (e *SQE) words() [sqeWords]uint64 {
-	return [sqeWords]uint64{
+func (e *SQE) words() [SQEWords]uint64 {
+	return [SQEWords]uint64{
 		uint64(e.Opcode) | uint64(e.Flags)<<8 | uint64(e.Reserved)<<16 | uint64(e.Peer)<<32,
 		e.UserData,
 		e.BufOffset,
@@ -90,7 +90,7 @@ func (e *SQE) words() [sqeWords]uint64 {
 	}
 }
 
-func sqeFromWords(w *[sqeWords]uint64) SQE {
+func sqeFromWords(w *[SQEWords]uint64) SQE {
 	return SQE{
 		Opcode:    uint8(w[0]),
 		Flags:     uint8(w[0] >> 8),
@@ -104,8 +104,8 @@ func sqeFromWords(w *[sqeWords]uint64) SQE {
 	}
 }
 
-func (c CQE) words() [cqeWords]uint64 {
-	return [cqeWords]uint64{c.UserData, uint64(uint32(c.Result)) | uint64(c.Flags)<<32}
+func (c CQE) words() [CQEWords]uint64 {
+	return [CQEWords]uint64{c.UserData, uint64(uint32(c.Result)) | uint64(c.Flags)<<32}
 }
 
 func cqeFromWords(w0, w1 uint64) CQE {

@@ -58,20 +58,20 @@ type fakeEngine struct {
 	needleReads, maxNeedlePass atomic.Int64
 
 	// hooks for header-validation tests
-	corruptHeader func(r region)
+	corruptHeader func(r Region)
 }
 
 type fakeSession struct {
 	e           *fakeEngine
 	conn        *net.UnixConn
 	mem         []byte
-	reg         region
+	reg         Region
 	l           Layout
 	sqBellRead  int // the fake worker sleeps reading this
 	sqBellWrite int // for kick (the client has its own descriptor of this end)
 	cqBellWrite int
-	sq          consumer
-	cq          producer
+	sq          Consumer
+	cq          Producer
 	stop        atomic.Int32 // 1: client close, 2: engine shutdown, 3: connection gone
 	done        chan struct{}
 	processed   atomic.Uint64
@@ -126,42 +126,42 @@ func (e *fakeEngine) shutdown() {
 }
 
 func sendError(conn *net.UnixConn, code ControlErrorCode, text string) {
-	conn.Write((&message{kind: kindError, code: uint32(code), text: text}).encode(nil))
+	conn.Write((&Message{Kind: KindError, Code: uint32(code), Text: text}).Encode(nil))
 }
 
 func (e *fakeEngine) session(conn *net.UnixConn) {
 	defer conn.Close()
-	buf := make([]byte, maxMessage)
+	buf := make([]byte, MaxMessage)
 	n, err := conn.Read(buf)
 	if err != nil {
 		return
 	}
-	m, err := decodeMessage(buf[:n])
+	m, err := DecodeMessage(buf[:n])
 	if err != nil {
 		code := CtlMalformed
-		if de, ok := err.(*decodeError); ok && de.version {
+		if de, ok := err.(*DecodeError); ok && de.Version {
 			code = CtlVersionMismatch
 		}
 		sendError(conn, code, err.Error())
 		return
 	}
-	if m.kind != kindHello {
+	if m.Kind != KindHello {
 		sendError(conn, CtlMalformed, "first message must be hello")
 		return
 	}
-	if m.layoutVersion != LayoutVersion {
+	if m.LayoutVersion != LayoutVersion {
 		sendError(conn, CtlVersionMismatch, "layout version")
 		return
 	}
 	sqn, cqn, bs := e.sq, e.cq, e.bufSize
-	if m.sqEntries != 0 {
-		sqn = m.sqEntries
+	if m.SQEntries != 0 {
+		sqn = m.SQEntries
 	}
-	if m.cqEntries != 0 {
-		cqn = m.cqEntries
+	if m.CQEntries != 0 {
+		cqn = m.CQEntries
 	}
-	if m.bufSize != 0 {
-		bs = m.bufSize
+	if m.BufSize != 0 {
+		bs = m.BufSize
 	}
 	l, err := NewLayout(sqn, cqn, bs)
 	if err != nil {
@@ -195,14 +195,14 @@ func (e *fakeEngine) session(conn *net.UnixConn) {
 		return
 	}
 	defer unix.Munmap(mem)
-	reg := newRegion(mem)
-	writeHeader(reg, l, size, uint32(os.Getpid()), id, uint64(time.Now().UnixNano()), e.leaseMs)
-	atomic.StoreUint32(reg.u32(l.SQCtlOffset+ctlFlags), ringNeedWakeup)
+	reg := NewRegion(mem)
+	WriteHeader(reg, l, size, uint32(os.Getpid()), id, uint64(time.Now().UnixNano()), e.leaseMs)
+	atomic.StoreUint32(reg.U32(l.SQCtlOffset+CtlFlags), NeedWakeup)
 	if e.corruptHeader != nil {
 		e.corruptHeader(reg)
 	}
 	// SYNC POINT: Ready last (release).
-	atomic.StoreUint32(reg.u32(offState), uint32(StateReady))
+	atomic.StoreUint32(reg.U32(OffState), uint32(StateReady))
 
 	// Doorbells as the engine makes them (SPEC.md §6): the client gets the SQ pipe's write
 	// end and the CQ pipe's read end; this fake keeps the others (its SQ read end blocking,
@@ -216,11 +216,11 @@ func (e *fakeEngine) session(conn *net.UnixConn) {
 	wfd, sfd := sqPipe[1], cqPipe[0]
 	s := &fakeSession{
 		e: e, conn: conn, mem: mem, reg: reg, l: l, sqBellRead: sqPipe[0], sqBellWrite: sqPipe[1], cqBellWrite: cqPipe[1],
-		sq:   consumer{ring: newRing("sq", reg, l.SQCtlOffset, l.SQArrayOffset, l.SQEntries, sqeWords)},
-		cq:   producer{ring: newRing("cq", reg, l.CQCtlOffset, l.CQArrayOffset, l.CQEntries, cqeWords)},
+		sq:   Consumer{Ring: NewRing("sq", reg, l.SQCtlOffset, l.SQArrayOffset, l.SQEntries, SQEWords)},
+		cq:   Producer{Ring: NewRing("cq", reg, l.CQCtlOffset, l.CQArrayOffset, l.CQEntries, CQEWords)},
 		done: make(chan struct{}),
 	}
-	welcome := (&message{kind: kindWelcome, sessionID: id, worker: 0, regionSize: size}).encode(nil)
+	welcome := (&Message{Kind: KindWelcome, SessionID: id, Worker: 0, RegionSize: size}).Encode(nil)
 	if _, _, err := conn.WriteMsgUnix(welcome, unix.UnixRights(memfd, wfd, sfd), nil); err != nil {
 		return
 	}
@@ -236,11 +236,11 @@ func (e *fakeEngine) session(conn *net.UnixConn) {
 	go s.readControl()
 	reason := s.work()
 	if reason != CloseNone {
-		atomic.StoreUint32(reg.u32(offCloseReason), uint32(reason))
-		atomic.StoreUint32(reg.u32(offState), uint32(StateClosed))
+		atomic.StoreUint32(reg.U32(OffCloseReason), uint32(reason))
+		atomic.StoreUint32(reg.U32(OffState), uint32(StateClosed))
 		s.signalClient()
 		if reason == CloseClientClosed {
-			conn.Write((&message{kind: kindClosed}).encode(nil))
+			conn.Write((&Message{Kind: KindClosed}).Encode(nil))
 		}
 	}
 	conn.Close()
@@ -249,7 +249,7 @@ func (e *fakeEngine) session(conn *net.UnixConn) {
 
 func (s *fakeSession) readControl() {
 	defer close(s.done)
-	buf := make([]byte, maxMessage)
+	buf := make([]byte, MaxMessage)
 	for {
 		n, err := s.conn.Read(buf)
 		if err != nil || n == 0 {
@@ -257,24 +257,24 @@ func (s *fakeSession) readControl() {
 			s.kick()
 			return
 		}
-		m, err := decodeMessage(buf[:n])
+		m, err := DecodeMessage(buf[:n])
 		if err != nil {
 			continue
 		}
-		switch m.kind {
-		case kindPing:
-			s.conn.Write((&message{kind: kindPong}).encode(nil))
-		case kindClose:
+		switch m.Kind {
+		case KindPing:
+			s.conn.Write((&Message{Kind: KindPong}).Encode(nil))
+		case KindClose:
 			s.stop.CompareAndSwap(0, 1)
 			s.kick()
-		case kindConnectPeer:
+		case KindConnectPeer:
 			if s.e.peerGate != nil {
 				<-s.e.peerGate
 			}
-			a, err := netip.ParseAddrPort(m.addr)
+			a, err := netip.ParseAddrPort(m.Addr)
 			if err != nil {
 				// Like the real engine: refuse the address, keep the session.
-				sendError(s.conn, CtlBadRequest, "peer address "+strconv.Quote(m.addr)+" is not ip:port")
+				sendError(s.conn, CtlBadRequest, "peer address "+strconv.Quote(m.Addr)+" is not ip:port")
 				continue
 			}
 			s.e.mu.Lock()
@@ -285,7 +285,7 @@ func (s *fakeSession) readControl() {
 				s.e.peerList = append(s.e.peerList, a)
 			}
 			s.e.mu.Unlock()
-			s.conn.Write((&message{kind: kindPeerConnected, peer: h}).encode(nil))
+			s.conn.Write((&Message{Kind: KindPeerConnected, Peer: h}).Encode(nil))
 		}
 	}
 }
@@ -301,18 +301,18 @@ func (s *fakeSession) signalClient() {
 // pass takes every SQE it can reserve a CQ slot for, executes it and publishes the
 // completions. It returns how many it handled.
 func (s *fakeSession) pass(failAll bool) int {
-	ready, err := s.sq.refresh()
+	ready, err := s.sq.Refresh()
 	if err != nil {
 		return -1
 	}
-	free, err := s.cq.refresh()
+	free, err := s.cq.Refresh()
 	if err != nil {
 		return -1
 	}
 	n := min(ready, free)
 	needles := int64(0)
 	for i := uint32(0); i < n; i++ {
-		e := s.sq.popSQE()
+		e := s.sq.PopSQE()
 		if e.Opcode == OpReadNeedle {
 			needles++
 		}
@@ -325,13 +325,13 @@ func (s *fakeSession) pass(failAll bool) int {
 			}
 			res = s.execute(&e)
 		}
-		s.cq.pushCQE(CQE{UserData: e.UserData, Result: res})
+		s.cq.PushCQE(CQE{UserData: e.UserData, Result: res})
 	}
 	for m := s.e.maxNeedlePass.Load(); needles > m && !s.e.maxNeedlePass.CompareAndSwap(m, needles); m = s.e.maxNeedlePass.Load() {
 	}
 	if n > 0 {
-		s.sq.release()
-		if s.cq.publish() {
+		s.sq.Release()
+		if s.cq.Publish() {
 			s.signalClient()
 		}
 		s.processed.Add(uint64(n))
@@ -343,21 +343,21 @@ func (s *fakeSession) execute(e *SQE) int32 {
 	switch e.Opcode {
 	case OpNop:
 		if e.Flags != 0 || e.Reserved != 0 || e.Peer != 0 || e.BufOffset != 0 || e.BufLen != 0 || e.Aux != 0 || e.Args != [4]uint64{} {
-			atomic.AddUint32(s.sq.ctl.invalid, 1)
+			atomic.AddUint32(s.sq.Ctl.Invalid, 1)
 			return int32(ErrInvalidEntry)
 		}
 		return 0
 	case OpFill:
 		if e.Flags != 0 || e.Reserved != 0 || e.Peer != 0 || e.Args != [4]uint64{} {
-			atomic.AddUint32(s.sq.ctl.invalid, 1)
+			atomic.AddUint32(s.sq.Ctl.Invalid, 1)
 			return int32(ErrInvalidEntry)
 		}
 		end := e.BufOffset + uint64(e.BufLen)
 		if end < e.BufOffset || end > s.l.BufSize {
-			atomic.AddUint32(s.sq.ctl.invalid, 1)
+			atomic.AddUint32(s.sq.Ctl.Invalid, 1)
 			return int32(ErrOutOfBounds)
 		}
-		b := s.reg.bytes(s.l.BufOffset+e.BufOffset, uint64(e.BufLen))
+		b := s.reg.Bytes(s.l.BufOffset+e.BufOffset, uint64(e.BufLen))
 		for i := range b {
 			b[i] = byte(e.Aux)
 		}
@@ -366,7 +366,7 @@ func (s *fakeSession) execute(e *SQE) int32 {
 		// Validation in the order of engine/src/ops.rs, then the data plane's checks; every
 		// peer answers the echo service in place (no UCX here).
 		if e.Flags != 0 || e.Reserved != 0 || e.Args[2] != 0 || e.Args[3] != 0 || e.Args[1] > 1<<31-1 {
-			atomic.AddUint32(s.sq.ctl.invalid, 1)
+			atomic.AddUint32(s.sq.Ctl.Invalid, 1)
 			return int32(ErrInvalidEntry)
 		}
 		if e.Peer == 0 {
@@ -374,7 +374,7 @@ func (s *fakeSession) execute(e *SQE) int32 {
 		}
 		end, rend := e.BufOffset+uint64(e.BufLen), e.Args[0]+e.Args[1]
 		if end < e.BufOffset || end > s.l.BufSize || rend < e.Args[0] || rend > s.l.BufSize {
-			atomic.AddUint32(s.sq.ctl.invalid, 1)
+			atomic.AddUint32(s.sq.Ctl.Invalid, 1)
 			return int32(ErrOutOfBounds)
 		}
 		s.e.mu.Lock()
@@ -391,12 +391,12 @@ func (s *fakeSession) execute(e *SQE) int32 {
 		if s.e.sendGate != nil {
 			<-s.e.sendGate
 		}
-		copy(s.reg.bytes(s.l.BufOffset+e.Args[0], uint64(e.BufLen)), s.reg.bytes(s.l.BufOffset+e.BufOffset, uint64(e.BufLen)))
+		copy(s.reg.Bytes(s.l.BufOffset+e.Args[0], uint64(e.BufLen)), s.reg.Bytes(s.l.BufOffset+e.BufOffset, uint64(e.BufLen)))
 		return int32(e.BufLen)
 	case OpReadNeedle:
 		return s.readNeedle(e)
 	}
-	atomic.AddUint32(s.sq.ctl.invalid, 1)
+	atomic.AddUint32(s.sq.Ctl.Invalid, 1)
 	return int32(ErrUnknownOpcode)
 }
 
@@ -407,7 +407,7 @@ func (s *fakeSession) readNeedle(e *SQE) int32 {
 	ranged := e.Flags&FlagReadNeedleRange != 0
 	if e.Flags&^FlagReadNeedleRange != 0 || e.Reserved != 0 || e.Args[1] > math.MaxUint32 ||
 		(!ranged && (e.Args[2] != 0 || e.Args[3] != 0)) || e.BufLen > math.MaxInt32 || e.BufLen < NeedleMetaLen {
-		atomic.AddUint32(s.sq.ctl.invalid, 1)
+		atomic.AddUint32(s.sq.Ctl.Invalid, 1)
 		return int32(ErrInvalidEntry)
 	}
 	if e.Peer == 0 {
@@ -416,7 +416,7 @@ func (s *fakeSession) readNeedle(e *SQE) int32 {
 	end := e.BufOffset + uint64(e.BufLen)
 	dataCap := uint64(e.BufLen) - NeedleMetaLen
 	if end < e.BufOffset || end > s.l.BufSize || (ranged && e.Args[3] > dataCap) {
-		atomic.AddUint32(s.sq.ctl.invalid, 1)
+		atomic.AddUint32(s.sq.Ctl.Invalid, 1)
 		return int32(ErrOutOfBounds)
 	}
 	s.e.needleReads.Add(1)
@@ -454,7 +454,7 @@ func (s *fakeSession) readNeedle(e *SQE) int32 {
 	k := min(want, size-off)
 	m := n.meta
 	m.DataSize, m.RangeOffset = size, off
-	buf := s.reg.bytes(s.l.BufOffset+e.BufOffset, uint64(e.BufLen))
+	buf := s.reg.Bytes(s.l.BufOffset+e.BufOffset, uint64(e.BufLen))
 	appendNeedleMeta(buf[:0:NeedleMetaLen], &m)
 	copy(buf[NeedleMetaLen:], n.data[off:off+k])
 	return int32(k)
@@ -476,7 +476,7 @@ func (s *fakeSession) work() CloseReason {
 			}
 			return CloseClientClosed
 		case 2: // engine shutdown
-			atomic.StoreUint32(s.reg.u32(offState), uint32(StateDraining))
+			atomic.StoreUint32(s.reg.U32(OffState), uint32(StateDraining))
 			s.signalClient()
 			deadline := time.Now().Add(2 * time.Second)
 			for {
@@ -491,8 +491,8 @@ func (s *fakeSession) work() CloseReason {
 		}
 		n := s.pass(false)
 		if n < 0 {
-			atomic.StoreUint32(s.reg.u32(offCloseReason), uint32(CloseBadSqTail))
-			atomic.StoreUint32(s.reg.u32(offState), uint32(StateBroken))
+			atomic.StoreUint32(s.reg.U32(OffCloseReason), uint32(CloseBadSqTail))
+			atomic.StoreUint32(s.reg.U32(OffState), uint32(StateBroken))
 			s.signalClient()
 			return CloseNone
 		}
@@ -505,43 +505,43 @@ func (s *fakeSession) work() CloseReason {
 		}
 		// Sleep: NEED_WAKEUP on the SQ, recheck "entries ready and CQ room" (like the Rust
 		// engine, this worker also sleeps on a full CQ), block on the SQ doorbell.
-		atomic.StoreUint32(s.sq.ctl.flags, ringNeedWakeup)
-		r, _ := s.sq.refresh()
-		room, _ := s.cq.refresh()
+		atomic.StoreUint32(s.sq.Ctl.Flags, NeedWakeup)
+		r, _ := s.sq.Refresh()
+		room, _ := s.cq.Refresh()
 		if (r == 0 || room == 0) && s.stop.Load() == 0 {
 			var b [64]byte
 			unix.Read(s.sqBellRead, b[:])
 		}
-		atomic.StoreUint32(s.sq.ctl.flags, 0)
+		atomic.StoreUint32(s.sq.Ctl.Flags, 0)
 		idleSince = time.Now()
 	}
 }
 
 func (s *fakeSession) sqEmpty() bool {
-	r, err := s.sq.refresh()
+	r, err := s.sq.Refresh()
 	return err != nil || r == 0
 }
 
-// writeHeader fills a zeroed header for l and leaves state at Init (engine side).
-func writeHeader(r region, l Layout, regionSize uint64, pid, session uint32, epoch uint64, leaseMs uint32) {
-	*r.u64(offMagic) = RegionMagic
-	*r.u32(offVersion) = LayoutVersion
-	*r.u32(offHeaderSize) = headerSize
-	*r.u64(offRegionSize) = regionSize
-	*r.u32(offSqCtlOffset) = uint32(l.SQCtlOffset)
-	*r.u32(offSqEntries) = l.SQEntries
-	*r.u32(offSqArrayOffset) = uint32(l.SQArrayOffset)
-	*r.u32(offCqCtlOffset) = uint32(l.CQCtlOffset)
-	*r.u32(offCqEntries) = l.CQEntries
-	*r.u32(offCqArrayOffset) = uint32(l.CQArrayOffset)
-	*r.u64(offBufOffset) = l.BufOffset
-	*r.u64(offBufSize) = l.BufSize
-	*r.u32(offEnginePid) = pid
-	*r.u32(offSessionID) = session
-	*r.u64(offEngineEpoch) = epoch
-	*r.u32(offLeaseMs) = leaseMs
-	*(*uint16)(unsafe.Add(r.base, offSqeSize)) = sqeSize
-	*(*uint16)(unsafe.Add(r.base, offCqeSize)) = cqeSize
+// WriteHeader fills a zeroed header for l and leaves state at Init (engine side).
+func WriteHeader(r Region, l Layout, regionSize uint64, pid, session uint32, epoch uint64, leaseMs uint32) {
+	*r.U64(OffMagic) = RegionMagic
+	*r.U32(OffVersion) = LayoutVersion
+	*r.U32(OffHeaderSize) = HeaderSize
+	*r.U64(OffRegionSize) = regionSize
+	*r.U32(OffSqCtlOffset) = uint32(l.SQCtlOffset)
+	*r.U32(OffSqEntries) = l.SQEntries
+	*r.U32(OffSqArrayOffset) = uint32(l.SQArrayOffset)
+	*r.U32(OffCqCtlOffset) = uint32(l.CQCtlOffset)
+	*r.U32(OffCqEntries) = l.CQEntries
+	*r.U32(OffCqArrayOffset) = uint32(l.CQArrayOffset)
+	*r.U64(OffBufOffset) = l.BufOffset
+	*r.U64(OffBufSize) = l.BufSize
+	*r.U32(OffEnginePid) = pid
+	*r.U32(OffSessionID) = session
+	*r.U64(OffEngineEpoch) = epoch
+	*r.U32(OffLeaseMs) = leaseMs
+	*(*uint16)(unsafe.Add(r.Base, OffSqeSize)) = SQESize
+	*(*uint16)(unsafe.Add(r.Base, OffCqeSize)) = CQESize
 }
 
 // TestMain lets the test binary act as a fake engine process (for SIGKILL and restart

@@ -33,56 +33,56 @@ const (
 	// LayoutVersion is the region/entry layout version this package speaks.
 	LayoutVersion uint32 = 2
 
-	headerSize  = 256
-	ringCtlSize = 384
-	sqeSize     = 64
-	cqeSize     = 16
+	HeaderSize  = 256
+	RingCtlSize = 384
+	SQESize     = 64
+	CQESize     = 16
 	indexPad    = 128
-	bufAlign    = 4096
+	BufAlign    = 4096
 
 	// MaxRingEntries is the largest SQ or CQ size the protocol allows.
 	MaxRingEntries uint32 = 1 << 15
-	maxBufSize     uint64 = 1 << 40
+	MaxBufSize     uint64 = 1 << 40
 
-	sqeWords = sqeSize / 8
-	cqeWords = cqeSize / 8
+	SQEWords = SQESize / 8
+	CQEWords = CQESize / 8
 )
 
 // Header field offsets (RegionHeader).
 const (
-	offMagic           = 0
-	offVersion         = 8
-	offHeaderSize      = 12
-	offRegionSize      = 16
-	offSqCtlOffset     = 24
-	offSqEntries       = 28
-	offSqArrayOffset   = 32
-	offCqCtlOffset     = 36
-	offCqEntries       = 40
-	offCqArrayOffset   = 44
-	offBufOffset       = 48
-	offBufSize         = 56
-	offEnginePid       = 64
-	offSessionID       = 68
-	offEngineEpoch     = 72
-	offLeaseMs         = 80
-	offSqeSize         = 84
-	offCqeSize         = 86
-	offState           = 88
-	offCloseReason     = 92
-	offEngineHeartbeat = 96
-	offClientHeartbeat = 104
+	OffMagic           = 0
+	OffVersion         = 8
+	OffHeaderSize      = 12
+	OffRegionSize      = 16
+	OffSqCtlOffset     = 24
+	OffSqEntries       = 28
+	OffSqArrayOffset   = 32
+	OffCqCtlOffset     = 36
+	OffCqEntries       = 40
+	OffCqArrayOffset   = 44
+	OffBufOffset       = 48
+	OffBufSize         = 56
+	OffEnginePid       = 64
+	OffSessionID       = 68
+	OffEngineEpoch     = 72
+	OffLeaseMs         = 80
+	OffSqeSize         = 84
+	OffCqeSize         = 86
+	OffState           = 88
+	OffCloseReason     = 92
+	OffEngineHeartbeat = 96
+	OffClientHeartbeat = 104
 )
 
 // RingCtl field offsets, relative to the start of one ring's control block.
 const (
-	ctlHead    = 0
-	ctlTail    = 128
-	ctlFlags   = 256
-	ctlInvalid = 260
+	CtlHead    = 0
+	CtlTail    = 128
+	CtlFlags   = 256
+	CtlInvalid = 260
 
-	// ringNeedWakeup in a ring's flags: its consumer sleeps; the producer must signal.
-	ringNeedWakeup uint32 = 1
+	// NeedWakeup in a ring's flags: its consumer sleeps; the producer must signal.
+	NeedWakeup uint32 = 1
 )
 
 // SessionState is the lifecycle state the engine stores in the region header.
@@ -183,27 +183,27 @@ func NewLayout(sqEntries, cqEntries uint32, bufSize uint64) (Layout, error) {
 	if err := checkRing("cq-entries", cqEntries); err != nil {
 		return Layout{}, err
 	}
-	if bufSize%bufAlign != 0 || bufSize > maxBufSize {
-		return Layout{}, fmt.Errorf("%w: buffer size %d is not a multiple of %d (or over 1 TiB)", ErrRegionMalformed, bufSize, bufAlign)
+	if bufSize%BufAlign != 0 || bufSize > MaxBufSize {
+		return Layout{}, fmt.Errorf("%w: buffer size %d is not a multiple of %d (or over 1 TiB)", ErrRegionMalformed, bufSize, BufAlign)
 	}
 	l := Layout{SQEntries: sqEntries, CQEntries: cqEntries, BufSize: bufSize}
-	l.SQCtlOffset = headerSize
-	l.CQCtlOffset = l.SQCtlOffset + ringCtlSize
-	l.SQArrayOffset = l.CQCtlOffset + ringCtlSize
-	l.CQArrayOffset = alignUp(l.SQArrayOffset+uint64(sqEntries)*sqeSize, indexPad)
-	l.BufOffset = alignUp(l.CQArrayOffset+uint64(cqEntries)*cqeSize, bufAlign)
+	l.SQCtlOffset = HeaderSize
+	l.CQCtlOffset = l.SQCtlOffset + RingCtlSize
+	l.SQArrayOffset = l.CQCtlOffset + RingCtlSize
+	l.CQArrayOffset = alignUp(l.SQArrayOffset+uint64(sqEntries)*SQESize, indexPad)
+	l.BufOffset = alignUp(l.CQArrayOffset+uint64(cqEntries)*CQESize, BufAlign)
 	l.MinRegionSize = l.BufOffset + bufSize
 	return l, nil
 }
 
-// region is a view of a mapped (or, in tests, heap-allocated) region. base is 8-aligned.
+// Region is a view of a mapped (or, in tests, heap-allocated) Region. base is 8-aligned.
 // It never holds Go pointers inside the shared bytes; it only points at them.
-type region struct {
-	base unsafe.Pointer
+type Region struct {
+	Base unsafe.Pointer
 	size uint64
 }
 
-func newRegion(b []byte) region {
+func NewRegion(b []byte) Region {
 	if len(b) == 0 {
 		panic("swring: empty region")
 	}
@@ -211,62 +211,62 @@ func newRegion(b []byte) region {
 	if uintptr(p)%8 != 0 {
 		panic("swring: region is not 8-byte aligned")
 	}
-	return region{base: p, size: uint64(len(b))}
+	return Region{Base: p, size: uint64(len(b))}
 }
 
-func (r region) u32(off uint64) *uint32 {
+func (r Region) U32(off uint64) *uint32 {
 	if off%4 != 0 || off+4 > r.size {
 		panic("swring: bad u32 offset")
 	}
-	return (*uint32)(unsafe.Add(r.base, off))
+	return (*uint32)(unsafe.Add(r.Base, off))
 }
 
-func (r region) u64(off uint64) *uint64 {
+func (r Region) U64(off uint64) *uint64 {
 	if off%8 != 0 || off+8 > r.size {
 		panic("swring: bad u64 offset")
 	}
-	return (*uint64)(unsafe.Add(r.base, off))
+	return (*uint64)(unsafe.Add(r.Base, off))
 }
 
-func (r region) u16(off uint64) uint16 {
+func (r Region) U16(off uint64) uint16 {
 	if off%2 != 0 || off+2 > r.size {
 		panic("swring: bad u16 offset")
 	}
-	return *(*uint16)(unsafe.Add(r.base, off))
+	return *(*uint16)(unsafe.Add(r.Base, off))
 }
 
-func (r region) bytes(off, n uint64) []byte {
+func (r Region) Bytes(off, n uint64) []byte {
 	if off+n > r.size || off+n < off {
 		panic("swring: bad byte range")
 	}
-	return unsafe.Slice((*byte)(unsafe.Add(r.base, off)), n)
+	return unsafe.Slice((*byte)(unsafe.Add(r.Base, off)), n)
 }
 
 // state loads the header state. SYNC POINT: Go atomics are sequentially consistent, so this
 // is at least the acquire load that pairs with the engine's Release store of `state`.
-func (r region) state() SessionState { return SessionState(atomic.LoadUint32(r.u32(offState))) }
+func (r Region) State() SessionState { return SessionState(atomic.LoadUint32(r.U32(OffState))) }
 
-// validateHeader checks a header written by the engine (SPEC.md §3 "Validation"): state
+// ValidateHeader checks a header written by the engine (SPEC.md §3 "Validation"): state
 // Ready first (acquire), then every field against the layout recomputed from its sizes.
 // mapped is the length of the mapping. Errors wrap ErrRegionMalformed or ErrVersionMismatch.
-func validateHeader(r region, mapped uint64) (Layout, error) {
-	if r.size < headerSize || mapped < headerSize {
+func ValidateHeader(r Region, mapped uint64) (Layout, error) {
+	if r.size < HeaderSize || mapped < HeaderSize {
 		return Layout{}, fmt.Errorf("%w: mapping of %d bytes is smaller than the header", ErrRegionMalformed, mapped)
 	}
-	if st := r.state(); st != StateReady {
+	if st := r.State(); st != StateReady {
 		return Layout{}, fmt.Errorf("%w: session state is %v, not ready", ErrRegionMalformed, st)
 	}
 	// Plain fields never change after Ready; atomic loads keep the race detector and the
 	// compiler honest about memory another process writes.
-	if m := atomic.LoadUint64(r.u64(offMagic)); m != RegionMagic {
+	if m := atomic.LoadUint64(r.U64(OffMagic)); m != RegionMagic {
 		return Layout{}, fmt.Errorf("%w: region magic %#x is not %#x", ErrRegionMalformed, m, RegionMagic)
 	}
-	if v := atomic.LoadUint32(r.u32(offVersion)); v != LayoutVersion {
+	if v := atomic.LoadUint32(r.U32(OffVersion)); v != LayoutVersion {
 		return Layout{}, fmt.Errorf("%w: region layout version %d, this client speaks %d", ErrVersionMismatch, v, LayoutVersion)
 	}
-	ld32 := func(off uint64) uint32 { return atomic.LoadUint32(r.u32(off)) }
-	ld64 := func(off uint64) uint64 { return atomic.LoadUint64(r.u64(off)) }
-	l, err := NewLayout(ld32(offSqEntries), ld32(offCqEntries), ld64(offBufSize))
+	ld32 := func(off uint64) uint32 { return atomic.LoadUint32(r.U32(off)) }
+	ld64 := func(off uint64) uint64 { return atomic.LoadUint64(r.U64(off)) }
+	l, err := NewLayout(ld32(OffSqEntries), ld32(OffCqEntries), ld64(OffBufSize))
 	if err != nil {
 		return Layout{}, err
 	}
@@ -274,21 +274,21 @@ func validateHeader(r region, mapped uint64) (Layout, error) {
 		name          string
 		found, expect uint64
 	}{
-		{"header_size", uint64(ld32(offHeaderSize)), headerSize},
-		{"sq_ctl_offset", uint64(ld32(offSqCtlOffset)), l.SQCtlOffset},
-		{"cq_ctl_offset", uint64(ld32(offCqCtlOffset)), l.CQCtlOffset},
-		{"sq_array_offset", uint64(ld32(offSqArrayOffset)), l.SQArrayOffset},
-		{"cq_array_offset", uint64(ld32(offCqArrayOffset)), l.CQArrayOffset},
-		{"buf_offset", ld64(offBufOffset), l.BufOffset},
-		{"sqe_size", uint64(r.u16(offSqeSize)), sqeSize},
-		{"cqe_size", uint64(r.u16(offCqeSize)), cqeSize},
+		{"header_size", uint64(ld32(OffHeaderSize)), HeaderSize},
+		{"sq_ctl_offset", uint64(ld32(OffSqCtlOffset)), l.SQCtlOffset},
+		{"cq_ctl_offset", uint64(ld32(OffCqCtlOffset)), l.CQCtlOffset},
+		{"sq_array_offset", uint64(ld32(OffSqArrayOffset)), l.SQArrayOffset},
+		{"cq_array_offset", uint64(ld32(OffCqArrayOffset)), l.CQArrayOffset},
+		{"buf_offset", ld64(OffBufOffset), l.BufOffset},
+		{"sqe_size", uint64(r.U16(OffSqeSize)), SQESize},
+		{"cqe_size", uint64(r.U16(OffCqeSize)), CQESize},
 	}
 	for _, c := range checks {
 		if c.found != c.expect {
 			return Layout{}, fmt.Errorf("%w: header field %s is %d, the layout needs %d", ErrRegionMalformed, c.name, c.found, c.expect)
 		}
 	}
-	rs := ld64(offRegionSize)
+	rs := ld64(OffRegionSize)
 	if rs < l.MinRegionSize || mapped < rs || r.size < rs {
 		return Layout{}, fmt.Errorf("%w: region of %d bytes (mapped %d) is smaller than its layout (%d bytes)", ErrRegionMalformed, rs, mapped, l.MinRegionSize)
 	}

@@ -99,29 +99,29 @@ func TestLayoutMatchesRingProto(t *testing.T) {
 	if f.Magic != RegionMagic || f.LayoutVersion != LayoutVersion {
 		t.Errorf("magic/version: json %#x/%d, Go %#x/%d", f.Magic, f.LayoutVersion, RegionMagic, LayoutVersion)
 	}
-	if f.Control.Magic != controlMagic || f.Control.Version != controlVersion || f.Control.WelcomeFDs != welcomeFDs {
+	if f.Control.Magic != controlMagic || f.Control.Version != controlVersion || f.Control.WelcomeFDs != WelcomeFDs {
 		t.Errorf("control constants: json %+v", f.Control)
 	}
 	checkFields(t, "header", f.Header, map[string]uint64{
-		"magic": offMagic, "version": offVersion, "header_size": offHeaderSize, "region_size": offRegionSize,
-		"sq_ctl_offset": offSqCtlOffset, "sq_entries": offSqEntries, "sq_array_offset": offSqArrayOffset,
-		"cq_ctl_offset": offCqCtlOffset, "cq_entries": offCqEntries, "cq_array_offset": offCqArrayOffset,
-		"buf_offset": offBufOffset, "buf_size": offBufSize, "engine_pid": offEnginePid, "session_id": offSessionID,
-		"engine_epoch": offEngineEpoch, "lease_ms": offLeaseMs, "sqe_size": offSqeSize, "cqe_size": offCqeSize,
-		"state": offState, "close_reason": offCloseReason, "engine_heartbeat": offEngineHeartbeat,
-		"client_heartbeat": offClientHeartbeat,
-	}, headerSize)
+		"magic": OffMagic, "version": OffVersion, "header_size": OffHeaderSize, "region_size": OffRegionSize,
+		"sq_ctl_offset": OffSqCtlOffset, "sq_entries": OffSqEntries, "sq_array_offset": OffSqArrayOffset,
+		"cq_ctl_offset": OffCqCtlOffset, "cq_entries": OffCqEntries, "cq_array_offset": OffCqArrayOffset,
+		"buf_offset": OffBufOffset, "buf_size": OffBufSize, "engine_pid": OffEnginePid, "session_id": OffSessionID,
+		"engine_epoch": OffEngineEpoch, "lease_ms": OffLeaseMs, "sqe_size": OffSqeSize, "cqe_size": OffCqeSize,
+		"state": OffState, "close_reason": OffCloseReason, "engine_heartbeat": OffEngineHeartbeat,
+		"client_heartbeat": OffClientHeartbeat,
+	}, HeaderSize)
 	checkFields(t, "ring_ctl", f.RingCtl.fieldsBlock, map[string]uint64{
-		"head": ctlHead, "tail": ctlTail, "flags": ctlFlags, "invalid": ctlInvalid,
-	}, ringCtlSize)
-	if f.RingCtl.NeedWakeup != ringNeedWakeup {
-		t.Errorf("need_wakeup: json %d, Go %d", f.RingCtl.NeedWakeup, ringNeedWakeup)
+		"head": CtlHead, "tail": CtlTail, "flags": CtlFlags, "invalid": CtlInvalid,
+	}, RingCtlSize)
+	if f.RingCtl.NeedWakeup != NeedWakeup {
+		t.Errorf("need_wakeup: json %d, Go %d", f.RingCtl.NeedWakeup, NeedWakeup)
 	}
-	if f.Alignment.BufAlign != bufAlign || f.Alignment.IndexPad != indexPad || f.Alignment.MaxRingEntries != MaxRingEntries {
+	if f.Alignment.BufAlign != BufAlign || f.Alignment.IndexPad != indexPad || f.Alignment.MaxRingEntries != MaxRingEntries {
 		t.Errorf("alignment: json %+v", f.Alignment)
 	}
 	// 64-bit atomics need 8-byte alignment.
-	for _, off := range []uint64{offMagic, offRegionSize, offBufOffset, offBufSize, offEngineEpoch, offEngineHeartbeat, offClientHeartbeat} {
+	for _, off := range []uint64{OffMagic, OffRegionSize, OffBufOffset, OffBufSize, OffEngineEpoch, OffEngineHeartbeat, OffClientHeartbeat} {
 		if off%8 != 0 {
 			t.Errorf("64-bit header field at %d is not 8-aligned", off)
 		}
@@ -208,11 +208,11 @@ func TestLayoutMatchesRingProto(t *testing.T) {
 	// Entry fields: encode distinct values and find them at the json offsets.
 	e := SQE{Opcode: 0x11, Flags: 0x22, Reserved: 0x3344, Peer: 0x55667788, UserData: 0x0102030405060708,
 		BufOffset: 0x1112131415161718, BufLen: 0x21222324, Aux: 0x31323334, Args: [4]uint64{0x41, 0x42, 0x43, 0x44}}
-	var sb [sqeSize]byte
+	var sb [SQESize]byte
 	for i, w := range e.words() {
 		binary.LittleEndian.PutUint64(sb[i*8:], w)
 	}
-	if f.SQE.Size != sqeSize || f.CQE.Size != cqeSize {
+	if f.SQE.Size != SQESize || f.CQE.Size != CQESize {
 		t.Errorf("entry sizes: json %d/%d", f.SQE.Size, f.CQE.Size)
 	}
 	le := binary.LittleEndian
@@ -232,7 +232,7 @@ func TestLayoutMatchesRingProto(t *testing.T) {
 		{"args", le.Uint64(sb[sf["args"]:]), 0x41},
 	}
 	c := CQE{UserData: 0x0102030405060708, Result: -3, Flags: 0x0a0b0c0d}
-	var cb [cqeSize]byte
+	var cb [CQESize]byte
 	for i, w := range c.words() {
 		binary.LittleEndian.PutUint64(cb[i*8:], w)
 	}
@@ -350,41 +350,41 @@ func TestNewLayoutRejectsBadSizes(t *testing.T) {
 }
 
 // heapRegion returns an 8-aligned zeroed region on the Go heap.
-func heapRegion(n uint64) ([]uint64, region) {
+func heapRegion(n uint64) ([]uint64, Region) {
 	words := make([]uint64, (n+7)/8)
 	b := unsafeBytes(words)
-	return words, newRegion(b[:n])
+	return words, NewRegion(b[:n])
 }
 
 func TestValidateHeader(t *testing.T) {
 	l, _ := NewLayout(8, 16, 8192)
-	mk := func(mut func(r region)) error {
+	mk := func(mut func(r Region)) error {
 		_, r := heapRegion(l.MinRegionSize)
-		writeHeader(r, l, l.MinRegionSize, 1, 2, 3, 0)
-		*r.u32(offState) = uint32(StateReady)
+		WriteHeader(r, l, l.MinRegionSize, 1, 2, 3, 0)
+		*r.U32(OffState) = uint32(StateReady)
 		if mut != nil {
 			mut(r)
 		}
-		_, err := validateHeader(r, l.MinRegionSize)
+		_, err := ValidateHeader(r, l.MinRegionSize)
 		return err
 	}
 	if err := mk(nil); err != nil {
 		t.Fatalf("good header rejected: %v", err)
 	}
 	bad := map[string]struct {
-		mut  func(r region)
+		mut  func(r Region)
 		want error
 	}{
-		"magic":       {func(r region) { *r.u64(offMagic) = 1 }, ErrRegionMalformed},
-		"version":     {func(r region) { *r.u32(offVersion) = 9 }, ErrVersionMismatch},
-		"not ready":   {func(r region) { *r.u32(offState) = uint32(StateInit) }, ErrRegionMalformed},
-		"buf_offset":  {func(r region) { *r.u64(offBufOffset) += 8 }, ErrRegionMalformed},
-		"cq_array":    {func(r region) { *r.u32(offCqArrayOffset) += 128 }, ErrRegionMalformed},
-		"sq_entries":  {func(r region) { *r.u32(offSqEntries) = 6 }, ErrRegionMalformed},
-		"sqe_size":    {func(r region) { *(*uint16)(r.bytesPtr(offSqeSize)) = 32 }, ErrRegionMalformed},
-		"region_size": {func(r region) { *r.u64(offRegionSize) = 4096 }, ErrRegionMalformed},
-		"too big":     {func(r region) { *r.u64(offRegionSize) = 1 << 30 }, ErrRegionMalformed},
-		"header_size": {func(r region) { *r.u32(offHeaderSize) = 128 }, ErrRegionMalformed},
+		"magic":       {func(r Region) { *r.U64(OffMagic) = 1 }, ErrRegionMalformed},
+		"version":     {func(r Region) { *r.U32(OffVersion) = 9 }, ErrVersionMismatch},
+		"not ready":   {func(r Region) { *r.U32(OffState) = uint32(StateInit) }, ErrRegionMalformed},
+		"buf_offset":  {func(r Region) { *r.U64(OffBufOffset) += 8 }, ErrRegionMalformed},
+		"cq_array":    {func(r Region) { *r.U32(OffCqArrayOffset) += 128 }, ErrRegionMalformed},
+		"sq_entries":  {func(r Region) { *r.U32(OffSqEntries) = 6 }, ErrRegionMalformed},
+		"sqe_size":    {func(r Region) { *(*uint16)(r.bytesPtr(OffSqeSize)) = 32 }, ErrRegionMalformed},
+		"region_size": {func(r Region) { *r.U64(OffRegionSize) = 4096 }, ErrRegionMalformed},
+		"too big":     {func(r Region) { *r.U64(OffRegionSize) = 1 << 30 }, ErrRegionMalformed},
+		"header_size": {func(r Region) { *r.U32(OffHeaderSize) = 128 }, ErrRegionMalformed},
 	}
 	for name, c := range bad {
 		err := mk(c.mut)

@@ -53,7 +53,7 @@ func (e *PeerError) Is(target error) bool {
 // peerReply is a reply to the seq-th ConnectPeer of the session.
 type peerReply struct {
 	seq uint64
-	m   message
+	m   Message
 }
 
 // peerReplied runs on the watcher for PeerConnected and Error: it hands the reply to the
@@ -61,7 +61,7 @@ type peerReply struct {
 // so replies are numbered as they arrive; the caller skips replies to earlier calls that
 // gave up (ctx). An Error when no ConnectPeer is outstanding is the engine ending the
 // session; EOF follows and the watcher reports it.
-func (c *Client) peerReplied(m message) {
+func (c *Client) peerReplied(m Message) {
 	c.peerSeqMu.Lock()
 	if c.peerRecv == c.peerSent {
 		c.peerSeqMu.Unlock()
@@ -101,8 +101,8 @@ func (c *Client) ConnectPeer(ctx context.Context, addr string) (Peer, error) {
 	if !utf8.ValidString(addr) {
 		return 0, &PeerError{Addr: addr, Code: CtlBadRequest, Message: "address is not UTF-8"}
 	}
-	if len(addr) > maxPeerAddr {
-		return 0, &PeerError{Addr: addr, Code: CtlBadRequest, Message: fmt.Sprintf("address of %d bytes, at most %d fit a control packet", len(addr), maxPeerAddr)}
+	if len(addr) > MaxPeerAddr {
+		return 0, &PeerError{Addr: addr, Code: CtlBadRequest, Message: fmt.Sprintf("address of %d bytes, at most %d fit a control packet", len(addr), MaxPeerAddr)}
 	}
 	c.peerMu.Lock()
 	defer c.peerMu.Unlock()
@@ -115,7 +115,7 @@ func (c *Client) ConnectPeer(ctx context.Context, addr string) (Peer, error) {
 	if c.closing.Load() {
 		return 0, ErrClosed
 	}
-	pkt := (&message{kind: kindConnectPeer, addr: addr}).encode(nil)
+	pkt := (&Message{Kind: KindConnectPeer, Addr: addr}).Encode(nil)
 	// Count the request before sending it, so that the reply always finds it counted.
 	c.peerSeqMu.Lock()
 	c.peerSent++
@@ -136,14 +136,14 @@ func (c *Client) ConnectPeer(ctx context.Context, addr string) (Peer, error) {
 			if r.seq < seq {
 				continue // the reply to a call that gave up
 			}
-			switch r.m.kind {
-			case kindPeerConnected:
-				if r.m.peer == 0 {
+			switch r.m.Kind {
+			case KindPeerConnected:
+				if r.m.Peer == 0 {
 					return 0, fmt.Errorf("%w: engine answered connect-peer %q with peer handle 0", ErrProtocol, addr)
 				}
-				return Peer(r.m.peer), nil
-			default: // kindError
-				return 0, &PeerError{Addr: addr, Code: ControlErrorCode(r.m.code), Message: r.m.text}
+				return Peer(r.m.Peer), nil
+			default: // KindError
+				return 0, &PeerError{Addr: addr, Code: ControlErrorCode(r.m.Code), Message: r.m.Text}
 			}
 		case <-c.downCh:
 			return 0, c.downErr

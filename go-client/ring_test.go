@@ -12,12 +12,12 @@ import (
 // heapRings builds an SQ and a CQ on heap memory, with both sides of each.
 type heapRings struct {
 	mem    []uint64
-	reg    region
+	reg    Region
 	l      Layout
-	sqProd producer
-	sqCons consumer
-	cqProd producer
-	cqCons consumer
+	sqProd Producer
+	sqCons Consumer
+	cqProd Producer
+	cqCons Consumer
 }
 
 func newHeapRings(t testing.TB, sq, cq uint32) *heapRings {
@@ -27,21 +27,21 @@ func newHeapRings(t testing.TB, sq, cq uint32) *heapRings {
 	}
 	mem, reg := heapRegion(l.MinRegionSize)
 	h := &heapRings{mem: mem, reg: reg, l: l}
-	h.sqProd = producer{ring: newRing("sq", reg, l.SQCtlOffset, l.SQArrayOffset, sq, sqeWords)}
-	h.sqCons = consumer{ring: newRing("sq", reg, l.SQCtlOffset, l.SQArrayOffset, sq, sqeWords)}
-	h.cqProd = producer{ring: newRing("cq", reg, l.CQCtlOffset, l.CQArrayOffset, cq, cqeWords)}
-	h.cqCons = consumer{ring: newRing("cq", reg, l.CQCtlOffset, l.CQArrayOffset, cq, cqeWords)}
+	h.sqProd = Producer{Ring: NewRing("sq", reg, l.SQCtlOffset, l.SQArrayOffset, sq, SQEWords)}
+	h.sqCons = Consumer{Ring: NewRing("sq", reg, l.SQCtlOffset, l.SQArrayOffset, sq, SQEWords)}
+	h.cqProd = Producer{Ring: NewRing("cq", reg, l.CQCtlOffset, l.CQArrayOffset, cq, CQEWords)}
+	h.cqCons = Consumer{Ring: NewRing("cq", reg, l.CQCtlOffset, l.CQArrayOffset, cq, CQEWords)}
 	return h
 }
 
 // setIndices moves every index (private and shared) of both rings to start.
 func (h *heapRings) setIndices(start uint32) {
-	for _, p := range []*producer{&h.sqProd, &h.cqProd} {
+	for _, p := range []*Producer{&h.sqProd, &h.cqProd} {
 		p.tail, p.headCache = start, start
-		atomic.StoreUint32(p.ctl.head, start)
-		atomic.StoreUint32(p.ctl.tail, start)
+		atomic.StoreUint32(p.Ctl.Head, start)
+		atomic.StoreUint32(p.Ctl.Tail, start)
 	}
-	for _, c := range []*consumer{&h.sqCons, &h.cqCons} {
+	for _, c := range []*Consumer{&h.sqCons, &h.cqCons} {
 		c.head, c.tailCache = start, start
 	}
 }
@@ -52,36 +52,36 @@ func sqe(n uint64) SQE {
 
 func TestRingEmptyAndFull(t *testing.T) {
 	h := newHeapRings(t, 4, 4)
-	if n, err := h.sqCons.refresh(); n != 0 || err != nil {
+	if n, err := h.sqCons.Refresh(); n != 0 || err != nil {
 		t.Fatalf("empty SQ: %d %v", n, err)
 	}
 	for i := uint64(0); i < 4; i++ {
-		if f, _ := h.sqProd.free(); f == 0 {
+		if f, _ := h.sqProd.Free(); f == 0 {
 			t.Fatalf("full after %d", i)
 		}
 		e := sqe(i)
-		h.sqProd.pushSQE(&e)
+		h.sqProd.PushSQE(&e)
 	}
-	if f, err := h.sqProd.free(); f != 0 || err != nil {
+	if f, err := h.sqProd.Free(); f != 0 || err != nil {
 		t.Fatalf("SQ of 4 not full after 4 pushes: %d %v", f, err)
 	}
 	// Unpublished entries are invisible.
-	if n, _ := h.sqCons.refresh(); n != 0 {
+	if n, _ := h.sqCons.Refresh(); n != 0 {
 		t.Fatalf("consumer sees %d unpublished entries", n)
 	}
-	h.sqProd.publish()
-	if n, _ := h.sqCons.refresh(); n != 4 {
+	h.sqProd.Publish()
+	if n, _ := h.sqCons.Refresh(); n != 4 {
 		t.Fatalf("ready %d, want 4", n)
 	}
-	if got := h.sqCons.popSQE(); got != sqe(0) {
+	if got := h.sqCons.PopSQE(); got != sqe(0) {
 		t.Fatalf("popped %+v", got)
 	}
 	// Popped but not released: still full for the producer.
-	if f, _ := h.sqProd.refresh(); f != 0 {
+	if f, _ := h.sqProd.Refresh(); f != 0 {
 		t.Fatalf("slot reusable before release")
 	}
-	h.sqCons.release()
-	if f, _ := h.sqProd.refresh(); f != 1 {
+	h.sqCons.Release()
+	if f, _ := h.sqProd.Refresh(); f != 1 {
 		t.Fatalf("free %d after release, want 1", f)
 	}
 }
@@ -91,25 +91,25 @@ func TestRingWraparoundAcrossUint32(t *testing.T) {
 	h.setIndices(math.MaxUint32 - 5)
 	for i := uint64(0); i < 100; i++ {
 		e := sqe(i)
-		h.sqProd.pushSQE(&e)
-		h.sqProd.publish()
-		if n, err := h.sqCons.refresh(); n != 1 || err != nil {
+		h.sqProd.PushSQE(&e)
+		h.sqProd.Publish()
+		if n, err := h.sqCons.Refresh(); n != 1 || err != nil {
 			t.Fatalf("step %d: ready %d %v", i, n, err)
 		}
-		if got := h.sqCons.popSQE(); got != e {
+		if got := h.sqCons.PopSQE(); got != e {
 			t.Fatalf("step %d: %+v != %+v", i, got, e)
 		}
-		h.sqCons.release()
+		h.sqCons.Release()
 
-		h.cqProd.pushCQE(CQE{UserData: i, Result: -int32(i), Flags: uint32(i)})
-		h.cqProd.publish()
-		if n, err := h.cqCons.refresh(); n != 1 || err != nil {
+		h.cqProd.PushCQE(CQE{UserData: i, Result: -int32(i), Flags: uint32(i)})
+		h.cqProd.Publish()
+		if n, err := h.cqCons.Refresh(); n != 1 || err != nil {
 			t.Fatalf("step %d: cq ready %d %v", i, n, err)
 		}
-		if got := h.cqCons.popCQE(); got != (CQE{UserData: i, Result: -int32(i), Flags: uint32(i)}) {
+		if got := h.cqCons.PopCQE(); got != (CQE{UserData: i, Result: -int32(i), Flags: uint32(i)}) {
 			t.Fatalf("step %d: cqe %+v", i, got)
 		}
-		h.cqCons.release()
+		h.cqCons.Release()
 	}
 	if h.sqProd.tail != 94 { // (2^32-1-5+100) mod 2^32
 		t.Fatal("tail did not wrap")
@@ -121,70 +121,70 @@ func TestRingBatching(t *testing.T) {
 	for round := uint64(0); round < 10; round++ {
 		for i := uint64(0); i < 32; i++ {
 			e := sqe(round*32 + i)
-			h.sqProd.pushSQE(&e)
+			h.sqProd.PushSQE(&e)
 		}
-		h.sqProd.publish()
-		n, _ := h.sqCons.refresh()
+		h.sqProd.Publish()
+		n, _ := h.sqCons.Refresh()
 		if n != 32 {
 			t.Fatalf("round %d: %d ready", round, n)
 		}
 		for i := uint64(0); i < 32; i++ {
-			if got := h.sqCons.popSQE(); got.UserData != round*32+i {
+			if got := h.sqCons.PopSQE(); got.UserData != round*32+i {
 				t.Fatalf("out of order: %d", got.UserData)
 			}
 		}
-		h.sqCons.release()
+		h.sqCons.Release()
 	}
 }
 
 func TestRingCorruptIndices(t *testing.T) {
 	h := newHeapRings(t, 4, 4)
 	// Consumer: tail far ahead, tail backwards.
-	atomic.StoreUint32(h.cqCons.ctl.tail, 5)
-	if _, err := h.cqCons.refresh(); !errors.Is(err, ErrProtocol) {
+	atomic.StoreUint32(h.cqCons.Ctl.Tail, 5)
+	if _, err := h.cqCons.Refresh(); !errors.Is(err, ErrProtocol) {
 		t.Fatalf("tail 5 on a ring of 4 accepted: %v", err)
 	}
-	atomic.StoreUint32(h.cqCons.ctl.tail, math.MaxUint32)
-	if _, err := h.cqCons.refresh(); err == nil {
+	atomic.StoreUint32(h.cqCons.Ctl.Tail, math.MaxUint32)
+	if _, err := h.cqCons.Refresh(); err == nil {
 		t.Fatal("tail moved backwards accepted")
 	}
 	// A tail that jumps by more than the ring since the last load, even if tail-head looks fine.
 	h2 := newHeapRings(t, 4, 4)
 	h2.cqCons.head = 10
 	h2.cqCons.tailCache = 0
-	atomic.StoreUint32(h2.cqCons.ctl.tail, 11)
-	if _, err := h2.cqCons.refresh(); err == nil {
+	atomic.StoreUint32(h2.cqCons.Ctl.Tail, 11)
+	if _, err := h2.cqCons.Refresh(); err == nil {
 		t.Fatal("tail jump accepted")
 	}
 	// Producer: head ahead of our tail.
-	atomic.StoreUint32(h.sqProd.ctl.head, 1)
-	if _, err := h.sqProd.refresh(); err == nil {
+	atomic.StoreUint32(h.sqProd.Ctl.Head, 1)
+	if _, err := h.sqProd.Refresh(); err == nil {
 		t.Fatal("head past tail accepted")
 	}
-	atomic.StoreUint32(h.sqProd.ctl.head, math.MaxUint32-10)
-	if _, err := h.sqProd.refresh(); err == nil {
+	atomic.StoreUint32(h.sqProd.Ctl.Head, math.MaxUint32-10)
+	if _, err := h.sqProd.Refresh(); err == nil {
 		t.Fatal("head far behind accepted")
 	}
 }
 
 func TestSleepHandshakeSingleThread(t *testing.T) {
 	h := newHeapRings(t, 4, 4)
-	if ok, err := h.cqCons.prepareSleep(); !ok || err != nil {
-		t.Fatalf("prepareSleep on empty ring: %v %v", ok, err)
+	if ok, err := h.cqCons.PrepareSleep(); !ok || err != nil {
+		t.Fatalf("PrepareSleep on empty ring: %v %v", ok, err)
 	}
-	h.cqProd.pushCQE(CQE{UserData: 1})
-	if !h.cqProd.publish() {
+	h.cqProd.PushCQE(CQE{UserData: 1})
+	if !h.cqProd.Publish() {
 		t.Fatal("producer did not see NEED_WAKEUP")
 	}
-	h.cqCons.finishSleep()
-	h.cqProd.pushCQE(CQE{UserData: 2})
-	if h.cqProd.publish() {
-		t.Fatal("producer saw NEED_WAKEUP after finishSleep")
+	h.cqCons.FinishSleep()
+	h.cqProd.PushCQE(CQE{UserData: 2})
+	if h.cqProd.Publish() {
+		t.Fatal("producer saw NEED_WAKEUP after FinishSleep")
 	}
-	if ok, _ := h.cqCons.prepareSleep(); ok {
-		t.Fatal("prepareSleep with entries ready said sleep")
+	if ok, _ := h.cqCons.PrepareSleep(); ok {
+		t.Fatal("PrepareSleep with entries ready said sleep")
 	}
-	if atomic.LoadUint32(h.cqCons.ctl.flags) != 0 {
+	if atomic.LoadUint32(h.cqCons.Ctl.Flags) != 0 {
 		t.Fatal("flag not cleared")
 	}
 }
@@ -204,7 +204,7 @@ func TestRingModel(t *testing.T) {
 		for op := 0; op < 400; op++ {
 			switch rng.IntN(4) {
 			case 0:
-				f, err := h.cqProd.free()
+				f, err := h.cqProd.Free()
 				if err != nil {
 					t.Fatal(err)
 				}
@@ -213,20 +213,20 @@ func TestRingModel(t *testing.T) {
 					t.Fatalf("free %d with %d occupied of %d", f, occupied, entries)
 				}
 				if f > 0 {
-					h.cqProd.pushCQE(CQE{UserData: next})
+					h.cqProd.PushCQE(CQE{UserData: next})
 					pushed = append(pushed, next)
 					next++
 				}
 			case 1:
-				h.cqProd.publish()
+				h.cqProd.Publish()
 				published = len(pushed)
 			case 2:
-				n, err := h.cqCons.refresh()
+				n, err := h.cqCons.Refresh()
 				if err != nil || int(n) != published {
 					t.Fatalf("ready %d (%v), model %d", n, err, published)
 				}
 				if n > 0 {
-					if got := h.cqCons.popCQE(); got.UserData != expect {
+					if got := h.cqCons.PopCQE(); got.UserData != expect {
 						t.Fatalf("got %d, want %d", got.UserData, expect)
 					}
 					pushed = pushed[1:]
@@ -235,7 +235,7 @@ func TestRingModel(t *testing.T) {
 					unreleased++
 				}
 			case 3:
-				h.cqCons.release()
+				h.cqCons.Release()
 				unreleased = 0
 			}
 		}
@@ -253,17 +253,17 @@ func TestRingConcurrent(t *testing.T) {
 	go func() {
 		defer wg.Done()
 		for i := uint64(0); i < total; {
-			f, err := h.sqProd.free()
+			f, err := h.sqProd.Free()
 			if err != nil {
 				t.Error(err)
 				return
 			}
 			for ; f > 0 && i < total; f-- {
 				e := sqe(i)
-				h.sqProd.pushSQE(&e)
+				h.sqProd.PushSQE(&e)
 				i++
 			}
-			if h.sqProd.publish() {
+			if h.sqProd.Publish() {
 				select {
 				case wake <- struct{}{}:
 				default:
@@ -273,24 +273,24 @@ func TestRingConcurrent(t *testing.T) {
 	}()
 	var got uint64
 	for got < total {
-		n, err := h.sqCons.refresh()
+		n, err := h.sqCons.Refresh()
 		if err != nil {
 			t.Fatal(err)
 		}
 		if n == 0 {
-			if ok, _ := h.sqCons.prepareSleep(); ok {
+			if ok, _ := h.sqCons.PrepareSleep(); ok {
 				<-wake
-				h.sqCons.finishSleep()
+				h.sqCons.FinishSleep()
 			}
 			continue
 		}
 		for ; n > 0; n-- {
-			if e := h.sqCons.popSQE(); e != sqe(got) {
+			if e := h.sqCons.PopSQE(); e != sqe(got) {
 				t.Fatalf("entry %d: %+v", got, e)
 			}
 			got++
 		}
-		h.sqCons.release()
+		h.sqCons.Release()
 	}
 	wg.Wait()
 }
