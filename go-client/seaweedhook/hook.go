@@ -4,7 +4,7 @@
 // The patched weed (integrations/seaweedfs in this repository) offers every chunk read from a
 // volume server to a hook before its HTTP GET; Hook.ReadChunk is that hook. It answers with
 // exactly the bytes the GET would return (decompressed, whole or the requested range) read
-// through NeedleReader on the ring only, or declines (ok == false), and SeaweedFS then makes
+// through Reader on the ring only, or declines (ok == false), and SeaweedFS then makes
 // its HTTP GET as it always did: one HTTP read, never two, because the reader's own HTTP
 // fallback is off. Errors are never reported from the ring: a declined read lets the HTTP GET
 // give SeaweedFS its usual answer (404, 416, a replica's retry), so errors stay SeaweedFS's.
@@ -14,6 +14,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"log/slog"
 	"net/url"
 	"strconv"
 	"strings"
@@ -21,7 +22,7 @@ import (
 	"sync/atomic"
 	"time"
 
-	swring "github.com/seaweed-ring/seaweed-ring/go-client"
+	"github.com/seaweed-ring/seaweed-ring/go-client/needle"
 )
 
 // Environment variables FromEnv reads.
@@ -30,7 +31,7 @@ const (
 	// path on. Unset or empty: the hook is not installed and weed behaves as stock.
 	EnvEngineSocket = "SWRING_ENGINE_SOCKET"
 	// EnvEnginePort is the UCX port of the volume servers' engines (default
-	// swring.DefaultEnginePort): the engine of volume server host:8080 is host:port.
+	// needle.DefaultEnginePort): the engine of volume server host:8080 is host:port.
 	EnvEnginePort = "SWRING_ENGINE_PORT"
 	// EnvEngineAddrs overrides that convention per volume server:
 	// "volumehost:8080=10.0.0.5:13337,volumehost2:8080=10.0.0.6:13337".
@@ -48,12 +49,13 @@ type Options struct {
 	// EngineSocket is the local engine's control socket (required).
 	EngineSocket string
 	// EnginePort and EngineAddrs find the volume servers' engines (see
-	// swring.NeedleReaderOptions).
+	// needle.Options).
 	EnginePort  int
 	EngineAddrs map[string]string
-	// Logf receives engine session changes and, at most every 10 s, why a read was
-	// declined (nil: no logging).
-	Logf func(format string, args ...any)
+	// Logger receives engine session changes and, at most every 10 s, why a read was
+	// declined. nil discards them (inside weed, the patch passes a logger that writes
+	// through glog).
+	Logger *slog.Logger
 }
 
 // Stats are the hook's counters.
@@ -61,14 +63,14 @@ type Stats struct {
 	Served      uint64 // chunk reads the ring answered
 	ServedBytes uint64 // bytes of those answers
 	Declined    uint64 // chunk reads left to SeaweedFS's HTTP GET
-	Reader      swring.NeedleReaderStats
+	Reader      needle.Stats
 }
 
 // Hook reads chunks through the ring for SeaweedFS. Safe for concurrent use.
 type Hook struct {
 	socket string
-	r      *swring.NeedleReader
-	logf   func(format string, args ...any)
+	r      *needle.Reader
+	log    *slog.Logger
 
 	served, servedBytes, declined atomic.Uint64
 
@@ -82,31 +84,36 @@ func New(opts Options) (*Hook, error) {
 	if opts.EngineSocket == "" {
 		return nil, fmt.Errorf("%w: no engine socket: set %s to the local engine's control socket", ErrBadEnv, EnvEngineSocket)
 	}
+	log := opts.Logger
+	if log == nil {
+		log = slog.New(slog.DiscardHandler)
+	}
 	return &Hook{
 		socket: opts.EngineSocket,
-		logf:   opts.Logf,
-		r: swring.NewNeedleReader(swring.NeedleReaderOptions{
+		log:    log,
+		r: needle.NewReader(needle.Options{
 			EngineSocket: opts.EngineSocket,
 			EnginePort:   opts.EnginePort,
 			EngineAddrs:  opts.EngineAddrs,
 			// Ring only: when it cannot serve, SeaweedFS's own GET is the one HTTP read.
-			Only: swring.PathRing,
-			Logf: opts.Logf,
+			Only:   needle.PathRing,
+			Logger: log,
 		}),
 	}, nil
 }
 
 // FromEnv builds the hook from EnvEngineSocket, EnvEnginePort and EnvEngineAddrs (getenv is
-// os.Getenv outside tests). It returns nil, nil when EnvEngineSocket is unset or empty.
-func FromEnv(getenv func(string) string, logf func(format string, args ...any)) (*Hook, error) {
-	opts := Options{EngineSocket: getenv(EnvEngineSocket), Logf: logf}
+// os.Getenv outside tests), logging to logger (nil: no logging). It returns nil, nil when
+// EnvEngineSocket is unset or empty.
+func FromEnv(getenv func(string) string, logger *slog.Logger) (*Hook, error) {
+	opts := Options{EngineSocket: getenv(EnvEngineSocket), Logger: logger}
 	if opts.EngineSocket == "" {
 		return nil, nil
 	}
 	if v := getenv(EnvEnginePort); v != "" {
 		p, err := strconv.Atoi(v)
 		if err != nil || p <= 0 || p > 65535 {
-			return nil, fmt.Errorf("%w: %s=%q is not a port: give the volume servers' engine UCX port, e.g. %d", ErrBadEnv, EnvEnginePort, v, swring.DefaultEnginePort)
+			return nil, fmt.Errorf("%w: %s=%q is not a port: give the volume servers' engine UCX port, e.g. %d", ErrBadEnv, EnvEnginePort, v, needle.DefaultEnginePort)
 		}
 		opts.EnginePort = p
 	}
@@ -149,11 +156,11 @@ func (h *Hook) ReadChunk(ctx context.Context, fileUrl, jwt string, isFullChunk b
 	if err != nil {
 		return h.decline(fileUrl, err)
 	}
-	q := swring.NeedleRequest{VolumeServer: vs, FileID: fid, JWT: jwt, Dst: dst}
+	q := needle.Request{VolumeServer: vs, FileID: fid, JWT: jwt, Dst: dst}
 	if !isFullChunk {
 		q.Ranged, q.Offset, q.Length = true, offset, int64(size)
 	}
-	res := h.r.ReadNeedles(ctx, []swring.NeedleRequest{q})[0]
+	res := h.r.ReadMany(ctx, []needle.Request{q})[0]
 	if res.Err != nil {
 		return h.decline(fileUrl, res.Err)
 	}
@@ -168,17 +175,16 @@ func (h *Hook) ReadChunk(ctx context.Context, fileUrl, jwt string, isFullChunk b
 
 func (h *Hook) decline(fileUrl string, why error) ([]byte, bool) {
 	h.declined.Add(1)
-	if h.logf != nil {
-		h.logMu.Lock()
-		now := time.Now()
-		due := now.Sub(h.lastLogAt) >= declineLogInterval
-		if due {
-			h.lastLogAt = now
-		}
-		h.logMu.Unlock()
-		if due {
-			h.logf("seaweed-ring: %s read over HTTP: %v (%d reads so far; logged at most every %v)", fileUrl, why, h.declined.Load(), declineLogInterval)
-		}
+	h.logMu.Lock()
+	now := time.Now()
+	due := now.Sub(h.lastLogAt) >= declineLogInterval
+	if due {
+		h.lastLogAt = now
+	}
+	h.logMu.Unlock()
+	if due {
+		h.log.Info("seaweed-ring: chunk read over HTTP (logged at most every "+declineLogInterval.String()+")",
+			"url", fileUrl, "reason", why, "declined", h.declined.Load())
 	}
 	return nil, false
 }
@@ -205,7 +211,7 @@ func needleURL(fileUrl string) (volumeServer, fileID string, err error) {
 	if strings.Contains(fid, "/") {
 		return "", "", errors.New("not a /<fid> path")
 	}
-	if _, err := swring.ParseFileID(fid); err != nil {
+	if _, err := needle.ParseFileID(fid); err != nil {
 		return "", "", err
 	}
 	return u.Host, fid, nil

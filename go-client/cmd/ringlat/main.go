@@ -49,7 +49,7 @@ import (
 
 	"golang.org/x/sys/unix"
 
-	swring "github.com/seaweed-ring/seaweed-ring/go-client"
+	"github.com/seaweed-ring/seaweed-ring/go-client/ring"
 )
 
 type result struct {
@@ -69,7 +69,7 @@ type result struct {
 }
 
 func main() {
-	socket := flag.String("socket", "", "engine control socket (default: swring.DefaultSocketPath())")
+	socket := flag.String("socket", "", "engine control socket (default: ring.DefaultSocketPath())")
 	core := flag.Int("core", -1, "pin the measuring thread to this CPU (-1: no pinning)")
 	iters := flag.Int("iters", 100000, "samples per block")
 	warmup := flag.Int("warmup", 10000, "unmeasured samples before each block")
@@ -131,10 +131,10 @@ func main() {
 			cfg.needle = &needleTarget{volume: *volume, fid: *fid, size: *size, sha256: *sum, peer: *peer}
 		}
 		// No overall timeout: the bench ends the process (stdin EOF, or SIGKILL).
-		var c *swring.Client
+		var c *ring.Client
 		if !*noEngine {
 			var err error
-			c, err = swring.Dial(context.Background(), *socket, swring.WithSpin(*spin))
+			c, err = ring.Dial(context.Background(), *socket, ring.WithSpin(*spin))
 			if err != nil {
 				no := false
 				json.NewEncoder(os.Stdout).Encode(blockError{Ready: &no, Error: err.Error()})
@@ -155,7 +155,7 @@ func main() {
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), *timeout)
 	defer cancel()
-	c, err := swring.Dial(ctx, *socket, swring.WithSpin(*spin))
+	c, err := ring.Dial(ctx, *socket, ring.WithSpin(*spin))
 	if err != nil {
 		fail(err)
 	}
@@ -197,18 +197,18 @@ func main() {
 	}
 
 	if *scenario == "nop" || *scenario == "all" {
-		req := swring.Request{Opcode: swring.OpNop}
+		req := ring.Request{Opcode: ring.OpNop}
 		run("ring.nop.go", 1, func() error {
 			_, err := c.Do(ctx, &req)
 			return err
 		})
 	}
 	if *scenario == "batch" || *scenario == "all" {
-		reqs := make([]swring.Request, *batch)
+		reqs := make([]ring.Request, *batch)
 		for i := range reqs {
-			reqs[i].Opcode = swring.OpNop
+			reqs[i].Opcode = ring.OpNop
 		}
-		tickets := make([]swring.Ticket, *batch)
+		tickets := make([]ring.Ticket, *batch)
 		run(fmt.Sprintf("ring.nop_batch%d.go", *batch), *batch, func() error {
 			n, err := c.SubmitBatch(ctx, reqs, tickets)
 			for _, t := range tickets[:n] {

@@ -7,20 +7,20 @@ package main
 // Both paths end with the needle's bytes in ordinary Go memory, a []byte allocated once and
 // reused, so that they do the same work for the caller:
 //
-//   - ring (block needle-ring): the low-level client API, no NeedleReader:
+//   - ring (block needle-ring): the low-level client API, no Reader:
 //     SubmitReadNeedleRange(peer, fid, 0, size) into a session Buffer allocated once (the
 //     engine writes the metadata and the data there, zero copy from the ring's point of
-//     view), Ticket.Wait, DecodeReadNeedle (metadata checked: whole needle, not gzip), then
+//     view), Ticket.Wait, Decode (metadata checked: whole needle, not gzip), then
 //     copy the data out of the shared buffer into the reused []byte. The copy is in the
 //     sample: a caller that hands the bytes on (a FUSE read, an S3 response) copies them
-//     out of the shared buffer too, or holds the Buffer, which NeedleReader does not.
+//     out of the shared buffer too, or holds the Buffer, which Reader does not.
 //   - http (block needle-http): a keep-alive http.Client (one idle connection kept to the
 //     volume server) does GET http://<volume>/<fid> (Client.Get, a new request each time,
 //     as a SeaweedFS client does), and the body is read into a reused []byte until EOF
 //     (so the connection goes back to the pool), status and length checked.
 //
 // Manual comparisons (not bench scenarios): block reader-ring and reader-http read the same
-// needle through swring.NeedleReader (Only: PathRing / PathHTTP), which allocates the
+// needle through needle.Reader (Only: PathRing / PathHTTP), which allocates the
 // returned Needle and its Data on every read; the block answers' mallocs and alloc_bytes
 // show what that costs. Block needle-ring-nocopy is needle-ring without the copy out of the
 // shared buffer (the data stays there), to show what the copy costs.
@@ -40,7 +40,8 @@ import (
 	"net/http"
 	"time"
 
-	swring "github.com/seaweed-ring/seaweed-ring/go-client"
+	"github.com/seaweed-ring/seaweed-ring/go-client/needle"
+	"github.com/seaweed-ring/seaweed-ring/go-client/ring"
 )
 
 // needleTarget is the needle a needle-mode ringlat reads.
@@ -102,15 +103,16 @@ func (h *needleHTTP) close() { h.client.CloseIdleConnections() }
 // needleRing reads the needle with READ_NEEDLE into a reused session buffer and copies the
 // data out into a reused []byte.
 type needleRing struct {
-	c    *swring.Client
-	peer swring.Peer
-	fid  swring.FileID
-	buf  swring.Buffer
+	c    *ring.Client
+	peer ring.Peer
+	fid  needle.FileID
+	buf  ring.Buffer
+	req  ring.Request // the READ_NEEDLE of the whole needle into buf, submitted every read
 	out  []byte
 }
 
-func newNeedleRing(ctx context.Context, c *swring.Client, t *needleTarget) (*needleRing, error) {
-	fid, err := swring.ParseFileID(t.fid)
+func newNeedleRing(ctx context.Context, c *ring.Client, t *needleTarget) (*needleRing, error) {
+	fid, err := needle.ParseFileID(t.fid)
 	if err != nil {
 		return nil, err
 	}
@@ -118,11 +120,12 @@ func newNeedleRing(ctx context.Context, c *swring.Client, t *needleTarget) (*nee
 	if err != nil {
 		return nil, fmt.Errorf("connecting to the engine at %s: %w", t.peer, err)
 	}
-	buf, err := c.AllocBuffer(ctx, swring.NeedleMetaLen+t.size)
+	buf, err := c.AllocBuffer(ctx, needle.MetaLen+t.size)
 	if err != nil {
-		return nil, fmt.Errorf("a %d-byte session buffer: %w", swring.NeedleMetaLen+t.size, err)
+		return nil, fmt.Errorf("a %d-byte session buffer: %w", needle.MetaLen+t.size, err)
 	}
-	return &needleRing{c: c, peer: peer, fid: fid, buf: buf, out: make([]byte, t.size)}, nil
+	req := needle.ReadRangeRequest(peer, fid, 0, uint64(t.size), buf)
+	return &needleRing{c: c, peer: peer, fid: fid, buf: buf, req: req, out: make([]byte, t.size)}, nil
 }
 
 func (r *needleRing) read(ctx context.Context) error { return r.readInto(ctx, true) }
@@ -131,7 +134,7 @@ func (r *needleRing) read(ctx context.Context) error { return r.readInto(ctx, tr
 // block leaves it in the shared buffer, to show what the copy costs).
 func (r *needleRing) readInto(ctx context.Context, copyOut bool) error {
 	size := uint64(len(r.out))
-	t, err := r.c.SubmitReadNeedleRange(ctx, r.peer, r.fid, 0, size, r.buf)
+	t, err := r.c.Submit(ctx, &r.req)
 	if err != nil {
 		return err
 	}
@@ -139,11 +142,11 @@ func (r *needleRing) readInto(ctx context.Context, copyOut bool) error {
 	if err != nil {
 		return err
 	}
-	m, data, err := swring.DecodeReadNeedle(r.buf, res)
+	m, data, err := needle.Decode(r.buf, res)
 	if err != nil {
 		return err
 	}
-	if uint64(len(data)) != size || m.DataSize != size || m.RangeOffset != 0 || m.Flags&swring.NeedleFlagGzip != 0 {
+	if uint64(len(data)) != size || m.DataSize != size || m.RangeOffset != 0 || m.Flags&needle.FlagGzip != 0 {
 		return fmt.Errorf("READ_NEEDLE %s: %d bytes from %d of %d (flags %#x), expected the whole %d uncompressed",
 			r.fid, len(data), m.RangeOffset, m.DataSize, m.Flags, size)
 	}
@@ -153,21 +156,21 @@ func (r *needleRing) readInto(ctx context.Context, copyOut bool) error {
 	return nil
 }
 
-// needleReaderOp reads the needle through swring.NeedleReader (manual comparison).
+// needleReaderOp reads the needle through needle.Reader (manual comparison).
 type needleReaderOp struct {
-	r      *swring.NeedleReader
+	r      *needle.Reader
 	volume string
 	fid    string
 	size   int
 }
 
 func (o *needleReaderOp) read(ctx context.Context) error {
-	n, err := o.r.ReadNeedle(ctx, o.volume, o.fid)
+	n, err := o.r.Read(ctx, o.volume, o.fid)
 	if err != nil {
 		return err
 	}
 	if len(n.Data) != o.size {
-		return fmt.Errorf("NeedleReader %s: %d bytes over %v, expected %d", o.fid, len(n.Data), n.Path, o.size)
+		return fmt.Errorf("Reader %s: %d bytes over %v, expected %d", o.fid, len(n.Data), n.Path, o.size)
 	}
 	return nil
 }
@@ -208,7 +211,7 @@ type needleOps struct {
 	readerRing, readerHTTP *needleReaderOp
 }
 
-func newNeedleOps(ctx context.Context, c *swring.Client, socket string, t *needleTarget) (*needleOps, error) {
+func newNeedleOps(ctx context.Context, c *ring.Client, socket string, t *needleTarget) (*needleOps, error) {
 	o := &needleOps{target: t, http: newNeedleHTTP(t), socket: socket}
 	if c != nil && t.peer != "" {
 		r, err := newNeedleRing(ctx, c, t)
@@ -243,16 +246,16 @@ func (o *needleOps) sample(ctx context.Context, kind string) (func() error, erro
 			return nil, errors.New("reader-ring: this ringlat has no engine and peer (-no-engine or no -peer)")
 		}
 		if o.readerRing == nil {
-			o.readerRing = &needleReaderOp{r: swring.NewNeedleReader(swring.NeedleReaderOptions{
+			o.readerRing = &needleReaderOp{r: needle.NewReader(needle.Options{
 				EngineSocket: o.socket,
 				EngineAddrs:  map[string]string{o.target.volume: o.target.peer},
-				Only:         swring.PathRing,
+				Only:         needle.PathRing,
 			}), volume: o.target.volume, fid: o.target.fid, size: o.target.size}
 		}
 		return func() error { return o.readerRing.read(ctx) }, nil
 	case "reader-http":
 		if o.readerHTTP == nil {
-			o.readerHTTP = &needleReaderOp{r: swring.NewNeedleReader(swring.NeedleReaderOptions{Only: swring.PathHTTP}),
+			o.readerHTTP = &needleReaderOp{r: needle.NewReader(needle.Options{Only: needle.PathHTTP}),
 				volume: o.target.volume, fid: o.target.fid, size: o.target.size}
 		}
 		return func() error { return o.readerHTTP.read(ctx) }, nil

@@ -55,7 +55,7 @@ import (
 	"strings"
 	"time"
 
-	swring "github.com/seaweed-ring/seaweed-ring/go-client"
+	"github.com/seaweed-ring/seaweed-ring/go-client/ring"
 )
 
 const (
@@ -260,7 +260,7 @@ type serveConfig struct {
 
 // serve runs the block protocol on in/out until "quit" or end of input. c is nil under
 // -no-engine (only needle-http and reader-http blocks can run then).
-func serve(c *swring.Client, in io.Reader, out io.Writer, cfg serveConfig) error {
+func serve(c *ring.Client, in io.Reader, out io.Writer, cfg serveConfig) error {
 	enc := json.NewEncoder(out)
 	ctx := context.Background()
 	r := ready{Ready: true, Core: cfg.core, GOMAXPROCS: runtime.GOMAXPROCS(0), Go: runtime.Version()}
@@ -296,7 +296,7 @@ func serve(c *swring.Client, in io.Reader, out io.Writer, cfg serveConfig) error
 		return err
 	}
 	noEngine := func() error { return fmt.Errorf("this ringlat runs without an engine session (-no-engine)") }
-	nop := swring.Request{Opcode: swring.OpNop}
+	nop := ring.Request{Opcode: ring.OpNop}
 	doNop := func() error {
 		if c == nil {
 			return noEngine()
@@ -307,11 +307,11 @@ func serve(c *swring.Client, in io.Reader, out io.Writer, cfg serveConfig) error
 		}
 		return err
 	}
-	reqs := make([]swring.Request, cfg.batch)
+	reqs := make([]ring.Request, cfg.batch)
 	for i := range reqs {
-		reqs[i].Opcode = swring.OpNop
+		reqs[i].Opcode = ring.OpNop
 	}
-	tickets := make([]swring.Ticket, cfg.batch)
+	tickets := make([]ring.Ticket, cfg.batch)
 	doBatch := func() error {
 		if c == nil {
 			return noEngine()

@@ -25,9 +25,10 @@ import (
 
 	"golang.org/x/sys/unix"
 
-	swring "github.com/seaweed-ring/seaweed-ring/go-client"
 	"github.com/seaweed-ring/seaweed-ring/go-client/internal/enginectl"
 	"github.com/seaweed-ring/seaweed-ring/go-client/internal/weedcluster"
+	"github.com/seaweed-ring/seaweed-ring/go-client/needle"
+	"github.com/seaweed-ring/seaweed-ring/go-client/ring"
 )
 
 func main() {
@@ -127,18 +128,18 @@ func run(engineBin, weedBin, ringBin, dir, transports string, rounds int, oneEng
 		say("engines: serving engine (core %d) listens on UCX %s [%s]; client engine (core %d) at %s", last, server.UCXAddr, transports, last-1, client.Socket)
 	}
 
-	reader := swring.NewNeedleReader(swring.NeedleReaderOptions{
+	reader := needle.NewReader(needle.Options{
 		EngineSocket: client.Socket,
 		EngineAddrs:  map[string]string{cluster.Volume: server.UCXAddr},
 	})
 	defer reader.Close()
-	httpOnly := swring.NewNeedleReader(swring.NeedleReaderOptions{Only: swring.PathHTTP})
+	httpOnly := needle.NewReader(needle.Options{Only: needle.PathHTTP})
 	defer httpOnly.Close()
 
 	dst := make([]byte, 0, 9<<20)
 	fmt.Printf("\n%-14s %-10s %-11s %-6s %-6s %12s %12s %9s\n", "file id", "name", "size", "path", "equal", "ring p50", "http p50", "ring gain")
 	for _, s := range samples {
-		n, err := reader.ReadNeedle(ctx, cluster.Volume, s.fid)
+		n, err := reader.Read(ctx, cluster.Volume, s.fid)
 		if err != nil {
 			return fmt.Errorf("read %s: %w", s.fid, err)
 		}
@@ -147,10 +148,10 @@ func run(engineBin, weedBin, ringBin, dir, transports string, rounds int, oneEng
 			return fmt.Errorf("http get %s: status %d: %v", s.fid, status, err)
 		}
 		equal := bytes.Equal(n.Data, want) && bytes.Equal(n.Data, s.data)
-		// Both paths read into one reused buffer (ReadNeedleInto), so neither pays for
+		// Both paths read into one reused buffer (ReadInto), so neither pays for
 		// allocating and collecting the data per read.
-		ring := p50(rounds, func() error { _, err := reader.ReadNeedleInto(ctx, cluster.Volume, s.fid, dst); return err })
-		web := p50(rounds, func() error { _, err := httpOnly.ReadNeedleInto(ctx, cluster.Volume, s.fid, dst); return err })
+		ring := p50(rounds, func() error { _, err := reader.ReadInto(ctx, cluster.Volume, s.fid, dst); return err })
+		web := p50(rounds, func() error { _, err := httpOnly.ReadInto(ctx, cluster.Volume, s.fid, dst); return err })
 		gain := "-"
 		if ring > 0 {
 			gain = fmt.Sprintf("%.1fx", float64(web)/float64(ring))
@@ -168,12 +169,12 @@ func run(engineBin, weedBin, ringBin, dir, transports string, rounds int, oneEng
 	fmt.Printf("\nring reads %d (%s), http reads %d\n", st.RingReads, size(int(st.RingBytes)), st.HTTPReads)
 
 	// Answers are precise and final.
-	fid, _ := swring.ParseFileID(samples[1].fid)
+	fid, _ := needle.ParseFileID(samples[1].fid)
 	fid.Cookie ^= 1
-	_, err = reader.ReadNeedle(ctx, cluster.Volume, fid.String())
-	fmt.Printf("wrong cookie %-14s -> %v (cookie-mismatch: %v; no bytes left the volume server)\n", fid.String(), err, errors.Is(err, swring.ErrCookieMismatch))
-	_, err = reader.ReadNeedle(ctx, cluster.Volume, gone)
-	fmt.Printf("deleted      %-14s -> %v (needle-deleted: %v)\n", gone, err, errors.Is(err, swring.ErrNeedleDeleted))
+	_, err = reader.Read(ctx, cluster.Volume, fid.String())
+	fmt.Printf("wrong cookie %-14s -> %v (cookie-mismatch: %v; no bytes left the volume server)\n", fid.String(), err, errors.Is(err, ring.ErrCookieMismatch))
+	_, err = reader.Read(ctx, cluster.Volume, gone)
+	fmt.Printf("deleted      %-14s -> %v (needle-deleted: %v)\n", gone, err, errors.Is(err, ring.ErrNeedleDeleted))
 
 	// The local engine dies: reads go on over HTTP.
 	client.Kill()
@@ -182,12 +183,12 @@ func run(engineBin, weedBin, ringBin, dir, transports string, rounds int, oneEng
 	} else {
 		say("client engine killed (SIGKILL)")
 	}
-	n, err := reader.ReadNeedle(ctx, cluster.Volume, samples[2].fid)
+	n, err := reader.Read(ctx, cluster.Volume, samples[2].fid)
 	if err != nil {
 		return fmt.Errorf("read after the engine died: %w", err)
 	}
 	fmt.Printf("%s read over %s (ring error: %v), bytes equal: %v\n", samples[2].fid, n.Path, n.RingErr, bytes.Equal(n.Data, samples[2].data))
-	if n.Path != swring.PathHTTP || !bytes.Equal(n.Data, samples[2].data) {
+	if n.Path != needle.PathHTTP || !bytes.Equal(n.Data, samples[2].data) {
 		return errors.New("fallback did not serve the needle over HTTP")
 	}
 	if !fronts {

@@ -43,6 +43,7 @@ import (
 	"fmt"
 	"io"
 	"log"
+	"log/slog"
 	"net/http"
 	"os"
 	"os/signal"
@@ -50,7 +51,8 @@ import (
 	"syscall"
 	"time"
 
-	swring "github.com/seaweed-ring/seaweed-ring/go-client"
+	"github.com/seaweed-ring/seaweed-ring/go-client/needle"
+	"github.com/seaweed-ring/seaweed-ring/go-client/ring"
 )
 
 const usage = `Usage: swring-sidecar [flags]
@@ -98,14 +100,14 @@ func parseFlags(args []string, output io.Writer) (config, error) {
 	fs := flag.NewFlagSet("swring-sidecar", flag.ContinueOnError)
 	fs.SetOutput(output)
 	fs.StringVar(&c.listen, "listen", "127.0.0.1:8081", "HTTP address to serve the sidecar API on (weed mount's -rdma.sidecar)")
-	fs.StringVar(&c.socket, "engine-socket", swring.DefaultSocketPath(), "control socket of the local seaweed-ring engine")
-	fs.IntVar(&c.port, "engine-port", swring.DefaultEnginePort, "UCX port of the volume servers' engines (their [ucx] listen port)")
+	fs.StringVar(&c.socket, "engine-socket", ring.DefaultSocketPath(), "control socket of the local seaweed-ring engine")
+	fs.IntVar(&c.port, "engine-port", needle.DefaultEnginePort, "UCX port of the volume servers' engines (their [ucx] listen port)")
 	fs.StringVar(&c.engineMap, "engine-map", "", "engines of volume servers that do not follow -engine-port: VOLUME_SERVER=IP:PORT,... (e.g. 10.0.0.5:8080=10.1.0.5:13337)")
 	fs.StringVar(&c.volumeServer, "volume-server", "", "volume server for /read requests without volume_server (host:port or URL)")
 	fs.DurationVar(&c.httpTimeout, "http-timeout", 30*time.Second, "time limit of one HTTP GET of the fallback (0: none)")
 	fs.BoolVar(&c.fallback, "http-fallback", false, "read over HTTP when the ring cannot (default false: answer 503, and weed mount reads over HTTP itself, once)")
-	fs.IntVar(&c.chunk, "chunk-size", swring.DefaultNeedleChunkSize, "most bytes one ring request reads; larger needles are read range by range")
-	fs.IntVar(&c.bufMB, "buffer-mb", swring.DefaultNeedleReaderBufferBytes>>20, "shared buffer area to ask the engine for, in MiB (reads in flight need chunk-size each)")
+	fs.IntVar(&c.chunk, "chunk-size", needle.DefaultChunkSize, "most bytes one ring request reads; larger needles are read range by range")
+	fs.IntVar(&c.bufMB, "buffer-mb", needle.DefaultBufferBytes>>20, "shared buffer area to ask the engine for, in MiB (reads in flight need chunk-size each)")
 	fs.BoolVar(&c.verbose, "v", false, "log every request")
 	fs.Usage = func() {
 		fmt.Fprint(fs.Output(), usage)
@@ -124,23 +126,23 @@ func parseFlags(args []string, output io.Writer) (config, error) {
 	return c, nil
 }
 
-// readerOptions are the NeedleReader's options for c.
-func (c config) readerOptions() (swring.NeedleReaderOptions, error) {
+// readerOptions are the Reader's options for c.
+func (c config) readerOptions() (needle.Options, error) {
 	addrs, err := parseEngineMap(c.engineMap)
 	if err != nil {
-		return swring.NeedleReaderOptions{}, err
+		return needle.Options{}, err
 	}
-	opts := swring.NeedleReaderOptions{
+	opts := needle.Options{
 		EngineSocket: c.socket,
-		DialOptions:  []swring.Option{swring.WithBufferSize(uint64(c.bufMB) << 20)},
+		DialOptions:  []ring.Option{ring.WithBufferSize(uint64(c.bufMB) << 20)},
 		EnginePort:   c.port,
 		EngineAddrs:  addrs,
 		HTTPTimeout:  c.httpTimeout,
 		ChunkSize:    c.chunk,
-		Logf:         log.Printf,
+		Logger:       slog.Default(), // through the log package: the same prefix and format as the sidecar's own lines
 	}
 	if !c.fallback {
-		opts.Only = swring.PathRing
+		opts.Only = needle.PathRing
 	}
 	return opts, nil
 }
@@ -159,7 +161,7 @@ func main() {
 		log.Fatal(err)
 	}
 	addrs := opts.EngineAddrs
-	reader := swring.NewNeedleReader(opts)
+	reader := needle.NewReader(opts)
 	defer reader.Close()
 
 	s := newServer(reader)

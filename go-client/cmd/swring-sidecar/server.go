@@ -13,16 +13,17 @@ import (
 	"sync/atomic"
 	"time"
 
-	swring "github.com/seaweed-ring/seaweed-ring/go-client"
+	"github.com/seaweed-ring/seaweed-ring/go-client/needle"
+	"github.com/seaweed-ring/seaweed-ring/go-client/ring"
 )
 
-// needleSource is what the server reads through: a *swring.NeedleReader, or in tests a
+// needleSource is what the server reads through: a *needle.Reader, or in tests a
 // table of needles.
 type needleSource interface {
-	ReadNeedle(ctx context.Context, volumeServer, fileID string) (*swring.Needle, error)
-	ReadNeedleRange(ctx context.Context, volumeServer, fileID string, offset, length int64) (*swring.Needle, error)
+	Read(ctx context.Context, volumeServer, fileID string) (*needle.Needle, error)
+	ReadRange(ctx context.Context, volumeServer, fileID string, offset, length int64) (*needle.Needle, error)
 	CheckEngine(ctx context.Context) error
-	Stats() swring.NeedleReaderStats
+	Stats() needle.Stats
 }
 
 // server answers the sidecar HTTP API weed mount speaks (see main.go).
@@ -135,11 +136,11 @@ func (s *server) read(w http.ResponseWriter, r *http.Request) {
 		s.fail(w, http.StatusBadRequest, errors.New("volume_server parameter is required"))
 		return
 	}
-	var n *swring.Needle
+	var n *needle.Needle
 	if offset == 0 && size == 0 {
-		n, err = s.src.ReadNeedle(r.Context(), vs, fid)
+		n, err = s.src.Read(r.Context(), vs, fid)
 	} else {
-		n, err = s.src.ReadNeedleRange(r.Context(), vs, fid, offset, size)
+		n, err = s.src.ReadRange(r.Context(), vs, fid, offset, size)
 	}
 	if err != nil {
 		code := statusFor(err)
@@ -152,7 +153,7 @@ func (s *server) read(w http.ResponseWriter, r *http.Request) {
 		s.fail(w, http.StatusUnprocessableEntity, fmt.Errorf("needle %s is a chunk manifest; read its chunks", fid))
 		return
 	}
-	used := n.Path == swring.PathRing
+	used := n.Path == needle.PathRing
 	if used {
 		s.ringReads.Add(1)
 	} else {
@@ -189,7 +190,7 @@ func fileIDParam(q map[string][]string) (string, error) {
 		return ""
 	}
 	if s := get("file_id"); s != "" {
-		if _, err := swring.ParseFileID(s); err != nil {
+		if _, err := needle.ParseFileID(s); err != nil {
 			return "", err
 		}
 		return s, nil
@@ -215,7 +216,7 @@ func fileIDParam(q map[string][]string) (string, error) {
 	if err != nil {
 		return "", fmt.Errorf("invalid 'cookie' parameter %q (decimal, or hexadecimal with 0x)", c)
 	}
-	return swring.FileID{VolumeID: uint32(vol), NeedleID: key, Cookie: uint32(cookie)}.String(), nil
+	return needle.FileID{VolumeID: uint32(vol), NeedleID: key, Cookie: uint32(cookie)}.String(), nil
 }
 
 // uintParam parses an optional non-negative decimal parameter (absent = 0).
@@ -233,23 +234,23 @@ func uintParam(q map[string][]string, k string) (int64, error) {
 
 // statusFor maps a read error onto the status /read answers with.
 func statusFor(err error) int {
-	var he *swring.HTTPError
+	var he *needle.HTTPError
 	switch {
-	case errors.Is(err, swring.ErrBadFileID):
+	case errors.Is(err, needle.ErrBadFileID):
 		return http.StatusBadRequest
-	case errors.Is(err, swring.ErrNeedleNotFound):
+	case errors.Is(err, ring.ErrNeedleNotFound):
 		// Also a cookie mismatch, as on the volume server (the cookie is no oracle).
 		return http.StatusNotFound
-	case errors.Is(err, swring.ErrRangeNotSatisfiable):
+	case errors.Is(err, ring.ErrRangeNotSatisfiable):
 		return http.StatusRequestedRangeNotSatisfiable
 	case errors.Is(err, context.DeadlineExceeded):
 		return http.StatusGatewayTimeout
-	case errors.Is(err, swring.ErrEngineUnavailable), errors.Is(err, swring.ErrClosed), errors.Is(err, context.Canceled),
-		errors.Is(err, swring.ErrPeerFailed), errors.Is(err, swring.ErrNoSuchPeer), errors.Is(err, swring.ErrBadPeerAddress):
+	case errors.Is(err, ring.ErrEngineUnavailable), errors.Is(err, ring.ErrClosed), errors.Is(err, context.Canceled),
+		errors.Is(err, ring.ErrPeerFailed), errors.Is(err, ring.ErrNoSuchPeer), errors.Is(err, ring.ErrBadPeerAddress):
 		return http.StatusServiceUnavailable
-	case errors.Is(err, swring.ErrTimedOut):
+	case errors.Is(err, ring.ErrTimedOut):
 		return http.StatusGatewayTimeout
-	case errors.As(err, &he), errors.Is(err, swring.ErrCorrupt):
+	case errors.As(err, &he), errors.Is(err, ring.ErrCorrupt):
 		return http.StatusBadGateway
 	}
 	return http.StatusBadGateway

@@ -16,14 +16,15 @@ import (
 	"testing"
 	"time"
 
-	swring "github.com/seaweed-ring/seaweed-ring/go-client"
+	"github.com/seaweed-ring/seaweed-ring/go-client/needle"
+	"github.com/seaweed-ring/seaweed-ring/go-client/ring"
 )
 
-// stubSource stands in for the NeedleReader: needles by file id, served over path.
+// stubSource stands in for the Reader: needles by file id, served over path.
 type stubSource struct {
 	mu        sync.Mutex
 	needles   map[string][]byte
-	path      swring.Path
+	path      needle.Path
 	ringErr   error
 	err       error // returned by every read when set
 	manifest  bool
@@ -31,7 +32,7 @@ type stubSource struct {
 	calls     []string
 }
 
-func (s *stubSource) read(vs, fid string, ranged bool, off, n int64) (*swring.Needle, error) {
+func (s *stubSource) read(vs, fid string, ranged bool, off, n int64) (*needle.Needle, error) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	s.calls = append(s.calls, fmt.Sprintf("%s %s %v %d %d", vs, fid, ranged, off, n))
@@ -40,12 +41,12 @@ func (s *stubSource) read(vs, fid string, ranged bool, off, n int64) (*swring.Ne
 	}
 	data, ok := s.needles[fid]
 	if !ok {
-		return nil, &swring.NeedleError{FileID: fid, VolumeServer: vs, Path: swring.PathRing, Err: swring.ErrNoSuchNeedle}
+		return nil, &needle.Error{FileID: fid, VolumeServer: vs, Path: needle.PathRing, Err: ring.ErrNoSuchNeedle}
 	}
 	size := int64(len(data))
 	if ranged {
 		if off >= size {
-			return nil, &swring.NeedleError{FileID: fid, Err: swring.ErrRangeNotSatisfiable}
+			return nil, &needle.Error{FileID: fid, Err: ring.ErrRangeNotSatisfiable}
 		}
 		end := size
 		if n > 0 && off+n < end {
@@ -53,20 +54,20 @@ func (s *stubSource) read(vs, fid string, ranged bool, off, n int64) (*swring.Ne
 		}
 		data = data[off:end]
 	}
-	return &swring.Needle{Data: data, Size: size, Offset: off, Path: s.path, RingErr: s.ringErr, ChunkManifest: s.manifest}, nil
+	return &needle.Needle{Data: data, Size: size, Offset: off, Path: s.path, RingErr: s.ringErr, ChunkManifest: s.manifest}, nil
 }
 
-func (s *stubSource) ReadNeedle(ctx context.Context, vs, fid string) (*swring.Needle, error) {
+func (s *stubSource) Read(ctx context.Context, vs, fid string) (*needle.Needle, error) {
 	return s.read(vs, fid, false, 0, 0)
 }
 
-func (s *stubSource) ReadNeedleRange(ctx context.Context, vs, fid string, off, n int64) (*swring.Needle, error) {
+func (s *stubSource) ReadRange(ctx context.Context, vs, fid string, off, n int64) (*needle.Needle, error) {
 	return s.read(vs, fid, true, off, n)
 }
 
 func (s *stubSource) CheckEngine(context.Context) error { return s.engineErr }
 
-func (s *stubSource) Stats() swring.NeedleReaderStats { return swring.NeedleReaderStats{RingReads: 7} }
+func (s *stubSource) Stats() needle.Stats { return needle.Stats{RingReads: 7} }
 
 func (s *stubSource) lastCall() string {
 	s.mu.Lock()
@@ -86,7 +87,7 @@ func startSidecar(t *testing.T, src needleSource) (*server, *httptest.Server) {
 	return s, ts
 }
 
-// mountRead is weed mount's RDMAMountClient.ReadNeedle request, byte for byte: the URL is
+// mountRead is weed mount's RDMAMountClient.Read request, byte for byte: the URL is
 // formatted without escaping, and "RDMA used" is X-Source containing "rdma" or
 // X-RDMA-Used: true.
 func mountRead(t *testing.T, sidecar, fileID string, offset, size uint64, volumeServer string) (int, []byte, bool, http.Header) {
@@ -103,7 +104,7 @@ func mountRead(t *testing.T, sidecar, fileID string, offset, size uint64, volume
 }
 
 func TestSidecarRead(t *testing.T) {
-	src := &stubSource{needles: map[string][]byte{"3,01637037d6": []byte("0123456789")}, path: swring.PathRing}
+	src := &stubSource{needles: map[string][]byte{"3,01637037d6": []byte("0123456789")}, path: needle.PathRing}
 	s, ts := startSidecar(t, src)
 	code, body, rdma, h := mountRead(t, ts.URL, "3,01637037d6", 2, 5, "http://10.0.0.5:8080")
 	if code != 200 || string(body) != "23456" || !rdma || h.Get("X-RDMA-Used") != "true" || h.Get("X-Source") != "rdma" ||
@@ -123,7 +124,7 @@ func TestSidecarRead(t *testing.T) {
 		t.Errorf("whole: %d %q %s", code, body, src.lastCall())
 	}
 	// The fallback served it: X-RDMA-Used: false, so weed mount knows.
-	src.path, src.ringErr = swring.PathHTTP, swring.ErrEngineUnavailable
+	src.path, src.ringErr = needle.PathHTTP, ring.ErrEngineUnavailable
 	code, body, rdma, h = mountRead(t, ts.URL, "3,01637037d6", 0, 3, "10.0.0.5:8080")
 	if code != 200 || string(body) != "012" || rdma || h.Get("X-RDMA-Used") != "false" || h.Get("X-Source") != "http" {
 		t.Errorf("fallback read: %d %q %v %v", code, body, rdma, h)
@@ -155,7 +156,7 @@ func TestSidecarRead(t *testing.T) {
 }
 
 func TestSidecarReadErrors(t *testing.T) {
-	src := &stubSource{needles: map[string][]byte{"3,01637037d6": []byte("0123456789")}, path: swring.PathRing}
+	src := &stubSource{needles: map[string][]byte{"3,01637037d6": []byte("0123456789")}, path: needle.PathRing}
 	s, ts := startSidecar(t, src)
 	get := func(query string) (int, string) {
 		t.Helper()
@@ -194,18 +195,18 @@ func TestSidecarReadErrors(t *testing.T) {
 		err  error
 		code int
 	}{
-		{swring.ErrCookieMismatch, 404},
-		{swring.ErrNeedleDeleted, 404},
-		{&swring.HTTPError{StatusCode: 404, Status: "404 Not Found"}, 404},
-		{swring.ErrCorrupt, 502},
-		{&swring.HTTPError{StatusCode: 500, Status: "500 Internal Server Error"}, 502},
+		{ring.ErrCookieMismatch, 404},
+		{ring.ErrNeedleDeleted, 404},
+		{&needle.HTTPError{StatusCode: 404, Status: "404 Not Found"}, 404},
+		{ring.ErrCorrupt, 502},
+		{&needle.HTTPError{StatusCode: 500, Status: "500 Internal Server Error"}, 502},
 		{errors.New("dial tcp: connection refused"), 502},
-		{swring.ErrEngineUnavailable, 503},
-		{swring.ErrPeerFailed, 503},
-		{swring.ErrTimedOut, 504},
+		{ring.ErrEngineUnavailable, 503},
+		{ring.ErrPeerFailed, 503},
+		{ring.ErrTimedOut, 504},
 		{context.DeadlineExceeded, 504},
 	} {
-		src.err = &swring.NeedleError{FileID: "3,01637037d6", Err: c.err}
+		src.err = &needle.Error{FileID: "3,01637037d6", Err: c.err}
 		if code, text := get("file_id=3,01637037d6" + vs); code != c.code || !strings.Contains(text, c.err.Error()) {
 			t.Errorf("%v: %d %q, want %d", c.err, code, text, c.code)
 		}
@@ -240,7 +241,7 @@ func TestSidecarHealthAndStats(t *testing.T) {
 	s, ts := startSidecar(t, src)
 	s.socket = "/run/engine.sock"
 	s.now = func() time.Time { return time.Date(2026, 1, 2, 3, 4, 5, 0, time.UTC) }
-	for _, engineErr := range []error{nil, swring.ErrEngineUnavailable} {
+	for _, engineErr := range []error{nil, ring.ErrEngineUnavailable} {
 		src.engineErr = engineErr
 		resp, err := http.Get(ts.URL + "/health")
 		if err != nil {
@@ -268,8 +269,8 @@ func TestSidecarHealthAndStats(t *testing.T) {
 		t.Fatal(err)
 	}
 	var st struct {
-		Requests uint64                   `json:"requests"`
-		Reader   swring.NeedleReaderStats `json:"reader"`
+		Requests uint64       `json:"requests"`
+		Reader   needle.Stats `json:"reader"`
 	}
 	if err := json.NewDecoder(resp.Body).Decode(&st); err != nil || st.Reader.RingReads != 7 {
 		t.Errorf("stats: %+v %v", st, err)
@@ -277,7 +278,7 @@ func TestSidecarHealthAndStats(t *testing.T) {
 	resp.Body.Close()
 }
 
-// TestSidecarWithNeedleReader runs the real NeedleReader behind the sidecar with no engine:
+// TestSidecarWithNeedleReader runs the real Reader behind the sidecar with no engine:
 // every read falls back to a (test-only) volume server's HTTP GET and says so.
 func TestSidecarWithNeedleReader(t *testing.T) {
 	var mu sync.Mutex
@@ -293,7 +294,7 @@ func TestSidecarWithNeedleReader(t *testing.T) {
 		http.ServeContent(w, r, "", time.Time{}, strings.NewReader("hello, needle"))
 	}))
 	defer vs.Close()
-	reader := swring.NewNeedleReader(swring.NeedleReaderOptions{EngineSocket: filepath.Join(t.TempDir(), "none.sock")})
+	reader := needle.NewReader(needle.Options{EngineSocket: filepath.Join(t.TempDir(), "none.sock")})
 	defer reader.Close()
 	_, ts := startSidecar(t, reader)
 	code, body, rdma, _ := mountRead(t, ts.URL, "3,01637037d6", 7, 6, vs.URL)
@@ -309,7 +310,7 @@ func TestSidecarWithNeedleReader(t *testing.T) {
 		t.Errorf("missing needle over HTTP: %d", code)
 	}
 	// Without fallback the engine's absence is a 503.
-	ringOnly := swring.NewNeedleReader(swring.NeedleReaderOptions{EngineSocket: filepath.Join(t.TempDir(), "none.sock"), Only: swring.PathRing})
+	ringOnly := needle.NewReader(needle.Options{EngineSocket: filepath.Join(t.TempDir(), "none.sock"), Only: needle.PathRing})
 	defer ringOnly.Close()
 	_, ts2 := startSidecar(t, ringOnly)
 	if code, _, _, _ := mountRead(t, ts2.URL, "3,01637037d6", 0, 6, vs.URL); code != 503 {
@@ -385,7 +386,7 @@ func TestFallbackIsOffByDefault(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		reader := swring.NewNeedleReader(opts)
+		reader := needle.NewReader(opts)
 		_, ts := startSidecar(t, reader)
 		before := volumeGets()
 		code, body, rdma, _ := mountRead(t, ts.URL, "3,01637037d6", 7, 6, vs.URL)

@@ -44,7 +44,7 @@ type Options struct {
 
 // Engine is a running engine process.
 type Engine struct {
-	Socket  string // control socket: swring.Dial / NeedleReader take it
+	Socket  string // control socket: ring.Dial / needle.Reader take it
 	UCXAddr string // "127.0.0.1:port" when Options.Listen
 	cmd     *exec.Cmd
 	exited  chan struct{}

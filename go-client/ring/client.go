@@ -1,0 +1,209 @@
+package ring
+
+import (
+	"context"
+	"fmt"
+	"net"
+	"os"
+	"sync"
+	"sync/atomic"
+	"syscall"
+
+	"github.com/seaweed-ring/seaweed-ring/go-client/internal/wire"
+	"golang.org/x/sys/unix"
+)
+
+// Request describes one operation. The Client fills in the SQE user_data itself.
+type Request struct {
+	Opcode Opcode
+	Flags  uint8
+	Peer   uint32
+	// Buf, when valid, is the buffer the operation reads or writes: BufOffset is then
+	// relative to Buf (and BufOffset+BufLen must fit in Buf.Len()), and Buf stays reserved
+	// until the completion has been reaped, even if the caller stops waiting. Without
+	// Buf, BufOffset is relative to the buffer area and nothing is reserved.
+	Buf       Buffer
+	BufOffset uint64
+	BufLen    uint32
+	Aux       uint32
+	Args      [4]uint64
+	// Resp, when valid, is the buffer a SEND writes its response into (or an EXPORT its
+	// ticket): Args[0] (the response offset) is then relative to Resp, Args[0]+Args[1]
+	// (offset + capacity; ExportTicketLen for EXPORT) must fit in Resp.Len(), and Resp stays
+	// reserved like Buf. Without Resp, Args go to the engine as they are.
+	Resp Buffer
+}
+
+// Ticket identifies a submitted request; Wait for it exactly once.
+type Ticket struct {
+	c   *Client
+	idx uint32
+	gen uint32
+}
+
+// UserData is the SQE user_data the request was submitted with.
+func (t Ticket) UserData() uint64 { return uint64(t.gen)<<32 | uint64(t.idx) }
+
+// slot states
+const (
+	slotFree       uint32 = iota
+	slotPending           // submitted; its waiter is not parked
+	slotParked            // its waiter sleeps on done
+	slotDone              // result stored; waiting to be collected
+	slotAbandoned         // the waiter gave up; the completer frees the slot
+	slotCompleting        // claimed by a completer; becomes done or free shortly
+)
+
+// slot tracks one request from submission to collection. Go memory only: nothing here is
+// ever stored into the shared region.
+type slot struct {
+	state  atomic.Uint32
+	gen    atomic.Uint32
+	result int32
+	flags  uint32
+	err    error
+	buf    Buffer        // pinned buffer, released at completion
+	resp   Buffer        // pinned response buffer (SEND), released at completion
+	done   chan struct{} // capacity 1: signalled when a parked waiter's request completes
+	_      [56]byte
+}
+
+// Stats are counters of one Client.
+type Stats struct {
+	Submitted uint64 // SQEs published
+	Completed uint64 // CQEs reaped
+	Stray     uint64 // CQEs whose user_data matched no request (engine bug)
+	Sleeps    uint64 // times a waiter slept on the CQ doorbell
+	Wakeups   uint64 // times the client signalled the SQ doorbell
+	// SQInvalid is the engine's count of rejected entries (SQ invalid counter).
+	SQInvalid uint32
+	Buffers   BufferStats
+}
+
+// Client is one session with the engine. It is safe for concurrent use by many goroutines.
+type Client struct {
+	path string
+	opts []Option
+	cfg  config
+
+	conn      *net.UnixConn
+	mem       []byte
+	reg       wire.Region
+	layout    wire.Layout
+	sessionID uint32
+	worker    uint32
+	leaseMs   uint32
+
+	workerFD int
+	sessFD   int
+	epFile   *os.File
+	epRaw    syscall.RawConn
+	epollFn  func(fd uintptr) bool
+	epEvents [4]unix.EpollEvent
+	efdBuf   [64]byte
+
+	sqMu sync.Mutex
+	sq   wire.Producer
+	cqMu sync.Mutex // held by the goroutine reaping the CQ (the "leader")
+	cq   wire.Consumer
+
+	slots     []slot
+	freeSlots chan uint32
+	unreaped  atomic.Int64  // SQEs published whose CQE has not been reaped
+	reapTok   chan struct{} // capacity 1: asks the background reaper to lead
+
+	bufs *bufferPool
+
+	life     sync.RWMutex // read-held by operations touching the region; Close write-locks it
+	down     atomic.Bool
+	downOnce sync.Once
+	downErr  error
+	downCh   chan struct{}
+	draining atomic.Bool
+	closing  atomic.Bool
+
+	closeOnce   sync.Once
+	closeErr    error
+	closedMsg   chan struct{} // engine sent Closed
+	closedOnce  sync.Once
+	pong        chan struct{}
+	pingMu      sync.Mutex
+	peerMu      sync.Mutex     // serializes ConnectPeer
+	peerSeqMu   sync.Mutex     // guards peerSent, peerRecv
+	peerSent    uint64         // ConnectPeer packets sent
+	peerRecv    uint64         // their replies received (PeerConnected or Error)
+	peerReply   chan peerReply // capacity 1: the newest reply, for the ConnectPeer caller
+	watcherDone chan struct{}
+	hbDone      chan struct{}
+	reaperDone  chan struct{}
+
+	nSubmitted, nCompleted, nStray, nSleeps, nWakeups atomic.Uint64
+}
+
+// SessionID is the engine's id of this session.
+func (c *Client) SessionID() uint32 { return c.sessionID }
+
+// Worker is the engine worker serving this session.
+func (c *Client) Worker() uint32 { return c.worker }
+
+// Layout is the region layout of this session.
+func (c *Client) Layout() Layout { return Layout(c.layout) }
+
+// MaxInFlight is how many requests may be outstanding (submitted and not yet waited for);
+// see WithMaxInFlight.
+func (c *Client) MaxInFlight() int { return len(c.slots) }
+
+// Stats returns the client's counters.
+func (c *Client) Stats() Stats {
+	s := Stats{
+		Submitted: c.nSubmitted.Load(),
+		Completed: c.nCompleted.Load(),
+		Stray:     c.nStray.Load(),
+		Sleeps:    c.nSleeps.Load(),
+		Wakeups:   c.nWakeups.Load(),
+		Buffers:   c.bufs.stats(),
+	}
+	c.life.RLock()
+	if !c.down.Load() {
+		s.SQInvalid = atomic.LoadUint32(c.sq.Ctl.Invalid)
+	}
+	c.life.RUnlock()
+	return s
+}
+
+// AllocBuffer reserves size bytes of the shared buffer area, waiting (bounded by ctx) for
+// space if needed. Errors: ErrBufferTooLarge, ErrClosed, ctx.Err().
+func (c *Client) AllocBuffer(ctx context.Context, size int) (Buffer, error) {
+	return c.bufs.alloc(ctx, size)
+}
+
+// TryAllocBuffer is AllocBuffer without waiting: ErrNoBufferSpace when no run is free.
+func (c *Client) TryAllocBuffer(size int) (Buffer, error) { return c.bufs.tryAlloc(size) }
+
+// Do submits one request and waits for its completion. It returns the non-negative result,
+// or an error: a ResultError for a negative result, ErrEngineUnavailable, ErrClosed, or
+// ctx.Err() (the request may still execute; its completion is reaped and discarded, and its
+// buffer stays reserved until then).
+func (c *Client) Do(ctx context.Context, r *Request) (int32, error) {
+	t, err := c.Submit(ctx, r)
+	if err != nil {
+		return 0, err
+	}
+	return t.Wait(ctx)
+}
+
+// Nop runs one NOP round trip.
+func (c *Client) Nop(ctx context.Context) error {
+	_, err := c.Do(ctx, &Request{Opcode: OpNop})
+	return err
+}
+
+// Fill asks the engine to write n bytes of value v into buf at off; it returns the number
+// of bytes written.
+func (c *Client) Fill(ctx context.Context, buf Buffer, off, n int, v byte) (int, error) {
+	if off < 0 || n < 0 || uint64(n) > 1<<32-1 {
+		return 0, fmt.Errorf("swring: fill range %d+%d invalid", off, n)
+	}
+	res, err := c.Do(ctx, &Request{Opcode: OpFill, Buf: buf, BufOffset: uint64(off), BufLen: uint32(n), Aux: uint32(v)})
+	return int(res), err
+}

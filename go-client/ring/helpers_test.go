@@ -1,0 +1,46 @@
+package ring
+
+import (
+	"context"
+	"errors"
+	"os"
+	"path/filepath"
+	"testing"
+
+	"github.com/seaweed-ring/seaweed-ring/go-client/internal/fakeengine"
+	"github.com/seaweed-ring/seaweed-ring/go-client/internal/wire"
+)
+
+// The fake engine (internal/fakeengine) and its helpers under the names the tests use.
+type fakeEngine = fakeengine.Engine
+
+func startFake(t testing.TB, mod func(*fakeEngine)) (*fakeEngine, string) {
+	t.Helper()
+	return fakeengine.Start(t, mod)
+}
+
+func shortTempDir(t testing.TB) string     { return fakeengine.ShortTempDir(t) }
+func testCtx(t testing.TB) context.Context { return fakeengine.Ctx(t) }
+func processed(e *fakeEngine) uint64       { return e.Processed() }
+func fillPattern(b []byte, seed int)       { fakeengine.FillPattern(b, seed) }
+func rustEngineBinary() (string, bool)     { return fakeengine.RustEngineBinary() }
+func errorsIs(err, target error) bool      { return errors.Is(err, target) }
+
+// TestMain lets the test binary act as a fake engine process (integration tests kill and
+// restart it): SWRING_FAKE_ENGINE=<socket path>.
+func TestMain(m *testing.M) {
+	fakeengine.ChildMain()
+	code := m.Run()
+	if ExampleSocketPath != "" {
+		os.RemoveAll(filepath.Dir(ExampleSocketPath))
+	}
+	os.Exit(code)
+}
+
+func newHeapRings(t testing.TB, sq, cq uint32) *wire.HeapRings {
+	h, err := wire.NewHeapRings(sq, cq)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return h
+}
