@@ -60,8 +60,8 @@ func TestReadNeedleLayoutMatchesRingProto(t *testing.T) {
 	}
 	checkMap(t, "read_needle flag", rn.Flags, map[string]uint8{"range": ring.FlagReadNeedleRange})
 	checkMap(t, "needle flag", rn.NeedleFlags, map[string]uint8{
-		"gzip": FlagGzip, "has_name": FlagHasName, "has_mime": FlagHasMime,
-		"has_last_modified": FlagHasLastModified, "has_ttl": FlagHasTTL, "has_pairs": FlagHasPairs,
+		"gzip": FlagGzip, "has_name": flagHasName, "has_mime": flagHasMime,
+		"has_last_modified": flagHasLastModified, "has_ttl": flagHasTTL, "has_pairs": flagHasPairs,
 		"chunk_manifest": FlagChunkManifest,
 	})
 	checkMap(t, "meta field", rn.MetaFields, map[string]uint64{

@@ -51,17 +51,17 @@ const (
 	// FlagGzip: the data is gzip-compressed as stored; the volume server's HTTP GET
 	// decompresses it for clients that do not accept gzip.
 	FlagGzip uint8 = 0x01
-	// FlagHasName: the needle has a file name.
-	FlagHasName uint8 = 0x02
-	// FlagHasMime: the needle has a MIME type.
-	FlagHasMime uint8 = 0x04
-	// FlagHasLastModified: the needle has a last-modified time.
-	FlagHasLastModified uint8 = 0x08
-	// FlagHasTTL: the needle has a time to live.
-	FlagHasTTL uint8 = 0x10
-	// FlagHasPairs: the needle has name/value pairs (which the HTTP GET sends as
+	// flagHasName: the needle has a file name.
+	flagHasName uint8 = 0x02
+	// flagHasMime: the needle has a MIME type.
+	flagHasMime uint8 = 0x04
+	// flagHasLastModified: the needle has a last-modified time.
+	flagHasLastModified uint8 = 0x08
+	// flagHasTTL: the needle has a time to live.
+	flagHasTTL uint8 = 0x10
+	// flagHasPairs: the needle has name/value pairs (which the HTTP GET sends as
 	// headers; READ_NEEDLE does not carry them).
-	FlagHasPairs uint8 = 0x20
+	flagHasPairs uint8 = 0x20
 	// FlagChunkManifest: the data is a chunk manifest (a JSON list of other file
 	// ids), not file content.
 	FlagChunkManifest uint8 = 0x80

@@ -85,13 +85,13 @@ func (s *needleStore) put(fid FileID, content []byte, o needleOpts) *storedNeedl
 		m.Flags |= FlagGzip
 	}
 	if o.name != "" {
-		m.Name, m.Flags = []byte(o.name), m.Flags|FlagHasName
+		m.Name, m.Flags = []byte(o.name), m.Flags|flagHasName
 	}
 	if o.mime != "" {
-		m.Mime, m.Flags = []byte(o.mime), m.Flags|FlagHasMime
+		m.Mime, m.Flags = []byte(o.mime), m.Flags|flagHasMime
 	}
 	if o.lastModified != 0 {
-		m.LastModified, m.Flags = o.lastModified, m.Flags|FlagHasLastModified
+		m.LastModified, m.Flags = o.lastModified, m.Flags|flagHasLastModified
 	}
 	if o.chunkManifest {
 		m.Flags |= FlagChunkManifest

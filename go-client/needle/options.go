@@ -18,18 +18,18 @@ const DefaultEnginePort = 13337
 const (
 	// DefaultChunkSize is how many data bytes one READ_NEEDLE asks for at most.
 	DefaultChunkSize = 1 << 20
-	// DefaultChunksInFlight is how many READ_NEEDLEs of one large needle are in
+	// defaultChunksInFlight is how many READ_NEEDLEs of one large needle are in
 	// flight together.
-	DefaultChunksInFlight = 4
-	// DefaultConcurrency is how many needles ReadMany reads at once.
-	DefaultConcurrency = 64
+	defaultChunksInFlight = 4
+	// defaultConcurrency is how many needles ReadMany reads at once.
+	defaultConcurrency = 64
 	// DefaultBufferBytes is the session buffer area Reader asks the
 	// engine for when Options.DialOptions is nil (the engine's default is
 	// smaller; if the engine refuses this size, the reader takes the engine's default).
 	DefaultBufferBytes = 64 << 20
-	// DefaultRedialInterval is how long Reader waits after a failed Dial before it
+	// defaultRedialInterval is how long Reader waits after a failed Dial before it
 	// dials again (meanwhile reads go over HTTP at once).
-	DefaultRedialInterval = time.Second
+	defaultRedialInterval = time.Second
 )
 
 // Options configure NewReader. The zero value reads over the ring from
@@ -42,7 +42,7 @@ type Options struct {
 	// or the engine's default size if the engine refuses that.
 	DialOptions []ring.Option
 	// RedialInterval: after a failed Dial, reads go straight to HTTP for this long before
-	// the next Dial (0 = DefaultRedialInterval; negative: dial on every read).
+	// the next Dial (0 = 1s; negative: dial on every read).
 	RedialInterval time.Duration
 
 	// EnginePort is the UCX port of volume servers' engines (0 = DefaultEnginePort): the
@@ -82,10 +82,9 @@ type Options struct {
 	// engines' ucx.max-message-bytes.
 	ChunkSize int
 	// ChunksInFlight is how many READ_NEEDLEs of one large needle are in flight together
-	// (0 = DefaultChunksInFlight).
+	// (0 = 4).
 	ChunksInFlight int
-	// Concurrency is how many needles ReadMany reads at once (0 =
-	// DefaultConcurrency).
+	// Concurrency is how many needles ReadMany reads at once (0 = 64).
 	Concurrency int
 
 	// Logger receives a record when the engine session is lost or a Dial fails (Warn), and

@@ -47,13 +47,13 @@ func NewReader(opts Options) *Reader {
 	}
 	opts.ChunkSize = min(opts.ChunkSize, math.MaxInt32-MetaLen)
 	if opts.ChunksInFlight <= 0 {
-		opts.ChunksInFlight = DefaultChunksInFlight
+		opts.ChunksInFlight = defaultChunksInFlight
 	}
 	if opts.Concurrency <= 0 {
-		opts.Concurrency = DefaultConcurrency
+		opts.Concurrency = defaultConcurrency
 	}
 	if opts.RedialInterval == 0 {
-		opts.RedialInterval = DefaultRedialInterval
+		opts.RedialInterval = defaultRedialInterval
 	}
 	r := &Reader{opts: opts, log: opts.Logger, httpc: opts.HTTPClient, engineAddrs: map[string]string{}, peers: map[string]ring.Peer{}, addrs: map[string]string{}}
 	if r.log == nil {

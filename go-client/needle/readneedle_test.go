@@ -90,24 +90,24 @@ func TestClientReadNeedle(t *testing.T) {
 	}
 	defer buf.Release()
 
-	m, n, err := Read(ctx, c, p, fid, buf)
+	m, n, err := readNeedle(ctx, c, p, fid, buf)
 	if err != nil || n != len(content) || !bytes.Equal(buf.Bytes()[MetaLen:MetaLen+n], content) {
 		t.Fatalf("Read: %d, %v", n, err)
 	}
 	if m.DataSize != uint64(len(content)) || m.RangeOffset != 0 || string(m.Name) != "a.bin" || string(m.Mime) != "application/x-test" ||
 		m.LastModified != 1700000000 || m.Checksum != sn.meta.Checksum || m.Version != 3 ||
-		m.Flags != FlagHasName|FlagHasMime|FlagHasLastModified {
+		m.Flags != flagHasName|flagHasMime|flagHasLastModified {
 		t.Errorf("meta %+v", m)
 	}
 
 	for _, r := range []struct{ off, n, want uint64 }{{0, 100, 100}, {9990, 100, 10}, {5000, 0, 0}, {10000, 10, 0}, {1, 16384, 9999}} {
-		m, n, err := ReadRange(ctx, c, p, fid, r.off, r.n, buf)
+		m, n, err := readNeedleRange(ctx, c, p, fid, r.off, r.n, buf)
 		if err != nil || uint64(n) != r.want || m.RangeOffset != r.off || m.DataSize != 10000 ||
 			!bytes.Equal(buf.Bytes()[MetaLen:MetaLen+n], content[r.off:r.off+r.want]) {
 			t.Errorf("range %+v: %d, %+v, %v", r, n, m, err)
 		}
 	}
-	if _, _, err := ReadRange(ctx, c, p, fid, 10001, 1, buf); !errors.Is(err, ring.ErrRangeNotSatisfiable) {
+	if _, _, err := readNeedleRange(ctx, c, p, fid, 10001, 1, buf); !errors.Is(err, ring.ErrRangeNotSatisfiable) {
 		t.Errorf("range past the end: %v", err)
 	}
 
@@ -127,31 +127,31 @@ func TestClientReadNeedle(t *testing.T) {
 		{FileID{7, 0x1234, 1}, ring.ErrCookieMismatch, true},
 		{FileID{7, 2, 1}, ring.ErrCorrupt, false},
 	} {
-		_, _, err := Read(ctx, c, p, x.fid, buf)
+		_, _, err := readNeedle(ctx, c, p, x.fid, buf)
 		if !errors.Is(err, x.want) || errors.Is(err, ring.ErrNeedleNotFound) != x.notFound || errors.Is(err, ring.ErrEngineUnavailable) {
 			t.Errorf("%+v: %v", x.fid, err)
 		}
 	}
-	if _, _, err := Read(ctx, c, 0, fid, buf); !errors.Is(err, ring.ErrNoSuchPeer) {
+	if _, _, err := readNeedle(ctx, c, 0, fid, buf); !errors.Is(err, ring.ErrNoSuchPeer) {
 		t.Errorf("peer 0: %v", err)
 	}
-	if _, _, err := Read(ctx, c, 99, fid, buf); !errors.Is(err, ring.ErrNoSuchPeer) {
+	if _, _, err := readNeedle(ctx, c, 99, fid, buf); !errors.Is(err, ring.ErrNoSuchPeer) {
 		t.Errorf("unknown peer: %v", err)
 	}
 	small := buf.Slice(0, MetaLen+100)
-	if _, _, err := Read(ctx, c, p, fid, small); !errors.Is(err, ring.ErrResponseTooLarge) {
+	if _, _, err := readNeedle(ctx, c, p, fid, small); !errors.Is(err, ring.ErrResponseTooLarge) {
 		t.Errorf("whole needle into a small buffer: %v (the fake engine's answer)", err)
 	}
 
 	// Client-side checks: nothing reaches the engine.
 	before := c.Stats().SQInvalid
-	if _, _, err := Read(ctx, c, p, fid, buf.Slice(0, MetaLen-1)); !errors.Is(err, ring.ErrInvalidEntry) {
+	if _, _, err := readNeedle(ctx, c, p, fid, buf.Slice(0, MetaLen-1)); !errors.Is(err, ring.ErrInvalidEntry) {
 		t.Errorf("buffer below MetaLen: %v", err)
 	}
-	if _, _, err := Read(ctx, c, p, fid, ring.Buffer{}); !errors.Is(err, ring.ErrInvalidEntry) {
+	if _, _, err := readNeedle(ctx, c, p, fid, ring.Buffer{}); !errors.Is(err, ring.ErrInvalidEntry) {
 		t.Errorf("zero buffer: %v", err)
 	}
-	if _, _, err := ReadRange(ctx, c, p, fid, 0, 101, small); !errors.Is(err, ring.ErrOutOfBounds) {
+	if _, _, err := readNeedleRange(ctx, c, p, fid, 0, 101, small); !errors.Is(err, ring.ErrOutOfBounds) {
 		t.Errorf("range longer than the buffer: %v", err)
 	}
 	if c.Stats().SQInvalid != before {
@@ -284,7 +284,7 @@ func BenchmarkReadNeedle4K(b *testing.B) {
 	buf, _ := c.AllocBuffer(ctx, MetaLen+4096)
 	b.ReportAllocs()
 	for b.Loop() {
-		if _, n, err := Read(ctx, c, p, fid, buf); err != nil || n != 4096 {
+		if _, n, err := readNeedle(ctx, c, p, fid, buf); err != nil || n != 4096 {
 			b.Fatal(n, err)
 		}
 	}

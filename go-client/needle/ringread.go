@@ -109,7 +109,7 @@ func Decode(buf ring.Buffer, n int32) (Meta, []byte, error) {
 	return m, b[MetaLen : MetaLen+int(n) : MetaLen+int(n)], nil
 }
 
-// Read reads the whole data of needle fid from the volume server whose engine is peer
+// readNeedle reads the whole data of needle fid from the volume server whose engine is peer
 // (a handle from ConnectPeer for that engine's UCX address) into buf, zero copy: the engine
 // writes the needle's metadata and data straight into the shared buffer. It returns the
 // metadata and the data length n; the data is buf.Bytes()[MetaLen:][:n] and
@@ -122,7 +122,7 @@ func Decode(buf ring.Buffer, n int32) (Meta, []byte, error) {
 // peer engine); ErrInvalidEntry, ErrOutOfBounds (the buffer); and the session errors of Do.
 // As with Send, after a ctx error leave buf alone and Release it: it is reused only once
 // the engine completed the request.
-func Read(ctx context.Context, c *ring.Client, peer ring.Peer, fid FileID, buf ring.Buffer) (Meta, int, error) {
+func readNeedle(ctx context.Context, c *ring.Client, peer ring.Peer, fid FileID, buf ring.Buffer) (Meta, int, error) {
 	t, err := submitRead(ctx, c, peer, fid, buf)
 	if err != nil {
 		return Meta{}, 0, err
@@ -130,12 +130,12 @@ func Read(ctx context.Context, c *ring.Client, peer ring.Peer, fid FileID, buf r
 	return waitReadNeedle(ctx, t, buf)
 }
 
-// ReadRange is Read for at most length bytes of the data from offset, clamped
+// readNeedleRange is readNeedle for at most length bytes of the data from offset, clamped
 // to the end of the data (length <= buf.Len()-MetaLen): meta.DataSize tells the size
 // of the whole data, meta.RangeOffset where the returned bytes start. Offsets are of the
 // data as stored (compressed when meta.Flags has FlagGzip). An offset beyond the end
 // of the data fails with ErrRangeNotSatisfiable.
-func ReadRange(ctx context.Context, c *ring.Client, peer ring.Peer, fid FileID, offset, length uint64, buf ring.Buffer) (Meta, int, error) {
+func readNeedleRange(ctx context.Context, c *ring.Client, peer ring.Peer, fid FileID, offset, length uint64, buf ring.Buffer) (Meta, int, error) {
 	t, err := submitReadRange(ctx, c, peer, fid, offset, length, buf)
 	if err != nil {
 		return Meta{}, 0, err

@@ -48,9 +48,9 @@ func WithBufferSize(n uint64) Option { return func(c *config) { c.bufSize = n } 
 // latency.
 func WithSpin(d time.Duration) Option { return func(c *config) { c.spin = d } }
 
-// WithBufferBlockSize sets the buffer allocator's granularity (a power of two; default
+// withBufferBlockSize sets the buffer allocator's granularity (a power of two; default
 // 4096). Buffers are aligned to it.
-func WithBufferBlockSize(n uint64) Option { return func(c *config) { c.blockSize = n } }
+func withBufferBlockSize(n uint64) Option { return func(c *config) { c.blockSize = n } }
 
 // WithMaxInFlight sets how many requests may be outstanding at once, counting from Submit
 // until Wait returns (default: the larger of 1024 and twice the SQ+CQ size). Submit blocks
