@@ -19,7 +19,7 @@ import (
 //	16 last_modified u64  Unix seconds, 0 when the needle has none
 //	24 append_at_ns u64   when the volume server appended it (volume version 3), else 0
 //	32 checksum u32       the stored CRC-32C (Castagnoli) of the whole data
-//	36 flags u8           the needle's flag bits as stored (NeedleFlag*)
+//	36 flags u8           the needle's flag bits as stored (Flag*)
 //	37 name_len u8        bytes of name at 64
 //	38 mime_len u8        bytes of mime type at 64 + name_len
 //	39 version u8         the volume's needle version (2 or 3)

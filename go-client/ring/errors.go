@@ -40,7 +40,7 @@ var (
 	// security.toml) and refused the read's: none was sent, it does not verify, it expired,
 	// or it is for another file. ErrJWTMissing, ErrJWTInvalid, ErrJWTExpired and
 	// ErrJWTWrongFile (the ring's answers) match it, and so does an HTTP 401 of the
-	// NeedleReader's HTTP path (which cannot tell the cases apart).
+	// needle.Reader's HTTP path (which cannot tell the cases apart).
 	ErrUnauthorized = errors.New("swring: read JWT refused")
 )
 

@@ -31,16 +31,16 @@ const (
 	// volume Aux, needle id Args[0], cookie Args[1] (low 32 bits). With FlagReadNeedleRange,
 	// only Args[3] bytes from data offset Args[2] (clamped to the end of the data); without
 	// it Args[2] and Args[3] must be 0 and the whole data is read. The BufLen bytes at
-	// BufOffset (at least NeedleMetaLen) receive the needle's metadata (NeedleMeta) in their
-	// first NeedleMetaLen bytes and the data after them; result = data bytes. See
-	// Client.ReadNeedle.
+	// BufOffset (at least needle.MetaLen = 1024) receive the needle's metadata (needle.Meta) in their
+	// first needle.MetaLen bytes and the data after them; result = data bytes. See the
+	// needle package (ReadRequest, ReadRangeRequest, Decode).
 	OpReadNeedle Opcode = 8 // read-needle
 )
 
 // SQE flags of OpReadNeedle (ring-proto entry.rs `read_needle_flags`).
 const (
 	// FlagReadNeedleRange: Args[2] and Args[3] are a byte range (offset, length) of the
-	// needle's data; the length must fit the buffer's data capacity (BufLen-NeedleMetaLen).
+	// needle's data; the length must fit the buffer's data capacity (BufLen-needle.MetaLen).
 	FlagReadNeedleRange uint8 = 1
 )
 

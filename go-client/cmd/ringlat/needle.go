@@ -8,7 +8,7 @@ package main
 // reused, so that they do the same work for the caller:
 //
 //   - ring (block needle-ring): the low-level client API, no Reader:
-//     SubmitReadNeedleRange(peer, fid, 0, size) into a session Buffer allocated once (the
+//     Submit of needle.ReadRangeRequest(peer, fid, 0, size) into a session Buffer allocated once (the
 //     engine writes the metadata and the data there, zero copy from the ring's point of
 //     view), Ticket.Wait, Decode (metadata checked: whole needle, not gzip), then
 //     copy the data out of the shared buffer into the reused []byte. The copy is in the
@@ -207,7 +207,7 @@ type needleOps struct {
 	http   *needleHTTP
 	ring   *needleRing // nil without an engine session
 	socket string
-	// NeedleReaders for the manual reader-* blocks, made on first use.
+	// needle.Readers for the manual reader-* blocks, made on first use.
 	readerRing, readerHTTP *needleReaderOp
 }
 
