@@ -1,6 +1,6 @@
 package needle
 
-//go:generate stringer -type=Path -linecomment -output=path_string.go
+//go:generate go run golang.org/x/tools/cmd/stringer@v0.30.0 -type=Path -linecomment -output=path_string.go
 
 import (
 	"fmt"

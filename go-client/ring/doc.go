@@ -60,4 +60,4 @@
 // region layout, the rings and the control messages are implemented in internal/wire.
 package ring
 
-//go:generate stringer -type=ResultError,ControlErrorCode,Opcode -linecomment -output=codes_string.go
+//go:generate go run golang.org/x/tools/cmd/stringer@v0.30.0 -type=ResultError,ControlErrorCode,Opcode -linecomment -output=codes_string.go

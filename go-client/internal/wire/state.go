@@ -1,6 +1,6 @@
 package wire
 
-//go:generate stringer -type=SessionState,CloseReason -linecomment -output=state_string.go
+//go:generate go run golang.org/x/tools/cmd/stringer@v0.30.0 -type=SessionState,CloseReason -linecomment -output=state_string.go
 
 // SessionState is the lifecycle state the engine stores in the region header.
 type SessionState uint32
