@@ -1,7 +1,7 @@
 //! READ_NEEDLE through the real engine: one engine serves a SeaweedFS volume directory (written
 //! here in SeaweedFS's on-disk format while the engine runs, as a volume server would) and
 //! reads through its own UCX listener, over tcp and shared memory. The Go end-to-end test
-//! (go-client/weed_e2e_test.go) does the same against a real `weed` volume server.
+//! (go-client/needle/weed_e2e_test.go) does the same against a real `weed` volume server.
 
 use engine::seaweed_writer::{full_needle, needle, VolumeWriter};
 use integration_tests::{Engine, PATIENCE};
