@@ -30,7 +30,7 @@ type Request struct {
 	// "Authorization: Bearer JWT" (overriding HTTPHeader's); the ring path carries it in
 	// every READ_NEEDLE (SetJWT) to the volume server's engine, which verifies it as
 	// the volume server does when given the same security.toml. "" sends none. A refusal
-	// matches ErrUnauthorized on either path and is final (not retried over HTTP). A JWT
+	// matches ring.ErrUnauthorized on either path and is final (not retried over HTTP). A JWT
 	// longer than MaxJWTLen is sent over HTTP only.
 	JWT string
 }

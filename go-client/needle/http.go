@@ -16,7 +16,7 @@ import (
 )
 
 // HTTPError is a volume server's answer other than 200 or 206 on the HTTP path. 404
-// matches ErrNeedleNotFound, 416 ErrRangeNotSatisfiable and 401 ErrUnauthorized under
+// matches ring.ErrNeedleNotFound, 416 ring.ErrRangeNotSatisfiable and 401 ring.ErrUnauthorized under
 // errors.Is.
 type HTTPError struct {
 	StatusCode int    // e.g. 404

@@ -97,7 +97,7 @@ type Meta struct {
 // DecodeMeta decodes and checks the metadata at the start of b exactly as ring-proto's
 // Meta::decode does: at least the 64-byte fixed part, name and mime inside b, reserved
 // bytes zero; bytes after the name and mime are ignored. Name and Mime alias b. Errors wrap
-// ErrProtocol (the engine wrote what the protocol does not allow).
+// ring.ErrProtocol (the engine wrote what the protocol does not allow).
 func DecodeMeta(b []byte) (Meta, error) {
 	if len(b) < needleMetaFixed {
 		return Meta{}, fmt.Errorf("%w: needle metadata is %d bytes, shorter than its %d-byte fixed part", ring.ErrProtocol, len(b), needleMetaFixed)

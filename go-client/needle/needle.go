@@ -92,8 +92,8 @@ func contentTypeLike(mimeType, name string, written []byte, gzipEncoded bool) st
 }
 
 // Error is a failed Reader read. It unwraps to Err, the answer of the path
-// that answered last: errors.Is(err, ErrNeedleNotFound), ErrRangeNotSatisfiable,
-// ErrBadFileID, ErrCorrupt, ... hold through it.
+// that answered last: errors.Is(err, ring.ErrNeedleNotFound), ring.ErrRangeNotSatisfiable,
+// ErrBadFileID, ring.ErrCorrupt, ... hold through it.
 type Error struct {
 	// FileID and VolumeServer are the read's, as passed.
 	FileID       string
@@ -101,7 +101,7 @@ type Error struct {
 	// Path is the path whose answer Err is (PathAuto for errors before either was tried,
 	// like a bad file id).
 	Path Path
-	// Err is the answer: a ResultError, *HTTPError, ErrBadFileID, ctx.Err(), ...
+	// Err is the answer: a ring.ResultError, *HTTPError, ErrBadFileID, ctx.Err(), ...
 	Err error
 	// RingErr is why the ring path did not serve the needle when Path is PathHTTP.
 	RingErr error

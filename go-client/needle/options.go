@@ -27,22 +27,22 @@ const (
 	// engine for when Options.DialOptions is nil (the engine's default is
 	// smaller; if the engine refuses this size, the reader takes the engine's default).
 	DefaultBufferBytes = 64 << 20
-	// defaultRedialInterval is how long Reader waits after a failed Dial before it
+	// defaultRedialInterval is how long Reader waits after a failed ring.Dial before it
 	// dials again (meanwhile reads go over HTTP at once).
 	defaultRedialInterval = time.Second
 )
 
 // Options configure NewReader. The zero value reads over the ring from
-// the engine at DefaultSocketPath, with HTTP fallback.
+// the engine at ring.DefaultSocketPath, with HTTP fallback.
 type Options struct {
-	// EngineSocket is the local engine's control socket ("" = DefaultSocketPath()). The
+	// EngineSocket is the local engine's control socket ("" = ring.DefaultSocketPath()). The
 	// reader dials it on first use and again after the session ended (engine restart).
 	EngineSocket string
-	// DialOptions are passed to Dial. nil: WithBufferSize(DefaultBufferBytes),
+	// DialOptions are passed to ring.Dial. nil: ring.WithBufferSize(DefaultBufferBytes),
 	// or the engine's default size if the engine refuses that.
 	DialOptions []ring.Option
-	// RedialInterval: after a failed Dial, reads go straight to HTTP for this long before
-	// the next Dial (0 = 1s; negative: dial on every read).
+	// RedialInterval: after a failed ring.Dial, reads go straight to HTTP for this long before
+	// the next ring.Dial (0 = 1s; negative: dial on every read).
 	RedialInterval time.Duration
 
 	// EnginePort is the UCX port of volume servers' engines (0 = DefaultEnginePort): the
@@ -69,7 +69,7 @@ type Options struct {
 	// PathHTTP (the engine is never used), or PathAuto (default).
 	Only Path
 	// FallbackOnNotFound also retries over HTTP when the ring answered that the needle is
-	// not there (ErrNoSuchNeedle, ErrNeedleDeleted, ErrCookieMismatch). By default these
+	// not there (ring.ErrNoSuchNeedle, ring.ErrNeedleDeleted, ring.ErrCookieMismatch). By default these
 	// answers are final: the engine read the same volume the HTTP GET would.
 	FallbackOnNotFound bool
 	// KeepCompressed returns gzip-compressed needles as stored (Needle.Data compressed,
@@ -87,7 +87,7 @@ type Options struct {
 	// Concurrency is how many needles ReadMany reads at once (0 = 64).
 	Concurrency int
 
-	// Logger receives a record when the engine session is lost or a Dial fails (Warn), and
+	// Logger receives a record when the engine session is lost or a ring.Dial fails (Warn), and
 	// when a dial succeeds (Info); a record that repeats the previous one is dropped. nil
 	// discards them: a library stays quiet unless its user asks, and reads keep working
 	// over HTTP meanwhile (Needle.RingErr, Stats tell why).

@@ -74,7 +74,7 @@ func NewReader(opts Options) *Reader {
 }
 
 // Close ends the engine session and closes idle HTTP connections of the reader's own
-// client. Reads after Close fail with ErrClosed.
+// client. Reads after Close fail with ring.ErrClosed.
 func (r *Reader) Close() error {
 	r.mu.Lock()
 	r.closed = true
@@ -130,14 +130,14 @@ func (r *Reader) CheckEngine(ctx context.Context) error {
 // failure), and READ_NEEDLE range by range for needles larger than ChunkSize. The HTTP
 // path is taken (Needle.Path = PathHTTP, Needle.RingErr = why) when the ring cannot answer:
 // the local engine is unavailable, the peer engine cannot be resolved or reached
-// (ErrPeerFailed, ErrTimedOut, ErrNoSuchPeer), the engine does not know the volume
-// (ErrNoSuchVolume: the volume server may still proxy or redirect the GET to a replica),
-// the stored needle failed its checks (ErrCorrupt: the volume server answers for itself;
+// (ring.ErrPeerFailed, ring.ErrTimedOut, ring.ErrNoSuchPeer), the engine does not know the volume
+// (ring.ErrNoSuchVolume: the volume server may still proxy or redirect the GET to a replica),
+// the stored needle failed its checks (ring.ErrCorrupt: the volume server answers for itself;
 // an error there is returned), or any other failure of the engine or the protocol. Answers
-// about the needle are final and returned as they are: ErrNoSuchNeedle, ErrNeedleDeleted,
-// ErrCookieMismatch (unless FallbackOnNotFound; all three match ErrNeedleNotFound) and
-// ErrRangeNotSatisfiable. Errors are *Error; over HTTP a 404 matches
-// ErrNeedleNotFound (the volume server answers 404 for all of these cases).
+// about the needle are final and returned as they are: ring.ErrNoSuchNeedle, ring.ErrNeedleDeleted,
+// ring.ErrCookieMismatch (unless FallbackOnNotFound; all three match ring.ErrNeedleNotFound) and
+// ring.ErrRangeNotSatisfiable. Errors are *Error; over HTTP a 404 matches
+// ring.ErrNeedleNotFound (the volume server answers 404 for all of these cases).
 func (r *Reader) Read(ctx context.Context, volumeServer, fileID string) (*Needle, error) {
 	return r.read(ctx, Request{VolumeServer: volumeServer, FileID: fileID})
 }
@@ -148,7 +148,7 @@ func (r *Reader) Read(ctx context.Context, volumeServer, fileID string) (*Needle
 // needle (the whole needle is read and decompressed first, as the volume server does for a
 // Range request without Accept-Encoding: gzip), of the stored data with KeepCompressed. A
 // range that ends past the data is cut at its end; one that starts at or past the end
-// fails with ErrRangeNotSatisfiable (HTTP 416). Needle.Offset and Needle.Size tell where
+// fails with ring.ErrRangeNotSatisfiable (HTTP 416). Needle.Offset and Needle.Size tell where
 // the bytes lie in the whole data.
 func (r *Reader) ReadRange(ctx context.Context, volumeServer, fileID string, offset, length int64) (*Needle, error) {
 	return r.read(ctx, Request{VolumeServer: volumeServer, FileID: fileID, Ranged: true, Offset: offset, Length: length})

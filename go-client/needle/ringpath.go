@@ -49,7 +49,7 @@ func (r *Reader) chunkCap(c *ring.Client) int {
 }
 
 // prepare finds the session and peer and reserves the first buffer (waiting for space when
-// wait, else failing with ErrNoBufferSpace).
+// wait, else failing with ring.ErrNoBufferSpace).
 func (r *Reader) prepare(ctx context.Context, q Request, fid FileID, wait bool) (*ringJob, error) {
 	c, err := r.session(ctx)
 	if err != nil {

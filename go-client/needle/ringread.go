@@ -24,8 +24,8 @@ func ReadRequest(peer ring.Peer, fid FileID, buf ring.Buffer) ring.Request {
 }
 
 // ReadRangeRequest is ReadRequest for length bytes of the data from offset
-// (FlagReadNeedleRange): the engine returns fewer when the data ends first, and
-// ErrRangeNotSatisfiable when offset is beyond its end. length must not exceed
+// (ring.FlagReadNeedleRange): the engine returns fewer when the data ends first, and
+// ring.ErrRangeNotSatisfiable when offset is beyond its end. length must not exceed
 // buf.Len()-MetaLen.
 func ReadRangeRequest(peer ring.Peer, fid FileID, offset, length uint64, buf ring.Buffer) ring.Request {
 	r := ReadRequest(peer, fid, buf)
@@ -96,7 +96,7 @@ func submitReadRange(ctx context.Context, c *ring.Client, peer ring.Peer, fid Fi
 
 // Decode decodes what a completed READ_NEEDLE with result n (the data length)
 // left in buf: the metadata (DecodeMeta; Name and Mime alias buf) and the data,
-// buf.Bytes()[MetaLen:][:n], both read in place. Errors wrap ErrProtocol.
+// buf.Bytes()[MetaLen:][:n], both read in place. Errors wrap ring.ErrProtocol.
 func Decode(buf ring.Buffer, n int32) (Meta, []byte, error) {
 	b := buf.Bytes()
 	if len(b) < MetaLen || n < 0 || int(n) > len(b)-MetaLen {
@@ -117,9 +117,9 @@ func Decode(buf ring.Buffer, n int32) (Meta, []byte, error) {
 // meta.Flags has FlagGzip. buf must hold MetaLen bytes plus the whole data
 // (ReadRange reads larger needles in parts; Reader does it for you).
 //
-// Result errors: ErrNoSuchVolume, ErrNoSuchNeedle, ErrNeedleDeleted, ErrCookieMismatch (all
-// matching ErrNeedleNotFound), ErrCorrupt; ErrNoSuchPeer, ErrPeerFailed, ErrTimedOut (the
-// peer engine); ErrInvalidEntry, ErrOutOfBounds (the buffer); and the session errors of Do.
+// Result errors: ring.ErrNoSuchVolume, ring.ErrNoSuchNeedle, ring.ErrNeedleDeleted, ring.ErrCookieMismatch (all
+// matching ring.ErrNeedleNotFound), ring.ErrCorrupt; ring.ErrNoSuchPeer, ring.ErrPeerFailed, ring.ErrTimedOut (the
+// peer engine); ring.ErrInvalidEntry, ring.ErrOutOfBounds (the buffer); and the session errors of Do.
 // As with Send, after a ctx error leave buf alone and Release it: it is reused only once
 // the engine completed the request.
 func readNeedle(ctx context.Context, c *ring.Client, peer ring.Peer, fid FileID, buf ring.Buffer) (Meta, int, error) {
@@ -134,7 +134,7 @@ func readNeedle(ctx context.Context, c *ring.Client, peer ring.Peer, fid FileID,
 // to the end of the data (length <= buf.Len()-MetaLen): meta.DataSize tells the size
 // of the whole data, meta.RangeOffset where the returned bytes start. Offsets are of the
 // data as stored (compressed when meta.Flags has FlagGzip). An offset beyond the end
-// of the data fails with ErrRangeNotSatisfiable.
+// of the data fails with ring.ErrRangeNotSatisfiable.
 func readNeedleRange(ctx context.Context, c *ring.Client, peer ring.Peer, fid FileID, offset, length uint64, buf ring.Buffer) (Meta, int, error) {
 	t, err := submitReadRange(ctx, c, peer, fid, offset, length, buf)
 	if err != nil {

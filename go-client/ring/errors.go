@@ -115,14 +115,6 @@ func (e ResultError) Error() string {
 	return "swring: " + name + " (" + strconv.Itoa(int(e)) + ")"
 }
 
-// resultError is the error of a completion result: nil when res >= 0.
-func resultError(res int32) error {
-	if res >= 0 {
-		return nil
-	}
-	return ResultError(res)
-}
-
 // Is lets errors.Is(ErrShuttingDown, ErrEngineUnavailable) hold, makes the needle
 // codes that mean "not there" (ErrNoSuchVolume, ErrNoSuchNeedle, ErrNeedleDeleted,
 // ErrCookieMismatch) match ErrNeedleNotFound, and the JWT codes match ErrUnauthorized.

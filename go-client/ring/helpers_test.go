@@ -44,3 +44,11 @@ func newHeapRings(t testing.TB, sq, cq uint32) *wire.HeapRings {
 	}
 	return h
 }
+
+// resultError is the error of a completion result: nil when res >= 0.
+func resultError(res int32) error {
+	if res >= 0 {
+		return nil
+	}
+	return ResultError(res)
+}

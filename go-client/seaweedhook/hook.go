@@ -201,7 +201,7 @@ func needleURL(fileUrl string) (volumeServer, fileID string, err error) {
 		return "", "", errors.New("not an http(s)://host/fid URL")
 	}
 	for k := range u.Query() {
-		// readDeleted=true also serves deleted needles: the ring answers ErrNeedleDeleted
+		// readDeleted=true also serves deleted needles: the ring answers ring.ErrNeedleDeleted
 		// for those, the read is declined, and the GET serves it.
 		if k != "readDeleted" {
 			return "", "", fmt.Errorf("query parameter %q is not one the ring path serves", k)
