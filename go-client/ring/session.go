@@ -11,11 +11,16 @@ import (
 
 // fail marks the session as down (first error wins) and wakes every sleeper. The caller
 // then runs failAll (or failAllLocked) so that every outstanding request is failed.
+//
+// Done is closed before down is set: whoever sees down (and so returns downErr) also sees
+// Done closed. Goroutines woken by Done that still see down unset go on as if the session
+// were up for a moment; their requests fail once down is set. The leader is kicked after
+// down is set, so that it sees down when it wakes.
 func (c *Client) fail(err error) {
 	c.downOnce.Do(func() {
 		c.downErr = err
-		c.down.Store(true)
 		close(c.downCh)
+		c.down.Store(true)
 		c.kickLeader()
 	})
 }
