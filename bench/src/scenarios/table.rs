@@ -87,6 +87,18 @@ const fn front_end_spec(
     }
 }
 
+/// `ucx.raw_read_bw.*`, `ucx.read_bw.*`: 1 MiB reads, 16 in flight; a sample is one read among
+/// the others in flight ([`super::pipelined_loop`]), and a block a third of the usual.
+const fn read_bw_spec(name: &'static str, about: &'static str, sample: &'static str) -> Spec {
+    Spec {
+        sample,
+        bytes_per_sample: ucx::READ_BYTES as u64,
+        measure_divisor: 3,
+        pipelined: true,
+        ..spec_base(name, about)
+    }
+}
+
 /// `scale.nop.sessions.N`: N sessions on the run's engine (one worker), one NOP in flight
 /// each, driven round robin by the client thread; compared with 1 session (no target: the
 /// issue asks how throughput and p99 grow).
@@ -236,51 +248,39 @@ pub const SPECS: &[Spec] = &[
         )
     },
     Spec {
-        sample: "1 MiB get",
-        bytes_per_sample: ucx::READ_BYTES as u64,
-        measure_divisor: 3,
-        pipelined: true,
         borrows_engine_core: true,
-        ..spec_base(
+        ..read_bw_spec(
             "ucx.raw_read_bw.sm",
             "raw UCX one-sided gets of 1 MiB, 16 in flight, between two workers, one thread on the engine core, sm transports",
+            "1 MiB get",
         )
     },
     Spec {
-        sample: "1 MiB READ",
-        bytes_per_sample: ucx::READ_BYTES as u64,
-        measure_divisor: 3,
-        pipelined: true,
         baseline: Some("ucx.raw_read_bw.sm"),
         target: Some(Target { metric: Metric::BytesRatio, bound: 0.9 }),
         engine: EngineUse::Ucx(Tls::Sm),
-        ..spec_base(
+        ..read_bw_spec(
             "ucx.read_bw.sm",
             "READs of 1 MiB, 16 in flight, through the rings from another session's export via the engine's own UCX listener, sm transports",
+            "1 MiB READ",
         )
     },
     Spec {
-        sample: "1 MiB get",
-        bytes_per_sample: ucx::READ_BYTES as u64,
-        measure_divisor: 3,
-        pipelined: true,
         borrows_engine_core: true,
-        ..spec_base(
+        ..read_bw_spec(
             "ucx.raw_read_bw.tcp",
             "raw UCX one-sided gets of 1 MiB, 16 in flight, between two workers, one thread on the engine core, tcp on loopback",
+            "1 MiB get",
         )
     },
     Spec {
-        sample: "1 MiB READ",
-        bytes_per_sample: ucx::READ_BYTES as u64,
-        measure_divisor: 3,
-        pipelined: true,
         baseline: Some("ucx.raw_read_bw.tcp"),
         target: Some(Target { metric: Metric::BytesRatio, bound: 0.9 }),
         engine: EngineUse::Ucx(Tls::Tcp),
-        ..spec_base(
+        ..read_bw_spec(
             "ucx.read_bw.tcp",
             "READs of 1 MiB, 16 in flight, through the rings from another session's export via the engine's own UCX listener, tcp on loopback",
+            "1 MiB READ",
         )
     },
     Spec {

@@ -489,6 +489,20 @@ struct Fake {
     most_in_flight: usize,
 }
 
+impl Fake {
+    /// `depth` slots, none busy; the slots in `instant` complete as they start.
+    fn new(delay: Duration, depth: usize, instant: Vec<usize>) -> Self {
+        Fake {
+            delay,
+            started: vec![None; depth],
+            instant,
+            starts: 0,
+            completions: 0,
+            most_in_flight: 0,
+        }
+    }
+}
+
 impl Pipeline for Fake {
     fn start(&mut self, slot: usize) -> Result<bool> {
         assert!(self.started[slot].is_none(), "slot {slot} restarted while busy");
@@ -523,14 +537,7 @@ fn pipelined_loop_keeps_every_slot_busy_and_drains() {
         warmup: Duration::from_millis(2),
         measure: Duration::from_millis(20),
     };
-    let mut f = Fake {
-        delay: Duration::from_micros(200),
-        started: vec![None; 4],
-        instant: vec![],
-        starts: 0,
-        completions: 0,
-        most_in_flight: 0,
-    };
+    let mut f = Fake::new(Duration::from_micros(200), 4, vec![]);
     let mut h = crate::stats::new_histogram();
     let run = pipelined_loop(timing, &mut h, 4, &mut f).unwrap();
     assert_eq!(h.len(), run.samples);
@@ -554,14 +561,7 @@ fn pipelined_loop_takes_operations_that_complete_at_once() {
         warmup: Duration::from_millis(1),
         measure: Duration::from_millis(5),
     };
-    let mut f = Fake {
-        delay: Duration::from_micros(50),
-        started: vec![None; 3],
-        instant: vec![1],
-        starts: 0,
-        completions: 0,
-        most_in_flight: 0,
-    };
+    let mut f = Fake::new(Duration::from_micros(50), 3, vec![1]);
     let mut h = crate::stats::new_histogram();
     let run = pipelined_loop(timing, &mut h, 3, &mut f).unwrap();
     assert_eq!(f.starts, f.completions);
