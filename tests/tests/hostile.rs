@@ -40,7 +40,7 @@ fn hostile_client_cannot_hurt_a_well_behaved_one() {
                 for _ in 0..2000 {
                     let off = (rng.next_u64() as usize % (len / 8)) * 8;
                     // Bias towards the control blocks and entries at the front.
-                    let off = if rng.next_u64() % 4 == 0 { off } else { off % 65536 };
+                    let off = if rng.below(4) == 0 { off } else { off % 65536 };
                     let word = unsafe { &*(base.add(off) as *const AtomicU64) };
                     word.store(rng.next_u64(), Ordering::Relaxed);
                 }
@@ -51,7 +51,7 @@ fn hostile_client_cannot_hurt_a_well_behaved_one() {
                     user_data: 2,
                     ..Default::default()
                 });
-                if rng.next_u64() % 2 == 0 {
+                if rng.below(2) == 0 {
                     let l = *s.layout();
                     for off in [l.sq_ctl_offset + 128, l.cq_ctl_offset] {
                         // Safety: as above (the SQ tail and the CQ head lines).
