@@ -3,7 +3,8 @@
 //! end where it started: the same descriptors and mappings (from /proc), no open sessions and
 //! no UCX registrations (from `engine status --json`).
 //!
-//! Random choices come from a seed printed at the start; `SWRING_CHURN_SEED=N` replays one.
+//! Random choices come from a seed printed at the start (and on failure); `SWRING_TEST_SEED=N`
+//! replays one ([`integration_tests::rng`]).
 
 use std::collections::HashSet;
 use std::io::BufRead;
@@ -11,35 +12,10 @@ use std::process::{Child, Command, Stdio};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
+use integration_tests::rng::Seed;
 use integration_tests::{nop, wait, wait_child, wait_until, workspace_binary, Engine};
 use ring_client::{Session, SessionOptions};
 use ring_proto::{opcode, Sqe};
-
-/// xorshift64*: enough randomness for kill timings, reproducible from its seed.
-struct Rng(u64);
-
-impl Rng {
-    fn from_env(test: &str) -> Rng {
-        let seed = std::env::var("SWRING_CHURN_SEED")
-            .ok()
-            .and_then(|s| s.parse().ok())
-            .unwrap_or_else(|| {
-                std::time::SystemTime::now()
-                    .duration_since(std::time::UNIX_EPOCH)
-                    .unwrap()
-                    .as_nanos() as u64
-            });
-        eprintln!("{test}: SWRING_CHURN_SEED={seed}");
-        Rng(seed | 1)
-    }
-
-    fn below(&mut self, n: u64) -> u64 {
-        self.0 ^= self.0 >> 12;
-        self.0 ^= self.0 << 25;
-        self.0 ^= self.0 >> 27;
-        self.0.wrapping_mul(0x2545_f491_4f6c_dd1d) % n
-    }
-}
 
 fn spawn_load(args: &[&str], socket: &std::path::Path) -> Child {
     Command::new(workspace_binary("ring-load", "SWRING_LOAD"))
@@ -125,7 +101,8 @@ fn bystander_batch(s: &mut Session, batch: u64) {
 
 #[test]
 fn hundred_client_sigkills_under_load_reach_no_bystander_and_leak_nothing() {
-    let mut rng = Rng::from_env("hundred_client_sigkills");
+    let seed = Seed::from_env("hundred_client_sigkills");
+    let mut rng = seed.rng();
     let engine = Engine::start(&[]);
     let mut bystander = engine.connect();
     bystander_batch(&mut bystander, 0);
@@ -197,7 +174,8 @@ const PROCESSES_PER_WAVE: usize = 10;
 fn ten_thousand_sessions_half_killed_leave_nothing_behind() {
     const KILLED: usize = 5000;
     const IN_PROCESS: usize = 5000;
-    let mut rng = Rng::from_env("ten_thousand_sessions");
+    let seed = Seed::from_env("ten_thousand_sessions");
+    let mut rng = seed.rng();
     let engine = Engine::start(&[]);
     // Warm up: the first sessions allocate lazily-created process state (log buffers...).
     for i in 0..3 {

@@ -2,31 +2,28 @@
 //! ring indices, flags, header fields, its buffer) while a well-behaved client works beside
 //! it: the well-behaved client must see no error and exactly its own results, and the engine
 //! must survive.
+//!
+//! The garbage comes from a seed printed at the start (and on failure); `SWRING_TEST_SEED=N`
+//! replays its choices ([`integration_tests::rng`]).
 
 use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
 use std::time::Duration;
 
+use integration_tests::rng::Seed;
 use integration_tests::{nop, wait, Engine, PATIENCE};
 use ring_client::SessionOptions;
 use ring_proto::{opcode, Sqe};
 
-/// xorshift64: deterministic garbage.
-fn next(x: &mut u64) -> u64 {
-    *x ^= *x << 13;
-    *x ^= *x >> 7;
-    *x ^= *x << 17;
-    *x
-}
-
 #[test]
 fn hostile_client_cannot_hurt_a_well_behaved_one() {
+    let seed = Seed::from_env("hostile_client");
     let engine = Engine::start(&["--spin-forever", "--lease-ms", "0"]);
     let stop = AtomicBool::new(false);
     let hostile_sessions = AtomicU32::new(0);
     let good_ops = AtomicU64::new(0);
     std::thread::scope(|scope| {
         scope.spawn(|| {
-            let mut rng = 0x9e37_79b9_7f4a_7c15u64;
+            let mut rng = seed.rng();
             while !stop.load(Ordering::Relaxed) {
                 let Ok(mut s) = engine.try_connect(SessionOptions {
                     keepalive: false,
@@ -41,25 +38,25 @@ fn hostile_client_cannot_hurt_a_well_behaved_one() {
                 // session (atomically, 8 bytes at a time, as another process could).
                 let (base, len) = unsafe { s.region_raw() };
                 for _ in 0..2000 {
-                    let off = (next(&mut rng) as usize % (len / 8)) * 8;
+                    let off = (rng.next_u64() as usize % (len / 8)) * 8;
                     // Bias towards the control blocks and entries at the front.
-                    let off = if next(&mut rng) % 4 == 0 { off } else { off % 65536 };
+                    let off = if rng.below(4) == 0 { off } else { off % 65536 };
                     let word = unsafe { &*(base.add(off) as *const AtomicU64) };
-                    word.store(next(&mut rng), Ordering::Relaxed);
+                    word.store(rng.next_u64(), Ordering::Relaxed);
                 }
                 // Publish whatever is now in the SQ through the normal path, then, every other
                 // session, move the ring indices themselves to random places.
                 let _ = s.submit(&Sqe {
-                    opcode: next(&mut rng) as u8,
+                    opcode: rng.next_u64() as u8,
                     user_data: 2,
                     ..Default::default()
                 });
-                if next(&mut rng) % 2 == 0 {
+                if rng.below(2) == 0 {
                     let l = *s.layout();
                     for off in [l.sq_ctl_offset + 128, l.cq_ctl_offset] {
                         // Safety: as above (the SQ tail and the CQ head lines).
                         let idx = unsafe { &*(base.add(off) as *const AtomicU32) };
-                        idx.store(next(&mut rng) as u32, Ordering::Relaxed);
+                        idx.store(rng.next_u64() as u32, Ordering::Relaxed);
                     }
                 }
                 std::thread::sleep(Duration::from_millis(1));

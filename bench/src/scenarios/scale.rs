@@ -297,7 +297,7 @@ impl Drop for Workers {
     fn drop(&mut self) {
         self.sessions.clear();
         if let Some(e) = self.engine.take() {
-            let _ = crate::stop_engine(e);
+            let _ = crate::engines::stop_engine(e);
         }
     }
 }

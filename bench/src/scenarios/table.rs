@@ -1,0 +1,517 @@
+//! The scenario table: every [`Spec`] the bench knows, in registry order (baselines before
+//! their subjects), the constructors that keep it short, and the parsing of the names that
+//! carry a parameter (`needle.read.<size>.<path>`, `scale.nop.workers.<N>`).
+
+use super::spec::{EngineUse, FrontEnd, Metric, Spec, Target, Tls};
+use super::ucx;
+
+const fn spec_base(name: &'static str, about: &'static str) -> Spec {
+    Spec {
+        name,
+        about,
+        sample: "round trip",
+        ops_per_sample: 1,
+        bytes_per_sample: 0,
+        measure_divisor: 1,
+        baseline: None,
+        runs_with: None,
+        also_vs: &[],
+        excess_reference: None,
+        target: None,
+        engine: EngineUse::None,
+        borrows_engine_core: false,
+        needs_go: false,
+        needs_weed: false,
+        pipelined: false,
+        tail_bound: None,
+        front_end: None,
+    }
+}
+
+/// The needle sizes of the `needle.read.<size>.<path>` scenarios (the weed host's size
+/// names: k = KiB, m = MiB).
+pub const NEEDLE_SIZES: &[&str] = &["4k", "64k", "1m"];
+
+/// `needle.read.<size>.<path>`: a needle read from Go, over HTTP (the baseline) or the rings.
+const fn needle_spec(
+    name: &'static str,
+    about: &'static str,
+    sample: &'static str,
+    bytes: u64,
+    path: Option<(Tls, &'static str, Option<Target>)>,
+) -> Spec {
+    let base = Spec {
+        sample,
+        bytes_per_sample: bytes,
+        // Reads of up to 1 MiB are long samples: a third of the block keeps the run short.
+        measure_divisor: 3,
+        needs_go: true,
+        needs_weed: true,
+        ..spec_base(name, about)
+    };
+    match path {
+        // The volume server (pinned to the engine core) serves the GETs: the engines must
+        // sleep during its blocks.
+        None => Spec {
+            borrows_engine_core: true,
+            ..base
+        },
+        Some((tls, baseline, target)) => Spec {
+            baseline: Some(baseline),
+            target,
+            engine: EngineUse::Needle(tls),
+            ..base
+        },
+    }
+}
+
+/// `mount.*`, `s3.*`, `filer.*`: reads through a SeaweedFS front end from Go, with the
+/// stock `weed` (`path: None`, the baseline) or the `weed` with the ring read path, whose
+/// chunk reads go through the group's engine for that transport.
+const fn front_end_spec(
+    name: &'static str,
+    about: &'static str,
+    sample: &'static str,
+    bytes: u64,
+    front_end: FrontEnd,
+    path: Option<(Tls, &'static str, Option<Target>)>,
+) -> Spec {
+    let base = Spec {
+        front_end: Some(front_end),
+        ..needle_spec(name, about, sample, bytes, path)
+    };
+    // Samples of a millisecond or more: whole blocks, not a third.
+    Spec {
+        measure_divisor: 1,
+        ..base
+    }
+}
+
+/// `ucx.raw_read_bw.*`, `ucx.read_bw.*`: 1 MiB reads, 16 in flight; a sample is one read among
+/// the others in flight ([`super::pipelined_loop`]), and a block a third of the usual.
+const fn read_bw_spec(name: &'static str, about: &'static str, sample: &'static str) -> Spec {
+    Spec {
+        sample,
+        bytes_per_sample: ucx::READ_BYTES as u64,
+        measure_divisor: 3,
+        pipelined: true,
+        ..spec_base(name, about)
+    }
+}
+
+/// `scale.nop.sessions.N`: N sessions on the run's engine (one worker), one NOP in flight
+/// each, driven round robin by the client thread; compared with 1 session (no target: the
+/// issue asks how throughput and p99 grow).
+const fn scale_sessions(name: &'static str, baseline: Option<&'static str>) -> Spec {
+    Spec {
+        sample: "NOP in flight",
+        baseline,
+        engine: EngineUse::Plain,
+        pipelined: true,
+        ..spec_base(
+            name,
+            "NOP throughput and latency with N sessions on one worker, one NOP in flight per session, one client thread driving them round robin",
+        )
+    }
+}
+
+/// `scale.nop.workers.N`: an engine of its own with N workers, 4 sessions per worker, one NOP
+/// in flight per session, one client thread; compared with 1 worker. Needs N cores besides
+/// the client's (skipped, with the reason, where there are fewer).
+const fn scale_workers(name: &'static str, baseline: Option<&'static str>) -> Spec {
+    Spec {
+        sample: "NOP in flight",
+        baseline,
+        engine: EngineUse::Own,
+        pipelined: true,
+        ..spec_base(
+            name,
+            "NOP throughput and latency of an engine with N workers (N cores), 4 sessions per worker, one NOP in flight per session, one client thread",
+        )
+    }
+}
+
+/// The N of `scale.nop.workers.N`.
+pub fn workers_of(name: &str) -> Option<usize> {
+    name.strip_prefix("scale.nop.workers.")?.parse().ok()
+}
+
+/// Every scenario, baselines before their subjects.
+pub const SPECS: &[Spec] = &[
+    Spec {
+        borrows_engine_core: true,
+        ..spec_base(
+            "floor.pingpong",
+            "raw cache-line ping-pong between the client core and the engine core (the physical floor)",
+        )
+    },
+    Spec {
+        baseline: Some("floor.pingpong"),
+        target: Some(Target { metric: Metric::P50Ratio, bound: 1.3 }),
+        engine: EngineUse::Plain,
+        // "p99.9 of ring.nop within 4x of its p50 on an otherwise idle machine".
+        tail_bound: Some(4.0),
+        ..spec_base("ring.nop", "one NOP through the real engine: Session::submit, spin on try_cqe")
+    },
+    Spec {
+        sample: "batch of 32",
+        ops_per_sample: 32,
+        borrows_engine_core: true,
+        ..spec_base(
+            "floor.echo_batch32",
+            "bare two-ring echo loop (ring_proto Producer/Consumer on a session-shaped region) between the two cores, 32 per batch",
+        )
+    },
+    Spec {
+        sample: "batch of 32",
+        ops_per_sample: 32,
+        baseline: Some("floor.echo_batch32"),
+        target: Some(Target { metric: Metric::OpsRatio, bound: 0.5 }),
+        engine: EngineUse::Plain,
+        ..spec_base(
+            "ring.nop_batch32",
+            "32 NOPs through the real engine: submission() push x32, sync, reap 32 completions",
+        )
+    },
+    Spec {
+        baseline: Some("floor.pingpong"),
+        also_vs: &["ring.nop"],
+        target: Some(Target { metric: Metric::P50Ratio, bound: 1.6 }),
+        engine: EngineUse::Plain,
+        needs_go: true,
+        ..spec_base(
+            "ring.nop.go",
+            "one NOP through the real engine from the Go client (ringlat -serve: Client.Do), its own session",
+        )
+    },
+    Spec {
+        sample: "batch of 32",
+        ops_per_sample: 32,
+        baseline: Some("ring.nop_batch32"),
+        also_vs: &["floor.echo_batch32"],
+        target: Some(Target { metric: Metric::OpsRatio, bound: 0.5 }),
+        engine: EngineUse::Plain,
+        needs_go: true,
+        ..spec_base(
+            "ring.nop_batch32.go",
+            "32 NOPs from the Go client (ringlat -serve: SubmitBatch x32, Wait each), its own session",
+        )
+    },
+    Spec {
+        borrows_engine_core: true,
+        ..spec_base(
+            "ucx.raw_am_rtt.sm",
+            "raw UCX active-message ping-pong (8 B, 16 B header) between two workers, one thread on the engine core, sm transports",
+        )
+    },
+    Spec {
+        runs_with: Some("ucx.raw_am_rtt.sm"),
+        engine: EngineUse::Plain,
+        ..spec_base(
+            "ucx.nop_ref.sm",
+            "ring.nop again (the run's plain engine, no UCX), interleaved with the ucx.*.sm blocks: the ring hop ucx.am_rtt.sm's excess is measured in",
+        )
+    },
+    Spec {
+        baseline: Some("ucx.raw_am_rtt.sm"),
+        excess_reference: Some("ucx.nop_ref.sm"),
+        target: Some(Target { metric: Metric::P50ExcessOver("ucx.nop_ref.sm"), bound: 1.2 }),
+        engine: EngineUse::Ucx(Tls::Sm),
+        ..spec_base(
+            "ucx.am_rtt.sm",
+            "SEND of 8 B (ECHO) through the rings to the engine's own UCX listener and back, sm transports",
+        )
+    },
+    Spec {
+        borrows_engine_core: true,
+        ..spec_base(
+            "ucx.raw_am_rtt.tcp",
+            "raw UCX active-message ping-pong (8 B, 16 B header) between two workers, one thread on the engine core, tcp on loopback",
+        )
+    },
+    Spec {
+        runs_with: Some("ucx.raw_am_rtt.tcp"),
+        engine: EngineUse::Plain,
+        ..spec_base(
+            "ucx.nop_ref.tcp",
+            "ring.nop again (the run's plain engine, no UCX), interleaved with the ucx.*.tcp blocks: the ring hop ucx.am_rtt.tcp's excess is measured in",
+        )
+    },
+    Spec {
+        baseline: Some("ucx.raw_am_rtt.tcp"),
+        excess_reference: Some("ucx.nop_ref.tcp"),
+        target: Some(Target { metric: Metric::P50Ratio, bound: 1.1 }),
+        engine: EngineUse::Ucx(Tls::Tcp),
+        ..spec_base(
+            "ucx.am_rtt.tcp",
+            "SEND of 8 B (ECHO) through the rings to the engine's own UCX listener and back, tcp on loopback",
+        )
+    },
+    Spec {
+        borrows_engine_core: true,
+        ..read_bw_spec(
+            "ucx.raw_read_bw.sm",
+            "raw UCX one-sided gets of 1 MiB, 16 in flight, between two workers, one thread on the engine core, sm transports",
+            "1 MiB get",
+        )
+    },
+    Spec {
+        baseline: Some("ucx.raw_read_bw.sm"),
+        target: Some(Target { metric: Metric::BytesRatio, bound: 0.9 }),
+        engine: EngineUse::Ucx(Tls::Sm),
+        ..read_bw_spec(
+            "ucx.read_bw.sm",
+            "READs of 1 MiB, 16 in flight, through the rings from another session's export via the engine's own UCX listener, sm transports",
+            "1 MiB READ",
+        )
+    },
+    Spec {
+        borrows_engine_core: true,
+        ..read_bw_spec(
+            "ucx.raw_read_bw.tcp",
+            "raw UCX one-sided gets of 1 MiB, 16 in flight, between two workers, one thread on the engine core, tcp on loopback",
+            "1 MiB get",
+        )
+    },
+    Spec {
+        baseline: Some("ucx.raw_read_bw.tcp"),
+        target: Some(Target { metric: Metric::BytesRatio, bound: 0.9 }),
+        engine: EngineUse::Ucx(Tls::Tcp),
+        ..read_bw_spec(
+            "ucx.read_bw.tcp",
+            "READs of 1 MiB, 16 in flight, through the rings from another session's export via the engine's own UCX listener, tcp on loopback",
+            "1 MiB READ",
+        )
+    },
+    Spec {
+        baseline: Some("ring.nop"),
+        target: Some(Target { metric: Metric::P50RatioAtLeast, bound: 50.0 }),
+        borrows_engine_core: true,
+        ..spec_base(
+            "uds.msgpack",
+            "the design this project replaces: length-prefixed MessagePack request/response over a Unix socket to an echo process on the engine core",
+        )
+    },
+    Spec {
+        baseline: Some("ring.nop"),
+        target: Some(Target { metric: Metric::P50RatioAtLeast, bound: 3.0 }),
+        ..spec_base(
+            "io_uring.nop",
+            "a kernel io_uring NOP: submit and wait for its completion (io-uring crate, no SQPOLL), on the client core",
+        )
+    },
+    Spec {
+        baseline: Some("ring.nop"),
+        // "ring.nop p50 <= 0.3x iceoryx2.reqres p50": iceoryx2.reqres / ring.nop >= 1/0.3.
+        target: Some(Target { metric: Metric::P50RatioAtLeast, bound: 1.0 / 0.3 }),
+        borrows_engine_core: true,
+        ..spec_base(
+            "iceoryx2.reqres",
+            "request-response round trip with the iceoryx2 crate (u64 each way, zero-copy loans, both sides busy-polling) to a server process on the engine core",
+        )
+    },
+    Spec {
+        sample: "wake round trip",
+        baseline: Some("uds.msgpack"),
+        target: Some(Target { metric: Metric::P50Ratio, bound: 1.0 }),
+        engine: EngineUse::Plain,
+        ..spec_base(
+            "ring.wake",
+            "one NOP submitted once the engine worker is asleep (wake-up and round trip); details: the engine's CPU use while idle",
+        )
+    },
+    scale_sessions("scale.nop.sessions.1", None),
+    scale_sessions("scale.nop.sessions.4", Some("scale.nop.sessions.1")),
+    scale_sessions("scale.nop.sessions.16", Some("scale.nop.sessions.1")),
+    scale_sessions("scale.nop.sessions.64", Some("scale.nop.sessions.1")),
+    scale_workers("scale.nop.workers.1", None),
+    scale_workers("scale.nop.workers.2", Some("scale.nop.workers.1")),
+    scale_workers("scale.nop.workers.4", Some("scale.nop.workers.1")),
+    scale_workers("scale.nop.workers.8", Some("scale.nop.workers.1")),
+    scale_workers("scale.nop.workers.16", Some("scale.nop.workers.1")),
+    scale_workers("scale.nop.workers.32", Some("scale.nop.workers.1")),
+    needle_spec(
+        "needle.read.4k.http",
+        "one 4 KiB needle from a real weed volume server: keep-alive Go HTTP GET, body into a reused buffer (ringlat)",
+        "4 KiB read",
+        4 << 10,
+        None,
+    ),
+    needle_spec(
+        "needle.read.4k.tcp",
+        "the same 4 KiB needle through the rings: Go READ_NEEDLE to the engine serving the volume, over its own UCX listener (tcp), copied out to a reused buffer",
+        "4 KiB read",
+        4 << 10,
+        Some((Tls::Tcp, "needle.read.4k.http", Some(Target { metric: Metric::P50Ratio, bound: 0.2 }))),
+    ),
+    needle_spec(
+        "needle.read.4k.sm",
+        "the same 4 KiB needle through the rings: Go READ_NEEDLE to the engine serving the volume, over its own UCX listener (sm,tcp), copied out to a reused buffer",
+        "4 KiB read",
+        4 << 10,
+        Some((Tls::Sm, "needle.read.4k.http", Some(Target { metric: Metric::P50Ratio, bound: 0.05 }))),
+    ),
+    needle_spec(
+        "needle.read.64k.http",
+        "one 64 KiB needle from a real weed volume server: keep-alive Go HTTP GET, body into a reused buffer (ringlat)",
+        "64 KiB read",
+        64 << 10,
+        None,
+    ),
+    needle_spec(
+        "needle.read.64k.tcp",
+        "the same 64 KiB needle through the rings (tcp), copied out to a reused buffer",
+        "64 KiB read",
+        64 << 10,
+        Some((Tls::Tcp, "needle.read.64k.http", None)),
+    ),
+    needle_spec(
+        "needle.read.64k.sm",
+        "the same 64 KiB needle through the rings (sm,tcp), copied out to a reused buffer",
+        "64 KiB read",
+        64 << 10,
+        Some((Tls::Sm, "needle.read.64k.http", None)),
+    ),
+    needle_spec(
+        "needle.read.1m.http",
+        "one 1 MiB needle from a real weed volume server: keep-alive Go HTTP GET, body into a reused buffer (ringlat)",
+        "1 MiB read",
+        1 << 20,
+        None,
+    ),
+    needle_spec(
+        "needle.read.1m.tcp",
+        "the same 1 MiB needle through the rings (tcp), copied out to a reused buffer",
+        "1 MiB read",
+        1 << 20,
+        Some((Tls::Tcp, "needle.read.1m.http", Some(Target { metric: Metric::BytesRatio, bound: 2.0 }))),
+    ),
+    needle_spec(
+        "needle.read.1m.sm",
+        "the same 1 MiB needle through the rings (sm,tcp), copied out to a reused buffer",
+        "1 MiB read",
+        1 << 20,
+        Some((Tls::Sm, "needle.read.1m.http", Some(Target { metric: Metric::BytesRatio, bound: 2.0 }))),
+    ),
+    front_end_spec(
+        "mount.randread.4k.http",
+        "4 KiB pread at an offset never read before through a FUSE weed mount (stock weed: the mount fetches the range with an HTTP GET from the volume server; page cache and chunk cache checked cold)",
+        "4 KiB pread",
+        4096,
+        FrontEnd::MountRandom,
+        None,
+    ),
+    front_end_spec(
+        "mount.randread.4k.ring",
+        "the same through a weed mount with the ring read path (SWRING_ENGINE_SOCKET): READ_NEEDLE through the engine serving the volume (sm,tcp)",
+        "4 KiB pread",
+        4096,
+        FrontEnd::MountRandom,
+        Some((Tls::Sm, "mount.randread.4k.http", Some(Target { metric: Metric::P50Ratio, bound: 1.0 / 3.0 }))),
+    ),
+    front_end_spec(
+        "mount.randread.4k.ring.tcp",
+        "the same through a weed mount with the ring read path, the engine's UCX over tcp only",
+        "4 KiB pread",
+        4096,
+        FrontEnd::MountRandom,
+        Some((Tls::Tcp, "mount.randread.4k.http", Some(Target { metric: Metric::P50Ratio, bound: 0.5 }))),
+    ),
+    Spec {
+        runs_with: Some("mount.randread.4k.http"),
+        ..front_end_spec(
+            "mount.cached.4k.http",
+            "floor of a FUSE read through weed mount: 4 KiB pread of a page dropped from the page cache whose chunk the mount holds in its chunk cache (stock weed, default cache; no volume read)",
+            "4 KiB pread",
+            4096,
+            FrontEnd::MountCacheHit,
+            None,
+        )
+    },
+    front_end_spec(
+        "mount.seqread.http",
+        "1 MiB reads, sequentially through a 256 MiB file, through a FUSE weed mount (stock weed; the file's pages dropped at the end of each pass)",
+        "1 MiB read",
+        1 << 20,
+        FrontEnd::MountSequential,
+        None,
+    ),
+    front_end_spec(
+        "mount.seqread.ring",
+        "the same through a weed mount with the ring read path (sm,tcp)",
+        "1 MiB read",
+        1 << 20,
+        FrontEnd::MountSequential,
+        Some((Tls::Sm, "mount.seqread.http", Some(Target { metric: Metric::BytesRatio, bound: 1.0 }))),
+    ),
+    front_end_spec(
+        "s3.get.4k.http",
+        "keep-alive GET of a 4 KiB object from weed s3 to the last byte (stock weed)",
+        "4 KiB GET",
+        4096,
+        FrontEnd::S3(4096),
+        None,
+    ),
+    front_end_spec(
+        "s3.get.4k.ring",
+        "the same from weed s3 with the ring read path (sm,tcp)",
+        "4 KiB GET",
+        4096,
+        FrontEnd::S3(4096),
+        Some((Tls::Sm, "s3.get.4k.http", Some(Target { metric: Metric::P50Ratio, bound: 1.0 / 1.3 }))),
+    ),
+    front_end_spec(
+        "s3.get.1m.http",
+        "keep-alive GET of a 1 MiB object from weed s3 to the last byte (stock weed)",
+        "1 MiB GET",
+        1 << 20,
+        FrontEnd::S3(1 << 20),
+        None,
+    ),
+    front_end_spec(
+        "s3.get.1m.ring",
+        "the same from weed s3 with the ring read path (sm,tcp)",
+        "1 MiB GET",
+        1 << 20,
+        FrontEnd::S3(1 << 20),
+        Some((Tls::Sm, "s3.get.1m.http", None)),
+    ),
+    front_end_spec(
+        "filer.get.4k.http",
+        "keep-alive GET of a 4 KiB file from a filer's HTTP API to the last byte (stock weed filer)",
+        "4 KiB GET",
+        4096,
+        FrontEnd::Filer(4096),
+        None,
+    ),
+    front_end_spec(
+        "filer.get.4k.ring",
+        "the same from a weed filer with the ring read path (sm,tcp)",
+        "4 KiB GET",
+        4096,
+        FrontEnd::Filer(4096),
+        Some((Tls::Sm, "filer.get.4k.http", Some(Target { metric: Metric::P50Ratio, bound: 1.0 / 1.4 }))),
+    ),
+];
+
+/// Scenarios with a reserved name that cannot run yet, and why. Selecting one (or running
+/// everything) reports it as skipped.
+pub const NOT_AVAILABLE: &[(&str, &str)] = &[];
+
+pub fn spec(name: &str) -> Option<&'static Spec> {
+    SPECS.iter().find(|s| s.name == name)
+}
+
+/// The size and transports of `needle.read.<size>.<path>` (`None`: the HTTP path).
+pub fn needle_parts(name: &str) -> Option<(&'static str, Option<Tls>)> {
+    let rest = name.strip_prefix("needle.read.")?;
+    let (size, path) = rest.split_once('.')?;
+    let size = *NEEDLE_SIZES.iter().find(|s| **s == size)?;
+    let tls = match path {
+        "http" => None,
+        "tcp" => Some(Tls::Tcp),
+        "sm" => Some(Tls::Sm),
+        _ => return None,
+    };
+    Some((size, tls))
+}
