@@ -551,7 +551,7 @@ fn sighup_says_what_it_cannot_reload() {
 
 #[test]
 fn sighup_serves_new_seaweedfs_directories_and_status_and_metrics_show_their_volumes() {
-    use engine::seaweed_writer::{needle, VolumeWriter};
+    use seaweed_format::writer::{needle, VolumeWriter};
     let dir = tempfile::tempdir().unwrap();
     let (a, b) = (dir.path().join("a"), dir.path().join("b"));
     std::fs::create_dir_all(&a).unwrap();

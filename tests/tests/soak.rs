@@ -24,13 +24,13 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, OnceLock, RwLock};
 use std::time::{Duration, Instant};
 
-use engine::seaweed_format::crc32c;
-use engine::seaweed_writer::{full_needle, needle, VolumeWriter};
 use integration_tests::{echo_send, wait_until, Engine, PATIENCE};
 use ring_client::{Session, SessionOptions};
 use ring_proto::entry::read_needle_flags;
 use ring_proto::needle::{NeedleMeta, NEEDLE_META_LEN};
 use ring_proto::{opcode, Cqe, ResultCode, Sqe};
+use seaweed_format::crc32c;
+use seaweed_format::writer::{full_needle, needle, VolumeWriter};
 use serde_json::Value;
 
 const SESSIONS: usize = 64;

@@ -1,7 +1,8 @@
 //! The volume side of `READ_NEEDLE`: SeaweedFS needles served straight from the volume
 //! server's own `.dat`/`.idx` files on this host (config section `[seaweedfs]`).
 //!
-//! * [`format`]: the on-disk formats (pure parsing; also the fuzz target's code);
+//! * [`format`]: the on-disk formats, the `seaweed-format` crate (pure parsing, shared with the
+//!   fuzz target and the tests crate, which writes volumes with its `writer`);
 //! * `volume.rs`: one volume, its `.dat` mapped read-only, its `.idx` replayed into a needle
 //!   map and followed as the volume server appends;
 //! * `store.rs`: [`VolumeStore`], every volume of the configured directories, refreshed
@@ -20,7 +21,7 @@
 // Nothing in the daemon calls the store yet (the data plane will); its tests do.
 #![cfg_attr(not(test), allow(dead_code))]
 
-pub use engine::seaweed_format as format;
+pub use seaweed_format as format;
 
 pub mod jwt;
 mod store;
