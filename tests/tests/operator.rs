@@ -352,7 +352,12 @@ fn metrics_endpoint_counts_exactly_the_requests_made() {
     let (status, ..) = {
         let mut s = TcpStream::connect(&addr).unwrap();
         s.set_read_timeout(Some(PATIENCE)).unwrap();
-        write!(s, "POST /metrics HTTP/1.1\r\nContent-Length: 0\r\n\r\n").unwrap();
+        // Connection: close, as every request here: HTTP/1.1 connections persist otherwise.
+        write!(
+            s,
+            "POST /metrics HTTP/1.1\r\nContent-Length: 0\r\nConnection: close\r\n\r\n"
+        )
+        .unwrap();
         let mut r = String::new();
         s.read_to_string(&mut r).unwrap();
         (r.split_whitespace().nth(1).unwrap().to_string(), ())
