@@ -229,35 +229,33 @@ fn encode_engine(enc: &mut DescriptorEncoder, s: &Snapshot) -> fmt::Result {
     )
 }
 
-/// The counters kept per worker and per session, as (metric suffix, help, getter).
-type CounterField = (&'static str, &'static str, fn(&Counters) -> u64);
+/// The counters kept per worker and per session: (worker family, session family, help, getter).
+type CounterField = (&'static str, &'static str, &'static str, fn(&Counters) -> u64);
 const COUNTERS: [CounterField; 4] = [
-    ("submitted_total", "Entries taken from the submission queue.", |c| {
-        c.submitted
-    }),
-    ("completed_total", "Completions posted, successful or not.", |c| {
-        c.completed
-    }),
-    ("errors_total", "Completions with a negative result.", |c| c.errors),
     (
-        "cq_full_total",
+        "seaweed_ring_worker_submitted_total",
+        "seaweed_ring_session_submitted_total",
+        "Entries taken from the submission queue.",
+        |c| c.submitted,
+    ),
+    (
+        "seaweed_ring_worker_completed_total",
+        "seaweed_ring_session_completed_total",
+        "Completions posted, successful or not.",
+        |c| c.completed,
+    ),
+    (
+        "seaweed_ring_worker_errors_total",
+        "seaweed_ring_session_errors_total",
+        "Completions with a negative result.",
+        |c| c.errors,
+    ),
+    (
+        "seaweed_ring_worker_cq_full_total",
+        "seaweed_ring_session_cq_full_total",
         "Times entries had to wait because the completion queue was full.",
         |c| c.cq_full,
     ),
-];
-
-/// `seaweed_ring_worker_<suffix>` and `seaweed_ring_session_<suffix>` of [`COUNTERS`].
-const WORKER_COUNTERS: [&str; 4] = [
-    "seaweed_ring_worker_submitted_total",
-    "seaweed_ring_worker_completed_total",
-    "seaweed_ring_worker_errors_total",
-    "seaweed_ring_worker_cq_full_total",
-];
-const SESSION_COUNTERS: [&str; 4] = [
-    "seaweed_ring_session_submitted_total",
-    "seaweed_ring_session_completed_total",
-    "seaweed_ring_session_errors_total",
-    "seaweed_ring_session_cq_full_total",
 ];
 
 fn encode_workers(enc: &mut DescriptorEncoder, workers: &[WorkerStatus]) -> fmt::Result {
@@ -280,7 +278,7 @@ fn encode_workers(enc: &mut DescriptorEncoder, workers: &[WorkerStatus]) -> fmt:
         MetricType::Gauge,
         per_worker().map(|(w, id)| ([("worker", id.as_str())], gauge(w.sessions as u64))),
     )?;
-    for ((_, help, get), name) in COUNTERS.iter().zip(WORKER_COUNTERS) {
+    for (name, _, help, get) in COUNTERS {
         family(
             enc,
             name,
@@ -394,7 +392,7 @@ fn encode_sessions(enc: &mut DescriptorEncoder, sessions: &[SessionStatus]) -> f
             per_session().map(|(x, (sid, wid, _))| (labels(sid, wid), gauge(get(x)))),
         )?;
     }
-    for ((_, help, get), name) in COUNTERS.iter().zip(SESSION_COUNTERS) {
+    for (_, name, help, get) in COUNTERS {
         family(
             enc,
             name,
