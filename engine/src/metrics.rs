@@ -1,201 +1,293 @@
-//! Prometheus endpoint: a small HTTP/1.1 server on its own thread that answers `GET /metrics`
-//! with the text exposition format (version 0.0.4), rendered from a [`Snapshot`] of the
-//! [`Registry`]. Every counter it reports is a single-writer counter the workers bump anyway;
-//! serving metrics adds nothing to the hot path.
+//! Prometheus endpoint: `GET /metrics` answered with the text exposition format (version 0.0.4).
+//!
+//! * Encoding: `prometheus-client`, the Prometheus project's own Rust client (its
+//!   `prometheus_text` encoder writes version 0.0.4, escaping included). The engine keeps its
+//!   own counters (single-writer counters the workers bump anyway, the peers' atomics, the
+//!   registry of sessions); [`EngineCollector`], a prometheus-client `Collector`, reads them
+//!   through a [`Snapshot`] only when a scrape asks. Serving metrics adds nothing to the hot path.
+//! * HTTP: `tiny_http`. Why this one: it is small (about 3,700 lines, four small dependencies),
+//!   synchronous, and the long-standing blocking HTTP/1.1 server of the Rust ecosystem (rouille
+//!   is built on it); hyper or axum would bring an async runtime into an engine whose threads
+//!   are its pinned workers, the control thread and a few helpers like this one. It reads each
+//!   connection on a thread of its own and hands over complete requests only, so a client that
+//!   stalls mid-request holds its own thread, never another scrape (the hand-written server it
+//!   replaces read one connection at a time: every scrape waited out a stalled client's 5 s
+//!   timeout). Each answer is written from a short-lived thread, so a client that does not read
+//!   its answer holds only that thread. Its limits, handled or accepted here: its accept loop
+//!   ends at the first accept error (handled: [`run`] listens again); it sets no socket
+//!   timeouts, so a client that stalls for good keeps its connection and one thread until it
+//!   goes away (accepted: the endpoint belongs on loopback or a management network, README).
 
-use std::fmt::Write as _;
-use std::io::{Read, Write};
-use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::fmt;
+use std::net::{SocketAddr, TcpListener};
 use std::sync::Arc;
 use std::time::Duration;
 
-use crate::status::{Counters, Registry, Snapshot};
+use prometheus_client::collector::Collector;
+use prometheus_client::encoding::{prometheus_text, DescriptorEncoder, EncodeLabelSet, EncodeMetric, NoLabelSet};
+use prometheus_client::metrics::counter::ConstCounter;
+use prometheus_client::metrics::gauge::ConstGauge;
+use prometheus_client::metrics::MetricType;
 
-/// Binds `listen` and serves it from a new thread; returns the bound address (port 0 picks
-/// a free port).
+use crate::seaweed::VolumeInfo;
+use crate::status::{Counters, PeerStatus, Registry, SessionStatus, Snapshot, WorkerStatus};
+
+/// Binds `listen` and serves it from new threads; returns the bound address (port 0 picks a
+/// free port).
 pub fn serve(listen: &str, registry: Arc<Registry>) -> std::io::Result<SocketAddr> {
+    start(listen, Metrics::new(move || registry.snapshot()))
+}
+
+fn start(listen: &str, metrics: Metrics) -> std::io::Result<SocketAddr> {
     let listener = TcpListener::bind(listen)?;
     let addr = listener.local_addr()?;
-    std::thread::Builder::new().name("metrics".into()).spawn(move || {
-        for stream in listener.incoming() {
-            match stream {
-                Ok(s) => {
-                    if let Err(e) = handle(s, &registry) {
-                        tracing::debug!(error = %e, "metrics request failed");
-                    }
-                }
-                Err(e) => {
-                    tracing::warn!(error = %e, "metrics accept failed");
-                    std::thread::sleep(Duration::from_millis(100));
-                }
-            }
-        }
-    })?;
+    let server = tiny_http::Server::from_listener(listener, None).map_err(std::io::Error::other)?;
+    let metrics = Arc::new(metrics);
+    std::thread::Builder::new()
+        .name("metrics".into())
+        .spawn(move || run(server, addr, metrics))?;
     Ok(addr)
 }
 
-/// One request per connection; a client that stalls is dropped after the timeout.
-fn handle(mut s: TcpStream, registry: &Registry) -> std::io::Result<()> {
-    s.set_read_timeout(Some(Duration::from_secs(5)))?;
-    s.set_write_timeout(Some(Duration::from_secs(5)))?;
-    let mut req = Vec::with_capacity(1024);
-    let mut buf = [0u8; 1024];
-    while !req.windows(4).any(|w| w == b"\r\n\r\n") {
-        let n = s.read(&mut buf)?;
-        if n == 0 {
-            break;
-        }
-        req.extend_from_slice(&buf[..n]);
-        if req.len() > 16 * 1024 {
-            return respond(&mut s, "431 Request Header Fields Too Large", "text/plain", "");
-        }
-    }
-    let line = req.split(|&b| b == b'\r' || b == b'\n').next().unwrap_or(&[]);
-    let line = String::from_utf8_lossy(line);
-    let mut parts = line.split_whitespace();
-    let (method, target) = (parts.next().unwrap_or(""), parts.next().unwrap_or(""));
-    let path = target.split('?').next().unwrap_or("");
-    match (method, path) {
-        ("GET", "/metrics") | ("HEAD", "/metrics") => {
-            let body = render(&registry.snapshot());
-            let body = if method == "HEAD" { "" } else { body.as_str() };
-            respond(&mut s, "200 OK", "text/plain; version=0.0.4; charset=utf-8", body)
-        }
-        (_, "/metrics") => respond(&mut s, "405 Method Not Allowed", "text/plain", "GET only\n"),
-        _ => respond(&mut s, "404 Not Found", "text/plain", "metrics are at /metrics\n"),
-    }
-}
-
-fn respond(s: &mut TcpStream, status: &str, ctype: &str, body: &str) -> std::io::Result<()> {
-    let head = format!(
-        "HTTP/1.1 {status}\r\nContent-Type: {ctype}\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
-        body.len()
-    );
-    s.write_all(head.as_bytes())?;
-    s.write_all(body.as_bytes())?;
-    s.flush()
-}
-
-/// One metric family being written: HELP and TYPE once, then its samples.
-struct Out(String);
-
-impl Out {
-    fn family(&mut self, name: &str, kind: &str, help: &str) {
-        let _ = writeln!(self.0, "# HELP {name} {help}");
-        let _ = writeln!(self.0, "# TYPE {name} {kind}");
-    }
-
-    fn sample(&mut self, name: &str, labels: &[(&str, &str)], value: impl std::fmt::Display) {
-        self.0.push_str(name);
-        if !labels.is_empty() {
-            self.0.push('{');
-            for (i, (k, v)) in labels.iter().enumerate() {
-                if i > 0 {
-                    self.0.push(',');
+fn run(mut server: tiny_http::Server, addr: SocketAddr, metrics: Arc<Metrics>) {
+    loop {
+        match server.recv() {
+            Ok(request) => {
+                let metrics = metrics.clone();
+                let spawned = std::thread::Builder::new()
+                    .name("metrics-answer".into())
+                    .spawn(move || answer(request, &metrics));
+                if let Err(e) = spawned {
+                    tracing::warn!(error = %e, "metrics request dropped: no thread to answer it");
                 }
-                let _ = write!(self.0, "{k}=\"{}\"", escape(v));
             }
-            self.0.push('}');
+            Err(e) => {
+                // tiny_http's accept thread stops at its first accept error (EMFILE when the
+                // engine is out of descriptors, for one) and reports it here: listen again on
+                // the same address, as the old server kept accepting.
+                tracing::warn!(error = %e, "metrics endpoint stopped accepting; listening again");
+                server = loop {
+                    std::thread::sleep(Duration::from_millis(100));
+                    match TcpListener::bind(addr).map(|l| tiny_http::Server::from_listener(l, None)) {
+                        Ok(Ok(s)) => break s,
+                        Ok(Err(e)) => tracing::debug!(error = %e, "metrics endpoint: listening again failed"),
+                        Err(e) => tracing::debug!(error = %e, "metrics endpoint: listening again failed"),
+                    }
+                };
+            }
         }
-        let _ = writeln!(self.0, " {value}");
     }
 }
 
-fn escape(v: &str) -> String {
-    v.replace('\\', "\\\\").replace('"', "\\\"").replace('\n', "\\n")
+/// Answers one request: `GET` (or `HEAD`) `/metrics`, 405 for other methods there, 404
+/// elsewhere.
+fn answer(request: tiny_http::Request, metrics: &Metrics) {
+    let path = request.url().split('?').next().unwrap_or("");
+    let (status, content_type, body) = match (request.method(), path) {
+        (tiny_http::Method::Get | tiny_http::Method::Head, "/metrics") => {
+            (200, prometheus_text::CONTENT_TYPE, metrics.render())
+        }
+        (_, "/metrics") => (405, "text/plain", "GET only\n".to_string()),
+        _ => (404, "text/plain", "metrics are at /metrics\n".to_string()),
+    };
+    let header = tiny_http::Header::from_bytes("Content-Type", content_type).expect("a valid header");
+    let response = tiny_http::Response::from_string(body)
+        .with_status_code(status)
+        .with_header(header)
+        // Always a Content-Length, never chunked (tiny_http chunks bodies over 32 KiB).
+        .with_chunked_threshold(usize::MAX);
+    if let Err(e) = request.respond(response) {
+        tracing::debug!(error = %e, "metrics answer failed");
+    }
 }
 
-/// The counters kept per worker and per session, as (metric suffix, help, getter).
-type CounterField = (&'static str, &'static str, fn(&Counters) -> u64);
+/// The metric families: a prometheus-client registry holding one [`EngineCollector`].
+pub struct Metrics(prometheus_client::registry::Registry);
+
+impl Metrics {
+    pub fn new(snapshot: impl Fn() -> Snapshot + Send + Sync + 'static) -> Self {
+        let mut registry = prometheus_client::registry::Registry::default();
+        registry.register_collector(Box::new(EngineCollector(Box::new(snapshot))));
+        Self(registry)
+    }
+
+    /// The text exposition of the engine's state now.
+    pub fn render(&self) -> String {
+        let mut out = String::with_capacity(16 * 1024);
+        prometheus_text::encode(&mut out, &self.0).expect("writing to a String does not fail");
+        out
+    }
+}
+
+/// Encodes a [`Snapshot`] of the engine, taken when a scrape asks. Names: `seaweed_ring_*`;
+/// counters end in `_total`; labels `worker`, `session`, `kind`, `peer`, `volume`, ...
+struct EngineCollector(Box<dyn Fn() -> Snapshot + Send + Sync>);
+
+impl fmt::Debug for EngineCollector {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("EngineCollector")
+    }
+}
+
+impl Collector for EngineCollector {
+    fn encode(&self, mut enc: DescriptorEncoder) -> fmt::Result {
+        let s = (self.0)();
+        encode_engine(&mut enc, &s)?;
+        encode_workers(&mut enc, &s.workers)?;
+        encode_sessions(&mut enc, &s.sessions)?;
+        encode_peers(&mut enc, &s.peers)?;
+        encode_volumes(&mut enc, &s.volumes)
+    }
+}
+
+/// One family: its descriptor, then a sample per label set. `name` is the name samples carry
+/// (a counter's ends in `_total`, which prometheus-client appends itself).
+fn family<L: EncodeLabelSet, M: EncodeMetric>(
+    enc: &mut DescriptorEncoder,
+    name: &'static str,
+    help: &str,
+    kind: MetricType,
+    samples: impl IntoIterator<Item = (L, M)>,
+) -> fmt::Result {
+    let base = match kind {
+        MetricType::Counter => name.strip_suffix("_total").expect("counter names end in _total"),
+        _ => name,
+    };
+    let mut m = enc.encode_descriptor(base, help, None, kind)?;
+    for (labels, metric) in samples {
+        metric.encode(m.encode_family(&labels)?)?;
+    }
+    Ok(())
+}
+
+fn counter(v: u64) -> ConstCounter<u64> {
+    ConstCounter::new(v)
+}
+
+fn gauge<N>(v: N) -> ConstGauge<N> {
+    ConstGauge::new(v)
+}
+
+const NO_LABELS: [(&str, &str); 0] = [];
+
+fn encode_engine(enc: &mut DescriptorEncoder, s: &Snapshot) -> fmt::Result {
+    let e = &s.engine;
+    let pid = e.pid.to_string();
+    let info = [("version", e.version.as_str()), ("pid", pid.as_str())];
+    family(
+        enc,
+        "seaweed_ring_engine_info",
+        "Engine build and process; always 1.",
+        MetricType::Gauge,
+        [(info, gauge(1u64))],
+    )?;
+    family(
+        enc,
+        "seaweed_ring_uptime_seconds",
+        "Seconds since the engine started.",
+        MetricType::Gauge,
+        [(NO_LABELS, gauge(e.uptime_ms as f64 / 1000.0))],
+    )?;
+    let mut gauge_of = |name, help, v: u64| family(enc, name, help, MetricType::Gauge, [(NO_LABELS, gauge(v))]);
+    gauge_of(
+        "seaweed_ring_sessions_open",
+        "Sessions open now.",
+        e.sessions_open as u64,
+    )?;
+    gauge_of(
+        "seaweed_ring_exports",
+        "Memory exports held (live, or revoked and waiting for peers to acknowledge).",
+        e.exports as u64,
+    )?;
+    family(
+        enc,
+        "seaweed_ring_export_queries_failed_total",
+        "Peers' export queries this engine answered not-exported (wrong id or key, or ended).",
+        MetricType::Counter,
+        [(NO_LABELS, counter(e.export_queries_failed))],
+    )?;
+    family(
+        enc,
+        "seaweed_ring_ucx_registrations",
+        "UCX memory registrations held (session regions used remotely, exports).",
+        MetricType::Gauge,
+        [(NO_LABELS, gauge(e.ucx_registrations as u64))],
+    )?;
+    family(
+        enc,
+        "seaweed_ring_regions_lost_total",
+        "Sessions ended because their client removed pages from its region memfd (hole punched).",
+        MetricType::Counter,
+        [(NO_LABELS, counter(e.regions_lost))],
+    )?;
+    family(
+        enc,
+        "seaweed_ring_sessions_max",
+        "control.max-sessions.",
+        MetricType::Gauge,
+        [(NO_LABELS, gauge(e.max_sessions as u64))],
+    )
+}
+
+/// The counters kept per worker and per session: (worker family, session family, help, getter).
+type CounterField = (&'static str, &'static str, &'static str, fn(&Counters) -> u64);
 const COUNTERS: [CounterField; 4] = [
-    ("submitted_total", "Entries taken from the submission queue.", |c| {
-        c.submitted
-    }),
-    ("completed_total", "Completions posted, successful or not.", |c| {
-        c.completed
-    }),
-    ("errors_total", "Completions with a negative result.", |c| c.errors),
     (
-        "cq_full_total",
+        "seaweed_ring_worker_submitted_total",
+        "seaweed_ring_session_submitted_total",
+        "Entries taken from the submission queue.",
+        |c| c.submitted,
+    ),
+    (
+        "seaweed_ring_worker_completed_total",
+        "seaweed_ring_session_completed_total",
+        "Completions posted, successful or not.",
+        |c| c.completed,
+    ),
+    (
+        "seaweed_ring_worker_errors_total",
+        "seaweed_ring_session_errors_total",
+        "Completions with a negative result.",
+        |c| c.errors,
+    ),
+    (
+        "seaweed_ring_worker_cq_full_total",
+        "seaweed_ring_session_cq_full_total",
         "Times entries had to wait because the completion queue was full.",
         |c| c.cq_full,
     ),
 ];
 
-/// The Prometheus text format of a snapshot. Names: `seaweed_ring_*`; counters end in
-/// `_total`; labels `worker`, `session`, `kind`.
-pub fn render(s: &Snapshot) -> String {
-    let mut o = Out(String::with_capacity(4096 + 2048 * s.sessions.len()));
-    let e = &s.engine;
-    o.family(
-        "seaweed_ring_engine_info",
-        "gauge",
-        "Engine build and process; always 1.",
-    );
-    let pid = e.pid.to_string();
-    o.sample("seaweed_ring_engine_info", &[("version", &e.version), ("pid", &pid)], 1);
-    o.family(
-        "seaweed_ring_uptime_seconds",
-        "gauge",
-        "Seconds since the engine started.",
-    );
-    o.sample("seaweed_ring_uptime_seconds", &[], e.uptime_ms as f64 / 1000.0);
-    o.family("seaweed_ring_sessions_open", "gauge", "Sessions open now.");
-    o.sample("seaweed_ring_sessions_open", &[], e.sessions_open);
-    o.family(
-        "seaweed_ring_exports",
-        "gauge",
-        "Memory exports held (live, or revoked and waiting for peers to acknowledge).",
-    );
-    o.sample("seaweed_ring_exports", &[], e.exports);
-    o.family(
-        "seaweed_ring_export_queries_failed_total",
-        "counter",
-        "Peers' export queries this engine answered not-exported (wrong id or key, or ended).",
-    );
-    o.sample("seaweed_ring_export_queries_failed_total", &[], e.export_queries_failed);
-    o.family(
-        "seaweed_ring_ucx_registrations",
-        "gauge",
-        "UCX memory registrations held (session regions used remotely, exports).",
-    );
-    o.sample("seaweed_ring_ucx_registrations", &[], e.ucx_registrations);
-    o.family(
-        "seaweed_ring_regions_lost_total",
-        "counter",
-        "Sessions ended because their client removed pages from its region memfd (hole punched).",
-    );
-    o.sample("seaweed_ring_regions_lost_total", &[], e.regions_lost);
-    o.family("seaweed_ring_sessions_max", "gauge", "control.max-sessions.");
-    o.sample("seaweed_ring_sessions_max", &[], e.max_sessions);
-
-    // Workers.
-    let wid: Vec<String> = s.workers.iter().map(|w| w.id.to_string()).collect();
-    o.family(
+fn encode_workers(enc: &mut DescriptorEncoder, workers: &[WorkerStatus]) -> fmt::Result {
+    let ids: Vec<String> = workers.iter().map(|w| w.id.to_string()).collect();
+    let cores: Vec<String> = workers.iter().map(|w| w.core.to_string()).collect();
+    let per_worker = || workers.iter().zip(&ids);
+    family(
+        enc,
         "seaweed_ring_worker_info",
-        "gauge",
         "Worker threads and the cores they are pinned to; always 1.",
-    );
-    for (w, id) in s.workers.iter().zip(&wid) {
-        let core = w.core.to_string();
-        o.sample("seaweed_ring_worker_info", &[("worker", id), ("core", &core)], 1);
-    }
-    o.family(
+        MetricType::Gauge,
+        ids.iter()
+            .zip(&cores)
+            .map(|(id, core)| ([("worker", id.as_str()), ("core", core.as_str())], gauge(1u64))),
+    )?;
+    family(
+        enc,
         "seaweed_ring_worker_sessions",
-        "gauge",
         "Sessions the worker serves now.",
-    );
-    for (w, id) in s.workers.iter().zip(&wid) {
-        o.sample("seaweed_ring_worker_sessions", &[("worker", id)], w.sessions);
+        MetricType::Gauge,
+        per_worker().map(|(w, id)| ([("worker", id.as_str())], gauge(w.sessions as u64))),
+    )?;
+    for (name, _, help, get) in COUNTERS {
+        family(
+            enc,
+            name,
+            help,
+            MetricType::Counter,
+            per_worker().map(|(w, id)| ([("worker", id.as_str())], counter(get(&w.counters)))),
+        )?;
     }
-    for (suffix, help, get) in COUNTERS {
-        let name = format!("seaweed_ring_worker_{suffix}");
-        o.family(&name, "counter", help);
-        for (w, id) in s.workers.iter().zip(&wid) {
-            o.sample(&name, &[("worker", id)], get(&w.counters));
-        }
-    }
-    type WorkerField = (&'static str, &'static str, fn(&crate::status::WorkerStatus) -> u64);
+    type WorkerField = (&'static str, &'static str, fn(&WorkerStatus) -> u64);
     let worker_only: [WorkerField; 4] = [
         (
             "seaweed_ring_worker_sleeps_total",
@@ -219,49 +311,53 @@ pub fn render(s: &Snapshot) -> String {
         ),
     ];
     for (name, help, get) in worker_only {
-        o.family(name, "counter", help);
-        for (w, id) in s.workers.iter().zip(&wid) {
-            o.sample(name, &[("worker", id)], get(w));
-        }
+        family(
+            enc,
+            name,
+            help,
+            MetricType::Counter,
+            per_worker().map(|(w, id)| ([("worker", id.as_str())], counter(get(w)))),
+        )?;
     }
-    let name = "seaweed_ring_worker_errors_by_kind_total";
-    o.family(
-        name,
-        "counter",
+    family(
+        enc,
+        "seaweed_ring_worker_errors_by_kind_total",
         "Error completions by result code (SPEC.md names; other: unnamed codes).",
-    );
-    for (w, id) in s.workers.iter().zip(&wid) {
-        for (kind, n) in &w.counters.errors_by_kind {
-            o.sample(name, &[("worker", id), ("kind", kind)], n);
-        }
-    }
+        MetricType::Counter,
+        per_worker().flat_map(|(w, id)| {
+            w.counters
+                .errors_by_kind
+                .iter()
+                .map(move |(kind, &n)| ([("worker", id.as_str()), ("kind", kind.as_str())], counter(n)))
+        }),
+    )
+}
 
-    // Sessions.
-    let ids: Vec<(String, String)> = s
-        .sessions
+fn encode_sessions(enc: &mut DescriptorEncoder, sessions: &[SessionStatus]) -> fmt::Result {
+    let ids: Vec<(String, String, String)> = sessions
         .iter()
-        .map(|x| (x.id.to_string(), x.worker.to_string()))
+        .map(|x| (x.id.to_string(), x.worker.to_string(), x.client_pid.to_string()))
         .collect();
-    o.family(
+    let per_session = || sessions.iter().zip(&ids);
+    family(
+        enc,
         "seaweed_ring_session_info",
-        "gauge",
         "Open sessions: client process, state and memory backing; always 1.",
-    );
-    for (x, (sid, wid)) in s.sessions.iter().zip(&ids) {
-        let pid = x.client_pid.to_string();
-        o.sample(
-            "seaweed_ring_session_info",
-            &[
-                ("session", sid),
-                ("worker", wid),
-                ("client_pid", &pid),
-                ("state", &x.state),
-                ("backing", &x.backing),
-            ],
-            1,
-        );
-    }
-    type SessionField = (&'static str, &'static str, fn(&crate::status::SessionStatus) -> u32);
+        MetricType::Gauge,
+        per_session().map(|(x, (sid, wid, pid))| {
+            (
+                [
+                    ("session", sid.as_str()),
+                    ("worker", wid.as_str()),
+                    ("client_pid", pid.as_str()),
+                    ("state", x.state.as_str()),
+                    ("backing", x.backing.as_str()),
+                ],
+                gauge(1u64),
+            )
+        }),
+    )?;
+    type SessionField = (&'static str, &'static str, fn(&SessionStatus) -> u32);
     let gauges: [SessionField; 4] = [
         (
             "seaweed_ring_session_sq_pending",
@@ -284,187 +380,204 @@ pub fn render(s: &Snapshot) -> String {
             |x| x.cq_entries,
         ),
     ];
+    fn labels<'a>(sid: &'a str, wid: &'a str) -> [(&'static str, &'a str); 2] {
+        [("session", sid), ("worker", wid)]
+    }
     for (name, help, get) in gauges {
-        o.family(name, "gauge", help);
-        for (x, (sid, wid)) in s.sessions.iter().zip(&ids) {
-            o.sample(name, &[("session", sid), ("worker", wid)], get(x));
-        }
+        family(
+            enc,
+            name,
+            help,
+            MetricType::Gauge,
+            per_session().map(|(x, (sid, wid, _))| (labels(sid, wid), gauge(get(x)))),
+        )?;
     }
-    for (suffix, help, get) in COUNTERS {
-        let name = format!("seaweed_ring_session_{suffix}");
-        o.family(&name, "counter", help);
-        for (x, (sid, wid)) in s.sessions.iter().zip(&ids) {
-            o.sample(&name, &[("session", sid), ("worker", wid)], get(&x.counters));
-        }
+    for (_, name, help, get) in COUNTERS {
+        family(
+            enc,
+            name,
+            help,
+            MetricType::Counter,
+            per_session().map(|(x, (sid, wid, _))| (labels(sid, wid), counter(get(&x.counters)))),
+        )?;
     }
-    let name = "seaweed_ring_session_errors_by_kind_total";
-    o.family(
-        name,
-        "counter",
+    family(
+        enc,
+        "seaweed_ring_session_errors_by_kind_total",
         "Error completions of the session by result code (kinds seen so far).",
-    );
-    for (x, (sid, wid)) in s.sessions.iter().zip(&ids) {
+        MetricType::Counter,
         // Only kinds that occurred: a session's series stay few.
-        for (kind, n) in x.counters.errors_by_kind.iter().filter(|(_, &n)| n > 0) {
-            o.sample(name, &[("session", sid), ("worker", wid), ("kind", kind)], n);
-        }
-    }
-    render_peers(&mut o, &s.peers);
-    render_volumes(&mut o, &s.volumes);
-    o.0
+        per_session().flat_map(|(x, (sid, wid, _))| {
+            x.counters
+                .errors_by_kind
+                .iter()
+                .filter(|(_, &n)| n > 0)
+                .map(move |(kind, &n)| {
+                    (
+                        [
+                            ("session", sid.as_str()),
+                            ("worker", wid.as_str()),
+                            ("kind", kind.as_str()),
+                        ],
+                        counter(n),
+                    )
+                })
+        }),
+    )
 }
 
-fn render_volumes(o: &mut Out, volumes: &[crate::seaweed::VolumeInfo]) {
-    type VolumeField = (&'static str, &'static str, fn(&crate::seaweed::VolumeInfo) -> u64);
-    let fields: [VolumeField; 4] = [
-        (
-            "seaweed_ring_volume_needles",
-            "Needles of the SeaweedFS volume the engine can serve (live in its index).",
-            |v| v.needles_live,
-        ),
-        (
-            "seaweed_ring_volume_deleted_needles",
-            "Needles of the SeaweedFS volume whose latest index entry deletes them.",
-            |v| v.needles_deleted,
-        ),
-        (
-            "seaweed_ring_volume_idx_entries",
-            "Index entries of the SeaweedFS volume read so far (grows as the volume server writes).",
-            |v| v.idx_entries,
-        ),
-        (
-            "seaweed_ring_volume_dat_bytes",
-            "Size of the SeaweedFS volume's .dat file.",
-            |v| v.dat_bytes,
-        ),
-    ];
-    let counters: [VolumeField; 3] = [
-        (
-            "seaweed_ring_volume_reads_total",
-            "Needle reads the volume answered with data (restarts when compaction reopens it).",
-            |v| v.reads_served,
-        ),
-        (
-            "seaweed_ring_volume_read_bytes_total",
-            "Data bytes of the needle reads the volume answered.",
-            |v| v.bytes_served,
-        ),
-        (
-            "seaweed_ring_volume_reads_refused_total",
-            "Needle reads of the volume refused (no such needle, deleted, cookie mismatch, corrupt, range).",
-            |v| v.reads_refused,
-        ),
-    ];
-    let all = fields
-        .iter()
-        .map(|f| (f, "gauge"))
-        .chain(counters.iter().map(|f| (f, "counter")));
-    for (&(name, help, get), kind) in all {
-        o.family(name, kind, help);
-        for v in volumes {
-            let id = v.id.to_string();
-            o.sample(name, &[("volume", &id), ("collection", &v.collection)], get(v));
-        }
-    }
-}
-
-fn render_peers(o: &mut Out, peers: &[crate::status::PeerStatus]) {
-    type PeerField = (
-        &'static str,
-        &'static str,
-        &'static str,
-        fn(&crate::status::PeerStatus) -> u64,
-    );
+fn encode_peers(enc: &mut DescriptorEncoder, peers: &[PeerStatus]) -> fmt::Result {
+    let handles: Vec<String> = peers.iter().map(|p| p.peer.to_string()).collect();
+    let per_peer = || {
+        peers
+            .iter()
+            .zip(&handles)
+            .map(|(p, h)| (p, [("peer", h.as_str()), ("address", p.address.as_str())]))
+    };
+    type PeerField = (&'static str, MetricType, &'static str, fn(&PeerStatus) -> u64);
     let fields: [PeerField; 6] = [
         (
             "seaweed_ring_peer_connected_workers",
-            "gauge",
+            MetricType::Gauge,
             "Engine workers with a live UCX connection to the peer.",
             |p| p.connected_workers,
         ),
         (
             "seaweed_ring_peer_connects_total",
-            "counter",
+            MetricType::Counter,
             "UCX connections made to the peer.",
             |p| p.connects,
         ),
         (
             "seaweed_ring_peer_connection_failures_total",
-            "counter",
+            MetricType::Counter,
             "UCX connections to the peer that failed (unreachable, reset, died).",
             |p| p.connection_failures,
         ),
         (
             "seaweed_ring_peer_requests_total",
-            "counter",
+            MetricType::Counter,
             "Remote requests sent to the peer.",
             |p| p.requests,
         ),
         (
             "seaweed_ring_peer_failures_total",
-            "counter",
+            MetricType::Counter,
             "Remote requests to the peer that completed with peer-failed.",
             |p| p.failures,
         ),
         (
             "seaweed_ring_peer_timeouts_total",
-            "counter",
+            MetricType::Counter,
             "Remote requests to the peer that completed with timed-out.",
             |p| p.timeouts,
         ),
     ];
     for (name, kind, help, get) in fields {
-        o.family(name, kind, help);
-        for p in peers {
-            let handle = p.peer.to_string();
-            o.sample(name, &[("peer", &handle), ("address", &p.address)], get(p));
-        }
+        match kind {
+            MetricType::Counter => family(enc, name, help, kind, per_peer().map(|(p, l)| (l, counter(get(p))))),
+            _ => family(enc, name, help, kind, per_peer().map(|(p, l)| (l, gauge(get(p))))),
+        }?;
     }
-    let name = "seaweed_ring_peer_request_duration_seconds";
-    o.family(
-        name,
-        "histogram",
+    // The data plane's latency histogram, read through its stable interface (bucket bounds,
+    // per-bucket counts, overflow, sum) as the snapshot carries it.
+    let mut m = enc.encode_descriptor(
+        "seaweed_ring_peer_request_duration_seconds",
         "Latency of successful remote requests, from taking the entry to posting its completion.",
-    );
-    for p in peers {
-        let handle = p.peer.to_string();
+        None,
+        MetricType::Histogram,
+    )?;
+    for (p, labels) in per_peer() {
         let l = &p.latency;
-        let mut cumulative = 0u64;
-        for (le, n) in l.le_ns.iter().zip(&l.counts) {
-            cumulative += n;
-            let le = format!("{}", *le as f64 / 1e9);
-            o.sample(
-                &format!("{name}_bucket"),
-                &[("peer", &handle), ("address", &p.address), ("le", &le)],
-                cumulative,
-            );
-        }
-        let count = cumulative + l.overflow;
-        o.sample(
-            &format!("{name}_bucket"),
-            &[("peer", &handle), ("address", &p.address), ("le", "+Inf")],
-            count,
-        );
-        o.sample(
-            &format!("{name}_sum"),
-            &[("peer", &handle), ("address", &p.address)],
-            l.sum_ns as f64 / 1e9,
-        );
-        o.sample(
-            &format!("{name}_count"),
-            &[("peer", &handle), ("address", &p.address)],
-            count,
-        );
+        let buckets: Vec<(f64, u64)> = l
+            .le_ns
+            .iter()
+            .map(|&le| le as f64 / 1e9)
+            .zip(l.counts.iter().copied())
+            .collect();
+        let count = l.counts.iter().sum::<u64>() + l.overflow;
+        m.encode_family(&labels)?
+            .encode_histogram::<NoLabelSet>(l.sum_ns as f64 / 1e9, count, &buckets, None)?;
     }
+    Ok(())
+}
+
+fn encode_volumes(enc: &mut DescriptorEncoder, volumes: &[VolumeInfo]) -> fmt::Result {
+    let ids: Vec<String> = volumes.iter().map(|v| v.id.to_string()).collect();
+    let per_volume = || {
+        volumes
+            .iter()
+            .zip(&ids)
+            .map(|(v, id)| (v, [("volume", id.as_str()), ("collection", v.collection.as_str())]))
+    };
+    type VolumeField = (&'static str, MetricType, &'static str, fn(&VolumeInfo) -> u64);
+    let fields: [VolumeField; 7] = [
+        (
+            "seaweed_ring_volume_needles",
+            MetricType::Gauge,
+            "Needles of the SeaweedFS volume the engine can serve (live in its index).",
+            |v| v.needles_live,
+        ),
+        (
+            "seaweed_ring_volume_deleted_needles",
+            MetricType::Gauge,
+            "Needles of the SeaweedFS volume whose latest index entry deletes them.",
+            |v| v.needles_deleted,
+        ),
+        (
+            "seaweed_ring_volume_idx_entries",
+            MetricType::Gauge,
+            "Index entries of the SeaweedFS volume read so far (grows as the volume server writes).",
+            |v| v.idx_entries,
+        ),
+        (
+            "seaweed_ring_volume_dat_bytes",
+            MetricType::Gauge,
+            "Size of the SeaweedFS volume's .dat file.",
+            |v| v.dat_bytes,
+        ),
+        (
+            "seaweed_ring_volume_reads_total",
+            MetricType::Counter,
+            "Needle reads the volume answered with data (restarts when compaction reopens it).",
+            |v| v.reads_served,
+        ),
+        (
+            "seaweed_ring_volume_read_bytes_total",
+            MetricType::Counter,
+            "Data bytes of the needle reads the volume answered.",
+            |v| v.bytes_served,
+        ),
+        (
+            "seaweed_ring_volume_reads_refused_total",
+            MetricType::Counter,
+            "Needle reads of the volume refused (no such needle, deleted, cookie mismatch, corrupt, range).",
+            |v| v.reads_refused,
+        ),
+    ];
+    for (name, kind, help, get) in fields {
+        match kind {
+            MetricType::Counter => family(enc, name, help, kind, per_volume().map(|(v, l)| (l, counter(get(v))))),
+            _ => family(enc, name, help, kind, per_volume().map(|(v, l)| (l, gauge(get(v))))),
+        }?;
+    }
+    Ok(())
 }
 
 #[cfg(test)]
 mod tests {
+    use std::io::{Read, Write};
+    use std::net::TcpStream;
+
     use super::*;
     use crate::status::{EngineInfo, SessionStatus, WorkerStatus};
 
-    #[test]
-    fn renders_families_once_with_labels() {
+    fn render(s: &Snapshot) -> String {
+        let s = s.clone();
+        Metrics::new(move || s.clone()).render()
+    }
+
+    fn snapshot() -> Snapshot {
         let c = Counters {
             submitted: 5,
             completed: 5,
@@ -474,7 +587,7 @@ mod tests {
                 .into_iter()
                 .collect(),
         };
-        let s = Snapshot {
+        Snapshot {
             engine: EngineInfo {
                 pid: 9,
                 version: "0.1.0".into(),
@@ -529,8 +642,12 @@ mod tests {
                     sum_ns: 2_000_000,
                 },
             }],
-        };
-        let t = render(&s);
+        }
+    }
+
+    #[test]
+    fn renders_families_once_with_labels() {
+        let t = render(&snapshot());
         for line in [
             "# TYPE seaweed_ring_worker_submitted_total counter",
             "seaweed_ring_worker_submitted_total{worker=\"0\"} 5",
@@ -541,7 +658,7 @@ mod tests {
             "seaweed_ring_session_cq_full_total{session=\"3\",worker=\"0\"} 1",
             "seaweed_ring_sessions_open 1",
             "seaweed_ring_peer_requests_total{peer=\"1\",address=\"127.0.0.1:13337\"} 9",
-            "seaweed_ring_peer_request_duration_seconds_bucket{peer=\"1\",address=\"127.0.0.1:13337\",le=\"0.00001\"} 7",
+            "seaweed_ring_peer_request_duration_seconds_bucket{peer=\"1\",address=\"127.0.0.1:13337\",le=\"1e-05\"} 7",
             "seaweed_ring_peer_request_duration_seconds_bucket{peer=\"1\",address=\"127.0.0.1:13337\",le=\"+Inf\"} 8",
             "seaweed_ring_peer_request_duration_seconds_count{peer=\"1\",address=\"127.0.0.1:13337\"} 8",
             "seaweed_ring_uptime_seconds 1.5",
@@ -556,6 +673,92 @@ mod tests {
 
     #[test]
     fn label_values_are_escaped() {
-        assert_eq!(escape("a\"b\\c\nd"), "a\\\"b\\\\c\\nd");
+        let mut s = snapshot();
+        s.sessions[0].state = "a\"b\\c\nd".into();
+        let t = render(&s);
+        assert!(
+            t.lines()
+                .any(|l| l.starts_with("seaweed_ring_session_info{") && l.contains(r#"state="a\"b\\c\nd""#)),
+            "{t}"
+        );
+    }
+
+    /// One request on a new connection; returns the status code and the body.
+    fn request(addr: SocketAddr, head: &str) -> (u16, String) {
+        let mut s = TcpStream::connect(addr).unwrap();
+        // A bound for a failing test, not a timing assertion.
+        s.set_read_timeout(Some(Duration::from_secs(60))).unwrap();
+        s.write_all(head.as_bytes()).unwrap();
+        let mut r = String::new();
+        s.read_to_string(&mut r).unwrap();
+        let (head, body) = r.split_once("\r\n\r\n").expect("a whole answer");
+        let len: usize = head
+            .lines()
+            .find_map(|l| l.strip_prefix("Content-Length: "))
+            .expect("Content-Length")
+            .parse()
+            .unwrap();
+        assert_eq!(len, body.len(), "{head}");
+        (
+            head.split_whitespace().nth(1).unwrap().parse().unwrap(),
+            body.to_string(),
+        )
+    }
+
+    #[test]
+    fn serves_get_head_and_refuses_the_rest() {
+        let s = snapshot();
+        let addr = start("127.0.0.1:0", Metrics::new(move || s.clone())).unwrap();
+        let (status, body) = request(
+            addr,
+            "GET /metrics?x=1 HTTP/1.1\r\nHost: t\r\nConnection: close\r\n\r\n",
+        );
+        assert_eq!(
+            (status, body.lines().any(|l| l == "seaweed_ring_sessions_open 1")),
+            (200, true)
+        );
+        let mut s = TcpStream::connect(addr).unwrap();
+        s.set_read_timeout(Some(Duration::from_secs(60))).unwrap();
+        s.write_all(b"HEAD /metrics HTTP/1.1\r\nHost: t\r\nConnection: close\r\n\r\n")
+            .unwrap();
+        let mut r = String::new();
+        s.read_to_string(&mut r).unwrap();
+        assert!(
+            r.starts_with("HTTP/1.1 200") && r.ends_with("\r\n\r\n"),
+            "HEAD: no body: {r}"
+        );
+        assert!(
+            r.contains("Content-Type: text/plain; version=0.0.4; charset=utf-8\r\n"),
+            "{r}"
+        );
+        let post = "POST /metrics HTTP/1.1\r\nHost: t\r\nContent-Length: 0\r\nConnection: close\r\n\r\n";
+        assert_eq!(request(addr, post).0, 405);
+        assert_eq!(
+            request(addr, "GET / HTTP/1.1\r\nHost: t\r\nConnection: close\r\n\r\n").0,
+            404
+        );
+    }
+
+    /// A client that sends half a request and stalls must not hold up anyone else's scrape (the
+    /// hand-written server read one connection at a time: every scrape waited for the stalled
+    /// client's 5 s read timeout). Asserted on completion, not timing: the second scrape is
+    /// answered in full while the stalled connection is still open and unanswered.
+    #[test]
+    fn a_stalled_client_does_not_hold_up_other_scrapes() {
+        let s = snapshot();
+        let addr = start("127.0.0.1:0", Metrics::new(move || s.clone())).unwrap();
+        let mut stalled = TcpStream::connect(addr).unwrap();
+        stalled.write_all(b"GET /metrics HTTP/1.1\r\nHost: t\r\n").unwrap();
+        for _ in 0..3 {
+            let (status, body) = request(addr, "GET /metrics HTTP/1.1\r\nHost: t\r\nConnection: close\r\n\r\n");
+            assert_eq!(status, 200);
+            assert!(body.lines().any(|l| l == "seaweed_ring_sessions_open 1"), "{body}");
+        }
+        stalled.set_nonblocking(true).unwrap();
+        let mut b = [0u8; 1];
+        match stalled.read(&mut b) {
+            Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {}
+            other => panic!("the stalled connection was answered or closed before the other scrapes: {other:?}"),
+        }
     }
 }

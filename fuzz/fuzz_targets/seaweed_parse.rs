@@ -4,17 +4,11 @@
 //! re-encodes to what they parsed; a parsed needle lies inside its input, its data where
 //! `data_start` says; its metadata round-trips through the `READ_NEEDLE` encoding.
 //!
-//! The parsers are the engine's own file (`engine/src/seaweed/format.rs`), included by path:
-//! the engine crate links UCX, which the fuzz build must not have to build.
+//! The parsers are the engine's own (the `seaweed-format` crate, which does not link UCX).
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;
 use ring_proto::needle::{NeedleMeta, NEEDLE_META_MAX};
-
-#[allow(dead_code)]
-#[path = "../../engine/src/seaweed/format.rs"]
-mod seaweed_format;
-
 use seaweed_format::*;
 
 fuzz_target!(|input: &[u8]| {

@@ -3,12 +3,12 @@
 //! reads through its own UCX listener, over tcp and shared memory. The Go end-to-end test
 //! (go-client/needle/weed_e2e_test.go) does the same against a real `weed` volume server.
 
-use engine::seaweed_writer::{full_needle, needle, VolumeWriter};
 use integration_tests::{Engine, PATIENCE};
 use ring_client::Session;
 use ring_proto::entry::read_needle_flags;
 use ring_proto::needle::{flags, NeedleMeta, NEEDLE_META_LEN};
 use ring_proto::{opcode, Cqe, ResultCode, Sqe};
+use seaweed_format::writer::{full_needle, needle, VolumeWriter};
 
 /// Engine flags: serve `dir` and listen on loopback with these transports.
 fn serving_engine(dir: &std::path::Path, tls: &str) -> Engine {

@@ -352,7 +352,12 @@ fn metrics_endpoint_counts_exactly_the_requests_made() {
     let (status, ..) = {
         let mut s = TcpStream::connect(&addr).unwrap();
         s.set_read_timeout(Some(PATIENCE)).unwrap();
-        write!(s, "POST /metrics HTTP/1.1\r\nContent-Length: 0\r\n\r\n").unwrap();
+        // Connection: close, as every request here: HTTP/1.1 connections persist otherwise.
+        write!(
+            s,
+            "POST /metrics HTTP/1.1\r\nContent-Length: 0\r\nConnection: close\r\n\r\n"
+        )
+        .unwrap();
         let mut r = String::new();
         s.read_to_string(&mut r).unwrap();
         (r.split_whitespace().nth(1).unwrap().to_string(), ())
@@ -551,7 +556,7 @@ fn sighup_says_what_it_cannot_reload() {
 
 #[test]
 fn sighup_serves_new_seaweedfs_directories_and_status_and_metrics_show_their_volumes() {
-    use engine::seaweed_writer::{needle, VolumeWriter};
+    use seaweed_format::writer::{needle, VolumeWriter};
     let dir = tempfile::tempdir().unwrap();
     let (a, b) = (dir.path().join("a"), dir.path().join("b"));
     std::fs::create_dir_all(&a).unwrap();

@@ -22,11 +22,11 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
-use engine::seaweed_writer::{needle, VolumeWriter};
 use integration_tests::{Engine, PATIENCE};
 use ring_client::Session;
 use ring_proto::needle::NEEDLE_META_LEN;
 use ring_proto::{opcode, Cqe, Sqe};
+use seaweed_format::writer::{needle, VolumeWriter};
 
 /// xorshift64: deterministic bytes, so a failure can be replayed.
 struct Rng(u64);

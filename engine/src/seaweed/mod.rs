@@ -1,7 +1,8 @@
 //! The volume side of `READ_NEEDLE`: SeaweedFS needles served straight from the volume
 //! server's own `.dat`/`.idx` files on this host (config section `[seaweedfs]`).
 //!
-//! * [`format`]: the on-disk formats (pure parsing; also the fuzz target's code);
+//! * [`format`]: the on-disk formats, the `seaweed-format` crate (pure parsing, shared with the
+//!   fuzz target and the tests crate, which writes volumes with its `writer`);
 //! * `volume.rs`: one volume, its `.dat` mapped read-only, its `.idx` replayed into a needle
 //!   map and followed as the volume server appends;
 //! * `store.rs`: [`VolumeStore`], every volume of the configured directories, refreshed
@@ -12,15 +13,14 @@
 //! only writer. How that stays safe while it appends, rolls back and compacts is in
 //! `volume.rs`.
 //!
-//! Use: `VolumeStore::open(&cfg.seaweedfs)` at start; a thread calls
-//! [`VolumeStore::refresh`] every `refresh-interval-ms` ([`VolumeStore::refresh_interval`]);
-//! SIGHUP calls [`VolumeStore::reconfigure`] with the re-read section; workers call
-//! [`VolumeStore::read`] and send [`NeedleRead::meta`] and [`NeedleRead::data`].
+//! Use: `main.rs` opens the store (`VolumeStore::open(&cfg.seaweedfs)`) and starts the thread
+//! that calls [`VolumeStore::refresh`] every `refresh-interval-ms`
+//! ([`VolumeStore::refresh_interval`]); SIGHUP calls [`VolumeStore::reconfigure`] with the
+//! re-read section; the workers' data plane (`dataplane.rs`) calls [`VolumeStore::read`] for
+//! each `READ_NEEDLE` and sends [`NeedleRead::meta`] and [`NeedleRead::data`]; `engine status`
+//! and the metrics endpoint show [`VolumeStore::volumes`].
 
-// Nothing in the daemon calls the store yet (the data plane will); its tests do.
-#![cfg_attr(not(test), allow(dead_code))]
-
-pub use engine::seaweed_format as format;
+pub use seaweed_format as format;
 
 pub mod jwt;
 mod store;
@@ -37,9 +37,7 @@ use std::sync::Arc;
 use ring_proto::needle::NeedleMeta;
 use ring_proto::ResultCode;
 
-// The daemon's API; not all of it is named outside this module yet.
-#[allow(unused_imports)]
-pub use store::{OpenStoreError, RefreshSummary, VolumeStore};
+pub use store::{RefreshSummary, VolumeStore};
 pub use volume::DatMap;
 
 /// A needle read: its metadata and its data (or the requested range of it), borrowed from the
@@ -68,17 +66,8 @@ impl NeedleRead {
         &self.keep.bytes()[self.start..self.start + self.len]
     }
 
-    /// Where the data starts; valid while `keep` lives (for handing to UCX as a send buffer).
-    pub fn data_ptr(&self) -> *const u8 {
-        self.data().as_ptr()
-    }
-
     pub fn len(&self) -> usize {
         self.len
-    }
-
-    pub fn is_empty(&self) -> bool {
-        self.len == 0
     }
 }
 

@@ -497,7 +497,6 @@ pub(crate) fn parse_volume_name(base: &str) -> Option<(&str, u32)> {
     Some((collection, vid.parse().ok()?))
 }
 
-#[allow(dead_code)]
 fn _assert_send_sync() {
     fn is<T: Send + Sync>() {}
     is::<VolumeStore>();

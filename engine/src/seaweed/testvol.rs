@@ -1,15 +1,14 @@
 //! Test-only: writes SeaweedFS volumes in the real on-disk format, the way the volume server
 //! does (needle appended to the `.dat` at an 8-byte aligned end, then its `.idx` entry), so
-//! the store can be tested against files it did not write itself. The byte encodings are
-//! `format::encode_needle` / `IdxEntry::encode_into` (public in `engine::seaweed_format`, for
-//! integration tests outside this crate).
+//! the store can be tested against files it did not write itself: `seaweed_format::writer`,
+//! with I/O errors turned into test failures.
 
 use std::ops::{Deref, DerefMut};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
 
-use engine::seaweed_writer::VolumeWriter;
-pub(crate) use engine::seaweed_writer::{full_needle, needle};
+use seaweed_format::writer::VolumeWriter;
+pub(crate) use seaweed_format::writer::{full_needle, needle};
 
 use super::format::{IdxEntry, NeedleSpec};
 

@@ -125,10 +125,6 @@ impl DatMap {
     pub fn len(&self) -> u64 {
         self.mmap.len() as u64
     }
-
-    pub fn is_empty(&self) -> bool {
-        self.mmap.is_empty()
-    }
 }
 
 /// Multiplicative hash for needle ids. Ids come from the volume's own `.idx` (assigned by the

@@ -7,7 +7,7 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::OnceLock;
 use std::time::{Duration, Instant};
 
-use engine::seaweed_writer::VolumeWriter;
+use seaweed_format::writer::VolumeWriter;
 use integration_tests::rng::TestRng;
 use integration_tests::{Engine, PATIENCE};
 use ring_client::Session;

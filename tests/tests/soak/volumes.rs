@@ -6,8 +6,8 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, RwLock};
 use std::time::{Duration, Instant};
 
-use engine::seaweed_format::crc32c;
-use engine::seaweed_writer::{full_needle, needle, VolumeWriter};
+use seaweed_format::crc32c;
+use seaweed_format::writer::{full_needle, needle, VolumeWriter};
 use integration_tests::rng::TestRng;
 use ring_proto::needle::NeedleMeta;
 

@@ -2,7 +2,12 @@
 //! needle appended to the `.dat` at an 8-byte aligned end, then its `.idx` entry; a deletion
 //! as an empty needle plus an entry of size -1. For tests (here and in `tests/`) and for
 //! anything that must produce a volume without a `weed` binary. The byte encodings are
-//! [`crate::seaweed_format`]'s.
+//! this crate's.
+//!
+//! A module rather than a cargo feature: it needs nothing beyond std and the encoders the
+//! parsers' tests and the fuzz target use anyway, so a feature would gate no dependency, and
+//! cargo unifies features across the workspace (the tests crate would switch it on for the
+//! engine's build all the same). The engine never calls it: it never writes volume files.
 
 use std::fs::{File, OpenOptions};
 use std::io;
@@ -11,7 +16,7 @@ use std::path::{Path, PathBuf};
 
 use ring_proto::needle::flags;
 
-use crate::seaweed_format::{self as format, IdxEntry, NeedleSpec, SuperBlock};
+use crate::{encode_needle, IdxEntry, NeedleSpec, SuperBlock};
 
 /// `[<collection>_]<vid>`, the base name of a volume's files.
 pub fn base_name(collection: &str, vid: u32) -> String {
@@ -98,7 +103,7 @@ impl VolumeWriter {
         // `NewDiskFile` rounds the append position up to a multiple of 8.
         self.dat_end = self.dat_end.div_ceil(8) * 8;
         let offset = self.dat_end;
-        let (bytes, size) = format::encode_needle(n, self.version);
+        let (bytes, size) = encode_needle(n, self.version);
         self.put_dat(&bytes)?;
         Ok(IdxEntry {
             id: n.id,
