@@ -5,6 +5,7 @@ mod control;
 mod dataplane;
 mod exports;
 mod fdlimits;
+mod idle;
 mod lookup_throttle;
 mod metrics;
 mod ops;

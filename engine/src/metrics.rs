@@ -288,7 +288,7 @@ fn encode_workers(enc: &mut DescriptorEncoder, workers: &[WorkerStatus]) -> fmt:
         )?;
     }
     type WorkerField = (&'static str, &'static str, fn(&WorkerStatus) -> u64);
-    let worker_only: [WorkerField; 4] = [
+    let worker_only: [WorkerField; 5] = [
         (
             "seaweed_ring_worker_sleeps_total",
             "Times the worker went to sleep (idle after its spin time).",
@@ -298,6 +298,11 @@ fn encode_workers(enc: &mut DescriptorEncoder, workers: &[WorkerStatus]) -> fmt:
             "seaweed_ring_worker_wakeups_total",
             "Times the worker was woken from sleep.",
             |w| w.wakeups,
+        ),
+        (
+            "seaweed_ring_worker_spins_preempted_total",
+            "Idle spins cut short because the worker was preempted (its core is shared with other threads).",
+            |w| w.spins_preempted,
         ),
         (
             "seaweed_ring_worker_sessions_opened_total",
@@ -609,6 +614,7 @@ mod tests {
                 counters: c.clone(),
                 sleeps: 3,
                 wakeups: 2,
+                spins_preempted: 0,
                 sessions_opened: 1,
                 sessions_closed: 0,
             }],

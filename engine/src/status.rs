@@ -123,6 +123,7 @@ impl Registry {
                     },
                     sleeps: st.sleeps.get(),
                     wakeups: st.wakeups.get(),
+                    spins_preempted: st.spins_preempted.get(),
                     sessions_opened: st.sessions_added.get(),
                     sessions_closed: st.sessions_removed.get(),
                 }
@@ -308,6 +309,9 @@ pub struct WorkerStatus {
     pub counters: Counters,
     pub sleeps: u64,
     pub wakeups: u64,
+    /// Idle spins cut short because the worker was preempted: its core is shared.
+    #[serde(default)]
+    pub spins_preempted: u64,
     pub sessions_opened: u64,
     pub sessions_closed: u64,
 }
@@ -675,6 +679,7 @@ mod tests {
                 counters: counters.clone(),
                 sleeps: 2,
                 wakeups: 2,
+                spins_preempted: 0,
                 sessions_opened: 1,
                 sessions_closed: 0,
             }],

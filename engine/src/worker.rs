@@ -82,11 +82,8 @@ impl WorkerHandle {
     }
 }
 
-#[derive(Clone, Copy, Debug)]
-pub struct IdlePolicy {
-    pub spin: Duration,
-    pub spin_forever: bool,
-}
+pub use crate::idle::IdlePolicy;
+use crate::idle::{IdleSpin, Next, ThreadSwitches};
 
 pub fn spawn(
     id: usize,
@@ -109,8 +106,10 @@ pub fn spawn(
     let thread = std::thread::Builder::new()
         .name(format!("worker-{id}"))
         .spawn(move || {
+            // Pinned first: the move to the core is not a preemption the idle spin should see.
+            pin_to_core(core);
             // Built on its own thread: the UCX worker inside the data plane is single-threaded
-            // and never leaves this thread.
+            // and never leaves this thread (nor do the idle spin's thread-own counts).
             let mut w = Worker {
                 id,
                 sessions: Vec::new(),
@@ -122,11 +121,11 @@ pub fn spawn(
                 events,
                 control_wake,
                 stats: stats2,
-                idle,
+                idle: IdleSpin::new(idle, ThreadSwitches),
+                contention_logged: None,
                 ucx,
                 plane: None,
             };
-            pin_to_core(core);
             if id == 0 {
                 if let Some(addr) = w.ucx.listen {
                     w.plane = create_plane(&w.ucx, &w.epoll, id, true);
@@ -187,7 +186,9 @@ struct Worker {
     events: Sender<Event>,
     control_wake: Arc<OwnedFd>,
     stats: Arc<WorkerStats>,
-    idle: IdlePolicy,
+    idle: IdleSpin,
+    /// When a preempted spin was last logged (rate-limited to one line a minute).
+    contention_logged: Option<Instant>,
     ucx: Arc<UcxSettings>,
     /// This worker's UCX worker and its remote requests; created on first use (or at start
     /// on the worker that owns the engine's listener).
@@ -204,9 +205,6 @@ fn doorbell_session(data: u64) -> Option<u32> {
 
 /// Entries taken from one session per pass, so one busy session cannot starve the others.
 const PASS_BUDGET: u32 = 64;
-
-/// Empty loop turns between two clock reads while idle-spinning.
-const IDLE_CLOCK_TURNS: u32 = 64;
 
 /// Lends a worker's data plane to a session pass, creating it on first use.
 struct PlaneSlot<'a> {
@@ -276,8 +274,6 @@ fn create_plane(ucx: &Arc<UcxSettings>, epoll: &Epoll, worker: usize, listen: bo
 
 impl Worker {
     fn run(&mut self) {
-        let mut idle_since: Option<Instant> = None;
-        let mut idle_turns = 0u32;
         let mut turns = 0u32;
         loop {
             // SYNC POINT: Acquire pairs with the Release store in WorkerHandle::send.
@@ -299,33 +295,42 @@ impl Worker {
                 self.finish_closing();
             }
             if work > 0 {
-                idle_since = None;
-                idle_turns = 0;
+                self.idle.busy();
                 continue;
             }
-            if self.idle.spin_forever {
+            let preempted_before = self.stats.spins_preempted.get();
+            if self.idle.idle_turn(&self.stats.spins_preempted) == Next::Spin {
                 std::hint::spin_loop();
                 continue;
             }
-            // Read the clock only every IDLE_CLOCK_TURNS empty turns: a clock read on every
-            // turn delays noticing the next request by its cost.
-            idle_turns = idle_turns.wrapping_add(1);
-            if !idle_turns.is_multiple_of(IDLE_CLOCK_TURNS) {
-                std::hint::spin_loop();
-                continue;
-            }
-            let since = *idle_since.get_or_insert_with(Instant::now);
-            if since.elapsed() < self.idle.spin {
-                std::hint::spin_loop();
-                continue;
+            if self.stats.spins_preempted.get() != preempted_before {
+                self.log_contention();
             }
             self.sleep();
             if self.plane.is_some() {
                 // The sleep may have ended at a request deadline.
                 self.poll_plane(true);
             }
-            idle_since = None;
+            self.idle.woke();
         }
+    }
+
+    /// Says, at most once a minute, that this worker's core is shared (idle.rs).
+    fn log_contention(&mut self) {
+        let now = Instant::now();
+        if self
+            .contention_logged
+            .is_some_and(|t| now.duration_since(t) < Duration::from_secs(60))
+        {
+            return;
+        }
+        self.contention_logged = Some(now);
+        tracing::warn!(
+            worker = self.id,
+            spins_preempted = self.stats.spins_preempted.get(),
+            short_spin_us = crate::idle::CONTENDED_SPIN.as_micros() as u64,
+            "worker preempted while idle-spinning: another thread runs on its core; the worker now sleeps after a short spin while that lasts (give it a core of its own: workers.cores, isolcpus)"
+        );
     }
 
     /// One pass over every session; returns the entries taken.

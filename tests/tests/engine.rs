@@ -456,6 +456,50 @@ fn sleeping_engine_is_woken_by_a_submission_and_wakes_a_sleeping_client() {
 }
 
 #[test]
+fn a_worker_preempted_while_idle_spinning_sleeps_instead_of_spinning_on() {
+    // An idle spin far longer than PATIENCE: only the contention rule (engine/src/idle.rs) can
+    // make this worker sleep before the wait below gives up.
+    let engine = Engine::start(&["--idle-spin-us", "600000000"]);
+    let mut s = engine.connect();
+    s.submit(&nop(1)).unwrap();
+    assert_eq!(wait(&mut s).user_data, 1);
+    // A thread of ours spinning on the worker's core: the scheduler must share the core and
+    // preempt the spinning worker.
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let hog = {
+        let stop = stop.clone();
+        let core = integration_tests::engine_core();
+        std::thread::spawn(move || {
+            let mut set = nix::sched::CpuSet::new();
+            set.set(core).unwrap();
+            nix::sched::sched_setaffinity(nix::unistd::Pid::from_raw(0), &set).unwrap();
+            while !stop.load(Ordering::Relaxed) {
+                std::hint::spin_loop();
+            }
+        })
+    };
+    let slept = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+        wait_until("the preempted worker to sleep", || s.engine_sleeping(), || engine.log());
+    }));
+    stop.store(true, Ordering::Relaxed);
+    hog.join().unwrap();
+    if let Err(e) = slept {
+        std::panic::resume_unwind(e);
+    }
+    let worker = &engine.status_json()["workers"][0];
+    assert!(worker["spins_preempted"].as_u64().unwrap() >= 1, "{worker}");
+    assert!(worker["sleeps"].as_u64().unwrap() >= 1, "{worker}");
+    assert!(
+        engine.log().contains("worker preempted while idle-spinning"),
+        "{}",
+        engine.log()
+    );
+    // Asleep, it is woken by the next request as always.
+    s.submit(&nop(2)).unwrap();
+    assert_eq!(wait(&mut s).user_data, 2);
+}
+
+#[test]
 fn spin_forever_engine_never_sleeps() {
     let engine = Engine::start(&["--spin-forever"]);
     let mut s = engine.connect();
