@@ -23,6 +23,6 @@ pub mod wire;
 
 pub use entry::{opcode, Cqe, Entry, ResultCode, Sqe};
 pub use layout::{CloseReason, RegionHeader, RegionLayout, RingCtl, SessionState, LAYOUT_VERSION, MAGIC};
-pub use ring::{Consumer, HeapRing, Producer, RawRing, RingCorrupt};
 #[cfg(not(loom))]
 pub use region::{BufRange, OutOfRange, RegionView, SharedArea, SharedMemory, SharedRange};
+pub use ring::{Consumer, HeapRing, Producer, RawRing, RingCorrupt};

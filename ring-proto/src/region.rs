@@ -610,7 +610,10 @@ mod tests {
         assert_eq!(engine.occupancy(), (0, 0));
         assert!(client.buf().copy_in(4090, b"too long").is_err());
         // Safety: as above.
-        assert!(matches!(unsafe { RegionView::open(base, 100) }, Err(OpenError::TooSmall { len: 100 })));
+        assert!(matches!(
+            unsafe { RegionView::open(base, 100) },
+            Err(OpenError::TooSmall { len: 100 })
+        ));
         drop((engine, client));
         // Safety: allocated above with this layout; both views are gone.
         unsafe { std::alloc::dealloc(base.as_ptr(), alloc) };
