@@ -189,11 +189,6 @@ impl ActiveSession {
         let mut posted = 0u32;
         for _ in 0..n {
             let sqe = self.sq.pop().expect("refresh counted it");
-            let remote_op = |op| RemoteRequest {
-                session: &self.shared,
-                user_data: sqe.user_data,
-                op,
-            };
             let result = match fail {
                 Some(code) => code as i32,
                 None => match ops::validate(&sqe, &layout) {
@@ -228,7 +223,12 @@ impl ActiveSession {
                                 continue;
                             }
                         };
-                        match remote.submit(remote_op(op)) {
+                        let req = RemoteRequest {
+                            session: &self.shared,
+                            user_data: sqe.user_data,
+                            op,
+                        };
+                        match remote.submit(req) {
                             Submitted::Later => {
                                 self.inflight += 1;
                                 continue;

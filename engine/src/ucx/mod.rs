@@ -1,6 +1,7 @@
 //! The engine's only door to UCX: a small safe wrapper over `ucx1-sys`. All `unsafe` UCX
 //! calls live in this module; the rest of the engine sees [`Context`], [`Worker`],
-//! [`Endpoint`] and [`Listener`] and plain Rust callbacks.
+//! [`Endpoint`] and [`Listener`] and plain Rust callbacks, and hands UCX memory as values it
+//! keeps until UCX is done with them ([`mem`]).
 
 mod ffi;
 pub mod mem;

@@ -6,6 +6,13 @@
 //! bytes can be copied straight into a client's buffer) without any UCX call being made from
 //! inside a callback: work that needs UCX (replies, rendezvous receives, accepting
 //! connections) is done by the caller after `progress` returns.
+//!
+//! Memory: every operation that outlives its call (send, rendezvous receive, get, put, flush)
+//! takes what UCX may read or write by value (`mem.rs`: an owned buffer, or a checked
+//! `SharedRange` that holds its region) and the worker keeps it, with the header and remote
+//! key, in a slot whose index is the request's user data, until the completion callback (or
+//! the close of its endpoint, which completes it) releases it. So the API is safe: no caller
+//! can free or unmap memory UCX still uses.
 
 use std::cell::RefCell;
 use std::net::SocketAddr;
