@@ -519,21 +519,35 @@ unsafe fn shared_fill(dst: *mut u8, len: usize, byte: u8) {
 mod tests {
     use super::*;
 
-    /// Heap memory standing in for a mapping (8-aligned; the view needs no more for these
-    /// tests, which never build rings).
+    /// Heap memory standing in for a mapping (a raw allocation, so that no Box or slice
+    /// ever claims the bytes the area hands out).
     struct Heap {
-        _words: Box<[WordU64]>,
         area: SharedArea,
+        base: NonNull<u8>,
+        alloc: std::alloc::Layout,
     }
+
+    // Safety: the allocation is only reached through the area.
+    unsafe impl Send for Heap {}
+    // Safety: as above.
+    unsafe impl Sync for Heap {}
 
     impl Heap {
         fn new(len: usize) -> Arc<Self> {
-            let words: Box<[WordU64]> = (0..len.div_ceil(WORD)).map(|_| WordU64::new(0)).collect();
-            let base = NonNull::new(words.as_ptr() as *mut u8).expect("non-null");
-            // Safety: the boxed words live as long as the Heap, are only reached through the
-            // area, and hold at least `len` bytes.
+            let alloc = std::alloc::Layout::from_size_align(len.max(1), WORD).unwrap();
+            // Safety: a non-zero size.
+            let base = NonNull::new(unsafe { std::alloc::alloc_zeroed(alloc) }).expect("allocated");
+            // Safety: the allocation lives as long as the Heap (freed in Drop), is only
+            // reached through the area, and holds at least `len` bytes.
             let area = unsafe { SharedArea::new(base, len) };
-            Arc::new(Self { _words: words, area })
+            Arc::new(Self { area, base, alloc })
+        }
+    }
+
+    impl Drop for Heap {
+        fn drop(&mut self) {
+            // Safety: allocated in `new` with this layout, freed once.
+            unsafe { std::alloc::dealloc(self.base.as_ptr(), self.alloc) };
         }
     }
 
