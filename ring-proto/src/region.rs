@@ -471,9 +471,10 @@ unsafe fn shared_copy_in(dst: *mut u8, src: &[u8]) {
         // Safety: dst + at is 8-aligned (past `head`) and at + 8 <= src.len().
         unsafe { WordU64::from_ptr(dst.add(at).cast::<u64>()) }.store(v, StdOrdering::Relaxed);
     }
-    for i in head + words * WORD..src.len() {
+    let tail = head + words * WORD;
+    for (i, &b) in src.iter().enumerate().skip(tail) {
         // Safety: as for the head bytes.
-        unsafe { AtomicU8::from_ptr(dst.add(i)) }.store(src[i], StdOrdering::Relaxed);
+        unsafe { AtomicU8::from_ptr(dst.add(i)) }.store(b, StdOrdering::Relaxed);
     }
 }
 
@@ -493,9 +494,10 @@ unsafe fn shared_copy_out(src: *const u8, dst: &mut [u8]) {
         let v = unsafe { WordU64::from_ptr(src.add(at) as *mut u64) }.load(StdOrdering::Relaxed);
         dst[at..at + WORD].copy_from_slice(&v.to_ne_bytes());
     }
-    for i in head + words * WORD..dst.len() {
+    let tail = head + words * WORD;
+    for (i, d) in dst.iter_mut().enumerate().skip(tail) {
         // Safety: as for the head bytes.
-        dst[i] = unsafe { AtomicU8::from_ptr(src.add(i) as *mut u8) }.load(StdOrdering::Relaxed);
+        *d = unsafe { AtomicU8::from_ptr(src.add(i) as *mut u8) }.load(StdOrdering::Relaxed);
     }
 }
 
@@ -606,29 +608,30 @@ mod tests {
         let alloc = std::alloc::Layout::from_size_align(len, 4096).unwrap();
         // Safety: a non-zero size.
         let base = NonNull::new(unsafe { std::alloc::alloc_zeroed(alloc) }).expect("allocated");
-        // Safety: the allocation (page-aligned, zeroed) outlives both views (freed at the end of
-        // the test) and is only reached through them.
-        let engine = unsafe { RegionView::new(base, len, layout) }.unwrap();
-        assert!(matches!(
+        {
+            // Safety: the allocation (page-aligned, zeroed) outlives both views (freed at the end of
+            // the test, after the block that holds them) and is only reached through them.
+            let engine = unsafe { RegionView::new(base, len, layout) }.unwrap();
+            assert!(matches!(
+                // Safety: as above.
+                unsafe { RegionView::open(base, len) },
+                Err(OpenError::Layout(LayoutError::BadMagic(0)))
+            ));
+            // Safety: nobody else sees this memory yet.
+            unsafe { engine.write_header(layout.header(len as u64, 1, 2, 3, 0)) };
             // Safety: as above.
-            unsafe { RegionView::open(base, len) },
-            Err(OpenError::Layout(LayoutError::BadMagic(0)))
-        ));
-        // Safety: nobody else sees this memory yet.
-        unsafe { engine.write_header(layout.header(len as u64, 1, 2, 3, 0)) };
-        // Safety: as above.
-        let client = unsafe { RegionView::open(base, len) }.unwrap();
-        assert_eq!(client.layout(), &layout);
-        client.buf().copy_in(0, b"hello").unwrap();
-        assert_eq!(engine.buf().read_vec(0, 5).unwrap(), b"hello");
-        assert_eq!(engine.occupancy(), (0, 0));
-        assert!(client.buf().copy_in(4090, b"too long").is_err());
-        // Safety: as above.
-        assert!(matches!(
-            unsafe { RegionView::open(base, 100) },
-            Err(OpenError::TooSmall { len: 100 })
-        ));
-        drop((engine, client));
+            let client = unsafe { RegionView::open(base, len) }.unwrap();
+            assert_eq!(client.layout(), &layout);
+            client.buf().copy_in(0, b"hello").unwrap();
+            assert_eq!(engine.buf().read_vec(0, 5).unwrap(), b"hello");
+            assert_eq!(engine.occupancy(), (0, 0));
+            assert!(client.buf().copy_in(4090, b"too long").is_err());
+            // Safety: as above.
+            assert!(matches!(
+                unsafe { RegionView::open(base, 100) },
+                Err(OpenError::TooSmall { len: 100 })
+            ));
+        }
         // Safety: allocated above with this layout; both views are gone.
         unsafe { std::alloc::dealloc(base.as_ptr(), alloc) };
     }

@@ -22,6 +22,9 @@ use ring_proto::{SharedMemory, SharedRange};
 pub unsafe trait ReadMem: 'static {
     fn as_ptr(&self) -> *const u8;
     fn len(&self) -> usize;
+    fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
 }
 
 /// Memory UCX writes into (a receive's or a get's destination, registered memory).
