@@ -50,16 +50,27 @@ pub(super) struct RmaDone {
     pub export: u64,
 }
 
+/// A connection that failed: reported by UCX for `ep`, or found by a request to `peer`
+/// failing on the wire.
+pub(super) enum Failure {
+    Endpoint { ep: EpKey, error: UcxError },
+    Peer { peer: u32, error: UcxError },
+}
+
+/// A needle read a peer asked for on `ep`.
+pub(super) struct NeedleAsk {
+    pub ep: EpKey,
+    pub req: NeedleRequestHeader,
+}
+
 /// Work found during progress that needs UCX calls (made after progress returns).
 #[derive(Default)]
 pub(super) struct Deferred {
     pub outgoing: Vec<Outgoing>,
     pub echo_rndv: Vec<EchoRndv>,
     pub reply_rndv: Vec<ReplyRndv>,
-    /// Endpoints UCX reported failed.
-    pub failed: Vec<(EpKey, UcxError)>,
-    /// Peers whose requests failed on the wire: their connection is treated as failed.
-    pub failed_peers: Vec<(u32, UcxError)>,
+    /// Failed connections (a peer whose requests failed on the wire counts as one).
+    pub failed: Vec<Failure>,
     /// Export descriptors that arrived for READ/WRITE requests.
     pub infos: Vec<DescriptorArrived>,
     pub revokes: Vec<Revoke>,
@@ -67,7 +78,7 @@ pub(super) struct Deferred {
     /// Peers whose connection carried an answer (its transports are known now).
     pub answered: Vec<u32>,
     /// Needle reads peers asked us for, answered after progress.
-    pub needle_reads: Vec<(EpKey, NeedleRequestHeader)>,
+    pub needle_reads: Vec<NeedleAsk>,
 }
 
 impl DataPlane {
@@ -94,7 +105,7 @@ impl DataPlane {
                 if token & AUX_TOKEN != 0 {
                     if let Err(e) = result {
                         if let Some(p) = pending.remove(&(token & !AUX_TOKEN)) {
-                            deferred.failed_peers.push((p.peer, e));
+                            deferred.failed.push(Failure::Peer { peer: p.peer, error: e });
                             out.push(done(&p, ResultCode::PeerFailed as i32));
                         }
                     }
@@ -110,7 +121,7 @@ impl DataPlane {
                                     export: r.export_id,
                                 });
                             }
-                            deferred.failed_peers.push((p.peer, e));
+                            deferred.failed.push(Failure::Peer { peer: p.peer, error: e });
                             out.push(done(&p, ResultCode::PeerFailed as i32));
                         }
                     }
@@ -135,7 +146,7 @@ impl DataPlane {
                     out.push(done(&p, r));
                 }
             }
-            WorkerEvent::EndpointFailed { ep, error } => deferred.failed.push((ep, error)),
+            WorkerEvent::EndpointFailed { ep, error } => deferred.failed.push(Failure::Endpoint { ep, error }),
         });
         // After progress: UCX let go of the buffers of the receives that completed in it.
         for r in echoes_in {
@@ -163,9 +174,9 @@ impl DataPlane {
         any |= !d.reply_rndv.is_empty() || !d.echo_rndv.is_empty();
         self.receive_replies(d.reply_rndv);
         self.receive_echoes(d.echo_rndv);
-        for (ep, w) in d.needle_reads {
+        for NeedleAsk { ep, req } in d.needle_reads {
             any = true;
-            self.serve_needle(ep, w);
+            self.serve_needle(ep, req);
         }
         for peer in d.answered {
             self.log_transports(peer);
@@ -203,11 +214,15 @@ impl DataPlane {
             any = true;
             self.send_to(ep, id, header, payload, false);
         }
-        let by_peer = d
-            .failed_peers
+        // Resolved to endpoints first: closing one changes which peer has which endpoint.
+        let failed: Vec<(EpKey, UcxError)> = d
+            .failed
             .into_iter()
-            .filter_map(|(peer, e)| self.conns.get(&peer).map(|c| (c.ep.key(), e)));
-        let failed: Vec<_> = d.failed.into_iter().chain(by_peer).collect();
+            .filter_map(|f| match f {
+                Failure::Endpoint { ep, error } => Some((ep, error)),
+                Failure::Peer { peer, error } => self.conns.get(&peer).map(|c| (c.ep.key(), error)),
+            })
+            .collect();
         for (key, error) in failed {
             any = true;
             self.endpoint_failed(key, error);
@@ -250,7 +265,7 @@ fn on_message(
             }
         }
         am::NEEDLE_REQUEST => match (NeedleRequestHeader::parse(m.header), m.reply_ep) {
-            (Some(w), Some(ep)) => d.needle_reads.push((ep, w)),
+            (Some(req), Some(ep)) => d.needle_reads.push(NeedleAsk { ep, req }),
             _ => malformed("needle request"),
         },
         am::REQUEST => match (RequestHeader::parse(m.header), m.reply_ep) {
