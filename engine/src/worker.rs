@@ -346,7 +346,7 @@ impl Worker {
             ..
         } = self;
         let Some(p) = plane.as_mut() else { return 0 };
-        let (any, _) = p.poll();
+        let any = p.poll();
         if expire && p.pending() > 0 {
             p.expire(Instant::now());
         }

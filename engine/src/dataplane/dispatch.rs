@@ -82,9 +82,9 @@ pub(super) struct Deferred {
 }
 
 impl DataPlane {
-    /// Progresses UCX and does the work it found; returns whether anything happened and the
-    /// completions for sessions.
-    pub fn poll(&mut self) -> (bool, &mut Vec<RemoteCompletion>) {
+    /// Progresses UCX and does the work it found; returns whether anything happened. The
+    /// completions it produced wait in [`DataPlane::take_completions`].
+    pub fn poll(&mut self) -> bool {
         let max_message = self.settings.max_message;
         let worker_id = self.id;
         let settings = &self.settings;
@@ -95,7 +95,7 @@ impl DataPlane {
             &mut self.echo_recvs,
         );
         let mut echoes_in = Vec::new();
-        let mut any = self.worker.progress(&mut |ev| match ev {
+        let any = self.worker.progress(&mut |ev| match ev {
             WorkerEvent::Am(m) => on_message(m, settings, worker_id, max_message, pending, deferred, out),
             WorkerEvent::SendDone { token, result } => {
                 tracing::trace!(token, ?result, "send done");
@@ -152,8 +152,7 @@ impl DataPlane {
         for r in echoes_in {
             self.echo_received(r);
         }
-        any |= self.after_progress();
-        (any, &mut self.out)
+        any | self.after_progress()
     }
 
     /// Does the work progress left: accepting connections, receives, answers, revocations,

@@ -15,9 +15,10 @@
 //!   connections.
 //!
 //! The worker hands the data plane one request at a time ([`DataPlane::submit`]) and takes
-//! back completions keyed by session id ([`RemoteCompletion`]). Memory UCX reads or writes
-//! is handed to it as `SharedRange`s (checked ranges that hold the session) or owned
-//! buffers, so nothing here touches shared memory but through `ring_proto`'s region view.
+//! back completions keyed by session id ([`DataPlane::take_completions`]). Memory UCX reads
+//! or writes is handed to it as `SharedRange`s (checked ranges that hold the session) or
+//! owned buffers, so nothing here touches shared memory but through `ring_proto`'s region
+//! view.
 
 mod dispatch;
 pub mod peers;
@@ -268,7 +269,8 @@ impl DataPlane {
         std::mem::take(&mut self.out)
     }
 
-    /// Completions produced outside `poll` (by `expire`, `shutdown`, failures).
+    /// The completions produced since the last call (by `poll`, `expire`, failures): the one
+    /// way results go back to the worker.
     pub fn take_completions(&mut self) -> std::vec::Drain<'_, RemoteCompletion> {
         self.out.drain(..)
     }
