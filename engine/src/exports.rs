@@ -80,18 +80,19 @@ impl ExportTable {
         self.inner.lock().unwrap_or_else(|p| p.into_inner())
     }
 
-    /// Adds an export of `len` bytes at buffer offset `offset` of `session`; returns (id, key),
-    /// or an error when the operating system gives no random bytes (never a guessable key).
+    /// Adds an export of `session`'s memory that `registration` holds (`len` bytes of its
+    /// buffer area); returns (id, key), or an error when the operating system gives no random
+    /// bytes (never a guessable key).
     pub fn add(
         &self,
         session: Arc<SessionShared>,
-        offset: usize,
         len: usize,
         perms: u32,
         registration: Registration,
         rkey: Vec<u8>,
     ) -> Result<(u64, u64), getrandom::Error> {
-        let base_addr = session.region.buf_ptr() as u64 + offset as u64;
+        // The registration is of exactly this range: its address is the export's base.
+        let base_addr = registration.addr();
         let key = getrandom::u64()?;
         let mut inner = self.inner();
         // 0 means "none" to clients; a collision among live exports is astronomically

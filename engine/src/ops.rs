@@ -3,13 +3,11 @@
 //! valid entry is belongs to the protocol: `ring_proto::validate` (re-exported here).
 
 pub use ring_proto::validate::{validate, NeedleRequest, Request, RmaRequest, SendRequest};
-use ring_proto::ResultCode;
+use ring_proto::{ResultCode, SharedArea};
 
 /// Runs a validated local request against the session's buffer area; returns the CQE result.
-/// Remote requests (`Send`) never come here: the data plane runs them.
-///
-/// `buf` must be the start of the session's buffer area, `layout.buf_size` bytes long.
-pub fn execute(req: Request, buf: *mut u8) -> i32 {
+/// Remote requests never come here: the data plane runs them.
+pub fn execute(req: Request, buf: &SharedArea) -> i32 {
     match req {
         Request::Nop => 0,
         Request::Send(_)
@@ -17,12 +15,10 @@ pub fn execute(req: Request, buf: *mut u8) -> i32 {
         | Request::Unexport { .. }
         | Request::Rma(_)
         | Request::ReadNeedle(_) => ResultCode::Internal as i32,
-        Request::Fill { offset, len, byte } => {
-            // Safety: `validate` checked offset + len <= buf_size for this session, and `buf`
-            // is its buffer area. The client may read these bytes concurrently; libc's memset
-            // is opaque to Rust's memory model, and the bytes are plain data to both sides.
-            unsafe { libc::memset(buf.add(offset) as *mut libc::c_void, byte as libc::c_int, len) };
-            len as i32
-        }
+        // `validate` checked the range against this session's layout; the area checks again.
+        Request::Fill { offset, len, byte } => match buf.fill(offset, len, byte) {
+            Ok(()) => len as i32,
+            Err(_) => ResultCode::Internal as i32,
+        },
     }
 }

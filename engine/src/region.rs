@@ -1,16 +1,18 @@
 //! Session regions: a memfd (huge pages when the policy allows) mapped by the engine and
-//! handed to the client as a file descriptor.
+//! handed to the client as a file descriptor. Creation, sealing, the huge-page policy and the
+//! SIGBUS guard are here; every access to the mapped bytes goes through `ring_proto`'s
+//! [`RegionView`].
 
 use std::ffi::CString;
 use std::os::fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd};
 use std::ptr::NonNull;
 use std::sync::atomic::Ordering;
+use std::sync::Arc;
 
 use memmap2::{MmapOptions, MmapRaw};
 use nix::sys::memfd::{memfd_create, MemFdCreateFlag};
-use ring_proto::layout::{RegionHeader, RingCtl, RING_NEED_WAKEUP};
-use ring_proto::sync::AtomicU64;
-use ring_proto::{Consumer, Cqe, Producer, RawRing, RegionLayout, SessionState, Sqe};
+use ring_proto::layout::{RegionHeader, RING_NEED_WAKEUP};
+use ring_proto::{Consumer, Cqe, Producer, RegionLayout, RegionView, SessionState, SharedArea, SharedMemory, Sqe};
 
 use crate::config::HugepagePolicy;
 
@@ -42,21 +44,28 @@ pub enum RegionError {
 }
 
 pub struct Region {
-    /// Declared before `map`: fields drop in order, and the guard must leave the SIGBUS
-    /// handler's table before the memory is unmapped.
-    guard: crate::sigbus::Guard,
-    map: MmapRaw,
-    fd: OwnedFd,
-    layout: RegionLayout,
+    mapping: Arc<Mapping>,
     backing: Backing,
 }
 
-// Safety: the mapping is only accessed through atomics (rings, header) or, for the buffer
-// area, by the single worker that owns the session; the raw pointer inside MmapRaw is what
-// makes it !Sync by default.
-unsafe impl Sync for Region {}
-// Safety: as above; nothing is tied to the creating thread.
-unsafe impl Send for Region {}
+/// The mapping itself, shared (by `Arc`) with what hands its memory to UCX, so that it stays
+/// mapped until they are done.
+pub struct Mapping {
+    /// Declared before `map`: fields drop in order, and the guard must leave the SIGBUS
+    /// handler's table before the memory is unmapped.
+    guard: crate::sigbus::Guard,
+    view: RegionView,
+    /// Owns the memory the view describes (unmapped on drop, after the guard left).
+    _map: MmapRaw,
+    fd: OwnedFd,
+}
+
+impl SharedMemory for Mapping {
+    /// The whole mapping (what a session registers with UCX).
+    fn shared_area(&self) -> &SharedArea {
+        self.view.whole()
+    }
+}
 
 impl Region {
     pub fn create(layout: RegionLayout, policy: HugepagePolicy, name: &str) -> Result<Self, RegionError> {
@@ -82,7 +91,7 @@ impl Region {
     /// replaced the mapping with anonymous memory: the session must end, and nothing the engine
     /// reads from the region any more is the client's.
     pub fn lost(&self) -> bool {
-        self.guard.lost()
+        self.mapping.guard.lost()
     }
 
     fn map_new(layout: RegionLayout, name: &str, huge: bool) -> std::io::Result<Self> {
@@ -107,69 +116,54 @@ impl Region {
         // From here on a fault in the mapping (a client punching holes in its memfd) costs
         // the session, not the engine (see sigbus.rs).
         let guard = crate::sigbus::Guard::new(map.as_mut_ptr(), map.len()).map_err(std::io::Error::other)?;
-        let region = Self {
-            guard,
-            map,
-            fd,
-            layout,
+        let base = NonNull::new(map.as_mut_ptr()).expect("a mapping is non-null");
+        // Safety: `map` is a fresh shared mapping of `size` bytes, page-aligned, read-write,
+        // owned by the Mapping next to the view (so it outlives it), and never borrowed as a
+        // Rust slice.
+        let view = unsafe { RegionView::new(base, map.len(), layout) }.map_err(std::io::Error::other)?;
+        Ok(Self {
+            mapping: Arc::new(Mapping {
+                guard,
+                view,
+                _map: map,
+                fd,
+            }),
             backing: if huge { Backing::HugePages } else { Backing::NormalPages },
-        };
-        Ok(region)
+        })
     }
 
     /// Writes the header and marks the region ready. Call once, before the client sees the fd.
     pub fn initialize(&self, engine_pid: u32, session_id: u32, engine_epoch: u64, lease_ms: u32) {
-        let header = self
-            .layout
-            .header(self.map.len() as u64, engine_pid, session_id, engine_epoch, lease_ms);
-        // Safety: the mapping is fresh (zero-filled), at least HEADER_SIZE bytes, page-aligned,
-        // and not yet shared with any client.
-        unsafe { std::ptr::write(self.map.as_mut_ptr() as *mut RegionHeader, header) };
+        let view = &self.mapping.view;
+        let header = view
+            .layout()
+            .header(view.len() as u64, engine_pid, session_id, engine_epoch, lease_ms);
+        // Safety: the fd has not left the engine yet (the control thread calls this before
+        // sending it), so no client has the region mapped.
+        unsafe { view.write_header(header) };
         // The worker has not polled this session yet: a client's first submission must wake it.
-        self.sq_ctl().flags.store(RING_NEED_WAKEUP, Ordering::Relaxed);
+        view.sq_ctl().flags.store(RING_NEED_WAKEUP, Ordering::Relaxed);
         // SYNC POINT: Release pairs with the client's Acquire load of `state` after mapping:
         // everything written above is visible once it reads Ready.
-        self.header().state.store(SessionState::Ready as u32, Ordering::Release);
+        view.header().state.store(SessionState::Ready as u32, Ordering::Release);
     }
 
     pub fn header(&self) -> &RegionHeader {
-        // Safety: the mapping holds a RegionHeader at offset 0 (all plain integers and
-        // atomics, so any bytes a client writes there are still a valid value).
-        unsafe { &*(self.map.as_ptr() as *const RegionHeader) }
-    }
-
-    fn sq_ctl(&self) -> &RingCtl {
-        // Safety: sq_ctl_offset is inside the mapping and 128-aligned (layout rules).
-        unsafe { &*(self.map.as_ptr().add(self.layout.sq_ctl_offset) as *const RingCtl) }
-    }
-
-    fn cq_ctl(&self) -> &RingCtl {
-        // Safety: cq_ctl_offset is inside the mapping and 128-aligned (layout rules).
-        unsafe { &*(self.map.as_ptr().add(self.layout.cq_ctl_offset) as *const RingCtl) }
+        self.mapping.view.header()
     }
 
     /// For status and metrics (any thread, read-only): (SQ entries published and not yet
-    /// taken, CQ entries posted and not yet reaped). Relaxed loads of indices the worker and
-    /// the client move: a snapshot that may be slightly stale, clamped to the ring sizes
-    /// because the client may write anything into its indices.
+    /// taken, CQ entries posted and not yet reaped); see `RegionView::occupancy`.
     pub fn occupancy(&self) -> (u32, u32) {
-        let used = |ctl: &RingCtl, entries: u32| {
-            let head = ctl.head.value.load(Ordering::Relaxed);
-            let tail = ctl.tail.value.load(Ordering::Relaxed);
-            tail.wrapping_sub(head).min(entries)
-        };
-        (
-            used(self.sq_ctl(), self.layout.sq_entries),
-            used(self.cq_ctl(), self.layout.cq_entries),
-        )
+        self.mapping.view.occupancy()
     }
 
     pub fn fd(&self) -> BorrowedFd<'_> {
-        self.fd.as_fd()
+        self.mapping.fd.as_fd()
     }
 
     pub fn layout(&self) -> &RegionLayout {
-        &self.layout
+        self.mapping.view.layout()
     }
 
     pub fn backing(&self) -> Backing {
@@ -177,42 +171,26 @@ impl Region {
     }
 
     pub fn len(&self) -> usize {
-        self.map.len()
+        self.mapping.view.len()
     }
 
-    /// Start of the mapping.
-    pub fn base_ptr(&self) -> *mut u8 {
-        self.map.as_mut_ptr()
+    /// The buffer area (checked copies in and out).
+    pub fn buf(&self) -> &SharedArea {
+        self.mapping.view.buf()
     }
 
-    /// Start of the buffer area.
-    pub fn buf_ptr(&self) -> *mut u8 {
-        // Safety: buf_offset + buf_size <= mapping length by construction of the layout.
-        unsafe { self.map.as_mut_ptr().add(self.layout.buf_offset) }
-    }
-
-    fn raw_ring(&self, ctl_offset: usize, array_offset: usize, entries: u32) -> RawRing {
-        // Safety: offsets come from our own layout (never from the shared header), are inside
-        // the mapping and 128-byte aligned; the mapping outlives the rings because the
-        // session holds the Region in an Arc beside them.
-        unsafe {
-            let base = self.map.as_mut_ptr();
-            RawRing::new(
-                NonNull::new(base.add(ctl_offset) as *mut RingCtl).expect("mapping is non-null"),
-                NonNull::new(base.add(array_offset) as *mut AtomicU64).expect("mapping is non-null"),
-                entries,
-            )
-        }
+    /// The mapping, for handing all of it to UCX (which then keeps it mapped).
+    pub fn mapping(&self) -> &Arc<Mapping> {
+        &self.mapping
     }
 
     /// The engine's two ring ends. Call once per region.
     pub fn rings(&self) -> (Consumer<Sqe>, Producer<Cqe>) {
-        let l = &self.layout;
-        let sq = self.raw_ring(l.sq_ctl_offset, l.sq_array_offset, l.sq_entries);
-        let cq = self.raw_ring(l.cq_ctl_offset, l.cq_array_offset, l.cq_entries);
-        // Safety: the engine's worker is the only SQ consumer and the only CQ producer of a
-        // session, the rings are fresh, and each was built for its entry type.
-        unsafe { (Consumer::new(sq), Producer::new(cq)) }
+        // Safety: called once per region, by ActiveSession::new (the worker is the only SQ
+        // consumer and CQ producer of its session), on a fresh region; the ring ends live in
+        // the ActiveSession beside the Arc<SessionShared> that holds this Region, so the view
+        // outlives them.
+        unsafe { self.mapping.view.engine_rings() }
     }
 }
 

@@ -6,8 +6,7 @@ use std::sync::atomic::Ordering;
 use std::sync::Arc;
 
 use ring_proto::control_io::ring_doorbell;
-use ring_proto::entry::ExportTicket;
-use ring_proto::{CloseReason, Consumer, Cqe, Producer, ResultCode, SessionState, Sqe};
+use ring_proto::{CloseReason, Consumer, Cqe, Producer, ResultCode, SessionState, SharedArea, SharedMemory, Sqe};
 
 use crate::ops;
 use crate::region::Region;
@@ -80,60 +79,61 @@ pub struct ActiveSession {
     inflight: u32,
 }
 
-/// Where `pass` sends requests that need UCX (the worker's data plane).
-pub trait Remote {
-    /// Starts a remote request; its completion comes later through `ActiveSession::complete`.
-    /// An error is completed at once by the caller.
-    fn start_send(
-        &mut self,
-        session: &Arc<SessionShared>,
-        user_data: u64,
-        req: ops::SendRequest,
-    ) -> Result<(), ResultCode>;
-    /// Starts a one-sided READ/WRITE; completes like `start_send`.
-    fn start_rma(
-        &mut self,
-        session: &Arc<SessionShared>,
-        user_data: u64,
-        req: ops::RmaRequest,
-    ) -> Result<(), ResultCode>;
-    /// Starts a READ_NEEDLE; completes like `start_send`.
-    fn start_read_needle(
-        &mut self,
-        session: &Arc<SessionShared>,
-        user_data: u64,
-        req: ops::NeedleRequest,
-    ) -> Result<(), ResultCode>;
-    /// Exports a range of the session's buffer area; returns (export id, key) at once.
-    fn export(
-        &mut self,
-        session: &Arc<SessionShared>,
+/// The buffer area of the session: what a `SharedRange<SessionShared>` (the data plane's
+/// handle on a range UCX reads or writes) covers; the range holds the session, hence its
+/// region and its UCX registration, for as long as UCX may touch it.
+impl SharedMemory for SessionShared {
+    fn shared_area(&self) -> &SharedArea {
+        self.region.buf()
+    }
+}
+
+/// A request `pass` hands to the data plane: what the worker and the data plane exchange
+/// one way (the completions, [`crate::dataplane::RemoteCompletion`], go the other).
+pub struct RemoteRequest<'a> {
+    pub session: &'a Arc<SessionShared>,
+    pub user_data: u64,
+    pub op: RemoteOp,
+}
+
+/// The remote operations (validated; every range is inside the session's buffer area).
+#[derive(Debug, Clone, Copy)]
+pub enum RemoteOp {
+    Send(ops::SendRequest),
+    Rma(ops::RmaRequest),
+    ReadNeedle(ops::NeedleRequest),
+    /// Export a range; the ticket (id, key) is written at `ticket_offset`.
+    Export {
         offset: usize,
         len: usize,
         perms: u32,
-    ) -> Result<(u64, u64), ResultCode>;
-    /// Ends one of the session's exports.
-    fn unexport(&mut self, session: &Arc<SessionShared>, id: u64) -> Result<(), ResultCode>;
+        ticket_offset: usize,
+    },
+    Unexport {
+        id: u64,
+    },
+}
+
+/// What became of a [`RemoteRequest`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Submitted {
+    /// Started: its completion comes later, through `ActiveSession::complete`.
+    Later,
+    /// Finished (or refused) at once, with this CQE result.
+    Now(i32),
+}
+
+/// Where `pass` sends requests that need UCX (the worker's data plane).
+pub trait Remote {
+    fn submit(&mut self, req: RemoteRequest<'_>) -> Submitted;
 }
 
 /// For passes that must not start remote work (draining).
 pub struct NoRemote;
 
 impl Remote for NoRemote {
-    fn start_send(&mut self, _: &Arc<SessionShared>, _: u64, _: ops::SendRequest) -> Result<(), ResultCode> {
-        Err(ResultCode::ShuttingDown)
-    }
-    fn start_rma(&mut self, _: &Arc<SessionShared>, _: u64, _: ops::RmaRequest) -> Result<(), ResultCode> {
-        Err(ResultCode::ShuttingDown)
-    }
-    fn start_read_needle(&mut self, _: &Arc<SessionShared>, _: u64, _: ops::NeedleRequest) -> Result<(), ResultCode> {
-        Err(ResultCode::ShuttingDown)
-    }
-    fn export(&mut self, _: &Arc<SessionShared>, _: usize, _: usize, _: u32) -> Result<(u64, u64), ResultCode> {
-        Err(ResultCode::ShuttingDown)
-    }
-    fn unexport(&mut self, _: &Arc<SessionShared>, _: u64) -> Result<(), ResultCode> {
-        Err(ResultCode::ShuttingDown)
+    fn submit(&mut self, _: RemoteRequest<'_>) -> Submitted {
+        Submitted::Now(ResultCode::ShuttingDown as i32)
     }
 }
 
@@ -185,68 +185,56 @@ impl ActiveSession {
             return Pass::Done(0);
         }
         let layout = *self.shared.region.layout();
-        let buf = self.shared.region.buf_ptr();
         let mut invalid = 0u32;
         let mut posted = 0u32;
         for _ in 0..n {
             let sqe = self.sq.pop().expect("refresh counted it");
-            let started = |r: Result<(), ResultCode>, inflight: &mut u32| match r {
-                Ok(()) => {
-                    *inflight += 1;
-                    None
-                }
-                Err(code) => Some(code as i32),
-            };
             let result = match fail {
                 Some(code) => code as i32,
                 None => match ops::validate(&sqe, &layout) {
-                    Ok(ops::Request::Send(req)) => {
-                        match started(remote.start_send(&self.shared, sqe.user_data, req), &mut self.inflight) {
-                            None => continue,
-                            Some(err) => err,
-                        }
-                    }
-                    Ok(ops::Request::Rma(req)) => {
-                        match started(remote.start_rma(&self.shared, sqe.user_data, req), &mut self.inflight) {
-                            None => continue,
-                            Some(err) => err,
-                        }
-                    }
-                    Ok(ops::Request::ReadNeedle(req)) => {
-                        match started(
-                            remote.start_read_needle(&self.shared, sqe.user_data, req),
-                            &mut self.inflight,
-                        ) {
-                            None => continue,
-                            Some(err) => err,
-                        }
-                    }
-                    Ok(ops::Request::Export {
-                        offset,
-                        len,
-                        perms,
-                        ticket_offset,
-                    }) => match remote.export(&self.shared, offset, len, perms) {
-                        Ok((id, key)) => {
-                            let ticket = ExportTicket { id, key }.encode();
-                            // Safety: validate checked ticket_offset + EXPORT_TICKET_LEN <=
-                            // buf_size for this session, and `buf` is its buffer area. The
-                            // client reads the ticket only after the completion posted below
-                            // (the CQ tail's Release store orders these bytes before it).
-                            unsafe {
-                                std::ptr::copy_nonoverlapping(ticket.as_ptr(), buf.add(ticket_offset), ticket.len())
-                            };
-                            0
-                        }
-                        Err(code) => code as i32,
-                    },
-                    Ok(ops::Request::Unexport { id }) => {
-                        remote.unexport(&self.shared, id).map_or_else(|c| c as i32, |()| 0)
-                    }
-                    Ok(req) => ops::execute(req, buf),
                     Err(code) => {
                         invalid += 1;
                         code as i32
+                    }
+                    Ok(req) => {
+                        let op = match req {
+                            ops::Request::Send(r) => RemoteOp::Send(r),
+                            ops::Request::Rma(r) => RemoteOp::Rma(r),
+                            ops::Request::ReadNeedle(r) => RemoteOp::ReadNeedle(r),
+                            ops::Request::Export {
+                                offset,
+                                len,
+                                perms,
+                                ticket_offset,
+                            } => RemoteOp::Export {
+                                offset,
+                                len,
+                                perms,
+                                ticket_offset,
+                            },
+                            ops::Request::Unexport { id } => RemoteOp::Unexport { id },
+                            local => {
+                                // The client reads what a local request wrote only after the
+                                // completion posted below (the CQ tail's Release store orders
+                                // the bytes before it).
+                                let r = ops::execute(local, self.shared.region.buf());
+                                self.post(sqe.user_data, r, 0, ws);
+                                posted += 1;
+                                continue;
+                            }
+                        };
+                        let req = RemoteRequest {
+                            session: &self.shared,
+                            user_data: sqe.user_data,
+                            op,
+                        };
+                        match remote.submit(req) {
+                            Submitted::Later => {
+                                self.inflight += 1;
+                                continue;
+                            }
+                            Submitted::Now(r) => r,
+                        }
                     }
                 },
             };

@@ -4,6 +4,7 @@
 //! every session's SQ doorbell pipe (one per session, so a client can only ever silence its
 //! own wake-ups) and the UCX worker's event fd (a remote message wakes it like a client).
 
+use std::collections::HashMap;
 use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::mpsc::{Receiver, Sender};
@@ -15,8 +16,7 @@ use ring_proto::control_io::{drain_doorbell, drain_eventfd, new_eventfd, signal_
 use ring_proto::{CloseReason, ResultCode, SessionState};
 
 use crate::dataplane::{DataPlane, UcxSettings};
-use crate::ops::{NeedleRequest, RmaRequest, SendRequest};
-use crate::session::{ActiveSession, NoRemote, Pass, Remote, SessionShared};
+use crate::session::{ActiveSession, NoRemote, Pass, Remote, RemoteRequest, SessionShared, Submitted};
 use crate::stats::WorkerStats;
 
 /// Orders from the control thread.
@@ -112,8 +112,8 @@ pub fn spawn(
             // and never leaves this thread (nor do the idle spin's thread-own counts).
             let mut w = Worker {
                 id,
-                sessions: Vec::new(),
-                closing: Vec::new(),
+                sessions: HashMap::new(),
+                closing: HashMap::new(),
                 commands: rx,
                 pending: pending2,
                 wake: wake2,
@@ -175,10 +175,11 @@ fn pin_to_core(core: usize) {
 
 struct Worker {
     id: usize,
-    sessions: Vec<ActiveSession>,
+    /// By session id: remote completions find their session with one lookup.
+    sessions: HashMap<u32, ActiveSession>,
     /// Sessions removed while remote requests were in flight: finalized (terminal state,
     /// released) once those complete, so every accepted request still gets its completion.
-    closing: Vec<(ActiveSession, SessionState, CloseReason)>,
+    closing: HashMap<u32, (ActiveSession, SessionState, CloseReason)>,
     commands: Receiver<Command>,
     pending: Arc<AtomicBool>,
     wake: Arc<OwnedFd>,
@@ -224,31 +225,11 @@ impl PlaneSlot<'_> {
 }
 
 impl Remote for PlaneSlot<'_> {
-    fn start_send(&mut self, session: &Arc<SessionShared>, user_data: u64, req: SendRequest) -> Result<(), ResultCode> {
-        self.plane()?.start_send(session, user_data, req)
-    }
-    fn start_rma(&mut self, session: &Arc<SessionShared>, user_data: u64, req: RmaRequest) -> Result<(), ResultCode> {
-        self.plane()?.start_rma(session, user_data, req)
-    }
-    fn start_read_needle(
-        &mut self,
-        session: &Arc<SessionShared>,
-        user_data: u64,
-        req: NeedleRequest,
-    ) -> Result<(), ResultCode> {
-        self.plane()?.start_read_needle(session, user_data, req)
-    }
-    fn export(
-        &mut self,
-        session: &Arc<SessionShared>,
-        offset: usize,
-        len: usize,
-        perms: u32,
-    ) -> Result<(u64, u64), ResultCode> {
-        self.plane()?.export(session, offset, len, perms)
-    }
-    fn unexport(&mut self, session: &Arc<SessionShared>, id: u64) -> Result<(), ResultCode> {
-        self.plane()?.unexport(session, id)
+    fn submit(&mut self, req: RemoteRequest<'_>) -> Submitted {
+        match self.plane() {
+            Ok(p) => p.submit(req),
+            Err(code) => Submitted::Now(code as i32),
+        }
     }
 }
 
@@ -336,27 +317,24 @@ impl Worker {
     /// One pass over every session; returns the entries taken.
     fn poll_sessions(&mut self) -> u32 {
         let mut work = 0;
-        let mut i = 0;
-        while i < self.sessions.len() {
-            let mut remote = PlaneSlot {
-                plane: &mut self.plane,
-                ucx: &self.ucx,
-                epoll: &self.epoll,
-                worker: self.id,
-            };
-            match self.sessions[i].pass(PASS_BUDGET, None, &self.stats, &mut remote) {
-                Pass::Done(n) => {
-                    work += n;
-                    i += 1;
-                }
-                Pass::Broken(reason) => {
-                    let s = self.sessions.swap_remove(i);
-                    self.cut_off(s, reason);
-                }
-                Pass::RegionLost => {
-                    let s = self.sessions.swap_remove(i);
-                    self.region_lost(s);
-                }
+        let mut ended = Vec::new();
+        let mut remote = PlaneSlot {
+            plane: &mut self.plane,
+            ucx: &self.ucx,
+            epoll: &self.epoll,
+            worker: self.id,
+        };
+        for (&id, s) in self.sessions.iter_mut() {
+            match s.pass(PASS_BUDGET, None, &self.stats, &mut remote) {
+                Pass::Done(n) => work += n,
+                other => ended.push((id, other)),
+            }
+        }
+        for (id, how) in ended {
+            let s = self.sessions.remove(&id).expect("just polled");
+            match how {
+                Pass::Broken(reason) => self.cut_off(s, reason),
+                _ => self.region_lost(s),
             }
         }
         work
@@ -373,17 +351,17 @@ impl Worker {
             ..
         } = self;
         let Some(p) = plane.as_mut() else { return 0 };
-        let (any, _) = p.poll();
+        let any = p.poll();
         if expire && p.pending() > 0 {
             p.expire(Instant::now());
         }
         let mut delivered = 0;
         for c in p.take_completions() {
             delivered += 1;
-            let target = sessions
-                .iter_mut()
-                .chain(closing.iter_mut().map(|(s, _, _)| s))
-                .find(|s| s.id() == c.session);
+            let target = match sessions.get_mut(&c.session) {
+                Some(s) => Some(s),
+                None => closing.get_mut(&c.session).map(|(s, _, _)| s),
+            };
             // A session that is gone entirely had no reader left; its completion is moot.
             if let Some(s) = target {
                 s.complete(c.user_data, c.result, stats);
@@ -393,15 +371,16 @@ impl Worker {
     }
 
     fn finish_closing(&mut self) {
-        let mut i = 0;
-        while i < self.closing.len() {
-            if self.closing[i].0.inflight() == 0 {
-                let (s, state, reason) = self.closing.swap_remove(i);
-                s.shared.set_state(state, reason);
-                self.release(s);
-            } else {
-                i += 1;
-            }
+        let finished: Vec<u32> = self
+            .closing
+            .iter()
+            .filter(|(_, (s, _, _))| s.inflight() == 0)
+            .map(|(&id, _)| id)
+            .collect();
+        for id in finished {
+            let (s, state, reason) = self.closing.remove(&id).expect("listed");
+            s.shared.set_state(state, reason);
+            self.release(s);
         }
     }
 
@@ -411,7 +390,7 @@ impl Worker {
     /// ends by the earliest request deadline so timeouts fire.
     fn sleep(&mut self) {
         let mut all_empty = true;
-        for s in &mut self.sessions {
+        for s in self.sessions.values_mut() {
             if !s.prepare_sleep() {
                 all_empty = false;
                 break;
@@ -448,7 +427,7 @@ impl Worker {
             }
             self.stats.wakeups.add(1);
         }
-        for s in &self.sessions {
+        for s in self.sessions.values() {
             s.finish_sleep();
         }
     }
@@ -465,7 +444,7 @@ impl Worker {
                         // is awake; say so rather than refuse it.
                         tracing::error!(worker = self.id, session = shared.id, error = %e, "cannot watch the session's SQ doorbell");
                     }
-                    self.sessions.push(ActiveSession::new(shared));
+                    self.sessions.insert(shared.id, ActiveSession::new(shared));
                 }
                 Command::Remove {
                     id,
@@ -473,8 +452,7 @@ impl Worker {
                     state,
                     reason,
                 } => {
-                    if let Some(pos) = self.sessions.iter().position(|s| s.id() == id) {
-                        let mut s = self.sessions.swap_remove(pos);
+                    if let Some(mut s) = self.sessions.remove(&id) {
                         if drain {
                             // Graceful close: take what the client published before asking
                             // to close (remote requests among them complete later).
@@ -489,7 +467,7 @@ impl Worker {
                             }
                         }
                         if s.inflight() > 0 {
-                            self.closing.push((s, state, reason));
+                            self.closing.insert(id, (s, state, reason));
                         } else {
                             s.shared.set_state(state, reason);
                             self.release(s);
@@ -508,10 +486,10 @@ impl Worker {
     /// waiting as long for clients to make CQ room; then each session is closed.
     fn shutdown(&mut self, drain_timeout: Duration) {
         let deadline = Instant::now() + drain_timeout;
-        let mut sessions = std::mem::take(&mut self.sessions);
-        sessions.extend(self.closing.drain(..).map(|(s, _, _)| s));
-        let mut reasons = Vec::with_capacity(sessions.len());
-        for s in &mut sessions {
+        let closing = std::mem::take(&mut self.closing);
+        self.sessions.extend(closing.into_iter().map(|(id, (s, _, _))| (id, s)));
+        let mut reasons = HashMap::with_capacity(self.sessions.len());
+        for (&id, s) in self.sessions.iter_mut() {
             s.shared.set_state(SessionState::Draining, CloseReason::None);
             let reason = match s.pending() {
                 Err(r) => r,
@@ -532,23 +510,23 @@ impl Worker {
                     }
                 },
             };
-            reasons.push(reason);
+            reasons.insert(id, reason);
         }
         // Remote requests in flight: let them finish until the deadline, then fail them.
-        self.sessions = sessions;
-        while self.sessions.iter().any(|s| s.inflight() > 0) && Instant::now() < deadline {
+        while self.sessions.values().any(|s| s.inflight() > 0) && Instant::now() < deadline {
             if self.poll_plane(true) == 0 {
                 std::thread::sleep(Duration::from_micros(100));
             }
         }
         if let Some(p) = self.plane.take() {
             for c in p.shutdown() {
-                if let Some(s) = self.sessions.iter_mut().find(|s| s.id() == c.session) {
+                if let Some(s) = self.sessions.get_mut(&c.session) {
                     s.complete(c.user_data, c.result, &self.stats);
                 }
             }
         }
-        for (s, reason) in std::mem::take(&mut self.sessions).into_iter().zip(reasons) {
+        for (id, s) in std::mem::take(&mut self.sessions) {
+            let reason = reasons.get(&id).copied().unwrap_or(CloseReason::EngineShutdown);
             // Terminal state after the final SQ head store (inside `pass`): a client that sees
             // Closed knows exactly which entries were accepted.
             let state = match reason {
@@ -585,7 +563,8 @@ impl Worker {
             "client removed pages from its region (memfd hole punched with no memory left to refill it); session ended"
         );
         if s.inflight() > 0 {
-            self.closing.push((s, SessionState::Broken, CloseReason::None));
+            self.closing
+                .insert(s.id(), (s, SessionState::Broken, CloseReason::None));
         } else {
             s.shared.set_state(SessionState::Broken, CloseReason::None);
             self.release(s);
@@ -598,9 +577,8 @@ impl Worker {
     fn drain_doorbell(&mut self, id: u32) {
         let Some(s) = self
             .sessions
-            .iter()
-            .chain(self.closing.iter().map(|(s, _, _)| s))
-            .find(|s| s.id() == id)
+            .get(&id)
+            .or_else(|| self.closing.get(&id).map(|(s, _, _)| s))
         else {
             return;
         };

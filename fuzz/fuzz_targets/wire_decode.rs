@@ -5,18 +5,27 @@
 
 use libfuzzer_sys::fuzz_target;
 use ring_proto::needle::NeedleMeta;
-use ring_proto::wire::{ExportDescriptor, ExportRefHeader, MsgHeader, NeedleRequestHeader};
+use ring_proto::wire::{
+    ExportDescriptor, ExportRefHeader, InfoHeader, NeedleReplyHeader, NeedleRequestHeader, ReplyHeader, RequestHeader,
+};
 
 fuzz_target!(|b: &[u8]| {
-    if let Some(h) = MsgHeader::parse(b, false) {
+    if let Some(h) = RequestHeader::parse(b) {
         assert_eq!(&h.encode()[..], b);
     }
-    if let Some(h) = MsgHeader::parse(b, true) {
+    if let Some(h) = ReplyHeader::parse(b) {
+        assert_eq!(&h.encode()[..], b);
+    }
+    if let Some(h) = InfoHeader::parse(b) {
+        assert_eq!(&h.encode()[..], b);
+    }
+    if let Some((h, meta)) = NeedleReplyHeader::parse(b) {
         // A needle reply: the metadata after the 16-byte header.
         assert_eq!(&h.encode()[..], &b[..16]);
-        if let Ok(m) = NeedleMeta::decode(&b[16..]) {
+        assert_eq!(meta, &b[16..]);
+        if let Ok(m) = NeedleMeta::decode(meta) {
             let e = m.encode();
-            assert_eq!(&e[..], &b[16..16 + e.len()], "{m:?}");
+            assert_eq!(&e[..], &meta[..e.len()], "{m:?}");
         }
     }
     if let Some(h) = NeedleRequestHeader::parse(b) {

@@ -337,7 +337,9 @@ impl Session {
     /// # Safety
     /// The caller may corrupt its own session; the engine must survive it, this process may not.
     pub unsafe fn region_raw(&self) -> (*mut u8, usize) {
-        (self.region.base(), self.region.len())
+        let whole = self.region.whole();
+        let all = whole.range(0, whole.len()).expect("the whole area lies inside itself");
+        (all.as_ptr(), all.len())
     }
 
     /// Published SQ entries the engine has not consumed yet, as the engine last reported.
@@ -445,27 +447,16 @@ impl BufferArea<'_> {
         self.len() == 0
     }
 
+    /// Copies `out.len()` bytes at `offset` out of the buffer area; `None` if the range is
+    /// not inside it. The engine may be writing ranges of requests still in flight: each byte
+    /// is read once, and only the copy is used.
     pub fn read(&self, offset: usize, out: &mut [u8]) -> Option<()> {
-        self.region
-            .layout()
-            .buf_range_ok(offset as u64, out.len() as u64)
-            .then(|| {
-                // Safety: the range is inside the buffer area of our live mapping; the engine does
-                // not write it concurrently for a completed request (see the type's docs), and
-                // volatile-free copying of bytes the other process may touch is still memory-safe
-                // for plain bytes.
-                unsafe { std::ptr::copy_nonoverlapping(self.region.buf_ptr().add(offset), out.as_mut_ptr(), out.len()) }
-            })
+        self.region.buf().copy_out(offset, out).ok()
     }
 
+    /// Copies `data` into the buffer area at `offset`; `None` if the range is not inside it.
     pub fn write(&self, offset: usize, data: &[u8]) -> Option<()> {
-        self.region
-            .layout()
-            .buf_range_ok(offset as u64, data.len() as u64)
-            .then(|| {
-                // Safety: as in `read`.
-                unsafe { std::ptr::copy_nonoverlapping(data.as_ptr(), self.region.buf_ptr().add(offset), data.len()) }
-            })
+        self.region.buf().copy_in(offset, data).ok()
     }
 }
 

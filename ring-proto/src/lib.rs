@@ -14,6 +14,8 @@ pub mod control_io;
 pub mod entry;
 pub mod layout;
 pub mod needle;
+#[cfg(not(loom))]
+pub mod region;
 pub mod ring;
 pub mod sync;
 pub mod validate;
@@ -21,4 +23,6 @@ pub mod wire;
 
 pub use entry::{opcode, Cqe, Entry, ResultCode, Sqe};
 pub use layout::{CloseReason, RegionHeader, RegionLayout, RingCtl, SessionState, LAYOUT_VERSION, MAGIC};
+#[cfg(not(loom))]
+pub use region::{BufRange, OutOfRange, RegionView, SharedArea, SharedMemory, SharedRange};
 pub use ring::{Consumer, HeapRing, Producer, RawRing, RingCorrupt};

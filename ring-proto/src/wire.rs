@@ -27,7 +27,7 @@ pub mod am {
     pub const ALL: [u16; 8] = [REQUEST, REPLY, QUERY, INFO, REVOKE, ACK, NEEDLE_REQUEST, NEEDLE_REPLY];
 }
 
-/// Length of [`MsgHeader`].
+/// Length of the fixed header of REQUEST, REPLY, INFO and NEEDLE_REPLY.
 pub const HEADER_LEN: usize = 16;
 /// Length of [`NeedleRequestHeader`] without its JWT.
 pub const NEEDLE_REQUEST_LEN: usize = 48;
@@ -69,35 +69,129 @@ impl ExportRefHeader {
 /// Longest JWT a NEEDLE_REQUEST carries (the SQE's bound).
 pub use crate::entry::MAX_NEEDLE_JWT_LEN;
 
-/// The 16-byte header of every message but NEEDLE_REQUEST: a request id and two
-/// message-specific words (see the table above).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct MsgHeader {
-    pub req_id: u64,
-    pub a: u32,
-    pub b: u32,
+/// The 16-byte frame of REQUEST, REPLY, INFO and NEEDLE_REPLY: `req_id u64 | u32 | u32`;
+/// what the two words mean depends on the message (see the typed headers below).
+fn parse_frame(b: &[u8]) -> Option<(u64, u32, u32)> {
+    if b.len() < HEADER_LEN {
+        return None;
+    }
+    Some((
+        u64::from_le_bytes(b[0..8].try_into().ok()?),
+        u32::from_le_bytes(b[8..12].try_into().ok()?),
+        u32::from_le_bytes(b[12..16].try_into().ok()?),
+    ))
 }
 
-impl MsgHeader {
-    /// Parses a header of exactly 16 bytes; with `longer` (NEEDLE_REPLY, whose header carries
-    /// the metadata after these 16 bytes) more bytes may follow.
-    pub fn parse(b: &[u8], longer: bool) -> Option<Self> {
-        if b.len() < HEADER_LEN || (!longer && b.len() != HEADER_LEN) {
-            return None;
-        }
+fn encode_frame(req_id: u64, a: u32, b: u32) -> [u8; HEADER_LEN] {
+    let mut h = [0u8; HEADER_LEN];
+    h[0..8].copy_from_slice(&req_id.to_le_bytes());
+    h[8..12].copy_from_slice(&a.to_le_bytes());
+    h[12..16].copy_from_slice(&b.to_le_bytes());
+    h
+}
+
+/// The header of REQUEST: `req_id u64 | service u32 | resp_cap u32`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct RequestHeader {
+    pub req_id: u64,
+    /// The service asked for (`entry::service`).
+    pub service: u32,
+    /// The most response bytes the requester can take.
+    pub resp_cap: u32,
+}
+
+impl RequestHeader {
+    /// Parses a header of exactly 16 bytes.
+    pub fn parse(b: &[u8]) -> Option<Self> {
+        let (req_id, service, resp_cap) = parse_frame(b).filter(|_| b.len() == HEADER_LEN)?;
         Some(Self {
-            req_id: u64::from_le_bytes(b[0..8].try_into().ok()?),
-            a: u32::from_le_bytes(b[8..12].try_into().ok()?),
-            b: u32::from_le_bytes(b[12..16].try_into().ok()?),
+            req_id,
+            service,
+            resp_cap,
         })
     }
 
     pub fn encode(&self) -> [u8; HEADER_LEN] {
-        let mut h = [0u8; HEADER_LEN];
-        h[0..8].copy_from_slice(&self.req_id.to_le_bytes());
-        h[8..12].copy_from_slice(&self.a.to_le_bytes());
-        h[12..16].copy_from_slice(&self.b.to_le_bytes());
-        h
+        encode_frame(self.req_id, self.service, self.resp_cap)
+    }
+}
+
+/// The header of REPLY: `req_id u64 | status i32 | 0 u32`. `status` is 0 on success (the
+/// response is the message's data) or a negative `ResultCode`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ReplyHeader {
+    pub req_id: u64,
+    pub status: i32,
+}
+
+impl ReplyHeader {
+    /// Parses a header of exactly 16 bytes whose reserved word is 0.
+    pub fn parse(b: &[u8]) -> Option<Self> {
+        match parse_frame(b).filter(|_| b.len() == HEADER_LEN)? {
+            (req_id, status, 0) => Some(Self {
+                req_id,
+                status: status as i32,
+            }),
+            _ => None,
+        }
+    }
+
+    pub fn encode(&self) -> [u8; HEADER_LEN] {
+        encode_frame(self.req_id, self.status as u32, 0)
+    }
+}
+
+/// The header of INFO: `req_id u64 | status i32 | perms u32`. On success (`status` 0) the
+/// data is an [`ExportDescriptor`] and `perms` the export's permission bits; otherwise
+/// `status` is a negative `ResultCode` and `perms` 0.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct InfoHeader {
+    pub req_id: u64,
+    pub status: i32,
+    pub perms: u32,
+}
+
+impl InfoHeader {
+    /// Parses a header of exactly 16 bytes.
+    pub fn parse(b: &[u8]) -> Option<Self> {
+        let (req_id, status, perms) = parse_frame(b).filter(|_| b.len() == HEADER_LEN)?;
+        Some(Self {
+            req_id,
+            status: status as i32,
+            perms,
+        })
+    }
+
+    pub fn encode(&self) -> [u8; HEADER_LEN] {
+        encode_frame(self.req_id, self.status as u32, self.perms)
+    }
+}
+
+/// The header of NEEDLE_REPLY: `req_id u64 | status i32 | meta_len u32`, then the needle's
+/// metadata (`NeedleMeta`, `meta_len` bytes of it are meaningful) in the same header. `status`
+/// is 0 on success (the data is the needle's data) or a negative `ResultCode`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct NeedleReplyHeader {
+    pub req_id: u64,
+    pub status: i32,
+    pub meta_len: u32,
+}
+
+impl NeedleReplyHeader {
+    /// Parses the first 16 bytes of a header; returns them with the metadata bytes after them.
+    pub fn parse(b: &[u8]) -> Option<(Self, &[u8])> {
+        let (req_id, status, meta_len) = parse_frame(b)?;
+        let h = Self {
+            req_id,
+            status: status as i32,
+            meta_len,
+        };
+        Some((h, &b[HEADER_LEN..]))
+    }
+
+    /// The fixed 16 bytes (the metadata follows them in the same header).
+    pub fn encode(&self) -> [u8; HEADER_LEN] {
+        encode_frame(self.req_id, self.status as u32, self.meta_len)
     }
 }
 
@@ -241,11 +335,33 @@ mod tests {
 
     #[test]
     fn header_lengths() {
-        let h = MsgHeader { req_id: 1, a: 2, b: 3 };
-        assert_eq!(MsgHeader::parse(&h.encode(), false), Some(h));
-        assert_eq!(MsgHeader::parse(&h.encode()[..15], false), None);
-        assert_eq!(MsgHeader::parse(&[0u8; 17], false), None);
-        assert!(MsgHeader::parse(&[0u8; 20], true).is_some());
+        let h = RequestHeader {
+            req_id: 1,
+            service: 2,
+            resp_cap: 3,
+        };
+        assert_eq!(RequestHeader::parse(&h.encode()), Some(h));
+        assert_eq!(RequestHeader::parse(&h.encode()[..15]), None);
+        assert_eq!(RequestHeader::parse(&[0u8; 17]), None);
+        let r = ReplyHeader { req_id: 4, status: -3 };
+        assert_eq!(ReplyHeader::parse(&r.encode()), Some(r));
+        assert_eq!(ReplyHeader::parse(&h.encode()), None, "a reply's reserved word is 0");
+        let i = InfoHeader {
+            req_id: 5,
+            status: 0,
+            perms: 3,
+        };
+        assert_eq!(InfoHeader::parse(&i.encode()), Some(i));
+        let n = NeedleReplyHeader {
+            req_id: 6,
+            status: 0,
+            meta_len: 4,
+        };
+        let mut b = n.encode().to_vec();
+        b.extend_from_slice(b"meta");
+        assert_eq!(NeedleReplyHeader::parse(&b), Some((n, &b"meta"[..])));
+        assert!(NeedleReplyHeader::parse(&[0u8; 20]).is_some());
+        assert_eq!(NeedleReplyHeader::parse(&[0u8; 15]), None);
         assert_eq!(ExportDescriptor::parse(&[0u8; 16]), None);
         let r = ExportRefHeader {
             req_id: 1,
@@ -260,8 +376,13 @@ mod tests {
     proptest! {
         #[test]
         fn parsers_never_panic_and_roundtrip(b in proptest::collection::vec(any::<u8>(), 0..120)) {
-            if let Some(h) = MsgHeader::parse(&b, false) { prop_assert_eq!(&h.encode()[..], &b[..]); }
-            let _ = MsgHeader::parse(&b, true);
+            if let Some(h) = RequestHeader::parse(&b) { prop_assert_eq!(&h.encode()[..], &b[..]); }
+            if let Some(h) = ReplyHeader::parse(&b) { prop_assert_eq!(&h.encode()[..], &b[..]); }
+            if let Some(h) = InfoHeader::parse(&b) { prop_assert_eq!(&h.encode()[..], &b[..]); }
+            if let Some((h, meta)) = NeedleReplyHeader::parse(&b) {
+                prop_assert_eq!(&h.encode()[..], &b[..HEADER_LEN]);
+                prop_assert_eq!(meta, &b[HEADER_LEN..]);
+            }
             if let Some(h) = NeedleRequestHeader::parse(&b) { prop_assert_eq!(&h.encode()[..], &b[..]); }
             if let Some(d) = ExportDescriptor::parse(&b) { prop_assert_eq!(d.encode(), b.clone()); }
             if let Some(r) = ExportRefHeader::parse(&b) { prop_assert_eq!(&r.encode()[..], &b[..]); }

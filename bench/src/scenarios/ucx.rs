@@ -15,12 +15,14 @@ use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
 use std::ptr::NonNull;
+use std::sync::Arc;
 
 use engine::ucx::{AmData, Context, Endpoint, Listener, Registration, RemoteKey, Started, Worker, WorkerEvent};
 use hdrhistogram::Histogram;
 use ring_client::{Session, SessionOptions};
 use ring_proto::entry::service;
-use ring_proto::{opcode, Cqe, ResultCode, Sqe};
+use ring_proto::wire::{am, ReplyHeader, RequestHeader};
+use ring_proto::{opcode, Cqe, ResultCode, SharedArea, SharedMemory, SharedRange, Sqe};
 use serde_json::{Map, Value};
 
 use super::ring::stall_context;
@@ -97,24 +99,8 @@ impl Scenario for AmRtt {
     }
 }
 
-/// Active-message ids and header layout of the engine's wire protocol (SPEC.md §13).
-const AM_REQUEST: u16 = 1;
-const AM_REPLY: u16 = 2;
-
-fn header(id: u64, a: u32, b: u32) -> [u8; 16] {
-    let mut h = [0u8; 16];
-    h[..8].copy_from_slice(&id.to_le_bytes());
-    h[8..12].copy_from_slice(&a.to_le_bytes());
-    h[12..].copy_from_slice(&b.to_le_bytes());
-    h
-}
-
-fn header_id(h: &[u8]) -> Option<u64> {
-    (h.len() == 16).then(|| u64::from_le_bytes(h[..8].try_into().expect("8 bytes")))
-}
-
-/// Sends in flight per direction: header and data slots are reused round-robin, and a slot
-/// is reused only once UCX reported its send done.
+/// Sends in flight per direction: slots are reused round-robin, and a slot is reused only
+/// once UCX reported its send done (the worker holds each send's header and data until then).
 const SLOTS: usize = 4;
 
 /// A raw UCX baseline: `ucx.raw_am_rtt.<tls>` ([`RawPair`]) or `ucx.raw_read_bw.<tls>`
@@ -279,8 +265,8 @@ impl Scenario for RawUcx {
     }
 }
 
-/// The two workers and their endpoints. Header and data buffers are boxed: UCX may read
-/// them until the send is done, whatever happens to the struct meanwhile.
+/// The two workers and their endpoints. Headers and data are handed to the worker, which
+/// keeps them until UCX is done with them.
 struct RawPair {
     // Endpoints and the listener are closed in `Drop` before the workers go.
     client_ep: Option<Endpoint>,
@@ -289,10 +275,6 @@ struct RawPair {
     client: Worker,
     server: Worker,
     addr: SocketAddr,
-    payload: Box<[u8; 8]>,
-    req_headers: Box<[[u8; 16]; SLOTS]>,
-    reply_headers: Box<[[u8; 16]; SLOTS]>,
-    reply_data: Box<[[u8; 8]; SLOTS]>,
     req_busy: [bool; SLOTS],
     reply_busy: [bool; SLOTS],
     seq: u64,
@@ -302,8 +284,8 @@ impl RawPair {
     fn new(tls: Tls) -> Result<Self> {
         let ctx = Context::new(Some(tls.transports()), Some(tls.net_devices()))
             .map_err(|e| format!("UCX context ({}): {e}", tls.transports()))?;
-        let mut server = Worker::new(ctx.clone(), &[AM_REQUEST]).map_err(|e| format!("UCX server worker: {e}"))?;
-        let client = Worker::new(ctx, &[AM_REPLY]).map_err(|e| format!("UCX client worker: {e}"))?;
+        let mut server = Worker::new(ctx.clone(), &[am::REQUEST]).map_err(|e| format!("UCX server worker: {e}"))?;
+        let client = Worker::new(ctx, &[am::REPLY]).map_err(|e| format!("UCX client worker: {e}"))?;
         let listener = server
             .listen(SocketAddr::from(([127, 0, 0, 1], 0)))
             .map_err(|e| format!("UCX listen on 127.0.0.1: {e}"))?;
@@ -315,10 +297,6 @@ impl RawPair {
             client,
             server,
             addr,
-            payload: Box::new(PAYLOAD),
-            req_headers: Box::new([[0; 16]; SLOTS]),
-            reply_headers: Box::new([[0; 16]; SLOTS]),
-            reply_data: Box::new([[0; 8]; SLOTS]),
             req_busy: [false; SLOTS],
             reply_busy: [false; SLOTS],
             seq: 0,
@@ -418,10 +396,6 @@ impl RawPair {
             server_ep,
             client,
             server,
-            payload,
-            req_headers,
-            reply_headers,
-            reply_data,
             req_busy,
             reply_busy,
             seq,
@@ -443,21 +417,21 @@ impl RawPair {
             fail_if(&mut failed)?;
             guard.turn(|| format!("waiting for the send of request {} to complete", id - SLOTS as u64))?;
         }
-        req_headers[slot] = header(id, service::ECHO, PAYLOAD.len() as u32);
-        // SAFETY: the header slot and the payload are boxed in `self` and stay unchanged until
-        // UCX reports the send done (`req_busy`), or until the endpoints are closed in Drop.
-        let st = unsafe {
-            client.am_send(
+        let header = RequestHeader {
+            req_id: id,
+            service: service::ECHO,
+            resp_cap: PAYLOAD.len() as u32,
+        };
+        let st = client
+            .am_send(
                 client_ep,
-                AM_REQUEST,
-                &req_headers[slot],
-                payload.as_ptr(),
-                payload.len(),
+                am::REQUEST,
+                Box::new(header.encode()),
+                PAYLOAD.to_vec(),
                 true,
                 slot as u64,
             )
-        }
-        .map_err(|e| format!("UCX request send: {e}"))?;
+            .map_err(|e| format!("UCX request send: {e}"))?;
         req_busy[slot] = st == Started::InProgress;
 
         // Server: take the REQUEST, answer REPLY on the endpoint it came on.
@@ -467,9 +441,9 @@ impl RawPair {
                 client.progress(&mut |ev| on_send_done(ev, req_busy, &mut failed));
             }
             server.progress(&mut |ev| match ev {
-                WorkerEvent::Am(m) if m.id == AM_REQUEST => match (header_id(m.header), m.data) {
-                    (Some(rid), AmData::Eager(d)) if d.len() == 8 => {
-                        request = Some((rid, d.try_into().expect("8 bytes"), m.reply_ep));
+                WorkerEvent::Am(m) if m.id == am::REQUEST => match (RequestHeader::parse(m.header), m.data) {
+                    (Some(h), AmData::Eager(d)) if d.len() == 8 => {
+                        request = Some((h.req_id, d.try_into().expect("8 bytes"), m.reply_ep));
                     }
                     _ => failed = Some("the server got a malformed or non-eager request".into()),
                 },
@@ -494,21 +468,17 @@ impl RawPair {
             fail_if(&mut failed)?;
             guard.turn(|| format!("waiting for the send of reply {} to complete", id - SLOTS as u64))?;
         }
-        reply_headers[slot] = header(rid, 0, 0);
-        reply_data[slot] = data;
-        // SAFETY: as for the request: boxed slots, unchanged until `reply_busy` clears.
-        let st = unsafe {
-            server.am_send(
+        let header = ReplyHeader { req_id: rid, status: 0 };
+        let st = server
+            .am_send(
                 server_ep,
-                AM_REPLY,
-                &reply_headers[slot],
-                reply_data[slot].as_ptr(),
-                8,
+                am::REPLY,
+                Box::new(header.encode()),
+                data.to_vec(),
                 false,
                 slot as u64,
             )
-        }
-        .map_err(|e| format!("UCX reply send: {e}"))?;
+            .map_err(|e| format!("UCX reply send: {e}"))?;
         reply_busy[slot] = st == Started::InProgress;
 
         // Client: take the REPLY.
@@ -518,9 +488,9 @@ impl RawPair {
                 server.progress(&mut |ev| on_send_done(ev, reply_busy, &mut failed));
             }
             client.progress(&mut |ev| match ev {
-                WorkerEvent::Am(m) if m.id == AM_REPLY => match (header_id(m.header), m.data) {
-                    (Some(rid), AmData::Eager(d)) if d.len() == 8 => {
-                        reply = Some((rid, d.try_into().expect("8 bytes")))
+                WorkerEvent::Am(m) if m.id == am::REPLY => match (ReplyHeader::parse(m.header), m.data) {
+                    (Some(h), AmData::Eager(d)) if d.len() == 8 && h.status == 0 => {
+                        reply = Some((h.req_id, d.try_into().expect("8 bytes")))
                     }
                     _ => failed = Some("the client got a malformed or non-eager reply".into()),
                 },
@@ -837,15 +807,30 @@ impl Scenario for ReadBw {
 }
 
 /// Anonymous shared memory (like a session region, which is a shared mapping), in 2 MiB huge
-/// pages when enough are free, as the engine maps sessions under `hugepages = prefer`.
+/// pages when enough are free, as the engine maps sessions under `hugepages = prefer`. Its
+/// bytes are reached only through its [`SharedArea`] (checked copies; UCX gets its ranges as
+/// [`SharedRange`]s, which keep the mapping alive while UCX may use them).
 struct Mapping {
+    area: SharedArea,
     base: NonNull<u8>,
     len: usize,
     huge: bool,
 }
 
+// SAFETY: the mapping is plain shared memory reached only through the SharedArea (atomic
+// copies) and UCX; the raw base pointer is kept only to unmap it.
+unsafe impl Send for Mapping {}
+// SAFETY: as above.
+unsafe impl Sync for Mapping {}
+
+impl SharedMemory for Mapping {
+    fn shared_area(&self) -> &SharedArea {
+        &self.area
+    }
+}
+
 impl Mapping {
-    fn new(len: usize) -> Result<Self> {
+    fn new(len: usize) -> Result<Arc<Self>> {
         let prot = libc::PROT_READ | libc::PROT_WRITE;
         let flags = libc::MAP_SHARED | libc::MAP_ANONYMOUS;
         // SAFETY: a fresh anonymous mapping; no existing memory is touched.
@@ -859,20 +844,22 @@ impl Mapping {
             }
         }
         let base = NonNull::new(p.cast::<u8>()).ok_or("mmap returned null")?;
-        Ok(Self { base, len, huge })
+        // SAFETY: `len` bytes mapped read-write, unmapped only when the Mapping (which owns the
+        // area) is dropped; no Rust slice over them is ever made.
+        let area = unsafe { SharedArea::new(base, len) };
+        Ok(Arc::new(Self { area, base, len, huge }))
     }
 
-    fn as_mut_slice(&mut self) -> &mut [u8] {
-        // SAFETY: our own mapping of `len` bytes; `&mut self` is the only access from Rust
-        // (UCX writes into it only while a get is in flight, and the caller does not hold
-        // this slice then).
-        unsafe { std::slice::from_raw_parts_mut(self.base.as_ptr(), self.len) }
+    /// The address of byte `offset` (what a peer names in a get).
+    fn addr(&self, offset: usize) -> u64 {
+        self.area.range(offset, 0).expect("offset inside the mapping").addr()
     }
 }
 
 impl Drop for Mapping {
     fn drop(&mut self) {
-        // SAFETY: our own mapping, unmapped once, after its registration was dropped.
+        // SAFETY: our own mapping, unmapped once, when nothing holds it any more (the
+        // registrations and UCX's operations hold it through SharedRanges).
         unsafe { libc::munmap(self.base.as_ptr().cast(), self.len) };
     }
 }
@@ -893,8 +880,8 @@ struct RawRead {
     dst_reg: Option<Registration>,
     client: Worker,
     server: Worker,
-    src: Mapping,
-    dst: Mapping,
+    src: Arc<Mapping>,
+    dst: Arc<Mapping>,
     addr: SocketAddr,
     lanes: String,
     seq: u64,
@@ -925,20 +912,21 @@ impl RawRead {
             lanes: String::new(),
             seq: 0,
         };
-        fill_pattern(r.src.as_mut_slice(), 0);
-        r.dst.as_mut_slice().fill(0xee);
-        // SAFETY: both mappings live in `r` and are unmapped only after the registrations
-        // (dropped first in `Drop`).
-        unsafe {
-            r.src_reg = Some(
-                ctx.register(r.src.base.as_ptr(), r.src.len)
-                    .map_err(|e| format!("UCX registration of the source: {e}"))?,
-            );
-            r.dst_reg = Some(
-                ctx.register(r.dst.base.as_ptr(), r.dst.len)
-                    .map_err(|e| format!("UCX registration of the destination: {e}"))?,
-            );
+        let mut piece = vec![0u8; READ_BYTES];
+        for k in 0..EXPORT_BYTES / READ_BYTES {
+            fill_pattern(&mut piece, k * READ_BYTES);
+            r.src.area.copy_in(k * READ_BYTES, &piece).expect("inside the source");
         }
+        r.dst.area.fill(0, r.dst.len, 0xee).expect("inside the destination");
+        // The registrations hold the mappings.
+        r.src_reg = Some(
+            ctx.register(SharedRange::whole(r.src.clone()))
+                .map_err(|e| format!("UCX registration of the source: {e}"))?,
+        );
+        r.dst_reg = Some(
+            ctx.register(SharedRange::whole(r.dst.clone()))
+                .map_err(|e| format!("UCX registration of the destination: {e}"))?,
+        );
         establish(&mut r.client, &mut r.server, addr, &mut r.client_ep, &mut r.server_ep)?;
         let packed = r
             .src_reg
@@ -948,11 +936,15 @@ impl RawRead {
             .map_err(|e| format!("UCX rkey pack: {e}"))?;
         r.rkey = Some(
             r.client
-                .unpack_rkey(r.client_ep.as_ref().expect("connected"), &packed)
+                .unpack_rkey(
+                    r.client_ep.as_ref().expect("connected"),
+                    &packed,
+                    r.src.addr(0)..r.src.addr(0) + EXPORT_BYTES as u64,
+                )
                 .map_err(|e| format!("UCX rkey unpack: {e}"))?,
         );
         // Once, before any measurement: one get, every byte checked.
-        let remote = r.src.base.as_ptr() as u64 + PROBE_PIECE * READ_BYTES as u64;
+        let remote = r.src.addr(0) + PROBE_PIECE * READ_BYTES as u64;
         if !r.get(PROBE_SLOT, remote)? {
             let mut done = false;
             let mut guard = SpinGuard::new();
@@ -963,7 +955,7 @@ impl RawRead {
         }
         let at = slot_offset(PROBE_SLOT);
         check_pattern(
-            &r.dst.as_mut_slice()[at..at + READ_BYTES],
+            &r.dst.area.read_vec(at, READ_BYTES).expect("inside the destination"),
             PROBE_PIECE as usize * READ_BYTES,
             "the first raw get",
         )?;
@@ -977,15 +969,14 @@ impl RawRead {
         let ep = self.client_ep.as_ref().expect("connected");
         let rkey = self.rkey.as_ref().expect("unpacked");
         assert!(slot < READ_DEPTH);
-        // SAFETY: the slot is inside `dst` (slot < READ_DEPTH), which stays mapped and
-        // registered until the endpoints are closed in Drop; a slot gets a new get only
-        // after its previous one completed; the key belongs to the server, the endpoint's
-        // peer, and is destroyed only in Drop, before the endpoint closes.
-        let st = unsafe {
-            let dst = self.dst.base.as_ptr().add(slot_offset(slot));
-            self.client.get(ep, dst, READ_BYTES, remote, rkey, slot as u64)
-        }
-        .map_err(|e| format!("UCX get: {e}"))?;
+        // The slot's range holds `dst` mapped until the get is done; a slot gets a new get
+        // only after its previous one completed; the key belongs to the server, the
+        // endpoint's peer.
+        let dst = SharedRange::new(self.dst.clone(), slot_offset(slot), READ_BYTES).map_err(|e| e.to_string())?;
+        let st = self
+            .client
+            .get(ep, dst, remote, rkey, slot as u64)
+            .map_err(|e| format!("UCX get: {e}"))?;
         Ok(st == Started::Done)
     }
 }
@@ -1004,7 +995,7 @@ fn lanes_of(info: &str) -> String {
 impl Pipeline for RawRead {
     fn start(&mut self, slot: usize) -> Result<bool> {
         self.seq += 1;
-        let remote = self.src.base.as_ptr() as u64 + remote_offset(self.seq);
+        let remote = self.src.addr(0) + remote_offset(self.seq);
         self.get(slot, remote)
     }
 
@@ -1081,12 +1072,17 @@ mod tests {
 
     #[test]
     fn headers_follow_the_wire_protocol() {
-        let h = header(0x0102_0304_0506_0708, 1, 8);
+        let h = RequestHeader {
+            req_id: 0x0102_0304_0506_0708,
+            service: 1,
+            resp_cap: 8,
+        }
+        .encode();
         assert_eq!(&h[..8], &[8, 7, 6, 5, 4, 3, 2, 1]);
         assert_eq!(&h[8..12], &[1, 0, 0, 0]);
         assert_eq!(&h[12..], &[8, 0, 0, 0]);
-        assert_eq!(header_id(&h), Some(0x0102_0304_0506_0708));
-        assert_eq!(header_id(&h[..15]), None);
+        assert_eq!(RequestHeader::parse(&h).map(|h| h.req_id), Some(0x0102_0304_0506_0708));
+        assert_eq!(RequestHeader::parse(&h[..15]), None);
     }
 
     #[test]
@@ -1154,7 +1150,7 @@ mod tests {
             // Every slot holds some piece of the export.
             for slot in 0..READ_DEPTH {
                 let at = slot_offset(slot);
-                let got = r.dst.as_mut_slice()[at..at + READ_BYTES].to_vec();
+                let got = r.dst.area.read_vec(at, READ_BYTES).unwrap();
                 let piece = (0..EXPORT_BYTES / READ_BYTES).find(|k| check_pattern(&got, k * READ_BYTES, "x").is_ok());
                 assert!(piece.is_some(), "slot {slot} holds no piece of the export");
             }

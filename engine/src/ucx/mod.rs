@@ -1,15 +1,18 @@
 //! The engine's only door to UCX: a small safe wrapper over `ucx1-sys`. All `unsafe` UCX
 //! calls live in this module; the rest of the engine sees [`Context`], [`Worker`],
-//! [`Endpoint`] and [`Listener`] and plain Rust callbacks.
+//! [`Endpoint`] and [`Listener`] and plain Rust callbacks, and hands UCX memory as values it
+//! keeps until UCX is done with them ([`mem`]).
 
 mod ffi;
+pub mod mem;
 pub mod runtime;
 mod worker;
 
 use std::ffi::CString;
 use std::sync::Arc;
 
-pub use worker::{AmData, Endpoint, EpKey, Listener, RemoteKey, RndvData, Started, Worker, WorkerEvent};
+pub use mem::{ArcBytes, ReadMem, RecvBuf, WriteMem};
+pub use worker::{AmData, AmMessage, Endpoint, EpKey, Listener, RemoteKey, RndvData, Started, Worker, WorkerEvent};
 
 /// A UCX status that is an error, as a Rust value. Unknown codes (a newer libucp) are kept as
 /// numbers rather than trusted to an enum.
@@ -144,12 +147,15 @@ pub fn live_registrations() -> usize {
     LIVE_REGISTRATIONS.load(std::sync::atomic::Ordering::Relaxed)
 }
 
-/// Memory registered with UCX (pinned for RDMA where the transport needs it). Unregistered
-/// on drop; the memory itself must outlive the registration.
+/// Memory registered with UCX (pinned for RDMA where the transport needs it). Holds the
+/// memory until it is unregistered, on drop.
 pub struct Registration {
     memh: ucx1_sys::ucp_mem_h,
     context: Arc<Context>,
     pub len: usize,
+    addr: u64,
+    /// Dropped after the unregistration (Drop), so the memory outlives it.
+    mem: Option<Box<dyn std::any::Any + Send + Sync>>,
 }
 
 // Safety: a memory handle is a context-level object; the context is created for use from
@@ -159,12 +165,10 @@ unsafe impl Send for Registration {}
 unsafe impl Sync for Registration {}
 
 impl Context {
-    /// Registers `len` bytes at `addr` with UCX.
-    ///
-    /// # Safety
-    /// The memory must stay mapped until the returned registration is dropped.
-    pub unsafe fn register(self: &Arc<Self>, addr: *mut u8, len: usize) -> Result<Registration, UcxError> {
+    /// Registers `mem` with UCX; the registration holds it until dropped.
+    pub fn register<M: mem::WriteMem + Send + Sync>(self: &Arc<Self>, mem: M) -> Result<Registration, UcxError> {
         use ucx1_sys::*;
+        let (addr, len) = (mem.as_mut_ptr(), mem.len());
         // Safety: plain data.
         let mut p: ucp_mem_map_params_t = unsafe { std::mem::zeroed() };
         p.field_mask = (ucp_mem_map_params_field::UCP_MEM_MAP_PARAM_FIELD_ADDRESS
@@ -173,18 +177,26 @@ impl Context {
         p.address = addr as *mut std::os::raw::c_void;
         p.length = len as size_t;
         let mut memh: ucp_mem_h = std::ptr::null_mut();
-        // Safety: live context; the caller keeps the memory mapped; memh is an out-pointer.
+        // Safety: live context; the memory stays mapped while the registration holds it
+        // (WriteMem's contract); memh is an out-pointer.
         check(unsafe { ffi::ucp_mem_map(self.raw, &p, &mut memh) })?;
         LIVE_REGISTRATIONS.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         Ok(Registration {
             memh,
             context: self.clone(),
             len,
+            addr: addr as u64,
+            mem: Some(Box::new(mem)),
         })
     }
 }
 
 impl Registration {
+    /// Where the registered memory starts (the address peers name in gets and puts).
+    pub fn addr(&self) -> u64 {
+        self.addr
+    }
+
     /// The remote key peers need to access this memory with one-sided get/put.
     pub fn pack_rkey(&self) -> Result<Vec<u8>, UcxError> {
         let mut buf: *mut std::os::raw::c_void = std::ptr::null_mut();
@@ -205,6 +217,8 @@ impl Drop for Registration {
         // error here (there is none to handle) would only leak the registration.
         let _ = unsafe { ffi::ucp_mem_unmap(self.context.raw, self.memh) };
         LIVE_REGISTRATIONS.fetch_sub(1, std::sync::atomic::Ordering::Relaxed);
+        // Only now may the memory go.
+        drop(self.mem.take());
     }
 }
 
@@ -254,11 +268,10 @@ mod loopback_tests {
         let mut rndv: Vec<RndvData> = Vec::new();
         let mut sends_done = 0;
         let mut accepted = Vec::new();
-        // Safety: both buffers live until the end of the test, after the sends completed.
-        let s1 = unsafe { w.am_send(&ep, 7, b"h1", small.as_ptr(), small.len(), true, 1) }.unwrap();
-        let s2 = unsafe { w.am_send(&ep, 7, b"h2", big.as_ptr(), big.len(), true, 2) }.unwrap();
+        let s1 = w.am_send(&ep, 7, Box::new(*b"h1"), small.clone(), true, 1).unwrap();
+        let s2 = w.am_send(&ep, 7, Box::new(*b"h2"), big.clone(), true, 2).unwrap();
         sends_done += (s1 == Started::Done) as usize + (s2 == Started::Done) as usize;
-        let mut big_in = vec![0u8; big.len()];
+        let big_in = RecvBuf::new(big.len());
         let mut recv_done = false;
         let deadline = Instant::now() + Duration::from_secs(20);
         while !(got.len() == 2 && sends_done == 2 && recv_done) {
@@ -289,8 +302,7 @@ mod loopback_tests {
                 accepted.push(w.accept(req).expect("accept"));
             }
             for r in rndv.drain(..) {
-                // Safety: big_in outlives the receive (we wait for RecvDone below).
-                let st = unsafe { w.recv_rndv(r, big_in.as_mut_ptr(), 9) }.unwrap();
+                let st = w.recv_rndv_into(r, &big_in, 9).unwrap();
                 if st == Started::Done {
                     recv_done = true;
                 }
@@ -303,7 +315,10 @@ mod loopback_tests {
         let eager_big = got.iter().find(|(h, _)| h == b"h2").unwrap();
         if eager_big.1.is_empty() {
             eprintln!("1 MiB came by rendezvous");
-            assert!(big_in == big, "rendezvous bytes differ");
+            assert!(
+                big_in.into_vec().expect("receive done") == big,
+                "rendezvous bytes differ"
+            );
         } else {
             assert!(eager_big.1 == big, "eager bytes differ");
         }
@@ -321,11 +336,10 @@ mod loopback_tests {
     #[test]
     fn registration_of_shared_memory_and_release() {
         let ctx = Context::new(Some("tcp"), Some("lo")).expect("UCX context");
-        let mut mem = vec![0u8; 1 << 20];
         let before = live_registrations();
         for _ in 0..100 {
-            // Safety: `mem` outlives each registration (dropped at the end of the iteration).
-            let r = unsafe { ctx.register(mem.as_mut_ptr(), mem.len()) }.expect("register");
+            let mem = RecvBuf::new(1 << 20);
+            let r = ctx.register(mem).expect("register");
             assert_eq!(r.len, 1 << 20);
         }
         assert_eq!(live_registrations(), before, "every registration released");

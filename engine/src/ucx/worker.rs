@@ -6,6 +6,13 @@
 //! bytes can be copied straight into a client's buffer) without any UCX call being made from
 //! inside a callback: work that needs UCX (replies, rendezvous receives, accepting
 //! connections) is done by the caller after `progress` returns.
+//!
+//! Memory: every operation that outlives its call (send, rendezvous receive, get, put, flush)
+//! takes what UCX may read or write by value (`mem.rs`: an owned buffer, or a checked
+//! `SharedRange` that holds its region) and the worker keeps it, with the header and remote
+//! key, in a slot whose index is the request's user data, until the completion callback (or
+//! the close of its endpoint, which completes it) releases it. So the API is safe: no caller
+//! can free or unmap memory UCX still uses.
 
 use std::cell::RefCell;
 use std::net::SocketAddr;
@@ -16,6 +23,7 @@ use std::sync::Arc;
 use ucx1_sys::*;
 
 use super::ffi::{self, raw_status};
+use super::mem::{ReadMem, RecvBuf, WriteMem};
 use super::{check, Context, UcxError};
 
 /// What happened during [`Worker::progress`].
@@ -24,9 +32,9 @@ pub enum WorkerEvent<'a> {
     /// call; rendezvous data must be fetched with [`Worker::recv_rndv`] (or is released when
     /// the [`AmData::Rndv`] is dropped).
     Am(AmMessage<'a>),
-    /// A send started by [`Worker::am_send`] finished.
+    /// A send ([`Worker::am_send`]), get, put or flush finished; what it held is released.
     SendDone { token: u64, result: Result<(), UcxError> },
-    /// A rendezvous receive started by [`Worker::recv_rndv`] finished.
+    /// A rendezvous receive started by [`Worker::recv_rndv`] finished; its buffer is released.
     RecvDone {
         token: u64,
         result: Result<usize, UcxError>,
@@ -97,6 +105,44 @@ struct CallbackCtx {
     handler: Option<*mut (dyn for<'a> FnMut(WorkerEvent<'a>) + 'static)>,
     conn_requests: Vec<ucp_conn_request_h>,
     worker: ucp_worker_h,
+    /// What operations in flight hold (their memory, header, remote key), by the slot UCX
+    /// passes back to the completion callback as its user data.
+    ops: Vec<Option<InFlight>>,
+    /// Free slots of `ops`.
+    free: Vec<usize>,
+    /// Holdings of operations that completed during the current `progress`, dropped when it
+    /// returns (dropping them may call UCX: a registration, a remote key).
+    finished: Vec<InFlight>,
+}
+
+/// What an operation in flight keeps alive until UCX is done with it.
+struct InFlight {
+    /// The caller's token, reported in the completion event.
+    token: u64,
+    _header: Option<Box<[u8]>>,
+    _mem: Option<Box<dyn ReadMem>>,
+    _rkey: Option<RemoteKey>,
+}
+
+impl CallbackCtx {
+    fn hold(&mut self, op: InFlight) -> usize {
+        match self.free.pop() {
+            Some(i) => {
+                self.ops[i] = Some(op);
+                i
+            }
+            None => {
+                self.ops.push(Some(op));
+                self.ops.len() - 1
+            }
+        }
+    }
+
+    fn release(&mut self, slot: usize) -> Option<InFlight> {
+        let op = self.ops.get_mut(slot)?.take()?;
+        self.free.push(slot);
+        Some(op)
+    }
 }
 
 pub struct Worker {
@@ -140,6 +186,9 @@ impl Worker {
             handler: None,
             conn_requests: Vec::new(),
             worker: raw,
+            ops: Vec::new(),
+            free: Vec::new(),
+            finished: Vec::new(),
         })));
         let mut efd = -1;
         let mut w = Self {
@@ -204,8 +253,37 @@ impl Worker {
         }
         CURRENT.with(|c| c.set(outer));
         // Safety: as above.
-        unsafe { (*self.ctx).borrow_mut().handler = None };
+        let finished = unsafe {
+            let mut ctx = (*self.ctx).borrow_mut();
+            ctx.handler = None;
+            std::mem::take(&mut ctx.finished)
+        };
+        // Outside every UCX call and borrow: dropping memory may unregister or unmap it.
+        drop(finished);
         any
+    }
+
+    /// Starts an operation that holds `op` until UCX is done with it: `start` gets the
+    /// request parameters (completion callback and slot) and returns UCX's status pointer.
+    fn start_op(
+        &mut self,
+        op: InFlight,
+        recv: bool,
+        start: impl FnOnce(&ucp_request_param_t) -> *mut c_void,
+    ) -> Result<Started, UcxError> {
+        // Safety: ctx is live; no borrow is held outside progress, and this is not called
+        // from a callback (the handler must not call back into the worker).
+        let slot = unsafe { (*self.ctx).borrow_mut().hold(op) };
+        let p = if recv { recv_param(slot) } else { send_param(slot) };
+        let r = start(&p);
+        let st = started(r);
+        if st != Ok(Started::InProgress) {
+            // Done at once, or failed to start: no callback will come, UCX let go already.
+            // Safety: as above.
+            let op = unsafe { (*self.ctx).borrow_mut().release(slot) };
+            drop(op);
+        }
+        st
     }
 
     /// Connection requests that arrived on a listener, to be accepted with
@@ -303,131 +381,160 @@ impl Worker {
         Ok(Endpoint { raw })
     }
 
-    /// Sends an active message. `header` and `data` must stay valid and unchanged until the
-    /// send is done (`Started::Done`, or the `SendDone` event with `token`): UCX 1.12 reads
-    /// the header lazily too.
-    ///
-    /// # Safety
-    /// `header` and `data` (`len` readable bytes) must stay valid until completion.
-    #[allow(clippy::too_many_arguments)] // one per field of the UCX call; a struct would only rename them
-    pub unsafe fn am_send(
+    /// Sends an active message: `header` and `data` are kept until the send is done
+    /// (`Started::Done`, or the `SendDone` event with `token`), or its endpoint was closed.
+    /// With `reply`, the peer gets this endpoint to answer on.
+    pub fn am_send(
         &mut self,
         ep: &Endpoint,
         id: u16,
-        header: &[u8],
-        data: *const u8,
-        len: usize,
+        header: Box<[u8]>,
+        data: impl ReadMem,
         reply: bool,
         token: u64,
     ) -> Result<Started, UcxError> {
-        // Safety: plain data.
-        let mut p: ucp_request_param_t = unsafe { std::mem::zeroed() };
-        p.op_attr_mask = ucp_op_attr_t::UCP_OP_ATTR_FIELD_CALLBACK as u32
-            | ucp_op_attr_t::UCP_OP_ATTR_FIELD_USER_DATA as u32
-            | ucp_op_attr_t::UCP_OP_ATTR_FIELD_FLAGS as u32;
-        p.flags = if reply {
+        let (hptr, hlen) = (header.as_ptr(), header.len());
+        let (dptr, dlen) = (data.as_ptr(), data.len());
+        let op = InFlight {
+            token,
+            _header: Some(header),
+            _mem: Some(Box::new(data)),
+            _rkey: None,
+        };
+        let flags = if reply {
             ucp_send_am_flags::UCP_AM_SEND_FLAG_REPLY.0
         } else {
             0
         };
-        // Safety: same ABI as ucp_send_nbx_callback_t (status received as i8, see ffi.rs).
-        p.cb.send = Some(unsafe {
-            std::mem::transmute::<ffi::SendCallback, unsafe extern "C" fn(*mut c_void, ucs_status_t, *mut c_void)>(
-                send_callback,
-            )
-        });
-        p.user_data = token as usize as *mut c_void;
-        // Safety: live ep of this worker; the header and data contract is the caller's.
-        let r = unsafe {
-            ucp_am_send_nbx(
-                ep.raw,
-                id as u32,
-                header.as_ptr() as *const c_void,
-                header.len() as size_t,
-                data as *const c_void,
-                len as size_t,
-                &p,
-            )
+        self.start_op(op, false, |p| {
+            let mut p = *p;
+            p.op_attr_mask |= ucp_op_attr_t::UCP_OP_ATTR_FIELD_FLAGS as u32;
+            p.flags = flags;
+            // Safety: live ep of this worker; the header and data are held (InFlight) until
+            // UCX is done with them; ReadMem's contract makes them valid for reads.
+            unsafe {
+                ucp_am_send_nbx(
+                    ep.raw,
+                    id as u32,
+                    hptr as *const c_void,
+                    hlen as size_t,
+                    dptr as *const c_void,
+                    dlen as size_t,
+                    &p,
+                )
+            }
+        })
+    }
+
+    /// Receives rendezvous data into `dst` (at least `data.len` bytes, else `InvalidParam`
+    /// and the data is released), which is kept until the receive is done (`Started::Done`,
+    /// or the `RecvDone` event with `token`).
+    pub fn recv_rndv(&mut self, mut data: RndvData, dst: impl WriteMem, token: u64) -> Result<Started, UcxError> {
+        if dst.len() < data.len {
+            return Err(UcxError::InvalidParam);
+        }
+        let (ptr, len) = (dst.as_mut_ptr(), data.len);
+        let op = InFlight {
+            token,
+            _header: None,
+            _mem: Some(Box::new(dst)),
+            _rkey: None,
         };
-        started(r)
-    }
-
-    /// Receives rendezvous data into `dst`.
-    ///
-    /// # Safety
-    /// `dst` must point to `data.len` writable bytes that stay valid until completion.
-    pub unsafe fn recv_rndv(&mut self, mut data: RndvData, dst: *mut u8, token: u64) -> Result<Started, UcxError> {
-        // Safety: plain data.
-        let mut p: ucp_request_param_t = unsafe { std::mem::zeroed() };
-        p.op_attr_mask =
-            ucp_op_attr_t::UCP_OP_ATTR_FIELD_CALLBACK as u32 | ucp_op_attr_t::UCP_OP_ATTR_FIELD_USER_DATA as u32;
-        // Safety: same ABI as ucp_am_recv_data_nbx_callback_t (status as i8, see ffi.rs).
-        p.cb.recv_am = Some(unsafe {
-            std::mem::transmute::<
-                ffi::RecvDataCallback,
-                unsafe extern "C" fn(*mut c_void, ucs_status_t, size_t, *mut c_void),
-            >(recv_data_callback)
-        });
-        p.user_data = token as usize as *mut c_void;
         let desc = std::mem::replace(&mut data.desc, std::ptr::null_mut());
-        // Safety: desc came from this worker's AM callback and is consumed here exactly once;
-        // the destination contract is the caller's.
-        let r = unsafe { ucp_am_recv_data_nbx(self.raw, desc, dst as *mut c_void, data.len as size_t, &p) };
-        started(r)
+        let raw = self.raw;
+        self.start_op(op, true, |p| {
+            // Safety: desc came from this worker's AM callback and is consumed here exactly
+            // once; the destination holds `len` writable bytes and is kept until UCX is done.
+            unsafe { ucp_am_recv_data_nbx(raw, desc, ptr as *mut c_void, len as size_t, p) }
+        })
     }
 
-    /// Unpacks a peer's remote key for use on `ep`.
-    pub fn unpack_rkey(&mut self, ep: &Endpoint, packed: &[u8]) -> Result<RemoteKey, UcxError> {
+    /// A receive buffer for [`Worker::recv_rndv`] that is returned by `RecvBuf::into_vec`
+    /// after the receive.
+    pub fn recv_rndv_into(&mut self, data: RndvData, buf: &RecvBuf, token: u64) -> Result<Started, UcxError> {
+        self.recv_rndv(data, buf.for_operation(), token)
+    }
+
+    /// Unpacks a peer's remote key for use on `ep`, for the peer's memory at `remote` (its
+    /// addresses, as the peer described its export): gets and puts outside it are refused.
+    pub fn unpack_rkey(
+        &mut self,
+        ep: &Endpoint,
+        packed: &[u8],
+        remote: std::ops::Range<u64>,
+    ) -> Result<RemoteKey, UcxError> {
         let mut raw: ucp_rkey_h = std::ptr::null_mut();
         // Safety: live ep; UCX parses the buffer (its length is implied by its content, which
         // comes from the trusted fabric, see SPEC §13); raw is an out-pointer.
         check(unsafe { ffi::ucp_ep_rkey_unpack(ep.raw, packed.as_ptr() as *const c_void, &mut raw) })?;
-        Ok(RemoteKey { raw })
+        Ok(RemoteKey {
+            inner: std::rc::Rc::new(RkeyInner { raw, remote }),
+        })
     }
 
-    /// One-sided read of `len` bytes at the peer's `remote_addr` into `dst`.
-    ///
-    /// # Safety
-    /// `dst` must point to `len` writable bytes that stay valid until completion, and the
-    /// key must belong to `ep`'s peer and outlive the operation.
-    pub unsafe fn get(
+    /// One-sided read of `dst.len()` bytes at the peer's `remote_addr` into `dst`, which is
+    /// kept (with the key) until the get completes (`Started::Done` or `SendDone { token }`).
+    /// The key must belong to `ep`'s peer; the range must lie inside the key's memory.
+    pub fn get(
         &mut self,
         ep: &Endpoint,
-        dst: *mut u8,
-        len: usize,
+        dst: impl WriteMem,
         remote_addr: u64,
         rkey: &RemoteKey,
         token: u64,
     ) -> Result<Started, UcxError> {
-        let p = send_param(token);
-        // Safety: the caller's contract; live ep of this worker.
-        started(unsafe { ucp_get_nbx(ep.raw, dst as *mut c_void, len as size_t, remote_addr, rkey.raw, &p) })
+        let (ptr, len) = (dst.as_mut_ptr(), dst.len());
+        rkey.check(remote_addr, len)?;
+        let op = InFlight {
+            token,
+            _header: None,
+            _mem: Some(Box::new(dst)),
+            _rkey: Some(rkey.clone()),
+        };
+        let raw_key = rkey.inner.raw;
+        self.start_op(op, false, |p| {
+            // Safety: live ep of this worker; the destination (len writable bytes) and the key
+            // are held until UCX is done; the remote range is inside the key's memory.
+            unsafe { ucp_get_nbx(ep.raw, ptr as *mut c_void, len as size_t, remote_addr, raw_key, p) }
+        })
     }
 
-    /// One-sided write of `len` bytes from `src` to the peer's `remote_addr`.
-    ///
-    /// # Safety
-    /// As for [`Worker::get`], with `src` readable.
-    pub unsafe fn put(
+    /// One-sided write of `src` to the peer's `remote_addr`; as [`Worker::get`]. A put's
+    /// completion is local: [`Worker::flush`] tells when the bytes are at the peer.
+    pub fn put(
         &mut self,
         ep: &Endpoint,
-        src: *const u8,
-        len: usize,
+        src: impl ReadMem,
         remote_addr: u64,
         rkey: &RemoteKey,
         token: u64,
     ) -> Result<Started, UcxError> {
-        let p = send_param(token);
-        // Safety: the caller's contract; live ep of this worker.
-        started(unsafe { ucp_put_nbx(ep.raw, src as *const c_void, len as size_t, remote_addr, rkey.raw, &p) })
+        let (ptr, len) = (src.as_ptr(), src.len());
+        rkey.check(remote_addr, len)?;
+        let op = InFlight {
+            token,
+            _header: None,
+            _mem: Some(Box::new(src)),
+            _rkey: Some(rkey.clone()),
+        };
+        let raw_key = rkey.inner.raw;
+        self.start_op(op, false, |p| {
+            // Safety: as for get, with `len` readable bytes.
+            unsafe { ucp_put_nbx(ep.raw, ptr as *const c_void, len as size_t, remote_addr, raw_key, p) }
+        })
     }
 
     /// Completes (event `SendDone { token }`) once every operation started on `ep` before it
     /// is complete at the peer too: a put is only remotely visible after this.
     pub fn flush(&mut self, ep: &Endpoint, token: u64) -> Result<Started, UcxError> {
-        let p = send_param(token);
+        let op = InFlight {
+            token,
+            _header: None,
+            _mem: None,
+            _rkey: None,
+        };
         // Safety: live ep of this worker; the parameters live for the call.
-        started(unsafe { ucp_ep_flush_nbx(ep.raw, &p) })
+        self.start_op(op, false, |p| unsafe { ucp_ep_flush_nbx(ep.raw, p) })
     }
 
     /// UCX's description of an endpoint's lanes: which transport and device carries what.
@@ -488,7 +595,17 @@ impl Drop for Worker {
             for a in self.am_args.drain(..) {
                 drop(Box::from_raw(a));
             }
-            drop(Box::from_raw(self.ctx));
+            let ctx = Box::from_raw(self.ctx).into_inner();
+            // Operations still held here were never completed (their endpoints were not
+            // closed, against the contract): their memory is released only now, after the
+            // worker, and their remote keys are leaked (destroying one after its worker is
+            // not allowed).
+            for op in ctx.ops.into_iter().flatten().chain(ctx.finished) {
+                if let Some(k) = op._rkey {
+                    std::mem::forget(k);
+                }
+                drop(op._mem);
+            }
         }
     }
 }
@@ -507,21 +624,39 @@ impl Endpoint {
     }
 }
 
-/// A peer's unpacked remote key, valid on the endpoint it was unpacked for; destroy it
-/// before closing that endpoint.
+/// A peer's unpacked remote key, valid on the endpoint it was unpacked for; drop it before
+/// closing that endpoint (gets and puts in flight hold it until they are done). Destroyed
+/// when the last holder lets go.
+#[derive(Clone)]
 pub struct RemoteKey {
-    raw: ucp_rkey_h,
+    inner: std::rc::Rc<RkeyInner>,
 }
 
-impl Drop for RemoteKey {
+struct RkeyInner {
+    raw: ucp_rkey_h,
+    /// The peer's addresses the key is for.
+    remote: std::ops::Range<u64>,
+}
+
+impl RemoteKey {
+    /// Whether `len` bytes at `addr` lie inside the key's memory.
+    fn check(&self, addr: u64, len: usize) -> Result<(), UcxError> {
+        let r = &self.inner.remote;
+        let inside = addr >= r.start && addr.checked_add(len as u64).is_some_and(|end| end <= r.end);
+        inside.then_some(()).ok_or(UcxError::InvalidParam)
+    }
+}
+
+impl Drop for RkeyInner {
     fn drop(&mut self) {
-        // Safety: unpacked by ucp_ep_rkey_unpack, destroyed once.
+        // Safety: unpacked by ucp_ep_rkey_unpack, destroyed once (the last Rc).
         unsafe { ucp_rkey_destroy(self.raw) };
     }
 }
 
-/// Request parameters with our completion callback (reported as `SendDone { token }`).
-fn send_param(token: u64) -> ucp_request_param_t {
+/// Request parameters with our send completion callback and the operation's slot (reported
+/// as `SendDone { token }`).
+fn send_param(slot: usize) -> ucp_request_param_t {
     // Safety: plain data.
     let mut p: ucp_request_param_t = unsafe { std::mem::zeroed() };
     p.op_attr_mask =
@@ -532,7 +667,23 @@ fn send_param(token: u64) -> ucp_request_param_t {
             send_callback,
         )
     });
-    p.user_data = token as usize as *mut c_void;
+    p.user_data = slot as *mut c_void;
+    p
+}
+
+/// Request parameters with our receive completion callback (reported as `RecvDone`).
+fn recv_param(slot: usize) -> ucp_request_param_t {
+    // Safety: plain data.
+    let mut p: ucp_request_param_t = unsafe { std::mem::zeroed() };
+    p.op_attr_mask =
+        ucp_op_attr_t::UCP_OP_ATTR_FIELD_CALLBACK as u32 | ucp_op_attr_t::UCP_OP_ATTR_FIELD_USER_DATA as u32;
+    // Safety: same ABI as ucp_am_recv_data_nbx_callback_t (status as i8, see ffi.rs).
+    p.cb.recv_am = Some(unsafe {
+        std::mem::transmute::<ffi::RecvDataCallback, unsafe extern "C" fn(*mut c_void, ucs_status_t, size_t, *mut c_void)>(
+            recv_data_callback,
+        )
+    });
+    p.user_data = slot as *mut c_void;
     p
 }
 
@@ -711,9 +862,8 @@ thread_local! {
 }
 
 unsafe extern "C" fn send_callback(request: *mut c_void, status: raw_status, user_data: *mut c_void) {
-    let token = user_data as usize as u64;
     let result = check(status);
-    deliver(WorkerEvent::SendDone { token, result });
+    finish(user_data as usize, |token| WorkerEvent::SendDone { token, result });
     // Safety: a completed request handed to our callback; freed exactly once, here.
     unsafe { ucp_request_free(request) };
 }
@@ -724,11 +874,29 @@ unsafe extern "C" fn recv_data_callback(
     length: size_t,
     user_data: *mut c_void,
 ) {
-    let token = user_data as usize as u64;
     let result = check(status).map(|_| length as usize);
-    deliver(WorkerEvent::RecvDone { token, result });
+    finish(user_data as usize, |token| WorkerEvent::RecvDone { token, result });
     // Safety: as in send_callback.
     unsafe { ucp_request_free(request) };
+}
+
+/// An operation completed: its holdings go to `finished` (dropped when `progress` returns)
+/// and its event, with the caller's token, to the handler.
+fn finish(slot: usize, event: impl FnOnce(u64) -> WorkerEvent<'static>) {
+    let ctx = CURRENT.with(|c| c.get());
+    if ctx.is_null() {
+        // Not inside progress (the worker is being destroyed): the holdings stay in the
+        // context, released after the worker.
+        return;
+    }
+    // Safety: CURRENT is set by `progress` to this thread's worker context; no other borrow
+    // of it is alive inside a callback.
+    let op = unsafe { (*(ctx as *const RefCell<CallbackCtx>)).borrow_mut().release(slot) };
+    let Some(op) = op else { return };
+    let token = op.token;
+    // Safety: as above.
+    unsafe { (*(ctx as *const RefCell<CallbackCtx>)).borrow_mut().finished.push(op) };
+    deliver(event(token));
 }
 
 fn deliver(ev: WorkerEvent<'_>) {

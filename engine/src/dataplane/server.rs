@@ -1,0 +1,198 @@
+//! The serving side: what this engine answers to peers. Every request is validated on
+//! arrival. The echo service (AM_REQUEST → AM_REPLY), needle reads from the volume store
+//! (AM_NEEDLE_REQUEST → AM_NEEDLE_REPLY, the data straight from the volume file's mapping),
+//! and export queries (AM_QUERY → AM_INFO).
+
+use std::sync::Arc;
+
+use engine::ucx::{AmData, ArcBytes, EpKey, ReadMem, RecvBuf, Started};
+use ring_proto::entry::service;
+use ring_proto::wire::{
+    am, ExportDescriptor, ExportRefHeader, InfoHeader, NeedleReplyHeader, NeedleRequestHeader, ReplyHeader,
+    RequestHeader, HEADER_LEN,
+};
+use ring_proto::ResultCode;
+
+use super::dispatch::{Deferred, EchoRndv, Outgoing};
+use super::{DataPlane, UcxSettings};
+
+/// An echo payload being received by rendezvous, answered once it is in.
+pub(super) struct EchoRecv {
+    pub ep: EpKey,
+    pub req_id: u64,
+    pub buf: RecvBuf,
+}
+
+/// A successful REPLY carrying `payload`.
+fn echo_reply(ep: EpKey, req_id: u64, payload: Vec<u8>) -> Outgoing {
+    Outgoing {
+        ep,
+        id: am::REPLY,
+        header: Box::new(ReplyHeader { req_id, status: 0 }.encode()),
+        payload,
+    }
+}
+
+/// Validates an incoming REQUEST and answers it (the echo service): at once when it came
+/// eagerly, after receiving its payload when it came by rendezvous.
+pub(super) fn serve_request(h: RequestHeader, data: AmData<'_>, ep: EpKey, max_message: usize, d: &mut Deferred) {
+    let len = match &data {
+        AmData::Eager(b) => b.len(),
+        AmData::Rndv(r) => r.len,
+    };
+    let error = if h.service != service::ECHO {
+        Some(ResultCode::UnknownService)
+    } else if len > h.resp_cap as usize || len > max_message {
+        Some(ResultCode::ResponseTooLarge)
+    } else {
+        None
+    };
+    match (error, data) {
+        (Some(code), _) => d.outgoing.push(Outgoing {
+            ep,
+            id: am::REPLY,
+            header: Box::new(
+                ReplyHeader {
+                    req_id: h.req_id,
+                    status: code as i32,
+                }
+                .encode(),
+            ),
+            payload: Vec::new(),
+        }),
+        (None, AmData::Eager(b)) => d.outgoing.push(echo_reply(ep, h.req_id, b.to_vec())),
+        (None, AmData::Rndv(data)) => d.echo_rndv.push(EchoRndv {
+            ep,
+            req_id: h.req_id,
+            data,
+        }),
+    }
+}
+
+/// Exporting side: a peer's QUERY for export (id, key) on connection (worker, ep), answered
+/// with INFO: the descriptor, or not-exported whether the id is unknown or the key wrong.
+pub(super) fn answer_query(settings: &UcxSettings, r: ExportRefHeader, worker: usize, ep: EpKey) -> Outgoing {
+    let (header, payload) = match settings.exports.query(r.export, r.key, worker, ep) {
+        Ok(d) => {
+            let body = ExportDescriptor {
+                base_addr: d.base_addr,
+                len: d.len,
+                rkey: &d.rkey,
+            }
+            .encode();
+            let h = InfoHeader {
+                req_id: r.req_id,
+                status: 0,
+                perms: d.perms,
+            };
+            (h, body)
+        }
+        Err(code) => {
+            let h = InfoHeader {
+                req_id: r.req_id,
+                status: code as i32,
+                perms: 0,
+            };
+            (h, Vec::new())
+        }
+    };
+    Outgoing {
+        ep,
+        id: am::INFO,
+        header: Box::new(header.encode()),
+        payload,
+    }
+}
+
+impl DataPlane {
+    /// Receives rendezvous echo payloads; each is answered once it is in.
+    pub(super) fn receive_echoes(&mut self, echoes: Vec<EchoRndv>) {
+        for EchoRndv { ep, req_id, data } in echoes {
+            let buf = RecvBuf::new(data.len);
+            let token = self.server_token();
+            match self.worker.recv_rndv_into(data, &buf, token) {
+                Ok(Started::InProgress) => {
+                    self.echo_recvs.insert(token, EchoRecv { ep, req_id, buf });
+                }
+                Ok(Started::Done) => self.echo_received(EchoRecv { ep, req_id, buf }),
+                Err(e) => tracing::debug!(error = %e, "echo receive failed"),
+            }
+        }
+    }
+
+    /// An echo payload is in: send it back.
+    pub(super) fn echo_received(&mut self, r: EchoRecv) {
+        match r.buf.into_vec() {
+            Some(payload) => self.deferred.outgoing.push(echo_reply(r.ep, r.req_id, payload)),
+            None => tracing::error!("echo buffer still held by UCX after its receive; dropped"),
+        }
+    }
+
+    /// Answers a peer's needle read from the volume store, the data straight from the volume
+    /// file's mapping (kept mapped until UCX is done with it).
+    pub(super) fn serve_needle(&mut self, ep: EpKey, w: NeedleRequestHeader) {
+        let read = match &self.settings.volumes {
+            None => Err(ResultCode::NoSuchVolume),
+            // The JWT first, as the volume server checks it before it looks at the volume.
+            Some(store) => match store.check_read_jwt(&w.jwt, w.volume, w.needle, w.cookie) {
+                Err(e) => {
+                    tracing::debug!(volume = w.volume, needle = w.needle, error = %e, "needle read refused: read JWT");
+                    Err(e.code())
+                }
+                Ok(()) => store
+                    .read(w.volume, w.needle, w.cookie, w.range_offset, w.max_len, w.ranged)
+                    .map_err(|e| e.code()),
+            },
+        };
+        match read {
+            Ok(n) => {
+                let mut header = Vec::with_capacity(HEADER_LEN + n.meta.encoded_len());
+                header.extend_from_slice(&[0u8; HEADER_LEN]);
+                n.meta.encode_into(&mut header);
+                let h = NeedleReplyHeader {
+                    req_id: w.req_id,
+                    status: 0,
+                    meta_len: (header.len() - HEADER_LEN) as u32,
+                };
+                header[..HEADER_LEN].copy_from_slice(&h.encode());
+                let data = ArcBytes::new(Arc::new(n), |n| n.data());
+                self.send_to(ep, am::NEEDLE_REPLY, header.into_boxed_slice(), data, false);
+            }
+            Err(code) => {
+                tracing::debug!(volume = w.volume, needle = w.needle, %code, "needle read refused");
+                let h = NeedleReplyHeader {
+                    req_id: w.req_id,
+                    status: code as i32,
+                    meta_len: 0,
+                };
+                self.send_to(ep, am::NEEDLE_REPLY, Box::new(h.encode()), (), false);
+            }
+        }
+    }
+
+    /// Sends an export message of ours (REVOKE, ACK) on endpoint `ep`.
+    pub(super) fn send_export_ref(&mut self, ep: EpKey, id: u16, export: u64, key: u64) {
+        let header = ExportRefHeader { req_id: 0, export, key }.encode();
+        self.send_to(ep, id, Box::new(header), (), true);
+    }
+
+    /// Sends a message of ours (reply, descriptor, revoke, ack) on endpoint `ep_key`; the
+    /// worker keeps header and payload until UCX is done with them.
+    pub(super) fn send_to(&mut self, ep_key: EpKey, id: u16, header: Box<[u8]>, payload: impl ReadMem, reply: bool) {
+        let token = self.server_token();
+        let ep = self
+            .accepted
+            .get(&ep_key)
+            .or_else(|| self.conns.values().map(|c| &c.ep).find(|e| e.key() == ep_key));
+        let Some(ep) = ep else {
+            tracing::debug!(id, "endpoint gone; message dropped");
+            return;
+        };
+        let len = payload.len();
+        let r = self.worker.am_send(ep, id, header, payload, reply, token);
+        tracing::trace!(id, len, ?r, "message sent");
+        if let Err(e) = r {
+            tracing::debug!(id, error = %e, "message send failed");
+        }
+    }
+}
