@@ -391,11 +391,13 @@ impl Volume {
         let f = &mut *guard;
         let mut out = Followed::default();
         let len = f.file.metadata()?.len();
-        // Everything up to `len` is consumed below (or found stale); a read that sees the
-        // same length needs no catching up.
-        self.idx_len_seen.store(len, Ordering::Relaxed);
+        // `idx_len_seen` says "every entry up to this length is in the map": a read that sees
+        // the same length skips catching up. So it is stored only once the entries are in
+        // (below, still under the follower lock), never before: a read racing this one would
+        // otherwise skip the catch-up and miss a needle whose write had completed.
         let stale = |out: &mut Followed| {
             self.stale.store(true, Ordering::Relaxed);
+            self.idx_len_seen.store(len, Ordering::Release);
             out.stale = true;
         };
         if len < f.pos {
@@ -412,6 +414,7 @@ impl Volume {
             }
         }
         if len - f.pos < f.entry_size as u64 && (f.confirmed || len == f.pos) {
+            self.idx_len_seen.store(len, Ordering::Release);
             return Ok(out);
         }
         if !f.confirmed {
@@ -446,6 +449,7 @@ impl Volume {
         if f.buf.capacity() > APPLY_BATCH * IDX_ENTRY_SIZE_5 {
             f.buf = Vec::new();
         }
+        self.idx_len_seen.store(len, Ordering::Release);
         drop(guard);
         if max_end > read_lock(&self.current).len() {
             // Map the new needles now, off the read path; a needle still beyond the file is
@@ -528,7 +532,9 @@ impl Volume {
         // so a read issued after a write completed never gets the old bytes. One fstat per
         // read; the periodic refresh alone would leave a window of a refresh interval.
         let len_now = self.idx_probe.metadata().map_or(u64::MAX, |m| m.len());
-        if len_now != self.idx_len_seen.load(Ordering::Relaxed) {
+        // SYNC POINT: Acquire pairs with the Release stores in `follow_inner`, made after the
+        // entries went into the map: seeing the length means seeing them.
+        if len_now != self.idx_len_seen.load(Ordering::Acquire) {
             self.follow(false);
         }
         let found = self
