@@ -54,6 +54,14 @@ pub struct PeerStats {
 }
 
 /// A Prometheus-style cumulative histogram with fixed bounds (multi-writer, atomic).
+///
+/// Why not `prometheus_client::metrics::histogram::Histogram`, which the metrics endpoint
+/// otherwise uses for the exposition: its `observe` takes a `parking_lot::Mutex`, on the
+/// busy-polling worker's path, which a scrape holds while it encodes. Measured on the 2-vCPU
+/// development VM (2026-12-07, release, 20 M observations): `observe` 30 ns, 40 ns with a
+/// thread scraping in a loop; this type's `record` (atomic bucket adds) 3 ns either way. The
+/// scrape reads these atomics and writes them as a histogram through prometheus-client
+/// (`metrics.rs`).
 pub struct LatencyHistogram {
     /// Count of observations ≤ each bound in `LATENCY_BOUNDS_NS` (not cumulative; the
     /// exposition sums them).
