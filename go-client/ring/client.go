@@ -147,7 +147,7 @@ func (c *Client) SessionID() uint32 { return c.sessionID }
 func (c *Client) Worker() uint32 { return c.worker }
 
 // Layout is the region layout of this session.
-func (c *Client) Layout() Layout { return Layout(c.layout) }
+func (c *Client) Layout() Layout { return c.layout }
 
 // MaxInFlight is how many requests may be outstanding (submitted and not yet waited for);
 // see WithMaxInFlight.
