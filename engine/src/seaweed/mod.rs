@@ -16,7 +16,7 @@
 //! Use: `main.rs` opens the store (`VolumeStore::open(&cfg.seaweedfs)`) and starts the thread
 //! that calls [`VolumeStore::refresh`] every `refresh-interval-ms`
 //! ([`VolumeStore::refresh_interval`]); SIGHUP calls [`VolumeStore::reconfigure`] with the
-//! re-read section; the workers' data plane (`dataplane.rs`) calls [`VolumeStore::read`] for
+//! re-read section; the workers' data plane (`dataplane/server.rs`) calls [`VolumeStore::read`] for
 //! each `READ_NEEDLE` and sends [`NeedleRead::meta`] and [`NeedleRead::data`]; `engine status`
 //! and the metrics endpoint show [`VolumeStore::volumes`].
 
