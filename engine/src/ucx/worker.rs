@@ -13,6 +13,11 @@
 //! key, in a slot whose index is the request's user data, until the completion callback (or
 //! the close of its endpoint, which completes it) releases it. So the API is safe: no caller
 //! can free or unmap memory UCX still uses.
+//!
+//! Files: this one holds the worker, its progress loop and the active-message callback;
+//! `worker/endpoint.rs` listeners, endpoints and their error callback; `worker/ops.rs` the
+//! operations (sends, rendezvous receives, gets, puts, flushes) and remote keys;
+//! `worker/inflight.rs` the slot table and the completion callbacks.
 
 mod endpoint;
 mod inflight;
