@@ -139,7 +139,9 @@ impl Conn {
 
     /// Sends one packet with `fds` as SCM_RIGHTS (any number, as an attacker would).
     pub fn send(&self, bytes: &[u8], fds: &[RawFd]) -> std::io::Result<()> {
-        let mut cbuf = vec![0u8; unsafe { libc::CMSG_SPACE(std::mem::size_of_val(fds) as u32) } as usize];
+        // Safety: CMSG_SPACE only computes a size from its argument; it touches no memory.
+        let space = unsafe { libc::CMSG_SPACE(std::mem::size_of_val(fds) as u32) };
+        let mut cbuf = vec![0u8; space as usize];
         let mut iov = libc::iovec {
             iov_base: bytes.as_ptr() as *mut libc::c_void,
             iov_len: bytes.len(),
@@ -179,7 +181,9 @@ impl Conn {
             return Err(std::io::Error::from(std::io::ErrorKind::TimedOut));
         }
         let mut buf = vec![0u8; MAX_STATUS_PACKET];
-        let mut cbuf = vec![0u8; unsafe { libc::CMSG_SPACE(16 * 4) } as usize];
+        // Safety: CMSG_SPACE only computes a size from its argument; it touches no memory.
+        let space = unsafe { libc::CMSG_SPACE(16 * 4) };
+        let mut cbuf = vec![0u8; space as usize];
         let mut iov = libc::iovec {
             iov_base: buf.as_mut_ptr() as *mut libc::c_void,
             iov_len: buf.len(),

@@ -213,9 +213,11 @@ fn a_client_cannot_steal_or_block_other_sessions_wakeups() {
         "the SQ doorbell fd is readable by its client"
     );
     let ino = |fd: i32| {
-        // Safety: fstat into a zeroed stat of a descriptor this test owns.
+        // Safety: libc::stat is plain data; all zeroes is a valid value.
         let mut st: libc::stat = unsafe { std::mem::zeroed() };
-        assert_eq!(unsafe { libc::fstat(fd, &mut st) }, 0);
+        // Safety: fd is open (owned by a live session of this test); st is a valid out-pointer.
+        let rc = unsafe { libc::fstat(fd, &mut st) };
+        assert_eq!(rc, 0);
         (st.st_dev, st.st_ino, st.st_mode & libc::S_IFMT)
     };
     let (ia, io) = (ino(a.sq_wake.as_raw_fd()), ino(other.sq_wake.as_raw_fd()));

@@ -13,18 +13,29 @@
 //! key, in a slot whose index is the request's user data, until the completion callback (or
 //! the close of its endpoint, which completes it) releases it. So the API is safe: no caller
 //! can free or unmap memory UCX still uses.
+//!
+//! Files: this one holds the worker, its progress loop and the active-message callback;
+//! `worker/endpoint.rs` listeners, endpoints and their error callback; `worker/ops.rs` the
+//! operations (sends, rendezvous receives, gets, puts, flushes) and remote keys;
+//! `worker/inflight.rs` the slot table and the completion callbacks.
+
+mod endpoint;
+mod inflight;
+mod ops;
 
 use std::cell::RefCell;
-use std::net::SocketAddr;
 use std::os::fd::RawFd;
 use std::os::raw::c_void;
 use std::sync::Arc;
 
 use ucx1_sys::*;
 
-use super::ffi::{self, raw_status};
-use super::mem::{ReadMem, RecvBuf, WriteMem};
+use super::ffi;
 use super::{check, Context, UcxError};
+use inflight::{with_handler, CallbackCtx, CURRENT};
+
+pub use endpoint::{Endpoint, Listener};
+pub use ops::RemoteKey;
 
 /// What happened during [`Worker::progress`].
 pub enum WorkerEvent<'a> {
@@ -100,51 +111,6 @@ pub enum Started {
     InProgress,
 }
 
-struct CallbackCtx {
-    /// The caller's handler, set only while `progress` runs.
-    handler: Option<*mut (dyn for<'a> FnMut(WorkerEvent<'a>) + 'static)>,
-    conn_requests: Vec<ucp_conn_request_h>,
-    worker: ucp_worker_h,
-    /// What operations in flight hold (their memory, header, remote key), by the slot UCX
-    /// passes back to the completion callback as its user data.
-    ops: Vec<Option<InFlight>>,
-    /// Free slots of `ops`.
-    free: Vec<usize>,
-    /// Holdings of operations that completed during the current `progress`, dropped when it
-    /// returns (dropping them may call UCX: a registration, a remote key).
-    finished: Vec<InFlight>,
-}
-
-/// What an operation in flight keeps alive until UCX is done with it.
-struct InFlight {
-    /// The caller's token, reported in the completion event.
-    token: u64,
-    _header: Option<Box<[u8]>>,
-    _mem: Option<Box<dyn ReadMem>>,
-    _rkey: Option<RemoteKey>,
-}
-
-impl CallbackCtx {
-    fn hold(&mut self, op: InFlight) -> usize {
-        match self.free.pop() {
-            Some(i) => {
-                self.ops[i] = Some(op);
-                i
-            }
-            None => {
-                self.ops.push(Some(op));
-                self.ops.len() - 1
-            }
-        }
-    }
-
-    fn release(&mut self, slot: usize) -> Option<InFlight> {
-        let op = self.ops.get_mut(slot)?.take()?;
-        self.free.push(slot);
-        Some(op)
-    }
-}
-
 pub struct Worker {
     raw: ucp_worker_h,
     ctx: *mut RefCell<CallbackCtx>,
@@ -158,17 +124,6 @@ pub struct Worker {
 struct AmArg {
     ctx: *mut RefCell<CallbackCtx>,
     id: u16,
-}
-
-pub struct Listener {
-    raw: ucp_listener_h,
-    pub addr: SocketAddr,
-}
-
-/// A connection to a peer engine. Not closed on drop: close it explicitly (the worker must
-/// progress the close).
-pub struct Endpoint {
-    raw: ucp_ep_h,
 }
 
 impl Worker {
@@ -238,10 +193,11 @@ impl Worker {
     /// Progresses communication, delivering events to `handler`. Returns whether anything
     /// happened. The handler must not call back into this worker.
     pub fn progress(&mut self, handler: &mut dyn for<'a> FnMut(WorkerEvent<'a>)) -> bool {
-        // Safety: the handler pointer is only used during this call (cleared below), and only
-        // from callbacks UCX runs inside ucp_worker_progress on this thread. The lifetime
-        // is erased to store it; it never outlives the borrow.
         let h: *mut (dyn for<'a> FnMut(WorkerEvent<'a>) + '_) = handler;
+        // Safety: only the trait object's lifetime bound changes ('_ to 'static; same fat
+        // pointer layout). The pointer is only used during this call (cleared below, before
+        // the borrow of `handler` ends), and only from callbacks UCX runs inside
+        // ucp_worker_progress on this thread, so it never outlives the borrow.
         let h: *mut (dyn for<'a> FnMut(WorkerEvent<'a>) + 'static) = unsafe { std::mem::transmute(h) };
         // Safety: ctx is live for the worker's lifetime; no borrow is held across progress.
         unsafe { (*self.ctx).borrow_mut().handler = Some(h) };
@@ -261,327 +217,6 @@ impl Worker {
         // Outside every UCX call and borrow: dropping memory may unregister or unmap it.
         drop(finished);
         any
-    }
-
-    /// Starts an operation that holds `op` until UCX is done with it: `start` gets the
-    /// request parameters (completion callback and slot) and returns UCX's status pointer.
-    fn start_op(
-        &mut self,
-        op: InFlight,
-        recv: bool,
-        start: impl FnOnce(&ucp_request_param_t) -> *mut c_void,
-    ) -> Result<Started, UcxError> {
-        // Safety: ctx is live; no borrow is held outside progress, and this is not called
-        // from a callback (the handler must not call back into the worker).
-        let slot = unsafe { (*self.ctx).borrow_mut().hold(op) };
-        let p = if recv { recv_param(slot) } else { send_param(slot) };
-        let r = start(&p);
-        let st = started(r);
-        if st != Ok(Started::InProgress) {
-            // Done at once, or failed to start: no callback will come, UCX let go already.
-            // Safety: as above.
-            let op = unsafe { (*self.ctx).borrow_mut().release(slot) };
-            drop(op);
-        }
-        st
-    }
-
-    /// Connection requests that arrived on a listener, to be accepted with
-    /// [`Worker::accept`] (outside of `progress`).
-    pub fn take_conn_requests(&mut self) -> Vec<ConnRequest> {
-        // Safety: ctx is live; no other borrow exists outside progress.
-        let reqs = std::mem::take(unsafe { &mut (*self.ctx).borrow_mut().conn_requests });
-        reqs.into_iter().map(|raw| ConnRequest { raw }).collect()
-    }
-
-    /// Listens on `addr` (port 0 picks a free port; the bound address is returned).
-    pub fn listen(&mut self, addr: SocketAddr) -> Result<Listener, UcxError> {
-        let (storage, len) = sockaddr_of(addr);
-        // Safety: plain data.
-        let mut p: ucp_listener_params_t = unsafe { std::mem::zeroed() };
-        p.field_mask = (ucp_listener_params_field::UCP_LISTENER_PARAM_FIELD_SOCK_ADDR
-            | ucp_listener_params_field::UCP_LISTENER_PARAM_FIELD_CONN_HANDLER)
-            .0 as u64;
-        p.sockaddr = ucs_sock_addr {
-            addr: &storage as *const _ as *const sockaddr,
-            addrlen: len,
-        };
-        p.conn_handler = ucp_listener_conn_handler {
-            cb: Some(conn_callback),
-            arg: self.ctx as *mut c_void,
-        };
-        let mut raw: ucp_listener_h = std::ptr::null_mut();
-        // Safety: live worker; the sockaddr storage outlives the call; ctx outlives the listener
-        // (listeners are destroyed before the worker, see Listener::destroy's contract).
-        check(unsafe { ffi::ucp_listener_create(self.raw, &p, &mut raw) })?;
-        // Safety: plain data; listener just created.
-        let mut attr: ucp_listener_attr_t = unsafe { std::mem::zeroed() };
-        attr.field_mask = ucp_listener_attr_field::UCP_LISTENER_ATTR_FIELD_SOCKADDR.0 as u64;
-        // Safety: as above.
-        let bound = match check(unsafe { ffi::ucp_listener_query(raw, &mut attr) }) {
-            // Safety: UCX filled a sockaddr_storage of the listener's family.
-            Ok(()) => unsafe { socket_addr_from(&attr.sockaddr) }.unwrap_or(addr),
-            Err(_) => addr,
-        };
-        Ok(Listener { raw, addr: bound })
-    }
-
-    /// Starts connecting to a listener. Failure to reach it shows up later as an
-    /// `EndpointFailed` event (or as errors of the requests sent on it).
-    pub fn connect(&mut self, addr: SocketAddr) -> Result<Endpoint, UcxError> {
-        let (storage, len) = sockaddr_of(addr);
-        // Safety: plain data.
-        let mut p: ucp_ep_params_t = unsafe { std::mem::zeroed() };
-        p.field_mask = (ucp_ep_params_field::UCP_EP_PARAM_FIELD_FLAGS
-            | ucp_ep_params_field::UCP_EP_PARAM_FIELD_SOCK_ADDR
-            | ucp_ep_params_field::UCP_EP_PARAM_FIELD_ERR_HANDLING_MODE
-            | ucp_ep_params_field::UCP_EP_PARAM_FIELD_ERR_HANDLER)
-            .0 as u64;
-        p.flags = ucp_ep_params_flags_field::UCP_EP_PARAMS_FLAGS_CLIENT_SERVER.0;
-        p.sockaddr = ucs_sock_addr {
-            addr: &storage as *const _ as *const sockaddr,
-            addrlen: len,
-        };
-        self.fill_err_handler(&mut p);
-        self.create_ep(&p)
-    }
-
-    /// Accepts a connection request into an endpoint.
-    pub fn accept(&mut self, req: ConnRequest) -> Result<Endpoint, UcxError> {
-        // Safety: plain data.
-        let mut p: ucp_ep_params_t = unsafe { std::mem::zeroed() };
-        p.field_mask = (ucp_ep_params_field::UCP_EP_PARAM_FIELD_CONN_REQUEST
-            | ucp_ep_params_field::UCP_EP_PARAM_FIELD_ERR_HANDLING_MODE
-            | ucp_ep_params_field::UCP_EP_PARAM_FIELD_ERR_HANDLER)
-            .0 as u64;
-        p.conn_request = req.raw;
-        self.fill_err_handler(&mut p);
-        self.create_ep(&p)
-    }
-
-    fn fill_err_handler(&self, p: &mut ucp_ep_params_t) {
-        p.err_mode = ucp_err_handling_mode_t::UCP_ERR_HANDLING_MODE_PEER;
-        // Safety: our callback has the ABI of ucp_err_handler_cb_t (the status is a one-byte
-        // enum in C, received as i8; see ffi.rs).
-        let cb: ucp_err_handler_cb_t = Some(unsafe {
-            std::mem::transmute::<ffi::ErrCallback, unsafe extern "C" fn(*mut c_void, ucp_ep_h, ucs_status_t)>(
-                err_callback,
-            )
-        });
-        p.err_handler = ucp_err_handler {
-            cb,
-            arg: self.ctx as *mut c_void,
-        };
-    }
-
-    fn create_ep(&mut self, p: &ucp_ep_params_t) -> Result<Endpoint, UcxError> {
-        let mut raw: ucp_ep_h = std::ptr::null_mut();
-        // Safety: live worker; params valid for the call; raw is an out-pointer.
-        check(unsafe { ffi::ucp_ep_create(self.raw, p, &mut raw) })?;
-        Ok(Endpoint { raw })
-    }
-
-    /// Sends an active message: `header` and `data` are kept until the send is done
-    /// (`Started::Done`, or the `SendDone` event with `token`), or its endpoint was closed.
-    /// With `reply`, the peer gets this endpoint to answer on.
-    pub fn am_send(
-        &mut self,
-        ep: &Endpoint,
-        id: u16,
-        header: Box<[u8]>,
-        data: impl ReadMem,
-        reply: bool,
-        token: u64,
-    ) -> Result<Started, UcxError> {
-        let (hptr, hlen) = (header.as_ptr(), header.len());
-        let (dptr, dlen) = (data.as_ptr(), data.len());
-        let op = InFlight {
-            token,
-            _header: Some(header),
-            _mem: Some(Box::new(data)),
-            _rkey: None,
-        };
-        let flags = if reply {
-            ucp_send_am_flags::UCP_AM_SEND_FLAG_REPLY.0
-        } else {
-            0
-        };
-        self.start_op(op, false, |p| {
-            let mut p = *p;
-            p.op_attr_mask |= ucp_op_attr_t::UCP_OP_ATTR_FIELD_FLAGS as u32;
-            p.flags = flags;
-            // Safety: live ep of this worker; the header and data are held (InFlight) until
-            // UCX is done with them; ReadMem's contract makes them valid for reads.
-            unsafe {
-                ucp_am_send_nbx(
-                    ep.raw,
-                    id as u32,
-                    hptr as *const c_void,
-                    hlen as size_t,
-                    dptr as *const c_void,
-                    dlen as size_t,
-                    &p,
-                )
-            }
-        })
-    }
-
-    /// Receives rendezvous data into `dst` (at least `data.len` bytes, else `InvalidParam`
-    /// and the data is released), which is kept until the receive is done (`Started::Done`,
-    /// or the `RecvDone` event with `token`).
-    pub fn recv_rndv(&mut self, mut data: RndvData, dst: impl WriteMem, token: u64) -> Result<Started, UcxError> {
-        if dst.len() < data.len {
-            return Err(UcxError::InvalidParam);
-        }
-        let (ptr, len) = (dst.as_mut_ptr(), data.len);
-        let op = InFlight {
-            token,
-            _header: None,
-            _mem: Some(Box::new(dst)),
-            _rkey: None,
-        };
-        let desc = std::mem::replace(&mut data.desc, std::ptr::null_mut());
-        let raw = self.raw;
-        self.start_op(op, true, |p| {
-            // Safety: desc came from this worker's AM callback and is consumed here exactly
-            // once; the destination holds `len` writable bytes and is kept until UCX is done.
-            unsafe { ucp_am_recv_data_nbx(raw, desc, ptr as *mut c_void, len as size_t, p) }
-        })
-    }
-
-    /// A receive buffer for [`Worker::recv_rndv`] that is returned by `RecvBuf::into_vec`
-    /// after the receive.
-    pub fn recv_rndv_into(&mut self, data: RndvData, buf: &RecvBuf, token: u64) -> Result<Started, UcxError> {
-        self.recv_rndv(data, buf.for_operation(), token)
-    }
-
-    /// Unpacks a peer's remote key for use on `ep`, for the peer's memory at `remote` (its
-    /// addresses, as the peer described its export): gets and puts outside it are refused.
-    pub fn unpack_rkey(
-        &mut self,
-        ep: &Endpoint,
-        packed: &[u8],
-        remote: std::ops::Range<u64>,
-    ) -> Result<RemoteKey, UcxError> {
-        let mut raw: ucp_rkey_h = std::ptr::null_mut();
-        // Safety: live ep; UCX parses the buffer (its length is implied by its content, which
-        // comes from the trusted fabric, see SPEC §13); raw is an out-pointer.
-        check(unsafe { ffi::ucp_ep_rkey_unpack(ep.raw, packed.as_ptr() as *const c_void, &mut raw) })?;
-        Ok(RemoteKey {
-            inner: std::rc::Rc::new(RkeyInner { raw, remote }),
-        })
-    }
-
-    /// One-sided read of `dst.len()` bytes at the peer's `remote_addr` into `dst`, which is
-    /// kept (with the key) until the get completes (`Started::Done` or `SendDone { token }`).
-    /// The key must belong to `ep`'s peer; the range must lie inside the key's memory.
-    pub fn get(
-        &mut self,
-        ep: &Endpoint,
-        dst: impl WriteMem,
-        remote_addr: u64,
-        rkey: &RemoteKey,
-        token: u64,
-    ) -> Result<Started, UcxError> {
-        let (ptr, len) = (dst.as_mut_ptr(), dst.len());
-        rkey.check(remote_addr, len)?;
-        let op = InFlight {
-            token,
-            _header: None,
-            _mem: Some(Box::new(dst)),
-            _rkey: Some(rkey.clone()),
-        };
-        let raw_key = rkey.inner.raw;
-        self.start_op(op, false, |p| {
-            // Safety: live ep of this worker; the destination (len writable bytes) and the key
-            // are held until UCX is done; the remote range is inside the key's memory.
-            unsafe { ucp_get_nbx(ep.raw, ptr as *mut c_void, len as size_t, remote_addr, raw_key, p) }
-        })
-    }
-
-    /// One-sided write of `src` to the peer's `remote_addr`; as [`Worker::get`]. A put's
-    /// completion is local: [`Worker::flush`] tells when the bytes are at the peer.
-    pub fn put(
-        &mut self,
-        ep: &Endpoint,
-        src: impl ReadMem,
-        remote_addr: u64,
-        rkey: &RemoteKey,
-        token: u64,
-    ) -> Result<Started, UcxError> {
-        let (ptr, len) = (src.as_ptr(), src.len());
-        rkey.check(remote_addr, len)?;
-        let op = InFlight {
-            token,
-            _header: None,
-            _mem: Some(Box::new(src)),
-            _rkey: Some(rkey.clone()),
-        };
-        let raw_key = rkey.inner.raw;
-        self.start_op(op, false, |p| {
-            // Safety: as for get, with `len` readable bytes.
-            unsafe { ucp_put_nbx(ep.raw, ptr as *const c_void, len as size_t, remote_addr, raw_key, p) }
-        })
-    }
-
-    /// Completes (event `SendDone { token }`) once every operation started on `ep` before it
-    /// is complete at the peer too: a put is only remotely visible after this.
-    pub fn flush(&mut self, ep: &Endpoint, token: u64) -> Result<Started, UcxError> {
-        let op = InFlight {
-            token,
-            _header: None,
-            _mem: None,
-            _rkey: None,
-        };
-        // Safety: live ep of this worker; the parameters live for the call.
-        self.start_op(op, false, |p| unsafe { ucp_ep_flush_nbx(ep.raw, p) })
-    }
-
-    /// UCX's description of an endpoint's lanes: which transport and device carries what.
-    pub fn ep_info(&self, ep: &Endpoint) -> String {
-        let mut buf: *mut libc::c_char = std::ptr::null_mut();
-        let mut size: libc::size_t = 0;
-        // Safety: open_memstream allocates a growing buffer and reports it through the two
-        // out-pointers once the stream is closed.
-        let f = unsafe { libc::open_memstream(&mut buf, &mut size) };
-        if f.is_null() {
-            return String::new();
-        }
-        // Safety: live ep; the FILE types are the same C struct (libc's and bindgen's); the
-        // stream is closed right after.
-        unsafe {
-            ucp_ep_print_info(ep.raw, f as *mut FILE);
-            libc::fclose(f);
-        }
-        if buf.is_null() {
-            return String::new();
-        }
-        // Safety: after fclose, buf holds `size` bytes we own and free once.
-        let text = unsafe { String::from_utf8_lossy(std::slice::from_raw_parts(buf as *const u8, size)).into_owned() };
-        // Safety: as above.
-        unsafe { libc::free(buf as *mut libc::c_void) };
-        text
-    }
-
-    /// Closes an endpoint (force: no flush), progressing until UCX let go of it.
-    pub fn close(&mut self, ep: Endpoint) {
-        // Safety: plain data; no callback, we wait for the request ourselves.
-        let mut p: ucp_request_param_t = unsafe { std::mem::zeroed() };
-        p.op_attr_mask = ucp_op_attr_t::UCP_OP_ATTR_FIELD_FLAGS as u32;
-        p.flags = ucp_ep_close_flags_t::UCP_EP_CLOSE_FLAG_FORCE.0;
-        // Safety: live ep of this worker, closed exactly once (Endpoint is consumed).
-        let r = unsafe { ucp_ep_close_nbx(ep.raw, &p) };
-        if is_request(r) {
-            // Events during the close (failed sends of this ep) are dropped: their owners
-            // were failed by the caller before closing.
-            let mut ignore = |_: WorkerEvent<'_>| {};
-            // Safety: r is a live request until freed below.
-            while unsafe { ffi::ucp_request_check_status(r) } == 1 {
-                self.progress(&mut ignore);
-            }
-            // Safety: completed request, freed once.
-            unsafe { ucp_request_free(r) };
-        }
     }
 }
 
@@ -607,176 +242,6 @@ impl Drop for Worker {
                 drop(op._mem);
             }
         }
-    }
-}
-
-impl Listener {
-    /// Destroys the listener. Must happen before its worker is dropped.
-    pub fn destroy(self) {
-        // Safety: live listener, destroyed once.
-        unsafe { ucp_listener_destroy(self.raw) };
-    }
-}
-
-impl Endpoint {
-    pub fn key(&self) -> EpKey {
-        self.raw as usize
-    }
-}
-
-/// A peer's unpacked remote key, valid on the endpoint it was unpacked for; drop it before
-/// closing that endpoint (gets and puts in flight hold it until they are done). Destroyed
-/// when the last holder lets go.
-#[derive(Clone)]
-pub struct RemoteKey {
-    inner: std::rc::Rc<RkeyInner>,
-}
-
-struct RkeyInner {
-    raw: ucp_rkey_h,
-    /// The peer's addresses the key is for.
-    remote: std::ops::Range<u64>,
-}
-
-impl RemoteKey {
-    /// Whether `len` bytes at `addr` lie inside the key's memory.
-    fn check(&self, addr: u64, len: usize) -> Result<(), UcxError> {
-        let r = &self.inner.remote;
-        let inside = addr >= r.start && addr.checked_add(len as u64).is_some_and(|end| end <= r.end);
-        inside.then_some(()).ok_or(UcxError::InvalidParam)
-    }
-}
-
-impl Drop for RkeyInner {
-    fn drop(&mut self) {
-        // Safety: unpacked by ucp_ep_rkey_unpack, destroyed once (the last Rc).
-        unsafe { ucp_rkey_destroy(self.raw) };
-    }
-}
-
-/// Request parameters with our send completion callback and the operation's slot (reported
-/// as `SendDone { token }`).
-fn send_param(slot: usize) -> ucp_request_param_t {
-    // Safety: plain data.
-    let mut p: ucp_request_param_t = unsafe { std::mem::zeroed() };
-    p.op_attr_mask =
-        ucp_op_attr_t::UCP_OP_ATTR_FIELD_CALLBACK as u32 | ucp_op_attr_t::UCP_OP_ATTR_FIELD_USER_DATA as u32;
-    // Safety: same ABI as ucp_send_nbx_callback_t (status received as i8, see ffi.rs).
-    p.cb.send = Some(unsafe {
-        std::mem::transmute::<ffi::SendCallback, unsafe extern "C" fn(*mut c_void, ucs_status_t, *mut c_void)>(
-            send_callback,
-        )
-    });
-    p.user_data = slot as *mut c_void;
-    p
-}
-
-/// Request parameters with our receive completion callback (reported as `RecvDone`).
-fn recv_param(slot: usize) -> ucp_request_param_t {
-    // Safety: plain data.
-    let mut p: ucp_request_param_t = unsafe { std::mem::zeroed() };
-    p.op_attr_mask =
-        ucp_op_attr_t::UCP_OP_ATTR_FIELD_CALLBACK as u32 | ucp_op_attr_t::UCP_OP_ATTR_FIELD_USER_DATA as u32;
-    // Safety: same ABI as ucp_am_recv_data_nbx_callback_t (status as i8, see ffi.rs).
-    p.cb.recv_am = Some(unsafe {
-        std::mem::transmute::<ffi::RecvDataCallback, unsafe extern "C" fn(*mut c_void, ucs_status_t, size_t, *mut c_void)>(
-            recv_data_callback,
-        )
-    });
-    p.user_data = slot as *mut c_void;
-    p
-}
-
-/// An incoming connection not yet accepted.
-pub struct ConnRequest {
-    raw: ucp_conn_request_h,
-}
-
-fn is_request(p: *mut c_void) -> bool {
-    // UCS_PTR_IS_PTR: neither NULL nor an error code encoded in the pointer.
-    let v = p as usize;
-    v != 0 && v < (-100isize) as usize
-}
-
-fn started(r: *mut c_void) -> Result<Started, UcxError> {
-    if r.is_null() {
-        return Ok(Started::Done);
-    }
-    if is_request(r) {
-        return Ok(Started::InProgress);
-    }
-    // UCS_PTR_STATUS: the error code is the pointer's value.
-    check(r as isize as i8).map(|_| Started::Done)
-}
-
-fn sockaddr_of(addr: SocketAddr) -> (libc::sockaddr_storage, socklen_t) {
-    // Safety: sockaddr_storage is plain data large enough for any address.
-    let mut s: libc::sockaddr_storage = unsafe { std::mem::zeroed() };
-    let len = match addr {
-        SocketAddr::V4(a) => {
-            let sin = libc::sockaddr_in {
-                sin_family: libc::AF_INET as libc::sa_family_t,
-                sin_port: a.port().to_be(),
-                sin_addr: libc::in_addr {
-                    s_addr: u32::from_ne_bytes(a.ip().octets()),
-                },
-                sin_zero: [0; 8],
-            };
-            // Safety: sockaddr_in fits in sockaddr_storage.
-            unsafe { std::ptr::write(&mut s as *mut _ as *mut libc::sockaddr_in, sin) };
-            std::mem::size_of::<libc::sockaddr_in>()
-        }
-        SocketAddr::V6(a) => {
-            let sin6 = libc::sockaddr_in6 {
-                sin6_family: libc::AF_INET6 as libc::sa_family_t,
-                sin6_port: a.port().to_be(),
-                sin6_flowinfo: a.flowinfo(),
-                sin6_addr: libc::in6_addr {
-                    s6_addr: a.ip().octets(),
-                },
-                sin6_scope_id: a.scope_id(),
-            };
-            // Safety: sockaddr_in6 fits in sockaddr_storage.
-            unsafe { std::ptr::write(&mut s as *mut _ as *mut libc::sockaddr_in6, sin6) };
-            std::mem::size_of::<libc::sockaddr_in6>()
-        }
-    };
-    (s, len as socklen_t)
-}
-
-/// # Safety
-/// `s` must hold a sockaddr of the family it names.
-unsafe fn socket_addr_from(s: &sockaddr_storage) -> Option<SocketAddr> {
-    let family = s.ss_family as i32;
-    if family == libc::AF_INET {
-        // Safety: the family says sockaddr_in.
-        let sin = unsafe { &*(s as *const _ as *const libc::sockaddr_in) };
-        let ip = std::net::Ipv4Addr::from(sin.sin_addr.s_addr.to_ne_bytes());
-        Some(SocketAddr::from((ip, u16::from_be(sin.sin_port))))
-    } else if family == libc::AF_INET6 {
-        // Safety: the family says sockaddr_in6.
-        let sin6 = unsafe { &*(s as *const _ as *const libc::sockaddr_in6) };
-        Some(SocketAddr::from((
-            std::net::Ipv6Addr::from(sin6.sin6_addr.s6_addr),
-            u16::from_be(sin6.sin6_port),
-        )))
-    } else {
-        None
-    }
-}
-
-/// Runs `f` with the handler installed by `progress`, if any.
-///
-/// # Safety
-/// `arg` must be the worker's callback context pointer.
-unsafe fn with_handler(arg: *mut c_void, f: impl FnOnce(&mut dyn for<'a> FnMut(WorkerEvent<'a>))) {
-    // Safety: the context outlives every callback (it is freed after the worker).
-    let ctx = unsafe { &*(arg as *const RefCell<CallbackCtx>) };
-    let h = ctx.borrow().handler;
-    if let Some(h) = h {
-        // Safety: set by `progress` from a live `&mut` handler for the duration of the
-        // progress call, which is the only time UCX invokes callbacks.
-        f(unsafe { &mut *h });
     }
 }
 
@@ -840,70 +305,5 @@ unsafe extern "C" fn am_callback(
         ucs_status_t::UCS_INPROGRESS
     } else {
         ucs_status_t::UCS_OK
-    }
-}
-
-unsafe extern "C" fn conn_callback(conn_request: ucp_conn_request_h, arg: *mut c_void) {
-    // Safety: arg is our callback context; accepting happens outside progress.
-    let ctx = unsafe { &*(arg as *const RefCell<CallbackCtx>) };
-    ctx.borrow_mut().conn_requests.push(conn_request);
-}
-
-unsafe extern "C" fn err_callback(arg: *mut c_void, ep: ucp_ep_h, status: raw_status) {
-    let error = check(status).err().unwrap_or(UcxError::Other(status));
-    // Safety: arg is our callback context.
-    unsafe { with_handler(arg, |h| h(WorkerEvent::EndpointFailed { ep: ep as usize, error })) };
-}
-
-// The worker's callback context reached from a request: UCX gives requests no worker
-// argument, so completions go through a thread-local set by `progress`.
-thread_local! {
-    static CURRENT: std::cell::Cell<*mut c_void> = const { std::cell::Cell::new(std::ptr::null_mut()) };
-}
-
-unsafe extern "C" fn send_callback(request: *mut c_void, status: raw_status, user_data: *mut c_void) {
-    let result = check(status);
-    finish(user_data as usize, |token| WorkerEvent::SendDone { token, result });
-    // Safety: a completed request handed to our callback; freed exactly once, here.
-    unsafe { ucp_request_free(request) };
-}
-
-unsafe extern "C" fn recv_data_callback(
-    request: *mut c_void,
-    status: raw_status,
-    length: size_t,
-    user_data: *mut c_void,
-) {
-    let result = check(status).map(|_| length as usize);
-    finish(user_data as usize, |token| WorkerEvent::RecvDone { token, result });
-    // Safety: as in send_callback.
-    unsafe { ucp_request_free(request) };
-}
-
-/// An operation completed: its holdings go to `finished` (dropped when `progress` returns)
-/// and its event, with the caller's token, to the handler.
-fn finish(slot: usize, event: impl FnOnce(u64) -> WorkerEvent<'static>) {
-    let ctx = CURRENT.with(|c| c.get());
-    if ctx.is_null() {
-        // Not inside progress (the worker is being destroyed): the holdings stay in the
-        // context, released after the worker.
-        return;
-    }
-    // Safety: CURRENT is set by `progress` to this thread's worker context; no other borrow
-    // of it is alive inside a callback.
-    let op = unsafe { (*(ctx as *const RefCell<CallbackCtx>)).borrow_mut().release(slot) };
-    let Some(op) = op else { return };
-    let token = op.token;
-    // Safety: as above.
-    unsafe { (*(ctx as *const RefCell<CallbackCtx>)).borrow_mut().finished.push(op) };
-    deliver(event(token));
-}
-
-fn deliver(ev: WorkerEvent<'_>) {
-    let ctx = CURRENT.with(|c| c.get());
-    if !ctx.is_null() {
-        let mut ev = Some(ev);
-        // Safety: CURRENT is set by `progress` to this thread's worker context.
-        unsafe { with_handler(ctx, |h| h(ev.take().expect("once"))) };
     }
 }

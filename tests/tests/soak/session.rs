@@ -7,11 +7,11 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::OnceLock;
 use std::time::{Duration, Instant};
 
-use seaweed_format::writer::VolumeWriter;
 use integration_tests::rng::TestRng;
 use integration_tests::{Engine, PATIENCE};
 use ring_client::Session;
 use ring_proto::Cqe;
+use seaweed_format::writer::VolumeWriter;
 
 use crate::checker::Tally;
 use crate::generator::Pending;

@@ -6,10 +6,10 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, RwLock};
 use std::time::{Duration, Instant};
 
-use seaweed_format::crc32c;
-use seaweed_format::writer::{full_needle, needle, VolumeWriter};
 use integration_tests::rng::TestRng;
 use ring_proto::needle::NeedleMeta;
+use seaweed_format::crc32c;
+use seaweed_format::writer::{full_needle, needle, VolumeWriter};
 
 /// Volumes: `V3` (version 3, 16-byte idx), `V2` (collection "soak", version 2, 17-byte idx),
 /// `VNEW` (version 3, appended to during the soak).
