@@ -263,6 +263,13 @@ pub(super) fn take_reply(
     let Some(p) = pending.get(&req_id) else {
         return; // timed out or failed meanwhile; a rendezvous descriptor is released on drop
     };
+    if p.receiving {
+        // A second reply for a request whose first reply is being received by rendezvous
+        // (a peer's mistake or malice): completing it now would hand the client its range
+        // while UCX still writes it. Dropped (its rendezvous descriptor is released on drop).
+        tracing::warn!(req_id, "second reply to one request ignored");
+        return;
+    }
     let status = reply.status();
     let len = match &data {
         AmData::Eager(b) => b.len(),
@@ -313,7 +320,12 @@ pub(super) fn take_reply(
             let p = pending.remove(&req_id).expect("present");
             out.push(done(&p, r));
         }
-        AmData::Rndv(data) => d.reply_rndv.push(ReplyRndv { req_id, data }),
+        AmData::Rndv(data) => {
+            // From here the request counts as receiving: a duplicate reply is ignored above,
+            // and the deadline no longer applies (the receive completes or fails).
+            pending.get_mut(&req_id).expect("present").receiving = true;
+            d.reply_rndv.push(ReplyRndv { req_id, data });
+        }
     }
 }
 

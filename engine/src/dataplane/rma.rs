@@ -214,11 +214,13 @@ impl DataPlane {
             Some(r) if r.perms & if rma.write { PERM_WRITE } else { PERM_READ } == 0 => {
                 Err(ResultCode::PermissionDenied)
             }
+            // The export's base address comes from the peer: the end must not wrap either.
             Some(r)
                 if rma
                     .remote_offset
                     .checked_add(rma.len as u64)
-                    .is_none_or(|end| end > r.len) =>
+                    .is_none_or(|end| end > r.len)
+                    || r.base_addr.checked_add(rma.remote_offset).is_none() =>
             {
                 Err(ResultCode::OutOfBounds)
             }
@@ -235,7 +237,7 @@ impl DataPlane {
         };
         let r = self.remote_exports.get_mut(&(p.peer, rma.export_id)).expect("checked");
         let ep = &self.conns.get(&p.peer).expect("descriptor implies a connection").ep;
-        let remote = r.base_addr + rma.remote_offset;
+        let remote = r.base_addr.wrapping_add(rma.remote_offset); // checked above: no wrap
         let started = if rma.write {
             // A put completes locally; the flush after it completes when the bytes are at the
             // peer, and that is the WRITE's completion.
