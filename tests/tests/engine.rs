@@ -332,9 +332,13 @@ fn client_killed_mid_flight_is_reclaimed_and_others_keep_going() {
         bystander.submit(&nop(round + 1)).unwrap();
         assert_eq!(wait(&mut bystander).user_data, round + 1);
     }
+    // At most the baseline, not exactly it: the baseline can include a descriptor that goes
+    // away on its own (seen once in CI under parallel tests: 17 before, 15 after, with one live
+    // session either way), while a leak of the 20 killed clients' sessions (4 descriptors
+    // each) lands far above it.
     wait_until(
         "killed clients' sessions reclaimed",
-        || engine.fd_count() == fds_before,
+        || engine.fd_count() <= fds_before,
         || {
             format!(
                 "engine fds {} (before {fds_before})\n{}",
