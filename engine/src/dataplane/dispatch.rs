@@ -10,7 +10,7 @@ use ring_proto::ResultCode;
 
 use engine::ucx::{AmData, AmMessage, EpKey, RndvData, UcxError, WorkerEvent};
 
-use super::requester::{done, take_reply, Reply};
+use super::requester::{done, take_reply, Pending, Reply};
 use super::rma::DescriptorArrived;
 use super::server::{answer_query, serve_request};
 use super::{DataPlane, RemoteCompletion, AUX_TOKEN, SERVER_TOKEN};
@@ -79,6 +79,18 @@ pub(super) struct Deferred {
     pub answered: Vec<u32>,
     /// Needle reads peers asked us for, answered after progress.
     pub needle_reads: Vec<NeedleAsk>,
+    /// Requests completed inside progress. Kept until it returns: a request may hold the last
+    /// reference to its session, whose drop unmaps the region, and that must not happen
+    /// inside a UCX callback.
+    pub retired: Vec<Pending>,
+}
+
+impl Deferred {
+    /// Completes `p` with `result` from inside progress (see `retired`).
+    pub fn complete(&mut self, p: Pending, result: i32, out: &mut Vec<RemoteCompletion>) {
+        out.push(done(&p, result));
+        self.retired.push(p);
+    }
 }
 
 impl DataPlane {
@@ -106,7 +118,7 @@ impl DataPlane {
                     if let Err(e) = result {
                         if let Some(p) = pending.remove(&(token & !AUX_TOKEN)) {
                             deferred.failed.push(Failure::Peer { peer: p.peer, error: e });
-                            out.push(done(&p, ResultCode::PeerFailed as i32));
+                            deferred.complete(p, ResultCode::PeerFailed as i32, out);
                         }
                     }
                     return;
@@ -122,7 +134,7 @@ impl DataPlane {
                                 });
                             }
                             deferred.failed.push(Failure::Peer { peer: p.peer, error: e });
-                            out.push(done(&p, ResultCode::PeerFailed as i32));
+                            deferred.complete(p, ResultCode::PeerFailed as i32, out);
                         }
                     }
                     // A READ's get or a WRITE's flush: the request's completion.
@@ -130,7 +142,8 @@ impl DataPlane {
                         let p = pending.remove(&token).expect("checked");
                         let export = p.rma.expect("checked").export_id;
                         deferred.rma_done.push(RmaDone { peer: p.peer, export });
-                        out.push(done(&p, p.resp_cap as i32));
+                        let len = p.resp_cap as i32;
+                        deferred.complete(p, len, out);
                     }
                     // A request's send: its reply completes it.
                     Ok(()) => {}
@@ -143,7 +156,7 @@ impl DataPlane {
                     }
                 } else if let Some(p) = pending.remove(&token) {
                     let r = result.map_or(ResultCode::PeerFailed as i32, |n| n as i32);
-                    out.push(done(&p, r));
+                    deferred.complete(p, r, out);
                 }
             }
             WorkerEvent::EndpointFailed { ep, error } => deferred.failed.push(Failure::Endpoint { ep, error }),
@@ -298,7 +311,7 @@ fn on_message(
                 // Only codes this protocol defines reach the client.
                 let code = ResultCode::from_result(h.status).map_or(ResultCode::PeerFailed as i32, |c| c as i32);
                 if let Some(p) = pending.remove(&h.req_id) {
-                    out.push(done(&p, code));
+                    d.complete(p, code, out);
                 }
             } else if let AmData::Eager(b) = m.data {
                 d.infos.push(DescriptorArrived {

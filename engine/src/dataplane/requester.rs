@@ -289,7 +289,7 @@ pub(super) fn take_reply(
     };
     if let Some(r) = result {
         let p = pending.remove(&req_id).expect("present");
-        out.push(done(&p, r));
+        d.complete(p, r, out);
         return;
     }
     let buf = p.session.region.buf();
@@ -305,7 +305,7 @@ pub(super) fn take_reply(
         if !ok || buf.copy_in(at, &meta[..meta_len]).is_err() {
             tracing::warn!(req_id, "needle reply with bad metadata");
             let p = pending.remove(&req_id).expect("present");
-            out.push(done(&p, ResultCode::PeerFailed as i32));
+            d.complete(p, ResultCode::PeerFailed as i32, out);
             return;
         }
     }
@@ -318,7 +318,7 @@ pub(super) fn take_reply(
                 Err(_) => ResultCode::Internal as i32,
             };
             let p = pending.remove(&req_id).expect("present");
-            out.push(done(&p, r));
+            d.complete(p, r, out);
         }
         AmData::Rndv(data) => {
             // From here the request counts as receiving: a duplicate reply is ignored above,
