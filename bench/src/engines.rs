@@ -113,6 +113,7 @@ impl Engines {
                     session: s,
                     socket: e.socket.clone(),
                     address: addr,
+                    binary: opts.binary.clone(),
                 });
                 started.needle.push((tls, e));
             }

@@ -278,6 +278,15 @@ impl GoRinglat {
         if ready["ready"] != true {
             return Err(p.failure(&format!("ringlat did not start: {line}")));
         }
+        if let (Kind::FrontEnd { tls: Some(tls), .. }, Some(weed)) = (&self.kind, &ctx.weed) {
+            // The front end is up and has written its data: measure only once the serving
+            // engine serves every volume that made (NeedleEngine::wait_serving).
+            if let Some(e) = ctx.needle_engines.iter().find(|e| e.tls == *tls) {
+                if let Err(err) = e.wait_serving(&weed.volume_dir, std::time::Duration::from_secs(30)) {
+                    return Err(p.failure(&err.to_string()));
+                }
+            }
+        }
         self.details.insert("ringlat".into(), path.display().to_string().into());
         for key in ["go", "gomaxprocs", "session", "core"] {
             if let Some(v) = ready.get(key) {

@@ -119,6 +119,45 @@ pub struct NeedleEngine {
     pub socket: PathBuf,
     /// Its UCX listener (`127.0.0.1:PORT`): the peer the client's READ_NEEDLEs go to.
     pub address: String,
+    /// The engine binary (for `engine status`).
+    pub binary: PathBuf,
+}
+
+impl NeedleEngine {
+    /// Waits until this engine serves every volume of `dir` (`*.dat`), as `engine status
+    /// --json` lists them. A front end that just wrote data (an S3 bucket, a filer file) may
+    /// have made the volume server create volumes the engine picks up only at its next
+    /// refresh; until then the ring rightly declines their reads and weed reads them over
+    /// HTTP, which would count as the ring path's volume GETs.
+    pub fn wait_serving(&self, dir: &std::path::Path, timeout: std::time::Duration) -> crate::Result<()> {
+        let deadline = std::time::Instant::now() + timeout;
+        loop {
+            let dats = std::fs::read_dir(dir)?
+                .filter_map(|e| e.ok())
+                .filter(|e| e.path().extension().is_some_and(|x| x == "dat"))
+                .count();
+            let out = std::process::Command::new(&self.binary)
+                .args(["status", "--json", "--socket"])
+                .arg(&self.socket)
+                .output()?;
+            let served = serde_json::from_slice::<serde_json::Value>(&out.stdout)
+                .ok()
+                .and_then(|v| v["volumes"].as_array().map(|a| a.len()))
+                .unwrap_or(0);
+            if served >= dats {
+                return Ok(());
+            }
+            if std::time::Instant::now() >= deadline {
+                return Err(format!(
+                    "the engine at {} serves {served} of the {dats} volumes in {} after {timeout:?}",
+                    self.socket.display(),
+                    dir.display()
+                )
+                .into());
+            }
+            std::thread::sleep(std::time::Duration::from_millis(100));
+        }
+    }
 }
 
 /// One scenario, ready to run blocks. Called on the measuring thread, already pinned to the
