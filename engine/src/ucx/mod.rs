@@ -333,6 +333,49 @@ mod loopback_tests {
         listener.destroy();
     }
 
+    /// A forced close cancels the endpoint's requests inside `ucp_ep_close_nbx`, outside
+    /// progress: each still releases what it held and reports its completion, at the next
+    /// progress.
+    #[test]
+    fn closing_an_endpoint_completes_its_requests_in_flight() {
+        let ctx = Context::new(Some("tcp"), Some("lo")).expect("UCX context");
+        let mut w = Worker::new(ctx, &[7]).expect("worker");
+        let listener = w.listen("127.0.0.1:0".parse::<SocketAddr>().unwrap()).expect("listen");
+        let ep = w.connect(listener.addr).expect("connect");
+        // 64 MiB cannot leave in one call (nor before the connection is up): in flight.
+        let st = w
+            .am_send(&ep, 7, Box::new(*b"h"), vec![7u8; 64 << 20], false, 42)
+            .unwrap();
+        assert_eq!(st, Started::InProgress);
+        assert_eq!(w.in_flight(), 1);
+        w.close(ep);
+        assert_eq!(w.in_flight(), 0, "the close released what the send held");
+        let mut done = Vec::new();
+        let mut accepted = Vec::new();
+        let deadline = Instant::now() + Duration::from_secs(20);
+        while done.is_empty() {
+            assert!(
+                Instant::now() < deadline,
+                "the cancelled send never reported its completion"
+            );
+            w.progress(&mut |ev| {
+                if let WorkerEvent::SendDone { token, result } = ev {
+                    done.push((token, result));
+                }
+            });
+            for req in w.take_conn_requests() {
+                accepted.extend(w.accept(req).ok());
+            }
+        }
+        assert_eq!(done.len(), 1, "{done:?}");
+        assert_eq!(done[0].0, 42);
+        assert!(done[0].1.is_err(), "a cancelled send reports an error: {done:?}");
+        for e in accepted {
+            w.close(e);
+        }
+        listener.destroy();
+    }
+
     #[test]
     fn registration_of_shared_memory_and_release() {
         let ctx = Context::new(Some("tcp"), Some("lo")).expect("UCX context");

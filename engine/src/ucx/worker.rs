@@ -117,6 +117,9 @@ pub struct Worker {
     /// One argument per registered active-message id (UCX does not pass the id to the
     /// callback); freed with the worker.
     am_args: Vec<*mut AmArg>,
+    /// Close requests of endpoints ([`Worker::close`]) UCX has not finished; freed by
+    /// `progress` once complete (and waited for before the worker is destroyed).
+    closing: Vec<*mut c_void>,
     efd: RawFd,
     _context: Arc<Context>,
 }
@@ -144,12 +147,14 @@ impl Worker {
             ops: Vec::new(),
             free: Vec::new(),
             finished: Vec::new(),
+            queued: Vec::new(),
         })));
         let mut efd = -1;
         let mut w = Self {
             raw,
             ctx,
             am_args: Vec::new(),
+            closing: Vec::new(),
             efd: -1,
             _context: context,
         };
@@ -178,6 +183,14 @@ impl Worker {
         check(unsafe { ffi::ucp_worker_set_am_recv_handler(self.raw, &p) })
     }
 
+    /// Operations UCX still works on (sends, receives, gets, puts, flushes whose completion
+    /// has not come): each holds its memory and remote key until then.
+    pub fn in_flight(&self) -> usize {
+        // Safety: ctx is live; no borrow is held outside progress.
+        let ctx = unsafe { (*self.ctx).borrow() };
+        ctx.ops.len() - ctx.free.len()
+    }
+
     /// The worker's event fd: readable when UCX has events after [`Worker::arm`].
     pub fn event_fd(&self) -> RawFd {
         self.efd
@@ -185,6 +198,11 @@ impl Worker {
 
     /// Arms the event fd before sleeping. False means events are pending: progress instead.
     pub fn arm(&self) -> bool {
+        // Completions queued outside progress wake no fd: they are the events pending.
+        // Safety: ctx is live; no borrow is held outside progress.
+        if !unsafe { (*self.ctx).borrow().queued.is_empty() } {
+            return false;
+        }
         // Safety: live worker.
         let s = unsafe { ffi::ucp_worker_arm(self.raw) };
         s == 0
@@ -200,14 +218,33 @@ impl Worker {
         // ucp_worker_progress on this thread, so it never outlives the borrow.
         let h: *mut (dyn for<'a> FnMut(WorkerEvent<'a>) + 'static) = unsafe { std::mem::transmute(h) };
         // Safety: ctx is live for the worker's lifetime; no borrow is held across progress.
-        unsafe { (*self.ctx).borrow_mut().handler = Some(h) };
+        // Completions that came outside progress, first (in the order they came).
+        // Safety: as above.
+        let queued = unsafe {
+            let mut ctx = (*self.ctx).borrow_mut();
+            ctx.handler = Some(h);
+            std::mem::take(&mut ctx.queued)
+        };
+        let mut any = !queued.is_empty();
+        for (_, c) in queued {
+            handler(c.event());
+        }
         let outer = CURRENT.with(|c| c.replace(self.ctx as *mut c_void));
-        let mut any = false;
         // Safety: live worker, called on its own thread (thread mode single).
         while unsafe { ucp_worker_progress(self.raw) } != 0 {
             any = true;
         }
         CURRENT.with(|c| c.set(outer));
+        self.closing.retain(|&r| {
+            // Safety: a live close request of this worker, freed once when complete.
+            unsafe {
+                if ffi::ucp_request_check_status(r) == 1 {
+                    return true;
+                }
+                ucp_request_free(r);
+            }
+            false
+        });
         // Safety: as above.
         let finished = unsafe {
             let mut ctx = (*self.ctx).borrow_mut();
@@ -222,6 +259,20 @@ impl Worker {
 
 impl Drop for Worker {
     fn drop(&mut self) {
+        // Endpoints closed last may still be closing: finish that (completions it runs are
+        // dropped with no one left to take them).
+        let mut ignore = |_: WorkerEvent<'_>| {};
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
+        while !self.closing.is_empty() && std::time::Instant::now() < deadline {
+            self.progress(&mut ignore);
+        }
+        if !self.closing.is_empty() {
+            // A forced close that never finishes: its requests are leaked, not freed under UCX.
+            tracing::warn!(
+                requests = self.closing.len(),
+                "UCX endpoint closes unfinished after 5 s at worker shutdown"
+            );
+        }
         // Safety: listeners and endpoints were destroyed/closed by their owners first (the
         // data plane owns them and drops them before the worker); then the worker, then the
         // callback context it pointed to.

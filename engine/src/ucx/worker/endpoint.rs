@@ -7,8 +7,8 @@ use std::os::raw::c_void;
 
 use ucx1_sys::*;
 
-use super::inflight::{is_request, with_handler, CallbackCtx};
-use super::{EpKey, Worker, WorkerEvent};
+use super::inflight::{is_request, CallbackCtx, Completion, NO_SLOT};
+use super::{EpKey, Worker};
 use crate::ucx::ffi::{self, raw_status};
 use crate::ucx::{check, UcxError};
 
@@ -150,24 +150,21 @@ impl Worker {
         text
     }
 
-    /// Closes an endpoint (force: no flush), progressing until UCX let go of it.
+    /// Closes an endpoint (force: no flush). UCX cancels the endpoint's requests inside this
+    /// call: each of them still gets its completion event (an error), delivered by the next
+    /// [`Worker::progress`] to its handler. The close itself finishes during later progress
+    /// calls; nothing waits for it here, so events of other endpoints are never taken out of
+    /// the handler's hands.
     pub fn close(&mut self, ep: Endpoint) {
-        // Safety: plain data; no callback, we wait for the request ourselves.
+        // Safety: plain data; no callback, progress checks the request.
         let mut p: ucp_request_param_t = unsafe { std::mem::zeroed() };
         p.op_attr_mask = ucp_op_attr_t::UCP_OP_ATTR_FIELD_FLAGS as u32;
         p.flags = ucp_ep_close_flags_t::UCP_EP_CLOSE_FLAG_FORCE.0;
-        // Safety: live ep of this worker, closed exactly once (Endpoint is consumed).
-        let r = unsafe { ucp_ep_close_nbx(ep.raw, &p) };
+        // Safety: live ep of this worker, closed exactly once (Endpoint is consumed); entered,
+        // so the requests it cancels release their slots.
+        let r = self.entered(|| unsafe { ucp_ep_close_nbx(ep.raw, &p) });
         if is_request(r) {
-            // Events during the close (failed sends of this ep) are dropped: their owners
-            // were failed by the caller before closing.
-            let mut ignore = |_: WorkerEvent<'_>| {};
-            // Safety: r is a live request until freed below.
-            while unsafe { ffi::ucp_request_check_status(r) } == 1 {
-                self.progress(&mut ignore);
-            }
-            // Safety: completed request, freed once.
-            unsafe { ucp_request_free(r) };
+            self.closing.push(r);
         }
     }
 }
@@ -250,6 +247,21 @@ unsafe extern "C" fn conn_callback(conn_request: ucp_conn_request_h, arg: *mut c
 
 unsafe extern "C" fn err_callback(arg: *mut c_void, ep: ucp_ep_h, status: raw_status) {
     let error = check(status).err().unwrap_or(UcxError::Other(status));
-    // Safety: arg is our callback context.
-    unsafe { with_handler(arg, |h| h(WorkerEvent::EndpointFailed { ep: ep as usize, error })) };
+    let failed = Completion::EndpointFailed { ep: ep as usize, error };
+    // Safety: arg is our callback context, which outlives the worker's callbacks; no borrow
+    // of it is held while a callback runs.
+    let ctx = unsafe { &*(arg as *const RefCell<CallbackCtx>) };
+    let handler = {
+        let mut c = ctx.borrow_mut();
+        if c.handler.is_none() {
+            // Inside a call outside progress: the next progress delivers it.
+            c.queued.push((NO_SLOT, failed));
+        }
+        c.handler
+    };
+    if let Some(h) = handler {
+        // Safety: set by `progress` from a live `&mut` handler for the duration of the
+        // progress call this callback runs inside of.
+        unsafe { (*h)(failed.event()) };
+    }
 }

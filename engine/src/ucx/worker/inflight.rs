@@ -1,13 +1,22 @@
 //! The in-flight slot table: what each operation UCX still works on holds (memory, header,
 //! remote key), by the slot passed to UCX as the request's user data, and the completion
 //! callbacks that release a slot and report the caller's token.
+//!
+//! Completions outside `progress`: UCX also runs completion callbacks inside calls other than
+//! `ucp_worker_progress` — `ucp_ep_close_nbx` with the force flag completes (cancels) every
+//! request of the endpoint before it returns, and a start call may complete its own request
+//! before returning it. Every UCX call of the worker that may do so runs with [`CURRENT`]
+//! set ([`Worker::entered`]), so such a callback still releases its slot; its event, with no
+//! handler to take it, waits in [`CallbackCtx::queued`] and is delivered first thing in the
+//! next `progress` (and [`Worker::arm`] refuses to sleep while one waits). An event is never
+//! dropped: the caller that started an operation reported `InProgress` gets exactly one.
 
 use std::cell::RefCell;
 use std::os::raw::c_void;
 
 use ucx1_sys::*;
 
-use super::{RemoteKey, Started, Worker, WorkerEvent};
+use super::{EpKey, RemoteKey, Started, Worker, WorkerEvent};
 use crate::ucx::ffi::{self, raw_status};
 use crate::ucx::mem::ReadMem;
 use crate::ucx::{check, UcxError};
@@ -22,9 +31,42 @@ pub(super) struct CallbackCtx {
     pub(super) ops: Vec<Option<InFlight>>,
     /// Free slots of `ops`.
     pub(super) free: Vec<usize>,
-    /// Holdings of operations that completed during the current `progress`, dropped when it
+    /// Holdings of operations that completed, dropped when the current or next `progress`
     /// returns (dropping them may call UCX: a registration, a remote key).
     pub(super) finished: Vec<InFlight>,
+    /// Completions that came with no handler installed (inside a start or close call), for
+    /// the next `progress`; with the slot they came from.
+    pub(super) queued: Vec<(usize, Completion)>,
+}
+
+/// An event kept for later (it borrows nothing).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum Completion {
+    Send {
+        token: u64,
+        result: Result<(), UcxError>,
+    },
+    Recv {
+        token: u64,
+        result: Result<usize, UcxError>,
+    },
+    EndpointFailed {
+        ep: EpKey,
+        error: UcxError,
+    },
+}
+
+/// The slot of a queued event that comes from no operation (an endpoint's failure).
+pub(super) const NO_SLOT: usize = usize::MAX;
+
+impl Completion {
+    pub(super) fn event(self) -> WorkerEvent<'static> {
+        match self {
+            Completion::Send { token, result } => WorkerEvent::SendDone { token, result },
+            Completion::Recv { token, result } => WorkerEvent::RecvDone { token, result },
+            Completion::EndpointFailed { ep, error } => WorkerEvent::EndpointFailed { ep, error },
+        }
+    }
 }
 
 /// What an operation in flight keeps alive until UCX is done with it.
@@ -70,15 +112,30 @@ impl Worker {
         // from a callback (the handler must not call back into the worker).
         let slot = unsafe { (*self.ctx).borrow_mut().hold(op) };
         let p = if recv { recv_param(slot) } else { send_param(slot) };
-        let r = start(&p);
+        let r = self.entered(|| start(&p));
         let st = started(r);
         if st != Ok(Started::InProgress) {
-            // Done at once, or failed to start: no callback will come, UCX let go already.
+            // Done at once, or failed to start: UCX let go already, and the caller learns of
+            // it from the return value alone: a completion the call ran anyway is not
+            // reported a second time.
             // Safety: as above.
-            let op = unsafe { (*self.ctx).borrow_mut().release(slot) };
+            let op = unsafe {
+                let mut ctx = (*self.ctx).borrow_mut();
+                ctx.queued.retain(|&(s, _)| s != slot);
+                ctx.release(slot)
+            };
             drop(op);
         }
         st
+    }
+
+    /// Runs a UCX call of this worker with [`CURRENT`] set, so that completion callbacks UCX
+    /// runs inside it release their slots and queue their events.
+    pub(super) fn entered<R>(&self, call: impl FnOnce() -> R) -> R {
+        let outer = CURRENT.with(|c| c.replace(self.ctx as *mut c_void));
+        let r = call();
+        CURRENT.with(|c| c.set(outer));
+        r
     }
 }
 
@@ -155,7 +212,7 @@ thread_local! {
 
 unsafe extern "C" fn send_callback(request: *mut c_void, status: raw_status, user_data: *mut c_void) {
     let result = check(status);
-    finish(user_data as usize, |token| WorkerEvent::SendDone { token, result });
+    finish(user_data as usize, |token| Completion::Send { token, result });
     // Safety: a completed request handed to our callback; freed exactly once, here.
     unsafe { ucp_request_free(request) };
 }
@@ -167,35 +224,38 @@ unsafe extern "C" fn recv_data_callback(
     user_data: *mut c_void,
 ) {
     let result = check(status).map(|_| length as usize);
-    finish(user_data as usize, |token| WorkerEvent::RecvDone { token, result });
+    finish(user_data as usize, |token| Completion::Recv { token, result });
     // Safety: as in send_callback.
     unsafe { ucp_request_free(request) };
 }
 
 /// An operation completed: its holdings go to `finished` (dropped when `progress` returns)
-/// and its event, with the caller's token, to the handler.
-fn finish(slot: usize, event: impl FnOnce(u64) -> WorkerEvent<'static>) {
+/// and its event, with the caller's token, to the handler, or to `queued` outside `progress`.
+fn finish(slot: usize, completion: impl FnOnce(u64) -> Completion) {
     let ctx = CURRENT.with(|c| c.get());
     if ctx.is_null() {
-        // Not inside progress (the worker is being destroyed): the holdings stay in the
-        // context, released after the worker.
+        // Every UCX call that can complete requests runs entered (Worker::entered, progress):
+        // this is a call that does not, or a bug. The holdings stay in the context, released
+        // after the worker.
+        debug_assert!(false, "a UCX completion callback ran outside Worker::entered");
         return;
     }
-    // Safety: CURRENT is set by `progress` to this thread's worker context; no other borrow
-    // of it is alive inside a callback.
-    let op = unsafe { (*(ctx as *const RefCell<CallbackCtx>)).borrow_mut().release(slot) };
-    let Some(op) = op else { return };
-    let token = op.token;
-    // Safety: as above.
-    unsafe { (*(ctx as *const RefCell<CallbackCtx>)).borrow_mut().finished.push(op) };
-    deliver(event(token));
-}
-
-fn deliver(ev: WorkerEvent<'_>) {
-    let ctx = CURRENT.with(|c| c.get());
-    if !ctx.is_null() {
-        let mut ev = Some(ev);
-        // Safety: CURRENT is set by `progress` to this thread's worker context.
-        unsafe { with_handler(ctx, |h| h(ev.take().expect("once"))) };
+    // Safety: CURRENT is set by `progress` or `entered` to this thread's worker context, which
+    // lives as long as the worker; no other borrow of it is alive inside a callback.
+    let ctx = unsafe { &*(ctx as *const RefCell<CallbackCtx>) };
+    let (completion, handler) = {
+        let mut c = ctx.borrow_mut();
+        let Some(op) = c.release(slot) else { return };
+        let completion = completion(op.token);
+        c.finished.push(op);
+        if c.handler.is_none() {
+            c.queued.push((slot, completion));
+        }
+        (completion, c.handler)
+    };
+    if let Some(h) = handler {
+        // Safety: set by `progress` from a live `&mut` handler for the duration of the
+        // progress call, which this callback runs inside of; no borrow of ctx is held.
+        unsafe { (*h)(completion.event()) };
     }
 }
