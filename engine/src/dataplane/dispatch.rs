@@ -13,7 +13,7 @@ use engine::ucx::{AmData, AmMessage, EpKey, RndvData, UcxError, WorkerEvent};
 use super::requester::{done, take_reply, Pending, Reply};
 use super::rma::DescriptorArrived;
 use super::server::{answer_query, serve_request};
-use super::{DataPlane, RemoteCompletion, AUX_TOKEN, SERVER_TOKEN};
+use super::{DataPlane, RemoteCompletion, AUX_TOKEN, QUERY_TOKEN, SERVER_TOKEN};
 
 /// A message of ours to send after progress.
 pub(super) struct Outgoing {
@@ -114,38 +114,48 @@ impl DataPlane {
                 if token & SERVER_TOKEN != 0 {
                     return; // a message of ours: nothing waits on it
                 }
-                if token & AUX_TOKEN != 0 {
+                if token & QUERY_TOKEN != 0 {
+                    // An AM_QUERY's send. Once the request was issued, its get/put reports.
+                    let id = token & !QUERY_TOKEN;
                     if let Err(e) = result {
-                        if let Some(p) = pending.remove(&(token & !AUX_TOKEN)) {
+                        if pending.get(&id).is_some_and(|p| p.rma_ops == 0) {
+                            let p = pending.remove(&id).expect("present");
                             deferred.failed.push(Failure::Peer { peer: p.peer, error: e });
                             deferred.complete(p, ResultCode::PeerFailed as i32, out);
                         }
                     }
                     return;
                 }
-                let is_rma = pending.get(&token).is_some_and(|p| p.rma.is_some());
+                let id = token & !AUX_TOKEN;
+                if let Some(p) = pending.get_mut(&id).filter(|p| p.rma_ops > 0) {
+                    // One of an issued READ/WRITE's operations (get; put or flush).
+                    p.rma_ops -= 1;
+                    if let Err(e) = result {
+                        p.rma_failed = true;
+                        deferred.failed.push(Failure::Peer { peer: p.peer, error: e });
+                    }
+                    if p.rma_ops == 0 {
+                        let p = pending.remove(&id).expect("present");
+                        let export = p.rma.expect("an issued READ/WRITE").export_id;
+                        deferred.rma_done.push(RmaDone { peer: p.peer, export });
+                        let r = if p.rma_failed {
+                            ResultCode::PeerFailed as i32
+                        } else {
+                            p.resp_cap as i32
+                        };
+                        deferred.complete(p, r, out);
+                    }
+                    return;
+                }
                 match result {
+                    // A request's send: failing, it fails the request.
                     Err(e) => {
-                        if let Some(p) = pending.remove(&token) {
-                            if let Some(r) = p.rma {
-                                deferred.rma_done.push(RmaDone {
-                                    peer: p.peer,
-                                    export: r.export_id,
-                                });
-                            }
+                        if let Some(p) = pending.remove(&id) {
                             deferred.failed.push(Failure::Peer { peer: p.peer, error: e });
                             deferred.complete(p, ResultCode::PeerFailed as i32, out);
                         }
                     }
-                    // A READ's get or a WRITE's flush: the request's completion.
-                    Ok(()) if is_rma => {
-                        let p = pending.remove(&token).expect("checked");
-                        let export = p.rma.expect("checked").export_id;
-                        deferred.rma_done.push(RmaDone { peer: p.peer, export });
-                        let len = p.resp_cap as i32;
-                        deferred.complete(p, len, out);
-                    }
-                    // A request's send: its reply completes it.
+                    // Its reply completes it.
                     Ok(()) => {}
                 }
             }

@@ -54,10 +54,13 @@ use server::EchoRecv;
 /// Tokens of this worker's own sends/receives on behalf of peers (replies, echo receives)
 /// have this bit set; requester tokens are request ids.
 const SERVER_TOKEN: u64 = 1 << 63;
-/// Token of an auxiliary operation of READ/WRITE request `req_id` (its AM_QUERY send, or a
-/// WRITE's put, which the flush after it completes): `req_id | AUX_TOKEN`. Their success is
-/// not the request's completion; their failure fails the request.
+/// Token of a WRITE's put (request `req_id`): `req_id | AUX_TOKEN`. The WRITE completes when
+/// both its put and the flush after it (token `req_id`) have.
 const AUX_TOKEN: u64 = 1 << 62;
+/// Token of the AM_QUERY send of READ/WRITE `req_id` (asking for the export's descriptor):
+/// `req_id | QUERY_TOKEN`. Its success is not the request's completion; its failure fails
+/// the request unless the descriptor came anyway and the request was issued.
+const QUERY_TOKEN: u64 = 1 << 61;
 
 /// What every worker's data plane shares.
 pub struct UcxSettings {
@@ -322,7 +325,7 @@ impl DataPlane {
 
     fn new_req_id(&mut self) -> u64 {
         let id = self.next_req;
-        self.next_req = (self.next_req + 1) & !(SERVER_TOKEN | AUX_TOKEN);
+        self.next_req = (self.next_req + 1) & !(SERVER_TOKEN | AUX_TOKEN | QUERY_TOKEN);
         id
     }
 

@@ -34,6 +34,12 @@ pub(super) struct Pending {
     pub receiving: bool,
     /// Set for READ/WRITE (`resp_offset`/`resp_cap` are then the local range).
     pub rma: Option<RmaRequest>,
+    /// READ/WRITE issued: its UCX operations still running (a READ's get; a WRITE's put and
+    /// the flush after it). The request completes, and stops counting against its export,
+    /// when the last one has finished: until then UCX may still access the exporter's memory.
+    pub rma_ops: u8,
+    /// One of those operations failed (or failed to start): the request fails.
+    pub rma_failed: bool,
     /// READ_NEEDLE: where the metadata goes (the data goes to `resp_offset`).
     pub meta_offset: Option<usize>,
     /// READ/WRITE that asked the peer for the descriptor (holds a lookup token, §14).
@@ -187,6 +193,8 @@ impl DataPlane {
                 deadline: now + self.settings.request_timeout,
                 receiving: false,
                 rma: None,
+                rma_ops: 0,
+                rma_failed: false,
                 meta_offset: reply.meta_offset,
                 lookup: false,
             },

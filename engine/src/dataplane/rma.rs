@@ -13,7 +13,7 @@ use ring_proto::ResultCode;
 
 use super::peers::bump;
 use super::requester::{done, range, Pending};
-use super::{DataPlane, AUX_TOKEN};
+use super::{DataPlane, AUX_TOKEN, QUERY_TOKEN};
 use crate::exports::{PERM_READ, PERM_WRITE};
 use crate::lookup_throttle::{Verdict, BURST, REFILL_PER_SEC};
 use crate::ops::RmaRequest;
@@ -72,7 +72,7 @@ impl DataPlane {
             .encode();
             let r = self
                 .worker
-                .am_send(&conn.ep, am::QUERY, Box::new(header), (), true, req_id | AUX_TOKEN);
+                .am_send(&conn.ep, am::QUERY, Box::new(header), (), true, req_id | QUERY_TOKEN);
             if let Err(e) = r {
                 tracing::debug!(peer = req.peer, error = %e, "export query failed to start");
                 // Not an answer about the export: the lookup's token goes back.
@@ -97,6 +97,8 @@ impl DataPlane {
                 deadline: now + self.settings.request_timeout,
                 receiving: false,
                 rma: Some(req),
+                rma_ops: 0,
+                rma_failed: false,
                 meta_offset: None,
                 lookup: !cached,
             },
@@ -238,37 +240,39 @@ impl DataPlane {
         let r = self.remote_exports.get_mut(&(p.peer, rma.export_id)).expect("checked");
         let ep = &self.conns.get(&p.peer).expect("descriptor implies a connection").ep;
         let remote = r.base_addr.wrapping_add(rma.remote_offset); // checked above: no wrap
-        let started = if rma.write {
+                                                                  // Each operation that did not finish at once is one the request waits for.
+        let (ops, failed) = if rma.write {
             // A put completes locally; the flush after it completes when the bytes are at the
-            // peer, and that is the WRITE's completion.
-            match self.worker.put(ep, local, remote, &r.rkey, req_id | AUX_TOKEN) {
+            // peer. The WRITE is done when both are (a put running when its flush cannot
+            // start still writes to the exporter's memory).
+            let put = self.worker.put(ep, local, remote, &r.rkey, req_id | AUX_TOKEN);
+            let flush = match put {
                 Ok(_) => self.worker.flush(ep, req_id),
                 Err(e) => Err(e),
-            }
+            };
+            tracing::trace!(req_id, len = rma.len, remote, ?put, ?flush, "WRITE started");
+            (
+                u8::from(put == Ok(Started::InProgress)) + u8::from(flush == Ok(Started::InProgress)),
+                put.err().or(flush.err()),
+            )
         } else {
-            self.worker.get(ep, local, remote, &r.rkey, req_id)
+            let get = self.worker.get(ep, local, remote, &r.rkey, req_id);
+            tracing::trace!(req_id, len = rma.len, remote, ?get, "READ started");
+            (u8::from(get == Ok(Started::InProgress)), get.err())
         };
-        tracing::trace!(
-            req_id,
-            write = rma.write,
-            len = rma.len,
-            remote,
-            ?started,
-            "one-sided operation started"
-        );
-        match started {
-            Ok(Started::InProgress) => {
-                r.inflight += 1;
-                p.receiving = true;
-            }
-            Ok(Started::Done) => {
-                let p = self.pending.remove(&req_id).expect("present");
-                self.out.push(done(&p, rma.len as i32));
-            }
-            Err(e) => {
-                tracing::debug!(peer = p.peer, error = %e, "one-sided operation failed to start");
-                self.fail(req_id, ResultCode::PeerFailed);
-            }
+        if let Some(e) = failed {
+            tracing::debug!(peer = p.peer, error = %e, "one-sided operation failed to start");
+        }
+        if ops > 0 {
+            r.inflight += 1;
+            p.receiving = true;
+            p.rma_ops = ops;
+            p.rma_failed = failed.is_some();
+        } else if failed.is_some() {
+            self.fail(req_id, ResultCode::PeerFailed);
+        } else {
+            let p = self.pending.remove(&req_id).expect("present");
+            self.out.push(done(&p, rma.len as i32));
         }
     }
 
