@@ -424,3 +424,39 @@ pub fn wait_until(what: &str, mut cond: impl FnMut() -> bool, context: impl Fn()
         std::thread::sleep(Duration::from_millis(5));
     }
 }
+
+/// Sets its flag when dropped, also while its thread unwinds from a panic. A test whose
+/// scoped helper thread loops until a flag is set holds one in every other thread of the
+/// scope: when that thread's assertion fails, the helper stops and the test fails, where it
+/// would otherwise hang in [`std::thread::scope`] waiting for the helper.
+pub struct StopOnDrop<'a>(pub &'a std::sync::atomic::AtomicBool);
+
+impl Drop for StopOnDrop<'_> {
+    fn drop(&mut self) {
+        self.0.store(true, std::sync::atomic::Ordering::Relaxed);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::atomic::{AtomicBool, Ordering};
+
+    #[test]
+    fn a_panicking_thread_stops_the_looping_helper_of_its_scope() {
+        let stop = AtomicBool::new(false);
+        let r = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+            std::thread::scope(|scope| {
+                scope.spawn(|| {
+                    while !stop.load(Ordering::Relaxed) {
+                        std::thread::yield_now();
+                    }
+                });
+                scope.spawn(|| {
+                    let _stop = super::StopOnDrop(&stop);
+                    panic!("an assertion of the test failed");
+                });
+            })
+        }));
+        assert!(r.is_err(), "the scope returns, propagating the panic");
+    }
+}

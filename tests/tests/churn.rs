@@ -13,7 +13,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
 use integration_tests::rng::Seed;
-use integration_tests::{nop, wait, wait_child, wait_until, workspace_binary, Engine};
+use integration_tests::{nop, wait, wait_child, wait_until, workspace_binary, Engine, StopOnDrop};
 use ring_client::{Session, SessionOptions};
 use ring_proto::{opcode, Sqe};
 
@@ -120,6 +120,9 @@ fn hundred_client_sigkills_under_load_reach_no_bystander_and_leak_nothing() {
             }
             batch - 1
         });
+        // Stops the checker when this thread is done, also when it panics (else the scope
+        // waits for the checker forever).
+        let stop_checker = StopOnDrop(&stop);
         // Two load clients at a time; each round starts one and kills the older one, at a
         // random moment: mostly with requests in flight, sometimes during its handshake.
         let mut older = None;
@@ -142,7 +145,7 @@ fn hundred_client_sigkills_under_load_reach_no_bystander_and_leak_nothing() {
             sigkill(o);
             ready_kills += 1;
         }
-        stop.store(true, Ordering::Relaxed);
+        drop(stop_checker);
         match checker.join() {
             Ok(n) => n,
             Err(e) => std::panic::resume_unwind(e),

@@ -10,7 +10,7 @@ use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
 use std::time::Duration;
 
 use integration_tests::rng::Seed;
-use integration_tests::{nop, wait, Engine, PATIENCE};
+use integration_tests::{nop, wait, Engine, StopOnDrop, PATIENCE};
 use ring_client::SessionOptions;
 use ring_proto::{opcode, Sqe};
 
@@ -66,6 +66,8 @@ fn hostile_client_cannot_hurt_a_well_behaved_one() {
             }
         });
         scope.spawn(|| {
+            // A failed assertion below stops the hostile thread too (else the scope hangs).
+            let _stop = StopOnDrop(&stop);
             let mut s = engine.connect();
             let len = s.buffer().len();
             for i in 0..100_000u64 {
@@ -104,7 +106,6 @@ fn hostile_client_cannot_hurt_a_well_behaved_one() {
                 good_ops.fetch_add(1, Ordering::Relaxed);
             }
             assert_eq!(s.sq_invalid_count(), 0);
-            stop.store(true, Ordering::Relaxed);
         });
     });
     assert_eq!(good_ops.load(Ordering::Relaxed), 100_000);
