@@ -69,7 +69,7 @@ impl Kind {
 const FRONT_END_READY_TIMEOUT: Duration = Duration::from_secs(240);
 
 /// A front-end block's cache and check counts (go-client/cmd/ringlat/fsread.go).
-#[derive(Debug, Default, Clone, Copy, Deserialize)]
+#[derive(Debug, Default, Clone, Deserialize)]
 pub struct FsStats {
     pub reads: u64,
     pub bytes_verified: u64,
@@ -82,6 +82,10 @@ pub struct FsStats {
     /// GETs the volume server answered during the block (-1: not counted).
     #[serde(default)]
     pub volume_gets: i64,
+    /// Ring path with volume GETs: the front end's last seaweed-ring log lines (why its
+    /// hook declined reads).
+    #[serde(default)]
+    pub ring_log: Vec<String>,
 }
 
 /// The Go runtime's allocation counters over a scenario's blocks (warm-up included).
@@ -358,6 +362,9 @@ impl Scenario for GoRinglat {
                 } else {
                     t.volume_gets + f.volume_gets
                 };
+                if !f.ring_log.is_empty() {
+                    t.ring_log = f.ring_log;
+                }
             }
             Ok(BlockRun {
                 samples: b.samples,
@@ -390,7 +397,7 @@ impl Scenario for GoRinglat {
             d.insert("ringlat_gc_pause_ns".into(), a.gc_pause_ns.into());
         }
         if let Kind::FrontEnd { .. } = self.kind {
-            let f = self.fs;
+            let f = &self.fs;
             d.insert("fs_reads".into(), f.reads.into());
             d.insert("fs_bytes_verified".into(), f.bytes_verified.into());
             d.insert("fs_resident_before".into(), f.resident_before.into());
@@ -403,6 +410,9 @@ impl Scenario for GoRinglat {
                     "fs_volume_gets_per_read".into(),
                     crate::stats::round2(f.volume_gets as f64 / f.reads as f64).into(),
                 );
+            }
+            if !f.ring_log.is_empty() {
+                d.insert("fs_ring_log".into(), f.ring_log.clone().into());
             }
         }
         d

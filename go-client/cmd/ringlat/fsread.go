@@ -111,6 +111,7 @@ type fsOps struct {
 	// cluster: the weed host's cluster, attached (weedcluster.Attach); its Stop ends the
 	// front end this ringlat started.
 	cluster *weedcluster.Cluster
+	logPath string // the front end's output
 	// mount-*
 	f       *os.File
 	mapping []byte // the file mapped for mincore only (never read through)
@@ -145,6 +146,10 @@ type fsBlockStats struct {
 	// VolumeGETs: GETs the volume server answered during the block (-volume-metrics; -1
 	// without): about one per read on the stock path, none on the ring path.
 	VolumeGETs int64 `json:"volume_gets"`
+	// RingLog: on the ring path, when the volume server answered GETs during the block, the
+	// front end's last "seaweed-ring" log lines (the hook logs why it declined a read), so
+	// that a report of volume GETs on the ring path says where they came from.
+	RingLog []string `json:"ring_log,omitempty"`
 }
 
 func newFsOps(ctx context.Context, t *fsTarget) (*fsOps, error) {
@@ -192,6 +197,7 @@ func (o *fsOps) start(ctx context.Context, ro weedcluster.ReaderOptions) error {
 		if err != nil {
 			return err
 		}
+		o.logPath = m.LogPath
 		path := filepath.Join(m.Dir, t.file)
 		deadline := time.Now().Add(60 * time.Second)
 		for {
@@ -330,7 +336,7 @@ func (o *fsOps) startHTTP(ctx context.Context, ro weedcluster.ReaderOptions) err
 		if err != nil {
 			return err
 		}
-		filer, prefix = f.Addr, "/bench"
+		filer, prefix, o.logPath = f.Addr, "/bench", f.LogPath
 	} else if filer == "" {
 		return errors.New("-fs s3 needs -filer")
 	}
@@ -349,6 +355,7 @@ func (o *fsOps) startHTTP(ctx context.Context, ro weedcluster.ReaderOptions) err
 		if err != nil {
 			return err
 		}
+		o.logPath = gw.LogPath
 		for i := range o.urls {
 			o.urls[i] = "http://" + gw.Addr + strings.TrimPrefix(o.urls[i], "http://"+filer+"/buckets")
 		}
@@ -392,7 +399,7 @@ func (o *fsOps) get(i int) error {
 // runBlock runs a block of front-end samples into h: unrecorded for the warm-up, then
 // recorded until the measured time has passed. Each sample times its read alone.
 func (o *fsOps) runBlock(cmd blockCommand, h *histogram) (n, ops int64, elapsed time.Duration, st fsBlockStats, err error) {
-	gets0, err := o.volumeGETs()
+	gets0, err := o.quietVolumeGETs()
 	if err != nil {
 		return 0, 0, 0, st, err
 	}
@@ -404,6 +411,9 @@ func (o *fsOps) runBlock(cmd blockCommand, h *histogram) (n, ops int64, elapsed 
 		st.VolumeGETs = gets1 - gets0
 		if gets0 < 0 {
 			st.VolumeGETs = -1
+		}
+		if st.VolumeGETs > 0 && o.t.path == "ring" {
+			st.RingLog = ringLogLines(o.logPath, 8)
 		}
 	}()
 	base := time.Now()
@@ -465,6 +475,54 @@ func (o *fsOps) volumeGETs() (int64, error) {
 		return 0, fmt.Errorf("the volume server's GET count: %w", err)
 	}
 	return int64(n), nil
+}
+
+// quietVolumeGETs waits until the volume server's GET count holds still (the same over
+// three polls 100 ms apart; at most 10 s) and returns it. The front ends of all scenarios
+// share the weed host's volume server, and a block's count must hold its own GETs only: weed
+// mount prefetches the chunks after the one a sequential read reached
+// (weed/filer/reader_cache.go, MaybeCache) in goroutines that run on after the read returned
+// and the block of that scenario ended.
+func (o *fsOps) quietVolumeGETs() (int64, error) {
+	n, err := o.volumeGETs()
+	if n < 0 || err != nil {
+		return n, err
+	}
+	for same, deadline := 0, time.Now().Add(10*time.Second); same < 3 && time.Now().Before(deadline); {
+		time.Sleep(100 * time.Millisecond)
+		m, err := o.volumeGETs()
+		if err != nil {
+			return 0, err
+		}
+		if m == n {
+			same++
+		} else {
+			n, same = m, 0
+		}
+	}
+	return n, nil
+}
+
+// ringLogLines returns the last max lines of the front end's log that name seaweed-ring
+// (the ring hook's records: its start line, and why it declined reads).
+func ringLogLines(path string, max int) []string {
+	data, err := os.ReadFile(path)
+	if err != nil {
+		return []string{fmt.Sprintf("(the front end's log: %v)", err)}
+	}
+	var lines []string
+	for _, l := range strings.Split(string(data), "\n") {
+		if strings.Contains(l, "seaweed-ring") {
+			lines = append(lines, l)
+		}
+	}
+	if len(lines) > max {
+		lines = lines[len(lines)-max:]
+	}
+	if len(lines) == 0 {
+		lines = []string{"(no seaweed-ring line in " + path + ")"}
+	}
+	return lines
 }
 
 // randSample reads the next page of the order (a resident one is skipped and counted).
