@@ -13,6 +13,21 @@ use serde_json::Value;
 /// The runs pin threads to the same two CPUs: one at a time.
 static SERIAL: std::sync::Mutex<()> = std::sync::Mutex::new(());
 
+/// SWRING_REQUIRE_ALL=1 (scripts/test): a scenario or test that cannot run here fails
+/// instead of being skipped, unless the machine's core count rules it out.
+fn require_all() -> bool {
+    std::env::var_os("SWRING_REQUIRE_ALL").is_some_and(|v| v == "1")
+}
+
+/// A test that cannot run here: a failure under SWRING_REQUIRE_ALL=1, else a message.
+fn not_run(why: &str) {
+    assert!(
+        !require_all(),
+        "SWRING_REQUIRE_ALL=1 and a smoke test cannot run: {why}"
+    );
+    eprintln!("not run: {why}");
+}
+
 fn bench() -> Command {
     let mut c = Command::new(env!("CARGO_BIN_EXE_bench"));
     c.args([
@@ -127,13 +142,20 @@ fn ring_scenarios_run_with_their_baselines() {
         assert!(!out.status.success());
         let err = String::from_utf8_lossy(&out.stderr);
         assert!(err.contains("engine binary not found"), "{err}");
-        eprintln!("ring scenarios not run: build the engine first (cargo build -p engine) or set SWRING_ENGINE");
+        not_run("ring scenarios: build the engine first (cargo build -p engine) or set SWRING_ENGINE");
         return;
     };
     let out = bench().arg("--engine").arg(&engine).output().unwrap();
     let all = lines(&out);
     let (skipped, v): (Vec<Value>, Vec<Value>) = all.into_iter().partition(|l| l.get("skipped").is_some());
     let skipped_names: Vec<&str> = skipped.iter().map(|l| l["scenario"].as_str().unwrap()).collect();
+    if require_all() {
+        // CI: only the core count may rule a scenario out.
+        assert!(
+            skipped_names.iter().all(|n| n.starts_with("scale.nop.workers.")),
+            "SWRING_REQUIRE_ALL=1 and scenarios were skipped: {skipped:?}"
+        );
+    }
     // Nothing is reserved-but-unavailable any more (Go may be skipped, below).
     // io_uring.nop is skipped where the kernel (or a seccomp filter) forbids io_uring.
     // The needle scenarios are skipped where no weed binary is found (or Go is missing).
@@ -446,7 +468,7 @@ fn go_scenarios_are_skipped_without_go() {
         return;
     }
     let Some(engine) = engine_binary() else {
-        eprintln!("not run: build the engine first (cargo build -p engine) or set SWRING_ENGINE");
+        not_run("build the engine first (cargo build -p engine) or set SWRING_ENGINE");
         return;
     };
     let _serial = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
@@ -471,6 +493,7 @@ fn go_scenarios_are_skipped_without_go() {
         .arg(&engine)
         .env("SWRING_GO", "")
         .env_remove("SWRING_RINGLAT")
+        .env_remove("SWRING_REQUIRE_WEED")
         .output()
         .unwrap();
     let _ = std::fs::remove_dir_all(&dir);
@@ -498,7 +521,7 @@ fn needle_scenarios_are_not_available_without_weed() {
         return;
     }
     let Some(engine) = engine_binary() else {
-        eprintln!("not run: build the engine first (cargo build -p engine) or set SWRING_ENGINE");
+        not_run("build the engine first (cargo build -p engine) or set SWRING_ENGINE");
         return;
     };
     let _serial = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
@@ -507,6 +530,7 @@ fn needle_scenarios_are_not_available_without_weed() {
         .arg("--engine")
         .arg(&engine)
         .env("SWRING_WEED", "/nonexistent/weed")
+        .env_remove("SWRING_REQUIRE_WEED")
         .output()
         .unwrap();
     let err = String::from_utf8_lossy(&out.stderr).into_owned();
