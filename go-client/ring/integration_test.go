@@ -371,6 +371,34 @@ func TestEngineKilledThenRestarted(t *testing.T) {
 	})
 }
 
+// The real engine with a 1 s lease: an idle client (no request, no control message) keeps
+// its session for 4 s, four leases, by its heartbeat alone, and a NOP then completes. (The
+// fake engine's TestLeaseHeartbeat only sees the counter move.)
+func TestEngineLeaseKeptByHeartbeat(t *testing.T) {
+	bin, ok := rustEngineBinary()
+	if !ok {
+		t.Skip("real engine not found: set SWRING_ENGINE or run `cargo build -p engine` (expects the repository's target/debug/engine)")
+	}
+	e := &engineProc{t: t, kind: "rust", bin: bin, dir: shortTempDir(t)}
+	e.sock = filepath.Join(e.dir, "engine.sock")
+	cfg := fmt.Sprintf("[control]\nsocket = %q\n\n[sessions]\nlease-ms = 1000\n\n[memory]\nhugepages = \"off\"\n\n[log]\nlevel = \"warn\"\n", e.sock)
+	if err := os.WriteFile(filepath.Join(e.dir, "engine.toml"), []byte(cfg), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	e.start()
+	t.Cleanup(e.stop)
+	c := e.dial(t)
+	if c.leaseMs != 1000 {
+		t.Fatalf("the engine's lease is %d ms, want the configured 1000", c.leaseMs)
+	}
+	time.Sleep(4 * time.Second)
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	if err := c.Nop(ctx); err != nil {
+		t.Fatalf("NOP after four idle leases: %v (the engine ended the session: its heartbeat did not keep it)", err)
+	}
+}
+
 // SIGTERM: the engine drains (Draining, final pass, Closed) and exits; every waiter ends
 // with a result or ErrEngineUnavailable.
 func TestEngineGracefulShutdown(t *testing.T) {
