@@ -8,6 +8,7 @@ use std::time::{Duration, Instant};
 
 use ring_client::{Session, SessionOptions};
 
+pub mod hugepages;
 pub mod rng;
 pub mod spec_client;
 pub mod spec_exports;

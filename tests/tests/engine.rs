@@ -8,6 +8,7 @@ use std::process::{Command, Stdio};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
+use integration_tests::hugepages::{meminfo, overcommit, set_pool, HugePool, NR_OVERCOMMIT_HUGEPAGES};
 use integration_tests::{nop, wait, wait_child, wait_until, workspace_binary, Engine, PATIENCE};
 use nix::sys::signal::Signal;
 use ring_client::{Session, SessionOptions, WaitError};
@@ -543,66 +544,77 @@ fn engine_death_is_reported_to_a_waiting_client() {
 
 #[test]
 fn hugepage_policies() {
-    let free = hugepages_free();
-    if free == 0 {
-        // No pool: `require` refuses to start with a message naming the key and the fix.
-        let (status, log) = Engine::start_failing(&["--hugepages", "require"]);
-        assert!(!status.success());
-        assert!(
-            log.contains("memory.hugepages = \"require\"") && log.contains("nr_hugepages"),
-            "{log}"
-        );
-        // `prefer` falls back to normal pages and says so.
-        let engine = Engine::start(&["--hugepages", "prefer"]);
-        engine.wait_for_log("fall back to normal pages");
-        let mut s = engine.connect();
-        s.submit(&nop(1)).unwrap();
-        wait(&mut s);
-        engine.wait_for_log("backing=\"normal-pages\"");
-    } else {
-        // A pool exists: `require` serves sessions from it...
-        let engine = Engine::start(&["--hugepages", "require"]);
-        let mut s = engine.connect();
-        s.submit(&nop(1)).unwrap();
-        wait(&mut s);
-        engine.wait_for_log("backing=\"hugetlb-2MiB\"");
-        // ...and refuses, clearly, a session the pool cannot hold (the engine serves on).
-        let too_big = (free + 1) * (2 << 20);
-        let err = engine
-            .try_connect(SessionOptions {
-                buf_size: too_big,
-                ..Default::default()
-            })
-            .err()
-            .expect("refused");
-        let text = err.to_string();
-        assert!(
-            text.contains("RegionUnavailable") && text.contains("nr_hugepages"),
-            "{text}"
-        );
-        s.submit(&nop(2)).unwrap();
-        assert_eq!(wait(&mut s).user_data, 2);
-        // ...and `prefer` falls back for a session larger than the pool, per session.
-        drop(s);
-        let engine = Engine::start(&["--hugepages", "prefer"]);
-        let mut s = engine
-            .try_connect(SessionOptions {
-                buf_size: too_big,
-                ..Default::default()
-            })
-            .unwrap_or_else(|e| panic!("{e}"));
-        s.submit(&nop(1)).unwrap();
-        wait(&mut s);
-        engine.wait_for_log("backing=\"normal-pages\"");
-    }
-}
+    // Both branches run on every machine where the test can size the pool (root; scripts/test
+    // requires it): a pool with pages free, then none.
+    const HUGE: u64 = 2 << 20;
+    let Some(pool) = HugePool::reserve(16) else { return };
+    assert_eq!(
+        overcommit(),
+        0,
+        "surplus huge pages are allowed ({NR_OVERCOMMIT_HUGEPAGES}): the engine could get pages beyond the pool"
+    );
+    // A session larger than the pool could ever hold (every page of it, free or not), within
+    // the engine's buffer limit (raised: the default 1 GiB is 512 pages, fewer than some
+    // machines reserve), so that it is refused for the pool and nothing else.
+    let too_big = (meminfo("HugePages_Total:") + 1) * HUGE;
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = dir.path().join("engine.toml");
+    std::fs::write(&cfg, format!("[memory]\nmax-buffer-bytes = {}\n", too_big + HUGE)).unwrap();
+    let cfg = cfg.to_str().unwrap();
 
-fn hugepages_free() -> u64 {
-    std::fs::read_to_string("/proc/meminfo")
-        .unwrap_or_default()
-        .lines()
-        .find_map(|l| l.strip_prefix("HugePages_Free:").map(|v| v.trim().parse().unwrap_or(0)))
-        .unwrap_or(0)
+    // A pool: `require` serves sessions from it...
+    let engine = Engine::start(&["--config", cfg, "--hugepages", "require"]);
+    let mut s = engine.connect();
+    s.submit(&nop(1)).unwrap();
+    wait(&mut s);
+    engine.wait_for_log("backing=\"hugetlb-2MiB\"");
+    // ...and refuses, clearly, a session the pool cannot hold (the engine serves on).
+    let err = engine
+        .try_connect(SessionOptions {
+            buf_size: too_big,
+            ..Default::default()
+        })
+        .err()
+        .expect("refused");
+    let text = err.to_string();
+    assert!(
+        text.contains("RegionUnavailable") && text.contains("nr_hugepages"),
+        "{text}"
+    );
+    s.submit(&nop(2)).unwrap();
+    assert_eq!(wait(&mut s).user_data, 2);
+    // ...and `prefer` falls back for a session larger than the pool, per session.
+    drop(s);
+    let engine = Engine::start(&["--config", cfg, "--hugepages", "prefer"]);
+    let mut s = engine
+        .try_connect(SessionOptions {
+            buf_size: too_big,
+            ..Default::default()
+        })
+        .unwrap_or_else(|e| panic!("{e}"));
+    s.submit(&nop(1)).unwrap();
+    wait(&mut s);
+    engine.wait_for_log("backing=\"normal-pages\"");
+    drop((s, engine));
+
+    // No page free (the pool shrunk to none: pages in use become surplus): `require` refuses
+    // to start with a message naming the key and the fix...
+    set_pool(0).expect("emptying the huge-page pool");
+    assert_eq!(meminfo("HugePages_Free:"), 0, "huge pages still free");
+    let (status, log) = Engine::start_failing(&["--hugepages", "require"]);
+    assert!(!status.success());
+    assert!(
+        log.contains("memory.hugepages = \"require\"") && log.contains("nr_hugepages"),
+        "{log}"
+    );
+    // ...and `prefer` falls back to normal pages and says so.
+    let engine = Engine::start(&["--hugepages", "prefer"]);
+    engine.wait_for_log("fall back to normal pages");
+    let mut s = engine.connect();
+    s.submit(&nop(1)).unwrap();
+    wait(&mut s);
+    engine.wait_for_log("backing=\"normal-pages\"");
+    drop(pool);
 }
 
 #[test]

@@ -9,6 +9,7 @@ use std::os::fd::{AsRawFd, OwnedFd};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
+use integration_tests::hugepages::{meminfo, set_pool, HugePool};
 use integration_tests::spec_client::{self, bystander_round, kind, Conn, Session, CQ_CTL, CTL_FLAGS, NEED_WAKEUP};
 use integration_tests::{wait_until, Engine, PATIENCE};
 
@@ -395,70 +396,6 @@ fn control_protocol_violations_are_answered_as_spec_says() {
             assert_eq!(reason, 1, "close_reason after a violation (ClientClosed)");
         }
     });
-}
-
-/// Serialises the tests that change the system's huge-page pool.
-static HUGE_POOL: std::sync::Mutex<()> = std::sync::Mutex::new(());
-
-fn meminfo(field: &str) -> u64 {
-    std::fs::read_to_string("/proc/meminfo")
-        .unwrap_or_default()
-        .lines()
-        .find_map(|l| l.strip_prefix(field))
-        .and_then(|v| v.trim().parse().ok())
-        .unwrap_or(0)
-}
-
-const NR_HUGEPAGES: &str = "/proc/sys/vm/nr_hugepages";
-
-fn set_pool(pages: u64) -> std::io::Result<()> {
-    std::fs::write(NR_HUGEPAGES, pages.to_string())
-}
-
-/// The huge pages a test reserved itself (as root, through /proc/sys/vm/nr_hugepages); the
-/// pool size found before is restored on drop. Holds `HUGE_POOL` meanwhile.
-struct HugePool {
-    original: u64,
-    pub reserved: u64,
-    _lock: std::sync::MutexGuard<'static, ()>,
-}
-
-impl HugePool {
-    /// At least `need` free 2 MiB pages, or None (the test is skipped) when they cannot be had
-    /// and SWRING_REQUIRE_HUGEPAGES is not 1; with it set (scripts/test does), a failure.
-    fn reserve(need: u64) -> Option<HugePool> {
-        let lock = HUGE_POOL.lock().unwrap_or_else(|p| p.into_inner());
-        let original: u64 = std::fs::read_to_string(NR_HUGEPAGES)
-            .ok()
-            .and_then(|v| v.trim().parse().ok())
-            .unwrap_or(0);
-        let free = meminfo("HugePages_Free:");
-        let want = original + need.saturating_sub(free);
-        let result = if free >= need { Ok(()) } else { set_pool(want) };
-        let got = meminfo("HugePages_Free:");
-        if result.is_ok() && got >= need {
-            return Some(HugePool {
-                original,
-                reserved: want,
-                _lock: lock,
-            });
-        }
-        let _ = set_pool(original);
-        let why = format!(
-            "cannot reserve {need} free huge pages (free {got}, write {want} to {NR_HUGEPAGES}: {result:?}); run as root, or echo {want} > {NR_HUGEPAGES}"
-        );
-        if std::env::var("SWRING_REQUIRE_HUGEPAGES").as_deref() == Ok("1") {
-            panic!("SWRING_REQUIRE_HUGEPAGES=1: {why}");
-        }
-        eprintln!("SKIPPED: {why}");
-        None
-    }
-}
-
-impl Drop for HugePool {
-    fn drop(&mut self) {
-        let _ = set_pool(self.original);
-    }
 }
 
 /// Punches a hole in `[off, off + len)` of the region memfd (FALLOC_FL_PUNCH_HOLE): the pages

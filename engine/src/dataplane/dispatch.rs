@@ -147,16 +147,12 @@ impl DataPlane {
                     }
                     return;
                 }
-                match result {
-                    // A request's send: failing, it fails the request.
-                    Err(e) => {
-                        if let Some(p) = pending.remove(&id) {
-                            deferred.failed.push(Failure::Peer { peer: p.peer, error: e });
-                            deferred.complete(p, ResultCode::PeerFailed as i32, out);
-                        }
+                // A request's send: failing, it fails the request; else its reply completes it.
+                if let Err(e) = result {
+                    if let Some(p) = pending.remove(&id) {
+                        deferred.failed.push(Failure::Peer { peer: p.peer, error: e });
+                        deferred.complete(p, ResultCode::PeerFailed as i32, out);
                     }
-                    // Its reply completes it.
-                    Ok(()) => {}
                 }
             }
             WorkerEvent::RecvDone { token, result } => {
