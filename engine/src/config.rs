@@ -302,12 +302,38 @@ impl Config {
         })
     }
 
+    /// Reads a config file. Relative paths in it (`control.socket`, `seaweedfs.directories`,
+    /// `seaweedfs.idx-directories`, `seaweedfs.security-toml`) name files beside the config
+    /// file, wherever the engine is started from (as a unit file's `--config` expects).
     pub fn load(path: &Path) -> Result<Self, ConfigError> {
         let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
             path: path.into(),
             source,
         })?;
-        Self::parse(&text, &path.display().to_string())
+        let mut cfg = Self::parse(&text, &path.display().to_string())?;
+        let base = std::path::absolute(path)
+            .map_err(|source| ConfigError::Read {
+                path: path.into(),
+                source,
+            })?
+            .parent()
+            .map(Path::to_path_buf)
+            .unwrap_or_default();
+        cfg.resolve_paths(&base);
+        Ok(cfg)
+    }
+
+    /// Makes every relative path of the config relative to `base` (absolute ones stay).
+    pub fn resolve_paths(&mut self, base: &Path) {
+        let at = |p: &mut PathBuf| {
+            if p.is_relative() {
+                *p = base.join(&*p);
+            }
+        };
+        self.control.socket.iter_mut().for_each(at);
+        self.seaweedfs.directories.iter_mut().for_each(at);
+        self.seaweedfs.idx_directories.iter_mut().for_each(at);
+        self.seaweedfs.security_toml.iter_mut().for_each(at);
     }
 
     pub fn embedded() -> Self {
@@ -319,8 +345,51 @@ impl Config {
         self.control.socket.clone().unwrap_or_else(default_socket_path)
     }
 
-    /// Checks everything that parsing cannot. `allowed_cpus` is the set this process may run on.
+    /// Checks everything that parsing cannot: the file ([`Config::validate_file`]) and this
+    /// host ([`Config::validate_host`]). `allowed_cpus` is the set this process may run on.
     pub fn validate(&self, allowed_cpus: &[usize]) -> Result<(), ConfigError> {
+        self.validate_file()?;
+        self.validate_host(allowed_cpus)
+    }
+
+    /// What this host must offer the configuration: its cores, users and groups. (`check-config`
+    /// reports these as warnings, so that a file can be checked away from its host.)
+    pub fn validate_host(&self, allowed_cpus: &[usize]) -> Result<(), ConfigError> {
+        for &c in self.workers.cores.iter().flatten() {
+            if !allowed_cpus.contains(&c) {
+                return Err(invalid(
+                    "workers.cores",
+                    format!(
+                        "core {c} does not exist or this process may not run on it (allowed: {})",
+                        cpu_list(allowed_cpus)
+                    ),
+                    "list only allowed cores",
+                ));
+            }
+        }
+        for u in &self.control.allow_users {
+            if nix::unistd::User::from_name(u).ok().flatten().is_none() {
+                return Err(invalid(
+                    "control.allow-users",
+                    format!("user {u:?} does not exist"),
+                    "list existing user names",
+                ));
+            }
+        }
+        for g in &self.control.allow_groups {
+            if nix::unistd::Group::from_name(g).ok().flatten().is_none() {
+                return Err(invalid(
+                    "control.allow-groups",
+                    format!("group {g:?} does not exist"),
+                    "list existing group names",
+                ));
+            }
+        }
+        Ok(())
+    }
+
+    /// Checks what the file says on its own, wherever it is checked.
+    pub fn validate_file(&self) -> Result<(), ConfigError> {
         let m = &self.memory;
         for (key, v, max_key, max) in [
             (
@@ -368,24 +437,6 @@ impl Config {
                 "lower buffer-bytes or raise max-buffer-bytes",
             ));
         }
-        for u in &self.control.allow_users {
-            if nix::unistd::User::from_name(u).ok().flatten().is_none() {
-                return Err(invalid(
-                    "control.allow-users",
-                    format!("user {u:?} does not exist"),
-                    "list existing user names",
-                ));
-            }
-        }
-        for g in &self.control.allow_groups {
-            if nix::unistd::Group::from_name(g).ok().flatten().is_none() {
-                return Err(invalid(
-                    "control.allow-groups",
-                    format!("group {g:?} does not exist"),
-                    "list existing group names",
-                ));
-            }
-        }
         if self.control.max_peers_per_session == 0 {
             return Err(invalid(
                 "control.max-peers-per-session",
@@ -422,16 +473,6 @@ impl Config {
             }
             let mut seen = std::collections::HashSet::new();
             for &c in cores {
-                if !allowed_cpus.contains(&c) {
-                    return Err(invalid(
-                        "workers.cores",
-                        format!(
-                            "core {c} does not exist or this process may not run on it (allowed: {})",
-                            cpu_list(allowed_cpus)
-                        ),
-                        "list only allowed cores",
-                    ));
-                }
                 if !seen.insert(c) {
                     return Err(invalid(
                         "workers.cores",

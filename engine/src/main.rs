@@ -106,10 +106,15 @@ struct Cli {
 enum Cmd {
     /// Run the engine (the default when no command is given).
     Run,
-    /// Validate a configuration file and print the effective configuration.
+    /// Validate a configuration file and print the effective configuration. What the file
+    /// asks of a host (its cores, users and groups) is checked against this one and reported
+    /// as warnings, so a file can be checked away from the host it is for.
     CheckConfig {
         /// The file to check (default: --config, else the embedded default).
         file: Option<PathBuf>,
+        /// Also fail when this host cannot run the file (as the engine refuses to start).
+        #[arg(long)]
+        this_host: bool,
     },
     /// Show a running engine's workers, sessions and counters (asks its control socket:
     /// --socket, else control.socket of --config, else the default path).
@@ -121,9 +126,12 @@ enum Cmd {
 }
 
 impl Cli {
+    /// The flags over the config. Relative paths on the command line are relative to the
+    /// working directory (made absolute here: the socket's directory is created from it).
     fn apply_overrides(&self, cfg: &mut Config) {
+        let absolute = |p: &PathBuf| std::path::absolute(p).unwrap_or_else(|_| p.clone());
         if let Some(s) = &self.socket {
-            cfg.control.socket = Some(s.clone());
+            cfg.control.socket = Some(absolute(s));
         }
         if let Some(c) = &self.cores {
             cfg.workers.cores = Some(c.clone());
@@ -156,19 +164,51 @@ impl Cli {
             cfg.metrics.listen = Some(m.clone());
         }
         if !self.seaweedfs_dirs.is_empty() {
-            cfg.seaweedfs.directories = self.seaweedfs_dirs.clone();
+            cfg.seaweedfs.directories = self.seaweedfs_dirs.iter().map(absolute).collect();
         }
     }
 }
 
-fn load_config(cli: &Cli, file: Option<&PathBuf>) -> Result<Config, config::ConfigError> {
+/// The configuration from `file` (else --config, else the embedded default) with the flags
+/// over it, not yet validated.
+fn read_config(cli: &Cli, file: Option<&PathBuf>) -> Result<Config, config::ConfigError> {
     let mut cfg = match file.or(cli.config.as_ref()) {
         Some(path) => Config::load(path)?,
         None => Config::embedded(),
     };
     cli.apply_overrides(&mut cfg);
+    Ok(cfg)
+}
+
+/// The configuration, validated for this host.
+fn load_config(cli: &Cli, file: Option<&PathBuf>) -> Result<Config, config::ConfigError> {
+    let cfg = read_config(cli, file)?;
     cfg.validate(&config::allowed_cpus())?;
     Ok(cfg)
+}
+
+/// `check-config`: the file's own errors fail (exit 2); this host's shortcomings are
+/// warnings unless `this_host`.
+fn check_config(cli: &Cli, file: Option<&PathBuf>, this_host: bool) -> ExitCode {
+    let cfg = match read_config(cli, file).and_then(|c| c.validate_file().map(|()| c)) {
+        Ok(c) => c,
+        Err(e) => {
+            eprintln!("error: {e}");
+            return ExitCode::from(2);
+        }
+    };
+    if let Err(e) = cfg.validate_host(&config::allowed_cpus()) {
+        if this_host {
+            eprintln!("error: on this host: {e}");
+            return ExitCode::from(2);
+        }
+        eprintln!(
+            "warning: on this host: {e} (the file is valid; the engine would refuse to start on this host: check it on its own host with check-config --this-host)"
+        );
+    }
+    println!("# effective configuration (valid)");
+    print!("{}", toml::to_string_pretty(&cfg).expect("config serializes"));
+    ExitCode::SUCCESS
 }
 
 fn main() -> ExitCode {
@@ -184,17 +224,7 @@ fn main() -> ExitCode {
     }
     let cli = Cli::parse();
     match &cli.command {
-        Some(Cmd::CheckConfig { file }) => match load_config(&cli, file.as_ref()) {
-            Ok(cfg) => {
-                println!("# effective configuration (valid)");
-                print!("{}", toml::to_string_pretty(&cfg).expect("config serializes"));
-                ExitCode::SUCCESS
-            }
-            Err(e) => {
-                eprintln!("error: {e}");
-                ExitCode::from(2)
-            }
-        },
+        Some(Cmd::CheckConfig { file, this_host }) => check_config(&cli, file.as_ref(), *this_host),
         Some(Cmd::Status { json }) => {
             let cfg = match load_config(&cli, None) {
                 Ok(c) => c,

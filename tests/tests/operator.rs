@@ -632,3 +632,133 @@ fn sighup_serves_new_seaweedfs_directories_and_status_and_metrics_show_their_vol
     let (status, log) = engine.terminate();
     assert!(status.success(), "{log}");
 }
+
+/// An engine process killed when dropped (also when the test fails first).
+struct Spawned(std::process::Child);
+
+impl Drop for Spawned {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+/// Runs the engine binary from `cwd` with `args` (worker on the harness's core, normal pages),
+/// its output into `log`.
+fn spawn_engine_in(cwd: &std::path::Path, args: &[&str], log: &std::path::Path) -> Spawned {
+    Spawned(
+        Command::new(engine_binary())
+            .current_dir(cwd)
+            .args(args)
+            .args([
+                "--cores",
+                &integration_tests::engine_core().to_string(),
+                "--hugepages",
+                "off",
+            ])
+            .stdin(std::process::Stdio::null())
+            .stdout(std::process::Stdio::null())
+            .stderr(std::fs::File::create(log).unwrap())
+            .spawn()
+            .unwrap(),
+    )
+}
+
+/// Waits until an engine serves `socket`, then makes a NOP round trip there.
+fn serves_at(socket: &std::path::Path, log: &std::path::Path) {
+    let mut s = None;
+    wait_until(
+        &format!("an engine serving {}", socket.display()),
+        || {
+            s = Session::connect(socket, Default::default()).ok();
+            s.is_some()
+        },
+        || std::fs::read_to_string(log).unwrap_or_default(),
+    );
+    nops(s.as_mut().unwrap(), 1);
+}
+
+/// A relative path in a config file names a file beside the config file, wherever the engine
+/// is started from (it failed with "cannot create the control socket directory : ..."); a
+/// relative `--socket` is relative to the working directory; `check-config` prints the paths
+/// resolved.
+#[test]
+fn relative_paths_resolve_against_the_config_file_and_the_working_directory() {
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = dir.path().join("engine.toml");
+    std::fs::write(&cfg, "[control]\nsocket = \"run/engine.sock\"\n").unwrap();
+    let log = dir.path().join("engine.log");
+    let beside = dir.path().join("run/engine.sock");
+    let engine = spawn_engine_in(std::path::Path::new("/"), &["--config", cfg.to_str().unwrap()], &log);
+    serves_at(&beside, &log);
+    drop(engine);
+
+    let engine = spawn_engine_in(dir.path(), &["--socket", "cli.sock"], &log);
+    serves_at(&dir.path().join("cli.sock"), &log);
+    drop(engine);
+
+    let out = Command::new(engine_binary())
+        .current_dir("/")
+        .arg("check-config")
+        .arg(&cfg)
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "{text}{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        text.contains(&format!("socket = {:?}", beside.to_str().unwrap())),
+        "{text}"
+    );
+}
+
+/// `check-config` checks a file away from the host it is for: what the host must offer (here
+/// a core no machine has) is a warning naming the key, not an error; `--this-host` and the
+/// engine itself still refuse it. The shipped production example checks anywhere.
+#[test]
+fn check_config_separates_the_file_from_this_host() {
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = dir.path().join("engine.toml");
+    std::fs::write(&cfg, "[workers]\ncores = [4095]\n").unwrap();
+    let check = |args: &[&str]| {
+        let out = Command::new(engine_binary())
+            .arg("check-config")
+            .args(args)
+            .arg(&cfg)
+            .output()
+            .unwrap();
+        (out.status.code(), String::from_utf8_lossy(&out.stderr).into_owned())
+    };
+    let (code, err) = check(&[]);
+    assert_eq!(code, Some(0), "{err}");
+    assert!(
+        err.contains("warning: on this host: config key workers.cores: core 4095"),
+        "{err}"
+    );
+    let (code, err) = check(&["--this-host"]);
+    assert_eq!(code, Some(2), "{err}");
+    assert!(err.contains("error: on this host: config key workers.cores"), "{err}");
+    // The engine refuses to start (no --cores here: the file's cores count).
+    let log = dir.path().join("engine.log");
+    let socket = dir.path().join("engine.sock");
+    let mut engine = Command::new(engine_binary())
+        .args(["--config", cfg.to_str().unwrap(), "--socket", socket.to_str().unwrap()])
+        .stderr(std::fs::File::create(&log).unwrap())
+        .spawn()
+        .unwrap();
+    assert!(!integration_tests::wait_child(&mut engine).success());
+    let text = std::fs::read_to_string(&log).unwrap();
+    assert!(text.contains("config key workers.cores: core 4095"), "{text}");
+    // A mistake in the file itself is still an error.
+    std::fs::write(&cfg, "[workers]\ncores = [1, 1]\n").unwrap();
+    let (code, err) = check(&[]);
+    assert_eq!(code, Some(2), "{err}");
+    assert!(err.contains("core 1 is listed twice"), "{err}");
+
+    let deploy = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../deploy/engine.toml");
+    let out = Command::new(engine_binary())
+        .arg("check-config")
+        .arg(&deploy)
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+}
