@@ -27,6 +27,12 @@ type Options struct {
 	Dir string // private directory: config, control socket
 	// Listen starts a UCX listener on 127.0.0.1 (port chosen by the engine; see UCXAddr).
 	Listen bool
+	// ListenAddr is the UCX listener's address instead ("ip:port"; implies Listen).
+	ListenAddr string
+	// Netns runs the engine in that network namespace (`ip netns exec Netns`; needs root).
+	Netns string
+	// RequestTimeoutMS is ucx.request-timeout-ms (0: the engine's default).
+	RequestTimeoutMS int
 	// Transports is ucx.transports ("tcp", "sm,tcp", ...; default "tcp").
 	Transports string
 	// VolumeDirs are SeaweedFS volume directories to serve ([seaweedfs] directories).
@@ -45,7 +51,7 @@ type Options struct {
 // Engine is a running engine process.
 type Engine struct {
 	Socket  string // control socket: ring.Dial / needle.Reader take it
-	UCXAddr string // "127.0.0.1:port" when Options.Listen
+	UCXAddr string // "127.0.0.1:port" (or where ListenAddr said) when Options.Listen
 	cmd     *exec.Cmd
 	exited  chan struct{}
 	once    sync.Once
@@ -80,8 +86,18 @@ func Start(ctx context.Context, o Options) (*Engine, error) {
 		fmt.Fprintf(&cfg, "cores = %s\n", intList(o.Cores))
 	}
 	fmt.Fprintf(&cfg, "\n[memory]\nhugepages = \"prefer\"\n\n[ucx]\ntransports = %q\n", o.Transports)
+	if o.ListenAddr != "" {
+		o.Listen = true
+	}
 	if o.Listen {
-		cfg.WriteString("listen = \"127.0.0.1:0\"\n")
+		listen := o.ListenAddr
+		if listen == "" {
+			listen = "127.0.0.1:0"
+		}
+		fmt.Fprintf(&cfg, "listen = %q\n", listen)
+	}
+	if o.RequestTimeoutMS > 0 {
+		fmt.Fprintf(&cfg, "request-timeout-ms = %d\n", o.RequestTimeoutMS)
 	}
 	if len(o.VolumeDirs) > 0 {
 		fmt.Fprintf(&cfg, "\n[seaweedfs]\ndirectories = %s\n", stringList(o.VolumeDirs))
@@ -104,7 +120,12 @@ func Start(ctx context.Context, o Options) (*Engine, error) {
 		log, logFile = f, f
 	}
 	addr := make(chan string, 1)
-	cmd := exec.Command(o.Bin, "--config", conf)
+	argv := []string{o.Bin, "--config", conf}
+	if o.Netns != "" {
+		// ip execs the engine in place: Pid and the signals are the engine's.
+		argv = append([]string{"ip", "netns", "exec", o.Netns}, argv...)
+	}
+	cmd := exec.Command(argv[0], argv[1:]...)
 	cmd.Env = append(os.Environ(), "RUST_LOG="+o.LogFilter)
 	cmd.Stdout = log
 	cmd.Stderr = &LineTap{Out: log, Line: func(l string) {
