@@ -461,3 +461,79 @@ mod tests {
         assert!(r.is_err(), "the scope returns, propagating the panic");
     }
 }
+
+/// One UCX lane of a peer connection, as the engine logs it ("peer connection transports").
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Lane {
+    /// The transport ("tcp", "sysv", "posix", "cma", ...; "cm" for the connection manager).
+    pub transport: String,
+    /// The lane's whole description (what it carries: "am", "rma_bw#0", "keepalive", ...).
+    pub text: String,
+}
+
+/// The lanes of the first peer connection an engine logged, from its line
+/// "peer connection transports ... lanes=lane[0]: cm tcp | lane[1]: 1:sysv/memory.0 md[1] ->
+/// ... am keepalive | lane[3]: 3:cma/memory.0 ... rma_bw#0" (empty when none was logged).
+pub fn peer_lanes(log: &str) -> Vec<Lane> {
+    let Some(line) = log.lines().find(|l| l.contains("peer connection transports")) else {
+        return Vec::new();
+    };
+    let Some((_, lanes)) = line.split_once("lanes=") else {
+        return Vec::new();
+    };
+    lanes
+        .split(" | ")
+        .filter_map(|lane| {
+            let (_, rest) = lane.split_once("]: ")?;
+            let first = rest.split_whitespace().next()?;
+            // "1:sysv/memory.0" or "cm" (the connection manager lane: "cm tcp").
+            let transport = match first.split_once(':') {
+                Some((_, t)) => t.split('/').next()?.to_string(),
+                None => first.to_string(),
+            };
+            Some(Lane {
+                transport,
+                text: lane.trim().to_string(),
+            })
+        })
+        .collect()
+}
+
+/// Transports that move bytes through shared memory on one host.
+pub const SHARED_MEMORY_TRANSPORTS: &[&str] = &["sysv", "posix", "cma", "xpmem", "knem"];
+
+/// Asserts that a peer connection's active messages and one-sided (rma) operations both go
+/// over shared-memory transports, not tcp.
+pub fn assert_shared_memory_lanes(lanes: &[Lane]) {
+    let over_sm = |what: &str| {
+        let carrying: Vec<&Lane> = lanes
+            .iter()
+            .filter(|l| l.text.split_whitespace().any(|w| w.starts_with(what)))
+            .collect();
+        assert!(!carrying.is_empty(), "no lane carries {what}: {lanes:?}");
+        assert!(
+            carrying
+                .iter()
+                .all(|l| SHARED_MEMORY_TRANSPORTS.contains(&l.transport.as_str())),
+            "{what} goes over {carrying:?}, not shared memory"
+        );
+    };
+    over_sm("am");
+    over_sm("rma");
+}
+
+#[cfg(test)]
+mod lane_tests {
+    #[test]
+    fn lanes_are_read_from_the_engines_log_line() {
+        let log = "2026-12-07T09:00:00Z  INFO engine::dataplane: peer connection transports peer=1 address=127.0.0.1:1 lanes=lane[0]: cm tcp | lane[1]: 1:sysv/memory.0 md[1] -> md[1]/sysv/sysdev[255] seg 4294967295 am keepalive | lane[2]: 2:posix/memory.0 md[2] -> md[2]/posix/sysdev[255] seg 4294967295 | lane[3]: 3:cma/memory.0 md[3] -> md[3]/cma/sysdev[255] seg 4294967295 rma_bw#0\n";
+        let lanes = super::peer_lanes(log);
+        let t: Vec<&str> = lanes.iter().map(|l| l.transport.as_str()).collect();
+        assert_eq!(t, ["cm", "sysv", "posix", "cma"]);
+        super::assert_shared_memory_lanes(&lanes);
+        let tcp = "peer connection transports lanes=lane[0]: cm tcp | lane[1]: 0:tcp/lo.0 md[0] -> md[0]/tcp/sysdev[255] am am_bw#0 rma_bw#0 keepalive";
+        let lanes = super::peer_lanes(tcp);
+        assert_eq!(lanes[1].transport, "tcp");
+        assert!(std::panic::catch_unwind(|| super::assert_shared_memory_lanes(&lanes)).is_err());
+    }
+}

@@ -4,7 +4,9 @@
 use std::collections::HashMap;
 use std::time::Duration;
 
-use integration_tests::{echo_send, export, rma_sqe, wait_until, Engine, PATIENCE};
+use integration_tests::{
+    assert_shared_memory_lanes, echo_send, export, peer_lanes, rma_sqe, wait_until, Engine, PATIENCE,
+};
 use ring_client::{Session, SessionOptions, WaitError};
 use ring_proto::{opcode, ResultCode, Sqe};
 
@@ -548,6 +550,9 @@ fn read_and_write_exports_through_own_listener_over_shared_memory() {
     let engine = Engine::start(&ucx_args("sm,tcp"));
     let addr = engine.ucx_listen_addr();
     read_write_exports(&engine, &engine, &addr);
+    // The messages and the gets/puts went over shared memory, not the tcp also allowed.
+    engine.wait_for_log("peer connection transports");
+    assert_shared_memory_lanes(&peer_lanes(&engine.log()));
 }
 
 #[test]

@@ -148,6 +148,9 @@ impl DataPlane {
         );
         let Some(p) = self.pending.get(&req_id) else { return };
         let (peer, rma) = (p.peer, p.rma.expect("descriptors are asked for by READ/WRITE"));
+        // The connection is up and answering: say which transports it took (once), as for a
+        // reply (a connection may carry only READ/WRITE).
+        self.log_transports(peer);
         let Some(ExportDescriptor { base_addr, len, rkey }) = ExportDescriptor::parse(&body) else {
             self.fail(req_id, ResultCode::PeerFailed);
             return;

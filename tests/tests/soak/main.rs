@@ -14,8 +14,9 @@
 //! - `SWRING_SOAK_SECONDS`: how long the load runs (default 20; CI keeps the default; longer
 //!   runs, e.g. before a release: `SWRING_SOAK_SECONDS=600 cargo test -p integration-tests
 //!   --test soak -- --nocapture`).
-//! - `SWRING_SOAK_TLS`: UCX transports (default `tcp`; `sm,tcp` moves the data over shared
-//!   memory).
+//!
+//! It runs twice, one after the other: over tcp, and over `sm,tcp`, where the lanes the
+//! engine logged must show the messages and the one-sided operations over shared memory.
 //! - `SWRING_TEST_SEED`: replays the random choices of a run (each run prints its seed, and
 //!   again on failure; [`integration_tests::rng`]).
 //!
@@ -45,19 +46,36 @@ const THREADS: usize = 8;
 /// The writer's stream of the run's seed (sessions draw from streams 1 to [`SESSIONS`]).
 const WRITER_STREAM: u64 = 0;
 
+/// One soak at a time: each keeps both cores busy.
+static ONE_AT_A_TIME: std::sync::Mutex<()> = std::sync::Mutex::new(());
+
 #[test]
-fn soak_64_sessions_mixing_nop_messaging_and_needles_count_every_completion_and_byte() {
+fn soak_over_tcp_64_sessions_mixing_nop_messaging_and_needles_count_every_completion_and_byte() {
+    let transports = soak("tcp");
+    assert!(
+        !transports.is_empty() && transports.iter().all(|l| l.transport == "tcp" || l.transport == "cm"),
+        "{transports:?}"
+    );
+}
+
+#[test]
+fn soak_over_shared_memory_64_sessions_mixing_nop_messaging_and_needles_count_every_completion_and_byte() {
+    integration_tests::assert_shared_memory_lanes(&soak("sm,tcp"));
+}
+
+/// The soak over UCX transports `tls`; returns the lanes of its peer connection.
+fn soak(tls: &str) -> Vec<integration_tests::Lane> {
+    let _one = ONE_AT_A_TIME.lock().unwrap_or_else(|e| e.into_inner());
     let secs: f64 = std::env::var("SWRING_SOAK_SECONDS")
         .ok()
         .and_then(|s| s.parse().ok())
         .unwrap_or(20.0);
-    let tls = std::env::var("SWRING_SOAK_TLS").unwrap_or_else(|_| "tcp".into());
-    eprintln!("soak: SWRING_SOAK_SECONDS={secs} SWRING_SOAK_TLS={tls}");
+    eprintln!("soak: SWRING_SOAK_SECONDS={secs} transports {tls}");
     let seed = Seed::from_env("soak");
 
     let dir = tempfile::tempdir().unwrap();
     let (vols, mut vnew) = volumes::write_volumes(dir.path());
-    let (engine, cores_arg, workers) = setup::start_engine(dir.path(), &tls);
+    let (engine, cores_arg, workers) = setup::start_engine(dir.path(), tls);
     let addr = engine.ucx_listen_addr();
     setup::warm_up(&engine, &addr, &vols, workers);
     let before = Baseline::take(&engine);
@@ -77,6 +95,7 @@ fn soak_64_sessions_mixing_nop_messaging_and_needles_count_every_completion_and_
     before.assert_counts_changed_by(&engine, &total, SESSIONS);
     before.close_and_assert_released(&engine, soakers);
     let maps_after = engine.map_count();
+    let lanes = integration_tests::peer_lanes(&engine.log());
     let transports = verify::transports(&engine.log());
     before.assert_no_warnings(&engine);
 
@@ -106,4 +125,5 @@ fn soak_64_sessions_mixing_nop_messaging_and_needles_count_every_completion_and_
         before.maps,
         seed.value(),
     );
+    lanes
 }
