@@ -290,7 +290,16 @@ func freePortPair() (int, error) {
 
 // Assign asks the master for a new file id; returns it and the volume server's address.
 func (c *Cluster) Assign(ctx context.Context) (fid, url string, err error) {
-	req, _ := http.NewRequestWithContext(ctx, http.MethodGet, "http://"+c.Master+"/dir/assign", nil)
+	return c.assignQuery(ctx, "")
+}
+
+// assignQuery is /dir/assign with query parameters (ttl=..., collection=...).
+func (c *Cluster) assignQuery(ctx context.Context, query string) (fid, addr string, err error) {
+	url := "http://" + c.Master + "/dir/assign"
+	if query != "" {
+		url += "?" + query
+	}
+	req, _ := http.NewRequestWithContext(ctx, http.MethodGet, url, nil)
 	resp, err := c.http.Do(req)
 	if err != nil {
 		return "", "", err
@@ -302,10 +311,10 @@ func (c *Cluster) Assign(ctx context.Context) (fid, url string, err error) {
 		Error string `json:"error"`
 	}
 	if err := json.NewDecoder(resp.Body).Decode(&a); err != nil {
-		return "", "", fmt.Errorf("weedcluster: assign: %w", err)
+		return "", "", fmt.Errorf("weedcluster: %s: %w", url, err)
 	}
 	if a.Error != "" || a.Fid == "" {
-		return "", "", fmt.Errorf("weedcluster: assign: %q", a.Error)
+		return "", "", fmt.Errorf("weedcluster: %s: %q", url, a.Error)
 	}
 	return a.Fid, a.URL, nil
 }

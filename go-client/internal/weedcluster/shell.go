@@ -3,7 +3,6 @@ package weedcluster
 import (
 	"bytes"
 	"context"
-	"encoding/json"
 	"fmt"
 	"io"
 	"net/http"
@@ -33,27 +32,6 @@ func (c *Cluster) Shell(ctx context.Context, commands ...string) (string, error)
 // "1h"; the master grows a volume of that TTL when it has none).
 func (c *Cluster) AssignTTL(ctx context.Context, ttl string) (fid, url string, err error) {
 	return c.assignQuery(ctx, "ttl="+urlQueryEscape(ttl))
-}
-
-func (c *Cluster) assignQuery(ctx context.Context, query string) (fid, addr string, err error) {
-	req, _ := http.NewRequestWithContext(ctx, http.MethodGet, "http://"+c.Master+"/dir/assign?"+query, nil)
-	resp, err := c.http.Do(req)
-	if err != nil {
-		return "", "", err
-	}
-	defer resp.Body.Close()
-	var a struct {
-		Fid   string `json:"fid"`
-		URL   string `json:"url"`
-		Error string `json:"error"`
-	}
-	if err := json.NewDecoder(resp.Body).Decode(&a); err != nil {
-		return "", "", fmt.Errorf("weedcluster: assign?%s: %w", query, err)
-	}
-	if a.Error != "" || a.Fid == "" {
-		return "", "", fmt.Errorf("weedcluster: assign?%s: %q", query, a.Error)
-	}
-	return a.Fid, a.URL, nil
 }
 
 // PutQuery is Put with a query string on the upload (e.g. "ttl=1h").
