@@ -392,7 +392,7 @@ func (c *Cluster) Delete(ctx context.Context, fid string) error {
 	return nil
 }
 
-// Get reads a file with a plain Go HTTP GET (which asks for gzip and decompresses), as a
+// Get reads a file (fid, or fid?query) with a plain Go HTTP GET (which asks for gzip and decompresses), as a
 // SeaweedFS client would: the bytes every other path must match.
 func (c *Cluster) Get(ctx context.Context, fid string) ([]byte, int, error) {
 	req, _ := http.NewRequestWithContext(ctx, http.MethodGet, "http://"+c.Volume+"/"+fid, nil)

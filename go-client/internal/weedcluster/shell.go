@@ -4,8 +4,6 @@ import (
 	"bytes"
 	"context"
 	"fmt"
-	"io"
-	"net/http"
 	"net/url"
 	"os/exec"
 	"strings"
@@ -42,14 +40,7 @@ func (c *Cluster) PutQuery(ctx context.Context, addr, fid, query, name, mime str
 // GetQuery is Get of /<fid>?<query> from the first volume server, the body undecoded
 // except for net/http's transparent gzip.
 func (c *Cluster) GetQuery(ctx context.Context, fid, query string) ([]byte, int, error) {
-	req, _ := http.NewRequestWithContext(ctx, http.MethodGet, "http://"+c.Volume+"/"+fid+"?"+query, nil)
-	resp, err := c.http.Do(req)
-	if err != nil {
-		return nil, 0, err
-	}
-	defer resp.Body.Close()
-	b, err := io.ReadAll(resp.Body)
-	return b, resp.StatusCode, err
+	return c.Get(ctx, fid+"?"+query)
 }
 
 func urlQueryEscape(s string) string { return url.QueryEscape(s) }
