@@ -11,7 +11,8 @@ use std::sync::Arc;
 
 use memmap2::{MmapOptions, MmapRaw};
 use nix::sys::memfd::{memfd_create, MemFdCreateFlag};
-use ring_proto::layout::{RegionHeader, RING_NEED_WAKEUP};
+use ring_proto::layout::RING_NEED_WAKEUP;
+use ring_proto::LiveHeader;
 use ring_proto::{Consumer, Cqe, Producer, RegionLayout, RegionView, SessionState, SharedArea, SharedMemory, Sqe};
 
 use crate::config::HugepagePolicy;
@@ -145,11 +146,13 @@ impl Region {
         view.sq_ctl().flags.store(RING_NEED_WAKEUP, Ordering::Relaxed);
         // SYNC POINT: Release pairs with the client's Acquire load of `state` after mapping:
         // everything written above is visible once it reads Ready.
-        view.header().state.store(SessionState::Ready as u32, Ordering::Release);
+        view.live().state.store(SessionState::Ready as u32, Ordering::Release);
     }
 
-    pub fn header(&self) -> &RegionHeader {
-        self.mapping.view.header()
+    /// The header's atomic fields (the only ones the engine touches once the client has the
+    /// region: it may write any header byte).
+    pub fn live(&self) -> LiveHeader<'_> {
+        self.mapping.view.live()
     }
 
     /// For status and metrics (any thread, read-only): (SQ entries published and not yet

@@ -39,7 +39,7 @@ impl SessionShared {
     /// Publishes a new session state (with its reason first) and wakes a sleeping client so
     /// it notices.
     pub fn set_state(&self, state: SessionState, reason: CloseReason) {
-        let h = self.region.header();
+        let h = self.region.live();
         if reason != CloseReason::None {
             h.close_reason.store(reason as u32, Ordering::Relaxed);
         }

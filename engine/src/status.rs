@@ -182,7 +182,7 @@ fn kinds(k: &ErrorKinds) -> BTreeMap<String, u64> {
 }
 
 fn session_status(s: &SessionShared) -> SessionStatus {
-    let h = s.region.header();
+    let h = s.region.live();
     let state = h.state.load(std::sync::atomic::Ordering::Acquire);
     let state =
         SessionState::from_u32(state).map_or_else(|| format!("unknown-{state}"), |st| format!("{st:?}").to_lowercase());

@@ -24,5 +24,5 @@ pub mod wire;
 pub use entry::{opcode, Cqe, Entry, ResultCode, Sqe};
 pub use layout::{CloseReason, RegionHeader, RegionLayout, RingCtl, SessionState, LAYOUT_VERSION, MAGIC};
 #[cfg(not(loom))]
-pub use region::{BufRange, OutOfRange, RegionView, SharedArea, SharedMemory, SharedRange};
+pub use region::{BufRange, LiveHeader, OutOfRange, RegionView, SharedArea, SharedMemory, SharedRange};
 pub use ring::{Consumer, HeapRing, Producer, RawRing, RingCorrupt};

@@ -22,7 +22,7 @@ use std::sync::Arc;
 use crate::entry::{Cqe, Sqe};
 use crate::layout::{LayoutError, RegionHeader, RegionLayout, RingCtl, HEADER_SIZE};
 use crate::ring::{Consumer, Producer, RawRing};
-use crate::sync::{AtomicU64, Ordering};
+use crate::sync::{AtomicU32, AtomicU64, Ordering};
 
 /// A byte range that does not lie inside the area it names.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -257,6 +257,19 @@ impl core::fmt::Display for OpenError {
 
 impl std::error::Error for OpenError {}
 
+/// The atomic fields of a shared region's header ([`RegionView::live`]): what the engine
+/// reads and writes there while a client may write anything.
+pub struct LiveHeader<'a> {
+    /// [`crate::SessionState`]; see [`RegionHeader::state`].
+    pub state: &'a AtomicU32,
+    /// [`crate::CloseReason`]; see [`RegionHeader::close_reason`].
+    pub close_reason: &'a AtomicU32,
+    /// See [`RegionHeader::engine_heartbeat`].
+    pub engine_heartbeat: &'a AtomicU64,
+    /// See [`RegionHeader::client_heartbeat`].
+    pub client_heartbeat: &'a AtomicU64,
+}
+
 /// A mapped session region: its header, its two rings and its buffer area.
 pub struct RegionView {
     base: NonNull<u8>,
@@ -349,10 +362,32 @@ impl RegionView {
         unsafe { core::ptr::write(self.base.cast::<RegionHeader>().as_ptr(), header) };
     }
 
+    /// The whole header, for a client: after handing the region over the engine writes only
+    /// its atomic fields ([`RegionView::live`]), so its plain fields hold still. The engine
+    /// itself uses [`RegionView::live`]: a client may write any header byte at any time, and a
+    /// reference to the plain fields would be a reference to memory mutated under it.
     pub fn header(&self) -> &RegionHeader {
         // Safety: the mapping holds a RegionHeader at offset 0, mapped while self lives; all
-        // plain integers and atomics, so any bytes a client writes there are a valid value.
+        // plain integers and atomics, so any bytes written there are a valid value; the plain
+        // fields are not written while the region is shared (see above).
         unsafe { self.base.cast::<RegionHeader>().as_ref() }
+    }
+
+    /// The header's fields that change while the region is shared, each an atomic that either
+    /// side may touch at any time; no reference to the rest of the header is made.
+    pub fn live(&self) -> LiveHeader<'_> {
+        let h = self.base.cast::<RegionHeader>().as_ptr();
+        // Safety: h points at a RegionHeader inside the mapping, which lives as long as self;
+        // addr_of! takes each field's address without a reference to the whole header, and an
+        // atomic (an UnsafeCell) may be written by others while referenced.
+        unsafe {
+            LiveHeader {
+                state: &*core::ptr::addr_of!((*h).state),
+                close_reason: &*core::ptr::addr_of!((*h).close_reason),
+                engine_heartbeat: &*core::ptr::addr_of!((*h).engine_heartbeat),
+                client_heartbeat: &*core::ptr::addr_of!((*h).client_heartbeat),
+            }
+        }
     }
 
     fn ctl(&self, offset: usize) -> &RingCtl {
@@ -632,6 +667,47 @@ mod tests {
             assert!(matches!(small, Err(OpenError::TooSmall { len: 100 })));
         }
         // Safety: allocated above with this layout; both views are gone.
+        unsafe { std::alloc::dealloc(base.as_ptr(), alloc) };
+    }
+
+    /// The engine's header accesses (`live`) stay sound while a client writes the header's
+    /// plain fields at the same time (Miri checks the aliasing and races).
+    #[test]
+    fn live_header_fields_are_used_while_a_client_rewrites_the_rest() {
+        let layout = RegionLayout::new(8, 16, 4096).unwrap();
+        let len = layout.min_region_size;
+        let alloc = std::alloc::Layout::from_size_align(len, 4096).unwrap();
+        // Safety: a non-zero size.
+        let base = NonNull::new(unsafe { std::alloc::alloc_zeroed(alloc) }).expect("allocated");
+        {
+            // Safety: the allocation outlives the view (freed after this block) and is reached
+            // through it and, below, through atomic byte stores of the "client" only.
+            let engine = unsafe { RegionView::new(base, len, layout) }.unwrap();
+            // Safety: nobody else sees this memory yet.
+            unsafe { engine.write_header(layout.header(len as u64, 1, 2, 3, 0)) };
+            let plain = core::mem::offset_of!(RegionHeader, state);
+            let addr = base.as_ptr() as usize;
+            std::thread::scope(|scope| {
+                scope.spawn(move || {
+                    for round in 0..20u8 {
+                        for off in 0..plain {
+                            // Safety: off < plain < HEADER_SIZE <= len; an atomic byte store, as
+                            // another process writing its mapping would.
+                            let b = unsafe { &*((addr + off) as *const AtomicU8) };
+                            b.store(round, StdOrdering::Relaxed);
+                        }
+                    }
+                });
+                for i in 0..20u64 {
+                    let h = engine.live();
+                    h.engine_heartbeat.store(i, Ordering::Relaxed);
+                    let _ = h.client_heartbeat.load(Ordering::Relaxed);
+                    h.state.store(1, Ordering::Release);
+                }
+            });
+            assert_eq!(engine.live().engine_heartbeat.load(Ordering::Relaxed), 19);
+        }
+        // Safety: allocated above with this layout; the view is gone.
         unsafe { std::alloc::dealloc(base.as_ptr(), alloc) };
     }
 }

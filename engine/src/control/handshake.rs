@@ -184,10 +184,7 @@ impl ControlServer {
             }
         };
         region.initialize(self.pid, id, self.epoch, self.cfg.sessions.lease_ms);
-        region
-            .header()
-            .engine_heartbeat
-            .store(monotonic_ms(), Ordering::Relaxed);
+        region.live().engine_heartbeat.store(monotonic_ms(), Ordering::Relaxed);
         let doorbells = control_io::new_doorbell().and_then(|sq| Ok((sq, control_io::new_doorbell()?)));
         let ((sq_doorbell, sq_client_end), (cq_client_end, cq_doorbell)) = match doorbells {
             Ok(d) => d,

@@ -98,7 +98,7 @@ impl Lease {
 
     /// Records any change of the client's heartbeat or SQ activity; returns the silence.
     fn observe(&mut self, s: &SessionShared, now: Instant) -> Duration {
-        let hb = s.region.header().client_heartbeat.load(Ordering::Relaxed);
+        let hb = s.region.live().client_heartbeat.load(Ordering::Relaxed);
         let sub = s.stats.submitted.get();
         if hb != self.heartbeat || sub != self.submitted {
             self.heartbeat = hb;
@@ -322,7 +322,7 @@ impl ControlServer {
         let mut lost = Vec::new();
         for (&id, conn) in &mut self.conns {
             let Some(s) = &conn.session else { continue };
-            s.region.header().engine_heartbeat.store(hb, Ordering::Relaxed);
+            s.region.live().engine_heartbeat.store(hb, Ordering::Relaxed);
             // The SIGBUS handler replaced the region (this store may have been what faulted):
             // its worker may be asleep, so the Remove command is also what wakes it.
             if s.region.lost() {
