@@ -41,6 +41,20 @@ pub struct EngineOptions {
     /// CPUs the engine process may use (its worker pins itself with `--cores`). The bench
     /// may start an engine from its pinned measuring thread; this undoes the inherited pin.
     pub cpus: Vec<usize>,
+    /// Run in a network namespace (`ip netns exec`, which execs the engine in place), with
+    /// the UCX flags for that side of the veth instead of loopback's.
+    pub netns: Option<EngineNetns>,
+}
+
+/// Where an engine runs across the namespace pair (`crate::netns`).
+#[derive(Debug, Clone)]
+pub struct EngineNetns {
+    /// The namespace (`NAME-a`, `NAME-b`).
+    pub name: String,
+    /// `--ucx-listen` (`IP:0` on the veth), or no listener (a client-only engine).
+    pub listen: Option<String>,
+    /// `--ucx-net-devices`: the namespace's end of the veth.
+    pub device: String,
 }
 
 /// Finds the engine binary: `explicit`, else `engine` next to this executable.
@@ -105,24 +119,45 @@ impl Engine {
                 args.push(value.into());
             }
         }
-        if let Some(tls) = opts.ucx {
-            for (flag, value) in [
-                ("--ucx-listen", "127.0.0.1:0"),
-                ("--ucx-transports", tls.transports()),
-                ("--ucx-net-devices", tls.net_devices()),
-            ] {
-                args.push(flag.into());
-                args.push(value.into());
+        match (opts.ucx, &opts.netns) {
+            (Some(tls), None) => {
+                for (flag, value) in [
+                    ("--ucx-listen", "127.0.0.1:0"),
+                    ("--ucx-transports", tls.transports()),
+                    ("--ucx-net-devices", tls.net_devices()),
+                ] {
+                    args.push(flag.into());
+                    args.push(value.into());
+                }
             }
+            (Some(tls), Some(n)) => {
+                if let Some(l) = &n.listen {
+                    args.extend(["--ucx-listen".into(), l.clone()]);
+                }
+                args.extend([
+                    "--ucx-transports".into(),
+                    tls.transports().into(),
+                    "--ucx-net-devices".into(),
+                    n.device.clone(),
+                ]);
+            }
+            (None, _) => {}
         }
         if let Some(dir) = &opts.seaweedfs_dir {
             args.push("--seaweedfs-dir".into());
             args.push(dir.display().to_string());
         }
         args.extend(opts.extra_args.iter().cloned());
-        let command_line = format!("{} {}", opts.binary.display(), args.join(" "));
-
-        let mut cmd = Command::new(&opts.binary);
+        let mut command_line = format!("{} {}", opts.binary.display(), args.join(" "));
+        let mut cmd = match &opts.netns {
+            None => Command::new(&opts.binary),
+            Some(n) => {
+                command_line = format!("ip netns exec {} {command_line}", n.name);
+                let mut c = Command::new("ip");
+                c.args(["netns", "exec", &n.name]).arg(&opts.binary);
+                c
+            }
+        };
         cmd.args(&args)
             .stdin(Stdio::null())
             .stdout(Stdio::from(log))

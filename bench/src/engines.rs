@@ -7,9 +7,9 @@ use std::time::Duration;
 
 use ring_client::Session;
 
-use crate::engine::{Engine, EngineOptions};
-use crate::scenarios::{self, Ctx, EngineUse, NeedleEngine, Spec, Tls};
-use crate::{interrupt, weed, Error, Result};
+use crate::engine::{Engine, EngineNetns, EngineOptions};
+use crate::scenarios::{self, Ctx, EngineUse, NeedleEngine, NetnsCtx, Spec, Tls};
+use crate::{interrupt, netns, weed, Error, Result};
 
 /// SIGTERM, and a warning with its log if the engine does not exit with 0.
 pub fn stop_engine(en: Engine) -> Result<()> {
@@ -42,6 +42,9 @@ pub struct Engines {
     /// MiB of the file the weed host writes through its filer for the front-end scenarios
     /// (0: none of them runs).
     pub weed_fs_mb: u32,
+    /// The namespace pair and its weed cluster (`needle.read.<size>.netns*`), made for the
+    /// first group that needs it, kept for the rest of the run, removed when dropped.
+    pub netns: Option<netns::NetnsHost>,
 }
 
 /// The engines started for one group.
@@ -49,6 +52,8 @@ pub struct Engines {
 pub struct GroupEngines {
     pub ucx: Option<Engine>,
     pub needle: Vec<(Tls, Engine)>,
+    /// Across the namespace pair: the serving engine (in -a) and the client's (in -b).
+    pub netns: Option<(Engine, Engine)>,
 }
 
 impl GroupEngines {
@@ -56,12 +61,17 @@ impl GroupEngines {
         match engine {
             EngineUse::Ucx(_) => self.ucx.as_ref(),
             EngineUse::Needle(t) => self.needle.iter().find(|(u, _)| *u == t).map(|(_, e)| e),
+            // The client's engine: its log has the lanes of its connection across the veth.
+            EngineUse::Netns => self.netns.as_ref().map(|(_, c)| c),
             EngineUse::None | EngineUse::Plain | EngineUse::Own => None,
         }
     }
 
     pub fn all_mut(&mut self) -> impl Iterator<Item = &mut Engine> {
-        self.ucx.iter_mut().chain(self.needle.iter_mut().map(|(_, e)| e))
+        self.ucx
+            .iter_mut()
+            .chain(self.needle.iter_mut().map(|(_, e)| e))
+            .chain(self.netns.iter_mut().flat_map(|(s, c)| [s, c]))
     }
 }
 
@@ -80,7 +90,10 @@ impl Engines {
             ctx.session = self.plain_session.take();
             ctx.socket = self.plain.as_ref().map(|e| e.socket.clone());
         }
-        if group.iter().any(|s| s.needs_weed) {
+        if group.iter().any(|s| s.netns) {
+            self.enter_netns(group, ctx, &mut started)?;
+        }
+        if group.iter().any(|s| s.needs_weed && !s.netns) {
             if self.weed.is_none() {
                 let ringlat = self.ringlat.as_deref().ok_or("the needle scenarios need ringlat")?;
                 self.weed = Some(weed::WeedHost::start(
@@ -142,6 +155,86 @@ impl Engines {
         Ok(started)
     }
 
+    /// The namespace pair (made for the first such group) and, when a member uses them, the
+    /// serving engine in -a and the client's engine in -b.
+    fn enter_netns(&mut self, group: &[&'static Spec], ctx: &mut Ctx, started: &mut GroupEngines) -> Result<()> {
+        if self.netns.is_none() {
+            let ringlat = self.ringlat.as_deref().ok_or("the needle scenarios need ringlat")?;
+            self.netns = Some(netns::NetnsHost::start(
+                ringlat,
+                scenarios::NEEDLE_SIZES,
+                self.weed_core,
+            )?);
+        }
+        let host = self.netns.as_ref().expect("started above");
+        let pair = &host.pair;
+        let mut n = NetnsCtx {
+            client_ns: pair.ns_b.clone(),
+            server_ns: pair.ns_a.clone(),
+            weed: host.info().clone(),
+            engines: None,
+        };
+        if group.iter().any(|s| s.engine == EngineUse::Netns) {
+            let template = self.template.clone().ok_or("no engine options")?;
+            let size = group[0].name.split('.').nth(2).unwrap_or("x");
+            let log = |side: &str| {
+                self.out
+                    .as_ref()
+                    .map(|d| d.join(format!("engine-needle-{size}-netns-{side}.log")))
+            };
+            let mut server_opts = template.clone();
+            server_opts.ucx = Some(Tls::Tcp);
+            server_opts.seaweedfs_dir = Some(n.weed.volume_dir.clone());
+            server_opts.log_path = log("server");
+            server_opts.netns = Some(EngineNetns {
+                name: pair.ns_a.clone(),
+                listen: Some(format!("{}:0", pair.addr_a)),
+                device: pair.dev_a.clone(),
+            });
+            let (mut server, server_session) = Engine::start(&server_opts)?;
+            let addr = server
+                .ucx_listen_address(Duration::from_secs(15))
+                .map_err(|err| with_engine_log(err, &mut server))?;
+            // The client's engine on a core of its own where there is one (both engines
+            // spin on a read's path), else next to the serving one.
+            let mut client_opts = template;
+            if let Some(&c) = ctx
+                .worker_cores
+                .iter()
+                .find(|&&c| c != ctx.engine_core && c != ctx.client_core)
+            {
+                client_opts.cores = vec![c];
+            }
+            client_opts.ucx = Some(Tls::Tcp);
+            client_opts.log_path = log("client");
+            client_opts.netns = Some(EngineNetns {
+                name: pair.ns_b.clone(),
+                listen: None,
+                device: pair.dev_b.clone(),
+            });
+            let (client, client_session) = Engine::start(&client_opts)?;
+            n.engines = Some((
+                NeedleEngine {
+                    tls: Tls::Tcp,
+                    session: server_session,
+                    socket: server.socket.clone(),
+                    address: addr,
+                    binary: server_opts.binary.clone(),
+                },
+                NeedleEngine {
+                    tls: Tls::Tcp,
+                    session: client_session,
+                    socket: client.socket.clone(),
+                    address: String::new(),
+                    binary: client_opts.binary.clone(),
+                },
+            ));
+            started.netns = Some((server, client));
+        }
+        ctx.netns = Some(n);
+        Ok(())
+    }
+
     /// Undoes [`Engines::enter`]: the plain session goes back, the group's engines stop (the
     /// weed cluster stays for later groups).
     pub fn leave(&mut self, started: GroupEngines, ctx: &mut Ctx) -> Result<()> {
@@ -155,11 +248,14 @@ impl Engines {
         ctx.ucx_address = None;
         ctx.needle_engines.clear();
         ctx.weed = None;
+        // The sessions go before their engines stop.
+        ctx.netns = None;
         let mut first_err = None;
         for e in started
             .ucx
             .into_iter()
             .chain(started.needle.into_iter().map(|(_, e)| e))
+            .chain(started.netns.into_iter().flat_map(|(s, c)| [c, s]))
         {
             if let Err(err) = stop_engine(e) {
                 first_err.get_or_insert(err);

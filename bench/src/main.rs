@@ -14,6 +14,7 @@ mod gotool;
 mod interrupt;
 mod machine;
 mod measure;
+mod netns;
 mod plot;
 mod report;
 mod scenarios;
@@ -174,6 +175,11 @@ fn run(cli: &Cli) -> Result<()> {
             return Err("SWRING_REQUIRE_WEED=1 and the weed scenarios cannot run: no ringlat (Go)".into());
         }
     }
+    if plan.specs().any(|s| s.netns) {
+        if let Err(why) = netns::available() {
+            plan.skip_where(|s| s.netns, &why);
+        }
+    }
     // Before pinning: the affinity mask is still the process's.
     let all_cpus = machine::allowed_cpus();
     let have = placement.worker_cores.len();
@@ -206,6 +212,7 @@ fn run(cli: &Cli) -> Result<()> {
             ucx: None,
             seaweedfs_dir: None,
             cpus: all_cpus,
+            netns: None,
         })
     } else {
         None
@@ -224,6 +231,7 @@ fn run(cli: &Cli) -> Result<()> {
         } else {
             0
         },
+        netns: None,
     };
     if engine_uses.contains(&EngineUse::Plain) {
         let opts = engines.template.clone().expect("set when an engine is needed");
@@ -260,6 +268,7 @@ fn run(cli: &Cli) -> Result<()> {
         ringlat,
         weed: None,
         needle_engines: Vec::new(),
+        netns: None,
         engine_pid: engines.plain.as_ref().and_then(Engine::pid),
         timing,
         engine_template: template,
@@ -282,6 +291,8 @@ fn run(cli: &Cli) -> Result<()> {
     drop(ctx.session.take());
     drop(engines.plain_session.take());
     drop(engines.weed.take());
+    // And the namespace pair (its cluster first).
+    drop(engines.netns.take());
     let results = measured?;
     if let Some(en) = engines.plain.take() {
         stop_engine(en)?;

@@ -56,10 +56,10 @@ pub fn measure(
             // (none for the needle scenarios' HTTP baseline, whose group has two).
             r.engine_command = match r.spec.engine {
                 EngineUse::Plain => plain_command.clone(),
-                EngineUse::Ucx(_) | EngineUse::Needle(_) => en.map(|e| e.command_line().to_owned()),
+                EngineUse::Ucx(_) | EngineUse::Needle(_) | EngineUse::Netns => en.map(|e| e.command_line().to_owned()),
                 // Set from the scenario itself (measure_group).
                 EngineUse::Own => r.engine_command.take(),
-                EngineUse::None if !started.needle.is_empty() => None,
+                EngineUse::None if !started.needle.is_empty() || started.netns.is_some() => None,
                 EngineUse::None => ucx_command.clone().or_else(|| {
                     group
                         .iter()

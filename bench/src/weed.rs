@@ -147,6 +147,26 @@ impl WeedHost {
         if fs_mb > 0 {
             args.extend(["-fs-mb".into(), fs_mb.to_string()]);
         }
+        Self::start_with(ringlat, args, sizes, fs_mb, cpu)
+    }
+
+    /// Starts the cluster in network namespace `netns` (master and volume server listening
+    /// on `ip` there; `ringlat -weed -netns`), pinned to `cpu`, with a needle of each of
+    /// `sizes`. ringlat itself stays in this namespace (it dials into `netns`).
+    pub fn start_netns(ringlat: &Path, sizes: &[&str], netns: &str, ip: &str, cpu: usize) -> Result<Self> {
+        let args = vec![
+            "-weed".to_string(),
+            "-sizes".into(),
+            sizes.join(","),
+            "-netns".into(),
+            netns.into(),
+            "-ip".into(),
+            ip.into(),
+        ];
+        Self::start_with(ringlat, args, sizes, 0, cpu)
+    }
+
+    fn start_with(ringlat: &Path, args: Vec<String>, sizes: &[&str], fs_mb: u32, cpu: usize) -> Result<Self> {
         let mut p = Ringlat::spawn(ringlat, &args, Some(cpu))?;
         // weedcluster stops each server with SIGTERM and waits up to 10 s for it.
         p.set_exit_grace(Duration::from_secs(25));

@@ -202,6 +202,18 @@ fn ring_scenarios_run_with_their_baselines() {
         assert!(why.contains("not available") || (!go_ran && why.contains("Go")), "{l}");
         eprintln!("needle scenarios skipped: {why}");
     }
+    // The reads across a network-namespace pair need root and `ip` (CI runs as root; with
+    // SWRING_REQUIRE_ALL=1 their skip failed above).
+    let netns_ran = needles_ran && !skipped_names.contains(&"needle.read.4k.netns.http");
+    if needles_ran && !netns_ran {
+        let l = &skipped[skipped_names
+            .iter()
+            .position(|n| *n == "needle.read.4k.netns.http")
+            .unwrap()];
+        let why = l["skipped"].as_str().unwrap();
+        assert!(why.starts_with("not available here:"), "{l}");
+        eprintln!("netns scenarios skipped: {why}");
+    }
     let names: Vec<&str> = v.iter().map(|l| l["scenario"].as_str().unwrap()).collect();
     let expected: Vec<&str> = [
         "floor.pingpong",
@@ -255,8 +267,15 @@ fn ring_scenarios_run_with_their_baselines() {
         "s3.get.1m.ring",
         "filer.get.4k.http",
         "filer.get.4k.ring",
+        "needle.read.4k.netns.http",
+        "needle.read.4k.netns",
+        "needle.read.64k.netns.http",
+        "needle.read.64k.netns",
+        "needle.read.1m.netns.http",
+        "needle.read.1m.netns",
     ]
     .into_iter()
+    .filter(|n| netns_ran || !n.contains(".netns"))
     .filter(|n| go_ran || !n.ends_with(".go"))
     .filter(|n| needles_ran || !(n.starts_with("needle.read.") || is_front_end(n)))
     // The ring front ends need scripts/weed --ring (SWRING_REQUIRE_WEED=1 makes that an error).
@@ -406,6 +425,64 @@ fn ring_scenarios_run_with_their_baselines() {
         }
         check_front_ends(&|n: &str| names.iter().position(|m| *m == n).map(|i| &v[i]));
     }
+    if netns_ran {
+        for size in ["4k", "64k", "1m"] {
+            let http = by_name(&format!("needle.read.{size}.netns.http"));
+            let ring = by_name(&format!("needle.read.{size}.netns"));
+            assert_eq!(http["details"]["path"], "http", "{http}");
+            assert_eq!(ring["details"]["path"], "ring", "{ring}");
+            assert_eq!(ring["ratio_p50_vs"], format!("needle.read.{size}.netns.http"), "{ring}");
+            assert!(ring["ratio_bytes_per_sec"].as_f64().is_some_and(|r| r > 0.0), "{ring}");
+            assert!(ring.get("target").is_none(), "{ring}");
+            for l in [http, ring] {
+                assert_eq!(l["details"]["bytes_verified"], true, "{l}");
+                // The client side in namespace -b, the volume server in -a, across the veth.
+                let (a, b) = (
+                    l["details"]["netns_server"].as_str().unwrap(),
+                    l["details"]["netns_client"].as_str().unwrap(),
+                );
+                assert!(
+                    a.ends_with("-a") && b.ends_with("-b") && a[..a.len() - 2] == b[..b.len() - 2],
+                    "{l}"
+                );
+                let volume = l["details"]["volume_server"].as_str().unwrap();
+                assert!(!volume.starts_with("127."), "{l}");
+            }
+            // The ring path: the client's engine in -b, READ_NEEDLE over tcp to the engine
+            // serving the volume in -a, listening on the veth address (the volume server's).
+            let peer = ring["details"]["engine_ucx_address"].as_str().unwrap();
+            let volume = ring["details"]["volume_server"].as_str().unwrap();
+            assert_eq!(peer.split(':').next(), volume.split(':').next(), "{ring}");
+            assert_eq!(ring["details"]["ucx_transports"], "tcp", "{ring}");
+            let cmd = ring["run"]["engine_command"].as_str().unwrap();
+            let b = ring["details"]["netns_client"].as_str().unwrap();
+            assert!(cmd.starts_with(&format!("ip netns exec {b} ")), "{cmd}");
+            assert!(ring["details"]["engine_ucx_lanes"].is_string(), "{ring}");
+        }
+    }
+    // The namespace pair was removed at the end of the run: no pair of a bench that is gone.
+    if let Ok(o) = Command::new("ip").args(["netns", "list"]).output() {
+        let text = String::from_utf8_lossy(&o.stdout);
+        let left = orphan_pairs(&text);
+        assert!(left.is_empty(), "bench namespace pairs left behind: {left:?}");
+    }
+}
+
+/// The namespaces of a bench's pair (`swrb<pid>-a`, `-b`) in `ip netns list` whose bench no
+/// longer runs (another bench may be running beside this test).
+fn orphan_pairs(list: &str) -> Vec<&str> {
+    list.lines()
+        .filter_map(|l| l.split_whitespace().next())
+        .filter(|n| {
+            let Some(pid) = n
+                .strip_prefix("swrb")
+                .and_then(|r| r.strip_suffix("-a").or_else(|| r.strip_suffix("-b")))
+            else {
+                return false;
+            };
+            pid.parse::<u32>().is_ok() && !std::path::Path::new("/proc").join(pid).exists()
+        })
+        .collect()
 }
 
 /// The scenarios reading through a SeaweedFS front end (mount, S3, filer).

@@ -36,7 +36,14 @@ pub enum Kind {
     Batch(u32),
     /// One read of the run's needle of this size (`"4k"`, the weed host's size name): over
     /// the rings from the group's engine for these transports, or over HTTP (`None`).
-    Needle { size: &'static str, tls: Option<Tls> },
+    /// With `netns`: across the run's namespace pair (ringlat runs in namespace -b, the
+    /// volume server and the serving engine are in -a; the ring path goes through the
+    /// client engine in -b, over tcp across the veth).
+    Needle {
+        size: &'static str,
+        tls: Option<Tls>,
+        netns: bool,
+    },
     /// One read through a SeaweedFS front end that ringlat starts: with the `weed` of the
     /// ring read path reading through the group's engine for these transports, or the stock
     /// `weed` (`None`).
@@ -141,11 +148,17 @@ impl GoRinglat {
                     batch.to_string(),
                 ]);
             }
-            Kind::Needle { size, tls } => {
-                let weed = ctx
-                    .weed
-                    .as_ref()
-                    .ok_or("this scenario needs the weed volume server, and none was started")?;
+            Kind::Needle { size, tls, netns } => {
+                let weed = if netns {
+                    &ctx.netns
+                        .as_ref()
+                        .ok_or("this scenario needs the namespace pair's weed cluster, and none was started")?
+                        .weed
+                } else {
+                    ctx.weed
+                        .as_ref()
+                        .ok_or("this scenario needs the weed volume server, and none was started")?
+                };
                 let n = weed
                     .needles
                     .iter()
@@ -169,6 +182,21 @@ impl GoRinglat {
                 d.insert("volume_server".into(), weed.volume.clone().into());
                 d.insert("weed".into(), weed.weed.clone().into());
                 match tls {
+                    Some(tls) if netns => {
+                        let n = ctx.netns.as_ref().expect("checked above");
+                        let (server, client) = n
+                            .engines
+                            .as_ref()
+                            .ok_or("no engines were started across the namespace pair")?;
+                        args.extend([
+                            "-socket".into(),
+                            client.socket.display().to_string(),
+                            "-peer".into(),
+                            server.address.clone(),
+                        ]);
+                        d.insert("ucx_transports".into(), tls.transports().into());
+                        d.insert("engine_ucx_address".into(), server.address.clone().into());
+                    }
                     Some(tls) => {
                         let e =
                             ctx.needle_engines.iter().find(|e| e.tls == tls).ok_or_else(|| {
@@ -184,6 +212,10 @@ impl GoRinglat {
                         d.insert("engine_ucx_address".into(), e.address.clone().into());
                     }
                     None => args.push("-no-engine".into()),
+                }
+                if let Some(n) = ctx.netns.as_ref().filter(|_| netns) {
+                    d.insert("netns_client".into(), n.client_ns.clone().into());
+                    d.insert("netns_server".into(), n.server_ns.clone().into());
                 }
             }
             Kind::FrontEnd { front_end, tls } => {
@@ -266,9 +298,22 @@ impl GoRinglat {
             .ringlat
             .as_deref()
             .ok_or("no ringlat binary (the Go scenarios need one)")?;
-        let (args, facts) = self.args(ctx)?;
+        let (mut args, facts) = self.args(ctx)?;
         // From the measuring thread: ringlat inherits the client core.
-        let mut p = Ringlat::spawn(path, &args, None)?;
+        let mut p = match (&self.kind, ctx.netns.as_ref()) {
+            (Kind::Needle { netns: true, .. }, Some(n)) => {
+                // In the client's namespace: its HTTP GETs cross the veth (`ip netns exec`
+                // execs ringlat in place: the pid and the pipes are ringlat's).
+                let mut wrapped: Vec<String> = ["netns", "exec", &n.client_ns].map(String::from).to_vec();
+                wrapped.push(path.display().to_string());
+                wrapped.append(&mut args);
+                Ringlat::spawn(std::path::Path::new("ip"), &wrapped, None)?
+            }
+            (Kind::Needle { netns: true, .. }, None) => {
+                return Err("this scenario runs across the namespace pair, and none was set up".into())
+            }
+            _ => Ringlat::spawn(path, &args, None)?,
+        };
         let line = match p.read_line(self.kind.ready_timeout()) {
             Ok(l) => l,
             Err(e) if e.is::<crate::interrupt::Interrupted>() => {

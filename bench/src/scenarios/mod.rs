@@ -63,6 +63,9 @@ pub struct Ctx {
     pub weed: Option<crate::weed::WeedInfo>,
     /// The group's engines serving the weed volume directory, one per transport.
     pub needle_engines: Vec<NeedleEngine>,
+    /// For a group across the namespace pair ([`Spec::netns`]): where things are, and the
+    /// two engines when a member uses them ([`EngineUse::Netns`]).
+    pub netns: Option<NetnsCtx>,
     /// The process id of the run's plain engine (for its CPU time in `ring.wake`).
     pub engine_pid: Option<u32>,
     pub timing: Timing,
@@ -98,6 +101,11 @@ impl Ctx {
             .iter()
             .chain(self.ucx_session.iter())
             .chain(self.needle_engines.iter().map(|e| &e.session))
+            .chain(
+                self.netns
+                    .iter()
+                    .flat_map(|n| n.engines.iter().flat_map(|(s, c)| [&s.session, &c.session])),
+            )
     }
 
     /// The bench's session with the group's engine of `engine`, if it has one.
@@ -107,8 +115,27 @@ impl Ctx {
             EngineUse::Plain => self.session.as_ref(),
             EngineUse::Ucx(_) => self.ucx_session.as_ref(),
             EngineUse::Needle(t) => self.needle_engines.iter().find(|e| e.tls == t).map(|e| &e.session),
+            // The client's engine (in -b); the serving one sleeps until requests come.
+            EngineUse::Netns => self
+                .netns
+                .as_ref()
+                .and_then(|n| n.engines.as_ref())
+                .map(|(_, c)| &c.session),
         }
     }
+}
+
+/// A group across the run's namespace pair (`crate::netns`).
+pub struct NetnsCtx {
+    /// The namespace the client side (ringlat, the client engine) runs in (`NAME-b`).
+    pub client_ns: String,
+    /// The namespace of the weed cluster and the serving engine (`NAME-a`).
+    pub server_ns: String,
+    /// The weed cluster in the server namespace (its volume server on the veth address).
+    pub weed: crate::weed::WeedInfo,
+    /// The serving engine (in -a; `address`: its UCX listener on the veth) and the client's
+    /// engine (in -b; no listener), when a member uses them.
+    pub engines: Option<(NeedleEngine, NeedleEngine)>,
 }
 
 /// An engine serving the weed volume directory over UCX, started for a needle group.
@@ -217,7 +244,8 @@ pub fn build(spec: &Spec) -> Box<dyn Scenario> {
         }
         name if name.starts_with("needle.read.") => {
             let (size, tls) = needle_parts(name).expect("needle.read.<size>.<path>");
-            Box::new(go::GoRinglat::new(spec.name, go::Kind::Needle { size, tls }))
+            let netns = spec.netns;
+            Box::new(go::GoRinglat::new(spec.name, go::Kind::Needle { size, tls, netns }))
         }
         _ if spec.front_end.is_some() => {
             let tls = match spec.engine {

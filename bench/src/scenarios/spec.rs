@@ -108,6 +108,11 @@ pub enum EngineUse {
     /// volume server's directory (`--seaweedfs-dir`), started for the scenario's group only
     /// (a group may have one per transport); the scenario's client reads needles through it.
     Needle(Tls),
+    /// Two engines across a real network (`needle.read.<size>.netns`): one serving the
+    /// volume directory of the weed cluster in namespace -a of the run's namespace pair
+    /// (`crate::netns`), listening on the veth address over tcp; one in namespace -b that the
+    /// scenario's client (ringlat, run in -b) reads through. Started for the group only.
+    Netns,
     /// Engines the scenario starts itself, from [`Ctx::engine_template`] (`scale.nop.workers.N`:
     /// an engine with N workers). The run's plain engine must sleep during its blocks.
     Own,
@@ -156,6 +161,10 @@ pub struct Spec {
     /// Reads through a SeaweedFS front end (a FUSE `weed mount`, `weed s3`, a filer) that
     /// its ringlat starts (go-client/cmd/ringlat/fsread.go).
     pub front_end: Option<FrontEnd>,
+    /// Runs across the run's network-namespace pair (`crate::netns`): the weed cluster (and
+    /// for [`EngineUse::Netns`] the serving engine) in namespace -a, the client in -b. Needs
+    /// root and `ip`; skipped with the reason elsewhere.
+    pub netns: bool,
 }
 
 /// The SeaweedFS front end of a `mount.*`, `s3.*` or `filer.*` scenario.

@@ -25,6 +25,7 @@ const fn spec_base(name: &'static str, about: &'static str) -> Spec {
         pipelined: false,
         tail_bound: None,
         front_end: None,
+        netns: false,
     }
 }
 
@@ -60,6 +61,32 @@ const fn needle_spec(
             baseline: Some(baseline),
             target,
             engine: EngineUse::Needle(tls),
+            ..base
+        },
+    }
+}
+
+/// `needle.read.<size>.netns[.http]`: the needle read across a veth pair (`crate::netns`):
+/// the volume server in namespace -a, ringlat in -b, over HTTP (`ring: false`, the baseline)
+/// or through the client engine in -b to the serving engine in -a (UCX over tcp). No target
+/// (the issue names none).
+const fn netns_spec(
+    name: &'static str,
+    about: &'static str,
+    sample: &'static str,
+    bytes: u64,
+    ring: Option<&'static str>,
+) -> Spec {
+    let base = Spec {
+        netns: true,
+        ..needle_spec(name, about, sample, bytes, None)
+    };
+    match ring {
+        None => base,
+        Some(baseline) => Spec {
+            baseline: Some(baseline),
+            engine: EngineUse::Netns,
+            borrows_engine_core: false,
             ..base
         },
     }
@@ -492,6 +519,48 @@ pub const SPECS: &[Spec] = &[
         FrontEnd::Filer(4096),
         Some((Tls::Sm, "filer.get.4k.http", Some(Target { metric: Metric::P50Ratio, bound: 1.0 / 1.4 }))),
     ),
+    netns_spec(
+        "needle.read.4k.netns.http",
+        "one 4 KiB needle across a veth pair: the volume server in network namespace -a, the keep-alive Go HTTP GET (ringlat) in -b",
+        "4 KiB read",
+        4 << 10,
+        None,
+    ),
+    netns_spec(
+        "needle.read.4k.netns",
+        "the same 4 KiB needle through the rings across the veth: ringlat and its engine in -b, READ_NEEDLE over UCX tcp to the engine serving the volume in -a",
+        "4 KiB read",
+        4 << 10,
+        Some("needle.read.4k.netns.http"),
+    ),
+    netns_spec(
+        "needle.read.64k.netns.http",
+        "one 64 KiB needle across a veth pair: volume server in namespace -a, Go HTTP GET in -b",
+        "64 KiB read",
+        64 << 10,
+        None,
+    ),
+    netns_spec(
+        "needle.read.64k.netns",
+        "the same 64 KiB needle through the rings across the veth (engine in -b to engine in -a, UCX tcp)",
+        "64 KiB read",
+        64 << 10,
+        Some("needle.read.64k.netns.http"),
+    ),
+    netns_spec(
+        "needle.read.1m.netns.http",
+        "one 1 MiB needle across a veth pair: volume server in namespace -a, Go HTTP GET in -b",
+        "1 MiB read",
+        1 << 20,
+        None,
+    ),
+    netns_spec(
+        "needle.read.1m.netns",
+        "the same 1 MiB needle through the rings across the veth (engine in -b to engine in -a, UCX tcp)",
+        "1 MiB read",
+        1 << 20,
+        Some("needle.read.1m.netns.http"),
+    ),
 ];
 
 /// Scenarios with a reserved name that cannot run yet, and why. Selecting one (or running
@@ -502,14 +571,15 @@ pub fn spec(name: &str) -> Option<&'static Spec> {
     SPECS.iter().find(|s| s.name == name)
 }
 
-/// The size and transports of `needle.read.<size>.<path>` (`None`: the HTTP path).
+/// The size and transports of `needle.read.<size>.<path>` (`None`: the HTTP path). The
+/// `netns` paths (`.netns`: tcp, `.netns.http`) are across the namespace pair ([`Spec::netns`]).
 pub fn needle_parts(name: &str) -> Option<(&'static str, Option<Tls>)> {
     let rest = name.strip_prefix("needle.read.")?;
     let (size, path) = rest.split_once('.')?;
     let size = *NEEDLE_SIZES.iter().find(|s| **s == size)?;
     let tls = match path {
-        "http" => None,
-        "tcp" => Some(Tls::Tcp),
+        "http" | "netns.http" => None,
+        "tcp" | "netns" => Some(Tls::Tcp),
         "sm" => Some(Tls::Sm),
         _ => return None,
     };

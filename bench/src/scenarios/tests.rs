@@ -126,6 +126,9 @@ fn default_plan_pairs_each_subject_with_its_baseline() {
             vec!["s3.get.4k.http", "s3.get.4k.ring"],
             vec!["s3.get.1m.http", "s3.get.1m.ring"],
             vec!["filer.get.4k.http", "filer.get.4k.ring"],
+            vec!["needle.read.4k.netns.http", "needle.read.4k.netns"],
+            vec!["needle.read.64k.netns.http", "needle.read.64k.netns"],
+            vec!["needle.read.1m.netns.http", "needle.read.1m.netns"],
         ]
     );
     // Everything that cannot run yet is reported as skipped.
@@ -309,6 +312,19 @@ fn needle_reads_run_next_to_the_http_get() {
     assert_eq!(needle_parts("needle.read.1m.sm"), Some(("1m", Some(Tls::Sm))));
     assert_eq!(needle_parts("needle.read.2k.sm"), None);
     assert_eq!(needle_parts("needle.read.4k.rdma"), None);
+    assert_eq!(needle_parts("needle.read.4k.netns"), Some(("4k", Some(Tls::Tcp))));
+    assert_eq!(needle_parts("needle.read.1m.netns.http"), Some(("1m", None)));
+    // Across the namespace pair: the HTTP GET is the baseline, the ring path the subject.
+    let g = plan(&["needle.read.64k.netns".into()]).unwrap().groups;
+    assert_eq!(
+        names(&g),
+        vec![vec!["needle.read.64k.netns.http", "needle.read.64k.netns"]]
+    );
+    assert!(g[0].iter().all(|s| s.netns && s.needs_weed && s.needs_go));
+    assert_eq!(
+        g[0].iter().map(|s| s.engine).collect::<Vec<_>>(),
+        [EngineUse::None, EngineUse::Netns]
+    );
     // No weed: the needle scenarios go, with the reason; the rest stays.
     let mut p = plan(&["needle.read.4k.tcp".into(), "ring.nop".into()]).unwrap();
     p.skip_where(|s| s.needs_weed, "not available: no weed binary");
@@ -359,11 +375,13 @@ fn registry_is_consistent() {
             "{}: a target needs a baseline",
             s.name
         );
-        // A subject without a target: only the 64 KiB needle reads, the 1 MiB S3 GET and
+        // A subject without a target: only the 64 KiB needle reads, the reads across the
+        // namespace pair, the 1 MiB S3 GET and
         // the scaling scenarios (the issue names none).
         if s.baseline.is_some() && s.target.is_none() {
             assert!(
                 s.name.starts_with("needle.read.64k.")
+                    || s.netns
                     || s.name.starts_with("scale.nop.")
                     || s.name == "s3.get.1m.ring",
                 "{}: a subject needs a target",

@@ -15,7 +15,7 @@
 //	ringlat -serve [-socket PATH] [-core N] [-batch N] [-spin DUR]
 //	ringlat -serve [-socket PATH | -no-engine] [-core N] -name NAME -volume HOST:PORT
 //	        -fid FID -bytes N -sha256 HEX [-peer IP:PORT] [-gc-off]
-//	ringlat -weed [-weed-bin PATH] [-sizes 4k,64k,1m] [-fs-mb N] [-check]
+//	ringlat -weed [-weed-bin PATH] [-sizes 4k,64k,1m] [-fs-mb N | -netns NS -ip IP] [-check]
 //	ringlat -serve -no-engine -name NAME -fs mount-rand|mount-seq|s3|filer -fs-path ring|http
 //	        -weed-bin PATH -master HOST:PORT -filer HOST:PORT -fs-file PATH -fs-bytes N
 //	        [-fs-object-bytes N] [-engine-socket PATH -engine-addrs VOLUME=UCX]
@@ -49,6 +49,7 @@ import (
 
 	"golang.org/x/sys/unix"
 
+	"github.com/seaweed-ring/seaweed-ring/go-client/internal/weedcluster"
 	"github.com/seaweed-ring/seaweed-ring/go-client/ring"
 )
 
@@ -92,11 +93,13 @@ func main() {
 	sizes := flag.String("sizes", "4k,64k,1m", "-weed: needle sizes to upload, comma-separated (k = KiB, m = MiB)")
 	check := flag.Bool("check", false, "-weed: only find the weed binary and print it")
 	fsMB := flag.Int("fs-mb", 0, "-weed: also start a filer and write a file of this many MiB through it (mount/s3/filer scenarios)")
+	weedNetns := flag.String("netns", "", "-weed: run master and volume server in this network namespace (with -ip; needs root)")
+	weedIP := flag.String("ip", "", "-weed -netns: their address in that namespace")
 	var fs fsTarget
 	fs.flags()
 	flag.Parse()
 	if *weedMode {
-		if err := weedHost(*weedBin, *sizes, *fsMB, *check, os.Stdin, os.Stdout); err != nil {
+		if err := weedHost(*weedBin, *sizes, *fsMB, *check, weedcluster.NetnsOptions{Netns: *weedNetns, IP: *weedIP}, os.Stdin, os.Stdout); err != nil {
 			fail(err)
 		}
 		return

@@ -24,6 +24,12 @@ package main
 // "no_weed":true|false} and ringlat exits with status 1. -check only looks for the binaries:
 // {"ready":true,"weed":"/path/weed","weed_ring":"/path/weed-ring"} (or "weed_ring_error").
 //
+// With -netns NS -ip IP (the bench's needle.read.<size>.netns scenarios; needs root) the
+// master and the volume server run in network namespace NS (`ip netns exec`, scripts/netns
+// made it) listening on IP (weedcluster.StartNetns: volume IP:8080, master IP:9333), and
+// the uploads and checks are made from inside NS; "volume" is then IP:8080, which the other
+// namespace of the pair reaches across the veth.
+//
 // The whole process (and so the weed servers, which inherit its CPU mask) runs where it
 // was started: the bench starts it pinned to the engine core, so that the volume server
 // answers HTTP on the core the engine uses for the ring path.
@@ -97,7 +103,7 @@ func parseSize(s string) (int, error) {
 
 // weedHost runs -weed: see the comment at the top of this file. fsMB > 0 also starts a
 // filer and writes fsFile (fsMB MiB) through it (fsread.go).
-func weedHost(weedBin, sizes string, fsMB int, check bool, in io.Reader, out io.Writer) error {
+func weedHost(weedBin, sizes string, fsMB int, check bool, ns weedcluster.NetnsOptions, in io.Reader, out io.Writer) error {
 	enc := json.NewEncoder(out)
 	failed := func(err error) error {
 		enc.Encode(weedReady{Error: err.Error(), NoWeed: errors.Is(err, weedcluster.ErrNoWeed)})
@@ -143,7 +149,15 @@ func weedHost(weedBin, sizes string, fsMB int, check bool, in io.Reader, out io.
 	defer os.RemoveAll(dir)
 	ctx, cancel := context.WithTimeout(sig, 3*time.Minute)
 	defer cancel()
-	cluster, err := weedcluster.Start(ctx, weedBin, dir, weedcluster.Options{})
+	var cluster *weedcluster.Cluster
+	switch {
+	case ns.Netns != "" && fsMB > 0:
+		return failed(errors.New("-netns does not go with -fs-mb"))
+	case ns.Netns != "":
+		cluster, err = weedcluster.StartNetns(ctx, weedBin, dir, ns)
+	default:
+		cluster, err = weedcluster.Start(ctx, weedBin, dir, weedcluster.Options{})
+	}
 	if err != nil {
 		return failed(err)
 	}
