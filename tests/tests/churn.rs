@@ -1,13 +1,18 @@
 //! Churn: clients killed at random points under load, and ten thousand sessions opened and
 //! closed (half of them by SIGKILL). Nothing may reach a bystander session, and the engine must
 //! end where it started: the same descriptors and mappings (from /proc), no open sessions and
-//! no UCX registrations (from `engine status --json`).
+//! no UCX registrations or exports (from `engine status --json`).
+//!
+//! The killed clients' load is remote: SENDs to the engine's own UCX listener and READs and
+//! WRITEs of exports (`ring-load --ucx`), so each of them had its region and an export
+//! registered with UCX, and requests on the wire, when it died.
 //!
 //! Random choices come from a seed printed at the start (and on failure); `SWRING_TEST_SEED=N`
 //! replays one ([`integration_tests::rng`]).
 
 use std::collections::HashSet;
 use std::io::BufRead;
+use std::os::unix::process::ExitStatusExt;
 use std::process::{Child, Command, Stdio};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
@@ -17,27 +22,81 @@ use integration_tests::{nop, wait, wait_child, wait_until, workspace_binary, Eng
 use ring_client::{Session, SessionOptions};
 use ring_proto::{opcode, Sqe};
 
-fn spawn_load(args: &[&str], socket: &std::path::Path) -> Child {
-    Command::new(workspace_binary("ring-load", "SWRING_LOAD"))
-        .arg(socket)
-        .args(args)
-        .stdout(Stdio::piped())
-        .spawn()
-        .expect("spawn ring-load")
+/// A `ring-load` process, killed when dropped (a failing test leaves none behind).
+struct Load(Child);
+
+impl std::ops::Deref for Load {
+    type Target = Child;
+    fn deref(&self) -> &Child {
+        &self.0
+    }
 }
 
-/// Waits for the helper's "ready" line (it has its sessions open).
-fn wait_ready(child: &mut Child) {
+impl std::ops::DerefMut for Load {
+    fn deref_mut(&mut self) -> &mut Child {
+        &mut self.0
+    }
+}
+
+impl Drop for Load {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+fn spawn_load(args: &[&str], socket: &std::path::Path) -> Load {
+    Load(
+        Command::new(workspace_binary("ring-load", "SWRING_LOAD"))
+            .arg(socket)
+            .args(args)
+            .stdout(Stdio::piped())
+            .spawn()
+            .expect("spawn ring-load"),
+    )
+}
+
+/// Engine flags for a UCX listener on loopback tcp.
+const UCX_ARGS: [&str; 6] = [
+    "--ucx-listen",
+    "127.0.0.1:0",
+    "--ucx-transports",
+    "tcp",
+    "--ucx-net-devices",
+    "lo",
+];
+
+/// Waits for the helper's "ready" line (it has its sessions open); returns what follows
+/// "ready" on it (`ring-load --ucx` names its export there).
+fn wait_ready(child: &mut Child) -> String {
     let mut line = String::new();
     std::io::BufReader::new(child.stdout.take().unwrap())
         .read_line(&mut line)
         .unwrap();
-    assert_eq!(line.trim(), "ready", "ring-load {} did not get ready", child.id());
+    let rest = line.trim().strip_prefix("ready");
+    assert!(
+        rest.is_some_and(|r| r.is_empty() || r.starts_with(' ')),
+        "ring-load {} did not get ready: {line:?}",
+        child.id()
+    );
+    rest.unwrap().trim().to_string()
 }
 
-fn sigkill(mut child: Child) {
-    child.kill().unwrap();
-    wait_child(&mut child);
+/// Kills the helper; it must die by this SIGKILL (a helper that found a wrong completion
+/// panics and exits before).
+fn sigkill(mut child: Load) {
+    let _ = child.kill();
+    let status = wait_child(&mut child);
+    assert_eq!(
+        status.signal(),
+        Some(libc::SIGKILL),
+        "ring-load {} ended by itself ({status}) before it was killed",
+        child.id()
+    );
+}
+
+fn ucx_registrations(engine: &Engine) -> u64 {
+    engine.status_json()["engine"]["ucx_registrations"].as_u64().unwrap()
 }
 
 /// The engine's descriptors and mappings, compared exactly after the churn.
@@ -103,14 +162,37 @@ fn bystander_batch(s: &mut Session, batch: u64) {
 fn hundred_client_sigkills_under_load_reach_no_bystander_and_leak_nothing() {
     let seed = Seed::from_env("hundred_client_sigkills");
     let mut rng = seed.rng();
-    let engine = Engine::start(&[]);
+    let engine = Engine::start(&UCX_ARGS);
+    let addr = engine.ucx_listen_addr();
     let mut bystander = engine.connect();
     bystander_batch(&mut bystander, 0);
+    // Warm-up: the first remote traffic creates the UCX worker's lasting state (and the
+    // first connection, closed when its last session ends).
+    {
+        let mut child = spawn_load(&["--ucx", &addr], &engine.socket);
+        wait_ready(&mut child);
+        sigkill(child);
+    }
+    wait_until(
+        "the warm-up client's registrations released",
+        || ucx_registrations(&engine) == 0,
+        || engine.status_json().to_string(),
+    );
     engine.wait_live_sessions(1);
+    wait_until(
+        "the warm-up client's peer connection closed, on both ends",
+        || {
+            let log = engine.log();
+            log.contains("peer engine disconnected")
+                && (log.contains("idle peer connection closed") || log.contains("peer connection failed"))
+        },
+        || engine.log(),
+    );
     let before = resources(&engine);
 
     let stop = AtomicBool::new(false);
     let (mut ready_kills, mut early_kills) = (0, 0);
+    let (mut ready_clients, mut peak_registrations) = (0, 0);
     let batches = std::thread::scope(|scope| {
         let checker = scope.spawn(|| {
             let mut batch = 1;
@@ -125,23 +207,42 @@ fn hundred_client_sigkills_under_load_reach_no_bystander_and_leak_nothing() {
         let stop_checker = StopOnDrop(&stop);
         // Two load clients at a time; each round starts one and kills the older one, at a
         // random moment: mostly with requests in flight, sometimes during its handshake.
-        let mut older = None;
+        // Each new client also READs the older one's export, so that some die with READs of
+        // their export in flight.
+        let mut older: Option<(Load, String)> = None;
         for _ in 0..100 {
-            let mut child = spawn_load(&[], &engine.socket);
+            let mut args = vec!["--ucx", addr.as_str()];
+            let foreign = older.as_ref().map(|(_, export)| export.replace(' ', ":"));
+            if let Some(f) = &foreign {
+                args.extend(["--foreign", f.as_str()]);
+            }
+            let mut child = spawn_load(&args, &engine.socket);
             if rng.below(4) == 0 {
                 std::thread::sleep(Duration::from_micros(rng.below(3000)));
                 sigkill(child);
                 early_kills += 1;
                 continue;
             }
-            wait_ready(&mut child);
+            let export = wait_ready(&mut child);
+            ready_clients += 1;
+            // A ready client has its region and its export registered; so has the older one
+            // until it is killed. Checked on some clients only: a status query takes a while.
+            if ready_clients % 8 == 1 {
+                let n = ucx_registrations(&engine);
+                assert!(
+                    n >= 2,
+                    "{n} UCX registrations with a ready client\n{}",
+                    engine.status_json()
+                );
+                peak_registrations = peak_registrations.max(n);
+            }
             std::thread::sleep(Duration::from_micros(rng.below(10_000)));
-            if let Some(o) = older.replace(child) {
+            if let Some((o, _)) = older.replace((child, export)) {
                 sigkill(o);
                 ready_kills += 1;
             }
         }
-        if let Some(o) = older.take() {
+        if let Some((o, _)) = older.take() {
             sigkill(o);
             ready_kills += 1;
         }
@@ -153,8 +254,21 @@ fn hundred_client_sigkills_under_load_reach_no_bystander_and_leak_nothing() {
     });
     assert_eq!(ready_kills + early_kills, 100);
     assert!(batches > 0, "the bystander made no progress during the kills");
-    eprintln!("{ready_kills} clients killed under load, {early_kills} around their handshake; bystander checked {batches} batches");
+    eprintln!(
+        "{ready_kills} clients killed under remote load, {early_kills} around their handshake; \
+         bystander checked {batches} batches; up to {peak_registrations} UCX registrations seen"
+    );
 
+    // Every killed client's region and export registration is released (exports once their
+    // revocation was acknowledged), and so are its session and its peer connection.
+    wait_until(
+        "UCX registrations and exports released",
+        || {
+            let e = &engine.status_json()["engine"];
+            e["ucx_registrations"] == 0 && e["exports"] == 0
+        },
+        || engine.status_json().to_string(),
+    );
     wait_back_to(&engine, before);
     let log = engine.log();
     assert!(
@@ -164,6 +278,7 @@ fn hundred_client_sigkills_under_load_reach_no_bystander_and_leak_nothing() {
     let status = engine.status_json();
     assert_eq!(status["engine"]["sessions_open"], 1, "{status:#}");
     assert_eq!(status["engine"]["ucx_registrations"], 0, "{status:#}");
+    assert_eq!(status["engine"]["exports"], 0, "{status:#}");
     // The bystander still works after the last kill.
     bystander_batch(&mut bystander, batches + 1);
     bystander.close().unwrap();
@@ -239,7 +354,7 @@ fn ten_thousand_sessions_half_killed_leave_nothing_behind() {
                 || engine.status_json()["engine"]["sessions_open"].as_u64().unwrap() < 512,
                 || format!("wave {wave}\n{}", engine.status_json()),
             );
-            let mut wave_children: Vec<Child> = (0..PROCESSES_PER_WAVE)
+            let mut wave_children: Vec<Load> = (0..PROCESSES_PER_WAVE)
                 .map(|_| spawn_load(&["--hold", &PER_PROCESS.to_string()], &engine.socket))
                 .collect();
             for c in &mut wave_children {
