@@ -377,8 +377,8 @@ fn ten_thousand_sessions_half_killed_leave_nothing_behind() {
         || engine.status_json().to_string(),
     );
     wait_back_to(&engine, before);
+    // (No UCX here, so no registrations to check: the hundred-kill test checks those.)
     let status = engine.status_json();
-    assert_eq!(status["engine"]["ucx_registrations"], 0, "{status:#}");
     assert_eq!(
         opened(&status) - opened_before,
         (KILLED + IN_PROCESS) as u64,
