@@ -58,10 +58,13 @@ type Needle struct {
 	// known only when the response was gzip-encoded (whole-needle reads, KeepCompressed),
 	// and false otherwise.
 	Compressed bool
-	// ChunkManifest reports that the data is a SeaweedFS chunk manifest (JSON naming the
-	// chunks of a large file), returned as is: the volume server's GET would assemble the
-	// file instead unless asked with ?cm=false, which the HTTP path of Reader does,
-	// so both paths return the manifest. Only the ring path can tell (false on PathHTTP).
+	// ChunkManifest reports that the needle carries the chunk-manifest flag: a manifest
+	// written by `weed upload`/submit (JSON naming the chunks of a large file), returned as
+	// is: the volume server's GET would assemble the file instead unless asked with
+	// ?cm=false, which the HTTP path of Reader does, so both paths return the manifest. Only
+	// the ring path can tell (false on PathHTTP). The filer's own manifests (protobuf) carry
+	// no needle flag (only the filer's metadata marks them): for those it is false and the
+	// bytes are the manifest, as from the GET.
 	ChunkManifest bool
 	// Flags are the needle's stored flag bits (FlagGzip, ...); ring path only.
 	Flags uint8
