@@ -13,6 +13,17 @@ pub mod rng;
 pub mod spec_client;
 pub mod spec_exports;
 
+/// Engine flags for a UCX listener on loopback tcp (port chosen by the engine:
+/// [`Engine::ucx_listen_addr`]).
+pub const UCX_LOOPBACK_TCP: [&str; 6] = [
+    "--ucx-listen",
+    "127.0.0.1:0",
+    "--ucx-transports",
+    "tcp",
+    "--ucx-net-devices",
+    "lo",
+];
+
 /// A NOP entry carrying `user_data`.
 /// A SEND to the peer's ECHO service: `len` bytes at `off`, the answer into `resp_cap`
 /// bytes at `resp_off`.

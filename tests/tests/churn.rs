@@ -18,7 +18,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
 use integration_tests::rng::Seed;
-use integration_tests::{nop, wait, wait_child, wait_until, workspace_binary, Engine, StopOnDrop};
+use integration_tests::{nop, wait, wait_child, wait_until, workspace_binary, Engine, StopOnDrop, UCX_LOOPBACK_TCP};
 use ring_client::{Session, SessionOptions};
 use ring_proto::{opcode, Sqe};
 
@@ -55,16 +55,6 @@ fn spawn_load(args: &[&str], socket: &std::path::Path) -> Load {
             .expect("spawn ring-load"),
     )
 }
-
-/// Engine flags for a UCX listener on loopback tcp.
-const UCX_ARGS: [&str; 6] = [
-    "--ucx-listen",
-    "127.0.0.1:0",
-    "--ucx-transports",
-    "tcp",
-    "--ucx-net-devices",
-    "lo",
-];
 
 /// Waits for the helper's "ready" line (it has its sessions open); returns what follows
 /// "ready" on it (`ring-load --ucx` names its export there).
@@ -162,7 +152,7 @@ fn bystander_batch(s: &mut Session, batch: u64) {
 fn hundred_client_sigkills_under_load_reach_no_bystander_and_leak_nothing() {
     let seed = Seed::from_env("hundred_client_sigkills");
     let mut rng = seed.rng();
-    let engine = Engine::start(&UCX_ARGS);
+    let engine = Engine::start(&UCX_LOOPBACK_TCP);
     let addr = engine.ucx_listen_addr();
     let mut bystander = engine.connect();
     bystander_batch(&mut bystander, 0);

@@ -22,7 +22,7 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
-use integration_tests::{Engine, PATIENCE};
+use integration_tests::{Engine, PATIENCE, UCX_LOOPBACK_TCP};
 use ring_client::Session;
 use ring_proto::needle::NEEDLE_META_LEN;
 use ring_proto::{opcode, Cqe, Sqe};
@@ -173,17 +173,7 @@ fn debian_ucx_1_13() -> (&'static str, Option<&'static str>) {
 /// The attack is real: the same bytes abort an engine that runs on Debian's UCX 1.13.1.
 #[test]
 fn the_same_bytes_abort_an_engine_on_debian_ucx_1_13() {
-    let engine = Engine::start_with_env(
-        &[
-            "--ucx-listen",
-            "127.0.0.1:0",
-            "--ucx-transports",
-            "tcp",
-            "--ucx-net-devices",
-            "lo",
-        ],
-        &[debian_ucx_1_13()],
-    );
+    let engine = Engine::start_with_env(&UCX_LOOPBACK_TCP, &[debian_ucx_1_13()]);
     engine.wait_for_log("UCX runtime loaded version=1.13.1");
     let ports = listening_ports(engine.pid());
     assert!(ports.len() >= 2, "{ports:?}");
