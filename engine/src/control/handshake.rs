@@ -33,14 +33,20 @@ impl ControlServer {
                     // Hello, and the reset could swallow the explanation.
                     let refused = self.allowed(creds.map(|c| (c.uid(), c.gid()))).err();
                     if self.pending.len() >= MAX_PENDING {
+                        // Close the oldest that has said nothing: one whose first message is
+                        // already waiting (a Hello, a status request) is served by this pass's
+                        // poll instead. With every one of them waiting to be read, the oldest.
+                        let silent = |c: &Conn| !readable(c.fd().as_fd());
                         let oldest = (0..self.pending.len())
+                            .filter(|&i| silent(&self.pending[i]))
                             .min_by_key(|&i| self.pending[i].lease.last_seen)
+                            .or_else(|| (0..self.pending.len()).min_by_key(|&i| self.pending[i].lease.last_seen))
                             .expect("pending is full");
                         let old = self.pending.swap_remove(oldest);
                         tracing::warn!(
                             client_pid = old.client_pid,
                             max = MAX_PENDING,
-                            "too many connections without Hello; closed the oldest"
+                            "too many connections without Hello; closed the oldest silent one"
                         );
                     }
                     self.pending.push(Conn {
@@ -260,4 +266,10 @@ impl ControlServer {
         }
         RegionLayout::new(sq, cq, buf).map_err(|e| e.to_string())
     }
+}
+
+/// Whether a connection has bytes (or its EOF) waiting to be read: a poll that does not wait.
+fn readable(fd: BorrowedFd<'_>) -> bool {
+    let mut p = [nix::poll::PollFd::new(fd, nix::poll::PollFlags::POLLIN)];
+    matches!(nix::poll::poll(&mut p, nix::poll::PollTimeout::ZERO), Ok(n) if n > 0)
 }
