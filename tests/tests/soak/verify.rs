@@ -274,21 +274,3 @@ pub fn assert_sessions_counted(engine: &Engine, soakers: &[Soaker]) -> Tally {
     }
     total
 }
-
-/// The transports of the peer connection's lanes, from the engine's log line
-/// "lanes=lane[0]: cm tcp | lane[1]: 0:tcp/lo.0 md[0] ...", joined with `+`.
-pub fn transports(log: &str) -> String {
-    let mut transports: Vec<String> = log
-        .lines()
-        .find(|l| l.contains("peer connection transports"))
-        .unwrap_or_default()
-        .split_whitespace()
-        .filter_map(|t| {
-            let (lane, rest) = t.split_once(':')?;
-            lane.parse::<u32>().ok()?;
-            Some(rest.split('/').next()?.to_string())
-        })
-        .collect();
-    transports.dedup();
-    transports.join("+")
-}
