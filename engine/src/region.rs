@@ -11,7 +11,6 @@ use std::sync::Arc;
 
 use memmap2::{MmapOptions, MmapRaw};
 use nix::sys::memfd::{memfd_create, MemFdCreateFlag};
-use ring_proto::layout::RING_NEED_WAKEUP;
 use ring_proto::LiveHeader;
 use ring_proto::{Consumer, Cqe, Producer, RegionLayout, RegionView, SessionState, SharedArea, SharedMemory, Sqe};
 
@@ -143,7 +142,7 @@ impl Region {
         // sending it), so no client has the region mapped.
         unsafe { view.write_header(header) };
         // The worker has not polled this session yet: a client's first submission must wake it.
-        view.sq_ctl().flags.store(RING_NEED_WAKEUP, Ordering::Relaxed);
+        view.arm_first_submission();
         // SYNC POINT: Release pairs with the client's Acquire load of `state` after mapping:
         // everything written above is visible once it reads Ready.
         view.live().state.store(SessionState::Ready as u32, Ordering::Release);

@@ -140,8 +140,10 @@ impl Remote for NoRemote {
 impl ActiveSession {
     pub fn new(shared: Arc<SessionShared>) -> Self {
         let (sq, cq) = shared.region.rings();
-        // The region starts with NEED_WAKEUP set so that submissions made before this worker
-        // adopted the session wake it; from now on it polls the session.
+        // The region starts with the first SQ slot marked (CTL_WAKE) and NEED_WAKEUP set so
+        // that submissions made before this worker adopted the session wake it; from now on
+        // it polls the session.
+        sq.clear_announcement();
         sq.finish_sleep();
         Self {
             shared,
@@ -165,10 +167,9 @@ impl ActiveSession {
         if self.shared.region.lost() {
             return Pass::RegionLost;
         }
-        let ready = match self.sq.refresh() {
-            Ok(0) => return Pass::Done(0),
-            Ok(n) => n.min(max),
-            Err(_) => return Pass::Broken(CloseReason::BadSqTail),
+        let ready = match self.sq.refresh_up_to(max) {
+            0 => return Pass::Done(0),
+            n => n,
         };
         let cq_free = match self.cq.free_at_least(ready + self.inflight) {
             Ok(n) => n.saturating_sub(self.inflight),
@@ -259,7 +260,7 @@ impl ActiveSession {
     }
 
     /// Writes one completion into its reserved CQ slot (published by the caller).
-    fn post(&mut self, user_data: u64, result: i32, flags: u32, ws: &WorkerStats) {
+    fn post(&mut self, user_data: u64, result: i32, flags: u16, ws: &WorkerStats) {
         if result < 0 {
             self.shared.stats.errors.add(1);
             self.shared.stats.error_kinds.record(result);
@@ -269,9 +270,8 @@ impl ActiveSession {
         self.shared.stats.completed.add(1);
         ws.completed.add(1);
         let pushed = self.cq.push(&Cqe {
-            user_data,
-            result,
             flags,
+            ..Cqe::new(user_data, result)
         });
         debug_assert!(pushed.is_ok(), "admission reserved this CQ slot");
     }
@@ -292,33 +292,39 @@ impl ActiveSession {
     }
 
     /// Entries published in the SQ and not yet taken.
-    pub fn pending(&mut self) -> Result<u32, CloseReason> {
-        self.sq.refresh().map_err(|_| CloseReason::BadSqTail)
+    pub fn pending(&mut self) -> u32 {
+        self.sq.refresh()
     }
 
-    /// Announces NEED_WAKEUP on the SQ, then checks whether a pass could do anything: entries
-    /// ready *and* CQ room for their completions. Returns true if the worker may sleep. A
-    /// session stalled on a full CQ lets the worker sleep; the client wakes it after making
-    /// room (SPEC.md, "Sleep and wake": the fence in `announce_sleep` pairs with the client's
-    /// fence after its CQ head release).
+    /// Sleep/wake handshake, engine side, for this session: announces NEED_WAKEUP in the SQ
+    /// `flags` (with a SeqCst fence) and marks the SQ slot it waits for (`CTL_WAKE`), then
+    /// checks whether a pass could do anything: an entry ready *and* CQ room for its
+    /// completion. Returns true if the worker may sleep. The mark makes the client's next
+    /// publication signal; a session stalled on a full CQ lets the worker sleep, and the client
+    /// wakes it after making room (SPEC.md §6, "The engine also sleeps on a full CQ": the
+    /// fence in `announce_sleep` pairs with the client's fence after its CQ head release).
     pub fn prepare_sleep(&mut self) -> bool {
         if self.shared.region.lost() {
             // Work to do: the next pass ends the session.
             return false;
         }
         self.sq.announce_sleep();
-        // A corrupt index reads as "work to do": the next pass finds it and cuts the session.
-        let admissible = match (self.sq.refresh(), self.cq.refresh()) {
-            (Ok(ready), Ok(room)) => ready > 0 && room > self.inflight,
-            _ => true,
-        };
-        if admissible {
-            self.sq.finish_sleep();
+        if self.sq.prepare_sleep() {
+            return true;
         }
-        !admissible
+        // An entry is ready. A corrupt CQ head reads as "work to do": the next pass finds it
+        // and cuts the session.
+        let room = self.cq.refresh().map_or(true, |room| room > self.inflight);
+        if room {
+            self.finish_sleep();
+        }
+        !room
     }
 
+    /// Takes back what `prepare_sleep` announced (after waking, or when another session
+    /// kept the worker up).
     pub fn finish_sleep(&self) {
+        self.sq.clear_announcement();
         self.sq.finish_sleep();
     }
 }

@@ -456,15 +456,14 @@ impl Worker {
                         if drain {
                             // Graceful close: take what the client published before asking
                             // to close (remote requests among them complete later).
-                            if let Ok(n) = s.pending() {
-                                let mut remote = PlaneSlot {
-                                    plane: &mut self.plane,
-                                    ucx: &self.ucx,
-                                    epoll: &self.epoll,
-                                    worker: self.id,
-                                };
-                                let _ = s.pass(n, None, &self.stats, &mut remote);
-                            }
+                            let n = s.pending();
+                            let mut remote = PlaneSlot {
+                                plane: &mut self.plane,
+                                ucx: &self.ucx,
+                                epoll: &self.epoll,
+                                worker: self.id,
+                            };
+                            let _ = s.pass(n, None, &self.stats, &mut remote);
                         }
                         if s.inflight() > 0 {
                             self.closing.insert(id, (s, state, reason));
@@ -491,24 +490,22 @@ impl Worker {
         let mut reasons = HashMap::with_capacity(self.sessions.len());
         for (&id, s) in self.sessions.iter_mut() {
             s.shared.set_state(SessionState::Draining, CloseReason::None);
-            let reason = match s.pending() {
-                Err(r) => r,
-                Ok(mut left) => loop {
-                    if left == 0 {
-                        break CloseReason::EngineShutdown;
+            let mut left = s.pending();
+            let reason = loop {
+                if left == 0 {
+                    break CloseReason::EngineShutdown;
+                }
+                match s.pass(left, Some(ResultCode::ShuttingDown), &self.stats, &mut NoRemote) {
+                    Pass::Broken(r) => break r,
+                    Pass::RegionLost => break CloseReason::EngineShutdown,
+                    Pass::Done(n) => left -= n,
+                }
+                if left > 0 {
+                    if Instant::now() >= deadline {
+                        break CloseReason::DrainTimeout;
                     }
-                    match s.pass(left, Some(ResultCode::ShuttingDown), &self.stats, &mut NoRemote) {
-                        Pass::Broken(r) => break r,
-                        Pass::RegionLost => break CloseReason::EngineShutdown,
-                        Pass::Done(n) => left -= n,
-                    }
-                    if left > 0 {
-                        if Instant::now() >= deadline {
-                            break CloseReason::DrainTimeout;
-                        }
-                        std::thread::sleep(Duration::from_micros(100));
-                    }
-                },
+                    std::thread::sleep(Duration::from_micros(100));
+                }
             };
             reasons.insert(id, reason);
         }

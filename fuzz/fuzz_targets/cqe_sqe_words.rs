@@ -31,7 +31,8 @@ fuzz_target!(|data: &[u8]| {
     let cqe = Cqe::from_words(&cw);
     assert_eq!(cqe.to_words(), cw, "CQE words -> entry -> words");
     assert_eq!(Cqe::from_words(&cqe.to_words()), cqe, "CQE entry -> words -> entry");
-    assert_eq!(cqe.user_data, cw[0]);
+    assert_eq!(cqe.user_data, cw[1]);
+    assert_eq!(cqe.result, (cw[0] >> 32) as u32 as i32);
     // A negative result is an error code or unknown; never both a known code and success.
     if let Some(code) = ResultCode::from_result(cqe.result) {
         assert!(cqe.result < 0 && code as i32 == cqe.result);

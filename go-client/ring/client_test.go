@@ -423,26 +423,6 @@ func TestEngineShutdownDrains(t *testing.T) {
 	}
 }
 
-func TestBrokenSessionOnCorruptCQ(t *testing.T) {
-	_, path := startFake(t, func(e *fakeEngine) { e.OpDelay = 10 * time.Millisecond })
-	c := dialT(t, path)
-	ctx := testCtx(t)
-	tk, err := c.Submit(ctx, &Request{Opcode: OpNop})
-	if err != nil {
-		t.Fatal(err)
-	}
-	// Scribble a CQ tail no engine can produce.
-	c.life.RLock()
-	*c.cq.Ctl.Tail = *c.cq.Ctl.Head + c.layout.CQEntries + 5
-	c.life.RUnlock()
-	_, err = tk.Wait(ctx)
-	if !errors.Is(err, ErrEngineUnavailable) || !errors.Is(err, ErrProtocol) {
-		t.Fatalf("got %v, want ErrEngineUnavailable+ErrProtocol", err)
-	}
-	if err := c.Nop(ctx); !errors.Is(err, ErrEngineUnavailable) {
-		t.Fatalf("after corruption: %v", err)
-	}
-}
 
 func TestLeaseHeartbeat(t *testing.T) {
 	_, path := startFake(t, func(e *fakeEngine) { e.LeaseMs = 20 })

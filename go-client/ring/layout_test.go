@@ -22,7 +22,13 @@ type layoutFile struct {
 		Version    uint16 `json:"version"`
 		WelcomeFDs int    `json:"welcome_fds"`
 	} `json:"control"`
-	CQE     fieldsBlock `json:"cqe"`
+	CQE      fieldsBlock `json:"cqe"`
+	EntryCtl struct {
+		Word  int    `json:"word"`
+		Shift uint   `json:"shift"`
+		Phase uint64 `json:"phase"`
+		Wake  uint64 `json:"wake"`
+	} `json:"entry_ctl"`
 	Example struct {
 		BufOffset     uint64 `json:"buf_offset"`
 		CQArrayOffset uint64 `json:"cq_array_offset"`
@@ -115,8 +121,11 @@ func TestLayoutMatchesRingProto(t *testing.T) {
 		"client_heartbeat": wire.OffClientHeartbeat,
 	}, wire.HeaderSize)
 	checkFields(t, "ring_ctl", f.RingCtl.fieldsBlock, map[string]uint64{
-		"head": wire.CtlHead, "tail": wire.CtlTail, "flags": wire.CtlFlags, "invalid": wire.CtlInvalid,
+		"head": wire.CtlHead, "reserved": wire.CtlReserved, "flags": wire.CtlFlags, "invalid": wire.CtlInvalid,
 	}, wire.RingCtlSize)
+	if ec := f.EntryCtl; ec.Word != 0 || ec.Phase<<ec.Shift != wire.CtlPhase || ec.Wake<<ec.Shift != wire.CtlWake {
+		t.Errorf("entry control byte: json %+v, Go phase %#x wake %#x", ec, wire.CtlPhase, wire.CtlWake)
+	}
 	if f.RingCtl.NeedWakeup != wire.NeedWakeup {
 		t.Errorf("need_wakeup: json %d, Go %d", f.RingCtl.NeedWakeup, wire.NeedWakeup)
 	}
@@ -209,7 +218,7 @@ func TestLayoutMatchesRingProto(t *testing.T) {
 	}
 
 	// Entry fields: encode distinct values and find them at the json offsets.
-	e := wire.SQE{Opcode: 0x11, Flags: 0x22, Reserved: 0x3344, Peer: 0x55667788, UserData: 0x0102030405060708,
+	e := wire.SQE{Opcode: 0x11, Flags: 0x22, Reserved: 0x44, Peer: 0x55667788, UserData: 0x0102030405060708,
 		BufOffset: 0x1112131415161718, BufLen: 0x21222324, Aux: 0x31323334, Args: [4]uint64{0x41, 0x42, 0x43, 0x44}}
 	var sb [wire.SQESize]byte
 	for i, w := range e.Words() {
@@ -226,7 +235,8 @@ func TestLayoutMatchesRingProto(t *testing.T) {
 	}{
 		{"opcode", uint64(sb[sf["opcode"]]), 0x11},
 		{"flags", uint64(sb[sf["flags"]]), 0x22},
-		{"reserved", uint64(le.Uint16(sb[sf["reserved"]:])), 0x3344},
+		{"ctl (ring-owned, 0 in Words)", uint64(sb[sf["ctl"]]), 0},
+		{"reserved", uint64(sb[sf["reserved"]]), 0x44},
 		{"peer", uint64(le.Uint32(sb[sf["peer"]:])), 0x55667788},
 		{"user_data", le.Uint64(sb[sf["user_data"]:]), 0x0102030405060708},
 		{"buf_offset", le.Uint64(sb[sf["buf_offset"]:]), 0x1112131415161718},
@@ -234,7 +244,7 @@ func TestLayoutMatchesRingProto(t *testing.T) {
 		{"aux", uint64(le.Uint32(sb[sf["aux"]:])), 0x31323334},
 		{"args", le.Uint64(sb[sf["args"]:]), 0x41},
 	}
-	c := wire.CQE{UserData: 0x0102030405060708, Result: -3, Flags: 0x0a0b0c0d}
+	c := wire.CQE{UserData: 0x0102030405060708, Result: -3, Flags: 0x0a0b}
 	var cb [wire.CQESize]byte
 	for i, w := range c.Words() {
 		binary.LittleEndian.PutUint64(cb[i*8:], w)
@@ -252,14 +262,18 @@ func TestLayoutMatchesRingProto(t *testing.T) {
 		struct {
 			name      string
 			got, want uint64
-		}{"cqe.flags", uint64(le.Uint32(cb[cf["flags"]:])), 0x0a0b0c0d},
+		}{"cqe.flags", uint64(le.Uint16(cb[cf["flags"]:])), 0x0a0b},
+		struct {
+			name      string
+			got, want uint64
+		}{"cqe.ctl (ring-owned, 0 in Words)", uint64(cb[cf["ctl"]]), 0},
 	)
 	for _, ch := range checks {
 		if ch.got != ch.want {
 			t.Errorf("entry field %s: read %#x at the json offset, want %#x", ch.name, ch.got, ch.want)
 		}
 	}
-	if len(sf) != 9 || len(cf) != 3 {
+	if len(sf) != 10 || len(cf) != 5 { // the CQE's reserved byte is written as 0 by Words
 		t.Errorf("entry fields: json has %d SQE / %d CQE fields", len(sf), len(cf))
 	}
 }

@@ -5,7 +5,7 @@ use std::path::PathBuf;
 
 use ring_proto::control::ControlErrorCode;
 use ring_proto::layout::LayoutError;
-use ring_proto::{CloseReason, RingCorrupt, SessionState};
+use ring_proto::{CloseReason, SessionState};
 
 /// Why `Session::connect` failed.
 #[derive(Debug)]
@@ -50,8 +50,6 @@ pub enum WaitError {
         state: SessionState,
         reason: Option<CloseReason>,
     },
-    /// The engine's CQ index is inconsistent (a bug or a corrupted region).
-    Corrupt(RingCorrupt),
     Io(io::Error),
 }
 
@@ -101,7 +99,6 @@ impl std::fmt::Display for WaitError {
             Self::EngineUnavailable { state, reason } => {
                 write!(f, "the engine ended this session (state {state:?}, reason {reason:?})")
             }
-            Self::Corrupt(e) => write!(f, "completion ring corrupt: {e}"),
             Self::Io(e) => write!(f, "{e}"),
         }
     }

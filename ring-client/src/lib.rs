@@ -176,9 +176,9 @@ impl Session {
     }
 
     /// A view of the completions ready now; slots are handed back when the view drops.
-    pub fn completions(&mut self) -> Result<CompletionQueue<'_>, WaitError> {
-        self.cq.refresh().map_err(WaitError::Corrupt)?;
-        Ok(CompletionQueue { session: self })
+    pub fn completions(&mut self) -> CompletionQueue<'_> {
+        self.cq.refresh();
+        CompletionQueue { session: self }
     }
 
     /// Waits for one completion: spins for `spin`, then sleeps on the CQ doorbell until
@@ -198,7 +198,7 @@ impl Session {
                 continue;
             }
             self.check_alive()?;
-            if self.cq.prepare_sleep().map_err(WaitError::Corrupt)? {
+            if self.cq.prepare_sleep() {
                 let left = timeout.map(|t| t.saturating_sub(start.elapsed()));
                 let r = self.sleep(left);
                 self.cq.finish_sleep();
@@ -209,7 +209,7 @@ impl Session {
 
     /// Pops one completion if one is ready (no system call).
     pub fn try_cqe(&mut self) -> Result<Option<Cqe>, WaitError> {
-        if self.cq.cached_ready() == 0 && self.cq.refresh().map_err(WaitError::Corrupt)? == 0 {
+        if self.cq.cached_ready() == 0 && self.cq.refresh() == 0 {
             return Ok(None);
         }
         let c = self.cq.pop();
@@ -276,7 +276,7 @@ impl Session {
     }
 
     fn try_cqe_pending(&mut self) -> bool {
-        matches!(self.cq.refresh(), Ok(n) if n > 0)
+        self.cq.refresh() > 0
     }
 
     /// Sends a keepalive over the control socket (the lease also counts submissions and the

@@ -6,17 +6,34 @@
 //!
 //! ```text
 //! SQE, 64 bytes                               CQE, 16 bytes
-//!  0 opcode u8 | 1 flags u8 | 2 reserved u16   0 user_data u64
-//!  4 peer u32                                  8 result i32 (>= 0 ok, < 0 ResultCode)
-//!  8 user_data u64                            12 flags u32
+//!  0 opcode u8 | 1 flags u8 | 2 ctl u8         0 flags u16 | 2 ctl u8 | 3 reserved u8
+//!  3 reserved u8 | 4 peer u32                  4 result i32 (>= 0 ok, < 0 ResultCode)
+//!  8 user_data u64                             8 user_data u64
 //! 16 buf_offset u64 (into the buffer area)
 //! 24 buf_len u32 | 28 aux u32
 //! 32 args [u64; 4]
 //! ```
+//!
+//! Byte 2 of word 0 is the ring's control byte ([`CTL_PHASE`], [`CTL_WAKE`]) in both entries:
+//! the ring code owns it (`ring.rs`), the operations never look at it. Word 0 is the entry's
+//! control word: the producer stores it last, and storing it is what publishes the entry.
 
 use crate::sync::{AtomicU64, Ordering};
 
-/// The wire form of an entry: `WORDS` native-endian u64 words.
+/// Shift of the control byte within word 0 of every entry.
+pub const CTL_SHIFT: u32 = 16;
+/// Control bit: the lap parity of the index the entry was published at (1 on the first lap
+/// of the ring, 0 on the second, ...). A slot holds a published entry for the consumer's
+/// index exactly when this bit matches that index's lap parity (SPEC.md §5).
+pub const CTL_PHASE: u64 = 1 << CTL_SHIFT;
+/// Control bit set only by a consumer going to sleep, on the slot it waits for: the
+/// producer's publishing swap of word 0 returns it and then signals (SPEC.md §6).
+pub const CTL_WAKE: u64 = 2 << CTL_SHIFT;
+/// The whole control byte.
+pub const CTL_MASK: u64 = 0xff << CTL_SHIFT;
+
+/// The wire form of an entry: `WORDS` native-endian u64 words, word 0 carrying the control
+/// byte at [`CTL_SHIFT`].
 pub trait Entry: Copy {
     const WORDS: usize;
     type Words: AsRef<[u64]> + AsMut<[u64]> + Default;
@@ -29,7 +46,9 @@ pub trait Entry: Copy {
 pub struct Sqe {
     pub opcode: u8,
     pub flags: u8,
-    pub reserved: u16,
+    /// The ring's control byte (`CTL_*`): set by the ring code, ignored by validation.
+    pub ctl: u8,
+    pub reserved: u8,
     /// Peer handle for remote operations; 0 for local ones.
     pub peer: u32,
     /// Returned untouched in the completion; the client's way to match the two.
@@ -49,7 +68,21 @@ pub struct Cqe {
     pub user_data: u64,
     /// Non-negative: success (operation-specific, e.g. bytes). Negative: a [`ResultCode`].
     pub result: i32,
-    pub flags: u32,
+    pub flags: u16,
+    /// The ring's control byte (`CTL_*`): set by the ring code.
+    pub ctl: u8,
+    pub reserved: u8,
+}
+
+impl Cqe {
+    /// A completion with no flags.
+    pub fn new(user_data: u64, result: i32) -> Self {
+        Self {
+            user_data,
+            result,
+            ..Self::default()
+        }
+    }
 }
 
 impl Entry for Sqe {
@@ -58,7 +91,11 @@ impl Entry for Sqe {
 
     fn to_words(&self) -> [u64; 8] {
         [
-            self.opcode as u64 | (self.flags as u64) << 8 | (self.reserved as u64) << 16 | (self.peer as u64) << 32,
+            self.opcode as u64
+                | (self.flags as u64) << 8
+                | (self.ctl as u64) << CTL_SHIFT
+                | (self.reserved as u64) << 24
+                | (self.peer as u64) << 32,
             self.user_data,
             self.buf_offset,
             self.buf_len as u64 | (self.aux as u64) << 32,
@@ -73,7 +110,8 @@ impl Entry for Sqe {
         Self {
             opcode: w[0] as u8,
             flags: (w[0] >> 8) as u8,
-            reserved: (w[0] >> 16) as u16,
+            ctl: (w[0] >> CTL_SHIFT) as u8,
+            reserved: (w[0] >> 24) as u8,
             peer: (w[0] >> 32) as u32,
             user_data: w[1],
             buf_offset: w[2],
@@ -89,20 +127,29 @@ impl Entry for Cqe {
     type Words = [u64; 2];
 
     fn to_words(&self) -> [u64; 2] {
-        [self.user_data, self.result as u32 as u64 | (self.flags as u64) << 32]
+        [
+            self.flags as u64
+                | (self.ctl as u64) << CTL_SHIFT
+                | (self.reserved as u64) << 24
+                | (self.result as u32 as u64) << 32,
+            self.user_data,
+        ]
     }
 
     fn from_words(w: &[u64; 2]) -> Self {
         Self {
-            user_data: w[0],
-            result: w[1] as u32 as i32,
-            flags: (w[1] >> 32) as u32,
+            user_data: w[1],
+            result: (w[0] >> 32) as u32 as i32,
+            flags: w[0] as u16,
+            ctl: (w[0] >> CTL_SHIFT) as u8,
+            reserved: (w[0] >> 24) as u8,
         }
     }
 }
 
-/// Copies an entry out of shared words, reading each word exactly once (Relaxed: the ring
-/// index loaded with Acquire before this is what orders the words after their writes).
+/// Copies an entry out of shared words, reading each word exactly once (Relaxed: the
+/// Acquire load of word 0 that found the entry published is what orders these loads after the
+/// producer's writes).
 pub(crate) fn load_entry<E: Entry>(slot: &[AtomicU64]) -> E {
     let mut w = E::Words::default();
     for (dst, src) in w.as_mut().iter_mut().zip(slot) {
@@ -111,10 +158,10 @@ pub(crate) fn load_entry<E: Entry>(slot: &[AtomicU64]) -> E {
     E::from_words(&w)
 }
 
-/// Writes an entry into shared words (Relaxed: the later Release store of the ring index
-/// publishes them).
-pub(crate) fn store_entry<E: Entry>(slot: &[AtomicU64], e: &E) {
-    for (dst, src) in slot.iter().zip(e.to_words().as_ref()) {
+/// Writes words 1.. of an entry into shared words (Relaxed: the later Release store or swap of
+/// word 0 publishes them). Word 0 is the caller's to store.
+pub(crate) fn store_entry_body(slot: &[AtomicU64], words: &[u64]) {
+    for (dst, src) in slot.iter().zip(words).skip(1) {
         dst.store(*src, Ordering::Relaxed);
     }
 }
@@ -176,7 +223,7 @@ pub mod service {
     pub const ECHO: u32 = 1;
 }
 
-/// Completion flags (CQE `flags`). None are defined in layout versions 1 and 2.
+/// Completion flags (CQE `flags`). None are defined in layout versions 1 to 3.
 pub mod cqe_flags {}
 
 /// Length of the ticket EXPORT writes into the client's buffer area.
@@ -355,7 +402,8 @@ mod tests {
         let e = Sqe {
             opcode: 0x11,
             flags: 0x22,
-            reserved: 0x3344,
+            ctl: 0x33,
+            reserved: 0x44,
             peer: 0x5566_7788,
             user_data: 9,
             buf_offset: 10,
@@ -366,7 +414,8 @@ mod tests {
         let bytes: Vec<u8> = e.to_words().iter().flat_map(|w| w.to_le_bytes()).collect();
         assert_eq!(bytes[0], 0x11);
         assert_eq!(bytes[1], 0x22);
-        assert_eq!(u16::from_le_bytes([bytes[2], bytes[3]]), 0x3344);
+        assert_eq!(bytes[2], 0x33);
+        assert_eq!(bytes[3], 0x44);
         assert_eq!(u32::from_le_bytes(bytes[4..8].try_into().unwrap()), 0x5566_7788);
         assert_eq!(bytes[8], 9);
         assert_eq!(bytes[16], 10);
@@ -377,11 +426,30 @@ mod tests {
     }
 
     #[test]
+    fn cqe_byte_positions() {
+        let c = Cqe {
+            user_data: 0x0102_0304_0506_0708,
+            result: -3,
+            flags: 0x1122,
+            ctl: 0x33,
+            reserved: 0x44,
+        };
+        let bytes: Vec<u8> = c.to_words().iter().flat_map(|w| w.to_le_bytes()).collect();
+        assert_eq!(u16::from_le_bytes([bytes[0], bytes[1]]), 0x1122);
+        assert_eq!(bytes[2], 0x33);
+        assert_eq!(bytes[3], 0x44);
+        assert_eq!(i32::from_le_bytes(bytes[4..8].try_into().unwrap()), -3);
+        assert_eq!(
+            u64::from_le_bytes(bytes[8..16].try_into().unwrap()),
+            0x0102_0304_0506_0708
+        );
+    }
+
+    #[test]
     fn negative_result_survives() {
         let c = Cqe {
-            user_data: 1,
-            result: ResultCode::OutOfBounds as i32,
             flags: 7,
+            ..Cqe::new(1, ResultCode::OutOfBounds as i32)
         };
         let back = Cqe::from_words(&c.to_words());
         assert_eq!(back, c);

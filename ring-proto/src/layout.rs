@@ -4,8 +4,8 @@
 //! ```text
 //! offset 0      RegionHeader        256 B   engine-written, read-only for the client
 //!                                           (except `client_heartbeat`)
-//! offset 256    RingCtl (SQ)        384 B   head | tail | flags+invalid, 128 B each
-//! offset 640    RingCtl (CQ)        384 B   head | tail | flags+invalid, 128 B each
+//! offset 256    RingCtl (SQ)        384 B   head | reserved | flags+invalid, 128 B each
+//! offset 640    RingCtl (CQ)        384 B   head | reserved | flags+invalid, 128 B each
 //! offset 1024   SQ entries          sq_entries * 64 B
 //! (128-aligned) CQ entries          cq_entries * 16 B
 //! (4096-aligned) buffer area        buf_size B   requests point into it by offset
@@ -22,7 +22,7 @@ compile_error!("the ring layout is defined for little-endian hosts only");
 /// `b"SWRING\0\x01"` read as a little-endian u64: identifies a region.
 pub const MAGIC: u64 = u64::from_le_bytes(*b"SWRING\0\x01");
 /// Bumped on any incompatible change of this file or of the entry formats.
-pub const LAYOUT_VERSION: u32 = 2;
+pub const LAYOUT_VERSION: u32 = 3;
 
 pub const HEADER_SIZE: usize = 256;
 pub const RING_CTL_SIZE: usize = 384;
@@ -83,9 +83,10 @@ pub enum CloseReason {
     ClientClosed = 1,
     /// The engine is shutting down.
     EngineShutdown = 2,
-    /// The SQ tail moved backwards or ahead by more than the ring size.
+    /// The SQ tail moved backwards or ahead by more than the ring size. Layout 2 only:
+    /// from layout 3 the SQ has no shared tail (entries carry their own phase).
     BadSqTail = 3,
-    /// The CQ head moved backwards or past the CQ tail.
+    /// The CQ head moved backwards or past the engine's CQ tail.
     BadCqHead = 4,
     /// No sign of life from the client for longer than the lease.
     LeaseExpired = 5,
@@ -155,17 +156,20 @@ pub struct PaddedIndex {
 
 /// Control block of one ring (SQ or CQ). The roles are the same for both rings, only the
 /// sides swap: the client produces SQ entries and consumes CQ entries; the engine the reverse.
+/// Entries are published by their own control word (`ring.rs`), so there is no shared tail.
 #[repr(C)]
 pub struct RingCtl {
     /// Next entry the consumer will read. Written only by the consumer (Release);
     /// the producer loads it with Acquire before reusing a slot.
     pub head: PaddedIndex,
-    /// Next entry the producer will write. Written only by the producer (Release, after the
-    /// entry); the consumer loads it with Acquire before reading entries.
-    pub tail: PaddedIndex,
-    /// Consumer-owned flags, [`RING_NEED_WAKEUP`]: the consumer is asleep and the producer must
-    /// signal its eventfd after publishing. See `Consumer::prepare_sleep` and
-    /// `Producer::publish` in `ring.rs` for the fences.
+    /// Zero. (The producer's tail index until layout 2; its line stays so that `flags` and
+    /// `invalid` keep their offsets.)
+    pub reserved: PaddedIndex,
+    /// Consumer-owned flags, [`RING_NEED_WAKEUP`]. Only the SQ's is used: the engine sets it
+    /// (with a fence) before it sleeps, for clients with more requests in flight than the CQ
+    /// holds, which must fence and look at it after releasing CQ slots (SPEC.md §6, "The
+    /// engine also sleeps on a full CQ"). The wake-up for new entries goes through the
+    /// entries themselves (`CTL_WAKE`). The CQ's stays 0.
     pub flags: AtomicU32,
     /// Engine-owned counter: on the SQ, entries rejected as invalid (each still got an error
     /// completion); on the CQ, completions dropped (the admission rule keeps it at 0).
@@ -173,7 +177,8 @@ pub struct RingCtl {
     _pad: [u8; INDEX_PAD - 8],
 }
 
-/// The consumer of this ring sleeps; the producer must signal after publishing.
+/// The engine announced a sleep (SQ `flags`): a client that just made CQ room while more
+/// requests are in flight than the CQ holds must signal the SQ doorbell.
 pub const RING_NEED_WAKEUP: u32 = 1 << 0;
 
 impl PaddedIndex {
@@ -190,7 +195,7 @@ impl RingCtl {
     pub fn new() -> Self {
         Self {
             head: PaddedIndex::new(0),
-            tail: PaddedIndex::new(0),
+            reserved: PaddedIndex::new(0),
             flags: AtomicU32::new(0),
             invalid: AtomicU32::new(0),
             _pad: [0; INDEX_PAD - 8],
@@ -235,7 +240,7 @@ const _: () = {
     assert!(size_of::<PaddedIndex>() == INDEX_PAD && align_of::<PaddedIndex>() == INDEX_PAD);
     assert!(size_of::<RingCtl>() == RING_CTL_SIZE);
     assert!(offset_of!(RingCtl, head) == 0);
-    assert!(offset_of!(RingCtl, tail) == 128);
+    assert!(offset_of!(RingCtl, reserved) == 128);
     assert!(offset_of!(RingCtl, flags) == 256);
     assert!(offset_of!(RingCtl, invalid) == 260);
 };

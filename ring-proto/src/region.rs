@@ -405,18 +405,27 @@ impl RegionView {
     }
 
     /// (SQ entries published and not yet taken, CQ entries posted and not yet reaped), for
-    /// status: Relaxed loads of indices both sides move, clamped to the ring sizes because
-    /// the other side may write anything into its indices.
+    /// status: counted from each ring's head by the entries' phases with Relaxed loads (a
+    /// hint from another thread, not a sync point); at most the ring's size whatever the
+    /// client wrote.
     pub fn occupancy(&self) -> (u32, u32) {
-        let used = |ctl: &RingCtl, entries: u32| {
-            let head = ctl.head.value.load(Ordering::Relaxed);
-            let tail = ctl.tail.value.load(Ordering::Relaxed);
-            tail.wrapping_sub(head).min(entries)
-        };
-        (
-            used(self.sq_ctl(), self.layout.sq_entries),
-            used(self.cq_ctl(), self.layout.cq_entries),
-        )
+        let l = &self.layout;
+        let sq = self.raw_ring(l.sq_ctl_offset, l.sq_array_offset, l.sq_entries);
+        let cq = self.raw_ring(l.cq_ctl_offset, l.cq_array_offset, l.cq_entries);
+        (sq.published_after::<Sqe>(), cq.published_after::<Cqe>())
+    }
+
+    /// Prepares a fresh region's rings before the client sees it: the SQ's first slot
+    /// carries `CTL_WAKE` (the worker has not polled this session yet, so the client's first
+    /// submission must wake it; the worker takes the mark back when it adopts the session),
+    /// and the SQ `flags` say the worker sleeps.
+    pub fn arm_first_submission(&self) {
+        let l = &self.layout;
+        let sq = self.raw_ring(l.sq_ctl_offset, l.sq_array_offset, l.sq_entries);
+        sq.mark_wake::<Sqe>(0);
+        self.sq_ctl()
+            .flags
+            .store(crate::layout::RING_NEED_WAKEUP, Ordering::Relaxed);
     }
 
     fn raw_ring(&self, ctl_offset: usize, array_offset: usize, entries: u32) -> RawRing {

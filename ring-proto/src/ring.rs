@@ -1,22 +1,31 @@
 //! Single-producer single-consumer ring over a [`RingCtl`] and an entry array.
 //!
-//! Both the SQ and the CQ use these two types; only the sides swap. Each side keeps its own
-//! index in private memory and only ever *stores* it to the shared line: the other side could
-//! scribble on shared memory, so a side never trusts what it reads back of its own index.
-//! Indices are free-running u32s; the slot is `index & (entries - 1)`.
+//! Both the SQ and the CQ use these two types; only the sides swap. An entry is published
+//! by its own control word (word 0, holding the control byte of `entry.rs`): the consumer
+//! polls the slot it reads next, not a shared tail, so a round trip moves one cache line
+//! each way (the entry's) instead of two (a tail line, then the entry). The consumer still
+//! stores a head index, which the producer loads only when its cached view shows too little
+//! room. Each side keeps its own index in private memory and only ever *stores* it: the
+//! other side could scribble on shared memory, so a side never trusts what it reads back.
+//! Indices are free-running u32s; the slot is `index & (entries - 1)`; an entry published at
+//! index `i` carries `CTL_PHASE` set when `i & entries == 0` (lap parity, first lap 1), so a
+//! slot still holding the previous lap's entry (or the zeroed first lap) never looks ready.
 //!
-//! Memory ordering (SPEC.md, "Ordering"):
-//! - producer: write entry words (Relaxed) → `tail.store(Release)`.
-//!   SYNC POINT: pairs with the consumer's `tail.load(Acquire)`.
-//! - consumer: `tail.load(Acquire)` → read entry words (Relaxed) → `head.store(Release)`.
+//! Memory ordering (SPEC.md §5, "Ordering"):
+//! - producer: write words 1.. (Relaxed) → word 0 with `CTL_PHASE` (Release store, or, for
+//!   the first entry of a publication, Release swap; see [`Producer::publish`]).
+//!   SYNC POINT: pairs with the consumer's Acquire load of word 0 in [`Consumer::refresh_up_to`].
+//! - consumer: word 0 load (Acquire) shows the phase → copy the words (Relaxed) →
+//!   `head.store(Release)`.
 //!   SYNC POINT: pairs with the producer's `head.load(Acquire)` before it reuses a slot, so a
 //!   slot is never overwritten while the consumer still copies it.
-//! - sleep/wake: see [`Consumer::prepare_sleep`] and [`Producer::publish`].
+//! - sleep/wake: a single-word handshake on the slot the consumer waits for; see
+//!   [`Consumer::prepare_sleep`] and [`Producer::publish`].
 
 use core::marker::PhantomData;
 use core::ptr::NonNull;
 
-use crate::entry::{load_entry, store_entry, Entry};
+use crate::entry::{load_entry, store_entry_body, Entry, CTL_MASK, CTL_PHASE, CTL_WAKE};
 use crate::layout::{RingCtl, RING_NEED_WAKEUP};
 use crate::sync::{fence, AtomicU64, Ordering};
 
@@ -78,6 +87,37 @@ impl RawRing {
         // Safety: `i < entries`, and `new`'s contract covers `entries * E::WORDS` words.
         unsafe { core::slice::from_raw_parts(self.words.as_ptr().add(i * E::WORDS), E::WORDS) }
     }
+
+    /// Entries published from the consumer's head on (head loaded Relaxed, words Relaxed):
+    /// for status from another thread. At most `entries`.
+    pub fn published_after<E: Entry>(&self) -> u32 {
+        let head = self.ctl().head.value.load(Ordering::Relaxed);
+        let mut n = 0;
+        while n < self.entries {
+            let index = head.wrapping_add(n);
+            if self.slot::<E>(index)[0].load(Ordering::Relaxed) & CTL_PHASE != self.phase(index) {
+                break;
+            }
+            n += 1;
+        }
+        n
+    }
+
+    /// Sets `CTL_WAKE` on a slot of a ring nobody uses yet (a fresh region): the producer's
+    /// first publication there will signal.
+    pub(crate) fn mark_wake<E: Entry>(&self, index: u32) {
+        let word = &self.slot::<E>(index)[0];
+        word.store(word.load(Ordering::Relaxed) | CTL_WAKE, Ordering::Relaxed);
+    }
+
+    /// The `CTL_PHASE` bit an entry published at `index` carries: set on even laps.
+    fn phase(&self, index: u32) -> u64 {
+        if index & self.entries == 0 {
+            CTL_PHASE
+        } else {
+            0
+        }
+    }
 }
 
 /// A ring allocated on the heap: for tests, models and the bench's bare echo baseline.
@@ -115,8 +155,13 @@ impl HeapRing {
 /// The writing side of a ring.
 pub struct Producer<E: Entry> {
     ring: RawRing,
-    /// Next index to write; published by `publish`.
+    /// Next index to write.
     tail: u32,
+    /// First index not published yet: the entry there has its control word held back in
+    /// `held`; entries after it up to `tail` are written in full.
+    published: u32,
+    /// Control word of the entry at `published`, stored by `publish`.
+    held: u64,
     /// Last value of the consumer's head we loaded (and checked).
     head_cache: u32,
     _entry: PhantomData<E>,
@@ -125,11 +170,13 @@ pub struct Producer<E: Entry> {
 impl<E: Entry> Producer<E> {
     /// # Safety
     /// This must be the only producer of `ring`, and `ring` must have been built for entries
-    /// of type `E`. The ring must be fresh (both indices 0).
+    /// of type `E`. The ring must be fresh (head 0, every slot's phase clear).
     pub unsafe fn new(ring: RawRing) -> Self {
         Self {
             ring,
             tail: 0,
+            published: 0,
+            held: 0,
             head_cache: 0,
             _entry: PhantomData,
         }
@@ -184,43 +231,58 @@ impl<E: Entry> Producer<E> {
         if self.cached_free() == 0 && !matches!(self.refresh(), Ok(n) if n > 0) {
             return Err(*e);
         }
-        store_entry(self.ring.slot::<E>(self.tail), e);
+        let words = e.to_words();
+        let words = words.as_ref();
+        let ctl_word = (words[0] & !CTL_MASK) | self.ring.phase(self.tail);
+        let slot = self.ring.slot::<E>(self.tail);
+        store_entry_body(slot, words);
+        if self.tail == self.published {
+            // The first entry of this publication: `publish` stores its control word last,
+            // which makes the whole batch visible at once (the consumer reads in order).
+            self.held = ctl_word;
+        } else {
+            // SYNC POINT: Release pairs with the consumer's Acquire load of this word; the
+            // consumer reaches it only after the held entry before it, so it is not visible
+            // before `publish` either.
+            slot[0].store(ctl_word, Ordering::Release);
+        }
         self.tail = self.tail.wrapping_add(1);
         Ok(())
     }
 
     /// Publishes every pushed entry and reports whether the consumer asked to be woken.
     ///
-    /// If this returns true the caller must signal the consumer (its eventfd). The SeqCst
-    /// fence between our tail store and our load of the consumer's flags pairs with the fence
-    /// in [`Consumer::prepare_sleep`] between its flag store and its tail load: of the two
-    /// loads at least one sees the other side's store, so either the consumer sees our new
-    /// tail and does not sleep, or we see its NEED_WAKEUP flag and wake it. Without the fence
-    /// both loads could be satisfied before the stores become visible (store buffering,
-    /// allowed even on x86) and the consumer would sleep on a non-empty ring.
+    /// If this returns true the caller must signal the consumer (its doorbell). The control
+    /// word of the first unpublished entry is stored with a swap, and the swap returns what
+    /// the slot held: a consumer going to sleep marks exactly that slot with `CTL_WAKE`
+    /// using a compare-exchange ([`Consumer::prepare_sleep`]). Both are read-modify-writes
+    /// of one word, so one comes first in its modification order: either the mark came first
+    /// and the swap returns it (we signal), or the swap came first and the consumer's
+    /// compare-exchange fails on the new word, which it sees is published (it does not
+    /// sleep). No fence is needed beyond the swap's own atomicity; a plain load and store
+    /// here instead could both miss the mark (the loom model
+    /// `sleep_wake_handshake_loses_no_wakeup` fails with them).
     pub fn publish(&mut self) -> bool {
-        // SYNC POINT: Release pairs with the consumer's Acquire load of tail: the entry words
-        // written above are visible before the new tail is.
-        self.ring.ctl().tail.value.store(self.tail, Ordering::Release);
-        self.consumer_needs_wakeup()
+        if self.published == self.tail {
+            return false;
+        }
+        let slot = self.ring.slot::<E>(self.published);
+        // SYNC POINT: Release pairs with the consumer's Acquire load of word 0: this entry's
+        // words and every entry pushed after it are visible once this word is.
+        let old = slot[0].swap(self.held, Ordering::Release);
+        self.published = self.tail;
+        old & CTL_WAKE != 0
     }
 
-    /// Fences, then reads whether the consumer announced it sleeps. Call it after any store
-    /// the sleeping consumer may be waiting for: the new tail (see [`publish`]), or, on the
-    /// client, a CQ head release that gives a stalled engine room to complete more (see
-    /// SPEC.md, "Sleep and wake"). The fence pairs with the one in
-    /// [`Consumer::announce_sleep`].
-    ///
-    /// [`publish`]: Producer::publish
+    /// Fences, then reads whether the consumer announced a sleep in the ring's `flags`
+    /// ([`Consumer::announce_sleep`]). Only for a waiter on more than this ring's entries:
+    /// the client calls it after a CQ head release when more requests are in flight than
+    /// the CQ holds, because the engine may sleep on SQ entries it cannot admit for lack of
+    /// CQ room (SPEC.md §6). The SeqCst fence pairs with the one in `announce_sleep`
+    /// (store buffering: each side stores, fences, then loads what the other side stored).
     pub fn consumer_needs_wakeup(&self) -> bool {
         fence(Ordering::SeqCst);
         self.ring.ctl().flags.load(Ordering::Relaxed) & RING_NEED_WAKEUP != 0
-    }
-
-    /// Publishes without looking at the consumer's flags (for a consumer that never sleeps).
-    pub fn publish_no_wakeup_check(&mut self) {
-        // SYNC POINT: as in `publish`.
-        self.ring.ctl().tail.value.store(self.tail, Ordering::Release);
     }
 }
 
@@ -229,20 +291,20 @@ pub struct Consumer<E: Entry> {
     ring: RawRing,
     /// Next index to read; published by `release`.
     head: u32,
-    /// Last value of the producer's tail we loaded (and checked).
-    tail_cache: u32,
+    /// Entries from `head` on seen published (their control words loaded with Acquire).
+    ready: u32,
     _entry: PhantomData<E>,
 }
 
 impl<E: Entry> Consumer<E> {
     /// # Safety
     /// This must be the only consumer of `ring`, and `ring` must have been built for entries
-    /// of type `E`. The ring must be fresh (both indices 0).
+    /// of type `E`. The ring must be fresh (head 0, every slot's phase clear).
     pub unsafe fn new(ring: RawRing) -> Self {
         Self {
             ring,
             head: 0,
-            tail_cache: 0,
+            ready: 0,
             _entry: PhantomData,
         }
     }
@@ -256,35 +318,44 @@ impl<E: Entry> Consumer<E> {
         self.head
     }
 
-    /// Loads the producer's tail and returns how many entries are ready to read.
-    pub fn refresh(&mut self) -> Result<u32, RingCorrupt> {
-        // SYNC POINT: Acquire pairs with the producer's Release store of tail: entry words
-        // before `tail` are visible after this load.
-        let tail = self.ring.ctl().tail.value.load(Ordering::Acquire);
-        let ready = tail.wrapping_sub(self.head);
-        if ready > self.ring.entries || tail.wrapping_sub(self.tail_cache) > self.ring.entries {
-            return Err(RingCorrupt {
-                ours: self.head,
-                theirs: tail,
-            });
+    /// Looks at the slots after the ones already counted, in order, and returns how many
+    /// entries are ready, counting at most `max` (and never more than the ring holds).
+    /// A slot whose control word does not carry its index's phase ends the count: a
+    /// producer that writes garbage only delays its own entries.
+    pub fn refresh_up_to(&mut self, max: u32) -> u32 {
+        let max = max.min(self.ring.entries);
+        while self.ready < max {
+            let index = self.head.wrapping_add(self.ready);
+            // SYNC POINT: Acquire pairs with the producer's Release store or swap of word 0:
+            // the entry's other words are visible after this load.
+            let w0 = self.ring.slot::<E>(index)[0].load(Ordering::Acquire);
+            if w0 & CTL_PHASE != self.ring.phase(index) {
+                break;
+            }
+            self.ready += 1;
         }
-        self.tail_cache = tail;
-        Ok(ready)
+        self.ready
     }
 
-    /// Entries ready according to the last loaded tail (no shared-memory access).
+    /// Every entry ready now (at most the ring's size).
+    pub fn refresh(&mut self) -> u32 {
+        self.refresh_up_to(self.ring.entries)
+    }
+
+    /// Entries ready according to the last refresh (no shared-memory access).
     pub fn cached_ready(&self) -> u32 {
-        self.tail_cache.wrapping_sub(self.head)
+        self.ready
     }
 
-    /// Copies out the next entry, if one is ready according to the last `refresh`.
+    /// Copies out the next entry, if one was counted ready by a refresh.
     /// Each word is read exactly once; validate the copy, never the slot.
     pub fn pop(&mut self) -> Option<E> {
-        if self.cached_ready() == 0 {
+        if self.ready == 0 {
             return None;
         }
         let e = load_entry(self.ring.slot::<E>(self.head));
         self.head = self.head.wrapping_add(1);
+        self.ready -= 1;
         Some(e)
     }
 
@@ -295,35 +366,61 @@ impl<E: Entry> Consumer<E> {
         self.ring.ctl().head.value.store(self.head, Ordering::Release);
     }
 
-    /// Announces that we are about to sleep, then checks once more for entries.
+    /// Marks the slot we wait for with `CTL_WAKE`, unless an entry is ready.
     ///
-    /// Returns true if the ring is still empty: the caller may now block on its eventfd and
-    /// is guaranteed a signal for any entry published after this point. Returns false if
-    /// entries arrived (the flag is cleared again): keep consuming.
-    ///
-    /// The SeqCst fence pairs with the one in [`Producer::publish`] (store buffering: each
-    /// side stores, fences, then loads what the other side stored).
-    pub fn prepare_sleep(&mut self) -> Result<bool, RingCorrupt> {
-        self.announce_sleep();
-        if self.refresh()? == 0 {
-            return Ok(true);
+    /// Returns true if the ring is still empty: the caller may now block on its doorbell and
+    /// is guaranteed a signal for the next entry published ([`Producer::publish`] explains
+    /// why). Returns false if an entry is ready: keep consuming. Call
+    /// [`finish_sleep`](Consumer::finish_sleep) after waking (or after deciding not to sleep
+    /// for another reason) to take the mark back.
+    pub fn prepare_sleep(&mut self) -> bool {
+        if self.refresh_up_to(1) > 0 {
+            return false;
         }
-        self.finish_sleep();
-        Ok(false)
+        let word = &self.ring.slot::<E>(self.head)[0];
+        let seen = word.load(Ordering::Relaxed);
+        if seen & CTL_PHASE == self.ring.phase(self.head) {
+            // Published since `refresh_up_to` looked.
+            return false;
+        }
+        if seen & CTL_WAKE != 0 {
+            // Already marked (a sleep whose mark was not taken back).
+            return true;
+        }
+        // Relaxed is enough: the handshake rests on the single word's modification order,
+        // and after waking we read entries through `refresh`'s Acquire loads.
+        match word.compare_exchange(seen, seen | CTL_WAKE, Ordering::Relaxed, Ordering::Relaxed) {
+            Ok(_) => true,
+            // The producer published meanwhile (`refresh` will see it), or scribbled on the
+            // word: a correct producer only ever changes it by publishing. A scribbling
+            // producer gets no wake-up; only its own entries wait.
+            Err(now) => now & CTL_PHASE != self.ring.phase(self.head),
+        }
     }
 
-    /// The first half of [`prepare_sleep`](Consumer::prepare_sleep): stores NEED_WAKEUP and
-    /// fences. A consumer that waits on more than this ring's tail (the engine also waits for
-    /// CQ room) then re-checks each condition itself and sleeps only if none holds; every
-    /// party that can change one must fence and look at this flag after its change.
+    /// Takes back the `CTL_WAKE` mark of [`prepare_sleep`](Consumer::prepare_sleep) if the
+    /// slot still carries it, so the producer's next publication does not signal needlessly.
+    /// If the producer published meanwhile, its swap already replaced the mark.
+    pub fn finish_sleep(&self) {
+        let word = &self.ring.slot::<E>(self.head)[0];
+        let seen = word.load(Ordering::Relaxed);
+        if seen & CTL_WAKE != 0 && seen & CTL_PHASE != self.ring.phase(self.head) {
+            let _ = word.compare_exchange(seen, seen & !CTL_WAKE, Ordering::Relaxed, Ordering::Relaxed);
+        }
+    }
+
+    /// Stores NEED_WAKEUP in the ring's `flags` and fences: the sleep announcement for a
+    /// consumer that waits on more than this ring's entries (the engine also waits for CQ
+    /// room). It then re-checks each condition itself and sleeps only if none holds; every
+    /// party that can change one must fence and look at this flag after its change
+    /// ([`Producer::consumer_needs_wakeup`]).
     pub fn announce_sleep(&self) {
         self.ring.ctl().flags.store(RING_NEED_WAKEUP, Ordering::Relaxed);
         fence(Ordering::SeqCst);
     }
 
-    /// Clears NEED_WAKEUP after waking (or after deciding not to sleep). A producer that still
-    /// sees the old flag only sends one spurious signal.
-    pub fn finish_sleep(&self) {
+    /// Clears the `flags` announcement of [`announce_sleep`](Consumer::announce_sleep).
+    pub fn clear_announcement(&self) {
         self.ring.ctl().flags.store(0, Ordering::Relaxed);
     }
 }
@@ -340,18 +437,20 @@ mod tests {
     }
 
     fn cqe(n: u64) -> Cqe {
-        Cqe {
-            user_data: n,
-            result: n as i32,
-            flags: 0,
-        }
+        Cqe::new(n, n as i32)
+    }
+
+    /// What the consumer copied, without the ring's control byte.
+    fn body(mut e: Cqe) -> Cqe {
+        e.ctl = 0;
+        e
     }
 
     #[test]
     fn empty_ring_has_nothing() {
         let ring = HeapRing::new::<Cqe>(4);
         let (_p, mut c) = pair::<Cqe>(&ring);
-        assert_eq!(c.refresh(), Ok(0));
+        assert_eq!(c.refresh(), 0);
         assert_eq!(c.pop(), None);
     }
 
@@ -364,8 +463,8 @@ mod tests {
         }
         assert_eq!(p.push(&cqe(9)), Err(cqe(9)));
         p.publish();
-        assert_eq!(c.refresh(), Ok(4));
-        assert_eq!(c.pop(), Some(cqe(0)));
+        assert_eq!(c.refresh(), 4);
+        assert_eq!(c.pop().map(body), Some(cqe(0)));
         // Popped but not released: the producer must still see the ring full.
         assert!(p.push(&cqe(9)).is_err());
         c.release();
@@ -376,72 +475,138 @@ mod tests {
     fn unpublished_entries_are_invisible() {
         let ring = HeapRing::new::<Sqe>(8);
         let (mut p, mut c) = pair::<Sqe>(&ring);
-        p.push(&Sqe {
-            user_data: 1,
-            ..Default::default()
-        })
-        .unwrap();
-        assert_eq!(c.refresh(), Ok(0));
+        for n in 1..=3 {
+            p.push(&Sqe {
+                user_data: n,
+                ..Default::default()
+            })
+            .unwrap();
+        }
+        // Entries after the first of a publication are written in full, but the first one's
+        // held-back control word hides them all.
+        assert_eq!(c.refresh(), 0);
         p.publish();
-        assert_eq!(c.refresh(), Ok(1));
+        assert_eq!(c.refresh(), 3);
+    }
+
+    #[test]
+    fn refresh_up_to_counts_at_most_max() {
+        let ring = HeapRing::new::<Cqe>(8);
+        let (mut p, mut c) = pair::<Cqe>(&ring);
+        for i in 0..5 {
+            p.push(&cqe(i)).unwrap();
+        }
+        p.publish();
+        assert_eq!(c.refresh_up_to(2), 2);
+        assert_eq!(c.refresh_up_to(100), 5);
+        assert_eq!(c.pop().map(body), Some(cqe(0)));
+        assert_eq!(c.cached_ready(), 4);
     }
 
     #[test]
     fn wraparound_across_u32_overflow() {
         let ring = HeapRing::new::<Cqe>(4);
         let (mut p, mut c) = pair::<Cqe>(&ring);
-        // Start both sides just below the u32 wrap.
+        // Start both sides just below the u32 wrap, with the slots holding the previous lap.
         let start = u32::MAX - 5;
+        let raw = ring.raw();
+        for i in 0..4u32 {
+            let index = start.wrapping_sub(4).wrapping_add(i);
+            raw.slot::<Cqe>(index)[0].store(raw.phase(index), Ordering::Relaxed);
+        }
         p.tail = start;
+        p.published = start;
         p.head_cache = start;
         c.head = start;
-        c.tail_cache = start;
         ring.ctl.head.value.store(start, Ordering::Relaxed);
-        ring.ctl.tail.value.store(start, Ordering::Relaxed);
         for i in 0..100u64 {
             p.push(&cqe(i)).unwrap();
             p.publish();
-            assert_eq!(c.refresh(), Ok(1));
-            assert_eq!(c.pop(), Some(cqe(i)));
+            assert_eq!(c.refresh(), 1);
+            assert_eq!(c.pop().map(body), Some(cqe(i)));
             c.release();
         }
     }
 
     #[test]
-    fn corrupt_indices_are_detected() {
-        let ring = HeapRing::new::<Cqe>(4);
+    fn a_slot_of_the_previous_lap_is_not_ready() {
+        let ring = HeapRing::new::<Cqe>(2);
         let (mut p, mut c) = pair::<Cqe>(&ring);
-        // Tail far ahead of head.
-        ring.ctl.tail.value.store(5, Ordering::Relaxed);
-        assert!(c.refresh().is_err());
-        // Tail moved backwards.
-        ring.ctl.tail.value.store(u32::MAX, Ordering::Relaxed);
-        assert!(c.refresh().is_err());
+        for i in 0..2 {
+            p.push(&cqe(i)).unwrap();
+            p.publish();
+        }
+        assert_eq!(c.refresh(), 2);
+        c.pop();
+        c.pop();
+        c.release();
+        // Slots 0 and 1 still hold lap 0's entries: nothing is ready for indices 2 and 3.
+        assert_eq!(c.refresh(), 0);
+        p.push(&cqe(2)).unwrap();
+        p.publish();
+        assert_eq!(c.refresh(), 1);
+        assert_eq!(c.pop().map(body), Some(cqe(2)));
+    }
+
+    #[test]
+    fn corrupt_head_is_detected() {
+        let ring = HeapRing::new::<Cqe>(4);
+        let (mut p, _c) = pair::<Cqe>(&ring);
         // Head ahead of our tail.
         ring.ctl.head.value.store(1, Ordering::Relaxed);
         assert!(p.refresh().is_err());
     }
 
     #[test]
+    fn garbage_control_words_only_stall_their_ring() {
+        let ring = HeapRing::new::<Cqe>(4);
+        let (_p, mut c) = pair::<Cqe>(&ring);
+        // A producer writing the wrong phase everywhere: nothing is ready, and sleeping on it
+        // is allowed (no correct producer is involved).
+        let raw = ring.raw();
+        for i in 0..4 {
+            raw.slot::<Cqe>(i)[0].store(!CTL_PHASE, Ordering::Relaxed);
+        }
+        assert_eq!(c.refresh(), 0);
+        assert!(c.prepare_sleep());
+    }
+
+    #[test]
     fn sleep_handshake_single_thread() {
         let ring = HeapRing::new::<Cqe>(4);
         let (mut p, mut c) = pair::<Cqe>(&ring);
-        assert_eq!(c.prepare_sleep(), Ok(true));
+        assert!(c.prepare_sleep());
         p.push(&cqe(1)).unwrap();
         assert!(p.publish(), "producer must see the sleeping consumer");
         c.finish_sleep();
         p.push(&cqe(2)).unwrap();
         assert!(!p.publish());
-        // Entries already there: prepare_sleep refuses to sleep and clears the flag.
-        assert_eq!(c.prepare_sleep(), Ok(false));
-        assert_eq!(ring.ctl.flags.load(Ordering::Relaxed), 0);
+        // Entries already there: prepare_sleep refuses to sleep.
+        assert!(!c.prepare_sleep());
+        assert_eq!(c.refresh(), 2);
+        c.pop();
+        c.pop();
+        // A mark taken back by finish_sleep does not signal.
+        assert!(c.prepare_sleep());
+        c.finish_sleep();
+        p.push(&cqe(3)).unwrap();
+        assert!(!p.publish());
+        // A batch signals once, from its first entry.
+        assert_eq!(c.refresh(), 1);
+        c.pop();
+        c.release();
+        assert!(c.prepare_sleep());
+        p.push(&cqe(4)).unwrap();
+        p.push(&cqe(5)).unwrap();
+        assert!(p.publish());
+        assert_eq!(c.refresh(), 2);
     }
 
     proptest! {
         /// Any interleaving of pushes, publishes, pops and releases delivers exactly the
         /// published entries, in order, and never more than the ring holds.
         #[test]
-        fn model_matches_queue(ops in proptest::collection::vec(0u8..4, 1..400), log2 in 1u32..5) {
+        fn model_matches_queue(ops in proptest::collection::vec(0u8..5, 1..400), log2 in 1u32..5) {
             let entries = 1 << log2;
             let ring = HeapRing::new::<Cqe>(entries);
             let (mut p, mut c) = pair::<Cqe>(&ring);
@@ -450,6 +615,7 @@ mod tests {
             let mut published = 0usize;
             let mut in_ring_unreleased = 0usize;
             let mut expect = 0u64;
+            let mut asleep = false;
             for op in ops {
                 match op {
                     0 => {
@@ -463,9 +629,17 @@ mod tests {
                             prop_assert!(r.is_err());
                         }
                     }
-                    1 => { p.publish(); published = pushed.len(); }
+                    1 => {
+                        let woke = p.publish();
+                        // A sleeping consumer is signalled by the first publication of
+                        // anything; nobody else is.
+                        let had_new = pushed.len() > published;
+                        prop_assert_eq!(woke, asleep && had_new);
+                        if had_new { asleep = false; }
+                        published = pushed.len();
+                    }
                     2 => {
-                        let ready = c.refresh().unwrap() as usize;
+                        let ready = c.refresh() as usize;
                         prop_assert_eq!(ready, published);
                         if let Some(e) = c.pop() {
                             prop_assert_eq!(e.user_data, expect);
@@ -475,7 +649,12 @@ mod tests {
                             in_ring_unreleased += 1;
                         }
                     }
-                    _ => { c.release(); in_ring_unreleased = 0; }
+                    3 => { c.release(); in_ring_unreleased = 0; }
+                    _ => {
+                        let sleeps = c.prepare_sleep();
+                        prop_assert_eq!(sleeps, published == 0);
+                        asleep = sleeps;
+                    }
                 }
             }
         }

@@ -47,7 +47,7 @@ fn generated() -> serde_json::Value {
             "size": size_of::<RingCtl>(),
             "fields": {
                 "head": offset_of!(RingCtl, head),
-                "tail": offset_of!(RingCtl, tail),
+                "reserved": offset_of!(RingCtl, reserved),
                 "flags": offset_of!(RingCtl, flags),
                 "invalid": offset_of!(RingCtl, invalid),
             },
@@ -55,10 +55,15 @@ fn generated() -> serde_json::Value {
         },
         "sqe": {
             "size": SQE_SIZE,
-            "fields": { "opcode": 0, "flags": 1, "reserved": 2, "peer": 4, "user_data": 8,
+            "fields": { "opcode": 0, "flags": 1, "ctl": 2, "reserved": 3, "peer": 4, "user_data": 8,
                         "buf_offset": 16, "buf_len": 24, "aux": 28, "args": 32 }
         },
-        "cqe": { "size": CQE_SIZE, "fields": { "user_data": 0, "result": 8, "flags": 12 } },
+        "cqe": { "size": CQE_SIZE, "fields": { "flags": 0, "ctl": 2, "reserved": 3, "result": 4, "user_data": 8 } },
+        "entry_ctl": {
+            "word": 0, "shift": ring_proto::entry::CTL_SHIFT,
+            "phase": ring_proto::entry::CTL_PHASE >> ring_proto::entry::CTL_SHIFT,
+            "wake": ring_proto::entry::CTL_WAKE >> ring_proto::entry::CTL_SHIFT,
+        },
         "alignment": { "index_pad": INDEX_PAD, "buf_align": BUF_ALIGN, "max_ring_entries": MAX_RING_ENTRIES },
         "example_layout_256_512_1MiB": {
             "sq_ctl_offset": l.sq_ctl_offset, "cq_ctl_offset": l.cq_ctl_offset,
@@ -107,6 +112,7 @@ fn sqe_field_offsets_match_the_word_encoding() {
     let e = Sqe {
         opcode: 1,
         flags: 2,
+        ctl: 13,
         reserved: 3,
         peer: 4,
         user_data: 5,
@@ -121,6 +127,7 @@ fn sqe_field_offsets_match_the_word_encoding() {
     for (name, want) in [
         ("opcode", 1u8),
         ("flags", 2),
+        ("ctl", 13),
         ("reserved", 3),
         ("peer", 4),
         ("user_data", 5),
@@ -131,6 +138,30 @@ fn sqe_field_offsets_match_the_word_encoding() {
     ] {
         let off = v["sqe"]["fields"][name].as_u64().unwrap() as usize;
         assert_eq!(bytes[off], want, "sqe field {name}");
+    }
+}
+
+#[test]
+fn cqe_field_offsets_match_the_word_encoding() {
+    use ring_proto::{Cqe, Entry};
+    let c = Cqe {
+        user_data: 5,
+        result: 4,
+        flags: 2,
+        ctl: 13,
+        reserved: 3,
+    };
+    let bytes: Vec<u8> = c.to_words().iter().flat_map(|w| w.to_le_bytes()).collect();
+    let v = generated();
+    for (name, want) in [
+        ("flags", 2u8),
+        ("ctl", 13),
+        ("reserved", 3),
+        ("result", 4),
+        ("user_data", 5),
+    ] {
+        let off = v["cqe"]["fields"][name].as_u64().unwrap() as usize;
+        assert_eq!(bytes[off], want, "cqe field {name}");
     }
 }
 

@@ -35,7 +35,7 @@ pub mod error_code {
 }
 // §3 region header.
 pub const REGION_MAGIC: u64 = 0x0100_474E_4952_5753;
-pub const LAYOUT_VERSION: u32 = 2;
+pub const LAYOUT_VERSION: u32 = 3;
 pub const HDR_STATE: usize = 88;
 pub const HDR_CLOSE_REASON: usize = 92;
 pub const HDR_CLIENT_HEARTBEAT: usize = 104;
@@ -43,10 +43,13 @@ pub const SQ_CTL: usize = 256;
 pub const CQ_CTL: usize = 640;
 pub const SQ_ARRAY: usize = 1024;
 pub const CTL_HEAD: usize = 0;
-pub const CTL_TAIL: usize = 128;
 pub const CTL_FLAGS: usize = 256;
 pub const CTL_INVALID: usize = 260;
 pub const NEED_WAKEUP: u32 = 1;
+// §4/§5 the control byte, bits 16..23 of word 0 of every entry.
+pub const CTL_PHASE: u64 = 1 << 16;
+pub const CTL_WAKE: u64 = 2 << 16;
+pub const CTL_MASK: u64 = 0xff << 16;
 // §8 states.
 pub const STATE_READY: u32 = 1;
 pub const STATE_CLOSED: u32 = 3;
@@ -350,19 +353,29 @@ impl Session {
         self.u32_at(HDR_STATE).load(Ordering::Acquire)
     }
 
-    /// §5/§6 producer: write the SQE words, store the tail (release), full fence, and ring
-    /// the SQ doorbell if the worker announced NEED_WAKEUP. Panics on a full SQ.
+    /// §5: the `CTL_PHASE` bit of an entry published at `index` of a ring of `entries`.
+    pub fn phase(index: u32, entries: u32) -> u64 {
+        if index & entries == 0 {
+            CTL_PHASE
+        } else {
+            0
+        }
+    }
+
+    /// §5/§6 producer: write SQE words 1..7, then swap word 0 (with the control byte: this
+    /// index's phase) in with release, and ring the SQ doorbell if the old word carried
+    /// `CTL_WAKE`. Panics on a full SQ.
     pub fn submit(&mut self, words: [u64; 8]) {
         let head = self.u32_at(SQ_CTL + CTL_HEAD).load(Ordering::Acquire);
         assert!(self.sq_tail.wrapping_sub(head) < self.sq_entries, "SQ full");
         let slot = SQ_ARRAY + (self.sq_tail & (self.sq_entries - 1)) as usize * 64;
-        for (i, w) in words.iter().enumerate() {
+        for (i, w) in words.iter().enumerate().skip(1) {
             self.u64_at(slot + i * 8).store(*w, Ordering::Relaxed);
         }
+        let w0 = (words[0] & !CTL_MASK) | Self::phase(self.sq_tail, self.sq_entries);
         self.sq_tail = self.sq_tail.wrapping_add(1);
-        self.u32_at(SQ_CTL + CTL_TAIL).store(self.sq_tail, Ordering::Release);
-        fence(Ordering::SeqCst);
-        if self.u32_at(SQ_CTL + CTL_FLAGS).load(Ordering::Relaxed) & NEED_WAKEUP != 0 {
+        let old = self.u64_at(slot).swap(w0, Ordering::Release);
+        if old & CTL_WAKE != 0 {
             self.ring_sq_doorbell();
         }
     }
@@ -383,39 +396,66 @@ impl Session {
         while unsafe { libc::read(self.cq_wake.as_raw_fd(), b.as_mut_ptr() as *mut libc::c_void, b.len()) } > 0 {}
     }
 
+    /// Offset of the CQ slot of `index`.
+    fn cq_slot(&self, index: u32) -> usize {
+        self.cq_array + (index & (self.cq_entries - 1)) as usize * 16
+    }
+
+    /// §5 consumer, without sleeping: the next CQE `(user_data, result, flags)` if one is
+    /// published.
+    pub fn try_reap(&mut self) -> Option<(u64, i32, u32)> {
+        let slot = self.cq_slot(self.cq_head);
+        let w0 = self.u64_at(slot).load(Ordering::Acquire);
+        if w0 & CTL_PHASE != Self::phase(self.cq_head, self.cq_entries) {
+            return None;
+        }
+        let w1 = self.u64_at(slot + 8).load(Ordering::Relaxed);
+        self.cq_head = self.cq_head.wrapping_add(1);
+        self.u32_at(CQ_CTL + CTL_HEAD).store(self.cq_head, Ordering::Release);
+        // §6 "the engine also sleeps on a full CQ": look at the SQ flags after making room
+        // (only needed with more than cq_entries in flight; always done here).
+        fence(Ordering::SeqCst);
+        if self.u32_at(SQ_CTL + CTL_FLAGS).load(Ordering::Relaxed) & NEED_WAKEUP != 0 {
+            self.ring_sq_doorbell();
+        }
+        Some((w1, (w0 >> 32) as u32 as i32, (w0 & 0xffff) as u32))
+    }
+
+    /// Sets `CTL_WAKE` on the CQ slot the next completion goes to, as a sleeping client does
+    /// (§6), without sleeping: the engine then rings the CQ doorbell when it publishes there.
+    pub fn mark_cq_wake(&self) {
+        self.u64_at(self.cq_slot(self.cq_head))
+            .fetch_or(CTL_WAKE, Ordering::Relaxed);
+    }
+
     /// §5/§6 consumer: the next CQE `(user_data, result, flags)`, sleeping on the CQ doorbell
-    /// with the NEED_WAKEUP handshake; None once `deadline` passes (a hang guard) or the
+    /// with the `CTL_WAKE` handshake; None once `deadline` passes (a hang guard) or the
     /// session reached a terminal state with nothing left.
     pub fn reap(&mut self, deadline: Instant) -> Option<(u64, i32, u32)> {
         loop {
-            let tail = self.u32_at(CQ_CTL + CTL_TAIL).load(Ordering::Acquire);
-            if tail != self.cq_head {
-                let slot = self.cq_array + (self.cq_head & (self.cq_entries - 1)) as usize * 16;
-                let w0 = self.u64_at(slot).load(Ordering::Relaxed);
-                let w1 = self.u64_at(slot + 8).load(Ordering::Relaxed);
-                self.cq_head = self.cq_head.wrapping_add(1);
-                self.u32_at(CQ_CTL + CTL_HEAD).store(self.cq_head, Ordering::Release);
-                // §6 "the engine also sleeps on a full CQ": look at the SQ flags after making room.
-                fence(Ordering::SeqCst);
-                if self.u32_at(SQ_CTL + CTL_FLAGS).load(Ordering::Relaxed) & NEED_WAKEUP != 0 {
-                    self.ring_sq_doorbell();
-                }
-                return Some((w0, w1 as u32 as i32, (w1 >> 32) as u32));
+            let slot = self.cq_slot(self.cq_head);
+            let phase = Self::phase(self.cq_head, self.cq_entries);
+            let w0 = self.u64_at(slot).load(Ordering::Acquire);
+            if let Some(cqe) = self.try_reap() {
+                return Some(cqe);
             }
             if matches!(self.state(), STATE_CLOSED | STATE_BROKEN) {
-                let tail = self.u32_at(CQ_CTL + CTL_TAIL).load(Ordering::Acquire);
-                if tail == self.cq_head {
-                    return None;
+                if self.u64_at(slot).load(Ordering::Acquire) & CTL_PHASE == phase {
+                    continue;
                 }
-                continue;
+                return None;
             }
             let now = Instant::now();
             if now >= deadline {
                 return None;
             }
-            self.u32_at(CQ_CTL + CTL_FLAGS).store(NEED_WAKEUP, Ordering::Relaxed);
-            fence(Ordering::SeqCst);
-            if self.u32_at(CQ_CTL + CTL_TAIL).load(Ordering::Acquire) == self.cq_head {
+            // §6: mark the slot we wait for; a failed compare-exchange means it changed
+            // (published): look again instead of sleeping.
+            if self
+                .u64_at(slot)
+                .compare_exchange(w0, w0 | CTL_WAKE, Ordering::Relaxed, Ordering::Relaxed)
+                .is_ok()
+            {
                 let mut pfd = libc::pollfd {
                     fd: self.cq_wake.as_raw_fd(),
                     events: libc::POLLIN,
@@ -424,8 +464,11 @@ impl Session {
                 let ms = (deadline - now).as_millis().clamp(1, 1000) as i32;
                 // Safety: one valid pollfd.
                 unsafe { libc::poll(&mut pfd, 1, ms) };
+                // Take the mark back unless the engine published meanwhile.
+                let _ = self
+                    .u64_at(slot)
+                    .compare_exchange(w0 | CTL_WAKE, w0, Ordering::Relaxed, Ordering::Relaxed);
             }
-            self.u32_at(CQ_CTL + CTL_FLAGS).store(0, Ordering::Relaxed);
             self.drain_cq_doorbell();
         }
     }

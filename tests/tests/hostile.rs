@@ -48,7 +48,7 @@ fn hostile_client_cannot_hurt_a_well_behaved_one() {
                     word.store(rng.next_u64(), Ordering::Relaxed);
                 }
                 // Publish whatever is now in the SQ through the normal path, then, every other
-                // session, move the ring indices themselves to random places.
+                // session, move the ring heads themselves to random places.
                 let _ = s.submit(&Sqe {
                     opcode: rng.next_u64() as u8,
                     user_data: 2,
@@ -56,10 +56,21 @@ fn hostile_client_cannot_hurt_a_well_behaved_one() {
                 });
                 if rng.below(2) == 0 {
                     let l = *s.layout();
-                    for off in [l.sq_ctl_offset + 128, l.cq_ctl_offset] {
-                        // Safety: as above (the SQ tail and the CQ head lines).
+                    for off in [l.sq_ctl_offset, l.cq_ctl_offset] {
+                        // Safety: as above (the SQ head and the CQ head lines).
                         let idx = unsafe { &*(base.add(off) as *const AtomicU32) };
                         idx.store(rng.next_u64() as u32, Ordering::Relaxed);
+                    }
+                    // The engine loads the CQ head only when it needs more room than it last
+                    // saw: fill the CQ (never reaping) so that it must, and finds the garbage.
+                    let until = std::time::Instant::now() + Duration::from_secs(2);
+                    let mut sent = 0;
+                    while sent <= l.cq_entries && std::time::Instant::now() < until {
+                        match s.submit(&nop(3)) {
+                            Ok(()) => sent += 1,
+                            Err(ring_client::SubmitError::Full) => std::thread::yield_now(),
+                            Err(_) => break,
+                        }
                     }
                 }
                 std::thread::sleep(Duration::from_millis(1));

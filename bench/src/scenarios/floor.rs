@@ -136,7 +136,7 @@ impl Scenario for EchoBatch {
             || loop {
                 // The same steps as an engine pass: take what is ready, as far as the response
                 // ring has room, answer each, hand the slots back, publish.
-                let ready = req_c.refresh()?;
+                let ready = req_c.refresh();
                 if ready == 0 {
                     if stop.load(Ordering::Relaxed) {
                         return Ok(());
@@ -148,11 +148,7 @@ impl Scenario for EchoBatch {
                 for _ in 0..n {
                     let sqe = req_c.pop().ok_or("request ring: counted entry missing")?;
                     resp_p
-                        .push(&Cqe {
-                            user_data: sqe.user_data,
-                            result: 0,
-                            flags: 0,
-                        })
+                        .push(&Cqe::new(sqe.user_data, 0))
                         .map_err(|_| "response ring full")?;
                 }
                 req_c.release();
@@ -175,7 +171,7 @@ impl Scenario for EchoBatch {
                     let mut got = 0u64;
                     let mut guard = SpinGuard::new();
                     while got < batch {
-                        if resp_c.refresh()? == 0 {
+                        if resp_c.refresh() == 0 {
                             guard.turn(|| {
                                 format!("waiting for echo of batch starting at {first} ({got} of {batch} back)")
                             })?;

@@ -82,10 +82,7 @@ func (s *fakeSession) signalClient() {
 // pass takes every SQE it can reserve a CQ slot for, executes it and publishes the
 // completions. It returns how many it handled.
 func (s *fakeSession) pass(failAll bool) int {
-	ready, err := s.sq.Refresh()
-	if err != nil {
-		return -1
-	}
+	ready := s.sq.Refresh()
 	free, err := s.cq.Refresh()
 	if err != nil {
 		return -1
@@ -254,21 +251,22 @@ func (s *fakeSession) work() wire.CloseReason {
 		if time.Since(idleSince) < s.e.Spin {
 			continue
 		}
-		// Sleep: NEED_WAKEUP on the SQ, recheck "entries ready and CQ room" (like the Rust
-		// engine, this worker also sleeps on a full CQ), block on the SQ doorbell.
+		// Sleep, like the Rust engine: NEED_WAKEUP on the SQ (for clients with more in flight
+		// than the CQ holds: this worker also sleeps on a full CQ), mark the SQ slot it
+		// waits for (CtlWake), recheck "entries ready and CQ room", block on the SQ doorbell.
 		atomic.StoreUint32(s.sq.Ctl.Flags, wire.NeedWakeup)
-		r, _ := s.sq.Refresh()
+		empty := s.sq.PrepareSleep()
 		room, _ := s.cq.Refresh()
-		if (r == 0 || room == 0) && s.stop.Load() == 0 {
+		if (empty || room == 0) && s.stop.Load() == 0 {
 			var b [64]byte
 			unix.Read(s.sqBellRead, b[:])
 		}
+		s.sq.FinishSleep()
 		atomic.StoreUint32(s.sq.Ctl.Flags, 0)
 		idleSince = time.Now()
 	}
 }
 
 func (s *fakeSession) sqEmpty() bool {
-	r, err := s.sq.Refresh()
-	return err != nil || r == 0
+	return s.sq.Refresh() == 0
 }

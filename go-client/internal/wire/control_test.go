@@ -27,7 +27,7 @@ func TestControlRoundTrip(t *testing.T) {
 
 // The Hello of SPEC.md §12, byte for byte.
 func TestHelloBytesMatchSpec(t *testing.T) {
-	want := []byte{0x53, 0x57, 0x43, 0x50, 2, 0, 1, 0, 2, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0}
+	want := []byte{0x53, 0x57, 0x43, 0x50, 2, 0, 1, 0, 3, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0}
 	got := (&Message{Kind: KindHello, LayoutVersion: LayoutVersion}).Encode(nil)
 	if !bytes.Equal(got, want) {
 		t.Fatalf("hello %x, spec %x", got, want)

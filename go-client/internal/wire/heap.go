@@ -40,14 +40,18 @@ func NewHeapRings(sq, cq uint32) (*HeapRings, error) {
 	return h, nil
 }
 
-// SetIndices moves every index (private and shared) of both rings to start.
+// SetIndices moves every index (private and shared) of both rings to start, with every slot
+// holding an entry of the lap before (so none looks ready).
 func (h *HeapRings) SetIndices(start uint32) {
 	for _, p := range []*Producer{&h.SQProd, &h.CQProd} {
-		p.tail, p.headCache = start, start
+		p.tail, p.published, p.headCache = start, start, start
 		atomic.StoreUint32(p.Ctl.Head, start)
-		atomic.StoreUint32(p.Ctl.Tail, start)
+		for i := uint32(0); i < p.entries; i++ {
+			index := start - p.entries + i
+			atomic.StoreUint64(&p.slot(index)[0], p.phase(index))
+		}
 	}
 	for _, c := range []*Consumer{&h.SQCons, &h.CQCons} {
-		c.head, c.tailCache = start, start
+		c.head, c.ready = start, 0
 	}
 }

@@ -12,7 +12,7 @@ import (
 //	offset 0       +-------------------------+
 //	               | RegionHeader      256 B |  engine-written; the client writes only client_heartbeat
 //	256            +-------------------------+
-//	               | RingCtl (SQ)      384 B |  head | tail | flags+invalid, one 128-B line each
+//	               | RingCtl (SQ)      384 B |  head | reserved | flags+invalid, one 128-B line each
 //	640            +-------------------------+
 //	               | RingCtl (CQ)      384 B |
 //	1024           +-------------------------+
@@ -31,7 +31,7 @@ const (
 	// RegionMagic is b"SWRING\x00\x01" read as a little-endian uint64.
 	RegionMagic uint64 = 0x0100474E49525753
 	// LayoutVersion is the region/entry layout version this package speaks.
-	LayoutVersion uint32 = 2
+	LayoutVersion uint32 = 3
 
 	HeaderSize  = 256
 	RingCtlSize = 384
@@ -76,12 +76,14 @@ const (
 
 // RingCtl field offsets, relative to the start of one ring's control block.
 const (
-	CtlHead    = 0
-	CtlTail    = 128
-	CtlFlags   = 256
-	CtlInvalid = 260
+	CtlHead     = 0
+	CtlReserved = 128 // zero; the producer's tail until layout 2
+	CtlFlags    = 256
+	CtlInvalid  = 260
 
-	// NeedWakeup in a ring's flags: its consumer sleeps; the producer must signal.
+	// NeedWakeup in the SQ's flags: the engine worker announced a sleep. Only a client with
+	// more requests in flight than the CQ holds looks at it, after releasing CQ slots
+	// (SPEC.md §6, "The engine also sleeps on a full CQ").
 	NeedWakeup uint32 = 1
 )
 

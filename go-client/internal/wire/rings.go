@@ -9,25 +9,27 @@ import (
 // Single-producer single-consumer ring (ring-proto/src/ring.rs, SPEC.md §5-6).
 //
 // The client is the producer of the SQ and the consumer of the CQ; the in-repo fake engine
-// used by the tests plays the other two roles with the same types. Each side keeps its own
-// index privately and only ever stores it to shared memory; the other side's index is
-// loaded and checked (tail-head <= entries, and it never moves backwards by more than the
-// ring) before it is trusted.
+// used by the tests plays the other two roles with the same types. An entry is published by
+// its own control word (word 0, with the control byte at bits 16..23): the consumer polls the
+// slot it reads next, so a round trip moves one cache line each way. Each side keeps its own
+// index privately and only ever stores it; the consumer's head is loaded by the producer only
+// when its cached view shows too little room, and checked before it is trusted.
 //
 // Memory ordering. Go's sync/atomic operations are sequentially consistent, which is at
-// least the acquire/release the protocol asks for, and also supplies the full fences of the
-// sleep/wake handshake:
+// least the acquire/release the protocol asks for:
 //
-//   - producer: store entry words → atomic.StoreUint32(tail).
-//     SYNC POINT: pairs with the consumer's acquire load of tail.
-//   - consumer: atomic.LoadUint32(tail) → copy words → atomic.StoreUint32(head).
-//     SYNC POINT: pairs with the producer's acquire load of head before it reuses a slot.
-//   - wake check (producer.publish): StoreUint32(tail) then LoadUint32(flags); the SC order
-//     of Go atomics keeps the load after the store, like the fence(SeqCst) in ring.rs
-//     Producer::publish. Pairs with the consumer's PrepareSleep.
-//   - sleep (consumer.PrepareSleep): StoreUint32(flags, NEED_WAKEUP) then LoadUint32(tail):
-//     pairs with the engine's Producer::publish (tail.store(Release); fence(SeqCst);
-//     flags.load) — the store-buffering pattern, so no wakeup is lost.
+//   - producer: plain stores of words 1.. → atomic store (or, for the first entry of a
+//     publication, atomic swap) of word 0 with this index's phase.
+//     SYNC POINT: pairs with the consumer's atomic load of word 0. The plain stores cannot
+//     move after the atomic one (the compiler keeps memory operations in order around
+//     sync/atomic; the hardware store is a release or a locked exchange), and the
+//     consumer reads the slot only after the word 0 it waits for.
+//   - consumer: atomic load of word 0 shows the phase → copy words → StoreUint32(head).
+//     SYNC POINT: pairs with the producer's load of head before it reuses a slot.
+//   - sleep/wake: the consumer marks the slot it waits for with CtlWake by compare-and-swap;
+//     the producer's publishing swap returns the mark. Two read-modify-writes of one word:
+//     one comes first, so either the swap sees the mark or the compare-and-swap fails on the
+//     published word. No fence is involved.
 
 // ringCorrupt reports a peer index that no correct peer can produce.
 type ringCorrupt struct {
@@ -44,13 +46,12 @@ func (e *ringCorrupt) Unwrap() error { return ErrProtocol }
 
 // Ctl points at one RingCtl block.
 type Ctl struct {
-	Head, Tail, Flags, Invalid *uint32
+	Head, Flags, Invalid *uint32
 }
 
 func ctlAt(r Region, off uint64) Ctl {
 	return Ctl{
 		Head:    r.U32(off + CtlHead),
-		Tail:    r.U32(off + CtlTail),
 		Flags:   r.U32(off + CtlFlags),
 		Invalid: r.U32(off + CtlInvalid),
 	}
@@ -77,20 +78,31 @@ func NewRing(name string, r Region, ctlOff, arrayOff uint64, entries, words uint
 	return Ring{name: name, Ctl: ctlAt(r, ctlOff), slots: unsafe.Add(r.Base, arrayOff), words: words, entries: entries}
 }
 
-// slot returns a pointer to the first word of the entry with this index.
+// slot returns a pointer to the first word of the entry with this index (only the ring's
+// words per entry of it may be touched).
 func (r *Ring) slot(index uint32) *[SQEWords]uint64 {
 	i := uintptr(index & (r.entries - 1))
 	return (*[SQEWords]uint64)(unsafe.Add(r.slots, i*uintptr(r.words)*8))
 }
 
+// phase is the CtlPhase bit an entry published at index carries: set on even laps.
+func (r *Ring) phase(index uint32) uint64 {
+	if index&r.entries == 0 {
+		return CtlPhase
+	}
+	return 0
+}
+
 // Producer is the writing side of a ring.
 type Producer struct {
 	Ring
-	tail      uint32 // next index to write; published by publish
+	tail      uint32 // next index to write
+	published uint32 // first index not published; its word 0 waits in held
+	held      uint64
 	headCache uint32 // last consumer head loaded and checked
 }
 
-// refresh loads the consumer's head and returns the number of free slots.
+// Refresh loads the consumer's head and returns the number of free slots.
 func (p *Producer) Refresh() (uint32, error) {
 	// SYNC POINT: pairs with the consumer's release store of head.
 	head := atomic.LoadUint32(p.Ctl.Head)
@@ -104,7 +116,7 @@ func (p *Producer) Refresh() (uint32, error) {
 
 func (p *Producer) cachedFree() uint32 { return p.entries - (p.tail - p.headCache) }
 
-// free returns the free slots, loading the consumer's head only when the cached value says
+// Free returns the free slots, loading the consumer's head only when the cached value says
 // the ring is full.
 func (p *Producer) Free() (uint32, error) {
 	if n := p.cachedFree(); n > 0 {
@@ -113,66 +125,88 @@ func (p *Producer) Free() (uint32, error) {
 	return p.Refresh()
 }
 
-// PushSQE writes e into the next slot; the caller checked free() > 0. Not visible to the
-// consumer until publish. Each word is one aligned 64-bit atomic store (SPEC.md §4).
-func (p *Producer) PushSQE(e *SQE) {
-	w := e.Words()
+// push writes the words of the entry at tail: words 1.. with plain stores, word 0 (with the
+// phase) held back for Publish if this is the publication's first entry, stored atomically
+// otherwise (the consumer reaches it only after the held one). The caller checked Free() > 0.
+func (p *Producer) push(w []uint64) {
 	s := p.slot(p.tail)
-	for i := range w {
-		atomic.StoreUint64(&s[i], w[i])
+	for i := 1; i < len(w); i++ {
+		// Plain stores: nobody reads this slot until word 0 is published (below, or by
+		// Publish), and that atomic store orders them before it.
+		s[i] = w[i]
+	}
+	w0 := w[0]&^CtlMask | p.phase(p.tail)
+	if p.tail == p.published {
+		p.held = w0
+	} else {
+		// SYNC POINT: pairs with the consumer's load of word 0.
+		atomic.StoreUint64(&s[0], w0)
 	}
 	p.tail++
+}
+
+// PushSQE writes e into the next slot; the caller checked Free() > 0. Not visible to the
+// consumer until Publish.
+func (p *Producer) PushSQE(e *SQE) {
+	w := e.Words()
+	p.push(w[:])
 }
 
 // PushCQE is PushSQE for the engine side of the CQ (tests and the fake engine).
 func (p *Producer) PushCQE(c CQE) {
 	w := c.Words()
-	s := p.slot(p.tail)
-	atomic.StoreUint64(&s[0], w[0])
-	atomic.StoreUint64(&s[1], w[1])
-	p.tail++
+	p.push(w[:])
 }
 
-// publish stores the tail and reports whether the consumer asked to be woken, in which case
-// the caller must signal the consumer's doorbell.
+// Publish makes every pushed entry visible and reports whether the consumer asked to be
+// woken (its CtlWake mark was on the slot), in which case the caller must signal the
+// consumer's doorbell.
 func (p *Producer) Publish() bool {
-	// SYNC POINT: release of the entry words; pairs with the consumer's load of tail.
-	atomic.StoreUint32(p.Ctl.Tail, p.tail)
-	// Sequentially consistent store→load: this load cannot be satisfied before the tail
-	// store is visible (Go's SC atomics = the fence(SeqCst) of ring.rs Producer::publish).
-	// Pairs with the consumer's flags store + tail load in PrepareSleep.
-	return atomic.LoadUint32(p.Ctl.Flags)&NeedWakeup != 0
+	if p.published == p.tail {
+		return false
+	}
+	// SYNC POINT: release of this entry's words and of every entry pushed after it; pairs
+	// with the consumer's load of word 0. The swap returns a CtlWake mark the consumer
+	// set with compare-and-swap before this (SPEC.md §6).
+	old := atomic.SwapUint64(&p.slot(p.published)[0], p.held)
+	p.published = p.tail
+	return old&CtlWake != 0
 }
 
 // Consumer is the reading side of a ring.
 type Consumer struct {
 	Ring
-	head      uint32 // next index to read; published by release
-	tailCache uint32 // last producer tail loaded and checked
+	head  uint32 // next index to read; published by Release
+	ready uint32 // entries from head on seen published
 }
 
-// refresh loads the producer's tail and returns the number of entries ready.
-func (c *Consumer) Refresh() (uint32, error) {
-	// SYNC POINT: pairs with the producer's release store of tail; entry words before it
-	// are visible after this load.
-	tail := atomic.LoadUint32(c.Ctl.Tail)
-	ready := tail - c.head
-	if ready > c.entries || tail-c.tailCache > c.entries {
-		return 0, &ringCorrupt{ring: c.name, ours: c.head, theirs: tail}
+// refreshUpTo counts the entries ready from head on, at most max (and the ring's size): a
+// slot whose word 0 does not carry its index's phase ends the count.
+func (c *Consumer) refreshUpTo(max uint32) uint32 {
+	if max > c.entries {
+		max = c.entries
 	}
-	c.tailCache = tail
-	return ready, nil
+	for c.ready < max {
+		index := c.head + c.ready
+		// SYNC POINT: pairs with the producer's atomic store or swap of word 0.
+		if atomic.LoadUint64(&c.slot(index)[0])&CtlPhase != c.phase(index) {
+			break
+		}
+		c.ready++
+	}
+	return c.ready
 }
 
-func (c *Consumer) cachedReady() uint32 { return c.tailCache - c.head }
+// Refresh returns the number of entries ready.
+func (c *Consumer) Refresh() uint32 { return c.refreshUpTo(c.entries) }
 
-// PopCQE copies out the next CQE (each word read exactly once). The caller checked
-// cachedReady() > 0.
+// PopCQE copies out the next CQE (each word read exactly once). The caller saw Refresh() > 0.
 func (c *Consumer) PopCQE() CQE {
 	s := c.slot(c.head)
 	w0 := atomic.LoadUint64(&s[0])
 	w1 := atomic.LoadUint64(&s[1])
 	c.head++
+	c.ready--
 	return CQEFromWords(w0, w1)
 }
 
@@ -184,34 +218,44 @@ func (c *Consumer) PopSQE() SQE {
 		w[i] = atomic.LoadUint64(&s[i])
 	}
 	c.head++
+	c.ready--
 	return SQEFromWords(&w)
 }
 
-// release hands every popped slot back to the producer.
+// Release hands every popped slot back to the producer.
 func (c *Consumer) Release() {
-	// SYNC POINT: pairs with the producer's acquire load of head in refresh: our copies of
-	// the popped slots happen before it may overwrite them.
+	// SYNC POINT: pairs with the producer's load of head in Refresh: our copies of the
+	// popped slots happen before it may overwrite them.
 	atomic.StoreUint32(c.Ctl.Head, c.head)
 }
 
-// PrepareSleep announces that the consumer is about to sleep and checks once more. It
-// returns true if the ring is still empty: the caller may block on its doorbell and will be
-// signalled for anything published after this point. False: entries arrived (the flag is
-// cleared again).
-func (c *Consumer) PrepareSleep() (bool, error) {
-	atomic.StoreUint32(c.Ctl.Flags, NeedWakeup)
-	// SC store→load (Go atomics): pairs with the producer's tail store + flags load.
-	n, err := c.Refresh()
-	if err != nil {
-		return false, err
+// PrepareSleep marks the slot the consumer waits for with CtlWake, unless an entry is
+// ready. True: the ring is empty and the producer's next Publish will see the mark and
+// signal, so the caller may block on its doorbell (then FinishSleep). False: an entry is
+// ready (or was published meanwhile); keep consuming.
+func (c *Consumer) PrepareSleep() bool {
+	if c.refreshUpTo(1) > 0 {
+		return false
 	}
-	if n == 0 {
-		return true, nil
+	w := &c.slot(c.head)[0]
+	phase := c.phase(c.head)
+	seen := atomic.LoadUint64(w)
+	if seen&CtlPhase == phase {
+		return false
 	}
-	c.FinishSleep()
-	return false, nil
+	if seen&CtlWake != 0 || atomic.CompareAndSwapUint64(w, seen, seen|CtlWake) {
+		return true
+	}
+	// Changed under us: published (a correct producer changes it only so), or scribbled on.
+	return atomic.LoadUint64(w)&CtlPhase != phase
 }
 
-// FinishSleep clears NEED_WAKEUP; a producer still seeing the old flag sends one spurious
-// signal, which consumers tolerate.
-func (c *Consumer) FinishSleep() { atomic.StoreUint32(c.Ctl.Flags, 0) }
+// FinishSleep takes back the CtlWake mark if the slot still carries it (nothing was
+// published there), so the producer's next Publish does not signal needlessly.
+func (c *Consumer) FinishSleep() {
+	w := &c.slot(c.head)[0]
+	seen := atomic.LoadUint64(w)
+	if seen&CtlWake != 0 && seen&CtlPhase != c.phase(c.head) {
+		atomic.CompareAndSwapUint64(w, seen, seen&^CtlWake)
+	}
+}
