@@ -255,6 +255,7 @@ fn run(cli: &Cli) -> Result<()> {
         warmup_ms: timing.warmup.as_secs_f64() * 1e3,
         measure_ms: timing.measure.as_secs_f64() * 1e3,
         engine_command: engines.plain.as_ref().map(|e| e.command_line().to_owned()),
+        commit: report::source_commit(),
     };
     let mut ctx = Ctx {
         client_core,
@@ -319,8 +320,7 @@ fn run(cli: &Cli) -> Result<()> {
         .and_then(|()| stdout.flush())
         .map_err(|e| format!("writing the report: {e}"))?;
     if let Some(dir) = &cli.out {
-        let all: Vec<&ScenarioResult> = results.iter().collect();
-        report::write_out_dir(dir, &lines, &all, run_start)?;
+        report::write_out_dir(dir, &lines, &with_cmp, &run_info, run_start)?;
     }
     Ok(())
 }

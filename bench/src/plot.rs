@@ -1,7 +1,8 @@
-//! `latency.svg`: HdrHistogram percentile curves of a run's latency scenarios, hand-written SVG.
+//! The `--out` charts, hand-written SVG: HdrHistogram percentile curves of one group's latency
+//! scenarios ([`latency_svg`]), and every same-run ratio against its goal ([`ratio_svg`]).
 //!
-//! x: percentile on the usual HDR scale, `log10(1 / (1 - q))` (0 = 0%, 1 = 90%, 2 = 99%, ...);
-//! y: latency, log scale; one line per scenario, with a legend.
+//! Latency: x = percentile on the usual HDR scale, `log10(1 / (1 - q))` (0 = 0%, 1 = 90%,
+//! 2 = 99%, ...); y = latency, log scale; one line per scenario, with a legend.
 
 use std::fmt::Write;
 
@@ -21,12 +22,15 @@ const RIGHT: f64 = 320.0;
 const TOP: f64 = 40.0;
 const BOTTOM: f64 = 60.0;
 
+/// Twenty colours that tell apart on white (Tableau 10, then darker and lighter kin chosen to
+/// differ from it and from each other): a chart of up to twenty curves reuses none.
 const COLORS: &[&str] = &[
     "#1f77b4", "#d62728", "#2ca02c", "#ff7f0e", "#9467bd", "#8c564b", "#e377c2", "#17becf", "#7f7f7f", "#bcbd22",
+    "#000000", "#08306b", "#a50f15", "#00441b", "#7f2704", "#3f007d", "#fdae6b", "#74c476", "#6baed6", "#f768a1",
 ];
 
 /// Line style of curve `i`: a colour, and past the palette a dash pattern, so that no two of
-/// the first 30 curves look alike.
+/// the first 60 curves look alike.
 fn style(i: usize) -> (&'static str, &'static str) {
     const DASHES: &[&str] = &["", "8 4", "2 3"];
     (COLORS[i % COLORS.len()], DASHES[(i / COLORS.len()) % DASHES.len()])
@@ -201,6 +205,115 @@ pub fn latency_svg(series: &[Series], title: &str) -> String {
     o
 }
 
+/// One same-run ratio and the goal it is held to.
+pub struct RatioRow {
+    /// e.g. `ring.nop p50 / floor.pingpong p50`.
+    pub label: String,
+    pub value: f64,
+    pub bound: f64,
+    /// The goal is `value >= bound` (else `value <= bound`).
+    pub at_least: bool,
+}
+
+impl RatioRow {
+    pub fn met(&self) -> bool {
+        if self.at_least {
+            self.value >= self.bound
+        } else {
+            self.value <= self.bound
+        }
+    }
+}
+
+/// `ratios.svg`: one row per ratio, on a log scale: the goal as a black tick with its bound,
+/// the measured value as a dot (green when the goal is met, red when missed) with its value.
+pub fn ratio_svg(rows: &[RatioRow], title: &str) -> String {
+    const LABEL_W: f64 = 420.0;
+    const ROW_H: f64 = 22.0;
+    let h = TOP + BOTTOM + ROW_H * rows.len().max(1) as f64;
+    let pw = W - LABEL_W - 140.0;
+    let logs = rows
+        .iter()
+        .flat_map(|r| [r.value, r.bound])
+        .filter(|v| *v > 0.0)
+        .map(f64::log10);
+    let (lo, hi) = logs.fold((0.0f64, 0.0f64), |(lo, hi), v| (lo.min(v), hi.max(v)));
+    let (lo, hi) = (lo.floor(), hi.ceil().max(lo.floor() + 1.0));
+    let sx = |v: f64| LABEL_W + (v.max(10f64.powf(lo)).log10() - lo) / (hi - lo) * pw;
+    let mut o = String::new();
+    let _ = writeln!(
+        o,
+        r#"<svg xmlns="http://www.w3.org/2000/svg" width="{W}" height="{h}" viewBox="0 0 {W} {h}" font-family="sans-serif" font-size="12">"#
+    );
+    let _ = writeln!(o, r#"<rect width="{W}" height="{h}" fill="white"/>"#);
+    let _ = writeln!(
+        o,
+        r#"<text x="{}" y="24" text-anchor="middle" font-size="15">{}</text>"#,
+        W / 2.0,
+        escape(title)
+    );
+    for d in lo as i32..=hi as i32 {
+        let x = sx(10f64.powi(d));
+        let _ = writeln!(
+            o,
+            "<line x1=\"{x:.1}\" y1=\"{TOP}\" x2=\"{x:.1}\" y2=\"{:.1}\" stroke=\"#ddd\"/>",
+            h - BOTTOM
+        );
+        let _ = writeln!(
+            o,
+            r#"<text x="{x:.1}" y="{:.1}" text-anchor="middle">{}x</text>"#,
+            h - BOTTOM + 18.0,
+            crate::scenarios::short_number(10f64.powi(d))
+        );
+    }
+    let x1 = sx(1.0);
+    let _ = writeln!(
+        o,
+        r##"<line x1="{x1:.1}" y1="{TOP}" x2="{x1:.1}" y2="{:.1}" stroke="#999" stroke-dasharray="4 3"/>"##,
+        h - BOTTOM
+    );
+    let _ = writeln!(
+        o,
+        r#"<text x="{:.1}" y="{:.1}" text-anchor="middle">ratio (log scale); black tick: goal; dot: measured (green met, red missed)</text>"#,
+        LABEL_W + pw / 2.0,
+        h - 14.0
+    );
+    for (i, r) in rows.iter().enumerate() {
+        let y = TOP + ROW_H * (i as f64 + 0.5);
+        let _ = writeln!(
+            o,
+            r#"<text x="{:.1}" y="{:.1}" text-anchor="end">{}</text>"#,
+            LABEL_W - 10.0,
+            y + 4.0,
+            escape(&r.label)
+        );
+        let (bx, vx) = (sx(r.bound), sx(r.value));
+        let _ = writeln!(
+            o,
+            r#"<line x1="{bx:.1}" y1="{:.1}" x2="{bx:.1}" y2="{:.1}" stroke="black" stroke-width="3"/>"#,
+            y - 8.0,
+            y + 8.0
+        );
+        let color = if r.met() { "#2ca02c" } else { "#d62728" };
+        let _ = writeln!(
+            o,
+            r#"<line x1="{bx:.1}" y1="{y:.1}" x2="{vx:.1}" y2="{y:.1}" stroke="{color}" stroke-width="2"/>"#
+        );
+        let _ = writeln!(o, r#"<circle cx="{vx:.1}" cy="{y:.1}" r="5" fill="{color}"/>"#);
+        let _ = writeln!(
+            o,
+            r#"<text x="{:.1}" y="{:.1}">{:.3}x (goal {} {})</text>"#,
+            LABEL_W + pw + 12.0,
+            y + 4.0,
+            r.value,
+            if r.at_least { "&gt;=" } else { "&lt;=" },
+            crate::scenarios::short_number(r.bound)
+        );
+    }
+    o.push_str("</svg>\n");
+    o
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -264,5 +377,39 @@ mod tests {
         }
         // An empty run still makes a valid picture.
         assert!(latency_svg(&[], "empty").ends_with("</svg>\n"));
+    }
+
+    #[test]
+    fn no_colour_is_reused_within_twenty_curves() {
+        let colours: std::collections::HashSet<_> = (0..20).map(|i| style(i).0).collect();
+        assert_eq!(colours.len(), 20);
+        assert!(
+            (0..20).all(|i| style(i).1.is_empty()),
+            "the first twenty curves are solid"
+        );
+    }
+
+    #[test]
+    fn ratio_rows_are_drawn_with_their_verdict() {
+        let rows = [
+            RatioRow {
+                label: "ring.nop p50 / floor.pingpong p50".into(),
+                value: 1.2,
+                bound: 1.3,
+                at_least: false,
+            },
+            RatioRow {
+                label: "a ops/s / b ops/s".into(),
+                value: 0.4,
+                bound: 0.5,
+                at_least: true,
+            },
+        ];
+        assert!(rows[0].met() && !rows[1].met());
+        let svg = ratio_svg(&rows, "ratios");
+        assert_eq!(svg.matches("<circle").count(), 2);
+        assert!(svg.contains("ring.nop p50 / floor.pingpong p50"));
+        assert!(svg.contains("#2ca02c") && svg.contains("#d62728"));
+        assert!(svg.contains("1.200x (goal &lt;= 1.3)"));
     }
 }

@@ -2,7 +2,7 @@
 //! baseline in the same run ([`compare`]); written out as JSON lines (`json.rs`), the readable
 //! table (`text.rs`) and the files `--out` writes (`files.rs`; the SVG itself: `crate::plot`).
 
-mod files;
+pub(crate) mod files;
 mod json;
 #[cfg(test)]
 mod tests;
@@ -178,4 +178,25 @@ pub struct RunInfo {
     pub measure_ms: f64,
     /// The engine command line, when an engine ran.
     pub engine_command: Option<String>,
+    /// The source the bench was built from: `git rev-parse --short HEAD` of its checkout,
+    /// with `+dirty` when files differ from it; None outside a git checkout.
+    pub commit: Option<String>,
+}
+
+/// The commit of the checkout this bench was built from (see [`RunInfo::commit`]).
+pub fn source_commit() -> Option<String> {
+    let dir = concat!(env!("CARGO_MANIFEST_DIR"), "/..");
+    let git = |args: &[&str]| {
+        std::process::Command::new("git")
+            .arg("-C")
+            .arg(dir)
+            .args(args)
+            .output()
+            .ok()
+            .filter(|o| o.status.success())
+            .map(|o| String::from_utf8_lossy(&o.stdout).trim().to_string())
+    };
+    let head = git(&["rev-parse", "--short", "HEAD"]).filter(|h| !h.is_empty())?;
+    let dirty = git(&["status", "--porcelain", "--untracked-files=no"]).is_some_and(|s| !s.is_empty());
+    Some(if dirty { format!("{head}+dirty") } else { head })
 }

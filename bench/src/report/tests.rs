@@ -45,6 +45,7 @@ fn run() -> RunInfo {
         warmup_ms: 10.0,
         measure_ms: 100.0,
         engine_command: None,
+        commit: Some("abc1234".into()),
     }
 }
 
@@ -205,4 +206,29 @@ fn skipped_line_names_the_reason() {
     assert_eq!(v["skipped"], "Go is not installed");
     assert!(v.get("p50_ns").is_none());
     assert!(v["machine"].is_object());
+}
+
+#[test]
+fn one_latency_chart_per_group_and_a_ratio_chart_with_date_and_commit() {
+    let all = [
+        result("floor.pingpong", &[100, 150, 200], 100),
+        result("ring.nop", &[130, 180, 300], 80),
+        result("floor.echo_batch32", &[1000, 1100, 1200], 50),
+        result("ring.nop_batch32", &[1500, 1600, 1700], 40),
+    ];
+    let refs: Vec<&ScenarioResult> = all.iter().collect();
+    let stamp = files::run_stamp(&run(), std::time::SystemTime::UNIX_EPOCH);
+    assert_eq!(stamp, "1970-01-01T00:00:00Z, commit abc1234");
+    let plots = files::latency_plots(&refs, &stamp);
+    let groups: Vec<&str> = plots.iter().map(|(g, _)| *g).collect();
+    assert_eq!(groups, ["floor.pingpong", "floor.echo_batch32"]);
+    assert!(plots[0].1.contains("ring.nop (p50") && !plots[0].1.contains("ring.nop_batch32"));
+    assert!(plots[0].1.contains("1970-01-01T00:00:00Z, commit abc1234"));
+    let with_cmp: Vec<_> = all.iter().map(|r| (r, compare(r, &all))).collect();
+    let svg = files::ratio_plot(&with_cmp, &stamp);
+    assert!(svg.contains("ring.nop p50 / floor.pingpong p50"), "{svg}");
+    assert!(
+        svg.contains("ring.nop_batch32 ops/s / floor.echo_batch32 ops/s"),
+        "{svg}"
+    );
 }

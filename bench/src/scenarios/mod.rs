@@ -13,7 +13,7 @@ mod floor;
 mod go;
 pub mod iceoryx;
 mod iouring;
-mod plan;
+pub(crate) mod plan;
 mod ring;
 mod sampling;
 pub mod scale;

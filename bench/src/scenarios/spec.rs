@@ -154,7 +154,7 @@ pub struct Spec {
     /// reason where no `weed` binary is found.
     pub needs_weed: bool,
     /// Keeps several operations in flight ([`pipelined_loop`]): a sample is one transfer
-    /// among others, not a latency; left out of `latency.svg`.
+    /// among others, not a latency; left out of the latency charts.
     pub pipelined: bool,
     /// The tail target: p99.9 at most this many times p50 (of the same histogram).
     pub tail_bound: Option<f64>,
