@@ -62,6 +62,8 @@ func (t Ticket) Wait(ctx context.Context) (int32, error) {
 			case <-s.done:
 				return c.collect(t.idx, slotWord(t.gen, slotDone))
 			case <-ctx.Done():
+				// Races completeSlot's CAS from parked: whoever wins decides whether the
+				// completer frees the slot or signals done.
 				if s.word.CompareAndSwap(slotWord(t.gen, slotParked), slotWord(t.gen, slotAbandoned)) {
 					c.kickReaper()
 					return 0, ctx.Err()
@@ -179,12 +181,13 @@ func (c *Client) reapLocked() error {
 	// (flags) order of Go atomics is the full fence that pairs with the worker's
 	// announce_sleep (flags store; fence(SeqCst); check "SQ ready and CQ room").
 	// settled does not count the n just reaped yet: this is the in-flight count before
-	// this reap.
+	// this reap. (nSubmitted pairs with push's store, made before the publish whose
+	// entries we reaped.)
 	if int64(c.nSubmitted.Load()-c.settled) > int64(c.layout.CQEntries) && atomic.LoadUint32(c.sq.Ctl.Flags)&wire.NeedWakeup != 0 {
 		c.wakeWorker()
 	}
 	c.settled += uint64(n)
-	c.nCompleted.Add(uint64(n))
+	c.nCompleted.Add(uint64(n)) // a statistic (Stats); nothing is ordered by it
 	return nil
 }
 

@@ -287,6 +287,7 @@ func (c *Client) push(ctx context.Context, reqs []Request, out []Ticket) (int, e
 				}
 				err = c.waitSlot(ctx)
 			}
+			// (An RMW: waiters come and go concurrently; nothing is published by it.)
 			if c.slotWaiters.Add(-1) != 0 && err != nil {
 				// We may have taken the wake-up meant for another waiter: pass it on.
 				c.signalSlotWaiter()
