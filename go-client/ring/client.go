@@ -44,28 +44,43 @@ type Ticket struct {
 // UserData is the SQE user_data the request was submitted with.
 func (t Ticket) UserData() uint64 { return uint64(t.gen)<<32 | uint64(t.idx) }
 
-// slot states
+// slot states: the low 32 bits of slot.word (its generation is the high 32 bits).
 const (
-	slotFree       uint32 = iota
-	slotPending           // submitted; its waiter is not parked
-	slotParked            // its waiter sleeps on done
-	slotDone              // result stored; waiting to be collected
-	slotAbandoned         // the waiter gave up; the completer frees the slot
-	slotCompleting        // claimed by a completer; becomes done or free shortly
+	slotFree      uint32 = iota
+	slotPending          // submitted; its waiter is not parked
+	slotParked           // its waiter sleeps on done
+	slotDone             // result stored; waiting to be collected
+	slotAbandoned        // the waiter gave up; the completer frees the slot
 )
+
+// slotWord packs a slot's generation and state into the one word that moves it from state
+// to state: a waiter or completer checks "this generation, this state" and changes it with
+// one atomic operation.
+func slotWord(gen, state uint32) uint64 { return uint64(gen)<<32 | uint64(state) }
+func slotGen(w uint64) uint32           { return uint32(w >> 32) }
+func slotState(w uint64) uint32         { return uint32(w) }
 
 // slot tracks one request from submission to collection. Go memory only: nothing here is
 // ever stored into the shared region.
+//
+// Who writes what: the submitter (holding sqMu, the slot being off the free list) writes
+// buf, resp, result and err before its store of word publishes them; the completer (holding
+// cqMu, the slot being pending, parked or abandoned) writes them before its CAS of word; the
+// waiter reads them after loading word == done. next is written by whoever frees the slot,
+// before its CAS of Client.freeHead publishes it.
 type slot struct {
-	state  atomic.Uint32
-	gen    atomic.Uint32
+	// word is slotWord(gen, state). Stores and CASes of it publish the fields below to the
+	// next party, which loads it first (see the transitions in prepare, completeSlot,
+	// Ticket.Wait and collect).
+	word   atomic.Uint64
+	next   uint32 // free stack: the index+1 of the slot below this one (0: none)
 	result int32
 	flags  uint32
 	err    error
 	buf    Buffer        // pinned buffer, released at completion
 	resp   Buffer        // pinned response buffer (SEND), released at completion
 	done   chan struct{} // capacity 1: signalled when a parked waiter's request completes
-	_      [56]byte
+	_      [48]byte      // 192 bytes, 3 lines: in a page-aligned (large) array neighbours share none
 }
 
 // Stats are counters of one Client.
@@ -102,19 +117,36 @@ type Client struct {
 	epEvents [4]unix.EpollEvent
 	efdBuf   [64]byte
 
-	sqMu sync.Mutex
+	sqMu sync.Mutex // held while submitting: guards sq, free
 	sq   wire.Producer
-	cqMu sync.Mutex // held by the goroutine reaping the CQ (the "leader")
+	cqMu sync.Mutex // held by the goroutine reaping the CQ (the "leader"): guards cq, settled, unmapped
 	cq   wire.Consumer
 
-	slots     []slot
-	freeSlots chan uint32
-	unreaped  atomic.Int64  // SQEs published whose CQE has not been reaped
-	reapTok   chan struct{} // capacity 1: asks the background reaper to lead
+	slots []slot
+	// Free slots: free is the submitters' private stack (under sqMu); freeHead is a lock-free
+	// stack (index+1 of its top slot, 0 when empty, linked through slot.next) that collect and
+	// the completer push freed slots onto with one CAS each, and that a submitter with an
+	// empty free takes whole with one Swap. Only sqMu holders take from it, and they take
+	// everything, so a slot can never be popped between a pusher's load and its CAS (no ABA).
+	free        []uint32
+	freeHead    atomic.Uint32
+	slotWaiters atomic.Int32  // submitters waiting for a free slot (see waitSlot)
+	slotFreed   chan struct{} // capacity 1: a slot may have been freed, for slotWaiters
+	// settled counts published requests whose outcome the client holds (CQE reaped, or
+	// failed by failAllLocked), so nSubmitted - settled are owed completions. Under cqMu.
+	settled uint64
+	// unmapped: Close has begun unmapping the region; leaders must not touch it. Under cqMu.
+	unmapped bool
+	reapTok  chan struct{} // capacity 1: asks the background reaper to lead
 
 	bufs *bufferPool
 
-	life     sync.RWMutex // read-held by operations touching the region; Close write-locks it
+	// life is read-held by the cold paths that touch the region (Stats, heartbeat, the
+	// watcher); Close write-locks it before unmapping. The hot paths do not take it (two
+	// atomic RMWs each): submitters touch the region only under sqMu once usable() said the
+	// session is up, leaders only under cqMu while unmapped is false, and Close takes both
+	// locks after the session went down (see close).
+	life     sync.RWMutex
 	down     atomic.Bool
 	downOnce sync.Once
 	downErr  error
@@ -137,6 +169,8 @@ type Client struct {
 	hbDone      chan struct{}
 	reaperDone  chan struct{}
 
+	// nSubmitted is written under sqMu before each publish and read by leaders (owed
+	// completions) and Stats; nCompleted is written under cqMu. The others are rare events.
 	nSubmitted, nCompleted, nStray, nSleeps, nWakeups atomic.Uint64
 }
 

@@ -294,11 +294,11 @@ func TestCancelUnderLoad(t *testing.T) {
 	deadline := time.Now().Add(30 * time.Second)
 	for {
 		s := c.Stats()
-		if len(c.freeSlots) == c.MaxInFlight() && s.Buffers.Allocations == 0 && s.Completed == s.Submitted {
+		if freeSlots(t, c) == c.MaxInFlight() && s.Buffers.Allocations == 0 && s.Completed == s.Submitted {
 			break
 		}
 		if time.Now().After(deadline) {
-			t.Fatalf("leak: %d/%d slots free, stats %+v", len(c.freeSlots), c.MaxInFlight(), s)
+			t.Fatalf("leak: %d/%d slots free, stats %+v", freeSlots(t, c), c.MaxInFlight(), s)
 		}
 		time.Sleep(time.Millisecond)
 	}

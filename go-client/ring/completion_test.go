@@ -36,12 +36,11 @@ func FuzzCompletionParsing(f *testing.F) {
 		if n != want {
 			t.Fatalf("ready %d, want %d", n, want)
 		}
-		c := &Client{slots: make([]slot, 4), freeSlots: make(chan uint32, 4)}
+		c := &Client{slots: make([]slot, 4), slotFreed: make(chan struct{}, 1)}
 		for i := range c.slots {
 			c.slots[i].done = make(chan struct{}, 1)
 		}
-		c.slots[1].gen.Store(1)
-		c.slots[1].state.Store(slotPending)
+		c.slots[1].word.Store(slotWord(1, slotPending))
 		for i := uint32(0); i < n; i++ {
 			e := h.CQCons.PopCQE()
 			w := e.Words()
@@ -57,7 +56,7 @@ func FuzzCompletionParsing(f *testing.F) {
 		if *h.CQCons.Ctl.Head != start+n {
 			t.Fatal("head not released past the ready entries")
 		}
-		st := c.slots[1].state.Load()
+		st := slotState(c.slots[1].word.Load())
 		if st != slotPending && st != slotDone {
 			t.Fatalf("slot state %d", st)
 		}

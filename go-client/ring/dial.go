@@ -195,7 +195,8 @@ func newClient(conn *net.UnixConn, cfg config, w wire.Message, regionFD, workerF
 		sq:          wire.Producer{Ring: wire.NewRing("sq", reg, layout.SQCtlOffset, layout.SQArrayOffset, layout.SQEntries, wire.SQEWords)},
 		cq:          wire.Consumer{Ring: wire.NewRing("cq", reg, layout.CQCtlOffset, layout.CQArrayOffset, layout.CQEntries, wire.CQEWords)},
 		slots:       make([]slot, nslots),
-		freeSlots:   make(chan uint32, nslots),
+		free:        make([]uint32, 0, nslots),
+		slotFreed:   make(chan struct{}, 1),
 		reapTok:     make(chan struct{}, 1),
 		downCh:      make(chan struct{}),
 		closedMsg:   make(chan struct{}),
@@ -209,7 +210,8 @@ func newClient(conn *net.UnixConn, cfg config, w wire.Message, regionFD, workerF
 	c.bufs = newBufferPool(reg.Bytes(layout.BufOffset, layout.BufSize), cfg.blockSize)
 	for i := range c.slots {
 		c.slots[i].done = make(chan struct{}, 1)
-		c.freeSlots <- uint32(i)
+		// Lowest index on top: the first requests use the first slots.
+		c.free = append(c.free, uint32(nslots-1-i))
 	}
 	go c.watch()
 	go c.heartbeat()

@@ -52,3 +52,29 @@ func resultError(res int32) error {
 	}
 	return ResultError(res)
 }
+
+// freeSlots counts the free slots on the client's two free stacks, checking that each is
+// there once and marked free (a slot lost from the stacks, or on them twice, is a bug).
+func freeSlots(t testing.TB, c *Client) int {
+	t.Helper()
+	c.sqMu.Lock()
+	defer c.sqMu.Unlock()
+	seen := make(map[uint32]bool)
+	check := func(idx uint32) {
+		if seen[idx] {
+			t.Fatalf("slot %d on the free stacks twice", idx)
+		}
+		seen[idx] = true
+		if st := slotState(c.slots[idx].word.Load()); st != slotFree {
+			t.Fatalf("slot %d on a free stack in state %d", idx, st)
+		}
+	}
+	for _, idx := range c.free {
+		check(idx)
+	}
+	// Pushes only add above the head we load; nothing below it changes while we hold sqMu.
+	for h := c.freeHead.Load(); h != 0; h = c.slots[h-1].next {
+		check(h - 1)
+	}
+	return len(seen)
+}

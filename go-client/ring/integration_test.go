@@ -269,11 +269,11 @@ func TestEngineCancelUnderLoad(t *testing.T) {
 		deadline := time.Now().Add(30 * time.Second)
 		for {
 			s := c.Stats()
-			if len(c.freeSlots) == c.MaxInFlight() && s.Completed == s.Submitted {
+			if freeSlots(t, c) == c.MaxInFlight() && s.Completed == s.Submitted {
 				break
 			}
 			if time.Now().After(deadline) {
-				t.Fatalf("%d/%d slots free, stats %+v", len(c.freeSlots), c.MaxInFlight(), c.Stats())
+				t.Fatalf("%d/%d slots free, stats %+v", freeSlots(t, c), c.MaxInFlight(), c.Stats())
 			}
 			time.Sleep(time.Millisecond)
 		}

@@ -13,6 +13,8 @@ import (
 	"golang.org/x/sys/unix"
 )
 
+var errWaited = errors.New("swring: ticket already waited for")
+
 // Wait blocks until the request completes and returns its result (see Do for the errors).
 // On ctx cancellation it returns ctx.Err() promptly; the late completion is reaped and
 // discarded, and a buffer the request used is released only then.
@@ -22,46 +24,55 @@ func (t Ticket) Wait(ctx context.Context) (int32, error) {
 		return 0, errors.New("swring: invalid ticket")
 	}
 	s := &c.slots[t.idx]
-	if s.gen.Load() != t.gen {
-		return 0, errors.New("swring: ticket already waited for")
-	}
-	c.life.RLock()
-	defer c.life.RUnlock()
 	for {
-		switch s.state.Load() {
+		// Pairs with prepare's store and completeSlot's CAS: a done slot's outcome is
+		// visible once this load sees it done.
+		w := s.word.Load()
+		if slotGen(w) != t.gen {
+			return 0, errWaited
+		}
+		switch slotState(w) {
 		case slotDone:
-			return c.collect(t.idx)
-		case slotCompleting:
-			runtime.Gosched()
+			return c.collect(t.idx, w)
 		case slotPending:
-			if !c.down.Load() && c.cqMu.TryLock() {
+			if c.down.Load() {
+				// Published by a submitter that saw the session up just before it went
+				// down, after failAll had passed this slot: fail it now, or nobody will.
+				c.failAll()
+				continue
+			}
+			if c.cqMu.TryLock() {
 				err := c.lead(ctx, s)
+				settled := c.settled
 				c.cqMu.Unlock()
-				c.handOff()
-				if err != nil && s.state.Load() != slotDone {
-					if s.state.CompareAndSwap(slotPending, slotAbandoned) {
-						c.kickReaper()
-						return 0, err
-					}
+				c.handOff(settled)
+				// A CAS from pending: if the completion came meanwhile, collect it instead.
+				if err != nil && s.word.CompareAndSwap(w, slotWord(t.gen, slotAbandoned)) {
+					c.kickReaper()
+					return 0, err
 				}
 				continue
 			}
-			if !s.state.CompareAndSwap(slotPending, slotParked) {
+			// Pairs with completeSlot's CAS: it sees parked (and signals done), or we see
+			// its done and collect.
+			if !s.word.CompareAndSwap(w, slotWord(t.gen, slotParked)) {
 				continue
 			}
 			select {
 			case <-s.done:
-				return c.collect(t.idx)
+				return c.collect(t.idx, slotWord(t.gen, slotDone))
 			case <-ctx.Done():
-				if s.state.CompareAndSwap(slotParked, slotAbandoned) {
+				// Races completeSlot's CAS from parked: whoever wins decides whether the
+				// completer frees the slot or signals done.
+				if s.word.CompareAndSwap(slotWord(t.gen, slotParked), slotWord(t.gen, slotAbandoned)) {
 					c.kickReaper()
 					return 0, ctx.Err()
 				}
-				<-s.done // completing: the signal is on its way
-				return c.collect(t.idx)
+				<-s.done // completed meanwhile: the signal is on its way
+				return c.collect(t.idx, slotWord(t.gen, slotDone))
 			}
 		default:
-			return 0, errors.New("swring: ticket already waited for")
+			return 0, errWaited
 		}
 	}
 }
@@ -78,13 +89,17 @@ func WaitAll(ctx context.Context, tickets []Ticket) error {
 	return first
 }
 
-// collect returns a done slot's outcome and frees it.
-func (c *Client) collect(idx uint32) (int32, error) {
+// collect returns the outcome of a slot whose word the caller saw at w (done) and frees it.
+func (c *Client) collect(idx uint32, w uint64) (int32, error) {
 	s := &c.slots[idx]
 	res, err := s.result, s.err
+	// A CAS rather than a store: of two Waits of one ticket racing here, one collects.
+	// Pairs with prepare's load of word when the slot is reused.
+	if !s.word.CompareAndSwap(w, slotWord(slotGen(w), slotFree)) {
+		return 0, errWaited
+	}
 	s.err = nil
-	s.state.Store(slotFree)
-	c.freeSlots <- idx
+	c.freeSlot(idx)
 	if err != nil {
 		return 0, err
 	}
@@ -96,31 +111,26 @@ func (c *Client) collect(idx uint32) (int32, error) {
 
 // completeSlot stores an outcome for the request (idx, gen) and hands it to its waiter, or
 // frees the slot if the waiter gave up. A completion for no live request counts as stray.
+// Caller holds cqMu (or owns the client alone, in tests): completers never race each other.
 func (c *Client) completeSlot(idx, gen uint32, res int32, flags uint32, err error) {
 	if int(idx) >= len(c.slots) {
 		c.nStray.Add(1)
 		return
 	}
 	s := &c.slots[idx]
-	if s.gen.Load() != gen {
+	// Pairs with prepare's store: the slot's buffers are visible once we see it pending.
+	w := s.word.Load()
+	if slotGen(w) != gen {
 		c.nStray.Add(1)
 		return
 	}
-	var prev uint32
-	for {
-		prev = s.state.Load()
-		if prev != slotPending && prev != slotParked && prev != slotAbandoned {
-			if prev != slotCompleting {
-				c.nStray.Add(1)
-				return
-			}
-			runtime.Gosched()
-			continue
-		}
-		if s.state.CompareAndSwap(prev, slotCompleting) {
-			break
-		}
+	if st := slotState(w); st != slotPending && st != slotParked && st != slotAbandoned {
+		c.nStray.Add(1)
+		return
 	}
+	// From here the slot is ours to complete: its waiter may still move it from pending to
+	// parked or abandoned, or from parked to abandoned, but nobody else changes it until
+	// our CAS below, and the waiter reads the fields only once it sees done.
 	buf, resp := s.buf, s.resp
 	s.buf, s.resp = Buffer{}, Buffer{}
 	// The engine is done with the buffers: they may be reused once their owners released
@@ -131,19 +141,26 @@ func (c *Client) completeSlot(idx, gen uint32, res int32, flags uint32, err erro
 	if resp.Valid() {
 		resp.unpin()
 	}
-	if prev == slotAbandoned {
-		s.state.Store(slotFree)
-		c.freeSlots <- idx
-		return
-	}
 	s.result, s.flags, s.err = res, flags, err
-	s.state.Store(slotDone)
-	if prev == slotParked {
-		s.done <- struct{}{}
+	for {
+		if slotState(w) == slotAbandoned {
+			if s.word.CompareAndSwap(w, slotWord(gen, slotFree)) {
+				s.err = nil
+				c.freeSlot(idx)
+				return
+			}
+		} else if s.word.CompareAndSwap(w, slotWord(gen, slotDone)) {
+			// Publishes the outcome: pairs with Wait's load of word.
+			if slotState(w) == slotParked {
+				s.done <- struct{}{}
+			}
+			return
+		}
+		w = s.word.Load()
 	}
 }
 
-// reapLocked dispatches every ready completion. Caller holds cqMu and c.life (read).
+// reapLocked dispatches every ready completion. Caller holds cqMu and unmapped is false.
 func (c *Client) reapLocked() error {
 	n := c.cq.Refresh()
 	if n == 0 {
@@ -160,27 +177,34 @@ func (c *Client) reapLocked() error {
 	// gives it room, so look at its NEED_WAKEUP. The SC store (head, in release) → load
 	// (flags) order of Go atomics is the full fence that pairs with the worker's
 	// announce_sleep (flags store; fence(SeqCst); check "SQ ready and CQ room").
-	// unreaped still counts the n just reaped: it is the in-flight count before this reap.
-	if c.unreaped.Load() > int64(c.layout.CQEntries) && atomic.LoadUint32(c.sq.Ctl.Flags)&wire.NeedWakeup != 0 {
+	// settled does not count the n just reaped yet: this is the in-flight count before
+	// this reap. (nSubmitted pairs with push's store, made before the publish whose
+	// entries we reaped.)
+	if int64(c.nSubmitted.Load()-c.settled) > int64(c.layout.CQEntries) && atomic.LoadUint32(c.sq.Ctl.Flags)&wire.NeedWakeup != 0 {
 		c.wakeWorker()
 	}
-	c.unreaped.Add(-int64(n))
-	c.nCompleted.Add(uint64(n))
+	c.settled += uint64(n)
+	c.nCompleted.Add(uint64(n)) // a statistic (Stats); nothing is ordered by it
 	return nil
 }
 
+// owedLocked reports whether a published request's completion is still to be reaped.
+// Caller holds cqMu. (Stray CQEs can make settled run ahead of nSubmitted: signed.)
+func (c *Client) owedLocked() bool { return int64(c.nSubmitted.Load()-c.settled) > 0 }
+
 func (c *Client) targetDone(target *slot) bool {
 	if target == nil {
-		return c.unreaped.Load() <= 0
+		return !c.owedLocked()
 	}
-	st := target.state.Load()
-	return st == slotDone || st == slotCompleting
+	return slotState(target.word.Load()) == slotDone
 }
 
 // lead reaps the CQ until target completed (or, with no target, until nothing is
 // outstanding): spin for cfg.spin, then sleep on the CQ doorbell. Caller holds cqMu.
 func (c *Client) lead(ctx context.Context, target *slot) error {
-	start := time.Now()
+	// The spin is timed from the first check (after 64 passes), so a completion that comes
+	// at once costs no clock read.
+	var start time.Time
 	for i := 1; ; i++ {
 		if c.down.Load() {
 			c.failAllLocked()
@@ -200,6 +224,9 @@ func (c *Client) lead(ctx context.Context, target *slot) error {
 			}
 			if c.checkStateLocked() {
 				return c.downErr
+			}
+			if start.IsZero() {
+				start = time.Now()
 			}
 			if time.Since(start) >= c.cfg.spin {
 				if err := c.sleep(ctx); err != nil {
@@ -295,11 +322,12 @@ func (c *Client) kickReaper() {
 	}
 }
 
-// handOff runs after a leader released cqMu: if completions are still owed, someone must
-// keep reaping. (The leader's Unlock precedes this load, and a submitter's increment of
-// unreaped precedes its TryLock, so either the submitter leads or we see its request.)
-func (c *Client) handOff() {
-	if c.unreaped.Load() > 0 {
+// handOff runs after a leader released cqMu, with settled as it left it: if completions
+// are still owed, someone must keep reaping. (The leader's Unlock precedes this load of
+// nSubmitted, and a submitter's store of nSubmitted precedes its TryLock, so either the
+// submitter leads or we see its request.)
+func (c *Client) handOff(settled uint64) {
+	if int64(c.nSubmitted.Load()-settled) > 0 {
 		c.kickReaper()
 	}
 }
@@ -316,11 +344,15 @@ func (c *Client) reaper() {
 		case <-c.downCh:
 			return
 		}
-		c.life.RLock()
-		for c.unreaped.Load() > 0 && !c.down.Load() && c.cqMu.TryLock() {
-			c.lead(ctx, nil)
+		for !c.down.Load() && c.cqMu.TryLock() {
+			if c.owedLocked() {
+				c.lead(ctx, nil)
+			}
+			settled := c.settled
 			c.cqMu.Unlock()
+			if int64(c.nSubmitted.Load()-settled) <= 0 {
+				break // handOff's argument: a request published since is led by its waiter
+			}
 		}
-		c.life.RUnlock()
 	}
 }

@@ -211,11 +211,11 @@ func TestEngineSendConcurrent(t *testing.T) {
 		for {
 			s := c.Stats()
 			if s.Submitted-before.Submitted == goroutines*perG && s.Completed == s.Submitted && s.Stray == 0 &&
-				len(c.freeSlots) == c.MaxInFlight() && s.Buffers.Allocations == 0 {
+				freeSlots(t, c) == c.MaxInFlight() && s.Buffers.Allocations == 0 {
 				break
 			}
 			if time.Now().After(deadline) {
-				t.Fatalf("accounting: stats %+v (before %+v), %d/%d slots free", s, before, len(c.freeSlots), c.MaxInFlight())
+				t.Fatalf("accounting: stats %+v (before %+v), %d/%d slots free", s, before, freeSlots(t, c), c.MaxInFlight())
 			}
 			time.Sleep(time.Millisecond)
 		}

@@ -28,15 +28,17 @@ func (c *Client) fail(err error) {
 // failAllLocked reaps the completions the engine published and fails every other
 // outstanding request with the session error. Caller holds cqMu and c.down is set.
 func (c *Client) failAllLocked() {
-	_ = c.reapLocked()
+	if !c.unmapped {
+		_ = c.reapLocked()
+	}
 	for i := range c.slots {
-		s := &c.slots[i]
-		switch s.state.Load() {
+		w := c.slots[i].word.Load()
+		switch slotState(w) {
 		case slotPending, slotParked, slotAbandoned:
-			c.completeSlot(uint32(i), s.gen.Load(), 0, 0, c.downErr)
+			c.completeSlot(uint32(i), slotGen(w), 0, 0, c.downErr)
 		}
 	}
-	c.unreaped.Store(0)
+	c.settled = c.nSubmitted.Load()
 }
 
 // failAll is failAllLocked for goroutines that do not lead.
@@ -183,7 +185,15 @@ func (c *Client) close() error {
 	<-c.watcherDone
 	<-c.hbDone
 	<-c.reaperDone
-	c.life.Lock() // every operation touching the region has left
+	c.life.Lock() // every cold-path operation touching the region has left
+	// Submitters and leaders do not take life. The session is down (fail above), so a
+	// submitter that takes sqMu after us returns at usable(), and a leader that takes cqMu
+	// after us sees unmapped; the ones holding them now finish first.
+	c.sqMu.Lock()
+	c.cqMu.Lock()
+	c.unmapped = true
+	c.cqMu.Unlock()
+	c.sqMu.Unlock()
 	c.epFile.Close()
 	unix.Close(c.workerFD)
 	unix.Close(c.sessFD)

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"runtime"
+	"slices"
 	"time"
 	"unsafe"
 
@@ -52,51 +53,34 @@ func (c *Client) SubmitBatch(ctx context.Context, reqs []Request, tickets []Tick
 
 func oneRequest(r *Request) []Request { return unsafe.Slice(r, 1) }
 
+// submitChunk is how many requests submit checks and pins before publishing them.
 const submitChunk = 32
 
 func (c *Client) submit(ctx context.Context, reqs []Request, out []Ticket) (int, error) {
-	c.life.RLock()
-	defer c.life.RUnlock()
 	done := 0
 	for done < len(reqs) {
 		if c.down.Load() {
 			return done, c.downErr
 		}
-		// Reserve up to submitChunk slots; block only for the first one.
-		var idxs [submitChunk]uint32
+		// Check and pin up to submitChunk requests outside sqMu (pin panics on a released
+		// Buffer, and must not do so holding a lock); a bad one ends the chunk before it and
+		// is reported once the requests ahead of it are in.
 		k := 0
+		var bad error
 		for done+k < len(reqs) && k < submitChunk {
 			r := &reqs[done+k]
-			if err := c.checkRequest(r); err != nil {
-				if k == 0 {
-					return done, err
-				}
+			if bad = c.checkRequest(r); bad != nil {
 				break
 			}
-			var idx uint32
-			select {
-			case idx = <-c.freeSlots:
-			default:
-				if k > 0 {
-					goto push
-				}
-				var err error
-				if idx, err = c.waitSlot(ctx); err != nil {
-					return done, err
-				}
-			}
-			c.prepare(idx, r)
-			idxs[k] = idx
+			pinRequest(r)
 			k++
 		}
-	push:
-		n, err := c.push(ctx, reqs[done:done+k], idxs[:k])
-		for i := 0; i < n; i++ {
-			s := &c.slots[idxs[i]]
-			out[done+i] = Ticket{c: c, idx: idxs[i], gen: s.gen.Load()}
+		if k == 0 {
+			return done, bad
 		}
+		n, err := c.push(ctx, reqs[done:done+k], out[done:done+k])
 		for i := n; i < k; i++ {
-			c.unprepare(idxs[i])
+			unpinRequest(&reqs[done+i])
 		}
 		done += n
 		if err != nil {
@@ -106,17 +90,93 @@ func (c *Client) submit(ctx context.Context, reqs []Request, out []Ticket) (int,
 	return done, nil
 }
 
-// waitSlot blocks for a free request slot. Abandoned requests free their slots when their
+func pinRequest(r *Request) {
+	if r.Buf.Valid() {
+		r.Buf.pin()
+	}
+	if r.Resp.Valid() {
+		r.Resp.pin()
+	}
+}
+
+func unpinRequest(r *Request) {
+	if r.Buf.Valid() {
+		r.Buf.unpin()
+	}
+	if r.Resp.Valid() {
+		r.Resp.unpin()
+	}
+}
+
+// takeSlot pops a free slot, refilling the private stack from freeHead when it is empty.
+// Caller holds sqMu.
+func (c *Client) takeSlot() (uint32, bool) {
+	if len(c.free) == 0 {
+		// A plain load first: with no slot free (MaxInFlight reached) this stays cheap.
+		// Swap pairs with freeSlot's CAS: the slots and their next links pushed before it
+		// are visible here.
+		if c.freeHead.Load() == 0 {
+			return 0, false
+		}
+		h := c.freeHead.Swap(0)
+		for h != 0 {
+			c.free = append(c.free, h-1)
+			h = c.slots[h-1].next
+		}
+		// The chain runs newest first; pop the newest first (its lines are warm).
+		slices.Reverse(c.free)
+	}
+	idx := c.free[len(c.free)-1]
+	c.free = c.free[:len(c.free)-1]
+	return idx, true
+}
+
+// freeSlot pushes a slot that nobody holds any more onto freeHead and wakes a submitter
+// waiting for one.
+func (c *Client) freeSlot(idx uint32) {
+	s := &c.slots[idx]
+	for {
+		h := c.freeHead.Load()
+		s.next = h
+		// Pairs with takeSlot's Swap (publishes s.next and everything the slot's last
+		// holder wrote).
+		if c.freeHead.CompareAndSwap(h, idx+1) {
+			break
+		}
+	}
+	// The CAS above comes before this load in the SC order of Go atomics; a waiter's
+	// increment of slotWaiters comes before its own load of freeHead (push): either it
+	// sees this slot or we see it waiting (store-buffering pattern).
+	if c.slotWaiters.Load() != 0 {
+		c.signalSlotWaiter()
+	}
+}
+
+// signalSlotWaiter wakes one submitter waiting for a free slot (it rechecks; a wake-up
+// with nothing free only makes it wait again).
+func (c *Client) signalSlotWaiter() {
+	select {
+	case c.slotFreed <- struct{}{}:
+	default:
+	}
+}
+
+// testHookSlotWait, when set (tests), runs between a submitter's finding no free slot and
+// its wait for one.
+var testHookSlotWait func()
+
+// waitSlot blocks until a slot may have been freed. Caller announced itself in
+// slotWaiters and saw no free slot since. Abandoned requests free their slots when their
 // completions are reaped, so make sure someone reaps.
-func (c *Client) waitSlot(ctx context.Context) (uint32, error) {
+func (c *Client) waitSlot(ctx context.Context) error {
 	c.kickReaper()
 	select {
-	case idx := <-c.freeSlots:
-		return idx, nil
+	case <-c.slotFreed:
+		return nil
 	case <-ctx.Done():
-		return 0, ctx.Err()
+		return ctx.Err()
 	case <-c.downCh:
-		return 0, c.downErr
+		return c.downErr
 	}
 }
 
@@ -149,37 +209,24 @@ func (c *Client) checkRequest(r *Request) error {
 
 var errForeignBuffer = errors.New("swring: the request's Buffer belongs to another session")
 
-func (c *Client) prepare(idx uint32, r *Request) {
+// prepare readies a free slot for r, whose buffers the caller pinned, and returns its new
+// generation. Caller holds sqMu (and took idx off the free stack).
+func (c *Client) prepare(idx uint32, r *Request) uint32 {
 	s := &c.slots[idx]
-	s.gen.Add(1)
-	s.err = nil
-	s.result, s.flags = 0, 0
-	if r.Buf.Valid() {
-		r.Buf.pin()
-		s.buf = r.Buf
-	}
-	if r.Resp.Valid() {
-		r.Resp.pin()
-		s.resp = r.Resp
-	}
-	// Publishes the fields above to completers (they load state first).
-	s.state.Store(slotPending)
+	gen := slotGen(s.word.Load()) + 1
+	s.result, s.flags, s.err = 0, 0, nil
+	s.buf, s.resp = r.Buf, r.Resp
+	// Publishes the fields above to the completer and the waiter (they load word first).
+	s.word.Store(slotWord(gen, slotPending))
+	return gen
 }
 
-// unprepare gives back a slot that was prepared but never published.
-func (c *Client) unprepare(idx uint32) {
-	s := &c.slots[idx]
-	c.completeSlot(idx, s.gen.Load(), 0, 0, nil)
-	for s.state.Load() != slotDone {
-		runtime.Gosched()
-	}
-	c.collect(idx)
-}
-
-// push publishes the prepared requests, waiting for SQ space (backpressure) as needed.
-func (c *Client) push(ctx context.Context, reqs []Request, idxs []uint32) (int, error) {
+// push publishes reqs (buffers pinned by the caller), storing their tickets in out: in
+// one or more publications, waiting for SQ space and for free slots (backpressure) as
+// needed. It returns how many it published.
+func (c *Client) push(ctx context.Context, reqs []Request, out []Ticket) (int, error) {
 	pushed := 0
-	for pushed < len(idxs) {
+	for pushed < len(reqs) {
 		c.sqMu.Lock()
 		if err := c.usable(); err != nil {
 			c.sqMu.Unlock()
@@ -192,15 +239,20 @@ func (c *Client) push(ctx context.Context, reqs []Request, idxs []uint32) (int, 
 			c.failAll()
 			return pushed, c.downErr
 		}
-		n := min(int(free), len(idxs)-pushed)
-		for i := 0; i < n; i++ {
-			r := &reqs[pushed+i]
-			idx := idxs[pushed+i]
+		want := min(int(free), len(reqs)-pushed)
+		n := 0
+		for ; n < want; n++ {
+			idx, ok := c.takeSlot()
+			if !ok {
+				break
+			}
+			r := &reqs[pushed+n]
+			gen := c.prepare(idx, r)
 			e := wire.SQE{
 				Opcode:    uint8(r.Opcode),
 				Flags:     r.Flags,
 				Peer:      r.Peer,
-				UserData:  uint64(c.slots[idx].gen.Load())<<32 | uint64(idx),
+				UserData:  uint64(gen)<<32 | uint64(idx),
 				BufOffset: r.BufOffset,
 				BufLen:    r.BufLen,
 				Aux:       r.Aux,
@@ -213,22 +265,53 @@ func (c *Client) push(ctx context.Context, reqs []Request, idxs []uint32) (int, 
 				e.Args[0] += r.Resp.Offset()
 			}
 			c.sq.PushSQE(&e)
+			out[pushed+n] = Ticket{c: c, idx: idx, gen: gen}
 		}
-		if n == 0 {
+		if n == 0 && want == 0 {
 			c.sqMu.Unlock()
 			if err := c.waitSQSpace(ctx); err != nil {
 				return pushed, err
 			}
 			continue
 		}
+		if n == 0 {
+			// Every slot is taken (MaxInFlight). Announce, then look once more: pairs with
+			// freeSlot's CAS → load of slotWaiters (either it sees us or we see its slot).
+			c.slotWaiters.Add(1)
+			none := c.freeHead.Load() == 0
+			c.sqMu.Unlock()
+			var err error
+			if none {
+				if testHookSlotWait != nil {
+					testHookSlotWait()
+				}
+				err = c.waitSlot(ctx)
+			}
+			// (An RMW: waiters come and go concurrently; nothing is published by it.)
+			if c.slotWaiters.Add(-1) != 0 && err != nil {
+				// We may have taken the wake-up meant for another waiter: pass it on.
+				c.signalSlotWaiter()
+			}
+			if err != nil {
+				return pushed, err
+			}
+			continue
+		}
 		// Count before publishing, so a completion is never reaped before it is counted.
-		c.unreaped.Add(int64(n))
-		wake := c.sq.Publish()
-		c.sqMu.Unlock()
-		c.nSubmitted.Add(uint64(n))
-		if wake {
+		// Written only under sqMu; the leaders read it (owed completions).
+		c.nSubmitted.Store(c.nSubmitted.Load() + uint64(n))
+		if c.sq.Publish() {
+			// Under sqMu: Close closes workerFD only after taking sqMu once the session
+			// is down, and usable() above saw it up.
 			c.wakeWorker()
 		}
+		// Slots left for waiters: we (or a waiter before us) may have taken several at once
+		// into the private stack, or the wake-up for them. A waiter announces itself under
+		// sqMu, so this load sees every waiter that has not looked at the stacks since.
+		if c.slotWaiters.Load() != 0 && (len(c.free) > 0 || c.freeHead.Load() != 0) {
+			c.signalSlotWaiter()
+		}
+		c.sqMu.Unlock()
 		pushed += n
 	}
 	return pushed, nil

@@ -11,7 +11,7 @@
 // Usage:
 //
 //	ringlat [-socket PATH] [-core N] [-iters N] [-warmup N] [-batch N] [-blocks N]
-//	        [-scenario nop|batch|all] [-spin DUR]
+//	        [-scenario nop|batch|all] [-spin DUR] [-cpuprofile FILE]
 //	ringlat -serve [-socket PATH] [-core N] [-batch N] [-spin DUR]
 //	ringlat -serve [-socket PATH | -no-engine] [-core N] -name NAME -volume HOST:PORT
 //	        -fid FID -bytes N -sha256 HEX [-peer IP:PORT] [-gc-off]
@@ -43,6 +43,7 @@ import (
 	"os"
 	"runtime"
 	"runtime/debug"
+	"runtime/pprof"
 	"slices"
 	"strconv"
 	"time"
@@ -95,6 +96,7 @@ func main() {
 	fsMB := flag.Int("fs-mb", 0, "-weed: also start a filer and write a file of this many MiB through it (mount/s3/filer scenarios)")
 	weedNetns := flag.String("netns", "", "-weed: run master and volume server in this network namespace (with -ip; needs root)")
 	weedIP := flag.String("ip", "", "-weed -netns: their address in that namespace")
+	cpuProfile := flag.String("cpuprofile", "", "without -serve: write a CPU profile of the measured scenarios to this file")
 	var fs fsTarget
 	fs.flags()
 	flag.Parse()
@@ -165,6 +167,16 @@ func main() {
 	defer c.Close()
 	// The hot path allocates nothing; keep the collector out of the measurement anyway.
 	debug.SetGCPercent(-1)
+	if *cpuProfile != "" {
+		f, err := os.Create(*cpuProfile)
+		if err == nil {
+			err = pprof.StartCPUProfile(f)
+		}
+		if err != nil {
+			fail(fmt.Errorf("cpu profile: %w", err))
+		}
+		defer func() { pprof.StopCPUProfile(); f.Close() }()
+	}
 
 	lat := make([]int64, *iters)
 	all := make([]int64, 0, *iters**blocks)
