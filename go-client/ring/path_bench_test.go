@@ -43,7 +43,7 @@ func newHeapClient(b *testing.B, nslots int) (*Client, *wire.HeapRings) {
 
 // engineStep completes every SQE in the SQ (result 0).
 func engineStep(h *wire.HeapRings) {
-	n, _ := h.SQCons.Refresh()
+	n := h.SQCons.Refresh()
 	for range n {
 		e := h.SQCons.PopSQE()
 		h.CQProd.PushCQE(wire.CQE{UserData: e.UserData})
