@@ -246,6 +246,8 @@ fn ring_scenarios_run_with_their_baselines() {
         "scale.nop.workers.8",
         "scale.nop.workers.16",
         "scale.nop.workers.32",
+        "ring.idle.full.sm",
+        "ring.idle.full.tcp",
         "needle.read.4k.http",
         "needle.read.4k.tcp",
         "needle.read.4k.sm",
@@ -355,6 +357,26 @@ fn ring_scenarios_run_with_their_baselines() {
             .is_some_and(|f| (0.0..2.0).contains(&f)),
         "{wake}"
     );
+    assert_eq!(wake["idle_target"]["bound"], "< 0.01", "{wake}");
+    // Idle with everything on: both engines of a reader / volume-server pair.
+    for tls in ["sm", "tcp"] {
+        let l = by_name(&format!("ring.idle.full.{tls}"));
+        assert_eq!(l["details"]["first_read_checked"], true, "{l}");
+        assert!(l["idle_target"]["met"].is_boolean(), "{l}");
+        for role in ["server", "reader"] {
+            let e = &l["details"]["idle_engines"][role];
+            assert!(
+                e["idle_cpu_fraction"].as_f64().is_some_and(|f| (0.0..2.0).contains(&f)),
+                "{l}"
+            );
+            assert!(e["threads"].as_array().is_some_and(|t| !t.is_empty()), "{l}");
+        }
+        let cmd = l["run"]["engine_command"].as_str().unwrap();
+        assert!(
+            cmd.contains("--seaweedfs-dir") && cmd.contains("--ucx-listen 127.0.0.1:0"),
+            "{cmd}"
+        );
+    }
     if go_ran {
         let go = by_name("ring.nop.go");
         assert_eq!(go["ratio_p50_vs"], "floor.pingpong");

@@ -111,6 +111,18 @@ pub fn json_line(r: &ScenarioResult, cmp: Option<&Comparison>, machine: &Machine
             }),
         );
     }
+    if let Some(bound) = r.spec.idle_cpu_bound {
+        let value = r.details.get("idle_cpu_fraction").and_then(Value::as_f64);
+        l.put(
+            "idle_target",
+            json!({
+                "metric": "idle_cpu_fraction",
+                "bound": format!("< {}", crate::scenarios::short_number(bound)),
+                "value": value,
+                "met": value.map(|v| v < bound),
+            }),
+        );
+    }
     l.put("baseline", r.spec.baseline);
     l.put("blocks", r.blocks.len());
     l.put("block_p50_ns", r.blocks.iter().map(|b| b.p50_ns).collect::<Vec<_>>());

@@ -232,3 +232,49 @@ fn one_latency_chart_per_group_and_a_ratio_chart_with_date_and_commit() {
         "{svg}"
     );
 }
+
+#[test]
+fn idle_cpu_is_reported_per_engine_against_its_bound() {
+    let mut r = result("ring.idle.full.tcp", &[200_000, 210_000], 500);
+    r.details = serde_json::json!({
+        "idle_cpu_fraction": 0.012,
+        "idle_window_s": 1.0,
+        "idle_engines": {
+            "reader": {"idle_cpu_fraction": 0.0, "idle_cpu_fraction_schedstat": 0.0001, "worker_wakeups": 0,
+                       "threads": [{"tid": 7, "comm": "engine", "cpu_fraction": 0.0001}, {"tid": 8, "comm": "worker-0", "cpu_fraction": 0.0}]},
+            "server": {"idle_cpu_fraction": 0.012, "idle_cpu_fraction_schedstat": 0.0118, "worker_wakeups": 11,
+                       "threads": [{"tid": 9, "comm": "worker-0", "cpu_fraction": 0.0118}]}
+        }
+    })
+    .as_object()
+    .unwrap()
+    .clone();
+    let t = table(&[(&r, None)], &[], &machine(), &run());
+    assert!(
+        t.contains("engines' CPU while idle (ring.idle.full.tcp, 1.0 s, no requests): busiest 1.20% of a core  target < 1.00% each: MISSED"),
+        "{t}"
+    );
+    assert!(
+        t.contains("  server   1.20% (1.1800% by schedstat), worker woke 11x; threads: worker-0[9] 1.1800%"),
+        "{t}"
+    );
+    // Threads that did not run are left out.
+    assert!(
+        t.contains("  reader   0.00% (0.0100% by schedstat), worker woke 0x; threads: engine[7] 0.0100%\n"),
+        "{t}"
+    );
+    let v: Value = serde_json::from_str(&json_line(&r, None, &machine(), &run())).unwrap();
+    assert_eq!(v["idle_target"]["bound"], "< 0.01");
+    assert_eq!(v["idle_target"]["met"], false);
+    // ring.wake's single engine: one line, as before.
+    let mut w = result("ring.wake", &[20_000], 100);
+    w.details = serde_json::json!({"idle_cpu_fraction": 0.0, "idle_window_s": 1.0})
+        .as_object()
+        .unwrap()
+        .clone();
+    let t = table(&[(&w, None)], &[], &machine(), &run());
+    assert!(
+        t.contains("engine CPU while idle (ring.wake, 1.0 s, no requests): 0.00% of a core  target < 1.00%: met"),
+        "{t}"
+    );
+}

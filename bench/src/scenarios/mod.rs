@@ -12,6 +12,7 @@
 mod floor;
 mod go;
 pub mod iceoryx;
+mod idle;
 mod iouring;
 pub(crate) mod plan;
 mod ring;
@@ -36,7 +37,7 @@ use crate::Result;
 pub use plan::{group_ucx, plan};
 pub use sampling::{pipelined_loop, sample_loop, BlockRun, Pipeline, SpinGuard, Timing, STALL_LIMIT};
 pub use spec::{fs_file_mb, needs_ring_weed, short_number, EngineUse, FrontEnd, Metric, Spec, Target, Tls};
-pub use table::{needle_parts, workers_of, NEEDLE_SIZES, NOT_AVAILABLE, SPECS};
+pub use table::{needle_parts, workers_of, IDLE_CPU_BOUND, NEEDLE_SIZES, NOT_AVAILABLE, SPECS};
 // Used by the tests only (these and report's), outside this module.
 #[cfg(test)]
 pub use {plan::root_of, table::spec};
@@ -232,6 +233,8 @@ pub fn build(spec: &Spec) -> Box<dyn Scenario> {
         "uds.msgpack" => Box::new(uds::UdsMsgpack::default()),
         "io_uring.nop" => Box::new(iouring::IoUringNop::default()),
         "ring.wake" => Box::new(wake::Wake::default()),
+        "ring.idle.full.sm" => Box::new(idle::IdleFull::new(Tls::Sm)),
+        "ring.idle.full.tcp" => Box::new(idle::IdleFull::new(Tls::Tcp)),
         "iceoryx2.reqres" => Box::new(iceoryx::ReqRes::default()),
         name if name.starts_with("scale.nop.sessions.") => {
             let n = name["scale.nop.sessions.".len()..]

@@ -158,6 +158,9 @@ pub struct Spec {
     pub pipelined: bool,
     /// The tail target: p99.9 at most this many times p50 (of the same histogram).
     pub tail_bound: Option<f64>,
+    /// The idle target: the engines' CPU use while idle (`details.idle_cpu_fraction`, the
+    /// busiest engine's, in cores) below this.
+    pub idle_cpu_bound: Option<f64>,
     /// Reads through a SeaweedFS front end (a FUSE `weed mount`, `weed s3`, a filer) that
     /// its ringlat starts (go-client/cmd/ringlat/fsread.go).
     pub front_end: Option<FrontEnd>,

@@ -24,6 +24,7 @@ const fn spec_base(name: &'static str, about: &'static str) -> Spec {
         needs_weed: false,
         pipelined: false,
         tail_bound: None,
+        idle_cpu_bound: None,
         front_end: None,
         netns: false,
     }
@@ -155,6 +156,19 @@ const fn scale_workers(name: &'static str, baseline: Option<&'static str>) -> Sp
             name,
             "NOP throughput and latency of an engine with N workers (N cores), 4 sessions per worker, one NOP in flight per session, one client thread",
         )
+    }
+}
+
+/// Issue 17 ("idle means idle"): an idle engine uses less than 1% of a core.
+pub const IDLE_CPU_BOUND: f64 = 0.01;
+
+/// `ring.idle.full.<tls>`: a serving and a reader engine of its own, idle, then woken.
+const fn idle_full(name: &'static str, about: &'static str) -> Spec {
+    Spec {
+        sample: "first READ_NEEDLE after sleep",
+        engine: EngineUse::Own,
+        idle_cpu_bound: Some(IDLE_CPU_BOUND),
+        ..spec_base(name, about)
     }
 }
 
@@ -341,6 +355,7 @@ pub const SPECS: &[Spec] = &[
         sample: "wake round trip",
         baseline: Some("uds.msgpack"),
         target: Some(Target { metric: Metric::P50Ratio, bound: 1.0 }),
+        idle_cpu_bound: Some(IDLE_CPU_BOUND),
         engine: EngineUse::Plain,
         ..spec_base(
             "ring.wake",
@@ -357,6 +372,14 @@ pub const SPECS: &[Spec] = &[
     scale_workers("scale.nop.workers.8", Some("scale.nop.workers.1")),
     scale_workers("scale.nop.workers.16", Some("scale.nop.workers.1")),
     scale_workers("scale.nop.workers.32", Some("scale.nop.workers.1")),
+    idle_full(
+        "ring.idle.full.sm",
+        "idle with everything on: a serving engine (UCX listener, 7 SeaweedFS volumes) and a reader engine connected to it (sm,tcp); both engines' CPU while idle, and the first 4 KiB READ_NEEDLE once both sleep",
+    ),
+    idle_full(
+        "ring.idle.full.tcp",
+        "the same over UCX tcp: both engines' CPU while idle, and the first 4 KiB READ_NEEDLE once both sleep",
+    ),
     needle_spec(
         "needle.read.4k.http",
         "one 4 KiB needle from a real weed volume server: keep-alive Go HTTP GET, body into a reused buffer (ringlat)",

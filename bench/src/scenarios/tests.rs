@@ -113,6 +113,8 @@ fn default_plan_pairs_each_subject_with_its_baseline() {
             vec!["ucx.raw_read_bw.tcp", "ucx.read_bw.tcp"],
             scale_sessions_group(),
             scale_workers_group(),
+            vec!["ring.idle.full.sm"],
+            vec!["ring.idle.full.tcp"],
             vec!["needle.read.4k.http", "needle.read.4k.tcp", "needle.read.4k.sm"],
             vec!["needle.read.64k.http", "needle.read.64k.tcp", "needle.read.64k.sm"],
             vec!["needle.read.1m.http", "needle.read.1m.tcp", "needle.read.1m.sm"],
@@ -222,6 +224,8 @@ fn skipping_go_keeps_the_rest() {
             vec!["ucx.raw_read_bw.tcp", "ucx.read_bw.tcp"],
             scale_sessions_group(),
             scale_workers_group(),
+            vec!["ring.idle.full.sm"],
+            vec!["ring.idle.full.tcp"],
         ]
     );
     let new: Vec<_> = p.skipped[before..].iter().map(|(n, w)| (*n, w.as_str())).collect();
@@ -347,6 +351,26 @@ fn needle_reads_run_next_to_the_http_get() {
     want.extend(scale_sessions_group());
     want.extend(scale_workers_group());
     assert_eq!(pipelined, want);
+}
+
+#[test]
+fn idle_targets_are_one_percent_of_a_core() {
+    let idle: Vec<(&str, f64)> = SPECS
+        .iter()
+        .filter_map(|s| s.idle_cpu_bound.map(|b| (s.name, b)))
+        .collect();
+    assert_eq!(
+        idle,
+        vec![
+            ("ring.wake", 0.01),
+            ("ring.idle.full.sm", 0.01),
+            ("ring.idle.full.tcp", 0.01)
+        ]
+    );
+    // The pair starts its own engines and runs in a group of its own.
+    let p = plan(&["ring.idle.full.tcp".into()]).unwrap();
+    assert_eq!(names(&p.groups), vec![vec!["ring.idle.full.tcp"]]);
+    assert_eq!(p.groups[0][0].engine, EngineUse::Own);
 }
 
 #[test]

@@ -12,8 +12,29 @@ use super::{BlockRun, Ctx, Scenario, SpinGuard};
 use crate::stats::record;
 use crate::Result;
 
-/// How long the engine is watched doing nothing (once per run, before the first block).
+/// How long the engine is watched doing nothing (once per run, before the first block),
+/// unless [`IDLE_WINDOW_ENV`] says otherwise.
 pub const IDLE_WINDOW: Duration = Duration::from_secs(1);
+
+/// Environment variable: the idle window in milliseconds (`ring.wake`, `ring.idle.full.*`),
+/// e.g. 60000 to catch what an engine does every few seconds.
+pub const IDLE_WINDOW_ENV: &str = "SWRING_BENCH_IDLE_WINDOW_MS";
+
+/// The idle window from the value of [`IDLE_WINDOW_ENV`] (unset: [`IDLE_WINDOW`]).
+pub fn idle_window_from(env: Option<&str>) -> Result<Duration> {
+    match env {
+        None => Ok(IDLE_WINDOW),
+        Some(v) => match v.trim().parse::<u64>() {
+            Ok(ms) if ms > 0 => Ok(Duration::from_millis(ms)),
+            _ => Err(format!("{IDLE_WINDOW_ENV}={v:?}: expected a number of milliseconds above 0").into()),
+        },
+    }
+}
+
+/// The idle window of this run.
+pub fn idle_window() -> Result<Duration> {
+    idle_window_from(std::env::var(IDLE_WINDOW_ENV).ok().as_deref())
+}
 
 /// After NEED_WAKEUP is seen: the worker sets it just before `epoll_wait`; give it time to
 /// get there, so that a sample is a real wake-up from the kernel (as `wait_engine_asleep`).
@@ -61,7 +82,7 @@ pub fn core_fraction(cpu: Duration, window: Duration) -> f64 {
     cpu.as_secs_f64() / window.as_secs_f64()
 }
 
-fn process_ticks(pid: u32) -> Result<u64> {
+pub(super) fn process_ticks(pid: u32) -> Result<u64> {
     let path = format!("/proc/{pid}/stat");
     let text = std::fs::read_to_string(&path).map_err(|e| format!("{path}: {e}"))?;
     stat_cpu_ticks(&text).ok_or_else(|| format!("{path}: cannot parse {text:?}").into())
@@ -93,8 +114,9 @@ fn measure_idle(s: &Session, pid: u32) -> Result<Idle> {
     wait_asleep(s)?;
     // SAFETY: sysconf has no preconditions.
     let clk_tck = u64::try_from(unsafe { libc::sysconf(libc::_SC_CLK_TCK) }).unwrap_or(100);
+    let window = idle_window()?;
     let (t0, s0, w0) = (process_ticks(pid)?, process_schedstat(pid), Instant::now());
-    let end = w0 + IDLE_WINDOW;
+    let end = w0 + window;
     while Instant::now() < end {
         crate::interrupt::check()?;
         std::thread::sleep(Duration::from_millis(10).min(end.saturating_duration_since(Instant::now())));
@@ -219,6 +241,16 @@ mod tests {
         assert_eq!(core_fraction(Duration::from_millis(10), Duration::from_secs(1)), 0.01);
         assert_eq!(core_fraction(Duration::from_secs(2), Duration::from_secs(1)), 2.0);
         assert_eq!(core_fraction(Duration::from_secs(1), Duration::ZERO), 0.0);
+    }
+
+    #[test]
+    fn idle_window_comes_from_the_environment() {
+        assert_eq!(idle_window_from(None).unwrap(), IDLE_WINDOW);
+        assert_eq!(idle_window_from(Some("60000")).unwrap(), Duration::from_secs(60));
+        for bad in ["0", "", "1s", "-5"] {
+            let e = idle_window_from(Some(bad)).unwrap_err().to_string();
+            assert!(e.contains(IDLE_WINDOW_ENV), "{e}");
+        }
     }
 
     #[test]

@@ -235,7 +235,7 @@ impl ControlServer {
         for r in &self.status_out {
             fds.push(PollFd::new(r.fd(), PollFlags::POLLOUT));
         }
-        let ms = PollTimeout::try_from(timeout.as_millis().min(10_000) as i32).unwrap_or(PollTimeout::MAX);
+        let ms = PollTimeout::try_from(poll_ms(timeout)).unwrap_or(PollTimeout::MAX);
         match nix::poll::poll(&mut fds, ms) {
             Ok(0) | Err(nix::errno::Errno::EINTR) => return Ready { shutdown: false },
             Ok(_) => {}
@@ -388,4 +388,26 @@ impl ControlServer {
 
 struct Ready {
     shutdown: bool,
+}
+
+/// `poll`'s timeout for waiting `d`: rounded up to whole milliseconds (at most 10 s). Rounded
+/// down, the wait ends up to 1 ms before the next tick is due, and the loop then spins in
+/// `poll(.., 0)` until it is: measured on an idle engine, about 25 calls and 0.3 ms of CPU
+/// every second (issue 17).
+fn poll_ms(d: Duration) -> i32 {
+    d.as_nanos().div_ceil(1_000_000).min(10_000) as i32
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn poll_timeouts_never_end_before_the_deadline() {
+        assert_eq!(poll_ms(Duration::ZERO), 0);
+        assert_eq!(poll_ms(Duration::from_nanos(1)), 1);
+        assert_eq!(poll_ms(Duration::from_micros(999_050)), 1000);
+        assert_eq!(poll_ms(Duration::from_millis(999)), 999);
+        assert_eq!(poll_ms(Duration::from_secs(60)), 10_000);
+    }
 }
