@@ -242,6 +242,10 @@ impl ActiveSession {
             self.post(sqe.user_data, result, 0, ws);
             posted += 1;
         }
+        // Completions first: the CQ publication is on the client's critical path (its swap
+        // waits for the CQE line), the SQ head is not (the client reads it only when its SQ
+        // looks full).
+        let wake = posted > 0 && self.cq.publish();
         self.sq.release();
         if invalid > 0 {
             let ctl = self.sq.ring().ctl();
@@ -251,7 +255,7 @@ impl ActiveSession {
                 Ordering::Relaxed,
             );
         }
-        if posted > 0 && self.cq.publish() {
+        if wake {
             self.shared.wake_client();
         }
         self.shared.stats.submitted.add(n as u64);
