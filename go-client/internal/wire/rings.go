@@ -126,8 +126,8 @@ func (p *Producer) Free() (uint32, error) {
 }
 
 // push writes the words of the entry at tail: words 1.. with plain stores, word 0 (with the
-// phase) held back for Publish if this is the publication's first entry, stored atomically
-// otherwise (the consumer reaches it only after the held one). The caller checked Free() > 0.
+// phase) held back for Publish if this is the publication's first entry, else stored too
+// (the consumer reaches it only after the held one). The caller checked Free() > 0.
 func (p *Producer) push(w []uint64) {
 	s := p.slot(p.tail)
 	for i := 1; i < len(w); i++ {
@@ -139,8 +139,11 @@ func (p *Producer) push(w []uint64) {
 	if p.tail == p.published {
 		p.held = w0
 	} else {
-		// SYNC POINT: pairs with the consumer's load of word 0.
-		atomic.StoreUint64(&s[0], w0)
+		// A plain store too: the consumer reads this word only after it saw the held entry
+		// before it published, and Publish's swap (a full barrier, at least a release)
+		// orders this store before that. An atomic store here would be one more locked
+		// exchange per entry of a batch.
+		s[0] = w0
 	}
 	p.tail++
 }
