@@ -112,11 +112,22 @@ fn floors_run_without_an_engine() {
         .output()
         .unwrap();
     let v = lines(&out);
-    // --out also draws the percentile curves: one line per scenario.
-    let svg = std::fs::read_to_string(dir.join("latency.svg")).unwrap();
-    assert!(svg.starts_with("<svg") && svg.trim_end().ends_with("</svg>"), "{svg}");
-    assert_eq!(svg.matches("<polyline").count(), 2, "{svg}");
-    assert!(svg.contains(">floor.echo_batch32 (p50 "), "{svg}");
+    // --out also draws the percentile curves, one chart per group (each floor is a group of
+    // its own here), and the ratio chart (no ratio has a goal among floors: no rows).
+    for (group, name) in [
+        ("floor.pingpong", ">floor.pingpong (p50 "),
+        ("floor.echo_batch32", ">floor.echo_batch32 (p50 "),
+    ] {
+        let svg = std::fs::read_to_string(dir.join(format!("latency-{group}.svg"))).unwrap();
+        assert!(svg.starts_with("<svg") && svg.trim_end().ends_with("</svg>"), "{svg}");
+        assert_eq!(svg.matches("<polyline").count(), 1, "{svg}");
+        assert!(svg.contains(name), "{svg}");
+    }
+    let ratios = std::fs::read_to_string(dir.join("ratios.svg")).unwrap();
+    assert!(
+        ratios.trim_end().ends_with("</svg>") && !ratios.contains("<circle"),
+        "{ratios}"
+    );
     let _ = std::fs::remove_dir_all(&dir);
     assert_eq!(v.len(), 2, "{v:?}");
     check_line(&v[0], "floor.pingpong");
