@@ -200,3 +200,17 @@ pub fn full_needle(id: u64, cookie: u32, data: &[u8]) -> NeedleSpec {
         ..needle(id, cookie, data)
     }
 }
+
+/// `n` bytes of deterministic, incompressible-looking data from `seed` (xorshift64): needle
+/// contents for tests and benchmarks that must check every byte they read back.
+pub fn pattern(n: usize, seed: u64) -> Vec<u8> {
+    let mut x = seed.wrapping_mul(0x9e37_79b9_7f4a_7c15) | 1;
+    (0..n)
+        .map(|_| {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            x as u8
+        })
+        .collect()
+}

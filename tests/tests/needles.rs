@@ -8,6 +8,7 @@ use ring_client::Session;
 use ring_proto::entry::read_needle_flags;
 use ring_proto::needle::{flags, NeedleMeta, NEEDLE_META_LEN};
 use ring_proto::{opcode, Cqe, ResultCode, Sqe};
+use seaweed_format::writer::pattern;
 use seaweed_format::writer::{full_needle, needle, VolumeWriter};
 
 /// Engine flags: serve `dir` and listen on loopback with these transports.
@@ -82,18 +83,6 @@ impl Reader {
         self.s.buffer().read(NEEDLE_META_LEN, &mut data).unwrap();
         Ok((NeedleMeta::decode(&meta).unwrap(), data))
     }
-}
-
-fn pattern(n: usize, seed: u64) -> Vec<u8> {
-    let mut x = seed.wrapping_mul(0x9e37_79b9_7f4a_7c15) | 1;
-    (0..n)
-        .map(|_| {
-            x ^= x << 13;
-            x ^= x >> 7;
-            x ^= x << 17;
-            x as u8
-        })
-        .collect()
 }
 
 #[test]

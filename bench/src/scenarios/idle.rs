@@ -10,6 +10,7 @@
 //! both announced NEED_WAKEUP (plus [`SETTLE`]), submit, spin until the completion; so
 //! whatever keeps the engines idle must not cost the request that ends the idleness.
 
+use seaweed_format::writer::pattern;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::{Duration, Instant};
@@ -22,9 +23,8 @@ use seaweed_format::writer::{needle, VolumeWriter};
 use serde_json::{json, Map, Value};
 
 use super::wake::{core_fraction, idle_window, process_ticks, schedstat_ns};
-use super::{BlockRun, Ctx, Scenario, SpinGuard, Tls};
+use super::{BlockRun, Ctx, PartTimedBlock, Scenario, SpinGuard, Tls};
 use crate::engine::{Engine, EngineOptions};
-use crate::stats::record;
 use crate::Result;
 
 /// After both engines announced NEED_WAKEUP: time for their workers to reach `epoll_wait`.
@@ -44,18 +44,6 @@ const READ_ID: u64 = 1;
 
 fn cookie(vid: u32, id: u64) -> u32 {
     0x5eed_0000 ^ (vid << 8) ^ id as u32
-}
-
-fn pattern(n: usize, seed: u64) -> Vec<u8> {
-    let mut x = seed.wrapping_mul(0x9e37_79b9_7f4a_7c15) | 1;
-    (0..n)
-        .map(|_| {
-            x ^= x << 13;
-            x ^= x >> 7;
-            x ^= x << 17;
-            x as u8
-        })
-        .collect()
 }
 
 /// One thread's on-CPU time at a moment.
@@ -455,28 +443,15 @@ impl Scenario for IdleFull {
         let timing = ctx.timing;
         let settle = ctx.settle;
         let p = self.pair.as_mut().expect("started");
-        let warm_end = Instant::now() + timing.warmup;
-        let mut start = None;
-        let mut n = 0u64;
+        let mut block = PartTimedBlock::new(timing);
         loop {
             wait_both_asleep(p, settle)?;
             let t0 = Instant::now();
             read_needle(&mut p.reader_session, p.peer, &mut self.seq, false)?;
             let t1 = Instant::now();
             crate::interrupt::check()?;
-            match start {
-                None if t1 >= warm_end => start = Some(t1),
-                None => {}
-                Some(st) => {
-                    record(hist, t1 - t0);
-                    n += 1;
-                    if t1 - st >= timing.measure {
-                        return Ok(BlockRun {
-                            samples: n,
-                            elapsed: t1 - st,
-                        });
-                    }
-                }
+            if let Some(run) = block.sample(hist, t0, t1) {
+                return Ok(run);
             }
         }
     }

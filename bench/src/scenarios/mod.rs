@@ -35,7 +35,7 @@ use ring_client::Session;
 use crate::Result;
 
 pub use plan::{group_ucx, plan};
-pub use sampling::{pipelined_loop, sample_loop, BlockRun, Pipeline, SpinGuard, Timing, STALL_LIMIT};
+pub use sampling::{pipelined_loop, sample_loop, BlockRun, PartTimedBlock, Pipeline, SpinGuard, Timing, STALL_LIMIT};
 pub use spec::{fs_file_mb, needs_ring_weed, short_number, EngineUse, FrontEnd, Metric, Spec, Target, Tls};
 pub use table::{needle_parts, workers_of, IDLE_CPU_BOUND, NEEDLE_SIZES, NOT_AVAILABLE, SPECS};
 // Used by the tests only (these and report's), outside this module.

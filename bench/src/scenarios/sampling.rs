@@ -29,6 +29,47 @@ pub struct BlockRun {
 /// Runs `op` (one sample: a round trip or a batch) for the warm-up, then for the measured
 /// time, recording each sample's duration.
 ///
+/// A block whose samples time only part of each iteration (`ring.wake`, `ring.idle.full.*`:
+/// the wait for the engines to fall asleep between samples is not a sample). Samples ending
+/// before the warm-up is over are dropped; the block ends with the first sample ending
+/// `timing.measure` after the first kept one.
+pub struct PartTimedBlock {
+    warm_end: Instant,
+    measure: std::time::Duration,
+    start: Option<Instant>,
+    n: u64,
+}
+
+impl PartTimedBlock {
+    pub fn new(timing: Timing) -> Self {
+        Self {
+            warm_end: Instant::now() + timing.warmup,
+            measure: timing.measure,
+            start: None,
+            n: 0,
+        }
+    }
+
+    /// Records the sample from `t0` to `t1`; the block's result once it measured long enough.
+    pub fn sample(&mut self, hist: &mut Histogram<u64>, t0: Instant, t1: Instant) -> Option<BlockRun> {
+        match self.start {
+            None if t1 >= self.warm_end => self.start = Some(t1),
+            None => {}
+            Some(st) => {
+                record(hist, t1 - t0);
+                self.n += 1;
+                if t1 - st >= self.measure {
+                    return Some(BlockRun {
+                        samples: self.n,
+                        elapsed: t1 - st,
+                    });
+                }
+            }
+        }
+        None
+    }
+}
+
 /// One `Instant::now()` per sample: each sample is the time from the previous timestamp to
 /// this one, so the loop's own overhead (one clock read, one histogram record) is inside every
 /// sample, the same for every scenario.

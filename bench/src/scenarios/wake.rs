@@ -8,8 +8,7 @@ use ring_client::Session;
 use ring_proto::{opcode, Sqe};
 use serde_json::{Map, Value};
 
-use super::{BlockRun, Ctx, Scenario, SpinGuard};
-use crate::stats::record;
+use super::{BlockRun, Ctx, PartTimedBlock, Scenario, SpinGuard};
 use crate::Result;
 
 /// How long the engine is watched doing nothing (once per run, before the first block),
@@ -148,9 +147,7 @@ impl Scenario for Wake {
         // Each sample: wait until the worker sleeps, then one NOP, submit to completion. The
         // warm-up (by time) is not recorded; the measured time counts every wait too, so
         // ops/sec is the rate of wake-ups, not of NOPs a busy engine could do.
-        let warm_end = Instant::now() + timing.warmup;
-        let mut start = None;
-        let mut n = 0u64;
+        let mut block = PartTimedBlock::new(timing);
         loop {
             wait_asleep(s)?;
             self.seq += 1;
@@ -178,19 +175,8 @@ impl Scenario for Wake {
                 .into());
             }
             crate::interrupt::check()?;
-            match start {
-                None if t1 >= warm_end => start = Some(t1),
-                None => {}
-                Some(st) => {
-                    record(hist, t1 - t0);
-                    n += 1;
-                    if t1 - st >= timing.measure {
-                        return Ok(BlockRun {
-                            samples: n,
-                            elapsed: t1 - st,
-                        });
-                    }
-                }
+            if let Some(run) = block.sample(hist, t0, t1) {
+                return Ok(run);
             }
         }
     }
