@@ -140,10 +140,8 @@ impl Remote for NoRemote {
 impl ActiveSession {
     pub fn new(shared: Arc<SessionShared>) -> Self {
         let (sq, cq) = shared.region.rings();
-        // The region starts with the first SQ slot marked (CTL_WAKE) and NEED_WAKEUP set so
-        // that submissions made before this worker adopted the session wake it; from now on
-        // it polls the session.
-        sq.clear_announcement();
+        // The region starts with NEED_WAKEUP set so that submissions made before this worker
+        // adopted the session wake it; from now on it polls the session.
         sq.finish_sleep();
         Self {
             shared,
@@ -300,20 +298,19 @@ impl ActiveSession {
         self.sq.refresh()
     }
 
-    /// Sleep/wake handshake, engine side, for this session: announces NEED_WAKEUP in the SQ
-    /// `flags` (with a SeqCst fence) and marks the SQ slot it waits for (`CTL_WAKE`), then
-    /// checks whether a pass could do anything: an entry ready *and* CQ room for its
-    /// completion. Returns true if the worker may sleep. The mark makes the client's next
-    /// publication signal; a session stalled on a full CQ lets the worker sleep, and the client
-    /// wakes it after making room (SPEC.md §6, "The engine also sleeps on a full CQ": the
-    /// fence in `announce_sleep` pairs with the client's fence after its CQ head release).
+    /// Announces NEED_WAKEUP on the SQ, then checks whether a pass could do anything: an
+    /// entry ready *and* CQ room for its completion. Returns true if the worker may sleep. A
+    /// session stalled on a full CQ lets the worker sleep; the client wakes it after making
+    /// room (SPEC.md §6, "The engine also sleeps on a full CQ": the fence in `announce_sleep`
+    /// pairs with the client's fence after its CQ head release, as it pairs with the one after
+    /// a publication).
     pub fn prepare_sleep(&mut self) -> bool {
         if self.shared.region.lost() {
             // Work to do: the next pass ends the session.
             return false;
         }
         self.sq.announce_sleep();
-        if self.sq.prepare_sleep() {
+        if self.sq.refresh_up_to(1) == 0 {
             return true;
         }
         // An entry is ready. A corrupt CQ head reads as "work to do": the next pass finds it
@@ -325,10 +322,7 @@ impl ActiveSession {
         !room
     }
 
-    /// Takes back what `prepare_sleep` announced (after waking, or when another session
-    /// kept the worker up).
     pub fn finish_sleep(&self) {
-        self.sq.clear_announcement();
         self.sq.finish_sleep();
     }
 }

@@ -27,7 +27,6 @@ type layoutFile struct {
 		Word  int    `json:"word"`
 		Shift uint   `json:"shift"`
 		Phase uint64 `json:"phase"`
-		Wake  uint64 `json:"wake"`
 	} `json:"entry_ctl"`
 	Example struct {
 		BufOffset     uint64 `json:"buf_offset"`
@@ -123,8 +122,8 @@ func TestLayoutMatchesRingProto(t *testing.T) {
 	checkFields(t, "ring_ctl", f.RingCtl.fieldsBlock, map[string]uint64{
 		"head": wire.CtlHead, "reserved": wire.CtlReserved, "flags": wire.CtlFlags, "invalid": wire.CtlInvalid,
 	}, wire.RingCtlSize)
-	if ec := f.EntryCtl; ec.Word != 0 || ec.Phase<<ec.Shift != wire.CtlPhase || ec.Wake<<ec.Shift != wire.CtlWake {
-		t.Errorf("entry control byte: json %+v, Go phase %#x wake %#x", ec, wire.CtlPhase, wire.CtlWake)
+	if ec := f.EntryCtl; ec.Word != 0 || ec.Phase<<ec.Shift != wire.CtlPhase {
+		t.Errorf("entry control byte: json %+v, Go phase %#x", ec, wire.CtlPhase)
 	}
 	if f.RingCtl.NeedWakeup != wire.NeedWakeup {
 		t.Errorf("need_wakeup: json %d, Go %d", f.RingCtl.NeedWakeup, wire.NeedWakeup)

@@ -14,7 +14,7 @@
 //! 32 args [u64; 4]
 //! ```
 //!
-//! Byte 2 of word 0 is the ring's control byte ([`CTL_PHASE`], [`CTL_WAKE`]) in both entries:
+//! Byte 2 of word 0 is the ring's control byte ([`CTL_PHASE`]) in both entries:
 //! the ring code owns it (`ring.rs`), the operations never look at it. Word 0 is the entry's
 //! control word: the producer stores it last, and storing it is what publishes the entry.
 
@@ -26,9 +26,6 @@ pub const CTL_SHIFT: u32 = 16;
 /// of the ring, 0 on the second, ...). A slot holds a published entry for the consumer's
 /// index exactly when this bit matches that index's lap parity (SPEC.md §5).
 pub const CTL_PHASE: u64 = 1 << CTL_SHIFT;
-/// Control bit set only by a consumer going to sleep, on the slot it waits for: the
-/// producer's publishing swap of word 0 returns it and then signals (SPEC.md §6).
-pub const CTL_WAKE: u64 = 2 << CTL_SHIFT;
 /// The whole control byte.
 pub const CTL_MASK: u64 = 0xff << CTL_SHIFT;
 

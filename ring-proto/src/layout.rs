@@ -165,11 +165,9 @@ pub struct RingCtl {
     /// Zero. (The producer's tail index until layout 2; its line stays so that `flags` and
     /// `invalid` keep their offsets.)
     pub reserved: PaddedIndex,
-    /// Consumer-owned flags, [`RING_NEED_WAKEUP`]. Only the SQ's is used: the engine sets it
-    /// (with a fence) before it sleeps, for clients with more requests in flight than the CQ
-    /// holds, which must fence and look at it after releasing CQ slots (SPEC.md §6, "The
-    /// engine also sleeps on a full CQ"). The wake-up for new entries goes through the
-    /// entries themselves (`CTL_WAKE`). The CQ's stays 0.
+    /// Consumer-owned flags, [`RING_NEED_WAKEUP`]: the consumer is asleep and the producer must
+    /// signal its doorbell after publishing. See `Consumer::prepare_sleep` and
+    /// `Producer::publish` in `ring.rs` for the fences.
     pub flags: AtomicU32,
     /// Engine-owned counter: on the SQ, entries rejected as invalid (each still got an error
     /// completion); on the CQ, completions dropped (the admission rule keeps it at 0).
@@ -177,8 +175,7 @@ pub struct RingCtl {
     _pad: [u8; INDEX_PAD - 8],
 }
 
-/// The engine announced a sleep (SQ `flags`): a client that just made CQ room while more
-/// requests are in flight than the CQ holds must signal the SQ doorbell.
+/// The consumer of this ring sleeps; the producer must signal after publishing.
 pub const RING_NEED_WAKEUP: u32 = 1 << 0;
 
 impl PaddedIndex {

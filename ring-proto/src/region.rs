@@ -415,14 +415,10 @@ impl RegionView {
         (sq.published_after::<Sqe>(), cq.published_after::<Cqe>())
     }
 
-    /// Prepares a fresh region's rings before the client sees it: the SQ's first slot
-    /// carries `CTL_WAKE` (the worker has not polled this session yet, so the client's first
-    /// submission must wake it; the worker takes the mark back when it adopts the session),
-    /// and the SQ `flags` say the worker sleeps.
+    /// Prepares a fresh region's rings before the client sees it: the SQ `flags` say the
+    /// worker sleeps (it has not polled this session yet, so the client's first submission
+    /// must wake it; the worker clears the flag when it adopts the session).
     pub fn arm_first_submission(&self) {
-        let l = &self.layout;
-        let sq = self.raw_ring(l.sq_ctl_offset, l.sq_array_offset, l.sq_entries);
-        sq.mark_wake::<Sqe>(0);
         self.sq_ctl()
             .flags
             .store(crate::layout::RING_NEED_WAKEUP, Ordering::Relaxed);

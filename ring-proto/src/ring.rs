@@ -19,13 +19,13 @@
 //!   `head.store(Release)`.
 //!   SYNC POINT: pairs with the producer's `head.load(Acquire)` before it reuses a slot, so a
 //!   slot is never overwritten while the consumer still copies it.
-//! - sleep/wake: a single-word handshake on the slot the consumer waits for; see
-//!   [`Consumer::prepare_sleep`] and [`Producer::publish`].
+//! - sleep/wake: the consumer's `flags` word and a SeqCst fence on each side (store
+//!   buffering); see [`Consumer::prepare_sleep`] and [`Producer::publish`].
 
 use core::marker::PhantomData;
 use core::ptr::NonNull;
 
-use crate::entry::{load_entry, store_entry_body, Entry, CTL_MASK, CTL_PHASE, CTL_WAKE};
+use crate::entry::{load_entry, store_entry_body, Entry, CTL_MASK, CTL_PHASE};
 use crate::layout::{RingCtl, RING_NEED_WAKEUP};
 use crate::sync::{fence, AtomicU64, Ordering};
 
@@ -101,13 +101,6 @@ impl RawRing {
             n += 1;
         }
         n
-    }
-
-    /// Sets `CTL_WAKE` on a slot of a ring nobody uses yet (a fresh region): the producer's
-    /// first publication there will signal.
-    pub(crate) fn mark_wake<E: Entry>(&self, index: u32) {
-        let word = &self.slot::<E>(index)[0];
-        word.store(word.load(Ordering::Relaxed) | CTL_WAKE, Ordering::Relaxed);
     }
 
     /// The `CTL_PHASE` bit an entry published at `index` carries: set on even laps.
@@ -253,15 +246,19 @@ impl<E: Entry> Producer<E> {
     /// Publishes every pushed entry and reports whether the consumer asked to be woken.
     ///
     /// If this returns true the caller must signal the consumer (its doorbell). The control
-    /// word of the first unpublished entry is stored with a swap, and the swap returns what
-    /// the slot held: a consumer going to sleep marks exactly that slot with `CTL_WAKE`
-    /// using a compare-exchange ([`Consumer::prepare_sleep`]). Both are read-modify-writes
-    /// of one word, so one comes first in its modification order: either the mark came first
-    /// and the swap returns it (we signal), or the swap came first and the consumer's
-    /// compare-exchange fails on the new word, which it sees is published (it does not
-    /// sleep). No fence is needed beyond the swap's own atomicity; a plain load and store
-    /// here instead could both miss the mark (the loom model
-    /// `sleep_wake_handshake_loses_no_wakeup` fails with them).
+    /// word of the first unpublished entry is stored (Release), then a SeqCst fence, then the
+    /// consumer's `flags` are loaded. The fence pairs with the one in
+    /// [`Consumer::prepare_sleep`] between its flag store and its load of the slot: of the
+    /// two loads at least one sees the other side's store, so either the consumer sees the
+    /// entry and does not sleep, or we see its NEED_WAKEUP and wake it. Without the fences
+    /// both loads could be satisfied before the stores become visible (store buffering,
+    /// allowed even on x86) and the consumer would sleep on a published entry (the loom
+    /// model `sleep_wake_handshake_loses_no_wakeup` fails without either fence).
+    ///
+    /// A swap of the control word that returns a mark the consumer set on the slot would
+    /// need no fence, but it is a locked read-modify-write of the very line the consumer
+    /// polls, issued after the entry's other stores to it: measured slower and bimodal
+    /// (bench/README.md, "The ring round trip at the floor").
     pub fn publish(&mut self) -> bool {
         if self.published == self.tail {
             return false;
@@ -269,17 +266,18 @@ impl<E: Entry> Producer<E> {
         let slot = self.ring.slot::<E>(self.published);
         // SYNC POINT: Release pairs with the consumer's Acquire load of word 0: this entry's
         // words and every entry pushed after it are visible once this word is.
-        let old = slot[0].swap(self.held, Ordering::Release);
+        slot[0].store(self.held, Ordering::Release);
         self.published = self.tail;
-        old & CTL_WAKE != 0
+        self.consumer_needs_wakeup()
     }
 
-    /// Fences, then reads whether the consumer announced a sleep in the ring's `flags`
-    /// ([`Consumer::announce_sleep`]). Only for a waiter on more than this ring's entries:
-    /// the client calls it after a CQ head release when more requests are in flight than
-    /// the CQ holds, because the engine may sleep on SQ entries it cannot admit for lack of
-    /// CQ room (SPEC.md §6). The SeqCst fence pairs with the one in `announce_sleep`
-    /// (store buffering: each side stores, fences, then loads what the other side stored).
+    /// Fences, then reads whether the consumer announced it sleeps. Call it after any store
+    /// the sleeping consumer may be waiting for: a publication (see [`publish`]), or, on the
+    /// client, a CQ head release that gives a stalled engine room to complete more (SPEC.md
+    /// §6, "The engine also sleeps on a full CQ"). The fence pairs with the one in
+    /// [`Consumer::announce_sleep`].
+    ///
+    /// [`publish`]: Producer::publish
     pub fn consumer_needs_wakeup(&self) -> bool {
         fence(Ordering::SeqCst);
         self.ring.ctl().flags.load(Ordering::Relaxed) & RING_NEED_WAKEUP != 0
@@ -366,61 +364,35 @@ impl<E: Entry> Consumer<E> {
         self.ring.ctl().head.value.store(self.head, Ordering::Release);
     }
 
-    /// Marks the slot we wait for with `CTL_WAKE`, unless an entry is ready.
+    /// Announces that we are about to sleep, then checks once more for entries.
     ///
     /// Returns true if the ring is still empty: the caller may now block on its doorbell and
-    /// is guaranteed a signal for the next entry published ([`Producer::publish`] explains
-    /// why). Returns false if an entry is ready: keep consuming. Call
-    /// [`finish_sleep`](Consumer::finish_sleep) after waking (or after deciding not to sleep
-    /// for another reason) to take the mark back.
+    /// is guaranteed a signal for any entry published after this point. Returns false if an
+    /// entry is ready (the flag is cleared again): keep consuming. Call
+    /// [`finish_sleep`](Consumer::finish_sleep) after waking.
+    ///
+    /// The SeqCst fence (in `announce_sleep`) pairs with the one in [`Producer::publish`].
     pub fn prepare_sleep(&mut self) -> bool {
-        if self.refresh_up_to(1) > 0 {
-            return false;
-        }
-        let word = &self.ring.slot::<E>(self.head)[0];
-        let seen = word.load(Ordering::Relaxed);
-        if seen & CTL_PHASE == self.ring.phase(self.head) {
-            // Published since `refresh_up_to` looked.
-            return false;
-        }
-        if seen & CTL_WAKE != 0 {
-            // Already marked (a sleep whose mark was not taken back).
+        self.announce_sleep();
+        if self.refresh_up_to(1) == 0 {
             return true;
         }
-        // Relaxed is enough: the handshake rests on the single word's modification order,
-        // and after waking we read entries through `refresh`'s Acquire loads.
-        match word.compare_exchange(seen, seen | CTL_WAKE, Ordering::Relaxed, Ordering::Relaxed) {
-            Ok(_) => true,
-            // The producer published meanwhile (`refresh` will see it), or scribbled on the
-            // word: a correct producer only ever changes it by publishing. A scribbling
-            // producer gets no wake-up; only its own entries wait.
-            Err(now) => now & CTL_PHASE != self.ring.phase(self.head),
-        }
+        self.finish_sleep();
+        false
     }
 
-    /// Takes back the `CTL_WAKE` mark of [`prepare_sleep`](Consumer::prepare_sleep) if the
-    /// slot still carries it, so the producer's next publication does not signal needlessly.
-    /// If the producer published meanwhile, its swap already replaced the mark.
-    pub fn finish_sleep(&self) {
-        let word = &self.ring.slot::<E>(self.head)[0];
-        let seen = word.load(Ordering::Relaxed);
-        if seen & CTL_WAKE != 0 && seen & CTL_PHASE != self.ring.phase(self.head) {
-            let _ = word.compare_exchange(seen, seen & !CTL_WAKE, Ordering::Relaxed, Ordering::Relaxed);
-        }
-    }
-
-    /// Stores NEED_WAKEUP in the ring's `flags` and fences: the sleep announcement for a
-    /// consumer that waits on more than this ring's entries (the engine also waits for CQ
-    /// room). It then re-checks each condition itself and sleeps only if none holds; every
-    /// party that can change one must fence and look at this flag after its change
-    /// ([`Producer::consumer_needs_wakeup`]).
+    /// The first half of [`prepare_sleep`](Consumer::prepare_sleep): stores NEED_WAKEUP and
+    /// fences. A consumer that waits on more than this ring's entries (the engine also waits
+    /// for CQ room) then re-checks each condition itself and sleeps only if none holds; every
+    /// party that can change one must fence and look at this flag after its change.
     pub fn announce_sleep(&self) {
         self.ring.ctl().flags.store(RING_NEED_WAKEUP, Ordering::Relaxed);
         fence(Ordering::SeqCst);
     }
 
-    /// Clears the `flags` announcement of [`announce_sleep`](Consumer::announce_sleep).
-    pub fn clear_announcement(&self) {
+    /// Clears NEED_WAKEUP after waking (or after deciding not to sleep). A producer that still
+    /// sees the old flag only sends one spurious signal.
+    pub fn finish_sleep(&self) {
         self.ring.ctl().flags.store(0, Ordering::Relaxed);
     }
 }
@@ -561,8 +533,7 @@ mod tests {
     fn garbage_control_words_only_stall_their_ring() {
         let ring = HeapRing::new::<Cqe>(4);
         let (_p, mut c) = pair::<Cqe>(&ring);
-        // A producer writing the wrong phase everywhere: nothing is ready, and sleeping on it
-        // is allowed (no correct producer is involved).
+        // A producer writing the wrong phase everywhere: nothing is ready.
         let raw = ring.raw();
         for i in 0..4 {
             raw.slot::<Cqe>(i)[0].store(!CTL_PHASE, Ordering::Relaxed);
@@ -581,23 +552,17 @@ mod tests {
         c.finish_sleep();
         p.push(&cqe(2)).unwrap();
         assert!(!p.publish());
-        // Entries already there: prepare_sleep refuses to sleep.
+        // Entries already there: prepare_sleep refuses to sleep and clears the flag.
         assert!(!c.prepare_sleep());
+        assert_eq!(ring.ctl.flags.load(Ordering::Relaxed), 0);
+        // A batch signals once, at its publication.
         assert_eq!(c.refresh(), 2);
         c.pop();
         c.pop();
-        // A mark taken back by finish_sleep does not signal.
-        assert!(c.prepare_sleep());
-        c.finish_sleep();
-        p.push(&cqe(3)).unwrap();
-        assert!(!p.publish());
-        // A batch signals once, from its first entry.
-        assert_eq!(c.refresh(), 1);
-        c.pop();
         c.release();
         assert!(c.prepare_sleep());
+        p.push(&cqe(3)).unwrap();
         p.push(&cqe(4)).unwrap();
-        p.push(&cqe(5)).unwrap();
         assert!(p.publish());
         assert_eq!(c.refresh(), 2);
     }
@@ -606,7 +571,7 @@ mod tests {
         /// Any interleaving of pushes, publishes, pops and releases delivers exactly the
         /// published entries, in order, and never more than the ring holds.
         #[test]
-        fn model_matches_queue(ops in proptest::collection::vec(0u8..5, 1..400), log2 in 1u32..5) {
+        fn model_matches_queue(ops in proptest::collection::vec(0u8..6, 1..400), log2 in 1u32..5) {
             let entries = 1 << log2;
             let ring = HeapRing::new::<Cqe>(entries);
             let (mut p, mut c) = pair::<Cqe>(&ring);
@@ -631,11 +596,10 @@ mod tests {
                     }
                     1 => {
                         let woke = p.publish();
-                        // A sleeping consumer is signalled by the first publication of
-                        // anything; nobody else is.
+                        // Every publication of something new while the consumer announced a
+                        // sleep signals; nothing else does.
                         let had_new = pushed.len() > published;
                         prop_assert_eq!(woke, asleep && had_new);
-                        if had_new { asleep = false; }
                         published = pushed.len();
                     }
                     2 => {
@@ -650,11 +614,12 @@ mod tests {
                         }
                     }
                     3 => { c.release(); in_ring_unreleased = 0; }
-                    _ => {
+                    4 => {
                         let sleeps = c.prepare_sleep();
                         prop_assert_eq!(sleeps, published == 0);
                         asleep = sleeps;
                     }
+                    _ => { c.finish_sleep(); asleep = false; }
                 }
             }
         }

@@ -62,7 +62,6 @@ fn generated() -> serde_json::Value {
         "entry_ctl": {
             "word": 0, "shift": ring_proto::entry::CTL_SHIFT,
             "phase": ring_proto::entry::CTL_PHASE >> ring_proto::entry::CTL_SHIFT,
-            "wake": ring_proto::entry::CTL_WAKE >> ring_proto::entry::CTL_SHIFT,
         },
         "alignment": { "index_pad": INDEX_PAD, "buf_align": BUF_ALIGN, "max_ring_entries": MAX_RING_ENTRIES },
         "example_layout_256_512_1MiB": {

@@ -88,10 +88,10 @@ fn batch_is_seen_whole_and_in_order() {
     });
 }
 
-/// No lost wakeup: if the consumer decides to sleep (it marked the slot it waits for), the
-/// producer that published an entry there must have seen the mark (and so signals), or the
-/// consumer must have seen the entry. Publishing a batch of two checks that the mark on the
-/// first slot is found even though the second was written first.
+/// No lost wakeup: if the consumer decides to sleep, the producer that published an entry
+/// must have seen NEED_WAKEUP (and so signals), or the consumer must have seen the entry.
+/// Publishing a batch of two checks that the first entry's late control word is what the
+/// handshake is about.
 #[test]
 fn sleep_wake_handshake_loses_no_wakeup() {
     loom::model(|| {
@@ -159,7 +159,7 @@ fn stalled_engine_is_woken_by_cq_room() {
         });
         // Engine: announce, then look at both conditions (as ActiveSession::prepare_sleep).
         sq_cons.announce_sleep();
-        let ready = sq_cons.refresh();
+        let ready = sq_cons.refresh_up_to(1);
         let room = cq_prod.refresh().unwrap();
         let sleeps = !(ready > 0 && room > 0);
         client.join().unwrap();

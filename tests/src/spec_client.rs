@@ -48,7 +48,6 @@ pub const CTL_INVALID: usize = 260;
 pub const NEED_WAKEUP: u32 = 1;
 // §4/§5 the control byte, bits 16..23 of word 0 of every entry.
 pub const CTL_PHASE: u64 = 1 << 16;
-pub const CTL_WAKE: u64 = 2 << 16;
 pub const CTL_MASK: u64 = 0xff << 16;
 // §8 states.
 pub const STATE_READY: u32 = 1;
@@ -362,9 +361,9 @@ impl Session {
         }
     }
 
-    /// §5/§6 producer: write SQE words 1..7, then swap word 0 (with the control byte: this
-    /// index's phase) in with release, and ring the SQ doorbell if the old word carried
-    /// `CTL_WAKE`. Panics on a full SQ.
+    /// §5/§6 producer: write SQE words 1..7, then word 0 (with the control byte: this
+    /// index's phase) with release, full fence, and ring the SQ doorbell if the worker
+    /// announced NEED_WAKEUP. Panics on a full SQ.
     pub fn submit(&mut self, words: [u64; 8]) {
         let head = self.u32_at(SQ_CTL + CTL_HEAD).load(Ordering::Acquire);
         assert!(self.sq_tail.wrapping_sub(head) < self.sq_entries, "SQ full");
@@ -374,8 +373,9 @@ impl Session {
         }
         let w0 = (words[0] & !CTL_MASK) | Self::phase(self.sq_tail, self.sq_entries);
         self.sq_tail = self.sq_tail.wrapping_add(1);
-        let old = self.u64_at(slot).swap(w0, Ordering::Release);
-        if old & CTL_WAKE != 0 {
+        self.u64_at(slot).store(w0, Ordering::Release);
+        fence(Ordering::SeqCst);
+        if self.u32_at(SQ_CTL + CTL_FLAGS).load(Ordering::Relaxed) & NEED_WAKEUP != 0 {
             self.ring_sq_doorbell();
         }
     }
@@ -421,21 +421,19 @@ impl Session {
         Some((w1, (w0 >> 32) as u32 as i32, (w0 & 0xffff) as u32))
     }
 
-    /// Sets `CTL_WAKE` on the CQ slot the next completion goes to, as a sleeping client does
-    /// (§6), without sleeping: the engine then rings the CQ doorbell when it publishes there.
-    pub fn mark_cq_wake(&self) {
-        self.u64_at(self.cq_slot(self.cq_head))
-            .fetch_or(CTL_WAKE, Ordering::Relaxed);
+    /// Announces NEED_WAKEUP on the CQ, as a sleeping client does (§6), without sleeping:
+    /// the engine then rings the CQ doorbell at every publication.
+    pub fn announce_cq_sleep(&self) {
+        self.u32_at(CQ_CTL + CTL_FLAGS).store(NEED_WAKEUP, Ordering::SeqCst);
     }
 
     /// §5/§6 consumer: the next CQE `(user_data, result, flags)`, sleeping on the CQ doorbell
-    /// with the `CTL_WAKE` handshake; None once `deadline` passes (a hang guard) or the
+    /// with the NEED_WAKEUP handshake; None once `deadline` passes (a hang guard) or the
     /// session reached a terminal state with nothing left.
     pub fn reap(&mut self, deadline: Instant) -> Option<(u64, i32, u32)> {
         loop {
             let slot = self.cq_slot(self.cq_head);
             let phase = Self::phase(self.cq_head, self.cq_entries);
-            let w0 = self.u64_at(slot).load(Ordering::Acquire);
             if let Some(cqe) = self.try_reap() {
                 return Some(cqe);
             }
@@ -449,13 +447,10 @@ impl Session {
             if now >= deadline {
                 return None;
             }
-            // §6: mark the slot we wait for; a failed compare-exchange means it changed
-            // (published): look again instead of sleeping.
-            if self
-                .u64_at(slot)
-                .compare_exchange(w0, w0 | CTL_WAKE, Ordering::Relaxed, Ordering::Relaxed)
-                .is_ok()
-            {
+            // §6: announce, full fence, look again; sleep only if still nothing.
+            self.u32_at(CQ_CTL + CTL_FLAGS).store(NEED_WAKEUP, Ordering::Relaxed);
+            fence(Ordering::SeqCst);
+            if self.u64_at(slot).load(Ordering::Acquire) & CTL_PHASE != phase {
                 let mut pfd = libc::pollfd {
                     fd: self.cq_wake.as_raw_fd(),
                     events: libc::POLLIN,
@@ -464,11 +459,8 @@ impl Session {
                 let ms = (deadline - now).as_millis().clamp(1, 1000) as i32;
                 // Safety: one valid pollfd.
                 unsafe { libc::poll(&mut pfd, 1, ms) };
-                // Take the mark back unless the engine published meanwhile.
-                let _ = self
-                    .u64_at(slot)
-                    .compare_exchange(w0 | CTL_WAKE, w0, Ordering::Relaxed, Ordering::Relaxed);
             }
+            self.u32_at(CQ_CTL + CTL_FLAGS).store(0, Ordering::Relaxed);
             self.drain_cq_doorbell();
         }
     }

@@ -149,8 +149,8 @@ fn shrinking_the_region_cannot_kill_the_engine_huge_pages() {
     assert!(engine.log().contains("hugetlb-2MiB"), "sessions did not get huge pages");
 }
 
-/// Item 2: a client that clears O_NONBLOCK on both doorbell fds, tries to fill them, marks
-/// every CQ slot it waits for with CTL_WAKE and never reads its CQ doorbell (so every wake-up the engine
+/// Item 2: a client that clears O_NONBLOCK on both doorbell fds, tries to fill them, keeps
+/// NEED_WAKEUP set on its CQ and never reads its CQ doorbell (so every wake-up the engine
 /// sends it piles up until the pipe is full) cannot make a worker block: the bystander on
 /// the same worker keeps getting every completion.
 #[test]
@@ -173,11 +173,10 @@ fn a_client_cannot_block_a_worker_through_its_doorbells() {
         // Safety: writing 8 bytes from a live buffer.
         let w = unsafe { libc::write(a.cq_wake.as_raw_fd(), max.as_ptr() as *const libc::c_void, 8) };
         assert!(w < 0, "the CQ doorbell fd the client holds is writable");
-        // The attacker's own completions: polled, never slept for, with the CQ slot marked
-        // CTL_WAKE each time so the engine rings (and fills) the attacker's CQ doorbell on
-        // every completion.
+        // The attacker's own completions: polled, never slept for, with NEED_WAKEUP forced on
+        // so the engine rings (and fills) the attacker's CQ doorbell on every pass.
         for i in 0..6000u64 {
-            a.mark_cq_wake();
+            a.announce_cq_sleep();
             a.submit(Session::nop(i));
             let deadline = Instant::now() + PATIENCE;
             while a.try_reap().is_none() {

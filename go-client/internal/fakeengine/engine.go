@@ -188,9 +188,8 @@ func (e *Engine) session(conn *net.UnixConn) {
 	reg := wire.NewRegion(mem)
 	wire.WriteHeader(reg, l, size, uint32(os.Getpid()), id, uint64(time.Now().UnixNano()), e.LeaseMs)
 	// The worker has not polled this session yet: the client's first submission must wake
-	// it (the first SQ slot marked CtlWake, SPEC.md §6).
+	// it (SPEC.md §6).
 	atomic.StoreUint32(reg.U32(l.SQCtlOffset+wire.CtlFlags), wire.NeedWakeup)
-	atomic.StoreUint64(reg.U64(l.SQArrayOffset), wire.CtlWake)
 	if e.CorruptHeader != nil {
 		e.CorruptHeader(reg)
 	}

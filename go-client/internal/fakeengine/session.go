@@ -251,17 +251,15 @@ func (s *fakeSession) work() wire.CloseReason {
 		if time.Since(idleSince) < s.e.Spin {
 			continue
 		}
-		// Sleep, like the Rust engine: NEED_WAKEUP on the SQ (for clients with more in flight
-		// than the CQ holds: this worker also sleeps on a full CQ), mark the SQ slot it
-		// waits for (CtlWake), recheck "entries ready and CQ room", block on the SQ doorbell.
+		// Sleep: NEED_WAKEUP on the SQ, recheck "entries ready and CQ room" (like the Rust
+		// engine, this worker also sleeps on a full CQ), block on the SQ doorbell.
 		atomic.StoreUint32(s.sq.Ctl.Flags, wire.NeedWakeup)
-		empty := s.sq.PrepareSleep()
+		r := s.sq.Refresh()
 		room, _ := s.cq.Refresh()
-		if (empty || room == 0) && s.stop.Load() == 0 {
+		if (r == 0 || room == 0) && s.stop.Load() == 0 {
 			var b [64]byte
 			unix.Read(s.sqBellRead, b[:])
 		}
-		s.sq.FinishSleep()
 		atomic.StoreUint32(s.sq.Ctl.Flags, 0)
 		idleSince = time.Now()
 	}

@@ -8,7 +8,7 @@ package wire
 //	24 buf_len u32 | 28 aux u32
 //	32 args [4]u64
 //
-// Byte 2 (ctl) is the ring's control byte (CtlPhase, CtlWake): the ring code sets it,
+// Byte 2 (ctl) is the ring's control byte (CtlPhase): the ring code sets it,
 // so SQE has no field for it. Client methods fill UserData themselves; callers set the
 // other fields.
 type SQE struct {
@@ -27,7 +27,7 @@ type SQE struct {
 //
 //	0 flags u16 | 2 ctl u8 | 3 reserved u8 | 4 result i32 | 8 user_data u64
 //
-// Byte 2 (ctl) is the ring's control byte, set by the ring code.
+// Byte 2 (ctl) is the ring's control byte (CtlPhase), set by the ring code.
 type CQE struct {
 	UserData uint64
 	// Result is operation-specific when >= 0 and a result code when < 0 (see ResultError).
@@ -41,9 +41,6 @@ const (
 	// CtlPhase is the lap parity of the index an entry was published at: set on the first
 	// lap of the ring, clear on the second, and so on.
 	CtlPhase uint64 = 1 << ctlShift
-	// CtlWake is set by a consumer going to sleep on the slot it waits for; the producer's
-	// publishing swap returns it and then signals.
-	CtlWake uint64 = 2 << ctlShift
 	// CtlMask is the whole control byte.
 	CtlMask uint64 = 0xff << ctlShift
 )

@@ -81,9 +81,7 @@ const (
 	CtlFlags    = 256
 	CtlInvalid  = 260
 
-	// NeedWakeup in the SQ's flags: the engine worker announced a sleep. Only a client with
-	// more requests in flight than the CQ holds looks at it, after releasing CQ slots
-	// (SPEC.md §6, "The engine also sleeps on a full CQ").
+	// NeedWakeup in a ring's flags: its consumer sleeps; the producer must signal.
 	NeedWakeup uint32 = 1
 )
 

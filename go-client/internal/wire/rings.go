@@ -26,10 +26,12 @@ import (
 //     consumer reads the slot only after the word 0 it waits for.
 //   - consumer: atomic load of word 0 shows the phase → copy words → StoreUint32(head).
 //     SYNC POINT: pairs with the producer's load of head before it reuses a slot.
-//   - sleep/wake: the consumer marks the slot it waits for with CtlWake by compare-and-swap;
-//     the producer's publishing swap returns the mark. Two read-modify-writes of one word:
-//     one comes first, so either the swap sees the mark or the compare-and-swap fails on the
-//     published word. No fence is involved.
+//   - wake check (Producer.Publish): StoreUint64(word 0) then LoadUint32(flags); the SC order
+//     of Go atomics keeps the load after the store, like the fence(SeqCst) in ring.rs
+//     Producer::publish. Pairs with the consumer's PrepareSleep.
+//   - sleep (Consumer.PrepareSleep): StoreUint32(flags, NEED_WAKEUP) then the load of the
+//     slot's word 0: pairs with the engine's Producer::publish (word 0 store; fence(SeqCst);
+//     flags load) — the store-buffering pattern, so no wakeup is lost.
 
 // ringCorrupt reports a peer index that no correct peer can produce.
 type ringCorrupt struct {
@@ -162,18 +164,19 @@ func (p *Producer) PushCQE(c CQE) {
 }
 
 // Publish makes every pushed entry visible and reports whether the consumer asked to be
-// woken (its CtlWake mark was on the slot), in which case the caller must signal the
-// consumer's doorbell.
+// woken, in which case the caller must signal the consumer's doorbell.
 func (p *Producer) Publish() bool {
 	if p.published == p.tail {
 		return false
 	}
 	// SYNC POINT: release of this entry's words and of every entry pushed after it; pairs
-	// with the consumer's load of word 0. The swap returns a CtlWake mark the consumer
-	// set with compare-and-swap before this (SPEC.md §6).
-	old := atomic.SwapUint64(&p.slot(p.published)[0], p.held)
+	// with the consumer's load of word 0.
+	atomic.StoreUint64(&p.slot(p.published)[0], p.held)
 	p.published = p.tail
-	return old&CtlWake != 0
+	// Sequentially consistent store→load: this load cannot be satisfied before the store
+	// above is visible (Go's SC atomics = the fence(SeqCst) of ring.rs Producer::publish).
+	// Pairs with the consumer's flags store + slot load in PrepareSleep.
+	return atomic.LoadUint32(p.Ctl.Flags)&NeedWakeup != 0
 }
 
 // Consumer is the reading side of a ring.
@@ -232,33 +235,20 @@ func (c *Consumer) Release() {
 	atomic.StoreUint32(c.Ctl.Head, c.head)
 }
 
-// PrepareSleep marks the slot the consumer waits for with CtlWake, unless an entry is
-// ready. True: the ring is empty and the producer's next Publish will see the mark and
-// signal, so the caller may block on its doorbell (then FinishSleep). False: an entry is
-// ready (or was published meanwhile); keep consuming.
+// PrepareSleep announces that the consumer is about to sleep and checks once more. It
+// returns true if the ring is still empty: the caller may block on its doorbell and will be
+// signalled for anything published after this point (then FinishSleep). False: an entry is
+// ready (the flag is cleared again).
 func (c *Consumer) PrepareSleep() bool {
-	if c.refreshUpTo(1) > 0 {
-		return false
-	}
-	w := &c.slot(c.head)[0]
-	phase := c.phase(c.head)
-	seen := atomic.LoadUint64(w)
-	if seen&CtlPhase == phase {
-		return false
-	}
-	if seen&CtlWake != 0 || atomic.CompareAndSwapUint64(w, seen, seen|CtlWake) {
+	atomic.StoreUint32(c.Ctl.Flags, NeedWakeup)
+	// SC store→load (Go atomics): pairs with the producer's word 0 store + flags load.
+	if c.refreshUpTo(1) == 0 {
 		return true
 	}
-	// Changed under us: published (a correct producer changes it only so), or scribbled on.
-	return atomic.LoadUint64(w)&CtlPhase != phase
+	c.FinishSleep()
+	return false
 }
 
-// FinishSleep takes back the CtlWake mark if the slot still carries it (nothing was
-// published there), so the producer's next Publish does not signal needlessly.
-func (c *Consumer) FinishSleep() {
-	w := &c.slot(c.head)[0]
-	seen := atomic.LoadUint64(w)
-	if seen&CtlWake != 0 && seen&CtlPhase != c.phase(c.head) {
-		atomic.CompareAndSwapUint64(w, seen, seen&^CtlWake)
-	}
-}
+// FinishSleep clears NEED_WAKEUP; a producer still seeing the old flag sends one spurious
+// signal, which consumers tolerate.
+func (c *Consumer) FinishSleep() { atomic.StoreUint32(c.Ctl.Flags, 0) }
