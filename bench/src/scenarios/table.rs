@@ -230,7 +230,9 @@ pub const SPECS: &[Spec] = &[
         ops_per_sample: 32,
         baseline: Some("ring.nop_batch32"),
         also_vs: &["floor.echo_batch32"],
-        target: Some(Target { metric: Metric::OpsRatio, bound: 0.5 }),
+        // Issue 17: the Go batch of 32 at two thirds of Rust's throughput (was 0.5, "within
+        // 2x of the Rust client").
+        target: Some(Target { metric: Metric::OpsRatio, bound: 0.67 }),
         engine: EngineUse::Plain,
         needs_go: true,
         ..spec_base(
