@@ -93,6 +93,23 @@ fn escape(s: &str) -> String {
     s.replace('&', "&amp;").replace('<', "&lt;").replace('>', "&gt;")
 }
 
+/// An SVG document `W` wide and `h` high: white background, `title` centred on top.
+fn svg_start(h: f64, title: &str) -> String {
+    let mut o = String::new();
+    let _ = writeln!(
+        o,
+        r#"<svg xmlns="http://www.w3.org/2000/svg" width="{W}" height="{h}" viewBox="0 0 {W} {h}" font-family="sans-serif" font-size="12">"#
+    );
+    let _ = writeln!(o, r#"<rect width="{W}" height="{h}" fill="white"/>"#);
+    let _ = writeln!(
+        o,
+        r#"<text x="{}" y="24" text-anchor="middle" font-size="15">{}</text>"#,
+        W / 2.0,
+        escape(title)
+    );
+    o
+}
+
 /// The whole SVG document.
 pub fn latency_svg(series: &[Series], title: &str) -> String {
     let curves: Vec<Vec<(f64, f64)>> = series.iter().map(|s| curve(s.hist)).collect();
@@ -107,18 +124,7 @@ pub fn latency_svg(series: &[Series], title: &str) -> String {
     let sx = |x: f64| LEFT + x.min(x_max) / x_max * pw;
     let sy = |v: f64| TOP + ph - (v.log10() - f64::from(y_lo)) / f64::from(y_hi - y_lo) * ph;
 
-    let mut o = String::new();
-    let _ = writeln!(
-        o,
-        r#"<svg xmlns="http://www.w3.org/2000/svg" width="{W}" height="{H}" viewBox="0 0 {W} {H}" font-family="sans-serif" font-size="12">"#
-    );
-    let _ = writeln!(o, r#"<rect width="{W}" height="{H}" fill="white"/>"#);
-    let _ = writeln!(
-        o,
-        r#"<text x="{}" y="24" text-anchor="middle" font-size="15">{}</text>"#,
-        W / 2.0,
-        escape(title)
-    );
+    let mut o = svg_start(H, title);
     // Grid and axes.
     for k in 0..=x_max as u32 {
         let x = sx(f64::from(k));
@@ -240,18 +246,7 @@ pub fn ratio_svg(rows: &[RatioRow], title: &str) -> String {
     let (lo, hi) = logs.fold((0.0f64, 0.0f64), |(lo, hi), v| (lo.min(v), hi.max(v)));
     let (lo, hi) = (lo.floor(), hi.ceil().max(lo.floor() + 1.0));
     let sx = |v: f64| LABEL_W + (v.max(10f64.powf(lo)).log10() - lo) / (hi - lo) * pw;
-    let mut o = String::new();
-    let _ = writeln!(
-        o,
-        r#"<svg xmlns="http://www.w3.org/2000/svg" width="{W}" height="{h}" viewBox="0 0 {W} {h}" font-family="sans-serif" font-size="12">"#
-    );
-    let _ = writeln!(o, r#"<rect width="{W}" height="{h}" fill="white"/>"#);
-    let _ = writeln!(
-        o,
-        r#"<text x="{}" y="24" text-anchor="middle" font-size="15">{}</text>"#,
-        W / 2.0,
-        escape(title)
-    );
+    let mut o = svg_start(h, title);
     for d in lo as i32..=hi as i32 {
         let x = sx(10f64.powi(d));
         let _ = writeln!(

@@ -459,11 +459,7 @@ func BenchmarkNopBatch32(b *testing.B) {
 	_, path := startFake(b, func(e *fakeEngine) { e.Spin = time.Second })
 	c := dialT(b, path)
 	ctx := context.Background()
-	reqs := make([]Request, 32)
-	for i := range reqs {
-		reqs[i].Opcode = OpNop
-	}
-	ts := make([]Ticket, 32)
+	reqs, ts := nopBatch(32)
 	b.ReportAllocs()
 	for b.Loop() {
 		n, err := c.SubmitBatch(ctx, reqs, ts)
@@ -477,4 +473,13 @@ func BenchmarkNopBatch32(b *testing.B) {
 		}
 	}
 	b.ReportMetric(float64(b.N*32)/b.Elapsed().Seconds(), "ops/s")
+}
+
+// nopBatch returns n NOP requests and room for their tickets.
+func nopBatch(n int) ([]Request, []Ticket) {
+	reqs := make([]Request, n)
+	for i := range reqs {
+		reqs[i].Opcode = OpNop
+	}
+	return reqs, make([]Ticket, n)
 }

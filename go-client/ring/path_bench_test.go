@@ -72,11 +72,7 @@ func BenchmarkClientPathNop(b *testing.B) {
 func BenchmarkClientPathBatch32(b *testing.B) {
 	c, h := newHeapClient(b, 1024)
 	ctx := context.Background()
-	reqs := make([]Request, 32)
-	for i := range reqs {
-		reqs[i].Opcode = OpNop
-	}
-	ts := make([]Ticket, 32)
+	reqs, ts := nopBatch(32)
 	b.ReportAllocs()
 	for b.Loop() {
 		if _, err := c.SubmitBatch(ctx, reqs, ts); err != nil {
