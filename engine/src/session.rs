@@ -240,9 +240,8 @@ impl ActiveSession {
             self.post(sqe.user_data, result, 0, ws);
             posted += 1;
         }
-        // Completions first: the CQ publication is on the client's critical path (its swap
-        // waits for the CQE line), the SQ head is not (the client reads it only when its SQ
-        // looks full).
+        // Completions first: the CQ publication is on the client's critical path, the SQ head
+        // is not (the client reads it only when its SQ looks full).
         let wake = posted > 0 && self.cq.publish();
         self.sq.release();
         if invalid > 0 {

@@ -155,7 +155,7 @@ pub(crate) fn load_entry<E: Entry>(slot: &[AtomicU64]) -> E {
     E::from_words(&w)
 }
 
-/// Writes words 1.. of an entry into shared words (Relaxed: the later Release store or swap of
+/// Writes words 1.. of an entry into shared words (Relaxed: the later Release store of
 /// word 0 publishes them). Word 0 is the caller's to store.
 pub(crate) fn store_entry_body(slot: &[AtomicU64], words: &[u64]) {
     for (dst, src) in slot.iter().zip(words).skip(1) {

@@ -12,8 +12,8 @@
 //! slot still holding the previous lap's entry (or the zeroed first lap) never looks ready.
 //!
 //! Memory ordering (SPEC.md §5, "Ordering"):
-//! - producer: write words 1.. (Relaxed) → word 0 with `CTL_PHASE` (Release store, or, for
-//!   the first entry of a publication, Release swap; see [`Producer::publish`]).
+//! - producer: write words 1.. (Relaxed) → word 0 with `CTL_PHASE` (Release store; the
+//!   first entry of a publication last, in [`Producer::publish`]).
 //!   SYNC POINT: pairs with the consumer's Acquire load of word 0 in [`Consumer::refresh_up_to`].
 //! - consumer: word 0 load (Acquire) shows the phase → copy the words (Relaxed) →
 //!   `head.store(Release)`.
@@ -324,7 +324,7 @@ impl<E: Entry> Consumer<E> {
         let max = max.min(self.ring.entries);
         while self.ready < max {
             let index = self.head.wrapping_add(self.ready);
-            // SYNC POINT: Acquire pairs with the producer's Release store or swap of word 0:
+            // SYNC POINT: Acquire pairs with the producer's Release store of word 0:
             // the entry's other words are visible after this load.
             let w0 = self.ring.slot::<E>(index)[0].load(Ordering::Acquire);
             if w0 & CTL_PHASE != self.ring.phase(index) {

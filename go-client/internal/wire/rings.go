@@ -18,8 +18,8 @@ import (
 // Memory ordering. Go's sync/atomic operations are sequentially consistent, which is at
 // least the acquire/release the protocol asks for:
 //
-//   - producer: plain stores of words 1.. → atomic store (or, for the first entry of a
-//     publication, atomic swap) of word 0 with this index's phase.
+//   - producer: plain stores of words 1.. → store of word 0 with this index's phase (atomic
+//     for the first entry of a publication, stored last by Publish).
 //     SYNC POINT: pairs with the consumer's atomic load of word 0. The plain stores cannot
 //     move after the atomic one (the compiler keeps memory operations in order around
 //     sync/atomic; the hardware store is a release or a locked exchange), and the
@@ -142,9 +142,9 @@ func (p *Producer) push(w []uint64) {
 		p.held = w0
 	} else {
 		// A plain store too: the consumer reads this word only after it saw the held entry
-		// before it published, and Publish's swap (a full barrier, at least a release)
-		// orders this store before that. An atomic store here would be one more locked
-		// exchange per entry of a batch.
+		// before it published, and Publish's atomic store (an xchg on amd64, a release
+		// everywhere) orders this store before that. An atomic store here would be one more
+		// locked exchange per entry of a batch.
 		s[0] = w0
 	}
 	p.tail++
@@ -194,7 +194,7 @@ func (c *Consumer) refreshUpTo(max uint32) uint32 {
 	}
 	for c.ready < max {
 		index := c.head + c.ready
-		// SYNC POINT: pairs with the producer's atomic store or swap of word 0.
+		// SYNC POINT: pairs with the producer's store of word 0.
 		if atomic.LoadUint64(&c.slot(index)[0])&CtlPhase != c.phase(index) {
 			break
 		}
