@@ -423,7 +423,6 @@ func TestEngineShutdownDrains(t *testing.T) {
 	}
 }
 
-
 func TestLeaseHeartbeat(t *testing.T) {
 	_, path := startFake(t, func(e *fakeEngine) { e.LeaseMs = 20 })
 	c := dialT(t, path)

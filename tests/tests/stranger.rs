@@ -274,20 +274,10 @@ fn random_bytes_on_every_listening_port_do_not_stop_the_engine() {
         vol.write(&needle(i as u64 + 1, 0xabc0 + i as u32, &pattern(n, i as u64)))
             .unwrap();
     }
-    let engine = Engine::start(&[
-        "--seaweedfs-dir",
-        dir.path().to_str().unwrap(),
-        "--ucx-listen",
-        "127.0.0.1:0",
-        "--ucx-transports",
-        "tcp",
-        "--ucx-net-devices",
-        "lo",
-        "--metrics-listen",
-        "127.0.0.1:0",
-        "--lease-ms",
-        "0",
-    ]);
+    let mut args = vec!["--seaweedfs-dir", dir.path().to_str().unwrap()];
+    args.extend(UCX_LOOPBACK_TCP);
+    args.extend(["--metrics-listen", "127.0.0.1:0", "--lease-ms", "0"]);
+    let engine = Engine::start(&args);
     let listener: SocketAddr = engine.ucx_listen_addr().parse().unwrap();
 
     // The bystander: one session, READ_NEEDLE through the engine's own UCX listener, every
