@@ -92,7 +92,17 @@ pub struct SeaweedfsConfig {
     /// READ_NEEDLE must carry a JWT signed with that key for its file id, as the volume
     /// server's GET must (`seaweed/jwt.rs`). None: reads need no token.
     pub security_toml: Option<PathBuf>,
+    /// Threads that do the volume file work that can block (cold pages, large CRCs), so a
+    /// busy-polling worker never waits for a disk (`io_pool.rs`).
+    pub io_threads: usize,
+    /// Cores the I/O threads may run on. None: every allowed core no worker is pinned to
+    /// (all allowed cores when workers take them all).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub io_cores: Option<Vec<usize>>,
 }
+
+/// Most I/O threads `seaweedfs.io-threads` may ask for.
+pub const MAX_IO_THREADS: usize = 256;
 
 impl Default for SeaweedfsConfig {
     fn default() -> Self {
@@ -103,6 +113,8 @@ impl Default for SeaweedfsConfig {
             refresh_interval_ms: 1000,
             verify_crc: true,
             security_toml: None,
+            io_threads: 2,
+            io_cores: None,
         }
     }
 }
@@ -367,6 +379,18 @@ impl Config {
                 ));
             }
         }
+        for &c in self.seaweedfs.io_cores.iter().flatten() {
+            if !allowed_cpus.contains(&c) {
+                return Err(invalid(
+                    "seaweedfs.io-cores",
+                    format!(
+                        "core {c} does not exist or this process may not run on it (allowed: {})",
+                        cpu_list(allowed_cpus)
+                    ),
+                    "list only allowed cores",
+                ));
+            }
+        }
         for u in &self.control.allow_users {
             if nix::unistd::User::from_name(u).ok().flatten().is_none() {
                 return Err(invalid(
@@ -577,6 +601,23 @@ impl Config {
     }
 }
 
+impl Config {
+    /// The cores the I/O threads may run on: configured, else every allowed core no worker is
+    /// pinned to, else (workers take them all) every allowed core.
+    pub fn io_cores(&self, allowed_cpus: &[usize]) -> Vec<usize> {
+        if let Some(c) = &self.seaweedfs.io_cores {
+            return c.clone();
+        }
+        let workers = self.worker_cores(allowed_cpus);
+        let free: Vec<usize> = allowed_cpus.iter().copied().filter(|c| !workers.contains(c)).collect();
+        if free.is_empty() {
+            allowed_cpus.to_vec()
+        } else {
+            free
+        }
+    }
+}
+
 impl SeaweedfsConfig {
     fn validate(&self) -> Result<(), ConfigError> {
         for (key, dirs) in [
@@ -616,6 +657,20 @@ impl SeaweedfsConfig {
                 "seaweedfs.refresh-interval-ms",
                 "0 would never pick up new volumes or compacted ones",
                 "use e.g. 1000",
+            ));
+        }
+        if !(1..=MAX_IO_THREADS).contains(&self.io_threads) {
+            return Err(invalid(
+                "seaweedfs.io-threads",
+                format!("{} is outside 1..={MAX_IO_THREADS}", self.io_threads),
+                "use e.g. 2 (more for volumes on many disks, whose reads can wait in parallel)",
+            ));
+        }
+        if self.io_cores.as_ref().is_some_and(|c| c.is_empty()) {
+            return Err(invalid(
+                "seaweedfs.io-cores",
+                "is empty: the I/O threads would have no core to run on",
+                "list at least one core, or remove the key (every core no worker is pinned to)",
             ));
         }
         if let Some(path) = &self.security_toml {

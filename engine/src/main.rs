@@ -6,6 +6,7 @@ mod dataplane;
 mod exports;
 mod fdlimits;
 mod idle;
+mod io_pool;
 mod lookup_throttle;
 mod metrics;
 mod ops;
@@ -303,7 +304,14 @@ fn run(cfg: Config) -> Result<(), Box<dyn std::error::Error>> {
     spawn_volume_refresh(volumes.clone())?;
     let store = volumes.clone();
     reload::on_seaweedfs_change(Box::new(move |section| store.reconfigure(section)));
-    let mut settings = dataplane::UcxSettings::new(&cfg.ucx, peers.clone());
+    let io_cores = cfg.io_cores(&config::allowed_cpus());
+    let io = Arc::new(io_pool::IoPool::start(
+        cfg.seaweedfs.io_threads,
+        &io_cores,
+        IO_QUEUE_PER_THREAD * cfg.seaweedfs.io_threads,
+    )?);
+    tracing::info!(threads = cfg.seaweedfs.io_threads, cores = ?io_cores, "volume I/O threads started");
+    let mut settings = dataplane::UcxSettings::new(&cfg.ucx, peers.clone(), io.clone());
     settings.volumes = Some(volumes.clone());
     let ucx_settings = Arc::new(settings);
     let (listener, socket_path) = control::bind_socket(&cfg)?;
@@ -340,6 +348,7 @@ fn run(cfg: Config) -> Result<(), Box<dyn std::error::Error>> {
         (settings.exports.len(), settings.exports.failed_queries())
     }));
     server.registry().set_volume_source(Box::new(move || volumes.volumes()));
+    server.registry().set_io_pool(io);
     if let Some(listen) = metrics_listen {
         let addr = metrics::serve(&listen, server.registry())
             .map_err(|e| format!("metrics.listen = {listen:?}: cannot serve metrics there: {e}"))?;
@@ -348,6 +357,10 @@ fn run(cfg: Config) -> Result<(), Box<dyn std::error::Error>> {
     server.run();
     Ok(())
 }
+
+/// Needle reads that may wait for an I/O thread, per thread; more are refused (`throttled`)
+/// rather than queued without bound.
+const IO_QUEUE_PER_THREAD: usize = 1024;
 
 /// Follows the volume server's appends, new and vanished volumes and compactions every
 /// `seaweedfs.refresh-interval-ms` (reads also catch up on a miss, so this bounds how stale

@@ -215,6 +215,20 @@ fn encode_engine(enc: &mut DescriptorEncoder, s: &Snapshot) -> fmt::Result {
     )?;
     family(
         enc,
+        "seaweed_ring_volume_io_queued",
+        "Needle reads waiting for a volume I/O thread (seaweedfs.io-threads).",
+        MetricType::Gauge,
+        [(NO_LABELS, gauge(e.volume_io.queued as u64))],
+    )?;
+    family(
+        enc,
+        "seaweed_ring_volume_io_refused_total",
+        "Needle reads refused (throttled) because the volume I/O queue was full.",
+        MetricType::Counter,
+        [(NO_LABELS, counter(e.volume_io.refused))],
+    )?;
+    family(
+        enc,
         "seaweed_ring_regions_lost_total",
         "Sessions ended because their client removed pages from its region memfd (hole punched).",
         MetricType::Counter,
@@ -516,7 +530,7 @@ fn encode_volumes(enc: &mut DescriptorEncoder, volumes: &[VolumeInfo]) -> fmt::R
             .map(|(v, id)| (v, [("volume", id.as_str()), ("collection", v.collection.as_str())]))
     };
     type VolumeField = (&'static str, MetricType, &'static str, fn(&VolumeInfo) -> u64);
-    let fields: [VolumeField; 7] = [
+    let fields: [VolumeField; 8] = [
         (
             "seaweed_ring_volume_needles",
             MetricType::Gauge,
@@ -546,6 +560,12 @@ fn encode_volumes(enc: &mut DescriptorEncoder, volumes: &[VolumeInfo]) -> fmt::R
             MetricType::Counter,
             "Needle reads the volume answered with data (restarts when compaction reopens it).",
             |v| v.reads_served,
+        ),
+        (
+            "seaweed_ring_volume_reads_io_total",
+            MetricType::Counter,
+            "Of those, reads a volume I/O thread served (pages not in memory, a large needle's first CRC check).",
+            |v| v.reads_served_io,
         ),
         (
             "seaweed_ring_volume_read_bytes_total",
@@ -606,6 +626,7 @@ mod tests {
                 export_queries_failed: 0,
                 ucx_registrations: 0,
                 regions_lost: 0,
+                volume_io: Default::default(),
             },
             workers: vec![WorkerStatus {
                 id: 0,

@@ -39,6 +39,7 @@ pub struct Registry {
     /// Counts the engine's memory exports and the peers' queries it answered not-exported.
     exports: std::sync::OnceLock<ExportCounter>,
     volumes: std::sync::OnceLock<VolumeSource>,
+    io: std::sync::OnceLock<Arc<crate::io_pool::IoPool>>,
 }
 
 impl Registry {
@@ -59,6 +60,7 @@ impl Registry {
             peers: std::sync::OnceLock::new(),
             exports: std::sync::OnceLock::new(),
             volumes: std::sync::OnceLock::new(),
+            io: std::sync::OnceLock::new(),
         }
     }
 
@@ -66,6 +68,11 @@ impl Registry {
     /// Where snapshots take the SeaweedFS volumes served from.
     pub fn set_volume_source(&self, f: VolumeSource) {
         let _ = self.volumes.set(f);
+    }
+
+    /// Shows the volume I/O threads' queue in status and metrics.
+    pub fn set_io_pool(&self, io: Arc<crate::io_pool::IoPool>) {
+        let _ = self.io.set(io);
     }
 
     pub fn set_export_counter(&self, f: ExportCounter) {
@@ -143,6 +150,7 @@ impl Registry {
                 export_queries_failed: self.exports.get().map_or(0, |e| e().1),
                 ucx_registrations: engine::ucx::live_registrations(),
                 regions_lost: crate::sigbus::regions_lost(),
+                volume_io: self.io.get().map(|p| p.stats()).unwrap_or_default(),
             },
             workers,
             sessions,
@@ -282,6 +290,9 @@ pub struct EngineInfo {
     /// Sessions ended because their client took pages away from the region (sigbus.rs).
     #[serde(default)]
     pub regions_lost: u64,
+    /// The volume I/O threads (`seaweedfs.io-threads`): reads a worker handed over.
+    #[serde(default)]
+    pub volume_io: crate::io_pool::IoPoolStats,
 }
 
 /// Counters kept both per worker and per session.
@@ -594,6 +605,7 @@ pub fn render_table(s: &Snapshot) -> String {
             "DAT_BYTES",
             "IDX_ENTRY",
             "READS",
+            "IO_READS",
             "REFUSED",
             "READ_BYTES",
             "DAT",
@@ -609,6 +621,7 @@ pub fn render_table(s: &Snapshot) -> String {
                 &v.dat_bytes,
                 &v.idx_entry_size,
                 &v.reads_served,
+                &v.reads_served_io,
                 &v.reads_refused,
                 &v.bytes_served,
                 &dat,
@@ -671,6 +684,7 @@ mod tests {
                 export_queries_failed: 0,
                 ucx_registrations: 0,
                 regions_lost: 0,
+                volume_io: Default::default(),
             },
             workers: vec![WorkerStatus {
                 id: 0,

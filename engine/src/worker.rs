@@ -128,7 +128,7 @@ pub fn spawn(
             };
             if id == 0 {
                 if let Some(addr) = w.ucx.listen {
-                    w.plane = create_plane(&w.ucx, &w.epoll, id, true);
+                    w.plane = create_plane(&w.ucx, &w.epoll, &w.wake, id, true);
                     if w.plane.is_none() {
                         let _ = ready_tx.send(Err(format!("ucx.listen = \"{addr}\": cannot listen there (see the error above); free the address or change ucx.listen")));
                         return;
@@ -212,13 +212,15 @@ struct PlaneSlot<'a> {
     plane: &'a mut Option<DataPlane>,
     ucx: &'a Arc<UcxSettings>,
     epoll: &'a Epoll,
+    wake: &'a Arc<OwnedFd>,
     worker: usize,
 }
 
 impl PlaneSlot<'_> {
     fn plane(&mut self) -> Result<&mut DataPlane, ResultCode> {
         if self.plane.is_none() {
-            *self.plane = Some(create_plane(self.ucx, self.epoll, self.worker, false).ok_or(ResultCode::Internal)?);
+            *self.plane =
+                Some(create_plane(self.ucx, self.epoll, self.wake, self.worker, false).ok_or(ResultCode::Internal)?);
         }
         Ok(self.plane.as_mut().expect("created above"))
     }
@@ -233,8 +235,14 @@ impl Remote for PlaneSlot<'_> {
     }
 }
 
-fn create_plane(ucx: &Arc<UcxSettings>, epoll: &Epoll, worker: usize, listen: bool) -> Option<DataPlane> {
-    match DataPlane::new(ucx.clone(), listen, worker) {
+fn create_plane(
+    ucx: &Arc<UcxSettings>,
+    epoll: &Epoll,
+    wake: &Arc<OwnedFd>,
+    worker: usize,
+    listen: bool,
+) -> Option<DataPlane> {
+    match DataPlane::new(ucx.clone(), listen, worker, wake.clone()) {
         Ok(p) => {
             // Safety: the fd belongs to the UCX worker inside `p`, which lives (in the Worker)
             // as long as the epoll registration matters; it is removed from epoll implicitly
@@ -322,6 +330,7 @@ impl Worker {
             plane: &mut self.plane,
             ucx: &self.ucx,
             epoll: &self.epoll,
+            wake: &self.wake,
             worker: self.id,
         };
         for (&id, s) in self.sessions.iter_mut() {
@@ -461,6 +470,7 @@ impl Worker {
                                 plane: &mut self.plane,
                                 ucx: &self.ucx,
                                 epoll: &self.epoll,
+                                wake: &self.wake,
                                 worker: self.id,
                             };
                             let _ = s.pass(n, None, &self.stats, &mut remote);

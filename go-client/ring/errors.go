@@ -92,7 +92,9 @@ const (
 	// data (HTTP 416).
 	ErrRangeNotSatisfiable ResultError = -18 // range-not-satisfiable
 	// ErrThrottled: READ/WRITE: this session named too many exports that do not exist
-	// (wrong id or key) lately; refused without asking the peer. Retry later.
+	// (wrong id or key) lately; refused without asking the peer. Retry later. READ_NEEDLE:
+	// the serving engine's volume I/O queue is full (too many reads waiting for its disks);
+	// needle.Reader reads over HTTP then.
 	ErrThrottled ResultError = -19 // throttled
 	// ErrJWTMissing: READ_NEEDLE: the serving engine checks read JWTs and the request
 	// carried none. Matches ErrUnauthorized.

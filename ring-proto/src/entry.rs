@@ -294,7 +294,8 @@ pub enum ResultCode {
     /// READ_NEEDLE: the range starts beyond the end of the needle's data.
     RangeNotSatisfiable = -18,
     /// READ/WRITE: this session failed too many export lookups (wrong id or key) lately; the
-    /// request was refused without asking the peer. Retry later (SPEC.md §14).
+    /// request was refused without asking the peer. Retry later (SPEC.md §14). READ_NEEDLE:
+    /// the serving engine's volume I/O queue is full (too many reads waiting for its disks).
     Throttled = -19,
     /// READ_NEEDLE: the serving engine checks read JWTs (SeaweedFS `[jwt.signing.read]`)
     /// and the request carried none (the volume server answers 401).

@@ -88,6 +88,34 @@ fn seaweedfs_section_parses_validates_and_round_trips() {
 }
 
 #[test]
+fn io_threads_and_cores_are_checked_and_default_to_cores_workers_leave() {
+    let c = Config::parse("[seaweedfs]\nio-threads = 3\nio-cores = [0, 2]\n", "t.toml").unwrap();
+    assert_eq!((c.seaweedfs.io_threads, c.io_cores(&[0, 1, 2])), (3, vec![0, 2]));
+    c.validate(&[0, 1, 2]).unwrap();
+    let e = c.validate(&[0, 1]).unwrap_err().to_string();
+    assert!(
+        e.starts_with("config key seaweedfs.io-cores: core 2 does not exist"),
+        "{e}"
+    );
+    for (text, key) in [
+        ("io-threads = 0", "seaweedfs.io-threads"),
+        ("io-threads = 100000", "seaweedfs.io-threads"),
+        ("io-cores = []", "seaweedfs.io-cores"),
+    ] {
+        let e = Config::parse(&format!("[seaweedfs]\n{text}\n"), "t.toml")
+            .unwrap()
+            .validate(&[0])
+            .unwrap_err()
+            .to_string();
+        assert!(e.starts_with(&format!("config key {key}:")), "{text}: {e}");
+    }
+    // Unset: the cores no worker is pinned to; all of them when workers take every core.
+    let d = Config::default();
+    assert_eq!(d.io_cores(&[0, 1, 2, 3]), vec![0, 1, 2]);
+    assert_eq!(d.io_cores(&[5]), vec![5]);
+}
+
+#[test]
 fn default_core_is_last_allowed() {
     assert_eq!(Config::default().worker_cores(&[0, 1, 3]), vec![3]);
 }

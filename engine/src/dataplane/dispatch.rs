@@ -196,6 +196,7 @@ impl DataPlane {
             any = true;
             self.serve_needle(ep, req);
         }
+        any |= self.needles_read();
         for peer in d.answered {
             self.log_transports(peer);
         }

@@ -28,6 +28,7 @@ mod server;
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
+use std::os::fd::OwnedFd;
 use std::sync::atomic::Ordering;
 use std::sync::{Arc, OnceLock};
 use std::time::{Duration, Instant};
@@ -38,6 +39,7 @@ use ring_proto::wire::am;
 use ring_proto::{ResultCode, SharedRange};
 
 use crate::exports::ExportTable;
+use crate::io_pool::{Handback, IoPool};
 use crate::seaweed::VolumeStore;
 use crate::session::{RemoteOp, RemoteRequest, SessionShared, Submitted};
 
@@ -49,7 +51,7 @@ use dispatch::Deferred;
 use peers::bump;
 use requester::{done, Pending};
 use rma::RemoteExport;
-use server::EchoRecv;
+use server::{EchoRecv, NeedleDone};
 
 /// Tokens of this worker's own sends/receives on behalf of peers (replies, echo receives)
 /// have this bit set; requester tokens are request ids.
@@ -74,11 +76,13 @@ pub struct UcxSettings {
     pub exports: ExportTable,
     /// The SeaweedFS volumes this engine serves to peers (`[seaweedfs] directories`).
     pub volumes: Option<Arc<VolumeStore>>,
+    /// The threads that do the volume reads a worker must not wait for.
+    pub io: Arc<IoPool>,
     context: OnceLock<Result<Arc<ucx::Context>, UcxError>>,
 }
 
 impl UcxSettings {
-    pub fn new(cfg: &crate::config::UcxConfig, peers: Arc<PeerRegistry>) -> Self {
+    pub fn new(cfg: &crate::config::UcxConfig, peers: Arc<PeerRegistry>, io: Arc<IoPool>) -> Self {
         Self {
             transports: cfg.transports.clone(),
             net_devices: cfg.net_devices.clone(),
@@ -88,6 +92,7 @@ impl UcxSettings {
             peers,
             exports: ExportTable::default(),
             volumes: None,
+            io,
             context: OnceLock::new(),
         }
     }
@@ -143,12 +148,16 @@ pub struct DataPlane {
     next_server: u64,
     deferred: Deferred,
     out: Vec<RemoteCompletion>,
+    /// Needle reads the I/O threads finished for this worker, and a buffer to take them into.
+    io_back: Arc<Handback<NeedleDone>>,
+    io_done: Vec<NeedleDone>,
 }
 
 impl DataPlane {
     /// Creates the worker's UCX worker (on the calling, pinned worker thread) and, if asked,
-    /// the engine's listener.
-    pub fn new(settings: Arc<UcxSettings>, listen: bool, id: usize) -> Result<Self, UcxError> {
+    /// the engine's listener. `wake`: the worker's wake eventfd, which the I/O threads signal
+    /// when they hand a read back.
+    pub fn new(settings: Arc<UcxSettings>, listen: bool, id: usize, wake: Arc<OwnedFd>) -> Result<Self, UcxError> {
         let context = settings.context()?;
         let mut worker = ucx::Worker::new(context, &am::ALL)?;
         let listener = match (listen, settings.listen) {
@@ -174,6 +183,8 @@ impl DataPlane {
             next_server: 0,
             deferred: Deferred::default(),
             out: Vec::new(),
+            io_back: Arc::new(Handback::new(wake)),
+            io_done: Vec::new(),
         })
     }
 

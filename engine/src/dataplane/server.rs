@@ -1,6 +1,7 @@
 //! The serving side: what this engine answers to peers. Every request is validated on
 //! arrival. The echo service (AM_REQUEST → AM_REPLY), needle reads from the volume store
-//! (AM_NEEDLE_REQUEST → AM_NEEDLE_REPLY, the data straight from the volume file's mapping),
+//! (AM_NEEDLE_REQUEST → AM_NEEDLE_REPLY, the data straight from the volume file's mapping;
+//! reads that could wait for a disk done by the I/O threads, `io_pool.rs`),
 //! and export queries (AM_QUERY → AM_INFO).
 
 use std::sync::Arc;
@@ -15,6 +16,15 @@ use ring_proto::ResultCode;
 
 use super::dispatch::{Deferred, EchoRndv, Outgoing};
 use super::{DataPlane, UcxSettings};
+use crate::seaweed::{NeedleQuery, NeedleRead, NeedsIo, Read, VolumeStore};
+
+/// A needle read an I/O thread finished, on its way back to the worker that answers it.
+pub(super) struct NeedleDone {
+    ep: EpKey,
+    req_id: u64,
+    q: NeedleQuery,
+    result: Result<NeedleRead, ResultCode>,
+}
 
 /// An echo payload being received by rendezvous, answered once it is in.
 pub(super) struct EchoRecv {
@@ -129,8 +139,17 @@ impl DataPlane {
     }
 
     /// Answers a peer's needle read from the volume store, the data straight from the volume
-    /// file's mapping (kept mapped until UCX is done with it).
+    /// file's mapping (kept mapped until UCX is done with it). A read that could wait for a
+    /// disk goes to an I/O thread and is answered when it comes back ([`Self::needles_read`]).
     pub(super) fn serve_needle(&mut self, ep: EpKey, w: NeedleRequestHeader) {
+        let q = NeedleQuery {
+            volume: w.volume,
+            needle: w.needle,
+            cookie: w.cookie,
+            range_offset: w.range_offset,
+            max_len: w.max_len,
+            ranged: w.ranged,
+        };
         let read = match &self.settings.volumes {
             None => Err(ResultCode::NoSuchVolume),
             // The JWT first, as the volume server checks it before it looks at the volume.
@@ -139,18 +158,58 @@ impl DataPlane {
                     tracing::debug!(volume = w.volume, needle = w.needle, error = %e, "needle read refused: read JWT");
                     Err(e.code())
                 }
-                Ok(()) => store
-                    .read(w.volume, w.needle, w.cookie, w.range_offset, w.max_len, w.ranged)
-                    .map_err(|e| e.code()),
+                Ok(()) => match store.read_polling(&q) {
+                    Ok(Read::Ready(n)) => Ok(n),
+                    Ok(Read::NeedsIo(why)) => return self.read_on_io_thread(store.clone(), ep, w.req_id, q, why),
+                    Err(e) => Err(e.code()),
+                },
             },
         };
+        self.answer_needle(ep, w.req_id, &q, read);
+    }
+
+    /// Hands a read that could wait for a disk to the I/O threads; its answer comes back
+    /// through this worker's hand-back queue. A full queue refuses it (`throttled`).
+    fn read_on_io_thread(&mut self, store: Arc<VolumeStore>, ep: EpKey, req_id: u64, q: NeedleQuery, why: NeedsIo) {
+        tracing::trace!(
+            volume = q.volume,
+            needle = q.needle,
+            ?why,
+            "needle read handed to an I/O thread"
+        );
+        let back = self.io_back.clone();
+        let store2 = store.clone();
+        let task = Box::new(move || {
+            let result = store2.read_blocking(&q).map_err(|e| e.code());
+            back.push(NeedleDone { ep, req_id, q, result });
+        });
+        if let Err(e) = self.settings.io.submit(task) {
+            tracing::debug!(volume = q.volume, needle = q.needle, error = %e, "needle read refused: I/O queue full");
+            store.count_refused(q.volume);
+            self.answer_needle(ep, req_id, &q, Err(ResultCode::Throttled));
+        }
+    }
+
+    /// Answers the reads the I/O threads finished.
+    pub(super) fn needles_read(&mut self) -> bool {
+        let mut done = std::mem::take(&mut self.io_done);
+        self.io_back.take(&mut done);
+        let any = !done.is_empty();
+        for d in done.drain(..) {
+            self.answer_needle(d.ep, d.req_id, &d.q, d.result);
+        }
+        self.io_done = done;
+        any
+    }
+
+    fn answer_needle(&mut self, ep: EpKey, req_id: u64, q: &NeedleQuery, read: Result<NeedleRead, ResultCode>) {
         match read {
             Ok(n) => {
                 let mut header = Vec::with_capacity(HEADER_LEN + n.meta.encoded_len());
                 header.extend_from_slice(&[0u8; HEADER_LEN]);
                 n.meta.encode_into(&mut header);
                 let h = NeedleReplyHeader {
-                    req_id: w.req_id,
+                    req_id,
                     status: 0,
                     meta_len: (header.len() - HEADER_LEN) as u32,
                 };
@@ -159,9 +218,9 @@ impl DataPlane {
                 self.send_to(ep, am::NEEDLE_REPLY, header.into_boxed_slice(), data, false);
             }
             Err(code) => {
-                tracing::debug!(volume = w.volume, needle = w.needle, %code, "needle read refused");
+                tracing::debug!(volume = q.volume, needle = q.needle, %code, "needle read refused");
                 let h = NeedleReplyHeader {
-                    req_id: w.req_id,
+                    req_id,
                     status: code as i32,
                     meta_len: 0,
                 };

@@ -22,10 +22,13 @@
 
 pub use seaweed_format as format;
 
+mod datmap;
 pub mod jwt;
 mod store;
 mod volume;
 
+#[cfg(test)]
+mod polling_tests;
 #[cfg(test)]
 mod tests;
 #[cfg(test)]
@@ -37,8 +40,53 @@ use std::sync::Arc;
 use ring_proto::needle::NeedleMeta;
 use ring_proto::ResultCode;
 
+pub use datmap::DatMap;
 pub use store::{RefreshSummary, VolumeStore};
-pub use volume::DatMap;
+
+/// What one `READ_NEEDLE` asks of the store. With `ranged`, at most `max_len` bytes from data
+/// offset `range_offset` (an offset past the end is `RangeNotSatisfiable`, one at the end
+/// gives no bytes); without, the whole data (`range_offset` is ignored) or
+/// `ResponseTooLarge` when it holds more than `max_len`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct NeedleQuery {
+    pub volume: u32,
+    pub needle: u64,
+    pub cookie: u32,
+    pub range_offset: u64,
+    pub max_len: u64,
+    pub ranged: bool,
+}
+
+/// Whether a read may wait for a disk.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ReadMode {
+    /// On a busy-polling worker: never; anything that could answers [`Read::NeedsIo`].
+    Polling,
+    /// On an I/O thread (`io_pool.rs`): fault the needle in, verify its CRC whatever its
+    /// size, catch up on the `.idx`, remap a grown `.dat`.
+    Blocking,
+}
+
+/// A read's outcome short of an error.
+#[derive(Debug)]
+pub enum Read {
+    Ready(NeedleRead),
+    /// Polling only: serving it could wait for a disk; redo it in [`ReadMode::Blocking`].
+    NeedsIo(NeedsIo),
+}
+
+/// Why a polling read needs an I/O thread.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum NeedsIo {
+    /// Some of the needle's pages are not in the page cache.
+    ColdPages,
+    /// Its first CRC check, over more data than a worker checks itself.
+    LargeCrc,
+    /// The `.idx` grew since the map last caught up (read-your-writes needs the new entries).
+    IndexGrew,
+    /// The needle lies beyond the current mapping of a grown `.dat`.
+    Remap,
+}
 
 /// A needle read: its metadata and its data (or the requested range of it), borrowed from the
 /// volume's mapping, which `keep` holds alive for as long as this value (or a clone of
@@ -146,6 +194,10 @@ pub struct VolumeInfo {
     pub reads_served: u64,
     #[serde(default)]
     pub bytes_served: u64,
+    /// Of `reads_served`, those an I/O thread served (pages not in memory, a large needle's
+    /// first CRC check, an `.idx` to catch up on): the worker did not wait for them.
+    #[serde(default)]
+    pub reads_served_io: u64,
     /// READ_NEEDLEs refused (no such needle, deleted, cookie mismatch, corrupt, range).
     #[serde(default)]
     pub reads_refused: u64,

@@ -21,7 +21,7 @@ use std::time::Duration;
 
 use super::jwt::{load_read_key, JwtError, LoadKeyError, ReadJwtVerifier};
 use super::volume::{lock, read_lock, write_lock, FileIdent, Volume, VolumeFiles};
-use super::{NeedleRead, ReadNeedleError, VolumeInfo};
+use super::{NeedleQuery, NeedleRead, Read, ReadMode, ReadNeedleError, VolumeInfo};
 use crate::config::SeaweedfsConfig;
 
 /// Why the store cannot start.
@@ -282,47 +282,49 @@ impl VolumeStore {
         }
     }
 
-    /// Serves one `READ_NEEDLE`: needle `needle` with `cookie` of volume `volume`. With
-    /// `ranged`, at most `max_len` bytes from data offset `range_offset` (an offset past the
-    /// end is `RangeNotSatisfiable`, one at the end gives no bytes); without, the whole data
-    /// (`range_offset` is ignored) or `ResponseTooLarge` when it holds more than `max_len`.
+    /// Serves one `READ_NEEDLE` on a busy-polling worker, without waiting for a disk: the
+    /// needle, or [`Read::NeedsIo`] when serving it could wait (pages not in the page cache,
+    /// a large needle's first CRC check, an `.idx` that grew, a `.dat` to remap); then
+    /// [`VolumeStore::read_blocking`] on an I/O thread serves it.
     ///
-    /// Takes no lock for longer than a map lookup. A needle not in the map makes it read the
-    /// volume's new `.idx` entries once (a needle written since the last refresh); the first
-    /// read of a needle verifies its CRC-32C (when `verify-crc`) over the whole data.
-    /// Otherwise no system calls and no allocation but the metadata's name and mime.
-    pub fn read(
-        &self,
-        volume: u32,
-        needle: u64,
-        cookie: u32,
-        range_offset: u64,
-        max_len: u64,
-        ranged: bool,
-    ) -> Result<NeedleRead, ReadNeedleError> {
-        let v = read_lock(&self.volumes)
+    /// Takes no lock for longer than a map lookup; system calls: one `fstat` of the `.idx`
+    /// (read-your-writes) and one `mincore` of the needle's pages. No allocation but the
+    /// metadata's name and mime.
+    pub fn read_polling(&self, q: &NeedleQuery) -> Result<Read, ReadNeedleError> {
+        let v = self.volume(q.volume)?;
+        let r = v.read(q, self.verify_crc.load(Ordering::Relaxed), ReadMode::Polling);
+        match r {
+            Ok(Read::Ready(n)) => Ok(Read::Ready(count(&v, Ok(n), false)?)),
+            Ok(Read::NeedsIo(why)) => Ok(Read::NeedsIo(why)),
+            Err(e) => count(&v, Err(e), false).map(Read::Ready),
+        }
+    }
+
+    /// Serves one `READ_NEEDLE` on an I/O thread: faults the needle's pages in, verifies its
+    /// CRC-32C (once per stored needle, when `verify-crc`), catches up on the volume's new
+    /// `.idx` entries first when the `.idx` grew. Blocks for as long as the disk takes.
+    pub fn read_blocking(&self, q: &NeedleQuery) -> Result<NeedleRead, ReadNeedleError> {
+        let v = self.volume(q.volume)?;
+        let r = match v.read(q, self.verify_crc.load(Ordering::Relaxed), ReadMode::Blocking) {
+            Ok(Read::Ready(n)) => Ok(n),
+            Ok(Read::NeedsIo(why)) => unreachable!("a blocking read never defers ({why:?})"),
+            Err(e) => Err(e),
+        };
+        count(&v, r, true)
+    }
+
+    /// Counts a read refused before any volume work (the I/O queue was full).
+    pub fn count_refused(&self, volume: u32) {
+        if let Ok(v) = self.volume(volume) {
+            v.refused.fetch_add(1, Ordering::Relaxed);
+        }
+    }
+
+    fn volume(&self, volume: u32) -> Result<Arc<Volume>, ReadNeedleError> {
+        read_lock(&self.volumes)
             .get(&volume)
             .cloned()
-            .ok_or(ReadNeedleError::NoSuchVolume { volume })?;
-        let r = v.read(
-            needle,
-            cookie,
-            range_offset,
-            max_len,
-            ranged,
-            self.verify_crc.load(Ordering::Relaxed),
-        );
-        // Counters for status/metrics: the volume's own cache lines, bumped once per read.
-        match &r {
-            Ok(n) => {
-                v.served.fetch_add(1, Ordering::Relaxed);
-                v.served_bytes.fetch_add(n.len() as u64, Ordering::Relaxed);
-            }
-            Err(_) => {
-                v.refused.fetch_add(1, Ordering::Relaxed);
-            }
-        }
-        r
+            .ok_or(ReadNeedleError::NoSuchVolume { volume })
     }
 
     /// The open volumes, by id.
@@ -348,6 +350,7 @@ impl VolumeStore {
                     idx_entry_size_confirmed: confirmed,
                     reads_served: v.served.load(Ordering::Relaxed),
                     bytes_served: v.served_bytes.load(Ordering::Relaxed),
+                    reads_served_io: v.served_io.load(Ordering::Relaxed),
                     reads_refused: v.refused.load(Ordering::Relaxed),
                 }
             })
@@ -509,4 +512,22 @@ fn load_verifier(cfg: &SeaweedfsConfig) -> Result<Option<Arc<ReadJwtVerifier>>, 
         return Ok(None);
     };
     Ok(load_read_key(path)?.map(|k| Arc::new(ReadJwtVerifier::new(&k))))
+}
+
+/// Counts a finished read for status/metrics (the volume's own cache lines, bumped once per
+/// read); `io`: served by an I/O thread.
+fn count(v: &Volume, r: Result<NeedleRead, ReadNeedleError>, io: bool) -> Result<NeedleRead, ReadNeedleError> {
+    match &r {
+        Ok(n) => {
+            v.served.fetch_add(1, Ordering::Relaxed);
+            v.served_bytes.fetch_add(n.len() as u64, Ordering::Relaxed);
+            if io {
+                v.served_io.fetch_add(1, Ordering::Relaxed);
+            }
+        }
+        Err(_) => {
+            v.refused.fetch_add(1, Ordering::Relaxed);
+        }
+    }
+    r
 }

@@ -17,8 +17,27 @@ pub(crate) struct TempDir(PathBuf);
 
 impl TempDir {
     pub(crate) fn new(tag: &str) -> Self {
+        Self::new_in(&std::env::temp_dir(), tag)
+    }
+
+    /// A directory beside the test binary, on the build's disk: page-cache tests need files
+    /// whose pages can be dropped, which a tmpfs `TMPDIR` cannot give.
+    pub(crate) fn on_disk(tag: &str) -> Self {
+        let exe = std::env::current_exe().unwrap();
+        let d = Self::new_in(exe.parent().unwrap(), tag);
+        let fs = nix::sys::statfs::statfs(d.path()).unwrap();
+        assert_ne!(
+            fs.filesystem_type(),
+            nix::sys::statfs::TMPFS_MAGIC,
+            "{} is on tmpfs: page-cache tests need a disk-backed build directory",
+            d.path().display()
+        );
+        d
+    }
+
+    fn new_in(parent: &Path, tag: &str) -> Self {
         static N: AtomicU64 = AtomicU64::new(0);
-        let p = std::env::temp_dir().join(format!(
+        let p = parent.join(format!(
             "swring-seaweed-{tag}-{}-{}",
             std::process::id(),
             N.fetch_add(1, Ordering::Relaxed)
@@ -43,6 +62,16 @@ impl Drop for TempDir {
     fn drop(&mut self) {
         let _ = std::fs::remove_dir_all(&self.0);
     }
+}
+
+/// Drops `f`'s pages from the page cache (written back first: dirty pages stay; so do pages
+/// some process maps).
+pub(crate) fn drop_page_cache(f: &std::fs::File) {
+    use std::os::fd::AsRawFd;
+    f.sync_all().unwrap();
+    // Safety: fadvise takes no pointers.
+    let r = unsafe { libc::posix_fadvise(f.as_raw_fd(), 0, 0, libc::POSIX_FADV_DONTNEED) };
+    assert_eq!(r, 0, "posix_fadvise(DONTNEED)");
 }
 
 /// A volume being written: [`VolumeWriter`] with I/O errors turned into test failures.
@@ -104,5 +133,44 @@ impl TestVolume {
 
     pub(crate) fn poke_dat(&self, at: u64, b: &[u8]) {
         self.0.poke_dat(at, b).unwrap()
+    }
+}
+
+/// A read as a worker serves it: polling first, on an I/O thread's terms when that says it
+/// could wait (`dataplane/server.rs`), here on the calling thread.
+pub(crate) trait ServeRead {
+    fn read(
+        &self,
+        volume: u32,
+        needle: u64,
+        cookie: u32,
+        range_offset: u64,
+        max_len: u64,
+        ranged: bool,
+    ) -> Result<super::NeedleRead, super::ReadNeedleError>;
+}
+
+impl ServeRead for super::VolumeStore {
+    fn read(
+        &self,
+        volume: u32,
+        needle: u64,
+        cookie: u32,
+        range_offset: u64,
+        max_len: u64,
+        ranged: bool,
+    ) -> Result<super::NeedleRead, super::ReadNeedleError> {
+        let q = super::NeedleQuery {
+            volume,
+            needle,
+            cookie,
+            range_offset,
+            max_len,
+            ranged,
+        };
+        match self.read_polling(&q)? {
+            super::Read::Ready(n) => Ok(n),
+            super::Read::NeedsIo(_) => self.read_blocking(&q),
+        }
     }
 }

@@ -41,12 +41,16 @@ use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicU8, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, RwLock, RwLockReadGuard, RwLockWriteGuard};
 
-use memmap2::Mmap;
 use ring_proto::needle::flags;
 
+use super::datmap::DatMap;
 use super::format::{self, CrcCheck, IdxEntry, NeedleHeader, SuperBlock, IDX_ENTRY_SIZE_4, IDX_ENTRY_SIZE_5};
-use super::{NeedleRead, ReadNeedleError};
+use super::{NeedleQuery, NeedleRead, NeedsIo, Read, ReadMode, ReadNeedleError};
 use crate::config::IdxEntrySize;
+
+/// Needle data a polling worker verifies the CRC-32C of itself; larger needles' first check
+/// runs on an I/O thread (CRC-32C runs at several GB/s: 64 KiB is some 10 µs).
+const INLINE_CRC_MAX: usize = 64 << 10;
 
 /// Entries applied to the needle map per write-lock hold while following an `.idx`.
 const APPLY_BATCH: usize = 4096;
@@ -72,6 +76,12 @@ pub(crate) fn lock<T>(l: &Mutex<T>) -> MutexGuard<'_, T> {
     l.lock().unwrap_or_else(|p| p.into_inner())
 }
 
+/// Where a needle's bytes are, or why a polling read must move to an I/O thread.
+enum Located {
+    At(Arc<DatMap>, usize, NeedleHeader),
+    NeedsIo(NeedsIo),
+}
+
 /// Identity of a file: a rename over the path gives a new one.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) struct FileIdent {
@@ -95,36 +105,6 @@ pub(crate) struct VolumeFiles {
     pub collection: String,
     pub dat: PathBuf,
     pub idx: PathBuf,
-}
-
-/// A read-only mapping of a `.dat` file, as long as the file was when it was mapped.
-/// [`NeedleRead`] holds it in an `Arc`, so a remap or a reopen never unmaps bytes a reader
-/// still uses.
-#[derive(Debug)]
-pub struct DatMap {
-    mmap: Mmap,
-}
-
-impl DatMap {
-    /// Maps the first `len` bytes of `file` (its length as `fstat` just reported it).
-    fn new(file: &File, len: u64) -> io::Result<Self> {
-        // Safety: the mapping is read-only (PROT_READ, MAP_SHARED), so Rust never writes
-        // through it. Its content may change under us only where the volume server writes,
-        // and it writes bytes we do not read yet: it appends past needles the `.idx` already
-        // names, and never rewrites a needle in place (an update is a new append). Pages
-        // could go away only by truncation, which SeaweedFS applies to unindexed tails only
-        // (module docs); reads are limited to indexed needles below `len`.
-        let mmap = unsafe { memmap2::MmapOptions::new().len(len as usize).map(file)? };
-        Ok(Self { mmap })
-    }
-
-    pub fn bytes(&self) -> &[u8] {
-        &self.mmap
-    }
-
-    pub fn len(&self) -> u64 {
-        self.mmap.len() as u64
-    }
 }
 
 /// Multiplicative hash for needle ids. Ids come from the volume's own `.idx` (assigned by the
@@ -272,6 +252,7 @@ pub(crate) struct Volume {
     idx_probe: File,
     idx_len_seen: AtomicU64,
     pub(crate) served_bytes: AtomicU64,
+    pub(crate) served_io: AtomicU64,
     pub(crate) refused: AtomicU64,
 }
 
@@ -346,6 +327,7 @@ impl Volume {
             stale: AtomicBool::new(false),
             served: AtomicU64::new(0),
             served_bytes: AtomicU64::new(0),
+            served_io: AtomicU64::new(0),
             refused: AtomicU64::new(0),
             files,
         };
@@ -487,11 +469,8 @@ impl Volume {
     /// A mapping that covers `[0, end)`: the current one, or a new one of the whole file when
     /// the file has grown that far. `Err(file length)` when it has not.
     fn map_covering(&self, end: u64) -> Result<Arc<DatMap>, ReadNeedleErrorKind> {
-        {
-            let m = read_lock(&self.current);
-            if m.len() >= end {
-                return Ok(m.clone());
-            }
+        if let Some(m) = self.mapped_covering(end) {
+            return Ok(m);
         }
         let _g = lock(&self.remap);
         let m = read_lock(&self.current).clone();
@@ -511,20 +490,28 @@ impl Volume {
         Ok(m)
     }
 
+    /// The current mapping if it covers `[0, end)` (no system call: a polling worker's way).
+    fn mapped_covering(&self, end: u64) -> Option<Arc<DatMap>> {
+        let m = read_lock(&self.current);
+        (m.len() >= end).then(|| m.clone())
+    }
+
     fn lookup(&self, needle: u64) -> Option<Found> {
         read_lock(&self.needles).get(needle)
     }
 
-    /// Serves one `READ_NEEDLE` (see [`super::VolumeStore::read`]).
-    pub(crate) fn read(
-        &self,
-        needle: u64,
-        cookie: u32,
-        range_offset: u64,
-        max_len: u64,
-        ranged: bool,
-        verify_crc: bool,
-    ) -> Result<NeedleRead, ReadNeedleError> {
+    /// Serves one `READ_NEEDLE` (see [`super::VolumeStore::read`]). In [`ReadMode::Polling`]
+    /// it answers [`Read::NeedsIo`] rather than do anything that can wait for a disk.
+    pub(crate) fn read(&self, q: &NeedleQuery, verify_crc: bool, mode: ReadMode) -> Result<Read, ReadNeedleError> {
+        let NeedleQuery {
+            needle,
+            cookie,
+            range_offset,
+            max_len,
+            ranged,
+            ..
+        } = *q;
+        let polling = mode == ReadMode::Polling;
         let volume = self.files.id;
         // Read-your-writes: the volume server appends a needle's `.idx` entry (new,
         // overwritten or deleted) before it answers whoever wrote it, so an `.idx` longer than
@@ -535,6 +522,9 @@ impl Volume {
         // SYNC POINT: Acquire pairs with the Release stores in `follow_inner`, made after the
         // entries went into the map: seeing the length means seeing them.
         if len_now != self.idx_len_seen.load(Ordering::Acquire) {
+            if polling {
+                return Ok(Read::NeedsIo(NeedsIo::IndexGrew));
+            }
             self.follow(false);
         }
         let found = self
@@ -545,7 +535,10 @@ impl Volume {
         }
         let version = self.version();
         let disk = format::needle_disk_size(found.size as u32, version);
-        let (map, at, header) = self.locate(needle, found, disk)?;
+        let (map, at, header) = match self.locate(needle, found, disk, mode)? {
+            Located::At(map, at, header) => (map, at, header),
+            Located::NeedsIo(why) => return Ok(Read::NeedsIo(why)),
+        };
         // An empty needle (size 0) is served whatever the cookie, as the volume server does:
         // it answers size 0 without reading the needle (`Volume.readNeedle`), and compaction
         // rewrites empty needles with a placeholder cookie (`makeupDiff`'s 0x12345678), so
@@ -583,6 +576,9 @@ impl Volume {
         };
         let mut crc_state = found.crc;
         if verify_crc && crc_state == CRC_UNVERIFIED && !n.data.is_empty() {
+            if polling && n.data.len() > INLINE_CRC_MAX {
+                return Ok(Read::NeedsIo(NeedsIo::LargeCrc));
+            }
             crc_state = match format::check_crc(n.data, n.stored_checksum) {
                 CrcCheck::Match => CRC_VERIFIED,
                 CrcCheck::LegacyMatch => CRC_VERIFIED_LEGACY,
@@ -612,18 +608,14 @@ impl Volume {
         };
         let meta = n.meta(version, start, checksum);
         let data_start = at + n.data_start + start as usize;
-        Ok(NeedleRead::new(meta, map, data_start, len as usize))
+        Ok(Read::Ready(NeedleRead::new(meta, map, data_start, len as usize)))
     }
 
     /// Finds the needle's bytes: at the entry's offset, or for a 16-byte `.idx` 32 GiB further
     /// when the header there does not match (a 4-byte offset wraps; Go's `ReadData` retries
-    /// the same way). The header's id and size must equal the entry's.
-    fn locate(
-        &self,
-        needle: u64,
-        found: Found,
-        disk: u64,
-    ) -> Result<(Arc<DatMap>, usize, NeedleHeader), ReadNeedleError> {
+    /// the same way). The header's id and size must equal the entry's. Polling, it touches no
+    /// page that is not resident and maps nothing; blocking, it faults the needle in first.
+    fn locate(&self, needle: u64, found: Found, disk: u64, mode: ReadMode) -> Result<Located, ReadNeedleError> {
         let mut why = String::new();
         let wraps =
             self.entry_size.load(Ordering::Relaxed) == IDX_ENTRY_SIZE_4 && found.offset < format::WRAP_4BYTE_OFFSET;
@@ -631,14 +623,31 @@ impl Volume {
             if at != found.offset && !wraps {
                 break;
             }
-            let map = match self.map_covering(at + disk) {
-                Ok(m) => m,
-                Err(e) if at == found.offset => return Err(self.corrupt(needle, at, e.describe(at + disk))),
-                Err(_) => break,
+            let map = match mode {
+                ReadMode::Polling => match self.mapped_covering(at + disk) {
+                    Some(m) => m,
+                    None => return Ok(Located::NeedsIo(NeedsIo::Remap)),
+                },
+                ReadMode::Blocking => match self.map_covering(at + disk) {
+                    Ok(m) => m,
+                    Err(e) if at == found.offset => return Err(self.corrupt(needle, at, e.describe(at + disk))),
+                    Err(_) => break,
+                },
             };
+            match mode {
+                ReadMode::Polling if !map.resident(at as usize, disk as usize) => {
+                    return Ok(Located::NeedsIo(NeedsIo::ColdPages))
+                }
+                ReadMode::Polling => {}
+                ReadMode::Blocking => {
+                    if let Err(e) = map.populate(&self.dat, at as usize, disk as usize) {
+                        return Err(self.corrupt(needle, at, format!("reading the needle failed: {e}")));
+                    }
+                }
+            }
             let h = NeedleHeader::parse(&map.bytes()[at as usize..]).expect("the mapping covers the needle");
             if h.id == needle && h.size == found.size as u32 {
-                return Ok((map, at as usize, h));
+                return Ok(Located::At(map, at as usize, h));
             }
             if why.is_empty() {
                 why = format!(
