@@ -530,7 +530,7 @@ fn encode_volumes(enc: &mut DescriptorEncoder, volumes: &[VolumeInfo]) -> fmt::R
             .map(|(v, id)| (v, [("volume", id.as_str()), ("collection", v.collection.as_str())]))
     };
     type VolumeField = (&'static str, MetricType, &'static str, fn(&VolumeInfo) -> u64);
-    let fields: [VolumeField; 8] = [
+    let fields: [VolumeField; 9] = [
         (
             "seaweed_ring_volume_needles",
             MetricType::Gauge,
@@ -548,6 +548,12 @@ fn encode_volumes(enc: &mut DescriptorEncoder, volumes: &[VolumeInfo]) -> fmt::R
             MetricType::Gauge,
             "Index entries of the SeaweedFS volume read so far (grows as the volume server writes).",
             |v| v.idx_entries,
+        ),
+        (
+            "seaweed_ring_volume_needle_map_bytes",
+            MetricType::Gauge,
+            "Memory the engine's needle map of the volume holds (about 12 bytes per needle).",
+            |v| v.needle_map_bytes,
         ),
         (
             "seaweed_ring_volume_dat_bytes",

@@ -24,6 +24,7 @@ pub use seaweed_format as format;
 
 mod datmap;
 pub mod jwt;
+mod needle_map;
 mod store;
 mod volume;
 
@@ -183,6 +184,9 @@ pub struct VolumeInfo {
     pub needles_deleted: u64,
     /// Index entries read so far.
     pub idx_entries: u64,
+    /// Heap bytes of the volume's needle map (about 12 per needle, `needle_map.rs`).
+    #[serde(default)]
+    pub needle_map_bytes: u64,
     /// Length of the `.dat` file.
     pub dat_bytes: u64,
     /// 16 or 17.

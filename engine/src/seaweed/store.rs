@@ -351,6 +351,7 @@ impl VolumeStore {
                     reads_served: v.served.load(Ordering::Relaxed),
                     bytes_served: v.served_bytes.load(Ordering::Relaxed),
                     reads_served_io: v.served_io.load(Ordering::Relaxed),
+                    needle_map_bytes: v.map_bytes(),
                     reads_refused: v.refused.load(Ordering::Relaxed),
                 }
             })

@@ -32,19 +32,18 @@
 //! applies entries in batches of [`APPLY_BATCH`], a remap swaps one `Arc`. The slow parts
 //! (reading the `.idx`, `mmap`, verifying a CRC) run with no lock a reader needs.
 
-use std::collections::HashMap;
 use std::fs::File;
-use std::hash::{BuildHasherDefault, Hasher};
 use std::io;
 use std::os::unix::fs::{FileExt, MetadataExt};
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicBool, AtomicU64, AtomicU8, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, RwLock, RwLockReadGuard, RwLockWriteGuard};
 
 use ring_proto::needle::flags;
 
 use super::datmap::DatMap;
 use super::format::{self, CrcCheck, IdxEntry, NeedleHeader, SuperBlock, IDX_ENTRY_SIZE_4, IDX_ENTRY_SIZE_5};
+use super::needle_map::{Found, NeedleMap};
 use super::{NeedleQuery, NeedleRead, NeedsIo, Read, ReadMode, ReadNeedleError};
 use crate::config::IdxEntrySize;
 
@@ -60,7 +59,7 @@ const DETECT_SAMPLE: u64 = 32;
 // Needle CRC states, kept per map slot: a slot is replaced when its needle is rewritten, and
 // the whole map when the volume is reopened after compaction, so "verified" never outlives
 // the bytes it was computed over.
-const CRC_UNVERIFIED: u8 = 0;
+const CRC_UNVERIFIED: u8 = 0; // what `needle_map.rs` starts every entry at
 const CRC_VERIFIED: u8 = 1;
 const CRC_VERIFIED_LEGACY: u8 = 2;
 
@@ -105,91 +104,6 @@ pub(crate) struct VolumeFiles {
     pub collection: String,
     pub dat: PathBuf,
     pub idx: PathBuf,
-}
-
-/// Multiplicative hash for needle ids. Ids come from the volume's own `.idx` (assigned by the
-/// SeaweedFS master), not from peers, so a keyed hash buys nothing; lookups from peers never
-/// insert.
-#[derive(Default)]
-struct IdHasher(u64);
-
-impl Hasher for IdHasher {
-    fn write(&mut self, bytes: &[u8]) {
-        for &b in bytes {
-            self.0 = (self.0.rotate_left(8) ^ b as u64).wrapping_mul(0x9e37_79b9_7f4a_7c15);
-        }
-    }
-
-    fn write_u64(&mut self, n: u64) {
-        let h = n.wrapping_mul(0x9e37_79b9_7f4a_7c15);
-        self.0 = h ^ (h >> 29);
-    }
-
-    fn finish(&self) -> u64 {
-        self.0
-    }
-}
-
-/// A needle's current state in the map. Deleted needles stay (offset 0) so that a read can
-/// answer `needle-deleted` rather than `no-such-needle`.
-#[derive(Debug)]
-struct Slot {
-    offset: u64,
-    size: i32,
-    crc: AtomicU8,
-}
-
-impl Slot {
-    fn live(&self) -> bool {
-        self.offset != 0 && self.size >= 0
-    }
-}
-
-#[derive(Debug, Clone, Copy)]
-struct Found {
-    offset: u64,
-    size: i32,
-    crc: u8,
-}
-
-#[derive(Default)]
-struct NeedleMap {
-    slots: HashMap<u64, Slot, BuildHasherDefault<IdHasher>>,
-    live: u64,
-    deleted: u64,
-}
-
-impl NeedleMap {
-    /// Replays one entry as `doLoading` does: the last entry for an id wins.
-    fn apply(&mut self, e: &IdxEntry) {
-        let live = e.is_live();
-        let slot = Slot {
-            offset: if live { e.offset } else { 0 },
-            size: if live { e.size } else { -1 },
-            crc: AtomicU8::new(CRC_UNVERIFIED),
-        };
-        match self.slots.insert(e.id, slot).map(|old| old.live()) {
-            None if live => self.live += 1,
-            None => self.deleted += 1,
-            Some(true) if !live => {
-                self.live -= 1;
-                self.deleted += 1;
-            }
-            Some(false) if live => {
-                self.deleted -= 1;
-                self.live += 1;
-            }
-            Some(_) => {}
-        }
-    }
-
-    fn get(&self, id: u64) -> Option<Found> {
-        self.slots.get(&id).map(|s| Found {
-            offset: s.offset,
-            size: s.size,
-            crc: s.crc.load(Ordering::Relaxed),
-        })
-    }
 }
 
 /// The `.idx` reader: where it stopped, and how entries are laid out.
@@ -595,11 +509,7 @@ impl Volume {
             };
             // Remember it for this stored needle (same offset and size: a rewrite gets a new
             // slot, and its own check).
-            if let Some(s) = read_lock(&self.needles).slots.get(&needle) {
-                if s.offset == found.offset && s.size == found.size {
-                    s.crc.store(crc_state, Ordering::Relaxed);
-                }
-            }
+            read_lock(&self.needles).set_crc(needle, found.offset, found.size, crc_state);
         }
         let checksum = if crc_state == CRC_VERIFIED_LEGACY {
             format::crc_from_legacy(n.stored_checksum)
@@ -667,9 +577,13 @@ impl Volume {
         }
     }
 
+    /// Heap bytes of the needle map.
+    pub(crate) fn map_bytes(&self) -> u64 {
+        read_lock(&self.needles).heap_bytes()
+    }
+
     pub(crate) fn counts(&self) -> (u64, u64) {
-        let m = read_lock(&self.needles);
-        (m.live, m.deleted)
+        read_lock(&self.needles).counts()
     }
 
     /// Length of the `.dat` now (`fstat`), or as last mapped if that fails.
