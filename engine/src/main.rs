@@ -298,9 +298,10 @@ fn run(cfg: Config) -> Result<(), Box<dyn std::error::Error>> {
     // Safety: installing SIG_IGN has no preconditions.
     unsafe { libc::signal(libc::SIGPIPE, libc::SIG_IGN) };
     fdlimits::raise_nofile_limit();
-    // SeaweedFS volumes: opened before serving, so the first needle read finds them; kept
-    // current by a refresh thread and by SIGHUP (directories may be added later).
-    let volumes = seaweed::VolumeStore::open(&cfg.seaweedfs)?;
+    // SeaweedFS volumes: listed now, indexed by the refresh thread while the engine already
+    // serves (each volume once indexed; a read of one still being indexed waits for it on an
+    // I/O thread); kept current by that thread and by SIGHUP (directories may be added later).
+    let volumes = seaweed::VolumeStore::start(&cfg.seaweedfs)?;
     spawn_volume_refresh(volumes.clone())?;
     let store = volumes.clone();
     reload::on_seaweedfs_change(Box::new(move |section| store.reconfigure(section)));
@@ -347,6 +348,10 @@ fn run(cfg: Config) -> Result<(), Box<dyn std::error::Error>> {
     server.registry().set_export_counter(Box::new(move || {
         (settings.exports.len(), settings.exports.failed_queries())
     }));
+    let store = volumes.clone();
+    server
+        .registry()
+        .set_indexing_source(Box::new(move || store.indexing()));
     server.registry().set_volume_source(Box::new(move || volumes.volumes()));
     server.registry().set_io_pool(io);
     if let Some(listen) = metrics_listen {
@@ -362,20 +367,19 @@ fn run(cfg: Config) -> Result<(), Box<dyn std::error::Error>> {
 /// rather than queued without bound.
 const IO_QUEUE_PER_THREAD: usize = 1024;
 
-/// Follows the volume server's appends, new and vanished volumes and compactions every
-/// `seaweedfs.refresh-interval-ms` (reads also catch up on a miss, so this bounds how stale
-/// the picture of deletions and new volumes can get).
+/// Indexes the volumes, then follows the volume server's appends, new and vanished volumes
+/// and compactions every `seaweedfs.refresh-interval-ms` (reads also catch up on a miss, so
+/// this bounds how stale the picture of deletions and new volumes can get).
 fn spawn_volume_refresh(store: Arc<seaweed::VolumeStore>) -> std::io::Result<()> {
     std::thread::Builder::new()
         .name("seaweed-refresh".into())
         .spawn(move || loop {
-            std::thread::sleep(store.refresh_interval());
+            // The first pass indexes every volume (the store serves each once it is, and logs
+            // what changed); later passes follow the volume server.
             if store.is_configured() {
-                let s = store.refresh();
-                if s.changed() {
-                    tracing::info!(volumes = s.volumes, added = ?s.added, removed = ?s.removed, reopened = ?s.reopened, "seaweedfs: volumes changed");
-                }
+                store.refresh();
             }
+            std::thread::sleep(store.refresh_interval());
         })
         .map(drop)
 }

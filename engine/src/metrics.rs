@@ -215,6 +215,13 @@ fn encode_engine(enc: &mut DescriptorEncoder, s: &Snapshot) -> fmt::Result {
     )?;
     family(
         enc,
+        "seaweed_ring_volumes_indexing",
+        "Volumes found at start still waiting to be indexed (each is served once indexed).",
+        MetricType::Gauge,
+        [(NO_LABELS, gauge(indexing_left(&s.volume_indexing)))],
+    )?;
+    family(
+        enc,
         "seaweed_ring_volume_io_queued",
         "Needle reads waiting for a volume I/O thread (seaweedfs.io-threads).",
         MetricType::Gauge,
@@ -521,6 +528,13 @@ fn encode_peers(enc: &mut DescriptorEncoder, peers: &[PeerStatus]) -> fmt::Resul
     Ok(())
 }
 
+fn indexing_left(ix: &crate::seaweed::IndexingStatus) -> u64 {
+    match ix.done {
+        true => 0,
+        false => ix.volumes_found.saturating_sub(ix.volumes_indexed),
+    }
+}
+
 fn encode_volumes(enc: &mut DescriptorEncoder, volumes: &[VolumeInfo]) -> fmt::Result {
     let ids: Vec<String> = volumes.iter().map(|v| v.id.to_string()).collect();
     let per_volume = || {
@@ -659,6 +673,7 @@ mod tests {
                 counters: c,
             }],
             volumes: vec![],
+            volume_indexing: Default::default(),
             peers: vec![crate::status::PeerStatus {
                 peer: 1,
                 address: "127.0.0.1:13337".into(),

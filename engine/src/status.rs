@@ -39,6 +39,7 @@ pub struct Registry {
     /// Counts the engine's memory exports and the peers' queries it answered not-exported.
     exports: std::sync::OnceLock<ExportCounter>,
     volumes: std::sync::OnceLock<VolumeSource>,
+    indexing: std::sync::OnceLock<IndexingSource>,
     io: std::sync::OnceLock<Arc<crate::io_pool::IoPool>>,
 }
 
@@ -60,6 +61,7 @@ impl Registry {
             peers: std::sync::OnceLock::new(),
             exports: std::sync::OnceLock::new(),
             volumes: std::sync::OnceLock::new(),
+            indexing: std::sync::OnceLock::new(),
             io: std::sync::OnceLock::new(),
         }
     }
@@ -68,6 +70,11 @@ impl Registry {
     /// Where snapshots take the SeaweedFS volumes served from.
     pub fn set_volume_source(&self, f: VolumeSource) {
         let _ = self.volumes.set(f);
+    }
+
+    /// Where snapshots take the progress of the volumes' first indexing.
+    pub fn set_indexing_source(&self, f: IndexingSource) {
+        let _ = self.indexing.set(f);
     }
 
     /// Shows the volume I/O threads' queue in status and metrics.
@@ -160,6 +167,7 @@ impl Registry {
                 .map(|p| p.all().into_iter().map(|(h, e)| peer_status(h, &e)).collect())
                 .unwrap_or_default(),
             volumes: self.volumes.get().map(|v| v()).unwrap_or_default(),
+            volume_indexing: self.indexing.get().map(|i| i()).unwrap_or_default(),
         }
     }
 }
@@ -232,6 +240,9 @@ pub struct Snapshot {
     /// SeaweedFS volumes this engine serves (`[seaweedfs] directories`).
     #[serde(default)]
     pub volumes: Vec<crate::seaweed::VolumeInfo>,
+    /// The first indexing of those volumes (each is served as soon as it is indexed).
+    #[serde(default)]
+    pub volume_indexing: crate::seaweed::IndexingStatus,
 }
 
 /// Lists the volumes served, for snapshots.
@@ -239,6 +250,8 @@ pub struct Snapshot {
 pub type ExportCounter = Box<dyn Fn() -> (usize, u64) + Send + Sync>;
 
 pub type VolumeSource = Box<dyn Fn() -> Vec<crate::seaweed::VolumeInfo> + Send + Sync>;
+
+pub type IndexingSource = Box<dyn Fn() -> crate::seaweed::IndexingStatus + Send + Sync>;
 
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
 pub struct PeerStatus {
@@ -593,6 +606,16 @@ pub fn render_table(s: &Snapshot) -> String {
         out += &align(&rows);
     }
     out += "\nVOLUMES (SeaweedFS)\n";
+    let ix = &s.volume_indexing;
+    if !ix.done {
+        out += &format!(
+            "indexing: {} of {} volumes served, {} index entries read, {:.1} s so far\n",
+            ix.volumes_indexed,
+            ix.volumes_found,
+            ix.entries,
+            ix.millis as f64 / 1000.0
+        );
+    }
     if s.volumes.is_empty() {
         out += "(none: seaweedfs.directories is empty or holds no volume)\n";
     } else {
@@ -712,6 +735,7 @@ mod tests {
             }],
             peers: vec![],
             volumes: vec![],
+            volume_indexing: Default::default(),
         }
     }
 

@@ -42,7 +42,7 @@ use ring_proto::needle::NeedleMeta;
 use ring_proto::ResultCode;
 
 pub use datmap::DatMap;
-pub use store::{RefreshSummary, VolumeStore};
+pub use store::{IndexingStatus, RefreshSummary, VolumeStore};
 
 /// What one `READ_NEEDLE` asks of the store. With `ranged`, at most `max_len` bytes from data
 /// offset `range_offset` (an offset past the end is `RangeNotSatisfiable`, one at the end
@@ -87,6 +87,8 @@ pub enum NeedsIo {
     IndexGrew,
     /// The needle lies beyond the current mapping of a grown `.dat`.
     Remap,
+    /// The volume exists but is still being indexed (the engine's start, a new volume).
+    Indexing,
 }
 
 /// A needle read: its metadata and its data (or the requested range of it), borrowed from the

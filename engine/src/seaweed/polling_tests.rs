@@ -126,3 +126,36 @@ fn a_dat_truncated_under_the_mapping_is_corrupt_not_a_crash() {
     assert!(err.to_string().contains("shorter than the mapping"), "{err}");
     assert_eq!(s.read_blocking(&query(1, 7)).unwrap().data(), b"kept");
 }
+
+#[test]
+fn a_volume_being_indexed_is_waited_for_on_the_io_path() {
+    let d = TempDir::new("indexing");
+    let mut v = TestVolume::create(d.path(), "", 5, 3, 16);
+    v.write(&needle(1, 7, b"indexed later"));
+    let s = VolumeStore::start(&SeaweedfsConfig {
+        directories: vec![d.path().to_path_buf()],
+        ..Default::default()
+    })
+    .unwrap();
+    let ix = s.indexing();
+    assert_eq!((ix.volumes_found, ix.volumes_indexed, ix.done), (1, 0, false));
+    // Found, not indexed yet: not "no such volume", but a wait on an I/O thread.
+    assert_eq!(polling(&s, &query(1, 7)).unwrap(), Some(NeedsIo::Indexing));
+    let q = NeedleQuery {
+        volume: 6,
+        ..query(1, 7)
+    };
+    assert_eq!(polling(&s, &q).unwrap_err().code(), ResultCode::NoSuchVolume);
+    let waiter = {
+        let s = s.clone();
+        std::thread::spawn(move || s.read_blocking(&query(1, 7)).map(|n| n.data().to_vec()))
+    };
+    s.refresh();
+    assert_eq!(waiter.join().unwrap().unwrap(), b"indexed later");
+    let ix = s.indexing();
+    assert_eq!(
+        (ix.volumes_found, ix.volumes_indexed, ix.entries, ix.done),
+        (1, 1, 1, true)
+    );
+    assert_eq!(polling(&s, &query(1, 7)).unwrap(), None);
+}

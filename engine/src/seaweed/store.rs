@@ -16,12 +16,12 @@
 use std::collections::{HashMap, HashSet};
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::{Arc, Mutex, RwLock};
-use std::time::Duration;
+use std::sync::{Arc, Condvar, Mutex, RwLock};
+use std::time::{Duration, Instant};
 
 use super::jwt::{load_read_key, JwtError, LoadKeyError, ReadJwtVerifier};
 use super::volume::{lock, read_lock, write_lock, FileIdent, Volume, VolumeFiles};
-use super::{NeedleQuery, NeedleRead, Read, ReadMode, ReadNeedleError, VolumeInfo};
+use super::{NeedleQuery, NeedleRead, NeedsIo, Read, ReadMode, ReadNeedleError, VolumeInfo};
 use crate::config::SeaweedfsConfig;
 
 /// Why the store cannot start.
@@ -76,13 +76,44 @@ pub struct VolumeStore {
     /// The volume server's read key (`seaweedfs.security-toml`); None: reads need no JWT.
     /// Workers take the read lock once per needle request; SIGHUP swaps it.
     read_jwt: RwLock<Option<Arc<ReadJwtVerifier>>>,
+    /// Volumes found but not indexed yet, and the progress of the first indexing.
+    indexing: Mutex<Indexing>,
+    /// Signalled whenever a pending volume is indexed (or fails to open).
+    indexed: Condvar,
 }
 
+/// Volumes in the directories whose `.idx` is being replayed: at start every volume, later
+/// each new one. A read of one waits on an I/O thread until it is served (or fails to open)
+/// rather than answer `no-such-volume` for a volume that exists.
+#[derive(Default)]
+struct Indexing {
+    pending: HashSet<u32>,
+    progress: IndexingStatus,
+    started: Option<Instant>,
+    logged: Option<Instant>,
+}
+
+/// The first indexing of the volumes (the engine's start), for `engine status`, metrics and
+/// the log: volumes are served one by one as each is indexed.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct IndexingStatus {
+    /// Volumes found in the directories when indexing started.
+    pub volumes_found: u64,
+    /// Of those, indexed and served (or failed to open) so far.
+    pub volumes_indexed: u64,
+    /// `.idx` entries replayed so far.
+    pub entries: u64,
+    /// Every volume found at the start is indexed.
+    pub done: bool,
+    /// How long it took (so far, while not done).
+    pub millis: u64,
+}
+
+/// How long a read of a volume still being indexed waits for it on an I/O thread.
+const INDEXING_WAIT: Duration = Duration::from_secs(60);
+
 impl VolumeStore {
-    /// Opens every volume of `cfg.directories`. A directory that cannot be listed is an error;
-    /// a volume that cannot be opened is skipped with a warning naming its file (and tried
-    /// again at each refresh). With no directories the store is empty (not a volume server).
-    pub fn open(cfg: &SeaweedfsConfig) -> Result<Arc<VolumeStore>, OpenStoreError> {
+    fn create(cfg: &SeaweedfsConfig) -> Result<Arc<VolumeStore>, OpenStoreError> {
         for (key, dirs) in [
             ("seaweedfs.directories", &cfg.directories),
             ("seaweedfs.idx-directories", &cfg.idx_directories),
@@ -109,17 +140,53 @@ impl VolumeStore {
             configured: AtomicBool::new(!cfg.directories.is_empty()),
             volumes: RwLock::new(HashMap::new()),
             read_jwt: RwLock::new(read_jwt),
+            indexing: Mutex::new(Indexing::default()),
+            indexed: Condvar::new(),
         });
-        let s = store.refresh();
+        Ok(store)
+    }
+
+    /// Opens every volume of `cfg.directories` before it returns (see [`Self::start`]).
+    #[cfg(test)]
+    pub(crate) fn open(cfg: &SeaweedfsConfig) -> Result<Arc<VolumeStore>, OpenStoreError> {
+        let store = Self::start(cfg)?;
+        store.refresh();
+        Ok(store)
+    }
+
+    /// The store, with no volume indexed yet: [`refresh`](Self::refresh) indexes them (the
+    /// engine's refresh thread, at once), serving each as soon as it is. The directories are
+    /// listed now, so a read of a volume that exists waits for it on an I/O thread rather
+    /// than find no such volume. A directory that cannot be listed is an error; a volume that
+    /// cannot be opened is skipped with a warning naming its file (and tried again at each
+    /// refresh). With no directories the store is empty (not a volume server).
+    pub fn start(cfg: &SeaweedfsConfig) -> Result<Arc<VolumeStore>, OpenStoreError> {
+        let store = Self::create(cfg)?;
+        let found = scan(cfg).found;
+        let mut ix = lock(&store.indexing);
+        ix.pending = found.keys().copied().collect();
+        ix.progress.volumes_found = found.len() as u64;
+        ix.progress.done = found.is_empty();
+        ix.started = Some(Instant::now());
+        drop(ix);
         if !cfg.directories.is_empty() {
             tracing::info!(
-                volumes = s.volumes,
-                skipped = s.failed.len(),
+                volumes = found.len(),
                 directories = ?cfg.directories,
-                "seaweedfs: serving the volumes of these directories"
+                "seaweedfs: indexing the volumes of these directories (each is served once indexed)"
             );
         }
         Ok(store)
+    }
+
+    /// The first indexing's progress.
+    pub fn indexing(&self) -> IndexingStatus {
+        let ix = lock(&self.indexing);
+        let mut p = ix.progress;
+        if !p.done {
+            p.millis = ix.started.map_or(0, |t| t.elapsed().as_millis() as u64);
+        }
+        p
     }
 
     /// How often the owner should call [`refresh`](Self::refresh).
@@ -229,13 +296,20 @@ impl VolumeStore {
             .map(|(_, f)| f)
             .collect();
         new.sort_by_key(|f| f.files.id);
+        lock(&self.indexing).pending.extend(new.iter().map(|f| f.files.id));
         for found in new {
-            if let Some(v) = open(found, &mut problems, &mut sizes) {
-                tracing::debug!(volume = found.files.id, dat = %found.files.dat.display(), "seaweedfs: volume opened");
-                summary.added.push(found.files.id);
-                insert.push((found.files.id, v));
+            // Served at once, before the next one is indexed.
+            let vid = found.files.id;
+            let opened = open(found, &mut problems, &mut sizes);
+            let entries = opened.as_ref().map_or(0, |v| v.idx_entries());
+            if let Some(v) = opened {
+                tracing::debug!(volume = vid, dat = %found.files.dat.display(), "seaweedfs: volume opened");
+                summary.added.push(vid);
+                write_lock(&self.volumes).insert(vid, v);
             }
+            self.indexed_one(vid, entries);
         }
+        self.indexing_finished();
         {
             let mut w = write_lock(&self.volumes);
             for vid in &remove {
@@ -272,6 +346,49 @@ impl VolumeStore {
         summary
     }
 
+    /// Volume `vid` is indexed (and served) or failed to open: readers waiting for it go on.
+    fn indexed_one(&self, vid: u32, entries: u64) {
+        let mut ix = lock(&self.indexing);
+        if ix.pending.remove(&vid) && !ix.progress.done {
+            ix.progress.volumes_indexed += 1;
+            ix.progress.entries += entries;
+            let now = Instant::now();
+            if ix
+                .logged
+                .is_none_or(|t| now.duration_since(t) >= Duration::from_secs(1))
+            {
+                ix.logged = Some(now);
+                tracing::info!(
+                    indexed = ix.progress.volumes_indexed,
+                    of = ix.progress.volumes_found,
+                    entries = ix.progress.entries,
+                    "seaweedfs: indexing volumes"
+                );
+            }
+        }
+        drop(ix);
+        self.indexed.notify_all();
+    }
+
+    fn indexing_finished(&self) {
+        let mut ix = lock(&self.indexing);
+        if ix.progress.done {
+            return;
+        }
+        // Volumes found at the start that vanished before they were opened.
+        ix.pending.clear();
+        ix.progress.done = true;
+        ix.progress.millis = ix.started.map_or(0, |t| t.elapsed().as_millis() as u64);
+        tracing::info!(
+            volumes = ix.progress.volumes_indexed,
+            entries = ix.progress.entries,
+            seconds = ix.progress.millis as f64 / 1000.0,
+            "seaweedfs: every volume indexed"
+        );
+        drop(ix);
+        self.indexed.notify_all();
+    }
+
     /// Checks a read's JWT as the volume server does before it looks at the volume: with a
     /// read key configured `jwt` must verify for this file id; without one anything passes.
     pub fn check_read_jwt(&self, jwt: &[u8], volume: u32, needle: u64, cookie: u32) -> Result<(), JwtError> {
@@ -291,7 +408,14 @@ impl VolumeStore {
     /// (read-your-writes) and one `mincore` of the needle's pages. No allocation but the
     /// metadata's name and mime.
     pub fn read_polling(&self, q: &NeedleQuery) -> Result<Read, ReadNeedleError> {
-        let v = self.volume(q.volume)?;
+        let v = match self.volume(q.volume) {
+            Ok(v) => v,
+            Err(e) => match self.pending(q.volume) {
+                true => return Ok(Read::NeedsIo(NeedsIo::Indexing)),
+                // Indexed in the meantime, or no such volume.
+                false => self.volume(q.volume).map_err(|_| e)?,
+            },
+        };
         let r = v.read(q, self.verify_crc.load(Ordering::Relaxed), ReadMode::Polling);
         match r {
             Ok(Read::Ready(n)) => Ok(Read::Ready(count(&v, Ok(n), false)?)),
@@ -304,7 +428,7 @@ impl VolumeStore {
     /// CRC-32C (once per stored needle, when `verify-crc`), catches up on the volume's new
     /// `.idx` entries first when the `.idx` grew. Blocks for as long as the disk takes.
     pub fn read_blocking(&self, q: &NeedleQuery) -> Result<NeedleRead, ReadNeedleError> {
-        let v = self.volume(q.volume)?;
+        let v = self.volume_indexed(q.volume)?;
         let r = match v.read(q, self.verify_crc.load(Ordering::Relaxed), ReadMode::Blocking) {
             Ok(Read::Ready(n)) => Ok(n),
             Ok(Read::NeedsIo(why)) => unreachable!("a blocking read never defers ({why:?})"),
@@ -318,6 +442,27 @@ impl VolumeStore {
         if let Ok(v) = self.volume(volume) {
             v.refused.fetch_add(1, Ordering::Relaxed);
         }
+    }
+
+    fn pending(&self, volume: u32) -> bool {
+        lock(&self.indexing).pending.contains(&volume)
+    }
+
+    /// The volume, once indexed if it is being indexed (waiting at most [`INDEXING_WAIT`]).
+    fn volume_indexed(&self, volume: u32) -> Result<Arc<Volume>, ReadNeedleError> {
+        let deadline = Instant::now() + INDEXING_WAIT;
+        let mut ix = lock(&self.indexing);
+        while ix.pending.contains(&volume) {
+            let left = deadline.saturating_duration_since(Instant::now());
+            if left.is_zero() {
+                break;
+            }
+            ix = self.indexed.wait_timeout(ix, left).unwrap_or_else(|p| p.into_inner()).0;
+        }
+        drop(ix);
+        // A volume leaves `pending` after it went into `volumes`: seen gone, it is there (or
+        // it failed to open).
+        self.volume(volume)
     }
 
     fn volume(&self, volume: u32) -> Result<Arc<Volume>, ReadNeedleError> {
