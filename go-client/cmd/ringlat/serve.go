@@ -34,6 +34,12 @@ package main
 // "fs":{"reads","bytes_verified","resident_before","resident_extra","drops"}; the ready
 // line adds "fs":{"kind","path","weed","verified":true}.
 //
+// With -conc N (needle mode), needle-ring and needle-http blocks run N goroutines that read
+// at once (concurrent.go): "samples" counts the reads of all of them that ended in the
+// measured window, "hist" holds those reads, and "elapsed_ns" is the window, so that
+// samples / elapsed is the process's reads per second. The manual needle blocks run one
+// goroutine, -conc or not.
+//
 // Needle blocks (needle mode: -fid given) are answered with the scenario name of -name and
 // run with the measuring goroutine unlocked from its OS thread: the HTTP client hands each
 // request to its connection's reader and writer goroutines, and a goroutine locked to a
@@ -253,6 +259,8 @@ type serveConfig struct {
 	name string
 	// needle is the needle of needle blocks (nil: no needle mode).
 	needle *needleTarget
+	// conc > 0: needle-ring and needle-http blocks run this many goroutines (concurrent.go).
+	conc   int
 	socket string
 	// fs is the front end of fs blocks (nil: no front-end mode).
 	fs *fsTarget
@@ -271,7 +279,7 @@ func serve(c *ring.Client, in io.Reader, out io.Writer, cfg serveConfig) error {
 	var needles *needleOps
 	if cfg.needle != nil {
 		var err error
-		needles, err = newNeedleOps(ctx, c, cfg.socket, cfg.needle)
+		needles, err = newNeedleOps(ctx, c, cfg.socket, cfg.needle, cfg.conc)
 		if err != nil {
 			no := false
 			enc.Encode(blockError{Ready: &no, Error: err.Error()})
@@ -340,6 +348,7 @@ func serve(c *ring.Client, in io.Reader, out io.Writer, cfg serveConfig) error {
 		}
 		var name string
 		var sample func() error
+		var concSamples []func() error // a concurrent needle block's, one per goroutine
 		unlock := false
 		if err == nil {
 			switch cmd.kind {
@@ -357,6 +366,9 @@ func serve(c *ring.Client, in io.Reader, out io.Writer, cfg serveConfig) error {
 				name, unlock = cfg.name, true
 				if cmd.kind != "needle-ring" && cmd.kind != "needle-http" {
 					name += "+" + cmd.kind
+				} else if cfg.conc > 0 {
+					concSamples, err = needles.concSamples(ctx, cmd.kind)
+					break
 				}
 				sample, err = needles.sample(ctx, cmd.kind)
 			}
@@ -383,7 +395,11 @@ func serve(c *ring.Client, in io.Reader, out io.Writer, cfg serveConfig) error {
 				runtime.UnlockOSThread()
 			}
 			runtime.ReadMemStats(&before)
-			n, ops, elapsed, err = runBlock(cmd, h, sample)
+			if concSamples != nil {
+				n, ops, elapsed, err = runConcurrent(cmd, h, needles.hists, concSamples)
+			} else {
+				n, ops, elapsed, err = runBlock(cmd, h, sample)
+			}
 			runtime.ReadMemStats(&after)
 			if unlock {
 				runtime.LockOSThread()

@@ -1,0 +1,90 @@
+package main
+
+// Concurrent needle blocks (-conc N, the bench's needle.read.<size>.<path>.cN scenarios):
+// N goroutines of this one process read the needle at once, as a SeaweedFS mount's readers
+// or an S3 gateway's GETs do, sharing what such a process shares: the ring paths one
+// ring.Client (one session), the HTTP path one http.Client (N idle connections kept to the
+// volume server). Each goroutine has its own reader (its own session Buffer and request, or
+// its own body buffer) and its own histogram, so that recording takes no lock; the
+// histograms are merged after the block.
+
+import (
+	"sync"
+	"sync/atomic"
+	"time"
+)
+
+// add adds o's counts to h.
+func (h *histogram) add(o *histogram) {
+	for i, n := range o.counts {
+		h.counts[i] += n
+	}
+	h.total += o.total
+}
+
+// runConcurrent runs samples[i] in a loop on goroutine i (samples[0] on the calling
+// goroutine, so that one goroutine runs exactly where runBlock's loop runs), all together:
+// unrecorded until cmd.warmup has passed since the start, then recorded into hists[i] (reset
+// here) until cmd.measure more has passed, and merges hists into h.
+//
+// A goroutine's sample is, as in runBlock, the time from its previous read's end to this
+// one's (one clock read per read). Every read that ends inside the measured window is
+// recorded, whenever it began, and no other: the block's reads per second are its recorded
+// samples over the window's length, which it returns as the measured time. (Each goroutine
+// stops at its first read ending after the window; with N reads in flight, timing each
+// goroutine's span instead would charge the block with up to a read's latency at each end.)
+// It returns the recorded samples, the samples run (warm-up and the reads past the window
+// included) and the window. The first error ends every goroutine after its current read.
+func runConcurrent(cmd blockCommand, h *histogram, hists []*histogram, samples []func() error) (int64, int64, time.Duration, error) {
+	base := time.Now()
+	now := func() time.Duration { return time.Since(base) }
+	start := cmd.warmup
+	end := start + cmd.measure
+	var stop atomic.Bool
+	recorded := make([]int64, len(samples))
+	ran := make([]int64, len(samples))
+	errs := make([]error, len(samples))
+	loop := func(i int) {
+		hi, sample := hists[i], samples[i]
+		hi.reset()
+		prev := now()
+		for !stop.Load() {
+			if err := sample(); err != nil {
+				errs[i] = err
+				stop.Store(true)
+				return
+			}
+			ran[i]++
+			t := now()
+			if t > end {
+				return
+			}
+			if t > start {
+				hi.record(int64(t - prev))
+				recorded[i]++
+			}
+			prev = t
+		}
+	}
+	var wg sync.WaitGroup
+	for i := 1; i < len(samples); i++ {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			loop(i)
+		}()
+	}
+	loop(0)
+	wg.Wait()
+	h.reset()
+	var n, ops int64
+	for i := range samples {
+		if errs[i] != nil {
+			return 0, 0, 0, errs[i]
+		}
+		h.add(hists[i])
+		n += recorded[i]
+		ops += ran[i]
+	}
+	return n, ops, cmd.measure, nil
+}
