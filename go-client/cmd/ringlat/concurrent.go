@@ -33,8 +33,12 @@ func (h *histogram) add(o *histogram) {
 // samples over the window's length, which it returns as the measured time. (Each goroutine
 // stops at its first read ending after the window; with N reads in flight, timing each
 // goroutine's span instead would charge the block with up to a read's latency at each end.)
+// Only when no read at all ended inside the window (every goroutine stalled through it) does
+// the block record each goroutine's first read after it instead, over the time up to the
+// last of those, so that no block is empty.
 // It returns the recorded samples, the samples run (warm-up and the reads past the window
-// included) and the window. The first error ends every goroutine after its current read.
+// included) and the measured time. The first error ends every goroutine after its current
+// read.
 func runConcurrent(cmd blockCommand, h *histogram, hists []*histogram, samples []func() error) (int64, int64, time.Duration, error) {
 	base := time.Now()
 	now := func() time.Duration { return time.Since(base) }
@@ -44,6 +48,8 @@ func runConcurrent(cmd blockCommand, h *histogram, hists []*histogram, samples [
 	recorded := make([]int64, len(samples))
 	ran := make([]int64, len(samples))
 	errs := make([]error, len(samples))
+	// Each goroutine's first read ending after the window: its sample and its end.
+	over, overEnd := make([]int64, len(samples)), make([]time.Duration, len(samples))
 	loop := func(i int) {
 		hi, sample := hists[i], samples[i]
 		hi.reset()
@@ -57,6 +63,7 @@ func runConcurrent(cmd blockCommand, h *histogram, hists []*histogram, samples [
 			ran[i]++
 			t := now()
 			if t > end {
+				over[i], overEnd[i] = int64(t-prev), t
 				return
 			}
 			if t > start {
@@ -86,5 +93,13 @@ func runConcurrent(cmd blockCommand, h *histogram, hists []*histogram, samples [
 		n += recorded[i]
 		ops += ran[i]
 	}
-	return n, ops, cmd.measure, nil
+	if n > 0 {
+		return n, ops, cmd.measure, nil
+	}
+	last := end
+	for i := range samples {
+		h.record(over[i])
+		last = max(last, overEnd[i])
+	}
+	return int64(len(samples)), ops, last - start, nil
 }

@@ -151,3 +151,21 @@ func TestRunConcurrentRunsEveryGoroutine(t *testing.T) {
 		t.Fatalf("error not passed on: %v", err)
 	}
 }
+
+// A window no read ends in (every read outlasts it) still answers with samples: each
+// goroutine's first read after the window, over the time up to the last of them.
+func TestRunConcurrentWindowWithoutReads(t *testing.T) {
+	const n = 3
+	samples := make([]func() error, n)
+	hists := make([]*histogram, n)
+	for i := range samples {
+		samples[i] = func() error { time.Sleep(20 * time.Millisecond); return nil }
+		hists[i] = newHistogram()
+	}
+	h := newHistogram()
+	cmd := blockCommand{kind: "needle-http", warmup: 0, measure: time.Millisecond}
+	recorded, ops, elapsed, err := runConcurrent(cmd, h, hists, samples)
+	if err != nil || recorded != n || h.total != n || ops != n || elapsed < 20*time.Millisecond {
+		t.Fatalf("recorded %d (histogram %d) ops %d elapsed %v err %v", recorded, h.total, ops, elapsed, err)
+	}
+}
