@@ -98,7 +98,7 @@ func main() {
 	fsMB := flag.Int("fs-mb", 0, "-weed: also start a filer and write a file of this many MiB through it (mount/s3/filer scenarios)")
 	weedNetns := flag.String("netns", "", "-weed: run master and volume server in this network namespace (with -ip; needs root)")
 	weedIP := flag.String("ip", "", "-weed -netns: their address in that namespace")
-	cpuProfile := flag.String("cpuprofile", "", "without -serve: write a CPU profile of the measured scenarios to this file")
+	cpuProfile := flag.String("cpuprofile", "", "write a CPU profile of the measured scenarios (with -serve: of everything from the ready line to the end of input) to this file")
 	var fs fsTarget
 	fs.flags()
 	flag.Parse()
@@ -155,7 +155,9 @@ func main() {
 		if (cfg.needle == nil && cfg.fs == nil) || *gcOff {
 			debug.SetGCPercent(-1)
 		}
+		stopProfile := startCPUProfile(*cpuProfile)
 		err := serve(c, os.Stdin, os.Stdout, cfg)
+		stopProfile()
 		if c != nil {
 			c.Close()
 		}
@@ -173,16 +175,7 @@ func main() {
 	defer c.Close()
 	// The hot path allocates nothing; keep the collector out of the measurement anyway.
 	debug.SetGCPercent(-1)
-	if *cpuProfile != "" {
-		f, err := os.Create(*cpuProfile)
-		if err == nil {
-			err = pprof.StartCPUProfile(f)
-		}
-		if err != nil {
-			fail(fmt.Errorf("cpu profile: %w", err))
-		}
-		defer func() { pprof.StopCPUProfile(); f.Close() }()
-	}
+	defer startCPUProfile(*cpuProfile)()
 
 	lat := make([]int64, *iters)
 	all := make([]int64, 0, *iters**blocks)
@@ -270,6 +263,22 @@ func summarize(name string, lat []int64, perSample int, elapsed time.Duration, c
 		Batch:     perSample,
 		Core:      core,
 	}
+}
+
+// startCPUProfile starts a CPU profile into path (none when path is empty) and returns what
+// stops it.
+func startCPUProfile(path string) (stop func()) {
+	if path == "" {
+		return func() {}
+	}
+	f, err := os.Create(path)
+	if err == nil {
+		err = pprof.StartCPUProfile(f)
+	}
+	if err != nil {
+		fail(fmt.Errorf("cpu profile: %w", err))
+	}
+	return func() { pprof.StopCPUProfile(); f.Close() }
 }
 
 // pinAllThreads moves every thread of the process to set.

@@ -112,7 +112,7 @@ func TestServeNeedleHTTPConcurrent(t *testing.T) {
 			inHist += bucket[1]
 		}
 		// The window is the measured time; every recorded read is in the histogram.
-		if b.Samples == 0 || inHist != b.Samples || b.Ops < b.Samples || b.ElapsedNs != measure {
+		if b.Samples == 0 || inHist != b.Samples || b.Ops < b.Samples || b.ElapsedNs != measure || b.CPUNs <= 0 || b.Ring != nil {
 			t.Fatalf("block %d: %s", i, sc.Text())
 		}
 		samples += b.Samples

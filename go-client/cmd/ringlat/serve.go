@@ -28,7 +28,8 @@ package main
 // bucketFloor), each as the lowest value of its bucket, so the bench can record them into
 // its own histogram without losing precision. "ops" counts every sample the block ran,
 // warm-up included; mallocs, alloc_bytes, gc_cycles and gc_pause_ns are the Go runtime's
-// counters (runtime.MemStats) over the same span, read before and after the block.
+// counters (runtime.MemStats) over the same span, read before and after the block; "cpu_ns"
+// the process's CPU time over it, and "ring" (with a session) the session's doorbell counts.
 //
 // Front-end blocks (block fs, with -fs: fsread.go) time each read alone and add
 // "fs":{"reads","bytes_verified","resident_before","resident_extra","drops"}; the ready
@@ -60,6 +61,8 @@ import (
 	"strconv"
 	"strings"
 	"time"
+
+	"golang.org/x/sys/unix"
 
 	"github.com/seaweed-ring/seaweed-ring/go-client/ring"
 )
@@ -170,6 +173,27 @@ type blockResult struct {
 	GCPauseNs  uint64     `json:"gc_pause_ns"`
 	// FS: a front-end block's cache and check counts (fsread.go).
 	FS *fsBlockStats `json:"fs,omitempty"`
+	// CPUNs: the process's CPU time (user + system, every thread) over the block, warm-up
+	// included: near elapsed + warm-up when the client core was the bottleneck.
+	CPUNs int64 `json:"cpu_ns"`
+	// Ring: the session's doorbell counts over the block (ring blocks): how often a waiter
+	// found nothing to reap and slept (waiting for the engine), and how often the client
+	// woke the engine's worker (it had run out of requests and slept).
+	Ring *ringBlockStats `json:"ring,omitempty"`
+}
+
+type ringBlockStats struct {
+	CQSleeps      uint64 `json:"cq_sleeps"`
+	EngineWakeups uint64 `json:"engine_wakeups"`
+}
+
+// cpuTime is the process's user + system CPU time so far.
+func cpuTime() time.Duration {
+	var ru unix.Rusage
+	if unix.Getrusage(unix.RUSAGE_SELF, &ru) != nil {
+		return 0
+	}
+	return time.Duration(ru.Utime.Nano() + ru.Stime.Nano())
 }
 
 type blockError struct {
@@ -377,6 +401,11 @@ func serve(c *ring.Client, in io.Reader, out io.Writer, cfg serveConfig) error {
 		var n, ops int64
 		var elapsed time.Duration
 		var before, after runtime.MemStats
+		var ringBefore ring.Stats
+		if c != nil {
+			ringBefore = c.Stats()
+		}
+		cpuBefore := cpuTime()
 		var fsStats *fsBlockStats
 		if err == nil && cmd.kind == "fs" {
 			if fs == nil {
@@ -411,7 +440,12 @@ func serve(c *ring.Client, in io.Reader, out io.Writer, cfg serveConfig) error {
 		}
 		res := blockResult{Scenario: name, Samples: n, ElapsedNs: int64(elapsed), Hist: h.buckets(), Ops: ops,
 			Mallocs: after.Mallocs - before.Mallocs, AllocBytes: after.TotalAlloc - before.TotalAlloc,
-			GCCycles: after.NumGC - before.NumGC, GCPauseNs: after.PauseTotalNs - before.PauseTotalNs, FS: fsStats}
+			GCCycles: after.NumGC - before.NumGC, GCPauseNs: after.PauseTotalNs - before.PauseTotalNs, FS: fsStats,
+			CPUNs: int64(cpuTime() - cpuBefore)}
+		if c != nil {
+			st := c.Stats()
+			res.Ring = &ringBlockStats{CQSleeps: st.Sleeps - ringBefore.Sleeps, EngineWakeups: st.Wakeups - ringBefore.Wakeups}
+		}
 		if err := enc.Encode(res); err != nil {
 			return err
 		}
