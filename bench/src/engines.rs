@@ -266,14 +266,16 @@ impl Engines {
 }
 
 /// The log file of a needle group's engine for `tls` under `--out`:
-/// `engine-needle-<size>-<tls>.log`, the size from the group's root (`needle.read.4k.http`).
+/// `engine-needle-<size>[-conc]-<tls>.log`, the size from the group's root (`needle.read.4k.http`).
 fn needle_log_name(root: &str, tls: Tls) -> String {
     // A front-end group (`mount.randread.4k.http`): `engine-mount.randread.4k-<tls>.log`.
     if !root.starts_with("needle.read.") {
         return format!("engine-{}-{}.log", root.trim_end_matches(".http"), tls.name());
     }
     let size = root.split('.').nth(2).unwrap_or("x");
-    format!("engine-needle-{size}-{}.log", tls.name())
+    // The concurrent reads' group (`needle.read.4k.http.c1`) beside the one-reader group.
+    let conc = if scenarios::needle_concurrency(root).is_some() { "-conc" } else { "" };
+    format!("engine-needle-{size}{conc}-{}.log", tls.name())
 }
 
 /// The log file of a UCX group's engine under `--out`: `engine-ucx-<tls>.log` for the
@@ -321,6 +323,10 @@ mod tests {
         assert_eq!(
             needle_log_name("needle.read.4k.http", Tls::Sm),
             "engine-needle-4k-sm.log"
+        );
+        assert_eq!(
+            needle_log_name("needle.read.4k.http.c1", Tls::Tcp),
+            "engine-needle-4k-conc-tcp.log"
         );
         // Front-end groups do not overwrite the needle groups' logs.
         assert_eq!(

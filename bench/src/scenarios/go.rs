@@ -11,7 +11,9 @@
 //! The needle scenarios (`needle.read.<size>.<path>`) run ringlat in needle mode: it reads
 //! one needle of the run's weed volume server (`crate::weed`) per sample, over the rings
 //! from the group's engine for that transport (`tcp`, `sm`) or with an HTTP GET (`http`);
-//! see go-client/cmd/ringlat/needle.go.
+//! see go-client/cmd/ringlat/needle.go. `needle.read.4k.<path>.c<N>` run N goroutines of that
+//! one ringlat at once (`-conc N`): ringlat answers with the reads of all of them that ended
+//! in the measured window and the window's length, so ops/s is the process's reads/s.
 
 use std::time::Duration;
 
@@ -38,11 +40,13 @@ pub enum Kind {
     /// the rings from the group's engine for these transports, or over HTTP (`None`).
     /// With `netns`: across the run's namespace pair (ringlat runs in namespace -b, the
     /// volume server and the serving engine are in -a; the ring path goes through the
-    /// client engine in -b, over tcp across the veth).
+    /// client engine in -b, over tcp across the veth). `conc` > 0: that many goroutines of
+    /// the one ringlat read at once (`-conc`, go-client/cmd/ringlat/concurrent.go).
     Needle {
         size: &'static str,
         tls: Option<Tls>,
         netns: bool,
+        conc: u32,
     },
     /// One read through a SeaweedFS front end that ringlat starts: with the `weed` of the
     /// ring read path reading through the group's engine for these transports, or the stock
@@ -95,7 +99,8 @@ pub struct FsStats {
     pub ring_log: Vec<String>,
 }
 
-/// The Go runtime's allocation counters over a scenario's blocks (warm-up included).
+/// The Go runtime's allocation counters over a scenario's blocks (warm-up included), and
+/// where ringlat's time went.
 #[derive(Debug, Default, Clone, Copy)]
 struct Allocs {
     ops: u64,
@@ -103,6 +108,12 @@ struct Allocs {
     bytes: u64,
     gc_cycles: u64,
     gc_pause_ns: u64,
+    /// ringlat's CPU time over the blocks, and the blocks' wall time (warm-up + measured).
+    cpu_ns: u64,
+    wall_ns: u64,
+    /// The session's doorbell counts (ring blocks).
+    cq_sleeps: u64,
+    engine_wakeups: u64,
 }
 
 /// `ring.nop.go`, `ring.nop_batch32.go`, `needle.read.*`.
@@ -148,7 +159,7 @@ impl GoRinglat {
                     batch.to_string(),
                 ]);
             }
-            Kind::Needle { size, tls, netns } => {
+            Kind::Needle { size, tls, netns, conc } => {
                 let weed = if netns {
                     &ctx.netns
                         .as_ref()
@@ -176,6 +187,10 @@ impl GoRinglat {
                     "-sha256".into(),
                     n.sha256.clone(),
                 ]);
+                if conc > 0 {
+                    args.extend(["-conc".into(), conc.to_string()]);
+                    d.insert("goroutines".into(), conc.into());
+                }
                 d.insert("path".into(), if tls.is_some() { "ring" } else { "http" }.into());
                 d.insert("needle_fid".into(), n.fid.clone().into());
                 d.insert("needle_bytes".into(), n.bytes.into());
@@ -395,6 +410,12 @@ impl Scenario for GoRinglat {
             allocs.bytes += b.alloc_bytes;
             allocs.gc_cycles += b.gc_cycles;
             allocs.gc_pause_ns += b.gc_pause_ns;
+            allocs.cpu_ns += b.cpu_ns;
+            allocs.wall_ns += u64::try_from(timing.warmup.as_nanos()).unwrap_or(u64::MAX) + b.elapsed_ns;
+            if let Some(r) = &b.ring {
+                allocs.cq_sleeps += r.cq_sleeps;
+                allocs.engine_wakeups += r.engine_wakeups;
+            }
             if let Some(f) = b.fs {
                 let t = &mut *fs_stats;
                 t.reads += f.reads;
@@ -440,6 +461,21 @@ impl Scenario for GoRinglat {
             );
             d.insert("ringlat_gc_cycles".into(), a.gc_cycles.into());
             d.insert("ringlat_gc_pause_ns".into(), a.gc_pause_ns.into());
+        }
+        if a.cpu_ns > 0 && a.wall_ns > 0 {
+            // Cores' worth of CPU ringlat used while its blocks ran: near 1 (its one client
+            // core) when the client side is the bottleneck.
+            d.insert(
+                "ringlat_cpu_share".into(),
+                crate::stats::round2(a.cpu_ns as f64 / a.wall_ns as f64).into(),
+            );
+        }
+        if let (Kind::Needle { tls: Some(_), .. }, true) = (self.kind, a.ops > 0) {
+            // Per read: how often a waiter slept on the CQ doorbell (nothing to reap: waiting
+            // for the engine) and how often the client woke the engine (it had slept).
+            let per_read = |n: u64| crate::stats::round2(n as f64 / a.ops as f64);
+            d.insert("ring_cq_sleeps_per_read".into(), per_read(a.cq_sleeps).into());
+            d.insert("ring_engine_wakeups_per_read".into(), per_read(a.engine_wakeups).into());
         }
         if let Kind::FrontEnd { .. } = self.kind {
             let f = &self.fs;
@@ -487,6 +523,19 @@ pub struct GoBlock {
     /// A front-end block's counts.
     #[serde(default)]
     pub fs: Option<FsStats>,
+    /// ringlat's CPU time over the block, warm-up included (0 from an older ringlat).
+    #[serde(default)]
+    pub cpu_ns: u64,
+    /// The session's doorbell counts over the block (ring blocks).
+    #[serde(default)]
+    pub ring: Option<RingStats>,
+}
+
+/// A ring block's doorbell counts (go-client/cmd/ringlat/serve.go, ringBlockStats).
+#[derive(Debug, Default, Clone, Deserialize)]
+pub struct RingStats {
+    pub cq_sleeps: u64,
+    pub engine_wakeups: u64,
 }
 
 impl GoBlock {
@@ -533,6 +582,16 @@ mod tests {
         assert_eq!(h.value_at_quantile(0.5), 250);
         assert_eq!(h.value_at_quantile(0.75), 260);
         assert!(h.equivalent(h.max(), 4100));
+    }
+
+    #[test]
+    fn cpu_time_and_doorbell_counts_are_read() {
+        let line = r#"{"scenario":"x","samples":1,"elapsed_ns":9,"hist":[[5,1]],"cpu_ns":7,"ring":{"cq_sleeps":3,"engine_wakeups":2}}"#;
+        let b = GoBlock::parse(line).unwrap();
+        assert_eq!(b.cpu_ns, 7);
+        assert_eq!(b.ring.map(|r| (r.cq_sleeps, r.engine_wakeups)), Some((3, 2)));
+        let b = GoBlock::parse(r#"{"scenario":"x","samples":1,"elapsed_ns":9,"hist":[[5,1]]}"#).unwrap();
+        assert!(b.cpu_ns == 0 && b.ring.is_none());
     }
 
     #[test]

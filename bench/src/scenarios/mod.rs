@@ -37,7 +37,7 @@ use crate::Result;
 pub use plan::{group_ucx, plan};
 pub use sampling::{pipelined_loop, sample_loop, BlockRun, PartTimedBlock, Pipeline, SpinGuard, Timing, STALL_LIMIT};
 pub use spec::{fs_file_mb, needs_ring_weed, short_number, EngineUse, FrontEnd, Metric, Spec, Target, Tls};
-pub use table::{needle_parts, workers_of, IDLE_CPU_BOUND, NEEDLE_SIZES, NOT_AVAILABLE, SPECS};
+pub use table::{needle_concurrency, needle_parts, workers_of, IDLE_CPU_BOUND, NEEDLE_SIZES, NOT_AVAILABLE, SPECS};
 // Used by the tests only (these and report's), outside this module.
 #[cfg(test)]
 pub use {plan::root_of, table::spec};
@@ -248,7 +248,8 @@ pub fn build(spec: &Spec) -> Box<dyn Scenario> {
         name if name.starts_with("needle.read.") => {
             let (size, tls) = needle_parts(name).expect("needle.read.<size>.<path>");
             let netns = spec.netns;
-            Box::new(go::GoRinglat::new(spec.name, go::Kind::Needle { size, tls, netns }))
+            let conc = needle_concurrency(name).unwrap_or(0);
+            Box::new(go::GoRinglat::new(spec.name, go::Kind::Needle { size, tls, netns, conc }))
         }
         _ if spec.front_end.is_some() => {
             let tls = match spec.engine {

@@ -141,8 +141,8 @@ pub fn pipelined_loop(
     let mut stopping = false;
     let (mut n, mut last) = (0u64, None::<Instant>);
     let mut in_flight = 0usize;
-    for slot in 0..depth {
-        started[slot] = Instant::now();
+    for (slot, at) in started.iter_mut().enumerate() {
+        *at = Instant::now();
         in_flight += 1;
         if p.start(slot)? {
             ready.push(slot);

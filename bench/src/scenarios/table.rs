@@ -1,6 +1,6 @@
 //! The scenario table: every [`Spec`] the bench knows, in registry order (baselines before
 //! their subjects), the constructors that keep it short, and the parsing of the names that
-//! carry a parameter (`needle.read.<size>.<path>`, `scale.nop.workers.<N>`).
+//! carry a parameter (`needle.read.<size>.<path>[.c<N>]`, `scale.nop.workers.<N>`).
 
 use super::spec::{EngineUse, FrontEnd, Metric, Spec, Target, Tls};
 use super::ucx;
@@ -66,6 +66,45 @@ const fn needle_spec(
         },
     }
 }
+
+/// `needle.read.4k.<path>.c<conc>` (issue 16): `conc` goroutines of one ringlat read the 4 KiB
+/// needle at once, sharing one session (the ring paths) or one `http.Client` (`path: None`,
+/// the HTTP baseline of the same concurrency). `baseline`: the HTTP read at the same
+/// concurrency for a ring path (whose target is on reads/s), the HTTP read of one goroutine
+/// for the HTTP path (no target: how HTTP scales); `also_vs`: the same path's one-goroutine
+/// scenario (how the ring scales), all in the group of `needle.read.4k.http.c1`. With more
+/// than one goroutine a sample is one read among others in flight: left out of the latency
+/// charts, as the other pipelined scenarios are.
+const fn needle_conc_spec(
+    name: &'static str,
+    about: &'static str,
+    conc: u32,
+    baseline: Option<&'static str>,
+    also_vs: &'static [&'static str],
+    path: Option<(Tls, Target)>,
+) -> Spec {
+    let sample = "4 KiB read (one goroutine's)";
+    let base = match path {
+        None => Spec {
+            baseline,
+            ..needle_spec(name, about, sample, 4 << 10, None)
+        },
+        Some((tls, target)) => match baseline {
+            Some(b) => needle_spec(name, about, sample, 4 << 10, Some((tls, b, Some(target)))),
+            None => panic!("a ring path is compared with HTTP"),
+        },
+    };
+    Spec {
+        also_vs,
+        pipelined: conc > 1,
+        ..base
+    }
+}
+
+/// Issue 16: at every concurrency, reads/s over shared memory at least 2x HTTP's, over tcp
+/// at least HTTP's.
+const CONC_SM: Target = Target { metric: Metric::OpsRatio, bound: 2.0 };
+const CONC_TCP: Target = Target { metric: Metric::OpsRatio, bound: 1.0 };
 
 /// `needle.read.<size>.netns[.http]`: the needle read across a veth pair (`crate::netns`):
 /// the volume server in namespace -a, ringlat in -b, over HTTP (`ring: false`, the baseline)
@@ -445,6 +484,78 @@ pub const SPECS: &[Spec] = &[
         1 << 20,
         Some((Tls::Sm, "needle.read.1m.http", Some(Target { metric: Metric::BytesRatio, bound: 2.0 }))),
     ),
+    needle_conc_spec(
+        "needle.read.4k.http.c1",
+        "the 4 KiB needle over HTTP from one goroutine of the concurrent harness (ringlat -conc 1): keep-alive Go HTTP GET into a reused buffer",
+        1,
+        None,
+        &[],
+        None,
+    ),
+    needle_conc_spec(
+        "needle.read.4k.tcp.c1",
+        "the 4 KiB needle through the rings (tcp) from one goroutine of the concurrent harness (ringlat -conc 1)",
+        1,
+        Some("needle.read.4k.http.c1"),
+        &[],
+        Some((Tls::Tcp, CONC_TCP)),
+    ),
+    needle_conc_spec(
+        "needle.read.4k.sm.c1",
+        "the 4 KiB needle through the rings (sm,tcp) from one goroutine of the concurrent harness (ringlat -conc 1)",
+        1,
+        Some("needle.read.4k.http.c1"),
+        &[],
+        Some((Tls::Sm, CONC_SM)),
+    ),
+    needle_conc_spec(
+        "needle.read.4k.http.c8",
+        "8 goroutines of one ringlat GET the 4 KiB needle at once, on one http.Client keeping 8 idle connections to the volume server",
+        8,
+        Some("needle.read.4k.http.c1"),
+        &[],
+        None,
+    ),
+    needle_conc_spec(
+        "needle.read.4k.tcp.c8",
+        "8 goroutines of one ringlat read the 4 KiB needle at once through the rings (tcp), on one session, each with its own buffer",
+        8,
+        Some("needle.read.4k.http.c8"),
+        &["needle.read.4k.tcp.c1"],
+        Some((Tls::Tcp, CONC_TCP)),
+    ),
+    needle_conc_spec(
+        "needle.read.4k.sm.c8",
+        "8 goroutines of one ringlat read the 4 KiB needle at once through the rings (sm,tcp), on one session, each with its own buffer",
+        8,
+        Some("needle.read.4k.http.c8"),
+        &["needle.read.4k.sm.c1"],
+        Some((Tls::Sm, CONC_SM)),
+    ),
+    needle_conc_spec(
+        "needle.read.4k.http.c64",
+        "64 goroutines of one ringlat GET the 4 KiB needle at once, on one http.Client keeping 64 idle connections to the volume server",
+        64,
+        Some("needle.read.4k.http.c1"),
+        &[],
+        None,
+    ),
+    needle_conc_spec(
+        "needle.read.4k.tcp.c64",
+        "64 goroutines of one ringlat read the 4 KiB needle at once through the rings (tcp), on one session, each with its own buffer",
+        64,
+        Some("needle.read.4k.http.c64"),
+        &["needle.read.4k.tcp.c1"],
+        Some((Tls::Tcp, CONC_TCP)),
+    ),
+    needle_conc_spec(
+        "needle.read.4k.sm.c64",
+        "64 goroutines of one ringlat read the 4 KiB needle at once through the rings (sm,tcp), on one session, each with its own buffer",
+        64,
+        Some("needle.read.4k.http.c64"),
+        &["needle.read.4k.sm.c1"],
+        Some((Tls::Sm, CONC_SM)),
+    ),
     front_end_spec(
         "mount.randread.4k.http",
         "4 KiB pread at an offset never read before through a FUSE weed mount (stock weed: the mount fetches the range with an HTTP GET from the volume server; page cache and chunk cache checked cold)",
@@ -596,17 +707,37 @@ pub fn spec(name: &str) -> Option<&'static Spec> {
     SPECS.iter().find(|s| s.name == name)
 }
 
-/// The size and transports of `needle.read.<size>.<path>` (`None`: the HTTP path). The
-/// `netns` paths (`.netns`: tcp, `.netns.http`) are across the namespace pair ([`Spec::netns`]).
+/// The size and transports of `needle.read.<size>.<path>[.c<N>]` (`None`: the HTTP path). The
+/// `netns` paths (`.netns`: tcp, `.netns.http`) are across the namespace pair ([`Spec::netns`]);
+/// `.c<N>` (N >= 1, not across the pair) reads from N goroutines ([`needle_concurrency`]).
 pub fn needle_parts(name: &str) -> Option<(&'static str, Option<Tls>)> {
+    let (name, conc) = split_concurrency(name)?;
     let rest = name.strip_prefix("needle.read.")?;
     let (size, path) = rest.split_once('.')?;
     let size = *NEEDLE_SIZES.iter().find(|s| **s == size)?;
-    let tls = match path {
-        "http" | "netns.http" => None,
-        "tcp" | "netns" => Some(Tls::Tcp),
-        "sm" => Some(Tls::Sm),
+    let tls = match (path, conc) {
+        ("http", _) | ("netns.http", None) => None,
+        ("tcp", _) | ("netns", None) => Some(Tls::Tcp),
+        ("sm", _) => Some(Tls::Sm),
         _ => return None,
     };
     Some((size, tls))
+}
+
+/// The N of `needle.read.<size>.<path>.c<N>`: how many goroutines of its ringlat read at once
+/// (`None` for the scenarios of one measuring goroutine).
+pub fn needle_concurrency(name: &str) -> Option<u32> {
+    needle_parts(name)?;
+    split_concurrency(name)?.1
+}
+
+/// `name` without a `.c<digits>` suffix and the number (`None` for `.c0`, which reads nothing).
+fn split_concurrency(name: &str) -> Option<(&str, Option<u32>)> {
+    match name.rsplit_once(".c") {
+        Some((head, n)) if !n.is_empty() && n.bytes().all(|b| b.is_ascii_digit()) => {
+            let n: u32 = n.parse().ok().filter(|n| *n > 0)?;
+            Some((head, Some(n)))
+        }
+        _ => Some((name, None)),
+    }
 }

@@ -29,6 +29,75 @@ fn scale_workers_group() -> Vec<&'static str> {
     ]
 }
 
+fn conc_group() -> Vec<&'static str> {
+    [1, 8, 64]
+        .iter()
+        .flat_map(|n| ["http", "tcp", "sm"].map(|p| format!("needle.read.4k.{p}.c{n}")))
+        .map(|n| spec(&n).unwrap_or_else(|| panic!("{n}")).name)
+        .collect()
+}
+
+#[test]
+fn concurrent_needle_reads_run_next_to_http_at_the_same_concurrency() {
+    // One group: each ring path with the HTTP read of its concurrency (its baseline) and its
+    // own one-goroutine read (how it scales), HTTP with its one-goroutine read.
+    let p = plan(&["needle.read.4k.sm.c64".into()]).unwrap();
+    assert_eq!(
+        names(&p.groups),
+        vec![vec![
+            "needle.read.4k.http.c1",
+            "needle.read.4k.sm.c1",
+            "needle.read.4k.http.c64",
+            "needle.read.4k.sm.c64"
+        ]]
+    );
+    // The one-goroutine scenarios stay as they were, in their own group.
+    let p = plan(&["needle.read.4k.sm".into()]).unwrap();
+    assert_eq!(names(&p.groups), vec![vec!["needle.read.4k.http", "needle.read.4k.sm"]]);
+    // Issue 16: at every concurrency, sm at least 2x HTTP's reads/s, tcp at least 1x.
+    for n in [1, 8, 64] {
+        let s = |p: &str| spec(&format!("needle.read.4k.{p}.c{n}")).unwrap();
+        for (p, bound) in [("sm", 2.0), ("tcp", 1.0)] {
+            let t = s(p).target.unwrap();
+            assert_eq!((t.metric, t.bound, t.key()), (Metric::OpsRatio, bound, "ratio_ops_per_sec"));
+            assert_eq!(s(p).baseline, Some(s("http").name));
+            assert!(t.met(bound) && !t.met(bound * 0.99), "{p}");
+        }
+        assert_eq!(s("sm").engine, EngineUse::Needle(Tls::Sm));
+        assert_eq!(s("tcp").engine, EngineUse::Needle(Tls::Tcp));
+        // The volume server serves HTTP on the engine core: the engines sleep meanwhile.
+        assert!(s("http").borrows_engine_core && s("http").target.is_none());
+        for p in ["http", "tcp", "sm"] {
+            assert_eq!(needle_concurrency(s(p).name), Some(n));
+            assert_eq!(s(p).bytes_per_sample, 4096);
+            // Several reads in flight: out of the latency charts.
+            assert_eq!(s(p).pipelined, n > 1, "{}", s(p).name);
+        }
+        if n > 1 {
+            assert_eq!(s("http").baseline, Some("needle.read.4k.http.c1"));
+            assert_eq!(s("sm").also_vs, ["needle.read.4k.sm.c1"]);
+            assert_eq!(s("tcp").also_vs, ["needle.read.4k.tcp.c1"]);
+        }
+    }
+    assert_eq!(needle_parts("needle.read.4k.sm.c64"), Some(("4k", Some(Tls::Sm))));
+    assert_eq!(needle_parts("needle.read.4k.http.c8"), Some(("4k", None)));
+    assert_eq!(needle_parts("needle.read.1m.tcp.c2"), Some(("1m", Some(Tls::Tcp))));
+    assert_eq!(needle_concurrency("needle.read.4k.sm"), None);
+    assert_eq!(needle_concurrency("scale.nop.sessions.c4"), None);
+    for bad in [
+        "needle.read.4k.sm.c0",
+        "needle.read.4k.sm.c",
+        "needle.read.4k.sm.c+8",
+        "needle.read.4k.sm.cx",
+        "needle.read.4k.c8",
+        "needle.read.4k.netns.c8",
+        "needle.read.4k.netns.http.c8",
+    ] {
+        assert_eq!(needle_parts(bad), None, "{bad}");
+        assert_eq!(needle_concurrency(bad), None, "{bad}");
+    }
+}
+
 #[test]
 fn scaling_runs_by_session_and_worker_count() {
     // 1, 4, 16, 64 sessions on the plain engine, compared with 1 session, no target.
@@ -118,6 +187,7 @@ fn default_plan_pairs_each_subject_with_its_baseline() {
             vec!["needle.read.4k.http", "needle.read.4k.tcp", "needle.read.4k.sm"],
             vec!["needle.read.64k.http", "needle.read.64k.tcp", "needle.read.64k.sm"],
             vec!["needle.read.1m.http", "needle.read.1m.tcp", "needle.read.1m.sm"],
+            conc_group(),
             vec![
                 "mount.randread.4k.http",
                 "mount.randread.4k.ring",
@@ -340,7 +410,8 @@ fn needle_reads_run_next_to_the_http_get() {
             ("needle.read.4k.tcp", "not available: no weed binary".to_string())
         ]
     );
-    // Only the pipelined bandwidth and scaling scenarios are left out of the latency plot.
+    // Only the pipelined bandwidth and scaling scenarios and the concurrent needle reads are
+    // left out of the latency plot.
     let pipelined: Vec<&str> = SPECS.iter().filter(|s| s.pipelined).map(|s| s.name).collect();
     let mut want = vec![
         "ucx.raw_read_bw.sm",
@@ -350,6 +421,7 @@ fn needle_reads_run_next_to_the_http_get() {
     ];
     want.extend(scale_sessions_group());
     want.extend(scale_workers_group());
+    want.extend(conc_group().into_iter().filter(|n| !n.ends_with(".c1")));
     assert_eq!(pipelined, want);
 }
 
@@ -400,11 +472,12 @@ fn registry_is_consistent() {
             s.name
         );
         // A subject without a target: only the 64 KiB needle reads, the reads across the
-        // namespace pair, the 1 MiB S3 GET and
-        // the scaling scenarios (the issue names none).
+        // namespace pair, the 1 MiB S3 GET, the scaling scenarios (the issue names none)
+        // and the HTTP reads of several goroutines (compared with one goroutine's).
         if s.baseline.is_some() && s.target.is_none() {
             assert!(
                 s.name.starts_with("needle.read.64k.")
+                    || s.name.starts_with("needle.read.4k.http.c")
                     || s.netns
                     || s.name.starts_with("scale.nop.")
                     || s.name == "s3.get.1m.ring",

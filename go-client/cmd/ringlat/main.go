@@ -14,7 +14,7 @@
 //	        [-scenario nop|batch|all] [-spin DUR] [-cpuprofile FILE]
 //	ringlat -serve [-socket PATH] [-core N] [-batch N] [-spin DUR]
 //	ringlat -serve [-socket PATH | -no-engine] [-core N] -name NAME -volume HOST:PORT
-//	        -fid FID -bytes N -sha256 HEX [-peer IP:PORT] [-gc-off]
+//	        -fid FID -bytes N -sha256 HEX [-peer IP:PORT] [-conc N] [-gc-off]
 //	ringlat -weed [-weed-bin PATH] [-sizes 4k,64k,1m] [-fs-mb N | -netns NS -ip IP] [-check]
 //	ringlat -serve -no-engine -name NAME -fs mount-rand|mount-seq|s3|filer -fs-path ring|http
 //	        -weed-bin PATH -master HOST:PORT -filer HOST:PORT -fs-file PATH -fs-bytes N
@@ -26,7 +26,8 @@
 // then samples for the measured time, one clock read per sample, values in an
 // HdrHistogram-compatible bucket layout, so that the bench merges them with its own.
 // With -fid it is in needle mode: it reads that needle of a real volume server over the
-// rings (READ_NEEDLE to the engine at -peer) or over HTTP (needle.go).
+// rings (READ_NEEDLE to the engine at -peer) or over HTTP (needle.go); with -conc N, from
+// N goroutines at once (concurrent.go).
 //
 // With -fs it is in front-end mode: it starts the SeaweedFS front end it measures (a FUSE
 // weed mount, weed s3, or a filer of its own) and reads through it (fsread.go).
@@ -88,6 +89,7 @@ func main() {
 	size := flag.Int("bytes", 0, "-serve needle mode: the needle's data length")
 	sum := flag.String("sha256", "", "-serve needle mode: SHA-256 (hex) of the needle's data, checked before the first block")
 	peer := flag.String("peer", "", "-serve needle mode: UCX address of the engine serving the volume directory (ring blocks)")
+	conc := flag.Int("conc", 0, "-serve needle mode: needle-ring and needle-http blocks read from this many goroutines at once, sharing the session / HTTP client (0: one measuring goroutine)")
 	gcOff := flag.Bool("gc-off", false, "-serve needle mode: turn the garbage collector off (it stays on by default there)")
 	weedMode := flag.Bool("weed", false, "run a SeaweedFS master and volume server, upload the needles of -sizes, print them, serve until stdin ends")
 	weedBin := flag.String("weed-bin", "", "-weed: the weed binary (default: $SWRING_WEED, else the one scripts/weed built)")
@@ -96,7 +98,7 @@ func main() {
 	fsMB := flag.Int("fs-mb", 0, "-weed: also start a filer and write a file of this many MiB through it (mount/s3/filer scenarios)")
 	weedNetns := flag.String("netns", "", "-weed: run master and volume server in this network namespace (with -ip; needs root)")
 	weedIP := flag.String("ip", "", "-weed -netns: their address in that namespace")
-	cpuProfile := flag.String("cpuprofile", "", "without -serve: write a CPU profile of the measured scenarios to this file")
+	cpuProfile := flag.String("cpuprofile", "", "write a CPU profile of the measured scenarios (with -serve: of everything from the ready line to the end of input) to this file")
 	var fs fsTarget
 	fs.flags()
 	flag.Parse()
@@ -108,6 +110,9 @@ func main() {
 	}
 	if *iters <= 0 || *batch <= 0 || *blocks <= 0 || *warmup < 0 {
 		fail(fmt.Errorf("-iters, -batch and -blocks must be positive"))
+	}
+	if *conc < 0 || (*conc > 0 && *fid == "") {
+		fail(fmt.Errorf("-conc must be >= 0, and needs needle mode (-fid)"))
 	}
 
 	runtime.LockOSThread()
@@ -134,6 +139,7 @@ func main() {
 				fail(fmt.Errorf("needle mode (-fid) needs -volume, -bytes and -sha256"))
 			}
 			cfg.needle = &needleTarget{volume: *volume, fid: *fid, size: *size, sha256: *sum, peer: *peer}
+			cfg.conc = *conc
 		}
 		// No overall timeout: the bench ends the process (stdin EOF, or SIGKILL).
 		var c *ring.Client
@@ -149,7 +155,9 @@ func main() {
 		if (cfg.needle == nil && cfg.fs == nil) || *gcOff {
 			debug.SetGCPercent(-1)
 		}
+		stopProfile := startCPUProfile(*cpuProfile)
 		err := serve(c, os.Stdin, os.Stdout, cfg)
+		stopProfile()
 		if c != nil {
 			c.Close()
 		}
@@ -167,16 +175,7 @@ func main() {
 	defer c.Close()
 	// The hot path allocates nothing; keep the collector out of the measurement anyway.
 	debug.SetGCPercent(-1)
-	if *cpuProfile != "" {
-		f, err := os.Create(*cpuProfile)
-		if err == nil {
-			err = pprof.StartCPUProfile(f)
-		}
-		if err != nil {
-			fail(fmt.Errorf("cpu profile: %w", err))
-		}
-		defer func() { pprof.StopCPUProfile(); f.Close() }()
-	}
+	defer startCPUProfile(*cpuProfile)()
 
 	lat := make([]int64, *iters)
 	all := make([]int64, 0, *iters**blocks)
@@ -264,6 +263,22 @@ func summarize(name string, lat []int64, perSample int, elapsed time.Duration, c
 		Batch:     perSample,
 		Core:      core,
 	}
+}
+
+// startCPUProfile starts a CPU profile into path (none when path is empty) and returns what
+// stops it.
+func startCPUProfile(path string) (stop func()) {
+	if path == "" {
+		return func() {}
+	}
+	f, err := os.Create(path)
+	if err == nil {
+		err = pprof.StartCPUProfile(f)
+	}
+	if err != nil {
+		fail(fmt.Errorf("cpu profile: %w", err))
+	}
+	return func() { pprof.StopCPUProfile(); f.Close() }
 }
 
 // pinAllThreads moves every thread of the process to set.

@@ -19,6 +19,12 @@ package main
 //     as a SeaweedFS client does), and the body is read into a reused []byte until EOF
 //     (so the connection goes back to the pool), status and length checked.
 //
+// With -conc N (the needle.read.<size>.<path>.cN scenarios, concurrent.go) each of N
+// goroutines does the same with a reader of its own: its own session Buffer, Request and
+// []byte on the one session (ring.Client) of the process, or its own body buffer on one
+// http.Client that keeps N idle connections. Each reader reads the needle once, all at
+// once, before the first such block, its bytes compared with the verified ones.
+//
 // Manual comparisons (not bench scenarios): block reader-ring and reader-http read the same
 // needle through needle.Reader (Only: PathRing / PathHTTP), which allocates the
 // returned Needle and its Data on every read; the block answers' mallocs and alloc_bytes
@@ -38,6 +44,7 @@ import (
 	"fmt"
 	"io"
 	"net/http"
+	"sync"
 	"time"
 
 	"github.com/seaweed-ring/seaweed-ring/go-client/needle"
@@ -61,12 +68,20 @@ type needleHTTP struct {
 	size   int
 }
 
-func newNeedleHTTP(t *needleTarget) *needleHTTP {
+// newNeedleHTTPClient is a keep-alive client that keeps conns idle connections to the
+// volume server (one per goroutine that reads through it: with fewer, concurrent GETs
+// would close and reopen connections).
+func newNeedleHTTPClient(conns int) *http.Client {
 	tr := http.DefaultTransport.(*http.Transport).Clone()
-	tr.MaxIdleConnsPerHost = 1
-	tr.IdleConnTimeout = 0 // keep the connection for the whole run
+	tr.MaxIdleConnsPerHost = conns
+	tr.MaxIdleConns = max(tr.MaxIdleConns, conns)
+	tr.IdleConnTimeout = 0 // keep the connections for the whole run
+	return &http.Client{Transport: tr, Timeout: 30 * time.Second}
+}
+
+func newNeedleHTTP(t *needleTarget, client *http.Client) *needleHTTP {
 	return &needleHTTP{
-		client: &http.Client{Transport: tr, Timeout: 30 * time.Second},
+		client: client,
 		url:    "http://" + t.volume + "/" + t.fid,
 		buf:    make([]byte, t.size+1),
 		size:   t.size,
@@ -124,8 +139,23 @@ func newNeedleRing(ctx context.Context, c *ring.Client, t *needleTarget) (*needl
 	if err != nil {
 		return nil, fmt.Errorf("a %d-byte session buffer: %w", needle.MetaLen+t.size, err)
 	}
-	req := needle.ReadRangeRequest(peer, fid, 0, uint64(t.size), buf)
-	return &needleRing{c: c, peer: peer, fid: fid, buf: buf, req: req, out: make([]byte, t.size)}, nil
+	return newNeedleRingOn(c, peer, fid, buf, t.size), nil
+}
+
+// another is a reader of the same needle on the same session and peer, with a buffer of its
+// own (for another goroutine). It does not wait for buffer space: a session whose buffer
+// area cannot hold one buffer per goroutine is an error, not a hang.
+func (r *needleRing) another() (*needleRing, error) {
+	buf, err := r.c.TryAllocBuffer(r.buf.Len())
+	if err != nil {
+		return nil, fmt.Errorf("another %d-byte session buffer: %w", r.buf.Len(), err)
+	}
+	return newNeedleRingOn(r.c, r.peer, r.fid, buf, len(r.out)), nil
+}
+
+func newNeedleRingOn(c *ring.Client, peer ring.Peer, fid needle.FileID, buf ring.Buffer, size int) *needleRing {
+	req := needle.ReadRangeRequest(peer, fid, 0, uint64(size), buf)
+	return &needleRing{c: c, peer: peer, fid: fid, buf: buf, req: req, out: make([]byte, size)}
 }
 
 func (r *needleRing) read(ctx context.Context) error { return r.readInto(ctx, true) }
@@ -191,14 +221,19 @@ func verifyNeedle(ctx context.Context, t *needleTarget, h *needleHTTP, ring *nee
 	if err := ring.read(ctx); err != nil {
 		return fmt.Errorf("verifying %s over the ring: %w", t.fid, err)
 	}
-	if !bytes.Equal(ring.out, h.data()) {
-		i := 0
-		for i < len(ring.out) && ring.out[i] == h.data()[i] {
-			i++
-		}
-		return fmt.Errorf("verifying %s: the ring returned other bytes than the HTTP GET (first difference at byte %d)", t.fid, i)
+	return sameBytes(t.fid, "the ring", ring.out, h.data())
+}
+
+// sameBytes says where got, read by path, first differs from the verified HTTP bytes want.
+func sameBytes(fid, path string, got, want []byte) error {
+	if bytes.Equal(got, want) {
+		return nil
 	}
-	return nil
+	i := 0
+	for i < len(got) && i < len(want) && got[i] == want[i] {
+		i++
+	}
+	return fmt.Errorf("verifying %s: %s returned other bytes than the HTTP GET (first difference at byte %d)", fid, path, i)
 }
 
 // needleOps are the needle samples of one needle-mode ringlat.
@@ -209,10 +244,16 @@ type needleOps struct {
 	socket string
 	// needle.Readers for the manual reader-* blocks, made on first use.
 	readerRing, readerHTTP *needleReaderOp
+	// conc > 0 (-conc): needle-ring and needle-http blocks run conc goroutines, each with
+	// a reader of its own (concurrent.go), made and checked on the first such block.
+	conc     int
+	concRing []*needleRing
+	concHTTP []*needleHTTP
+	hists    []*histogram // one per goroutine, reused block after block
 }
 
-func newNeedleOps(ctx context.Context, c *ring.Client, socket string, t *needleTarget) (*needleOps, error) {
-	o := &needleOps{target: t, http: newNeedleHTTP(t), socket: socket}
+func newNeedleOps(ctx context.Context, c *ring.Client, socket string, t *needleTarget, conc int) (*needleOps, error) {
+	o := &needleOps{target: t, http: newNeedleHTTP(t, newNeedleHTTPClient(1)), socket: socket, conc: conc}
 	if c != nil && t.peer != "" {
 		r, err := newNeedleRing(ctx, c, t)
 		if err != nil {
@@ -263,12 +304,83 @@ func (o *needleOps) sample(ctx context.Context, kind string) (func() error, erro
 	return nil, fmt.Errorf("unknown needle block %q", kind)
 }
 
+// concSamples returns the o.conc sample functions of a concurrent needle block, one per
+// goroutine. The first call for a kind makes the readers and reads the needle once with
+// each, all at once (which also opens the HTTP path's connections), checking the bytes
+// against the verified ones.
+func (o *needleOps) concSamples(ctx context.Context, kind string) ([]func() error, error) {
+	var samples []func() error
+	var data []func() []byte
+	fresh := false
+	switch kind {
+	case "needle-http":
+		if o.concHTTP == nil {
+			client := newNeedleHTTPClient(o.conc)
+			for range o.conc {
+				o.concHTTP = append(o.concHTTP, newNeedleHTTP(o.target, client))
+			}
+			fresh = true
+		}
+		for _, h := range o.concHTTP {
+			samples, data = append(samples, h.read), append(data, h.data)
+		}
+	case "needle-ring":
+		if o.ring == nil {
+			return nil, errors.New("needle-ring: this ringlat has no engine session and peer (-no-engine or no -peer)")
+		}
+		if o.concRing == nil {
+			o.concRing = []*needleRing{o.ring}
+			for len(o.concRing) < o.conc {
+				r, err := o.ring.another()
+				if err != nil {
+					return nil, fmt.Errorf("-conc %d: %w", o.conc, err)
+				}
+				o.concRing = append(o.concRing, r)
+			}
+			fresh = true
+		}
+		for _, r := range o.concRing {
+			samples = append(samples, func() error { return r.read(ctx) })
+			data = append(data, func() []byte { return r.out })
+		}
+	default:
+		return nil, fmt.Errorf("block %s does not run concurrently: only needle-ring and needle-http do", kind)
+	}
+	if o.hists == nil {
+		for range o.conc {
+			o.hists = append(o.hists, newHistogram())
+		}
+	}
+	if !fresh {
+		return samples, nil
+	}
+	errs := make([]error, len(samples))
+	var wg sync.WaitGroup
+	for i := range samples {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			if errs[i] = samples[i](); errs[i] == nil {
+				errs[i] = sameBytes(o.target.fid, fmt.Sprintf("%s reader %d", kind, i), data[i](), o.http.data())
+			}
+		}()
+	}
+	wg.Wait()
+	return samples, errors.Join(errs...)
+}
+
 func (o *needleOps) close() {
 	o.http.close()
 	for _, r := range []*needleReaderOp{o.readerRing, o.readerHTTP} {
 		if r != nil {
 			r.r.Close()
 		}
+	}
+	for _, r := range o.concHTTP {
+		r.close()
+	}
+	for _, r := range o.concRing[min(1, len(o.concRing)):] { // [0] is o.ring
+		r.buf.Release()
 	}
 	if o.ring != nil {
 		o.ring.buf.Release()

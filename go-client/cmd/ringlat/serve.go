@@ -28,11 +28,18 @@ package main
 // bucketFloor), each as the lowest value of its bucket, so the bench can record them into
 // its own histogram without losing precision. "ops" counts every sample the block ran,
 // warm-up included; mallocs, alloc_bytes, gc_cycles and gc_pause_ns are the Go runtime's
-// counters (runtime.MemStats) over the same span, read before and after the block.
+// counters (runtime.MemStats) over the same span, read before and after the block; "cpu_ns"
+// the process's CPU time over it, and "ring" (with a session) the session's doorbell counts.
 //
 // Front-end blocks (block fs, with -fs: fsread.go) time each read alone and add
 // "fs":{"reads","bytes_verified","resident_before","resident_extra","drops"}; the ready
 // line adds "fs":{"kind","path","weed","verified":true}.
+//
+// With -conc N (needle mode), needle-ring and needle-http blocks run N goroutines that read
+// at once (concurrent.go): "samples" counts the reads of all of them that ended in the
+// measured window, "hist" holds those reads, and "elapsed_ns" is the window, so that
+// samples / elapsed is the process's reads per second. The manual needle blocks run one
+// goroutine, -conc or not.
 //
 // Needle blocks (needle mode: -fid given) are answered with the scenario name of -name and
 // run with the measuring goroutine unlocked from its OS thread: the HTTP client hands each
@@ -54,6 +61,8 @@ import (
 	"strconv"
 	"strings"
 	"time"
+
+	"golang.org/x/sys/unix"
 
 	"github.com/seaweed-ring/seaweed-ring/go-client/ring"
 )
@@ -164,6 +173,27 @@ type blockResult struct {
 	GCPauseNs  uint64     `json:"gc_pause_ns"`
 	// FS: a front-end block's cache and check counts (fsread.go).
 	FS *fsBlockStats `json:"fs,omitempty"`
+	// CPUNs: the process's CPU time (user + system, every thread) over the block, warm-up
+	// included: near elapsed + warm-up when the client core was the bottleneck.
+	CPUNs int64 `json:"cpu_ns"`
+	// Ring: the session's doorbell counts over the block (ring blocks): how often a waiter
+	// found nothing to reap and slept (waiting for the engine), and how often the client
+	// woke the engine's worker (it had run out of requests and slept).
+	Ring *ringBlockStats `json:"ring,omitempty"`
+}
+
+type ringBlockStats struct {
+	CQSleeps      uint64 `json:"cq_sleeps"`
+	EngineWakeups uint64 `json:"engine_wakeups"`
+}
+
+// cpuTime is the process's user + system CPU time so far.
+func cpuTime() time.Duration {
+	var ru unix.Rusage
+	if unix.Getrusage(unix.RUSAGE_SELF, &ru) != nil {
+		return 0
+	}
+	return time.Duration(ru.Utime.Nano() + ru.Stime.Nano())
 }
 
 type blockError struct {
@@ -253,6 +283,8 @@ type serveConfig struct {
 	name string
 	// needle is the needle of needle blocks (nil: no needle mode).
 	needle *needleTarget
+	// conc > 0: needle-ring and needle-http blocks run this many goroutines (concurrent.go).
+	conc   int
 	socket string
 	// fs is the front end of fs blocks (nil: no front-end mode).
 	fs *fsTarget
@@ -271,7 +303,7 @@ func serve(c *ring.Client, in io.Reader, out io.Writer, cfg serveConfig) error {
 	var needles *needleOps
 	if cfg.needle != nil {
 		var err error
-		needles, err = newNeedleOps(ctx, c, cfg.socket, cfg.needle)
+		needles, err = newNeedleOps(ctx, c, cfg.socket, cfg.needle, cfg.conc)
 		if err != nil {
 			no := false
 			enc.Encode(blockError{Ready: &no, Error: err.Error()})
@@ -340,6 +372,7 @@ func serve(c *ring.Client, in io.Reader, out io.Writer, cfg serveConfig) error {
 		}
 		var name string
 		var sample func() error
+		var concSamples []func() error // a concurrent needle block's, one per goroutine
 		unlock := false
 		if err == nil {
 			switch cmd.kind {
@@ -357,6 +390,9 @@ func serve(c *ring.Client, in io.Reader, out io.Writer, cfg serveConfig) error {
 				name, unlock = cfg.name, true
 				if cmd.kind != "needle-ring" && cmd.kind != "needle-http" {
 					name += "+" + cmd.kind
+				} else if cfg.conc > 0 {
+					concSamples, err = needles.concSamples(ctx, cmd.kind)
+					break
 				}
 				sample, err = needles.sample(ctx, cmd.kind)
 			}
@@ -365,6 +401,11 @@ func serve(c *ring.Client, in io.Reader, out io.Writer, cfg serveConfig) error {
 		var n, ops int64
 		var elapsed time.Duration
 		var before, after runtime.MemStats
+		var ringBefore ring.Stats
+		if c != nil {
+			ringBefore = c.Stats()
+		}
+		cpuBefore := cpuTime()
 		var fsStats *fsBlockStats
 		if err == nil && cmd.kind == "fs" {
 			if fs == nil {
@@ -383,7 +424,11 @@ func serve(c *ring.Client, in io.Reader, out io.Writer, cfg serveConfig) error {
 				runtime.UnlockOSThread()
 			}
 			runtime.ReadMemStats(&before)
-			n, ops, elapsed, err = runBlock(cmd, h, sample)
+			if concSamples != nil {
+				n, ops, elapsed, err = runConcurrent(cmd, h, needles.hists, concSamples)
+			} else {
+				n, ops, elapsed, err = runBlock(cmd, h, sample)
+			}
 			runtime.ReadMemStats(&after)
 			if unlock {
 				runtime.LockOSThread()
@@ -395,7 +440,12 @@ func serve(c *ring.Client, in io.Reader, out io.Writer, cfg serveConfig) error {
 		}
 		res := blockResult{Scenario: name, Samples: n, ElapsedNs: int64(elapsed), Hist: h.buckets(), Ops: ops,
 			Mallocs: after.Mallocs - before.Mallocs, AllocBytes: after.TotalAlloc - before.TotalAlloc,
-			GCCycles: after.NumGC - before.NumGC, GCPauseNs: after.PauseTotalNs - before.PauseTotalNs, FS: fsStats}
+			GCCycles: after.NumGC - before.NumGC, GCPauseNs: after.PauseTotalNs - before.PauseTotalNs, FS: fsStats,
+			CPUNs: int64(cpuTime() - cpuBefore)}
+		if c != nil {
+			st := c.Stats()
+			res.Ring = &ringBlockStats{CQSleeps: st.Sleeps - ringBefore.Sleeps, EngineWakeups: st.Wakeups - ringBefore.Wakeups}
+		}
 		if err := enc.Encode(res); err != nil {
 			return err
 		}

@@ -109,3 +109,63 @@ func TestParseSize(t *testing.T) {
 		}
 	}
 }
+
+// Every goroutine of a concurrent block reads, each into its own histogram, and the block's
+// histogram holds exactly the reads that ended in the measured window.
+func TestRunConcurrentRunsEveryGoroutine(t *testing.T) {
+	const n = 6
+	calls := make([]int64, n)
+	samples := make([]func() error, n)
+	hists := make([]*histogram, n)
+	for i := range samples {
+		samples[i] = func() error {
+			calls[i]++
+			time.Sleep(100 * time.Microsecond) // a read in flight, so that the others run
+			return nil
+		}
+		hists[i] = newHistogram()
+		hists[i].record(1) // a stale count from an earlier block: reset
+	}
+	h := newHistogram()
+	cmd := blockCommand{kind: "needle-http", warmup: 2 * time.Millisecond, measure: 20 * time.Millisecond}
+	recorded, ops, elapsed, err := runConcurrent(cmd, h, hists, samples)
+	if err != nil || elapsed != cmd.measure || recorded == 0 || recorded != h.total || ops <= recorded {
+		t.Fatalf("recorded %d (histogram %d) ops %d elapsed %v err %v", recorded, h.total, ops, elapsed, err)
+	}
+	var sum, inHists int64
+	for i := range calls {
+		if calls[i] == 0 || hists[i].total == 0 {
+			t.Errorf("goroutine %d: %d reads, %d recorded", i, calls[i], hists[i].total)
+		}
+		sum += calls[i]
+		inHists += hists[i].total
+	}
+	if sum != ops || inHists != recorded {
+		t.Fatalf("reads %d, ops %d; per-goroutine histograms %d, recorded %d", sum, ops, inHists, recorded)
+	}
+
+	// One goroutine's error ends the block, and is the block's.
+	boom := errors.New("boom")
+	samples[3] = func() error { return boom }
+	if _, _, _, err := runConcurrent(cmd, h, hists, samples); err != boom {
+		t.Fatalf("error not passed on: %v", err)
+	}
+}
+
+// A window no read ends in (every read outlasts it) still answers with samples: each
+// goroutine's first read after the window, over the time up to the last of them.
+func TestRunConcurrentWindowWithoutReads(t *testing.T) {
+	const n = 3
+	samples := make([]func() error, n)
+	hists := make([]*histogram, n)
+	for i := range samples {
+		samples[i] = func() error { time.Sleep(20 * time.Millisecond); return nil }
+		hists[i] = newHistogram()
+	}
+	h := newHistogram()
+	cmd := blockCommand{kind: "needle-http", warmup: 0, measure: time.Millisecond}
+	recorded, ops, elapsed, err := runConcurrent(cmd, h, hists, samples)
+	if err != nil || recorded != n || h.total != n || ops != n || elapsed < 20*time.Millisecond {
+		t.Fatalf("recorded %d (histogram %d) ops %d elapsed %v err %v", recorded, h.total, ops, elapsed, err)
+	}
+}
