@@ -274,7 +274,11 @@ fn needle_log_name(root: &str, tls: Tls) -> String {
     }
     let size = root.split('.').nth(2).unwrap_or("x");
     // The concurrent reads' group (`needle.read.4k.http.c1`) beside the one-reader group.
-    let conc = if scenarios::needle_concurrency(root).is_some() { "-conc" } else { "" };
+    let conc = if scenarios::needle_concurrency(root).is_some() {
+        "-conc"
+    } else {
+        ""
+    };
     format!("engine-needle-{size}{conc}-{}.log", tls.name())
 }
 

@@ -249,7 +249,10 @@ pub fn build(spec: &Spec) -> Box<dyn Scenario> {
             let (size, tls) = needle_parts(name).expect("needle.read.<size>.<path>");
             let netns = spec.netns;
             let conc = needle_concurrency(name).unwrap_or(0);
-            Box::new(go::GoRinglat::new(spec.name, go::Kind::Needle { size, tls, netns, conc }))
+            Box::new(go::GoRinglat::new(
+                spec.name,
+                go::Kind::Needle { size, tls, netns, conc },
+            ))
         }
         _ if spec.front_end.is_some() => {
             let tls = match spec.engine {

@@ -103,8 +103,14 @@ const fn needle_conc_spec(
 
 /// Issue 16: at every concurrency, reads/s over shared memory at least 2x HTTP's, over tcp
 /// at least HTTP's.
-const CONC_SM: Target = Target { metric: Metric::OpsRatio, bound: 2.0 };
-const CONC_TCP: Target = Target { metric: Metric::OpsRatio, bound: 1.0 };
+const CONC_SM: Target = Target {
+    metric: Metric::OpsRatio,
+    bound: 2.0,
+};
+const CONC_TCP: Target = Target {
+    metric: Metric::OpsRatio,
+    bound: 1.0,
+};
 
 /// `needle.read.<size>.netns[.http]`: the needle read across a veth pair (`crate::netns`):
 /// the volume server in namespace -a, ringlat in -b, over HTTP (`ring: false`, the baseline)

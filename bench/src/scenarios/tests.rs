@@ -59,7 +59,10 @@ fn concurrent_needle_reads_run_next_to_http_at_the_same_concurrency() {
         let s = |p: &str| spec(&format!("needle.read.4k.{p}.c{n}")).unwrap();
         for (p, bound) in [("sm", 2.0), ("tcp", 1.0)] {
             let t = s(p).target.unwrap();
-            assert_eq!((t.metric, t.bound, t.key()), (Metric::OpsRatio, bound, "ratio_ops_per_sec"));
+            assert_eq!(
+                (t.metric, t.bound, t.key()),
+                (Metric::OpsRatio, bound, "ratio_ops_per_sec")
+            );
             assert_eq!(s(p).baseline, Some(s("http").name));
             assert!(t.met(bound) && !t.met(bound * 0.99), "{p}");
         }
