@@ -190,6 +190,7 @@ fn default_plan_pairs_each_subject_with_its_baseline() {
             vec!["needle.read.4k.http", "needle.read.4k.tcp", "needle.read.4k.sm"],
             vec!["needle.read.64k.http", "needle.read.64k.tcp", "needle.read.64k.sm"],
             vec!["needle.read.1m.http", "needle.read.1m.tcp", "needle.read.1m.sm"],
+            vec!["needle.read.8m.http", "needle.read.8m.tcp", "needle.read.8m.sm"],
             conc_group(),
             vec![
                 "mount.randread.4k.http",
@@ -373,6 +374,14 @@ fn needle_reads_run_next_to_the_http_get() {
     assert_eq!(t("needle.read.4k.sm"), Some(("ratio_p50", "<= 0.05".to_string())));
     assert_eq!(
         t("needle.read.1m.tcp"),
+        Some(("ratio_bytes_per_sec", ">= 1".to_string()))
+    );
+    assert_eq!(
+        t("needle.read.8m.tcp"),
+        Some(("ratio_bytes_per_sec", ">= 1".to_string()))
+    );
+    assert_eq!(
+        t("needle.read.8m.sm"),
         Some(("ratio_bytes_per_sec", ">= 2".to_string()))
     );
     assert_eq!(

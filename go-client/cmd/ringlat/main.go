@@ -52,6 +52,7 @@ import (
 	"golang.org/x/sys/unix"
 
 	"github.com/seaweed-ring/seaweed-ring/go-client/internal/weedcluster"
+	"github.com/seaweed-ring/seaweed-ring/go-client/needle"
 	"github.com/seaweed-ring/seaweed-ring/go-client/ring"
 )
 
@@ -145,7 +146,7 @@ func main() {
 		var c *ring.Client
 		if !*noEngine {
 			var err error
-			c, err = ring.Dial(context.Background(), *socket, ring.WithSpin(*spin))
+			c, err = ring.Dial(context.Background(), *socket, serveOptions(*spin, cfg)...)
 			if err != nil {
 				no := false
 				json.NewEncoder(os.Stdout).Encode(blockError{Ready: &no, Error: err.Error()})
@@ -297,4 +298,19 @@ func pinAllThreads(set unix.CPUSet) {
 func fail(err error) {
 	fmt.Fprintln(os.Stderr, "ringlat:", err)
 	os.Exit(1)
+}
+
+// serveOptions are the session's options in -serve mode: the engine's default buffer area
+// (4 MiB) unless a needle-mode ringlat needs room for more (an 8 MiB needle, or many
+// goroutines each with a buffer of its own), then twice what the readers take.
+func serveOptions(spin time.Duration, cfg serveConfig) []ring.Option {
+	opts := []ring.Option{ring.WithSpin(spin)}
+	if cfg.needle != nil {
+		readers := uint64(max(cfg.conc, 1))
+		need := readers * uint64(needle.MetaLen+cfg.needle.size)
+		if need > 2<<20 {
+			opts = append(opts, ring.WithBufferSize((2*need+(1<<20)-1)&^((1<<20)-1)))
+		}
+	}
+	return opts
 }
