@@ -216,8 +216,11 @@ pub struct BesideColdReads {
     reader: Option<Ringlat>,
     seq: u64,
     totals: ColdTotals,
-    /// The reader's busy time (its blocks' wall) and the NOP blocks' measured time.
+    /// The reader's busy time (its blocks' wall), the part of it in its timed reads, and the
+    /// NOP blocks' measured time.
     reader_wall: Duration,
+    reader_reads: Duration,
+    reader_samples: u64,
     nop_wall: Duration,
     details: Map<String, Value>,
 }
@@ -273,6 +276,8 @@ impl BesideColdReads {
         self.totals
             .add(&st, io_before.zip(io_after).map(|(a, b)| b.saturating_sub(a)));
         self.reader_wall += Duration::from_nanos(st.wall_ns);
+        self.reader_reads += Duration::from_nanos(b.elapsed_ns);
+        self.reader_samples += b.samples;
         self.nop_wall += run.elapsed;
         Ok(run)
     }
@@ -302,6 +307,16 @@ impl Scenario for BesideColdReads {
             // during the whole of every block (it stops on its budget otherwise).
             let busy = self.reader_wall.as_secs_f64() / self.nop_wall.as_secs_f64();
             d.insert("cold_reader_busy".into(), crate::stats::round2(busy).into());
+        }
+        if !self.reader_wall.is_zero() {
+            // How much of that time a read was in flight (the rest: its page drops and byte
+            // checks, and waiting for a CPU), and how long its reads took.
+            let share = self.reader_reads.as_secs_f64() / self.reader_wall.as_secs_f64();
+            d.insert("cold_reader_read_share".into(), crate::stats::round2(share).into());
+        }
+        if self.reader_samples > 0 {
+            let mean = self.reader_reads.as_secs_f64() * 1e3 / self.reader_samples as f64;
+            d.insert("cold_reader_read_ms_mean".into(), crate::stats::round2(mean).into());
         }
         d
     }
