@@ -42,6 +42,8 @@ pub struct Engines {
     /// MiB of the file the weed host writes through its filer for the front-end scenarios
     /// (0: none of them runs).
     pub weed_fs_mb: u32,
+    /// Cold needles the weed host uploads ([`scenarios::cold_pool`]; 0 without cold scenarios).
+    pub weed_cold: u32,
     /// The namespace pair and its weed cluster (`needle.read.<size>.netns*`), made for the
     /// first group that needs it, kept for the rest of the run, removed when dropped.
     pub netns: Option<netns::NetnsHost>,
@@ -100,6 +102,7 @@ impl Engines {
                     ringlat,
                     scenarios::NEEDLE_SIZES,
                     self.weed_fs_mb,
+                    self.weed_cold,
                     self.weed_core,
                 )?);
             }

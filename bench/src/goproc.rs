@@ -29,6 +29,11 @@ impl Ringlat {
     /// Go thread stays on the client core, so GOMAXPROCS is 1 and nothing of Go runs on the
     /// engine core); with `Some(c)` the process is pinned to CPU `c` before it runs.
     pub fn spawn(path: &Path, args: &[String], cpu: Option<usize>) -> Result<Self> {
+        Self::spawn_on(path, args, cpu.map(|c| vec![c]))
+    }
+
+    /// [`Ringlat::spawn`] with the process allowed on every CPU of `cpus` (`None`: inherit).
+    pub fn spawn_on(path: &Path, args: &[String], cpus: Option<Vec<usize>>) -> Result<Self> {
         let command = format!("{} {}", path.display(), args.join(" "));
         let mut cmd = Command::new(path);
         cmd.args(args)
@@ -40,15 +45,16 @@ impl Ringlat {
             .process_group(0);
         // SAFETY: cpu_set_t is plain data; all zeroes is the empty set.
         let mut set: libc::cpu_set_t = unsafe { std::mem::zeroed() };
-        if let Some(c) = cpu.filter(|&c| c < libc::CPU_SETSIZE as usize) {
+        for &c in cpus.iter().flatten().filter(|&&c| c < libc::CPU_SETSIZE as usize) {
             // SAFETY: c is below CPU_SETSIZE, so the bit is inside the set.
             unsafe { libc::CPU_SET(c, &mut set) };
         }
+        let pin = cpus.is_some();
         // SAFETY: prctl and sched_setaffinity are async-signal-safe and touch no memory of
         // the parent (`set` is a copy owned by the closure).
         unsafe {
             cmd.pre_exec(move || {
-                if cpu.is_some() && libc::sched_setaffinity(0, std::mem::size_of::<libc::cpu_set_t>(), &set) != 0 {
+                if pin && libc::sched_setaffinity(0, std::mem::size_of::<libc::cpu_set_t>(), &set) != 0 {
                     return Err(std::io::Error::last_os_error());
                 }
                 // ringlat dies with the thread that started it (the bench's main thread).

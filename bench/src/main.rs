@@ -231,6 +231,11 @@ fn run(cli: &Cli) -> Result<()> {
         } else {
             0
         },
+        weed_cold: if plan.specs().any(|s| scenarios::is_cold(s.name)) {
+            scenarios::cold_pool(blocks)
+        } else {
+            0
+        },
         netns: None,
     };
     if engine_uses.contains(&EngineUse::Plain) {

@@ -133,6 +133,7 @@ fn measure_group(
                 elapsed: run.elapsed,
                 ops: run.samples * u64::from(spec.ops_per_sample),
                 p50_ns: block_hist.value_at_quantile(0.5),
+                p99_ns: block_hist.value_at_quantile(0.99),
                 p999_ns: block_hist.value_at_quantile(0.999),
                 hist: keep_block_hists.then(|| block_hist.clone()),
             };

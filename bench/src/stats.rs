@@ -56,6 +56,7 @@ pub struct Block {
     /// Operations done (samples × ops per sample).
     pub ops: u64,
     pub p50_ns: u64,
+    pub p99_ns: u64,
     pub p999_ns: u64,
     /// Only kept when histogram logs are written.
     pub hist: Option<Histogram<u64>>,
@@ -295,6 +296,7 @@ mod tests {
             elapsed: Duration::from_millis(500),
             ops: 32_000,
             p50_ns: 1,
+            p99_ns: 1,
             p999_ns: 1,
             hist: None,
         };

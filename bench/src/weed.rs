@@ -59,6 +59,12 @@ pub struct WeedInfo {
     pub weed_ring: Option<String>,
     #[serde(default)]
     pub weed_ring_error: Option<String>,
+    /// With cold needles (`cold > 0`): their file ids, in upload order, and their length
+    /// (the cold scenarios, `crate::scenarios::cold`; go-client/cmd/ringlat/cold.go).
+    #[serde(default)]
+    pub cold: Vec<String>,
+    #[serde(default)]
+    pub cold_bytes: u64,
 }
 
 /// A ready line: `info` when it names a cluster, `weed` the binary (also with `-check`).
@@ -141,13 +147,21 @@ pub struct WeedHost {
 
 impl WeedHost {
     /// Starts the cluster pinned to `cpu` and uploads a needle of each of `sizes`; with
-    /// `fs_mb > 0` also a filer, and a file of that many MiB written through it.
-    pub fn start(ringlat: &Path, sizes: &[&str], fs_mb: u32, cpu: usize) -> Result<Self> {
+    /// `fs_mb > 0` also a filer, and a file of that many MiB written through it; with
+    /// `cold > 0` that many cold needles (1 MiB, each followed by a filler).
+    pub fn start(ringlat: &Path, sizes: &[&str], fs_mb: u32, cold: u32, cpu: usize) -> Result<Self> {
         let mut args = vec!["-weed".to_string(), "-sizes".into(), sizes.join(",")];
         if fs_mb > 0 {
             args.extend(["-fs-mb".into(), fs_mb.to_string()]);
         }
-        Self::start_with(ringlat, args, sizes, fs_mb, cpu)
+        if cold > 0 {
+            args.extend(["-cold".into(), cold.to_string()]);
+        }
+        let host = Self::start_with(ringlat, args, sizes, fs_mb, cpu)?;
+        if host.info.cold.len() != cold as usize {
+            return Err(format!("the weed host uploaded {} cold needles, not {cold}", host.info.cold.len()).into());
+        }
+        Ok(host)
     }
 
     /// Starts the cluster in network namespace `netns` (master and volume server listening

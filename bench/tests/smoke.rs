@@ -169,12 +169,14 @@ fn ring_scenarios_run_with_their_baselines() {
     }
     // Nothing is reserved-but-unavailable any more (Go may be skipped, below).
     // io_uring.nop is skipped where the kernel (or a seccomp filter) forbids io_uring.
-    // The needle scenarios are skipped where no weed binary is found (or Go is missing).
+    // The needle scenarios (and ring.nop.beside_cold_reads, whose cold reader reads needles)
+    // are skipped where no weed binary is found (or Go is missing).
     // scale.nop.workers.N is skipped where there are not N cores besides the client's.
     assert!(
         skipped_names.iter().all(|n| n.ends_with(".go")
             || *n == "io_uring.nop"
             || n.starts_with("needle.read.")
+            || *n == "ring.nop.beside_cold_reads"
             || is_front_end(n)
             || (n.starts_with("scale.nop.workers.") && *n != "scale.nop.workers.1")),
         "skipped: {skipped_names:?}"

@@ -98,6 +98,7 @@ pub fn ratio_plot(results: &[(&ScenarioResult, Option<Comparison>)], stamp: &str
         let Some(value) = c.target_value(&t) else { continue };
         let what = match t.metric {
             Metric::P50Ratio | Metric::P50RatioAtLeast => "p50",
+            Metric::P99Ratio => "p99",
             Metric::OpsRatio => "ops/s",
             Metric::BytesRatio => "bytes/s",
             Metric::P50ExcessOver(_) => "p50 excess",

@@ -6,6 +6,7 @@ use serde_json::{json, Map, Value};
 
 use super::{Comparison, RunInfo, ScenarioResult};
 use crate::machine::Machine;
+use crate::scenarios::Metric;
 use crate::stats::{round2, round3, summarize, Ratio};
 
 /// A JSON object that keeps its keys in insertion order (serde_json's own map sorts them).
@@ -51,6 +52,9 @@ pub fn json_line(r: &ScenarioResult, cmp: Option<&Comparison>, machine: &Machine
     }
     if let Some(c) = cmp {
         put_ratio(&mut l, "ratio_p50", c.baseline, c.p50);
+        if r.spec.target.is_some_and(|t| t.metric == Metric::P99Ratio) {
+            put_ratio(&mut l, "ratio_p99", c.baseline, c.p99);
+        }
         put_ratio(&mut l, "ratio_ops_per_sec", c.baseline, c.ops);
         if r.spec.bytes_per_sample > 0 {
             put_ratio(&mut l, "ratio_bytes_per_sec", c.baseline, c.bytes);

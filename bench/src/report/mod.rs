@@ -61,6 +61,10 @@ impl ScenarioResult {
         self.blocks.iter().map(|b| b.p50_ns as f64).collect()
     }
 
+    pub fn block_p99s(&self) -> Vec<f64> {
+        self.blocks.iter().map(|b| b.p99_ns as f64).collect()
+    }
+
     pub fn block_ops_per_sec(&self) -> Vec<f64> {
         self.blocks.iter().map(Block::ops_per_sec).collect()
     }
@@ -103,6 +107,8 @@ impl ScenarioResult {
 pub struct Comparison {
     pub baseline: &'static str,
     pub p50: Option<Ratio>,
+    /// Of block p99s.
+    pub p99: Option<Ratio>,
     pub ops: Option<Ratio>,
     /// Bytes/sec, when both count bytes.
     pub bytes: Option<Ratio>,
@@ -117,6 +123,7 @@ impl Comparison {
     pub fn target_value(&self, t: &Target) -> Option<f64> {
         match t.metric {
             Metric::P50Ratio | Metric::P50RatioAtLeast => self.p50.map(|r| r.value),
+            Metric::P99Ratio => self.p99.map(|r| r.value),
             Metric::OpsRatio => self.ops.map(|r| r.value),
             Metric::BytesRatio => self.bytes.map(|r| r.value),
             Metric::P50ExcessOver(_) => self.excess.and_then(|(_, e)| e).map(|e| e.excess_vs_reference),
@@ -157,9 +164,11 @@ pub fn compare(subject: &ScenarioResult, all: &[ScenarioResult]) -> Option<Compa
         (Some(s), Some(b)) => ratio_of_medians(&s, &b),
         _ => None,
     };
+    let p99 = ratio_of_medians(&subject.block_p99s(), &baseline.block_p99s());
     Some(Comparison {
         baseline: baseline.spec.name,
         p50,
+        p99,
         ops,
         bytes,
         also,

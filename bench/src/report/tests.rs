@@ -23,6 +23,7 @@ fn result(name: &str, block_ns: &[u64], ops_per_block: u64) -> ScenarioResult {
             elapsed: Duration::from_millis(100),
             ops: ops_per_block,
             p50_ns: h.value_at_quantile(0.5),
+            p99_ns: h.value_at_quantile(0.99),
             p999_ns: h.value_at_quantile(0.999),
             hist: Some(h),
         });

@@ -121,6 +121,9 @@ pub fn table(
                 _ => Metric::P50Ratio,
             };
             let mut rows = vec![("p50", p50_metric, c.p50), ("ops/s", Metric::OpsRatio, c.ops)];
+            if r.spec.target.is_some_and(|t| t.metric == Metric::P99Ratio) {
+                rows.insert(1, ("p99", Metric::P99Ratio, c.p99));
+            }
             if r.spec.bytes_per_sample > 0 {
                 rows.push(("bytes/s", Metric::BytesRatio, c.bytes));
             }

@@ -21,7 +21,7 @@ use hdrhistogram::Histogram;
 use serde::Deserialize;
 use serde_json::{Map, Value};
 
-use super::{BlockRun, Ctx, FrontEnd, Scenario, Tls, STALL_LIMIT};
+use super::{cold, BlockRun, Ctx, FrontEnd, Scenario, Tls, STALL_LIMIT};
 use crate::goproc::Ringlat;
 use crate::stats::HIGHEST_NS;
 use crate::Result;
@@ -52,6 +52,9 @@ pub enum Kind {
     /// ring read path reading through the group's engine for these transports, or the stock
     /// `weed` (`None`).
     FrontEnd { front_end: FrontEnd, tls: Option<Tls> },
+    /// `needle.read.cold.1m.*`: one 1 MiB read of a cold needle of the run's weed host,
+    /// its pages dropped just before (ringlat's cold blocks, see `super::cold`).
+    Cold(cold::Reader),
 }
 
 impl Kind {
@@ -62,6 +65,7 @@ impl Kind {
             Kind::Needle { tls: Some(_), .. } => "needle-ring",
             Kind::Needle { tls: None, .. } => "needle-http",
             Kind::FrontEnd { .. } => "fs",
+            Kind::Cold(r) => r.command_word(),
         }
     }
 
@@ -124,6 +128,7 @@ pub struct GoRinglat {
     details: Map<String, Value>,
     allocs: Allocs,
     fs: FsStats,
+    cold: cold::ColdTotals,
 }
 
 impl GoRinglat {
@@ -135,6 +140,7 @@ impl GoRinglat {
             details: Map::new(),
             allocs: Allocs::default(),
             fs: FsStats::default(),
+            cold: cold::ColdTotals::default(),
         }
     }
 
@@ -232,6 +238,11 @@ impl GoRinglat {
                     d.insert("netns_client".into(), n.client_ns.clone().into());
                     d.insert("netns_server".into(), n.server_ns.clone().into());
                 }
+            }
+            Kind::Cold(reader) => {
+                let (a, facts) = cold::reader_args(ctx, self.name, reader)?;
+                args.extend(a);
+                d.extend(facts);
             }
             Kind::FrontEnd { front_end, tls } => {
                 let weed = ctx
@@ -375,6 +386,12 @@ impl GoRinglat {
             self.details.insert("bytes_verified".into(), true.into());
             self.details.insert("ringlat_gc".into(), "on".into());
         }
+        if let Kind::Cold(r) = self.kind {
+            if let Err(err) = cold::wait_serving(ctx, r) {
+                return Err(p.failure(&err.to_string()));
+            }
+            self.details.insert("ringlat_gc".into(), "on".into());
+        }
         self.details.extend(facts);
         self.proc = Some(p);
         Ok(())
@@ -387,6 +404,10 @@ impl Scenario for GoRinglat {
             self.start(ctx)?;
         }
         let timing = ctx.timing;
+        let io_before = match self.kind {
+            Kind::Cold(r) => cold::served_io(ctx, r)?,
+            _ => None,
+        };
         let p = self.proc.as_mut().expect("started above");
         let cmd = format!(
             "block {} {} {}\n",
@@ -399,6 +420,8 @@ impl Scenario for GoRinglat {
             .and_then(|()| p.read_line(timing.warmup + timing.measure + STALL_LIMIT));
         let allocs = &mut self.allocs;
         let fs_stats = &mut self.fs;
+        let cold_totals = &mut self.cold;
+        let kind = self.kind;
         let result = answer.and_then(|line| {
             let b = GoBlock::parse(&line)?;
             if b.scenario != self.name {
@@ -431,6 +454,11 @@ impl Scenario for GoRinglat {
                 if !f.ring_log.is_empty() {
                     t.ring_log = f.ring_log;
                 }
+            }
+            if let Kind::Cold(r) = kind {
+                let st = b.cold.as_ref().ok_or("ringlat's cold block answer has no \"cold\" counts")?;
+                let io_after = cold::served_io(ctx, r)?;
+                cold_totals.add(st, io_before.zip(io_after).map(|(a, b)| b.saturating_sub(a)));
             }
             Ok(BlockRun {
                 samples: b.samples,
@@ -476,6 +504,9 @@ impl Scenario for GoRinglat {
             let per_read = |n: u64| crate::stats::round2(n as f64 / a.ops as f64);
             d.insert("ring_cq_sleeps_per_read".into(), per_read(a.cq_sleeps).into());
             d.insert("ring_engine_wakeups_per_read".into(), per_read(a.engine_wakeups).into());
+        }
+        if let Kind::Cold(_) = self.kind {
+            self.cold.put(&mut d);
         }
         if let Kind::FrontEnd { .. } = self.kind {
             let f = &self.fs;
@@ -529,6 +560,9 @@ pub struct GoBlock {
     /// The session's doorbell counts over the block (ring blocks).
     #[serde(default)]
     pub ring: Option<RingStats>,
+    /// A cold block's counts.
+    #[serde(default)]
+    pub cold: Option<cold::ColdStats>,
 }
 
 /// A ring block's doorbell counts (go-client/cmd/ringlat/serve.go, ringBlockStats).

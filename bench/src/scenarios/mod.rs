@@ -9,6 +9,7 @@
 //! runner interleaves it block by block with its baseline and computes the ratios; a scenario
 //! without a baseline runs in blocks on its own.
 
+mod cold;
 mod floor;
 mod go;
 pub mod iceoryx;
@@ -34,6 +35,7 @@ use ring_client::Session;
 
 use crate::Result;
 
+pub use cold::{cold_pool, is_cold};
 pub use plan::{group_ucx, plan};
 pub use sampling::{pipelined_loop, sample_loop, BlockRun, PartTimedBlock, Pipeline, SpinGuard, Timing, STALL_LIMIT};
 pub use spec::{fs_file_mb, needs_ring_weed, short_number, EngineUse, FrontEnd, Metric, Spec, Target, Tls};
@@ -188,6 +190,23 @@ impl NeedleEngine {
     }
 }
 
+impl NeedleEngine {
+    /// The reads its volume I/O threads served so far: `reads_served_io` summed over the
+    /// volumes of `engine status --json`.
+    pub fn reads_served_io(&self) -> crate::Result<u64> {
+        let out = std::process::Command::new(&self.binary)
+            .args(["status", "--json", "--socket"])
+            .arg(&self.socket)
+            .output()?;
+        let v: serde_json::Value = serde_json::from_slice(&out.stdout)
+            .map_err(|e| format!("engine status --json at {}: {e} ({})", self.socket.display(), out.status))?;
+        let volumes = v["volumes"]
+            .as_array()
+            .ok_or_else(|| format!("engine status --json at {} lists no volumes", self.socket.display()))?;
+        Ok(volumes.iter().filter_map(|v| v["reads_served_io"].as_u64()).sum())
+    }
+}
+
 /// One scenario, ready to run blocks. Called on the measuring thread, already pinned to the
 /// client core.
 pub trait Scenario {
@@ -233,6 +252,9 @@ pub fn build(spec: &Spec) -> Box<dyn Scenario> {
         "uds.msgpack" => Box::new(uds::UdsMsgpack::default()),
         "io_uring.nop" => Box::new(iouring::IoUringNop::default()),
         "ring.wake" => Box::new(wake::Wake::default()),
+        "needle.read.cold.1m.tcp" => Box::new(go::GoRinglat::new(spec.name, go::Kind::Cold(cold::Reader::Tcp))),
+        "needle.read.cold.1m.http" => Box::new(go::GoRinglat::new(spec.name, go::Kind::Cold(cold::Reader::Http))),
+        "ring.nop.beside_cold_reads" => Box::new(cold::BesideColdReads::default()),
         "ring.idle.full.sm" => Box::new(idle::IdleFull::new(Tls::Sm)),
         "ring.idle.full.tcp" => Box::new(idle::IdleFull::new(Tls::Tcp)),
         "iceoryx2.reqres" => Box::new(iceoryx::ReqRes::default()),

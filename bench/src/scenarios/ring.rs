@@ -35,7 +35,23 @@ pub(super) fn stall_context(s: &Session) -> String {
     )
 }
 
-/// `ring.nop`: `Session::submit` one NOP, spin on `try_cqe` until its completion arrives.
+/// One `ring.nop` sample: `Session::submit` one NOP (user_data: the next `seq`), spin on
+/// `try_cqe` until its completion arrives.
+pub(super) fn nop_round_trip(s: &mut Session, seq: &mut u64) -> Result<()> {
+    *seq += 1;
+    let want = *seq;
+    s.submit(&nop(want))?;
+    let mut guard = SpinGuard::new();
+    let c = loop {
+        if let Some(c) = s.try_cqe()? {
+            break c;
+        }
+        guard.turn(|| format!("waiting for the completion of NOP {want} ({})", stall_context(s)))?;
+    };
+    check(&c, want)
+}
+
+/// `ring.nop`: [`nop_round_trip`] per sample.
 #[derive(Default)]
 pub struct Nop {
     seq: u64,
@@ -46,19 +62,7 @@ impl Scenario for Nop {
         let timing = ctx.timing;
         let s = ctx.session()?;
         let seq = &mut self.seq;
-        sample_loop(timing, hist, || {
-            *seq += 1;
-            let want = *seq;
-            s.submit(&nop(want))?;
-            let mut guard = SpinGuard::new();
-            let c = loop {
-                if let Some(c) = s.try_cqe()? {
-                    break c;
-                }
-                guard.turn(|| format!("waiting for the completion of NOP {want} ({})", stall_context(s)))?;
-            };
-            check(&c, want)
-        })
+        sample_loop(timing, hist, || nop_round_trip(s, seq))
     }
 }
 

@@ -6,6 +6,8 @@
 pub enum Metric {
     /// subject p50 / baseline p50 must be at most the bound.
     P50Ratio,
+    /// subject p99 / baseline p99 must be at most the bound (medians of block p99s).
+    P99Ratio,
     /// subject ops/sec / baseline ops/sec must be at least the bound.
     OpsRatio,
     /// (subject p50 - baseline p50) / reference p50 must be at most the bound: what the
@@ -27,7 +29,7 @@ pub struct Target {
 impl Target {
     pub fn met(&self, ratio: f64) -> bool {
         match self.metric {
-            Metric::P50Ratio | Metric::P50ExcessOver(_) => ratio <= self.bound,
+            Metric::P50Ratio | Metric::P99Ratio | Metric::P50ExcessOver(_) => ratio <= self.bound,
             Metric::OpsRatio | Metric::BytesRatio | Metric::P50RatioAtLeast => ratio >= self.bound,
         }
     }
@@ -36,7 +38,7 @@ impl Target {
     pub fn describe(&self) -> String {
         let bound = short_number(self.bound);
         match self.metric {
-            Metric::P50Ratio | Metric::P50ExcessOver(_) => format!("<= {bound}"),
+            Metric::P50Ratio | Metric::P99Ratio | Metric::P50ExcessOver(_) => format!("<= {bound}"),
             Metric::OpsRatio | Metric::BytesRatio | Metric::P50RatioAtLeast => format!(">= {bound}"),
         }
     }
@@ -45,6 +47,7 @@ impl Target {
     pub fn key(&self) -> &'static str {
         match self.metric {
             Metric::P50Ratio | Metric::P50RatioAtLeast => "ratio_p50",
+            Metric::P99Ratio => "ratio_p99",
             Metric::OpsRatio => "ratio_ops_per_sec",
             Metric::P50ExcessOver(_) => "excess_vs_reference",
             Metric::BytesRatio => "ratio_bytes_per_sec",

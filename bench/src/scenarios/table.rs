@@ -409,6 +409,40 @@ pub const SPECS: &[Spec] = &[
             "one NOP submitted once the engine worker is asleep (wake-up and round trip); details: the engine's CPU use while idle",
         )
     },
+    // Cold reads (issue 16), in the group of ring.nop: the bystander's p99 is compared with
+    // ring.nop's of the same run. No target on the cold reads themselves (the issue names
+    // none): the disk sets their pace on both paths.
+    Spec {
+        runs_with: Some("ring.nop"),
+        ..needle_spec(
+            "needle.read.cold.1m.http",
+            "a 1 MiB needle whose pages were dropped from the page cache just before (a fresh one each time, cycling), by a keep-alive Go HTTP GET to the weed volume server (ringlat cold-http)",
+            "1 MiB cold read",
+            1 << 20,
+            None,
+        )
+    },
+    needle_spec(
+        "needle.read.cold.1m.tcp",
+        "a 1 MiB needle the engine never read, pages dropped just before, through the rings (tcp): the engine serves it from its I/O threads (ringlat cold-ring; details: reads_served_io)",
+        "1 MiB cold read",
+        1 << 20,
+        Some((Tls::Tcp, "needle.read.cold.1m.http", None)),
+    ),
+    Spec {
+        baseline: Some("ring.nop"),
+        target: Some(Target { metric: Metric::P99Ratio, bound: 2.0 }),
+        engine: EngineUse::Needle(Tls::Tcp),
+        needs_go: true,
+        needs_weed: true,
+        // Its cold reader spends the pool block by block: a third of the block, as the
+        // needle reads.
+        measure_divisor: 3,
+        ..spec_base(
+            "ring.nop.beside_cold_reads",
+            "one NOP (as ring.nop) through the engine that serves the volume, while another session on the same worker reads cold 1 MiB needles without pause (ringlat cold-ring)",
+        )
+    },
     scale_sessions("scale.nop.sessions.1", None),
     scale_sessions("scale.nop.sessions.4", Some("scale.nop.sessions.1")),
     scale_sessions("scale.nop.sessions.16", Some("scale.nop.sessions.1")),

@@ -155,6 +155,32 @@ fn iceoryx2_runs_with_the_ring_nop_and_has_the_issue_target() {
     assert_eq!(tails, [("ring.nop", 4.0)]);
 }
 
+/// The cold scenarios run interleaved with ring.nop (the bystander's p99 against ring.nop's),
+/// and the pool holds a part for each ring reader and the HTTP one.
+#[test]
+fn cold_reads_run_with_ring_nop_from_one_pool() {
+    let p = plan(&["ring.nop.beside_cold_reads".into(), "needle.read.cold.1m.tcp".into()]).unwrap();
+    assert_eq!(
+        names(&p.groups),
+        vec![vec![
+            "floor.pingpong",
+            "ring.nop",
+            "needle.read.cold.1m.http",
+            "needle.read.cold.1m.tcp",
+            "ring.nop.beside_cold_reads"
+        ]]
+    );
+    let t = spec("ring.nop.beside_cold_reads").unwrap().target.unwrap();
+    assert_eq!((t.metric, t.describe(), t.key()), (Metric::P99Ratio, "<= 2".to_string(), "ratio_p99"));
+    assert!(t.met(2.0) && !t.met(2.01));
+    assert!(is_cold("needle.read.cold.1m.http") && !is_cold("needle.read.1m.tcp"));
+    assert_eq!(needle_parts("needle.read.cold.1m.tcp"), None);
+    let all: Vec<String> = (0..cold_pool(3)).map(|i| i.to_string()).collect();
+    let parts = [cold::Reader::Tcp, cold::Reader::Beside, cold::Reader::Http].map(|r| cold::cold_fids(&all, r));
+    assert_eq!(parts.map(<[String]>::len), [96, 96, cold::COLD_HTTP_NEEDLES as usize]);
+    assert_eq!(parts.concat(), all, "disjoint, in upload order");
+}
+
 #[test]
 fn bounds_print_short() {
     assert_eq!(short_number(1.3), "1.3");
@@ -176,7 +202,10 @@ fn default_plan_pairs_each_subject_with_its_baseline() {
                 "uds.msgpack",
                 "io_uring.nop",
                 "iceoryx2.reqres",
-                "ring.wake"
+                "ring.wake",
+                "needle.read.cold.1m.http",
+                "needle.read.cold.1m.tcp",
+                "ring.nop.beside_cold_reads"
             ],
             vec!["floor.echo_batch32", "ring.nop_batch32", "ring.nop_batch32.go"],
             vec!["ucx.raw_am_rtt.sm", "ucx.nop_ref.sm", "ucx.am_rtt.sm"],
@@ -303,16 +332,16 @@ fn skipping_go_keeps_the_rest() {
         ]
     );
     let new: Vec<_> = p.skipped[before..].iter().map(|(n, w)| (*n, w.as_str())).collect();
-    let mut want = vec![
-        ("ring.nop.go", "Go is not installed"),
-        ("ring.nop_batch32.go", "Go is not installed"),
-    ];
-    // The needle scenarios read from Go too.
+    // The needle scenarios read from Go too; the cold ones run in the group of ring.nop.
+    let go = "Go is not installed";
+    let mut want = vec![("ring.nop.go", go)];
+    want.extend(SPECS.iter().filter(|s| is_cold(s.name)).map(|s| (s.name, go)));
+    want.push(("ring.nop_batch32.go", go));
     want.extend(
         SPECS
             .iter()
-            .filter(|s| s.needs_weed)
-            .map(|s| (s.name, "Go is not installed")),
+            .filter(|s| s.needs_weed && !is_cold(s.name))
+            .map(|s| (s.name, go)),
     );
     assert_eq!(new, want);
     // Dropping a baseline drops what is compared with it (and runs with it), saying why.
@@ -485,10 +514,12 @@ fn registry_is_consistent() {
         );
         // A subject without a target: only the 64 KiB needle reads, the reads across the
         // namespace pair, the 1 MiB S3 GET, the scaling scenarios (the issue names none)
-        // and the HTTP reads of several goroutines (compared with one goroutine's).
+        // and the HTTP reads of several goroutines (compared with one goroutine's), and the
+        // cold reads (the disk sets their pace on both paths).
         if s.baseline.is_some() && s.target.is_none() {
             assert!(
                 s.name.starts_with("needle.read.64k.")
+                    || s.name == "needle.read.cold.1m.tcp"
                     || s.name.starts_with("needle.read.4k.http.c")
                     || s.netns
                     || s.name.starts_with("scale.nop.")
@@ -499,13 +530,17 @@ fn registry_is_consistent() {
         }
         assert_eq!(
             s.needs_weed,
-            s.name.starts_with("needle.read.") || s.front_end.is_some(),
+            s.name.starts_with("needle.read.") || s.front_end.is_some() || is_cold(s.name),
             "{}",
             s.name
         );
         if s.needs_weed {
             assert!(s.needs_go, "{}: the needle scenarios read from Go", s.name);
-            assert!(needle_parts(s.name).is_some() != s.front_end.is_some(), "{}", s.name);
+            assert!(
+                needle_parts(s.name).is_some() != (s.front_end.is_some() || is_cold(s.name)),
+                "{}",
+                s.name
+            );
         }
         let root = root_of(s);
         assert!(root.baseline.is_none());

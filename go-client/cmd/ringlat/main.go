@@ -15,7 +15,9 @@
 //	ringlat -serve [-socket PATH] [-core N] [-batch N] [-spin DUR]
 //	ringlat -serve [-socket PATH | -no-engine] [-core N] -name NAME -volume HOST:PORT
 //	        -fid FID -bytes N -sha256 HEX [-peer IP:PORT] [-conc N] [-gc-off]
-//	ringlat -weed [-weed-bin PATH] [-sizes 4k,64k,1m] [-fs-mb N | -netns NS -ip IP] [-check]
+//	ringlat -serve [-socket PATH | -no-engine] [-core N] -name NAME -volume HOST:PORT
+//	        -cold-fids "F1 F2 ..." -cold-dir DIR [-cold-per-block K] [-peer IP:PORT]
+//	ringlat -weed [-weed-bin PATH] [-sizes 4k,64k,1m] [-cold N] [-fs-mb N | -netns NS -ip IP] [-check]
 //	ringlat -serve -no-engine -name NAME -fs mount-rand|mount-seq|s3|filer -fs-path ring|http
 //	        -weed-bin PATH -master HOST:PORT -filer HOST:PORT -fs-file PATH -fs-bytes N
 //	        [-fs-object-bytes N] [-engine-socket PATH -engine-addrs VOLUME=UCX]
@@ -28,6 +30,9 @@
 // With -fid it is in needle mode: it reads that needle of a real volume server over the
 // rings (READ_NEEDLE to the engine at -peer) or over HTTP (needle.go); with -conc N, from
 // N goroutines at once (concurrent.go).
+//
+// With -cold-fids it is in cold mode: it reads needles whose pages it dropped from the page
+// cache just before (cold.go).
 //
 // With -fs it is in front-end mode: it starts the SeaweedFS front end it measures (a FUSE
 // weed mount, weed s3, or a filer of its own) and reads through it (fsread.go).
@@ -47,6 +52,7 @@ import (
 	"runtime/pprof"
 	"slices"
 	"strconv"
+	"strings"
 	"time"
 
 	"golang.org/x/sys/unix"
@@ -92,11 +98,15 @@ func main() {
 	peer := flag.String("peer", "", "-serve needle mode: UCX address of the engine serving the volume directory (ring blocks)")
 	conc := flag.Int("conc", 0, "-serve needle mode: needle-ring and needle-http blocks read from this many goroutines at once, sharing the session / HTTP client (0: one measuring goroutine)")
 	gcOff := flag.Bool("gc-off", false, "-serve needle mode: turn the garbage collector off (it stays on by default there)")
+	coldFids := flag.String("cold-fids", "", "-serve cold mode: the cold needles to read, separated by spaces (fids hold commas), in order (cold.go)")
+	coldDir := flag.String("cold-dir", "", "-serve cold mode: the volume directory whose .dat pages are dropped before each read")
+	coldPerBlock := flag.Int("cold-per-block", 64, "-serve cold mode: most reads per cold block, its warm-up read included")
 	weedMode := flag.Bool("weed", false, "run a SeaweedFS master and volume server, upload the needles of -sizes, print them, serve until stdin ends")
 	weedBin := flag.String("weed-bin", "", "-weed: the weed binary (default: $SWRING_WEED, else the one scripts/weed built)")
 	sizes := flag.String("sizes", "4k,64k,1m", "-weed: needle sizes to upload, comma-separated (k = KiB, m = MiB)")
 	check := flag.Bool("check", false, "-weed: only find the weed binary and print it")
 	fsMB := flag.Int("fs-mb", 0, "-weed: also start a filer and write a file of this many MiB through it (mount/s3/filer scenarios)")
+	weedCold := flag.Int("cold", 0, "-weed: also upload this many 1 MiB cold needles, each followed by a filler (cold.go)")
 	weedNetns := flag.String("netns", "", "-weed: run master and volume server in this network namespace (with -ip; needs root)")
 	weedIP := flag.String("ip", "", "-weed -netns: their address in that namespace")
 	cpuProfile := flag.String("cpuprofile", "", "write a CPU profile of the measured scenarios (with -serve: of everything from the ready line to the end of input) to this file")
@@ -104,7 +114,7 @@ func main() {
 	fs.flags()
 	flag.Parse()
 	if *weedMode {
-		if err := weedHost(*weedBin, *sizes, *fsMB, *check, weedcluster.NetnsOptions{Netns: *weedNetns, IP: *weedIP}, os.Stdin, os.Stdout); err != nil {
+		if err := weedHost(*weedBin, *sizes, *fsMB, *weedCold, *check, weedcluster.NetnsOptions{Netns: *weedNetns, IP: *weedIP}, os.Stdin, os.Stdout); err != nil {
 			fail(err)
 		}
 		return
@@ -142,6 +152,13 @@ func main() {
 			cfg.needle = &needleTarget{volume: *volume, fid: *fid, size: *size, sha256: *sum, peer: *peer}
 			cfg.conc = *conc
 		}
+		if *coldFids != "" {
+			if *coldDir == "" || *volume == "" {
+				fail(fmt.Errorf("cold mode (-cold-fids) needs -cold-dir and -volume"))
+			}
+			cfg.cold = &coldTarget{fids: strings.Fields(*coldFids), dir: *coldDir, perBlock: *coldPerBlock,
+				volume: *volume, peer: *peer}
+		}
 		// No overall timeout: the bench ends the process (stdin EOF, or SIGKILL).
 		var c *ring.Client
 		if !*noEngine {
@@ -153,7 +170,7 @@ func main() {
 				fail(err)
 			}
 		}
-		if (cfg.needle == nil && cfg.fs == nil) || *gcOff {
+		if (cfg.needle == nil && cfg.fs == nil && cfg.cold == nil) || *gcOff {
 			debug.SetGCPercent(-1)
 		}
 		stopProfile := startCPUProfile(*cpuProfile)

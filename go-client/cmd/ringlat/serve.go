@@ -10,7 +10,7 @@ package main
 // without "session"/"worker" under -no-engine; {"ready":false,"error":"..."} when set-up
 // failed) and then reads commands on stdin, one per line:
 //
-//	block nop|batch|needle-ring|needle-http|needle-ring-nocopy|reader-ring|reader-http|fs WARMUP_NS MEASURE_NS
+//	block nop|batch|needle-ring|needle-http|needle-ring-nocopy|reader-ring|reader-http|fs|cold-ring|cold-http WARMUP_NS MEASURE_NS
 //	quit                                  (or end of input)
 //
 // Each block is answered with one line:
@@ -34,6 +34,9 @@ package main
 // Front-end blocks (block fs, with -fs: fsread.go) time each read alone and add
 // "fs":{"reads","bytes_verified","resident_before","resident_extra","drops"}; the ready
 // line adds "fs":{"kind","path","weed","verified":true}.
+//
+// Cold blocks (block cold-ring|cold-http, with -cold-fids: cold.go) drop the volume's pages
+// before each read, time each read alone and add "cold":{...}.
 //
 // With -conc N (needle mode), needle-ring and needle-http blocks run N goroutines that read
 // at once (concurrent.go): "samples" counts the reads of all of them that ended in the
@@ -173,6 +176,8 @@ type blockResult struct {
 	GCPauseNs  uint64     `json:"gc_pause_ns"`
 	// FS: a front-end block's cache and check counts (fsread.go).
 	FS *fsBlockStats `json:"fs,omitempty"`
+	// Cold: a cold block's counts (cold.go).
+	Cold *coldBlockStats `json:"cold,omitempty"`
 	// CPUNs: the process's CPU time (user + system, every thread) over the block, warm-up
 	// included: near elapsed + warm-up when the client core was the bottleneck.
 	CPUNs int64 `json:"cpu_ns"`
@@ -202,7 +207,7 @@ type blockError struct {
 }
 
 // blockKinds are the sample kinds of the block command.
-var blockKinds = []string{"nop", "batch", "needle-ring", "needle-http", "needle-ring-nocopy", "reader-ring", "reader-http", "fs"}
+var blockKinds = []string{"nop", "batch", "needle-ring", "needle-http", "needle-ring-nocopy", "reader-ring", "reader-http", "fs", "cold-ring", "cold-http"}
 
 // blockCommand is one parsed "block" line.
 type blockCommand struct {
@@ -288,6 +293,8 @@ type serveConfig struct {
 	socket string
 	// fs is the front end of fs blocks (nil: no front-end mode).
 	fs *fsTarget
+	// cold is what cold blocks read (nil: no cold mode; cold.go).
+	cold *coldTarget
 }
 
 // serve runs the block protocol on in/out until "quit" or end of input. c is nil under
@@ -323,6 +330,16 @@ func serve(c *ring.Client, in io.Reader, out io.Writer, cfg serveConfig) error {
 		}
 		defer fs.close()
 		r.FS = &readyFS{Kind: cfg.fs.kind, Path: cfg.fs.path, Weed: cfg.fs.weedBin, Verified: true}
+	}
+	var cold *coldOps
+	if cfg.cold != nil {
+		var err error
+		if cold, err = newColdOps(ctx, c, cfg.cold); err != nil {
+			no := false
+			enc.Encode(blockError{Ready: &no, Error: err.Error()})
+			return err
+		}
+		defer cold.close()
 	}
 	if err := enc.Encode(r); err != nil {
 		return err
@@ -380,7 +397,7 @@ func serve(c *ring.Client, in io.Reader, out io.Writer, cfg serveConfig) error {
 				name, sample = "ring.nop.go", doNop
 			case "batch":
 				name, sample = fmt.Sprintf("ring.nop_batch%d.go", cfg.batch), doBatch
-			case "fs":
+			case "fs", "cold-ring", "cold-http":
 				// run below
 			default:
 				if needles == nil {
@@ -407,7 +424,20 @@ func serve(c *ring.Client, in io.Reader, out io.Writer, cfg serveConfig) error {
 		}
 		cpuBefore := cpuTime()
 		var fsStats *fsBlockStats
-		if err == nil && cmd.kind == "fs" {
+		var coldStats *coldBlockStats
+		if err == nil && (cmd.kind == "cold-ring" || cmd.kind == "cold-http") {
+			if cold == nil {
+				err = fmt.Errorf("block %s: ringlat was started without cold needles (-cold-fids)", cmd.kind)
+			} else {
+				var st coldBlockStats
+				runtime.UnlockOSThread() // as for needle blocks: the HTTP client's goroutines
+				runtime.ReadMemStats(&before)
+				n, ops, elapsed, st, err = cold.runBlock(ctx, cmd, strings.TrimPrefix(cmd.kind, "cold-"), h)
+				runtime.ReadMemStats(&after)
+				runtime.LockOSThread()
+				name, coldStats = cfg.name, &st
+			}
+		} else if err == nil && cmd.kind == "fs" {
 			if fs == nil {
 				err = errors.New("block fs: ringlat was started without a front end (-fs)")
 			} else {
@@ -440,7 +470,7 @@ func serve(c *ring.Client, in io.Reader, out io.Writer, cfg serveConfig) error {
 		}
 		res := blockResult{Scenario: name, Samples: n, ElapsedNs: int64(elapsed), Hist: h.buckets(), Ops: ops,
 			Mallocs: after.Mallocs - before.Mallocs, AllocBytes: after.TotalAlloc - before.TotalAlloc,
-			GCCycles: after.NumGC - before.NumGC, GCPauseNs: after.PauseTotalNs - before.PauseTotalNs, FS: fsStats,
+			GCCycles: after.NumGC - before.NumGC, GCPauseNs: after.PauseTotalNs - before.PauseTotalNs, FS: fsStats, Cold: coldStats,
 			CPUNs: int64(cpuTime() - cpuBefore)}
 		if c != nil {
 			st := c.Stats()

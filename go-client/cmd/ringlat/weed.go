@@ -24,6 +24,12 @@ package main
 // "no_weed":true|false} and ringlat exits with status 1. -check only looks for the binaries:
 // {"ready":true,"weed":"/path/weed","weed_ring":"/path/weed-ring"} (or "weed_ring_error").
 //
+// With -cold N it also uploads N needles of 1 MiB for the needle.read.cold.* scenarios and
+// ring.nop.beside_cold_reads (cold.go), each followed in its volume by a filler never read,
+// and the line adds "cold":["fid",...] and "cold_bytes". Their bytes follow from their fid
+// (coldData), so that a reader can check every read without a list of hashes. The master's
+// volume size limit is raised then (1 GiB): 8 volumes of 64 MiB hold only ~400 of them.
+//
 // With -netns NS -ip IP (the bench's needle.read.<size>.netns scenarios; needs root) the
 // master and the volume server run in network namespace NS (`ip netns exec`, scripts/netns
 // made it) listening on IP (weedcluster.StartNetns: volume IP:8080, master IP:9333), and
@@ -35,6 +41,7 @@ package main
 // answers HTTP on the core the engine uses for the ring path.
 
 import (
+	"bytes"
 	"context"
 	"crypto/rand"
 	"crypto/sha256"
@@ -77,8 +84,11 @@ type weedReady struct {
 	FsBytes       int64  `json:"fs_bytes,omitempty"`
 	WeedRing      string `json:"weed_ring,omitempty"`
 	WeedRingError string `json:"weed_ring_error,omitempty"`
-	Error         string `json:"error,omitempty"`
-	NoWeed        bool   `json:"no_weed,omitempty"`
+	// With -cold: the cold needles' file ids and their length (cold.go).
+	Cold      []string `json:"cold,omitempty"`
+	ColdBytes int      `json:"cold_bytes,omitempty"`
+	Error     string   `json:"error,omitempty"`
+	NoWeed    bool     `json:"no_weed,omitempty"`
 }
 
 // fsFile is the file the weed host writes through its filer for the mount scenarios.
@@ -103,7 +113,7 @@ func parseSize(s string) (int, error) {
 
 // weedHost runs -weed: see the comment at the top of this file. fsMB > 0 also starts a
 // filer and writes fsFile (fsMB MiB) through it (fsread.go).
-func weedHost(weedBin, sizes string, fsMB int, check bool, ns weedcluster.NetnsOptions, in io.Reader, out io.Writer) error {
+func weedHost(weedBin, sizes string, fsMB, cold int, check bool, ns weedcluster.NetnsOptions, in io.Reader, out io.Writer) error {
 	enc := json.NewEncoder(out)
 	failed := func(err error) error {
 		enc.Encode(weedReady{Error: err.Error(), NoWeed: errors.Is(err, weedcluster.ErrNoWeed)})
@@ -147,6 +157,9 @@ func weedHost(weedBin, sizes string, fsMB int, check bool, ns weedcluster.NetnsO
 		return failed(err)
 	}
 	defer os.RemoveAll(dir)
+	if cold > 0 && ns.Netns != "" {
+		return failed(errors.New("-netns does not go with -cold"))
+	}
 	ctx, cancel := context.WithTimeout(sig, 3*time.Minute)
 	defer cancel()
 	var cluster *weedcluster.Cluster
@@ -156,7 +169,11 @@ func weedHost(weedBin, sizes string, fsMB int, check bool, ns weedcluster.NetnsO
 	case ns.Netns != "":
 		cluster, err = weedcluster.StartNetns(ctx, weedBin, dir, ns)
 	default:
-		cluster, err = weedcluster.Start(ctx, weedBin, dir, weedcluster.Options{})
+		opt := weedcluster.Options{}
+		if cold > 0 {
+			opt.VolumeSizeLimitMB = 1024
+		}
+		cluster, err = weedcluster.Start(ctx, weedBin, dir, opt)
 	}
 	if err != nil {
 		return failed(err)
@@ -177,6 +194,12 @@ func weedHost(weedBin, sizes string, fsMB int, check bool, ns weedcluster.NetnsO
 		}
 		sum := sha256.Sum256(data)
 		r.Needles = append(r.Needles, weedNeedle{Size: w.name, Bytes: w.n, Fid: fid, SHA256: hex.EncodeToString(sum[:])})
+	}
+	if cold > 0 {
+		if r.Cold, err = uploadCold(ctx, cluster, cold); err != nil {
+			return failed(err)
+		}
+		r.ColdBytes = coldNeedleBytes
 	}
 	if fsMB > 0 {
 		r.Master = cluster.Master
@@ -206,4 +229,34 @@ func weedHost(weedBin, sizes string, fsMB int, check bool, ns weedcluster.NetnsO
 	case <-sig.Done():
 	}
 	return nil
+}
+
+// uploadCold uploads n cold needles (coldData of their fid), each followed by a filler of
+// coldFillerBytes in the same volume (the second fid of one assignment), and returns their
+// fids. The first one is read back and checked.
+func uploadCold(ctx context.Context, cluster *weedcluster.Cluster, n int) ([]string, error) {
+	filler := make([]byte, coldFillerBytes)
+	rand.Read(filler)
+	fids := make([]string, 0, n)
+	for i := range n {
+		fid, url, err := cluster.AssignCount(ctx, 2)
+		if err != nil {
+			return nil, fmt.Errorf("cold needle %d: %w", i, err)
+		}
+		data := coldData(fid, coldNeedleBytes)
+		if err := cluster.Put(ctx, url, fid, "cold.bin", "application/octet-stream", data); err != nil {
+			return nil, fmt.Errorf("cold needle %d: %w", i, err)
+		}
+		if err := cluster.Put(ctx, url, fid+"_1", "filler.bin", "application/octet-stream", filler); err != nil {
+			return nil, fmt.Errorf("the filler after cold needle %d: %w", i, err)
+		}
+		if i == 0 {
+			got, status, err := cluster.Get(ctx, fid)
+			if err != nil || status != 200 || !bytes.Equal(got, data) {
+				return nil, fmt.Errorf("reading back cold needle %s: status %d, %d bytes, error %v", fid, status, len(got), err)
+			}
+		}
+		fids = append(fids, fid)
+	}
+	return fids, nil
 }

@@ -293,6 +293,13 @@ func (c *Cluster) Assign(ctx context.Context) (fid, url string, err error) {
 	return c.assignQuery(ctx, "")
 }
 
+// AssignCount asks the master for n consecutive file ids in one volume: fid itself and
+// fid_1 .. fid_(n-1) (SeaweedFS's count parameter); writes to them land one after the other
+// in that volume's .dat when made in that order.
+func (c *Cluster) AssignCount(ctx context.Context, n int) (fid, url string, err error) {
+	return c.assignQuery(ctx, "count="+strconv.Itoa(n))
+}
+
 // assignQuery is /dir/assign with query parameters (ttl=..., collection=...).
 func (c *Cluster) assignQuery(ctx context.Context, query string) (fid, addr string, err error) {
 	url := "http://" + c.Master + "/dir/assign"
