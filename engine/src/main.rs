@@ -286,7 +286,7 @@ fn run(cfg: Config) -> Result<(), Box<dyn std::error::Error>> {
     if let Some(why) = unsafe_segment_size((major, minor), |k| std::env::var(k).ok()) {
         return Err(why.into());
     }
-    prepare_ucx_environment(&cfg.ucx);
+    prepare_ucx_environment(&cfg.ucx, (major, minor));
     check_ucx_runtime(&cfg.ucx, &runtime)?;
     let peers = Arc::new(dataplane::PeerRegistry::default());
 
@@ -393,13 +393,14 @@ fn spawn_volume_refresh(store: Arc<seaweed::VolumeStore>) -> std::io::Result<()>
 ///   136 µs over shared memory (tcp: 252 µs by rendezvous, 357 µs eagerly). So: shared memory
 ///   listed → "inf" (always eager), tcp only → "256k". With RDMA (or transports left to UCX)
 ///   UCX's own choice stands: there rendezvous is the zero-copy path.
+/// - UCX_TCP_TX_SEG_SIZE / UCX_TCP_RX_SEG_SIZE=256k: tcp without RDMA (`tcp_segment_size`).
 /// - UCX_MM_ERROR_HANDLING=y: with peer error handling on (it always is: a dead peer must fail
 ///   its requests), shared-memory transports need it, else UCX silently falls back to tcp.
 /// - UCX_CM_REUSEADDR=y: an engine restarted on its configured port can listen again at once
 ///   instead of failing while the old connections sit in TIME_WAIT (a minute on Linux).
 /// - UCX_TCP_PORT_RANGE from `ucx.tcp-port-range`: UCX's tcp transport listens on ports of
 ///   its own (one per worker and device); a fixed range can be firewalled.
-fn prepare_ucx_environment(ucx: &config::UcxConfig) {
+fn prepare_ucx_environment(ucx: &config::UcxConfig, version: (u32, u32)) {
     match (std::env::var("UCX_TCP_PORT_RANGE"), ucx.tcp_ports()) {
         (Ok(env), _) => {
             tracing::info!(UCX_TCP_PORT_RANGE = %env, "UCX tcp ports from the environment (ucx.tcp-port-range not used)")
@@ -422,6 +423,23 @@ fn prepare_ucx_environment(ucx: &config::UcxConfig) {
             std::env::set_var("UCX_RNDV_THRESH", t);
         }
     }
+    let tx_rx = ["UCX_TCP_TX_SEG_SIZE", "UCX_TCP_RX_SEG_SIZE"];
+    if let Some(seg) = tcp_segment_size(ucx.transports.as_deref(), version) {
+        if tx_rx.iter().all(|k| std::env::var_os(k).is_none()) {
+            tx_rx.iter().for_each(|k| std::env::set_var(k, seg));
+        }
+    }
+}
+
+/// The UCX_TCP_{TX,RX}_SEG_SIZE default for these transports and this UCX (see
+/// `prepare_ucx_environment`): with tcp and no RDMA, 256 KiB instead of UCX's 8 KiB send
+/// segments. A 1 MiB needle then crosses in 4 active-message fragments instead of 128:
+/// measured on loopback, same runs, `needle.read.1m.tcp` went from 0.60x to 1.00-1.10x the
+/// HTTP GET's bytes/s and `8m.tcp` from 0.70x to 1.03-1.09x (bench/README.md, "Large
+/// needles over tcp"). Only for UCX newer than 1.13, the runtime the tests run on.
+fn tcp_segment_size(transports: Option<&str>, version: (u32, u32)) -> Option<&'static str> {
+    let tcp = transports?.split(',').any(|x| x.trim() == "tcp");
+    (tcp && version > (1, 13) && rendezvous_threshold(transports).is_some()).then_some("256k")
 }
 
 /// Logs the UCX runtime and, when the listener is configured, probes whether a malformed
@@ -536,7 +554,7 @@ fn check_hugepages(cfg: &Config) -> Result<(), Box<dyn std::error::Error>> {
 
 #[cfg(test)]
 mod tests {
-    use super::{rendezvous_threshold, unsafe_segment_size};
+    use super::{rendezvous_threshold, tcp_segment_size, unsafe_segment_size};
 
     #[test]
     fn large_shared_memory_segments_are_refused_on_ucx_1_13() {
@@ -563,5 +581,15 @@ mod tests {
         assert_eq!(rendezvous_threshold(Some("rc,sm,tcp")), None);
         assert_eq!(rendezvous_threshold(Some("all")), None);
         assert_eq!(rendezvous_threshold(None), None);
+    }
+
+    #[test]
+    fn tcp_segments_grow_only_for_tcp_without_rdma_on_a_tested_ucx() {
+        assert_eq!(tcp_segment_size(Some("tcp"), (1, 22)), Some("256k"));
+        assert_eq!(tcp_segment_size(Some("sm, tcp"), (1, 22)), Some("256k"));
+        assert_eq!(tcp_segment_size(Some("sm"), (1, 22)), None);
+        assert_eq!(tcp_segment_size(Some("rc,tcp"), (1, 22)), None);
+        assert_eq!(tcp_segment_size(Some("tcp"), (1, 13)), None);
+        assert_eq!(tcp_segment_size(None, (1, 22)), None);
     }
 }
