@@ -159,7 +159,11 @@ impl WeedHost {
         }
         let host = Self::start_with(ringlat, args, sizes, fs_mb, cpu)?;
         if host.info.cold.len() != cold as usize {
-            return Err(format!("the weed host uploaded {} cold needles, not {cold}", host.info.cold.len()).into());
+            return Err(format!(
+                "the weed host uploaded {} cold needles, not {cold}",
+                host.info.cold.len()
+            )
+            .into());
         }
         Ok(host)
     }

@@ -227,7 +227,10 @@ pub struct BesideColdReads {
 
 impl BesideColdReads {
     fn start(&mut self, ctx: &Ctx) -> Result<()> {
-        let path = ctx.ringlat.as_deref().ok_or("no ringlat binary (the cold reader is one)")?;
+        let path = ctx
+            .ringlat
+            .as_deref()
+            .ok_or("no ringlat binary (the cold reader is one)")?;
         let (extra, facts) = reader_args(ctx, "ring.nop.beside_cold_reads+reader", Reader::Beside)?;
         let mut args = vec!["-serve".to_string(), "-core".into(), "-1".into()];
         args.extend(extra);

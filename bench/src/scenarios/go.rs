@@ -456,7 +456,10 @@ impl Scenario for GoRinglat {
                 }
             }
             if let Kind::Cold(r) = kind {
-                let st = b.cold.as_ref().ok_or("ringlat's cold block answer has no \"cold\" counts")?;
+                let st = b
+                    .cold
+                    .as_ref()
+                    .ok_or("ringlat's cold block answer has no \"cold\" counts")?;
                 let io_after = cold::served_io(ctx, r)?;
                 cold_totals.add(st, io_before.zip(io_after).map(|(a, b)| b.saturating_sub(a)));
             }

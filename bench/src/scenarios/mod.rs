@@ -198,8 +198,13 @@ impl NeedleEngine {
             .args(["status", "--json", "--socket"])
             .arg(&self.socket)
             .output()?;
-        let v: serde_json::Value = serde_json::from_slice(&out.stdout)
-            .map_err(|e| format!("engine status --json at {}: {e} ({})", self.socket.display(), out.status))?;
+        let v: serde_json::Value = serde_json::from_slice(&out.stdout).map_err(|e| {
+            format!(
+                "engine status --json at {}: {e} ({})",
+                self.socket.display(),
+                out.status
+            )
+        })?;
         let volumes = v["volumes"]
             .as_array()
             .ok_or_else(|| format!("engine status --json at {} lists no volumes", self.socket.display()))?;

@@ -171,7 +171,10 @@ fn cold_reads_run_with_ring_nop_from_one_pool() {
         ]]
     );
     let t = spec("ring.nop.beside_cold_reads").unwrap().target.unwrap();
-    assert_eq!((t.metric, t.describe(), t.key()), (Metric::P99Ratio, "<= 2".to_string(), "ratio_p99"));
+    assert_eq!(
+        (t.metric, t.describe(), t.key()),
+        (Metric::P99Ratio, "<= 2".to_string(), "ratio_p99")
+    );
     assert!(t.met(2.0) && !t.met(2.01));
     assert!(is_cold("needle.read.cold.1m.http") && !is_cold("needle.read.1m.tcp"));
     assert_eq!(needle_parts("needle.read.cold.1m.tcp"), None);
