@@ -19,6 +19,7 @@ mod ring;
 mod sampling;
 pub mod scale;
 mod spec;
+mod store;
 mod table;
 #[cfg(test)]
 mod tests;
@@ -79,6 +80,8 @@ pub struct Ctx {
     pub out: Option<PathBuf>,
     /// How long an engine may take to go to sleep once idle.
     pub settle: Duration,
+    /// `--store-needles`: the needles `store.open.10m` opens instead of its 10 million.
+    pub store_needles: Option<u64>,
 }
 
 impl Ctx {
@@ -236,6 +239,7 @@ pub fn build(spec: &Spec) -> Box<dyn Scenario> {
         "ring.idle.full.sm" => Box::new(idle::IdleFull::new(Tls::Sm)),
         "ring.idle.full.tcp" => Box::new(idle::IdleFull::new(Tls::Tcp)),
         "iceoryx2.reqres" => Box::new(iceoryx::ReqRes::default()),
+        "store.open.10m" => Box::new(store::StoreOpen::default()),
         name if name.starts_with("scale.nop.sessions.") => {
             let n = name["scale.nop.sessions.".len()..]
                 .parse()
@@ -249,7 +253,10 @@ pub fn build(spec: &Spec) -> Box<dyn Scenario> {
             let (size, tls) = needle_parts(name).expect("needle.read.<size>.<path>");
             let netns = spec.netns;
             let conc = needle_concurrency(name).unwrap_or(0);
-            Box::new(go::GoRinglat::new(spec.name, go::Kind::Needle { size, tls, netns, conc }))
+            Box::new(go::GoRinglat::new(
+                spec.name,
+                go::Kind::Needle { size, tls, netns, conc },
+            ))
         }
         _ if spec.front_end.is_some() => {
             let tls = match spec.engine {

@@ -59,7 +59,10 @@ fn concurrent_needle_reads_run_next_to_http_at_the_same_concurrency() {
         let s = |p: &str| spec(&format!("needle.read.4k.{p}.c{n}")).unwrap();
         for (p, bound) in [("sm", 2.0), ("tcp", 1.0)] {
             let t = s(p).target.unwrap();
-            assert_eq!((t.metric, t.bound, t.key()), (Metric::OpsRatio, bound, "ratio_ops_per_sec"));
+            assert_eq!(
+                (t.metric, t.bound, t.key()),
+                (Metric::OpsRatio, bound, "ratio_ops_per_sec")
+            );
             assert_eq!(s(p).baseline, Some(s("http").name));
             assert!(t.met(bound) && !t.met(bound * 0.99), "{p}");
         }
@@ -184,6 +187,7 @@ fn default_plan_pairs_each_subject_with_its_baseline() {
             scale_workers_group(),
             vec!["ring.idle.full.sm"],
             vec!["ring.idle.full.tcp"],
+            vec!["store.open.10m"],
             vec!["needle.read.4k.http", "needle.read.4k.tcp", "needle.read.4k.sm"],
             vec!["needle.read.64k.http", "needle.read.64k.tcp", "needle.read.64k.sm"],
             vec!["needle.read.1m.http", "needle.read.1m.tcp", "needle.read.1m.sm"],
@@ -302,6 +306,8 @@ fn skipping_go_keeps_the_rest() {
     let mut want = vec![
         ("ring.nop.go", "Go is not installed"),
         ("ring.nop_batch32.go", "Go is not installed"),
+        // It finds weed through ringlat.
+        ("store.open.10m", "Go is not installed"),
     ];
     // The needle scenarios read from Go too.
     want.extend(
@@ -446,6 +452,24 @@ fn idle_targets_are_one_percent_of_a_core() {
 }
 
 #[test]
+fn store_open_compares_memory_per_needle_with_weed() {
+    // Issue 16: a group of its own (it starts its engines and weed itself), its target on the
+    // ratio it computes in its details, not on blocks of another scenario.
+    let p = plan(&["store.open.10m".into()]).unwrap();
+    assert_eq!(names(&p.groups), vec![vec!["store.open.10m"]]);
+    let s = spec("store.open.10m").unwrap();
+    assert_eq!(s.engine, EngineUse::Own);
+    assert!(s.baseline.is_none() && s.needs_go && !s.needs_weed);
+    let t = s.target.unwrap();
+    assert_eq!(t.metric, Metric::DetailAtMost("memory_per_needle_engine_over_weed"));
+    assert_eq!(
+        (t.key(), t.describe().as_str()),
+        ("memory_per_needle_engine_over_weed", "<= 1")
+    );
+    assert!(t.met(0.4) && t.met(1.0) && !t.met(1.01));
+}
+
+#[test]
 fn unknown_scenario_lists_the_known_ones() {
     let e = plan(&["ring.nope".into()]).unwrap_err().to_string();
     assert!(e.contains("ring.nope") && e.contains("floor.pingpong"), "{e}");
@@ -466,8 +490,9 @@ fn registry_is_consistent() {
             let bi = SPECS.iter().position(|t| t.name == b).expect("baseline exists");
             assert!(bi < i, "{}: baseline {b} must come first", s.name);
         }
+        // A target compares with a baseline's blocks, or numbers the scenario measured itself.
         assert!(
-            s.target.is_none() || s.baseline.is_some(),
+            s.target.is_none() || s.baseline.is_some() || matches!(s.target.unwrap().metric, Metric::DetailAtMost(_)),
             "{}: a target needs a baseline",
             s.name
         );
