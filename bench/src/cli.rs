@@ -56,6 +56,11 @@ pub struct Cli {
     #[arg(long, value_name = "M")]
     pub engine_core: Option<usize>,
 
+    /// Needles of the volume set `store.open.10m` opens [default: 10000000]: fewer for a
+    /// smoke run (the set is cached per count, see bench/README.md).
+    #[arg(long, value_name = "N", value_parser = clap::value_parser!(u64).range(10..))]
+    pub store_needles: Option<u64>,
+
     /// Engine binary. Default: `engine` next to this executable.
     #[arg(long, value_name = "PATH", env = "SWRING_ENGINE")]
     pub engine: Option<PathBuf>,

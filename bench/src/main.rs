@@ -281,6 +281,7 @@ fn run(cli: &Cli) -> Result<()> {
         worker_cores: placement.worker_cores.clone(),
         out: cli.out.clone(),
         settle,
+        store_needles: cli.store_needles,
     };
     let run_start = SystemTime::now();
     let measured = measure(

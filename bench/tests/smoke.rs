@@ -156,7 +156,14 @@ fn ring_scenarios_run_with_their_baselines() {
         not_run("ring scenarios: build the engine first (cargo build -p engine) or set SWRING_ENGINE");
         return;
     };
-    let out = bench().arg("--engine").arg(&engine).output().unwrap();
+    // store.open.10m on 20 000 needles (--store-needles): 10 million take minutes to write and
+    // open; the smaller set is cached like the large one.
+    let out = bench()
+        .arg("--engine")
+        .arg(&engine)
+        .args(["--store-needles", "20000"])
+        .output()
+        .unwrap();
     let all = lines(&out);
     let (skipped, v): (Vec<Value>, Vec<Value>) = all.into_iter().partition(|l| l.get("skipped").is_some());
     let skipped_names: Vec<&str> = skipped.iter().map(|l| l["scenario"].as_str().unwrap()).collect();
@@ -261,6 +268,7 @@ fn ring_scenarios_run_with_their_baselines() {
         "scale.nop.workers.32",
         "ring.idle.full.sm",
         "ring.idle.full.tcp",
+        "store.open.10m",
         "needle.read.4k.http",
         "needle.read.4k.tcp",
         "needle.read.4k.sm",
@@ -303,7 +311,8 @@ fn ring_scenarios_run_with_their_baselines() {
     ]
     .into_iter()
     .filter(|n| netns_ran || !n.contains(".netns"))
-    .filter(|n| go_ran || !n.ends_with(".go"))
+    // store.open.10m finds the stock weed through ringlat.
+    .filter(|n| go_ran || !(n.ends_with(".go") || *n == "store.open.10m"))
     .filter(|n| needles_ran || !(n.starts_with("needle.read.") || is_front_end(n)))
     // The ring front ends need scripts/weed --ring (SWRING_REQUIRE_WEED=1 makes that an error).
     .filter(|n| !(is_front_end(n) && n.contains(".ring") && skipped_names.contains(n)))
@@ -383,6 +392,23 @@ fn ring_scenarios_run_with_their_baselines() {
         "{wake}"
     );
     assert_eq!(wake["idle_target"]["bound"], "< 0.01", "{wake}");
+    if go_ran {
+        // Both sides loaded the set (weed where there is one); the target is on their ratio.
+        let l = by_name("store.open.10m");
+        let d = &l["details"];
+        assert_eq!(d["needles"], 20000, "{l}");
+        assert_eq!(d["engine"]["loaded"]["needles_live"], 20000, "{l}");
+        assert!(d["engine"]["seconds_to_serve"].as_f64().is_some_and(|s| s > 0.0), "{l}");
+        assert!(d["engine"]["rss_bytes_per_needle"].is_number(), "{l}");
+        assert!(
+            d["engine_map_bytes_per_needle"].as_f64().is_some_and(|b| b > 0.0),
+            "{l}"
+        );
+        assert_eq!(l["target"]["metric"], "memory_per_needle_engine_over_weed", "{l}");
+        if needles_ran {
+            assert_eq!(d["weed"]["loaded"]["file_count"], 20000, "{l}");
+        }
+    }
     // Idle with everything on: both engines of a reader / volume-server pair.
     for tls in ["sm", "tcp"] {
         let l = by_name(&format!("ring.idle.full.{tls}"));

@@ -102,6 +102,8 @@ pub fn ratio_plot(results: &[(&ScenarioResult, Option<Comparison>)], stamp: &str
             Metric::OpsRatio => "ops/s",
             Metric::BytesRatio => "bytes/s",
             Metric::P50ExcessOver(_) => "p50 excess",
+            // Never has a comparison's value (`target_value` is `None`): skipped above.
+            Metric::DetailAtMost(_) => continue,
         };
         rows.push(RatioRow {
             label: format!("{} {what} / {} {what}", r.spec.name, c.baseline),

@@ -99,6 +99,12 @@ pub fn json_line(r: &ScenarioResult, cmp: Option<&Comparison>, machine: &Machine
             );
         }
     }
+    if let Some((t, value)) = super::detail_target(r) {
+        l.put(
+            "target",
+            json!({"metric": t.key(), "bound": t.describe(), "value": value.map(round3), "met": value.map(|x| t.met(x))}),
+        );
+    }
     if let Some(bound) = r.spec.tail_bound {
         let value = r.tail_ratio();
         let blocks = r.block_tail_ratios();

@@ -127,8 +127,20 @@ impl Comparison {
             Metric::OpsRatio => self.ops.map(|r| r.value),
             Metric::BytesRatio => self.bytes.map(|r| r.value),
             Metric::P50ExcessOver(_) => self.excess.and_then(|(_, e)| e).map(|e| e.excess_vs_reference),
+            // Not a comparison of blocks: the scenario's own details ([`detail_target`]).
+            Metric::DetailAtMost(_) => None,
         }
     }
+}
+
+/// A target on the scenario's own details ([`Metric::DetailAtMost`]) and its value there
+/// (`None` when the scenario could not measure it).
+pub fn detail_target(r: &ScenarioResult) -> Option<(Target, Option<f64>)> {
+    let t = r.spec.target?;
+    let Metric::DetailAtMost(key) = t.metric else {
+        return None;
+    };
+    Some((t, r.details.get(key).and_then(Value::as_f64)))
 }
 
 fn ratios(subject: &ScenarioResult, other: &ScenarioResult) -> (Option<Ratio>, Option<Ratio>) {

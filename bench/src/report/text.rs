@@ -199,6 +199,7 @@ pub fn table(
     // bound of 1% of a core.
     for (r, _) in results {
         idle_section(&mut out, r);
+        store_section(&mut out, r);
     }
     if !skipped.is_empty() {
         let _ = writeln!(out);
@@ -208,6 +209,43 @@ pub fn table(
         }
     }
     out
+}
+
+/// `store.open.*`: each side's seconds to serve every volume and resident bytes per needle,
+/// against the target on their ratio ([`super::detail_target`]).
+fn store_section(out: &mut String, r: &ScenarioResult) {
+    let Some((t, value)) = super::detail_target(r) else {
+        return;
+    };
+    let d = &r.details;
+    let _ = writeln!(out);
+    let _ = writeln!(
+        out,
+        "{} ({} needles in {} volumes): seconds until every volume is served, resident bytes per needle (RSS loaded - RSS empty)",
+        r.spec.name,
+        d.get("needles").and_then(Value::as_u64).unwrap_or(0),
+        d.get("volumes").and_then(Value::as_u64).unwrap_or(0)
+    );
+    for side in ["engine", "weed"] {
+        let s = &d[side];
+        let secs = s["seconds_to_serve"]
+            .as_f64()
+            .map_or("n/a".into(), |x| format!("{x:.2} s"));
+        let bpn = s["rss_bytes_per_needle"]
+            .as_f64()
+            .map_or("n/a".into(), |x| format!("{x:.1} B/needle"));
+        let err = s["error"].as_str().map_or(String::new(), |e| format!("  ({e})"));
+        let _ = writeln!(out, "  {side:<8} {secs:>10}  {bpn:>16}{err}");
+    }
+    let verdict = match value {
+        Some(x) => format!(
+            "{x:.3}  target {}: {}",
+            t.describe(),
+            if t.met(x) { "met" } else { "MISSED" }
+        ),
+        None => format!("n/a  target {}: no data", t.describe()),
+    };
+    let _ = writeln!(out, "  engine / weed bytes per needle: {verdict}");
 }
 
 /// `details.idle_cpu_fraction` against the scenario's idle bound: one line for `ring.wake`'s

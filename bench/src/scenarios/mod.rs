@@ -20,6 +20,7 @@ mod ring;
 mod sampling;
 pub mod scale;
 mod spec;
+mod store;
 mod table;
 #[cfg(test)]
 mod tests;
@@ -81,6 +82,8 @@ pub struct Ctx {
     pub out: Option<PathBuf>,
     /// How long an engine may take to go to sleep once idle.
     pub settle: Duration,
+    /// `--store-needles`: the needles `store.open.10m` opens instead of its 10 million.
+    pub store_needles: Option<u64>,
 }
 
 impl Ctx {
@@ -263,6 +266,7 @@ pub fn build(spec: &Spec) -> Box<dyn Scenario> {
         "ring.idle.full.sm" => Box::new(idle::IdleFull::new(Tls::Sm)),
         "ring.idle.full.tcp" => Box::new(idle::IdleFull::new(Tls::Tcp)),
         "iceoryx2.reqres" => Box::new(iceoryx::ReqRes::default()),
+        "store.open.10m" => Box::new(store::StoreOpen::default()),
         name if name.starts_with("scale.nop.sessions.") => {
             let n = name["scale.nop.sessions.".len()..]
                 .parse()

@@ -18,6 +18,10 @@ pub enum Metric {
     /// subject p50 / baseline p50 must be at least the bound: the subject is a design the
     /// baseline (the engine) must beat by this factor.
     P50RatioAtLeast,
+    /// A number of the scenario's own `details` (by key) must be at most the bound: for
+    /// scenarios that compare two things they measure themselves, not two scenarios' blocks
+    /// (`store.open.10m`: engine memory per needle over weed's).
+    DetailAtMost(&'static str),
 }
 
 #[derive(Debug, Clone, Copy, PartialEq)]
@@ -29,7 +33,9 @@ pub struct Target {
 impl Target {
     pub fn met(&self, ratio: f64) -> bool {
         match self.metric {
-            Metric::P50Ratio | Metric::P99Ratio | Metric::P50ExcessOver(_) => ratio <= self.bound,
+            Metric::P50Ratio | Metric::P99Ratio | Metric::P50ExcessOver(_) | Metric::DetailAtMost(_) => {
+                ratio <= self.bound
+            }
             Metric::OpsRatio | Metric::BytesRatio | Metric::P50RatioAtLeast => ratio >= self.bound,
         }
     }
@@ -38,7 +44,9 @@ impl Target {
     pub fn describe(&self) -> String {
         let bound = short_number(self.bound);
         match self.metric {
-            Metric::P50Ratio | Metric::P99Ratio | Metric::P50ExcessOver(_) => format!("<= {bound}"),
+            Metric::P50Ratio | Metric::P99Ratio | Metric::P50ExcessOver(_) | Metric::DetailAtMost(_) => {
+                format!("<= {bound}")
+            }
             Metric::OpsRatio | Metric::BytesRatio | Metric::P50RatioAtLeast => format!(">= {bound}"),
         }
     }
@@ -51,6 +59,7 @@ impl Target {
             Metric::OpsRatio => "ratio_ops_per_sec",
             Metric::P50ExcessOver(_) => "excess_vs_reference",
             Metric::BytesRatio => "ratio_bytes_per_sec",
+            Metric::DetailAtMost(key) => key,
         }
     }
 }

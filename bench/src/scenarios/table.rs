@@ -461,6 +461,17 @@ pub const SPECS: &[Spec] = &[
         "ring.idle.full.tcp",
         "the same over UCX tcp: both engines' CPU while idle, and the first 4 KiB READ_NEEDLE once both sleep",
     ),
+    Spec {
+        sample: "engine start to every volume served",
+        engine: EngineUse::Own,
+        // Finds the stock weed through ringlat (`ringlat -weed -check`); starts no cluster.
+        needs_go: true,
+        target: Some(Target { metric: Metric::DetailAtMost(super::store::MEMORY_RATIO), bound: 1.0 }),
+        ..spec_base(
+            "store.open.10m",
+            "10 million needles in 10 SeaweedFS volumes (cached in the cache dir): an engine started on them until every volume is served, and its RSS per needle over an engine with no volumes; the same for the stock weed volume (-index=memory); target: engine bytes per needle <= weed's",
+        )
+    },
     needle_spec(
         "needle.read.4k.http",
         "one 4 KiB needle from a real weed volume server: keep-alive Go HTTP GET, body into a reused buffer (ringlat)",

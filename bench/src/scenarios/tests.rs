@@ -219,6 +219,7 @@ fn default_plan_pairs_each_subject_with_its_baseline() {
             scale_workers_group(),
             vec!["ring.idle.full.sm"],
             vec!["ring.idle.full.tcp"],
+            vec!["store.open.10m"],
             vec!["needle.read.4k.http", "needle.read.4k.tcp", "needle.read.4k.sm"],
             vec!["needle.read.64k.http", "needle.read.64k.tcp", "needle.read.64k.sm"],
             vec!["needle.read.1m.http", "needle.read.1m.tcp", "needle.read.1m.sm"],
@@ -340,6 +341,8 @@ fn skipping_go_keeps_the_rest() {
     let mut want = vec![("ring.nop.go", go)];
     want.extend(SPECS.iter().filter(|s| is_cold(s.name)).map(|s| (s.name, go)));
     want.push(("ring.nop_batch32.go", go));
+    // It finds weed through ringlat.
+    want.push(("store.open.10m", go));
     want.extend(
         SPECS
             .iter()
@@ -490,6 +493,24 @@ fn idle_targets_are_one_percent_of_a_core() {
 }
 
 #[test]
+fn store_open_compares_memory_per_needle_with_weed() {
+    // Issue 16: a group of its own (it starts its engines and weed itself), its target on the
+    // ratio it computes in its details, not on blocks of another scenario.
+    let p = plan(&["store.open.10m".into()]).unwrap();
+    assert_eq!(names(&p.groups), vec![vec!["store.open.10m"]]);
+    let s = spec("store.open.10m").unwrap();
+    assert_eq!(s.engine, EngineUse::Own);
+    assert!(s.baseline.is_none() && s.needs_go && !s.needs_weed);
+    let t = s.target.unwrap();
+    assert_eq!(t.metric, Metric::DetailAtMost("memory_per_needle_engine_over_weed"));
+    assert_eq!(
+        (t.key(), t.describe().as_str()),
+        ("memory_per_needle_engine_over_weed", "<= 1")
+    );
+    assert!(t.met(0.4) && t.met(1.0) && !t.met(1.01));
+}
+
+#[test]
 fn unknown_scenario_lists_the_known_ones() {
     let e = plan(&["ring.nope".into()]).unwrap_err().to_string();
     assert!(e.contains("ring.nope") && e.contains("floor.pingpong"), "{e}");
@@ -510,8 +531,9 @@ fn registry_is_consistent() {
             let bi = SPECS.iter().position(|t| t.name == b).expect("baseline exists");
             assert!(bi < i, "{}: baseline {b} must come first", s.name);
         }
+        // A target compares with a baseline's blocks, or numbers the scenario measured itself.
         assert!(
-            s.target.is_none() || s.baseline.is_some(),
+            s.target.is_none() || s.baseline.is_some() || matches!(s.target.unwrap().metric, Metric::DetailAtMost(_)),
             "{}: a target needs a baseline",
             s.name
         );
