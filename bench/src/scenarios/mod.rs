@@ -9,6 +9,7 @@
 //! runner interleaves it block by block with its baseline and computes the ratios; a scenario
 //! without a baseline runs in blocks on its own.
 
+mod builders;
 mod cold;
 mod floor;
 mod go;
