@@ -8,7 +8,7 @@ use ring_proto::ResultCode;
 
 use super::format::{self, IdxEntry, NeedleSpec};
 use super::store::parse_volume_name;
-use super::testvol::{full_needle, needle, ServeRead, TempDir, TestVolume};
+use super::testvol::{full_needle, needle, TempDir, TestVolume};
 use super::*;
 use crate::config::{IdxEntrySize, SeaweedfsConfig};
 

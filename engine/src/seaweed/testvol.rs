@@ -138,20 +138,8 @@ impl TestVolume {
 
 /// A read as a worker serves it: polling first, on an I/O thread's terms when that says it
 /// could wait (`dataplane/server.rs`), here on the calling thread.
-pub(crate) trait ServeRead {
-    fn read(
-        &self,
-        volume: u32,
-        needle: u64,
-        cookie: u32,
-        range_offset: u64,
-        max_len: u64,
-        ranged: bool,
-    ) -> Result<super::NeedleRead, super::ReadNeedleError>;
-}
-
-impl ServeRead for super::VolumeStore {
-    fn read(
+impl super::VolumeStore {
+    pub(crate) fn read(
         &self,
         volume: u32,
         needle: u64,
