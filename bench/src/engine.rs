@@ -121,10 +121,14 @@ impl Engine {
         }
         match (opts.ucx, &opts.netns) {
             (Some(tls), None) => {
+                // Reads through the engine's own listener go through UCX, except in the
+                // scenarios that measure the shortcut (`needle.read.<size>.local`).
+                let local = if tls == Tls::Local { "true" } else { "false" };
                 for (flag, value) in [
                     ("--ucx-listen", "127.0.0.1:0"),
                     ("--ucx-transports", tls.transports()),
                     ("--ucx-net-devices", tls.net_devices()),
+                    ("--ucx-local-reads", local),
                 ] {
                     args.push(flag.into());
                     args.push(value.into());
@@ -139,6 +143,8 @@ impl Engine {
                     tls.transports().into(),
                     "--ucx-net-devices".into(),
                     n.device.clone(),
+                    "--ucx-local-reads".into(),
+                    "false".into(),
                 ]);
             }
             (None, _) => {}

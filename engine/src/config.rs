@@ -39,6 +39,9 @@ pub struct UcxConfig {
     /// Start listening beyond loopback even on a UCX runtime that a malformed connection
     /// request aborts (logged as an error at start).
     pub allow_unsafe_runtime: bool,
+    /// A READ_NEEDLE whose peer is this engine's own listener reads the volume straight into
+    /// the session's buffer instead of going through UCX (`dataplane/local.rs`).
+    pub local_reads: bool,
 }
 
 /// Default of `ucx.tcp-port-range`: next to the listener's conventional 13337.
@@ -54,6 +57,7 @@ impl Default for UcxConfig {
             max_message_bytes: 64 << 20,
             tcp_port_range: DEFAULT_TCP_PORT_RANGE.to_string(),
             allow_unsafe_runtime: false,
+            local_reads: true,
         }
     }
 }

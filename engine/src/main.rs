@@ -86,6 +86,11 @@ struct Cli {
     #[arg(long, value_name = "LIST")]
     ucx_net_devices: Option<String>,
 
+    /// Whether a needle read whose peer is this engine itself skips UCX (overrides
+    /// ucx.local-reads).
+    #[arg(long, value_name = "BOOL")]
+    ucx_local_reads: Option<bool>,
+
     /// Log level or tracing filter (overrides log.level; RUST_LOG wins over both).
     #[arg(long, value_name = "LEVEL")]
     log_level: Option<String>,
@@ -157,6 +162,9 @@ impl Cli {
         }
         if let Some(d) = &self.ucx_net_devices {
             cfg.ucx.net_devices = Some(d.clone());
+        }
+        if let Some(l) = self.ucx_local_reads {
+            cfg.ucx.local_reads = l;
         }
         if let Some(l) = &self.log_level {
             cfg.log.level = l.clone();

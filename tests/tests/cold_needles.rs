@@ -131,7 +131,8 @@ fn volume3(engine: &Engine) -> serde_json::Value {
 
 #[test]
 fn cold_large_needles_are_read_on_io_threads_while_a_bystander_is_served() {
-    for tls in ["tcp", "sm,tcp"] {
+    // Over UCX, and through the shortcut for a peer that is the engine itself.
+    for (tls, local) in [("tcp", false), ("sm,tcp", false), ("tcp", true)] {
         let dir = disk_dir();
         let mut v = VolumeWriter::create(dir.path(), "", 3, 3, 16).unwrap();
         for (id, size) in needles() {
@@ -166,7 +167,7 @@ fn cold_large_needles_are_read_on_io_threads_while_a_bystander_is_served() {
         std::fs::write(
             &cfg,
             format!(
-                "[ucx]\nlisten = \"127.0.0.1:0\"\ntransports = \"{tls}\"\nnet-devices = \"lo\"\n\
+                "[ucx]\nlisten = \"127.0.0.1:0\"\ntransports = \"{tls}\"\nnet-devices = \"lo\"\nlocal-reads = {local}\n\
                  [seaweedfs]\ndirectories = [{:?}]\nverify-crc = false\nidx-entry-size = 16\n",
                 dir.path().display().to_string()
             ),

@@ -11,8 +11,9 @@ use ring_proto::{opcode, Cqe, ResultCode, Sqe};
 use seaweed_format::writer::pattern;
 use seaweed_format::writer::{full_needle, needle, VolumeWriter};
 
-/// Engine flags: serve `dir` and listen on loopback with these transports.
-fn serving_engine(dir: &std::path::Path, tls: &str) -> Engine {
+/// Engine flags: serve `dir` and listen on loopback with these transports; with `local`,
+/// reads naming the engine itself skip UCX (`ucx.local-reads`).
+fn serving_engine(dir: &std::path::Path, tls: &str, local: bool) -> Engine {
     let dir = dir.to_str().unwrap().to_string();
     Engine::start(&[
         "--seaweedfs-dir",
@@ -23,6 +24,8 @@ fn serving_engine(dir: &std::path::Path, tls: &str) -> Engine {
         tls,
         "--ucx-net-devices",
         "lo",
+        "--ucx-local-reads",
+        if local { "true" } else { "false" },
         "--lease-ms",
         "0",
     ])
@@ -87,7 +90,9 @@ impl Reader {
 
 #[test]
 fn needles_are_served_byte_exact_over_tcp_and_shared_memory() {
-    for tls in ["tcp", "sm,tcp"] {
+    // Through UCX (the engine reads through its own listener as it would from a peer's),
+    // and through the shortcut for a peer that is the engine itself.
+    for (tls, local) in [("tcp", false), ("sm,tcp", false), ("tcp", true)] {
         let dir = tempfile::tempdir().unwrap();
         // Volume 3 (version 3, 16-byte idx) and volume 7 of collection "pics_2026" (version 2,
         // 17-byte idx) exist before the engine starts.
@@ -111,7 +116,7 @@ fn needles_are_served_byte_exact_over_tcp_and_shared_memory() {
         v3.write(&needle(300, 6, b"short-lived")).unwrap();
         v3.delete(300, 6).unwrap();
 
-        let engine = serving_engine(dir.path(), tls);
+        let engine = serving_engine(dir.path(), tls, local);
         let mut r = Reader::new(&engine);
         let big = 4 << 20;
         for (i, &n) in sizes.iter().enumerate() {
@@ -208,5 +213,16 @@ fn needles_are_served_byte_exact_over_tcp_and_shared_memory() {
         assert!(v3["bytes_served"].as_u64().unwrap() >= 2 * (3 << 20), "{v3}");
         let (status, log) = engine.terminate();
         assert!(status.success(), "{tls}: engine exit {status:?}: {log}");
+        assert_eq!(
+            log.contains("peer is this engine"),
+            local,
+            "{tls}, local {local}: {log}"
+        );
+        // The UCX path connects to the listener; the shortcut never does.
+        assert_eq!(
+            log.contains("peer engine connected"),
+            !local,
+            "{tls}, local {local}: {log}"
+        );
     }
 }

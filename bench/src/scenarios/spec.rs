@@ -78,13 +78,16 @@ pub enum Tls {
     Sm,
     /// TCP on loopback.
     Tcp,
+    /// The needle scenarios only: the engine serving the volume is the reader's own, and
+    /// reads it straight into the session's buffer (`ucx.local-reads`); UCX as for `Sm`.
+    Local,
 }
 
 impl Tls {
     /// UCX_TLS syntax, as the engine's `--ucx-transports` takes it.
     pub fn transports(self) -> &'static str {
         match self {
-            Tls::Sm => "sm,tcp",
+            Tls::Sm | Tls::Local => "sm,tcp",
             Tls::Tcp => "tcp",
         }
     }
@@ -102,6 +105,7 @@ impl Tls {
         match self {
             Tls::Sm => "sm",
             Tls::Tcp => "tcp",
+            Tls::Local => "local",
         }
     }
 }

@@ -284,6 +284,13 @@ pub const SPECS: &[Spec] = &[
         Some((Tls::Sm, "needle.read.4k.http", Some(Target { metric: Metric::P50Ratio, bound: 0.05 }))),
     ),
     needle_spec(
+        "needle.read.4k.local",
+        "the same 4 KiB needle read through the engine beside the volume server, which reads it from its own volume straight into the session's buffer (ucx.local-reads: its own listener is the peer), copied out to a reused buffer",
+        "4 KiB read",
+        4 << 10,
+        Some((Tls::Local, "needle.read.4k.http", Some(Target { metric: Metric::P50Ratio, bound: 0.05 }))),
+    ),
+    needle_spec(
         "needle.read.64k.http",
         "one 64 KiB needle from a real weed volume server: keep-alive Go HTTP GET, body into a reused buffer (ringlat)",
         "64 KiB read",
@@ -326,6 +333,13 @@ pub const SPECS: &[Spec] = &[
         Some((Tls::Sm, "needle.read.1m.http", Some(Target { metric: Metric::BytesRatio, bound: 2.0 }))),
     ),
     needle_spec(
+        "needle.read.1m.local",
+        "the same 1 MiB needle read through the engine beside the volume server, which reads it from its own volume straight into the session's buffer (ucx.local-reads: its own listener is the peer), copied out to a reused buffer",
+        "1 MiB read",
+        1 << 20,
+        Some((Tls::Local, "needle.read.1m.http", Some(Target { metric: Metric::BytesRatio, bound: 2.0 }))),
+    ),
+    needle_spec(
         "needle.read.8m.http",
         "one 8 MiB needle from a real weed volume server: keep-alive Go HTTP GET, body into a reused buffer (ringlat)",
         "8 MiB read",
@@ -345,6 +359,13 @@ pub const SPECS: &[Spec] = &[
         "8 MiB read",
         8 << 20,
         Some((Tls::Sm, "needle.read.8m.http", Some(Target { metric: Metric::BytesRatio, bound: 2.0 }))),
+    ),
+    needle_spec(
+        "needle.read.8m.local",
+        "the same 8 MiB needle read through the engine beside the volume server, which reads it from its own volume straight into the session's buffer (ucx.local-reads: its own listener is the peer), copied out to a reused buffer",
+        "8 MiB read",
+        8 << 20,
+        Some((Tls::Local, "needle.read.8m.http", Some(Target { metric: Metric::BytesRatio, bound: 2.0 }))),
     ),
     needle_conc_spec(
         "needle.read.4k.http.c1",
@@ -581,6 +602,7 @@ pub fn needle_parts(name: &str) -> Option<(&'static str, Option<Tls>)> {
         ("http", _) | ("netns.http", None) => None,
         ("tcp", _) | ("netns", None) => Some(Tls::Tcp),
         ("sm", _) => Some(Tls::Sm),
+        ("local", None) => Some(Tls::Local),
         _ => return None,
     };
     Some((size, tls))

@@ -220,10 +220,25 @@ fn default_plan_pairs_each_subject_with_its_baseline() {
             vec!["ring.idle.full.sm"],
             vec!["ring.idle.full.tcp"],
             vec!["store.open.10m"],
-            vec!["needle.read.4k.http", "needle.read.4k.tcp", "needle.read.4k.sm"],
+            vec![
+                "needle.read.4k.http",
+                "needle.read.4k.tcp",
+                "needle.read.4k.sm",
+                "needle.read.4k.local"
+            ],
             vec!["needle.read.64k.http", "needle.read.64k.tcp", "needle.read.64k.sm"],
-            vec!["needle.read.1m.http", "needle.read.1m.tcp", "needle.read.1m.sm"],
-            vec!["needle.read.8m.http", "needle.read.8m.tcp", "needle.read.8m.sm"],
+            vec![
+                "needle.read.1m.http",
+                "needle.read.1m.tcp",
+                "needle.read.1m.sm",
+                "needle.read.1m.local"
+            ],
+            vec![
+                "needle.read.8m.http",
+                "needle.read.8m.tcp",
+                "needle.read.8m.sm",
+                "needle.read.8m.local"
+            ],
             conc_group(),
             vec![
                 "mount.randread.4k.http",

@@ -21,6 +21,7 @@
 //! view.
 
 mod dispatch;
+mod local;
 pub mod peers;
 mod requester;
 mod rma;
@@ -48,10 +49,18 @@ use crate::session::{RemoteOp, RemoteRequest, SessionShared, Submitted};
 pub use peers::{LatencyHistogram, PeerEntry, PeerRegistry, PeerStats, LATENCY_BOUNDS_NS};
 
 use dispatch::Deferred;
+use local::LocalDone;
 use peers::bump;
 use requester::{done, Pending};
 use rma::RemoteExport;
 use server::{EchoRecv, NeedleDone};
+
+/// A needle read an I/O thread finished: for a peer (answered over UCX) or for one of this
+/// worker's own sessions (written into its buffer, `local.rs`).
+enum IoDone {
+    Peer(NeedleDone),
+    Local(LocalDone),
+}
 
 /// Tokens of this worker's own sends/receives on behalf of peers (replies, echo receives)
 /// have this bit set; requester tokens are request ids.
@@ -78,6 +87,10 @@ pub struct UcxSettings {
     pub volumes: Option<Arc<VolumeStore>>,
     /// The threads that do the volume reads a worker must not wait for.
     pub io: Arc<IoPool>,
+    /// `ucx.local-reads`: needle reads naming this engine itself skip UCX.
+    pub local_reads: bool,
+    /// The address the engine's listener bound (set once it listens).
+    pub bound: OnceLock<SocketAddr>,
     context: OnceLock<Result<Arc<ucx::Context>, UcxError>>,
 }
 
@@ -93,6 +106,8 @@ impl UcxSettings {
             exports: ExportTable::default(),
             volumes: None,
             io,
+            local_reads: cfg.local_reads,
+            bound: OnceLock::new(),
             context: OnceLock::new(),
         }
     }
@@ -149,8 +164,8 @@ pub struct DataPlane {
     deferred: Deferred,
     out: Vec<RemoteCompletion>,
     /// Needle reads the I/O threads finished for this worker, and a buffer to take them into.
-    io_back: Arc<Handback<NeedleDone>>,
-    io_done: Vec<NeedleDone>,
+    io_back: Arc<Handback<IoDone>>,
+    io_done: Vec<IoDone>,
 }
 
 impl DataPlane {
@@ -164,6 +179,7 @@ impl DataPlane {
             (true, Some(addr)) => {
                 let l = worker.listen(addr)?;
                 tracing::info!(address = %l.addr, "UCX listening");
+                let _ = settings.bound.set(l.addr);
                 Some(l)
             }
             _ => None,
@@ -195,7 +211,10 @@ impl DataPlane {
         let started = match op {
             RemoteOp::Send(r) => self.start_send(session, user_data, r),
             RemoteOp::Rma(r) => self.start_rma(session, user_data, r),
-            RemoteOp::ReadNeedle(r) => self.start_read_needle(session, user_data, r),
+            RemoteOp::ReadNeedle(r) => match self.this_engine(r.peer) {
+                Some(peer) => return self.read_locally(session, user_data, r, &peer),
+                None => self.start_read_needle(session, user_data, r),
+            },
             RemoteOp::Export {
                 offset,
                 len,

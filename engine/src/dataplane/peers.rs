@@ -34,6 +34,8 @@ struct Registered {
 pub struct PeerEntry {
     pub addr: SocketAddr,
     pub stats: PeerStats,
+    /// Whether `addr` is this engine's own listener (`local.rs`), worked out on first use.
+    pub this_engine: std::sync::OnceLock<bool>,
 }
 
 /// Counters of one peer, updated by every worker that talks to it (atomic read-modify-write:
@@ -145,6 +147,7 @@ impl PeerRegistry {
         let entry = Arc::new(PeerEntry {
             addr,
             stats: PeerStats::default(),
+            this_engine: std::sync::OnceLock::new(),
         });
         p.by_handle.insert(h, Registered { entry, sessions: 1 });
         h

@@ -15,7 +15,7 @@ use ring_proto::wire::{
 use ring_proto::ResultCode;
 
 use super::dispatch::{Deferred, EchoRndv, Outgoing};
-use super::{DataPlane, UcxSettings};
+use super::{DataPlane, IoDone, UcxSettings};
 use crate::seaweed::{NeedleQuery, NeedleRead, NeedsIo, Read, VolumeStore};
 
 /// A needle read an I/O thread finished, on its way back to the worker that answers it.
@@ -181,7 +181,7 @@ impl DataPlane {
         let store2 = store.clone();
         let task = Box::new(move || {
             let result = store2.read_blocking(&q).map_err(|e| e.code());
-            back.push(NeedleDone { ep, req_id, q, result });
+            back.push(IoDone::Peer(NeedleDone { ep, req_id, q, result }));
         });
         if let Err(e) = self.settings.io.submit(task) {
             tracing::debug!(volume = q.volume, needle = q.needle, error = %e, "needle read refused: I/O queue full");
@@ -196,7 +196,10 @@ impl DataPlane {
         self.io_back.take(&mut done);
         let any = !done.is_empty();
         for d in done.drain(..) {
-            self.answer_needle(d.ep, d.req_id, &d.q, d.result);
+            match d {
+                IoDone::Peer(d) => self.answer_needle(d.ep, d.req_id, &d.q, d.result),
+                IoDone::Local(d) => self.local_read_done(d),
+            }
         }
         self.io_done = done;
         any
