@@ -122,7 +122,7 @@ impl NeedleRead {
     }
 }
 
-/// Why a needle could not be served: the `READ_NEEDLE` answers -13..-18 and -9 (see
+/// Why a needle could not be served: the `READ_NEEDLE` answers -13..-19 and -9 (see
 /// [`ReadNeedleError::code`]).
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum ReadNeedleError {
@@ -145,6 +145,9 @@ pub enum ReadNeedleError {
         offset: u64,
         data_size: u64,
     },
+    /// The volume is still being indexed and another read already waits for it.
+    #[error("volume {volume} is still being indexed; retry")]
+    Indexing { volume: u32 },
     #[error("needle {volume},{needle:x} holds {data_size} bytes, more than the {max_len} the request can take")]
     ResponseTooLarge {
         volume: u32,
@@ -165,6 +168,7 @@ impl ReadNeedleError {
             Self::Corrupt { .. } => ResultCode::Corrupt,
             Self::RangeNotSatisfiable { .. } => ResultCode::RangeNotSatisfiable,
             Self::ResponseTooLarge { .. } => ResultCode::ResponseTooLarge,
+            Self::Indexing { .. } => ResultCode::Throttled,
         }
     }
 }

@@ -150,6 +150,12 @@ fn a_volume_being_indexed_is_waited_for_on_the_io_path() {
         let s = s.clone();
         std::thread::spawn(move || s.read_blocking(&query(1, 7)).map(|n| n.data().to_vec()))
     };
+    // One read waits at a time (it holds an I/O thread): once that one waits, another is
+    // answered at once.
+    while s.indexing_waiters() == 0 {
+        std::thread::yield_now();
+    }
+    assert_eq!(s.read_blocking(&query(1, 7)).unwrap_err().code(), ResultCode::Throttled);
     s.refresh();
     assert_eq!(waiter.join().unwrap().unwrap(), b"indexed later");
     let ix = s.indexing();

@@ -88,6 +88,11 @@ pub struct VolumeStore {
 #[derive(Default)]
 struct Indexing {
     pending: HashSet<u32>,
+    /// Reads waiting for a pending volume. At most one: a wait holds an I/O thread, and an
+    /// index that takes long (a hung disk) must not take every I/O thread from the cold
+    /// reads of the volumes already served. The others are answered `throttled` at once
+    /// (the client reads over HTTP).
+    waiting: usize,
     progress: IndexingStatus,
     started: Option<Instant>,
     logged: Option<Instant>,
@@ -110,7 +115,7 @@ pub struct IndexingStatus {
 }
 
 /// How long a read of a volume still being indexed waits for it on an I/O thread.
-const INDEXING_WAIT: Duration = Duration::from_secs(60);
+const INDEXING_WAIT: Duration = Duration::from_secs(10);
 
 impl VolumeStore {
     fn create(cfg: &SeaweedfsConfig) -> Result<Arc<VolumeStore>, OpenStoreError> {
@@ -444,14 +449,29 @@ impl VolumeStore {
         }
     }
 
+    /// Reads waiting for a volume being indexed now (tests).
+    #[cfg(test)]
+    pub(crate) fn indexing_waiters(&self) -> usize {
+        lock(&self.indexing).waiting
+    }
+
     fn pending(&self, volume: u32) -> bool {
         lock(&self.indexing).pending.contains(&volume)
     }
 
-    /// The volume, once indexed if it is being indexed (waiting at most [`INDEXING_WAIT`]).
+    /// The volume, once indexed if it is being indexed (waiting at most [`INDEXING_WAIT`],
+    /// one read at a time: see [`Indexing::waiting`]).
     fn volume_indexed(&self, volume: u32) -> Result<Arc<Volume>, ReadNeedleError> {
         let deadline = Instant::now() + INDEXING_WAIT;
         let mut ix = lock(&self.indexing);
+        if !ix.pending.contains(&volume) {
+            drop(ix);
+            return self.volume(volume);
+        }
+        if ix.waiting >= 1 {
+            return Err(ReadNeedleError::Indexing { volume });
+        }
+        ix.waiting += 1;
         while ix.pending.contains(&volume) {
             let left = deadline.saturating_duration_since(Instant::now());
             if left.is_zero() {
@@ -459,6 +479,7 @@ impl VolumeStore {
             }
             ix = self.indexed.wait_timeout(ix, left).unwrap_or_else(|p| p.into_inner()).0;
         }
+        ix.waiting -= 1;
         drop(ix);
         // A volume leaves `pending` after it went into `volumes`: seen gone, it is there (or
         // it failed to open).
