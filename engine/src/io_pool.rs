@@ -113,7 +113,10 @@ fn run(shared: &Shared) {
                 q = shared.more.wait(q).unwrap_or_else(|p| p.into_inner());
             }
         };
-        task();
+        // A panicking task (a bug) must not take the thread with it.
+        if std::panic::catch_unwind(std::panic::AssertUnwindSafe(task)).is_err() {
+            tracing::error!("an I/O task panicked; the thread goes on");
+        }
         shared.done.fetch_add(1, Ordering::Relaxed);
     }
 }
@@ -205,7 +208,23 @@ mod tests {
         let mut none = Vec::new();
         back.take(&mut none);
         assert!(none.is_empty());
+        // `done` counts a task after it returns, just after its push: wait for the last.
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+        while pool.stats().done < 10 && std::time::Instant::now() < deadline {
+            std::thread::yield_now();
+        }
         assert_eq!(pool.stats().done, 10);
+    }
+
+    #[test]
+    fn a_panicking_task_leaves_the_thread_running() {
+        let pool = IoPool::start(1, &[], 4).unwrap();
+        pool.submit(Box::new(|| panic!("a bug"))).unwrap();
+        let (tx, rx) = mpsc::channel();
+        pool.submit(Box::new(move || tx.send(7).unwrap())).unwrap();
+        // The bound only turns a dead thread's hang into a failure.
+        let got = rx.recv_timeout(std::time::Duration::from_secs(30));
+        assert_eq!(got, Ok(7), "the thread died with the panicking task");
     }
 
     #[test]

@@ -109,7 +109,7 @@ impl DataPlane {
                 let store2 = store.clone();
                 let offset = r.offset;
                 let task = Box::new(move || {
-                    let result = store2.read_blocking(&q).map_err(|e| e.code());
+                    let result = super::server::read_blocking(&store2, &q);
                     back.push(IoDone::Local(LocalDone {
                         session: session2,
                         user_data,

@@ -18,6 +18,22 @@ use super::dispatch::{Deferred, EchoRndv, Outgoing};
 use super::{DataPlane, IoDone, UcxSettings};
 use crate::seaweed::{NeedleQuery, NeedleRead, NeedsIo, Read, VolumeStore};
 
+/// An I/O thread's read: the needle, or the answer's code. A panic in the store (a bug)
+/// answers `internal` rather than leave the request without its answer.
+pub(super) fn read_blocking(store: &VolumeStore, q: &NeedleQuery) -> Result<NeedleRead, ResultCode> {
+    match std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| store.read_blocking(q))) {
+        Ok(r) => r.map_err(|e| e.code()),
+        Err(_) => {
+            tracing::error!(
+                volume = q.volume,
+                needle = q.needle,
+                "needle read panicked on an I/O thread"
+            );
+            Err(ResultCode::Internal)
+        }
+    }
+}
+
 /// A needle read an I/O thread finished, on its way back to the worker that answers it.
 pub(super) struct NeedleDone {
     ep: EpKey,
@@ -180,7 +196,7 @@ impl DataPlane {
         let back = self.io_back.clone();
         let store2 = store.clone();
         let task = Box::new(move || {
-            let result = store2.read_blocking(&q).map_err(|e| e.code());
+            let result = read_blocking(&store2, &q);
             back.push(IoDone::Peer(NeedleDone { ep, req_id, q, result }));
         });
         if let Err(e) = self.settings.io.submit(task) {
