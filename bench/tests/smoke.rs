@@ -243,6 +243,9 @@ fn ring_scenarios_run_with_their_baselines() {
         "io_uring.nop",
         "iceoryx2.reqres",
         "ring.wake",
+        "needle.read.cold.1m.http",
+        "needle.read.cold.1m.tcp",
+        "ring.nop.beside_cold_reads",
         "floor.echo_batch32",
         "ring.nop_batch32",
         "ring.nop_batch32.go",
@@ -316,7 +319,9 @@ fn ring_scenarios_run_with_their_baselines() {
     .filter(|n| netns_ran || !n.contains(".netns"))
     // store.open.10m finds the stock weed through ringlat.
     .filter(|n| go_ran || !(n.ends_with(".go") || *n == "store.open.10m"))
-    .filter(|n| needles_ran || !(n.starts_with("needle.read.") || is_front_end(n)))
+    .filter(|n| {
+        needles_ran || !(n.starts_with("needle.read.") || is_front_end(n) || *n == "ring.nop.beside_cold_reads")
+    })
     // The ring front ends need scripts/weed --ring (SWRING_REQUIRE_WEED=1 makes that an error).
     .filter(|n| !(is_front_end(n) && n.contains(".ring") && skipped_names.contains(n)))
     .filter(|n| uring_ran || *n != "io_uring.nop")
