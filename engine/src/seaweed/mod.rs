@@ -5,20 +5,26 @@
 //!   fuzz target and the tests crate, which writes volumes with its `writer`);
 //! * `volume.rs`: one volume, its `.dat` mapped read-only, its `.idx` replayed into a needle
 //!   map and followed as the volume server appends;
-//! * `store.rs`: [`VolumeStore`], every volume of the configured directories, refreshed
-//!   periodically (new needles, new and vanished volumes, compaction), and the read JWT key;
+//! * `needle_map.rs`: that map, 12 bytes per needle (SeaweedFS's `CompactMap` layout);
+//! * `datmap.rs`: the `.dat` mapping, and whether a needle's pages are resident (`mincore`);
+//! * `store.rs`: [`VolumeStore`], every volume of the configured directories, indexed in the
+//!   background at start and refreshed periodically (new needles, new and vanished volumes,
+//!   compaction), and the read JWT key;
 //! * [`jwt`]: read JWTs checked as the volume server checks them (`[jwt.signing.read]`).
 //!
 //! The engine never writes, locks or truncates these files; the volume server stays their
 //! only writer. How that stays safe while it appends, rolls back and compacts is in
 //! `volume.rs`.
 //!
-//! Use: `main.rs` opens the store (`VolumeStore::open(&cfg.seaweedfs)`) and starts the thread
-//! that calls [`VolumeStore::refresh`] every `refresh-interval-ms`
+//! Use: `main.rs` starts the store (`VolumeStore::start(&cfg.seaweedfs)`) and the thread that
+//! indexes the volumes, then calls [`VolumeStore::refresh`] every `refresh-interval-ms`
 //! ([`VolumeStore::refresh_interval`]); SIGHUP calls [`VolumeStore::reconfigure`] with the
-//! re-read section; the workers' data plane (`dataplane/server.rs`) calls [`VolumeStore::read`] for
-//! each `READ_NEEDLE` and sends [`NeedleRead::meta`] and [`NeedleRead::data`]; `engine status`
-//! and the metrics endpoint show [`VolumeStore::volumes`].
+//! re-read section. For each `READ_NEEDLE` a worker's data plane (`dataplane/server.rs`,
+//! `dataplane/local.rs`) calls [`VolumeStore::read_polling`], which never waits for a disk,
+//! and hands what it cannot serve at once ([`Read::NeedsIo`]) to a volume I/O thread
+//! (`io_pool.rs`), which calls [`VolumeStore::read_blocking`]; the worker sends
+//! [`NeedleRead::meta`] and [`NeedleRead::data`]. `engine status` and the metrics endpoint
+//! show [`VolumeStore::volumes`] and [`VolumeStore::indexing`].
 
 pub use seaweed_format as format;
 

@@ -21,16 +21,20 @@
 //!   descriptor and mapping keep the old inode, whose bytes never change again, until we drop
 //!   them; `refresh` notices the new inode and reopens the volume.
 //!
-//! What this cannot survive is someone truncating a live `.dat` below needles its `.idx`
-//! names (by hand, or a tool that rewrites files in place): the volume server itself would
-//! then serve errors too, and the engine may be killed by SIGBUS.
+//! Someone truncating a live `.dat` below needles its `.idx` names (by hand, or a tool that
+//! rewrites files in place) is mostly survived: truncation drops the pages past the new end
+//! from the page cache, so a worker's residency check sends the read to an I/O thread, whose
+//! `MADV_POPULATE_READ` answers EFAULT (`corrupt`) where touching would SIGBUS
+//! (`datmap.rs`). Only a truncation between a worker's check and its touch of the very pages
+//! of that needle can still kill the engine; the volume server itself would serve errors too.
 //!
 //! # Concurrency
 //!
-//! Reads (on busy-polling worker threads) take two read locks for a lookup and a pointer copy
-//! each: the needle map and the current mapping. Writers hold them briefly: the follower
-//! applies entries in batches of [`APPLY_BATCH`], a remap swaps one `Arc`. The slow parts
-//! (reading the `.idx`, `mmap`, verifying a CRC) run with no lock a reader needs.
+//! Reads take two read locks for a lookup and a pointer copy each: the needle map and the
+//! current mapping. Writers hold them briefly: the follower applies entries in batches of
+//! [`APPLY_BATCH`], a remap swaps one `Arc`. The slow parts (reading the `.idx`, `mmap`,
+//! verifying a large needle's CRC, faulting pages in) run with no lock a reader needs, and on
+//! a volume I/O thread, never a busy-polling worker ([`ReadMode`]).
 
 use std::fs::File;
 use std::io;
