@@ -13,6 +13,7 @@
 
 use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
+use std::time::Instant;
 
 use ring_proto::needle::{NEEDLE_META_LEN, NEEDLE_META_MAX};
 use ring_proto::ResultCode;
@@ -26,6 +27,8 @@ use crate::session::{SessionShared, Submitted};
 pub(super) struct LocalDone {
     session: Arc<SessionShared>,
     user_data: u64,
+    peer: Arc<PeerEntry>,
+    started: Instant,
     /// Buffer offset of the metadata (data at `+ NEEDLE_META_LEN`).
     offset: usize,
     result: Result<NeedleRead, ResultCode>,
@@ -72,8 +75,9 @@ impl DataPlane {
         session: &Arc<SessionShared>,
         user_data: u64,
         r: NeedleRequest,
-        peer: &PeerEntry,
+        peer: &Arc<PeerEntry>,
     ) -> Submitted {
+        let started = Instant::now();
         peer.stats.requests.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         let Some(store) = self.settings.volumes.clone() else {
             return Submitted::Now(ResultCode::NoSuchVolume as i32);
@@ -95,7 +99,7 @@ impl DataPlane {
             ranged: r.ranged,
         };
         match store.read_polling(&q) {
-            Ok(Read::Ready(n)) => Submitted::Now(deliver(session, r.offset, Ok(n))),
+            Ok(Read::Ready(n)) => Submitted::Now(timed(peer, started, deliver(session, r.offset, Ok(n)))),
             Err(e) => Submitted::Now(e.code() as i32),
             Ok(Read::NeedsIo(why)) => {
                 tracing::trace!(
@@ -108,11 +112,14 @@ impl DataPlane {
                 let session2 = session.clone();
                 let store2 = store.clone();
                 let offset = r.offset;
+                let peer = peer.clone();
                 let task = Box::new(move || {
                     let result = super::server::read_blocking(&store2, &q);
                     back.push(IoDone::Local(LocalDone {
                         session: session2,
                         user_data,
+                        peer,
+                        started,
                         offset,
                         result,
                     }));
@@ -131,13 +138,21 @@ impl DataPlane {
 
     /// An I/O thread finished a local read: write it into the session's buffer, post it.
     pub(super) fn local_read_done(&mut self, d: LocalDone) {
-        let result = deliver(&d.session, d.offset, d.result);
+        let result = timed(&d.peer, d.started, deliver(&d.session, d.offset, d.result));
         self.out.push(RemoteCompletion {
             session: d.session.id,
             user_data: d.user_data,
             result,
         });
     }
+}
+
+/// Records a successful read's latency with its peer, as a remote one's is.
+fn timed(peer: &PeerEntry, started: Instant, result: i32) -> i32 {
+    if result >= 0 {
+        peer.stats.latency.record(started.elapsed().as_nanos() as u64);
+    }
+    result
 }
 
 /// Writes a read's metadata at `offset` and its data after the metadata area, as a peer's

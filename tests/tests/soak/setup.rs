@@ -39,6 +39,10 @@ pub fn start_engine(dir: &Path, tls: &str) -> (Engine, String, usize) {
         tls,
         "--ucx-net-devices",
         devices,
+        // Needles through UCX under load, not the engine's shortcut for reads naming itself
+        // (needles.rs and cold_needles.rs cover that one).
+        "--ucx-local-reads",
+        "false",
     ]);
     let workers = engine.status_json()["workers"].as_array().unwrap().len();
     assert_eq!(workers, cores.len(), "one worker per core");
