@@ -394,13 +394,14 @@ fn spawn_volume_refresh(store: Arc<seaweed::VolumeStore>) -> std::io::Result<()>
 
 /// UCX reads some settings only from the environment; these defaults are set unless the
 /// operator set them. Set before any thread exists.
-/// - UCX_RNDV_THRESH: without RDMA in `ucx.transports`, rendezvous buys no zero copy (tcp
-///   and shared memory emulate the get, and with peer error handling UCX cannot use cma), it
-///   only adds round trips: measured on loopback, a 64 KiB needle took 50 µs by rendezvous
-///   and 10 µs eagerly over shared memory, 100 µs vs 43 µs over tcp; a 1 MiB one 255 vs
-///   136 µs over shared memory (tcp: 252 µs by rendezvous, 357 µs eagerly). So: shared memory
-///   listed → "inf" (always eager), tcp only → "256k". With RDMA (or transports left to UCX)
-///   UCX's own choice stands: there rendezvous is the zero-copy path.
+/// - UCX_RNDV_THRESH: without RDMA in `ucx.transports`, UCX's default threshold sends small
+///   needles by rendezvous, which only adds round trips (a 64 KiB needle: 50 µs by
+///   rendezvous, 10 µs eagerly over shared memory; 100 vs 43 µs over tcp). Above 256 KiB
+///   rendezvous wins: its fragments land straight in the session's buffer, where an eager
+///   multi-fragment message is reassembled by UCX and copied once more (`rendezvous_threshold`).
+///   So "256k" — except shared memory on UCX 1.13 and older, where rendezvous was slower at
+///   every size (1 MiB: 482 µs vs 133 µs eagerly) and the engine keeps "inf". With RDMA (or
+///   transports left to UCX) UCX's own choice stands: there rendezvous is the zero-copy path.
 /// - UCX_TCP_TX_SEG_SIZE / UCX_TCP_RX_SEG_SIZE=256k: tcp without RDMA (`tcp_segment_size`).
 /// - UCX_MM_ERROR_HANDLING=y: with peer error handling on (it always is: a dead peer must fail
 ///   its requests), shared-memory transports need it, else UCX silently falls back to tcp.
@@ -427,7 +428,7 @@ fn prepare_ucx_environment(ucx: &config::UcxConfig, version: (u32, u32)) {
         std::env::set_var("UCX_MM_ERROR_HANDLING", "y");
     }
     if std::env::var_os("UCX_RNDV_THRESH").is_none() {
-        if let Some(t) = rendezvous_threshold(ucx.transports.as_deref()) {
+        if let Some(t) = rendezvous_threshold(ucx.transports.as_deref(), version) {
             std::env::set_var("UCX_RNDV_THRESH", t);
         }
     }
@@ -447,7 +448,7 @@ fn prepare_ucx_environment(ucx: &config::UcxConfig, version: (u32, u32)) {
 /// needles over tcp"). Only for UCX newer than 1.13, the runtime the tests run on.
 fn tcp_segment_size(transports: Option<&str>, version: (u32, u32)) -> Option<&'static str> {
     let tcp = transports?.split(',').any(|x| x.trim() == "tcp");
-    (tcp && version > (1, 13) && rendezvous_threshold(transports).is_some()).then_some("256k")
+    (tcp && version > (1, 13) && rendezvous_threshold(transports, version).is_some()).then_some("256k")
 }
 
 /// Logs the UCX runtime and, when the listener is configured, probes whether a malformed
@@ -524,18 +525,19 @@ fn unsafe_segment_size(version: (u32, u32), env: impl Fn(&str) -> Option<String>
     None
 }
 
-/// The UCX_RNDV_THRESH default for these transports (see `prepare_ucx_environment`).
-fn rendezvous_threshold(transports: Option<&str>) -> Option<&'static str> {
+/// The UCX_RNDV_THRESH default for these transports and this UCX runtime (see
+/// `prepare_ucx_environment`). Shared memory on UCX 1.22.0, same session, alternating runs of
+/// 12 blocks (bench/README.md, "Large needles over tcp and shared memory"): with "256k"
+/// `needle.read.1m.sm` p50 was 0.58x and 0.51x HTTP's, `8m.sm` 0.52x and 0.50x; eagerly
+/// ("inf") 0.83x and 0.64x, 0.62x and 0.70x.
+fn rendezvous_threshold(transports: Option<&str>, version: (u32, u32)) -> Option<&'static str> {
     let names: Vec<&str> = transports?.split(',').map(str::trim).collect();
     let is_shm = |x: &str| matches!(x, "sm" | "shm" | "posix" | "sysv" | "cma" | "self");
     if !names.iter().all(|&x| is_shm(x) || x == "tcp") {
         return None; // RDMA listed, or "all": UCX decides
     }
-    Some(if names.iter().any(|&x| is_shm(x) && x != "self") {
-        "inf"
-    } else {
-        "256k"
-    })
+    let shm = names.iter().any(|&x| is_shm(x) && x != "self");
+    Some(if shm && version <= (1, 13) { "inf" } else { "256k" })
 }
 
 /// Logs which pages sessions will get, and refuses to start under `require` without them.
@@ -581,14 +583,20 @@ mod tests {
     }
 
     #[test]
-    fn rendezvous_threshold_follows_the_transports() {
-        assert_eq!(rendezvous_threshold(Some("sm,tcp")), Some("inf"));
-        assert_eq!(rendezvous_threshold(Some("posix, tcp")), Some("inf"));
-        assert_eq!(rendezvous_threshold(Some("tcp")), Some("256k"));
-        assert_eq!(rendezvous_threshold(Some("self,tcp")), Some("256k"));
-        assert_eq!(rendezvous_threshold(Some("rc,sm,tcp")), None);
-        assert_eq!(rendezvous_threshold(Some("all")), None);
-        assert_eq!(rendezvous_threshold(None), None);
+    fn rendezvous_threshold_follows_the_transports_and_the_runtime() {
+        let new = (1, 22);
+        assert_eq!(rendezvous_threshold(Some("sm,tcp"), new), Some("256k"));
+        assert_eq!(rendezvous_threshold(Some("posix, tcp"), new), Some("256k"));
+        assert_eq!(rendezvous_threshold(Some("tcp"), new), Some("256k"));
+        assert_eq!(rendezvous_threshold(Some("self,tcp"), new), Some("256k"));
+        assert_eq!(rendezvous_threshold(Some("rc,sm,tcp"), new), None);
+        assert_eq!(rendezvous_threshold(Some("all"), new), None);
+        assert_eq!(rendezvous_threshold(None, new), None);
+        // UCX 1.13 and older: shared memory stays eager.
+        assert_eq!(rendezvous_threshold(Some("sm,tcp"), (1, 13)), Some("inf"));
+        assert_eq!(rendezvous_threshold(Some("posix, tcp"), (1, 12)), Some("inf"));
+        assert_eq!(rendezvous_threshold(Some("tcp"), (1, 13)), Some("256k"));
+        assert_eq!(rendezvous_threshold(Some("self,tcp"), (1, 13)), Some("256k"));
     }
 
     #[test]
