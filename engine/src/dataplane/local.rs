@@ -18,7 +18,7 @@ use std::time::Instant;
 use ring_proto::needle::{NEEDLE_META_LEN, NEEDLE_META_MAX};
 use ring_proto::ResultCode;
 
-use super::{DataPlane, IoDone, PeerEntry, RemoteCompletion};
+use super::{server, DataPlane, IoDone, PeerEntry, RemoteCompletion};
 use crate::ops::NeedleRequest;
 use crate::seaweed::{NeedleQuery, NeedleRead, Read};
 use crate::session::{SessionShared, Submitted};
@@ -86,51 +86,25 @@ impl DataPlane {
         let Ok(jwt) = session.region.buf().read_vec(r.offset, r.jwt_len) else {
             return Submitted::Now(ResultCode::Internal as i32);
         };
-        if let Err(e) = store.check_read_jwt(&jwt, r.volume, r.needle, r.cookie) {
-            tracing::debug!(volume = r.volume, needle = r.needle, error = %e, "local needle read refused: read JWT");
-            return Submitted::Now(e.code() as i32);
-        }
-        let q = NeedleQuery {
-            volume: r.volume,
-            needle: r.needle,
-            cookie: r.cookie,
-            range_offset: r.range_offset,
-            max_len: r.max_len,
-            ranged: r.ranged,
-        };
-        match store.read_polling(&q) {
+        let q = NeedleQuery::from(&r);
+        match server::read_polling(&store, &jwt, &q) {
             Ok(Read::Ready(n)) => Submitted::Now(timed(peer, started, deliver(session, r.offset, Ok(n)))),
-            Err(e) => Submitted::Now(e.code() as i32),
+            Err(code) => Submitted::Now(code as i32),
             Ok(Read::NeedsIo(why)) => {
-                tracing::trace!(
-                    volume = q.volume,
-                    needle = q.needle,
-                    ?why,
-                    "local needle read handed to an I/O thread"
-                );
-                let back = self.io_back.clone();
-                let session2 = session.clone();
-                let store2 = store.clone();
-                let offset = r.offset;
-                let peer = peer.clone();
-                let task = Box::new(move || {
-                    let result = super::server::read_blocking(&store2, &q);
-                    back.push(IoDone::Local(LocalDone {
-                        session: session2,
+                let (session, offset, peer) = (session.clone(), r.offset, peer.clone());
+                let to_io = self.read_on_io(&store, q, why, move |_, result| {
+                    IoDone::Local(LocalDone {
+                        session,
                         user_data,
                         peer,
                         started,
                         offset,
                         result,
-                    }));
+                    })
                 });
-                match self.settings.io.submit(task) {
+                match to_io {
                     Ok(()) => Submitted::Later,
-                    Err(e) => {
-                        tracing::debug!(volume = q.volume, needle = q.needle, error = %e, "local needle read refused: I/O queue full");
-                        store.count_refused(q.volume);
-                        Submitted::Now(ResultCode::Throttled as i32)
-                    }
+                    Err(code) => Submitted::Now(code as i32),
                 }
             }
         }
@@ -144,6 +118,21 @@ impl DataPlane {
             user_data: d.user_data,
             result,
         });
+    }
+}
+
+/// The store's query for a session's request (`From<&NeedleRequestHeader>` in server.rs: a
+/// peer's).
+impl From<&NeedleRequest> for NeedleQuery {
+    fn from(r: &NeedleRequest) -> Self {
+        NeedleQuery {
+            volume: r.volume,
+            needle: r.needle,
+            cookie: r.cookie,
+            range_offset: r.range_offset,
+            max_len: r.max_len,
+            ranged: r.ranged,
+        }
     }
 }
 

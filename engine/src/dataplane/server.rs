@@ -34,6 +34,31 @@ pub(super) fn read_blocking(store: &VolumeStore, q: &NeedleQuery) -> Result<Need
     }
 }
 
+/// The read JWT first (the volume server checks it before it looks at the volume), then a
+/// read that never waits for a disk: `Read::NeedsIo` says the rest must go to an I/O thread
+/// ([`DataPlane::read_on_io`]).
+pub(super) fn read_polling(store: &VolumeStore, jwt: &[u8], q: &NeedleQuery) -> Result<Read, ResultCode> {
+    if let Err(e) = store.check_read_jwt(jwt, q.volume, q.needle, q.cookie) {
+        tracing::debug!(volume = q.volume, needle = q.needle, error = %e, "needle read refused: read JWT");
+        return Err(e.code());
+    }
+    store.read_polling(q).map_err(|e| e.code())
+}
+
+/// The store's query for a peer's request (`From<&NeedleRequest>` in local.rs: a session's).
+impl From<&NeedleRequestHeader> for NeedleQuery {
+    fn from(w: &NeedleRequestHeader) -> Self {
+        NeedleQuery {
+            volume: w.volume,
+            needle: w.needle,
+            cookie: w.cookie,
+            range_offset: w.range_offset,
+            max_len: w.max_len,
+            ranged: w.ranged,
+        }
+    }
+}
+
 /// A needle read an I/O thread finished, on its way back to the worker that answers it.
 pub(super) struct NeedleDone {
     ep: EpKey,
@@ -158,52 +183,50 @@ impl DataPlane {
     /// file's mapping (kept mapped until UCX is done with it). A read that could wait for a
     /// disk goes to an I/O thread and is answered when it comes back ([`Self::needles_read`]).
     pub(super) fn serve_needle(&mut self, ep: EpKey, w: NeedleRequestHeader) {
-        let q = NeedleQuery {
-            volume: w.volume,
-            needle: w.needle,
-            cookie: w.cookie,
-            range_offset: w.range_offset,
-            max_len: w.max_len,
-            ranged: w.ranged,
-        };
+        let q = NeedleQuery::from(&w);
         let read = match &self.settings.volumes {
             None => Err(ResultCode::NoSuchVolume),
-            // The JWT first, as the volume server checks it before it looks at the volume.
-            Some(store) => match store.check_read_jwt(&w.jwt, w.volume, w.needle, w.cookie) {
-                Err(e) => {
-                    tracing::debug!(volume = w.volume, needle = w.needle, error = %e, "needle read refused: read JWT");
-                    Err(e.code())
+            Some(store) => match read_polling(store, &w.jwt, &q) {
+                Ok(Read::Ready(n)) => Ok(n),
+                Ok(Read::NeedsIo(why)) => {
+                    let req_id = w.req_id;
+                    let to_io = self.read_on_io(store, q, why, move |q, result| {
+                        IoDone::Peer(NeedleDone { ep, req_id, q, result })
+                    });
+                    match to_io {
+                        Ok(()) => return,
+                        Err(code) => Err(code),
+                    }
                 }
-                Ok(()) => match store.read_polling(&q) {
-                    Ok(Read::Ready(n)) => Ok(n),
-                    Ok(Read::NeedsIo(why)) => return self.read_on_io_thread(store.clone(), ep, w.req_id, q, why),
-                    Err(e) => Err(e.code()),
-                },
+                Err(code) => Err(code),
             },
         };
         self.answer_needle(ep, w.req_id, &q, read);
     }
 
-    /// Hands a read that could wait for a disk to the I/O threads; its answer comes back
-    /// through this worker's hand-back queue. A full queue refuses it (`throttled`).
-    fn read_on_io_thread(&mut self, store: Arc<VolumeStore>, ep: EpKey, req_id: u64, q: NeedleQuery, why: NeedsIo) {
-        tracing::trace!(
-            volume = q.volume,
-            needle = q.needle,
-            ?why,
-            "needle read handed to an I/O thread"
-        );
+    /// Hands a read that could wait for a disk (`why`) to the I/O threads: `done` turns the
+    /// blocking read's result into what comes back through this worker's hand-back queue
+    /// ([`Self::needles_read`] answers it). A full queue refuses the read (`throttled`,
+    /// counted with the volume's refusals): the caller answers that itself.
+    pub(super) fn read_on_io(
+        &self,
+        store: &Arc<VolumeStore>,
+        q: NeedleQuery,
+        why: NeedsIo,
+        done: impl FnOnce(NeedleQuery, Result<NeedleRead, ResultCode>) -> IoDone + Send + 'static,
+    ) -> Result<(), ResultCode> {
+        tracing::trace!(volume = q.volume, needle = q.needle, ?why, "needle read handed to an I/O thread");
         let back = self.io_back.clone();
         let store2 = store.clone();
         let task = Box::new(move || {
             let result = read_blocking(&store2, &q);
-            back.push(IoDone::Peer(NeedleDone { ep, req_id, q, result }));
+            back.push(done(q, result));
         });
-        if let Err(e) = self.settings.io.submit(task) {
+        self.settings.io.submit(task).map_err(|e| {
             tracing::debug!(volume = q.volume, needle = q.needle, error = %e, "needle read refused: I/O queue full");
             store.count_refused(q.volume);
-            self.answer_needle(ep, req_id, &q, Err(ResultCode::Throttled));
-        }
+            ResultCode::Throttled
+        })
     }
 
     /// Answers the reads the I/O threads finished.

@@ -50,7 +50,7 @@ impl Entry {
         } else {
             (0, -1)
         };
-        debug_assert!(units <= MAX_UNITS && e.offset % OFFSET_UNIT == 0);
+        debug_assert!(units <= MAX_UNITS && e.offset.is_multiple_of(OFFSET_UNIT));
         Self {
             key,
             crc: AtomicU8::new(0),
