@@ -25,17 +25,12 @@ func newHeapClient(b *testing.B, nslots int) (*Client, *wire.HeapRings) {
 		layout:     h.L,
 		sq:         h.SQProd,
 		cq:         h.CQCons,
-		slots:      make([]slot, nslots),
-		free:       make([]uint32, 0, nslots),
 		slotFreed:  make(chan struct{}, 1),
 		reapTok:    make(chan struct{}, 1),
 		downCh:     make(chan struct{}),
 		reaperDone: make(chan struct{}),
 	}
-	for i := range c.slots {
-		c.slots[i].done = make(chan struct{}, 1)
-		c.free = append(c.free, uint32(nslots-1-i))
-	}
+	c.initSlots(nslots)
 	go c.reaper()
 	b.Cleanup(func() { close(c.downCh); <-c.reaperDone })
 	return c, h
