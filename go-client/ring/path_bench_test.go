@@ -2,6 +2,7 @@ package ring
 
 import (
 	"context"
+	"errors"
 	"sync/atomic"
 	"testing"
 
@@ -13,7 +14,7 @@ import (
 // measures is what one round trip costs the client's thread beyond the engine's work and
 // the cross-core transfers.
 
-func newHeapClient(b *testing.B, nslots int) (*Client, *wire.HeapRings) {
+func newHeapClient(b testing.TB, nslots int) (*Client, *wire.HeapRings) {
 	h, err := wire.NewHeapRings(64, 128)
 	if err != nil {
 		b.Fatal(err)
@@ -32,7 +33,9 @@ func newHeapClient(b *testing.B, nslots int) (*Client, *wire.HeapRings) {
 	}
 	c.initSlots(nslots)
 	go c.reaper()
-	b.Cleanup(func() { close(c.downCh); <-c.reaperDone })
+	// Down (not just downCh closed): a reaper leading for a request the test never
+	// completes sees it and stops.
+	b.Cleanup(func() { c.fail(errors.New("test over")); <-c.reaperDone })
 	return c, h
 }
 
