@@ -217,8 +217,9 @@ func (c *Client) Worker() uint32 { return c.worker }
 // Layout is the region layout of this session.
 func (c *Client) Layout() Layout { return c.layout }
 
-// MaxInFlight is how many requests may be outstanding (submitted and not yet waited for);
-// see WithMaxInFlight.
+// MaxInFlight is how many request slots the client has: how many requests may be
+// outstanding (submitted and not yet waited for, with a batch's slots coming back
+// together); see WithMaxInFlight.
 func (c *Client) MaxInFlight() int { return len(c.slots) }
 
 // Stats returns the client's counters.

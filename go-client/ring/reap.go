@@ -26,6 +26,8 @@ func (t Ticket) Wait(ctx context.Context) (int32, error) {
 	}
 	b := &c.slots[t.lead]
 	for {
+		// Pairs with setGone's CAS: a generation other than the ticket's means the batch was
+		// freed (every ticket of it waited for); the ticket's bit set, that it was.
 		g := b.gone.Load()
 		if uint32(g>>32) != t.bgen || uint32(g)&t.bit != 0 {
 			return 0, errWaited
@@ -65,7 +67,8 @@ func (t Ticket) Wait(ctx context.Context) (int32, error) {
 		d = b.done.Load()
 		if uint32(d>>32) == t.bgen && uint32(d)&t.bit != 0 {
 			// Completed meanwhile. The completer may still signal wake: a token left there
-			// only makes a later sleeper on this slot look once more.
+			// only makes a later sleeper on this slot look once more. (The And orders
+			// nothing: a bit the completer still sees costs one such token.)
 			b.parked.And(^t.bit)
 			continue
 		}
@@ -113,7 +116,7 @@ func collectRun(ts []Ticket, first *error) int {
 		return 0
 	}
 	b := &c.slots[t.lead]
-	g := b.gone.Load()
+	g := b.gone.Load() // pairs with setGone's CAS, as in Wait
 	d := b.done.Load() // pairs with publishRecord's store, as in Wait
 	if uint32(g>>32) != t.bgen || uint32(d>>32) != t.bgen {
 		return 0
@@ -181,11 +184,11 @@ func (c *Client) collect(t Ticket, g, d uint64) (int32, error, bool) {
 func (c *Client) abandon(t Ticket) bool {
 	b := &c.slots[t.lead]
 	for {
-		g := b.gone.Load()
+		g := b.gone.Load() // as in Wait
 		if uint32(g>>32) != t.bgen || uint32(g)&t.bit != 0 {
 			return true // (a second Wait of the ticket raced us: nothing left to give up)
 		}
-		d := b.done.Load()
+		d := b.done.Load() // as in Wait
 		if uint32(d>>32) == t.bgen && uint32(d)&t.bit != 0 {
 			return false
 		}
@@ -371,7 +374,7 @@ func (c *Client) targetDone(target waitTarget) bool {
 	if target.b == nil {
 		return !c.owedLocked()
 	}
-	d := target.b.done.Load()
+	d := target.b.done.Load() // written by us (the leader holds cqMu): no ordering needed
 	return uint32(d>>32) == target.gen && uint32(d)&target.bit != 0
 }
 

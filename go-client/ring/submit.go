@@ -42,7 +42,9 @@ func (c *Client) Submit(ctx context.Context, r *Request) (Ticket, error) {
 // SubmitBatch publishes reqs with as few ring publications and worker wakeups as the SQ
 // space allows, storing one ticket per request in tickets (len(tickets) >= len(reqs)). It
 // returns how many were submitted; on error the first n tickets are still valid and must be
-// waited for.
+// waited for. The tickets may be waited for in any order and from any goroutines; the
+// requests of each publication (up to 32) give their slots back together, once all of them
+// were waited for (see WithMaxInFlight), and WaitAll collects them together.
 func (c *Client) SubmitBatch(ctx context.Context, reqs []Request, tickets []Ticket) (int, error) {
 	if len(tickets) < len(reqs) {
 		return 0, errors.New("swring: SubmitBatch needs one ticket per request")
