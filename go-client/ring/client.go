@@ -36,52 +36,78 @@ type Request struct {
 
 // Ticket identifies a submitted request; Wait for it exactly once.
 type Ticket struct {
-	c   *Client
-	idx uint32
-	gen uint32
+	c    *Client
+	idx  uint32 // the request's slot
+	gen  uint32 // the slot's generation (user_data's high half)
+	lead uint32 // the slot holding the request's batch record
+	bgen uint32 // the record's generation
+	bit  uint32 // the request's bit in the record
+	full uint32 // the bits of all the record's requests
 }
 
 // UserData is the SQE user_data the request was submitted with.
 func (t Ticket) UserData() uint64 { return uint64(t.gen)<<32 | uint64(t.idx) }
 
-// slot states: the low 32 bits of slot.word (its generation is the high 32 bits).
-const (
-	slotFree      uint32 = iota
-	slotPending          // submitted; its waiter is not parked
-	slotParked           // its waiter sleeps on done
-	slotDone             // result stored; waiting to be collected
-	slotAbandoned        // the waiter gave up; the completer frees the slot
-)
-
-// slotWord packs a slot's generation and state into the one word that moves it from state
-// to state: a waiter or completer checks "this generation, this state" and changes it with
-// one atomic operation.
-func slotWord(gen, state uint32) uint64 { return uint64(gen)<<32 | uint64(state) }
-func slotGen(w uint64) uint32           { return uint32(w >> 32) }
-func slotState(w uint64) uint32         { return uint32(w) }
+// Batches. The requests of one publication (up to maxBatch of them, a single Submit being a
+// batch of one) share one batch record, kept in the slot of the first of them (the lead
+// slot). Their completion, collection and freeing go through the record's words, so that a
+// batch costs a few locked instructions, not a few per request:
+//
+//   - done (gen<<32 | a bit per completed request) is written only by the completer (under
+//     cqMu): one store per batch and reap pass publishes the outcomes of every request of
+//     the batch it reaped. Waiters load it.
+//   - gone (gen<<32 | a bit per request collected by its Wait or abandoned by it) is changed
+//     by CAS only: a Wait sets its request's bit with one CAS, the generation in the same
+//     word makes a stale ticket's CAS fail. The CAS that leaves every bit of gone and of done
+//     set also frees the batch: it moves gone to the next generation with no bits, and its
+//     maker pushes all the batch's slots onto the free stack at once.
+//   - parked (a bit per request whose waiter sleeps on its slot's wake channel) is set and
+//     cleared by the waiters; the completer reads it after its store of done.
+//
+// The completer learns which slots were submitted from the submission log (Client.log),
+// not from the slots: the submitter writes a slot's fields and its log entry with plain
+// stores and publishes them with its store of nSubmitted, which the completer loads before
+// it looks at a slot. A completion naming a slot the log did not hand over is stray.
+const maxBatch = 32
 
 // slot tracks one request from submission to collection. Go memory only: nothing here is
 // ever stored into the shared region.
 //
-// Who writes what: the submitter (holding sqMu, the slot being off the free list) writes
-// buf, resp, result and err before its store of word publishes them; the completer (holding
-// cqMu, the slot being pending, parked or abandoned) writes them before its CAS of word; the
-// waiter reads them after loading word == done. next is written by whoever frees the slot,
-// before its CAS of Client.freeHead publishes it.
+// Who writes what: the submitter (holding sqMu, the slot being off the free stack) writes
+// gen, lead, bit, pins, buf, resp, next and, in a lead slot, bgen, full and last, before its
+// store of Client.nSubmitted publishes them to the completer (and before it hands out the
+// tickets); the completer (holding cqMu) owns live and cgen, and writes result and err
+// before its store of the record's done publishes them to the waiters. Whoever frees a
+// batch writes its last slot's next before the CAS of Client.freeHead publishes it.
 type slot struct {
-	// word is slotWord(gen, state). Stores and CASes of it publish the fields below to the
-	// next party, which loads it first (see the transitions in prepare, completeSlot,
-	// Ticket.Wait and collect).
-	word   atomic.Uint64
-	next   uint32 // free stack: the index+1 of the slot below this one (0: none)
+	// The batch record, while this slot leads a batch (see "Batches").
+	gone   atomic.Uint64
+	done   atomic.Uint64
+	parked atomic.Uint32
+	bgen   uint32 // the record's generation: gone's, while the batch is in flight
+	full   uint32 // the bits of its requests
+	last   uint32 // its last request's slot; the chain lead → next → ... ends there
+
+	// The request.
+	gen    uint32 // user_data generation, one more on every use of the slot
+	lead   uint32 // the slot holding its batch record
+	bit    uint32 // its bit in the record
+	cgen   uint32 // the completer's copy of gen, taken from the submission log
 	result int32
-	flags  uint32
+	next   uint32 // index+1 of the next slot: of its batch while in flight, then of the free stack (0: none)
+	pins   uint8  // pinBuf | pinResp: the buffers it holds until its completion
+	live   bool   // the completer's: submitted (by the log) and not completed (under cqMu)
 	err    error
+	wake   chan struct{} // capacity 1: signalled when a parked waiter's request may have completed
 	buf    Buffer        // pinned buffer, released at completion
 	resp   Buffer        // pinned response buffer (SEND), released at completion
-	done   chan struct{} // capacity 1: signalled when a parked waiter's request completes
-	_      [48]byte      // 192 bytes, 3 lines: in a page-aligned (large) array neighbours share none
+	_      [8]byte       // 192 bytes, 3 lines: in a page-aligned (large) array neighbours share none
 }
+
+const (
+	pinBuf  = 1
+	pinResp = 2
+)
 
 // Stats are counters of one Client.
 type Stats struct {
@@ -123,12 +149,20 @@ type Client struct {
 	cq   wire.Consumer
 
 	slots []slot
-	// Free slots: free is the submitters' private stack (under sqMu); freeHead is a lock-free
-	// stack (index+1 of its top slot, 0 when empty, linked through slot.next) that collect and
-	// the completer push freed slots onto with one CAS each, and that a submitter with an
+	// log[i % len(log)] is the slot of the i-th published request, written under sqMu before
+	// the store of nSubmitted that publishes it; the completer reads the entries up to the
+	// nSubmitted it loaded (logged counts those it took, under cqMu). An entry is rewritten
+	// only len(slots) requests later, when its request has long been completed: a slot is
+	// freed only after its completion, and the completer takes the entries in order.
+	log    []uint32
+	logged uint64
+	// Free slots: free is the submitters' private stack (index+1 of its top slot, 0 when
+	// empty, linked through slot.next; under sqMu); freeHead is a lock-free
+	// stack (index+1 of its top slot, 0 when empty, linked through slot.next) that the freers
+	// of batches push a batch's chain of slots onto with one CAS, and that a submitter with an
 	// empty free takes whole with one Swap. Only sqMu holders take from it, and they take
 	// everything, so a slot can never be popped between a pusher's load and its CAS (no ABA).
-	free        []uint32
+	free        uint32
 	freeHead    atomic.Uint32
 	slotWaiters atomic.Int32  // submitters waiting for a free slot (see waitSlot)
 	slotFreed   chan struct{} // capacity 1: a slot may have been freed, for slotWaiters
@@ -183,8 +217,9 @@ func (c *Client) Worker() uint32 { return c.worker }
 // Layout is the region layout of this session.
 func (c *Client) Layout() Layout { return c.layout }
 
-// MaxInFlight is how many requests may be outstanding (submitted and not yet waited for);
-// see WithMaxInFlight.
+// MaxInFlight is how many request slots the client has: how many requests may be
+// outstanding (submitted and not yet waited for, with a batch's slots coming back
+// together); see WithMaxInFlight.
 func (c *Client) MaxInFlight() int { return len(c.slots) }
 
 // Stats returns the client's counters.

@@ -36,11 +36,12 @@ func FuzzCompletionParsing(f *testing.F) {
 		if n != want {
 			t.Fatalf("ready %d, want %d", n, want)
 		}
-		c := &Client{slots: make([]slot, 4), slotFreed: make(chan struct{}, 1)}
-		for i := range c.slots {
-			c.slots[i].done = make(chan struct{}, 1)
-		}
-		c.slots[1].word.Store(slotWord(1, slotPending))
+		c := &Client{slotFreed: make(chan struct{}, 1), sq: h.SQProd}
+		c.initSlots(4)
+		// One request in flight, in slot 1: user_data 1<<32 | 1.
+		c.free = 2
+		tk := logBatch(t, c, []Request{{Opcode: OpNop}})[0]
+		c.consumeLog()
 		for i := uint32(0); i < n; i++ {
 			e := h.CQCons.PopCQE()
 			w := e.Words()
@@ -50,15 +51,23 @@ func FuzzCompletionParsing(f *testing.F) {
 			if (e.Result < 0) != (resultError(e.Result) != nil) {
 				t.Fatalf("Err() of %d", e.Result)
 			}
-			c.completeSlot(uint32(e.UserData), uint32(e.UserData>>32), e.Result, uint32(e.Flags), nil)
+			if lead, bit, ok := c.completeSlot(uint32(e.UserData), uint32(e.UserData>>32), e.Result, nil); ok {
+				var slotOf [maxBatch]uint32
+				slotOf[0] = uint32(e.UserData)
+				c.publishRecord(lead, bit, &slotOf)
+			}
 		}
 		h.CQCons.Release()
 		if *h.CQCons.Ctl.Head != start+n {
 			t.Fatal("head not released past the ready entries")
 		}
-		st := slotState(c.slots[1].word.Load())
-		if st != slotPending && st != slotDone {
-			t.Fatalf("slot state %d", st)
+		// Completed at most once: a second completion of it is stray.
+		d := c.slots[1].done.Load()
+		if d != 0 && d != uint64(tk.bgen)<<32|1 {
+			t.Fatalf("record done word %#x", d)
+		}
+		if c.slots[1].live == (d != 0) {
+			t.Fatalf("live %v with done word %#x", c.slots[1].live, d)
 		}
 	})
 }

@@ -194,8 +194,6 @@ func newClient(conn *net.UnixConn, cfg config, w wire.Message, regionFD, workerF
 		epRaw:       raw,
 		sq:          wire.Producer{Ring: wire.NewRing("sq", reg, layout.SQCtlOffset, layout.SQArrayOffset, layout.SQEntries, wire.SQEWords)},
 		cq:          wire.Consumer{Ring: wire.NewRing("cq", reg, layout.CQCtlOffset, layout.CQArrayOffset, layout.CQEntries, wire.CQEWords)},
-		slots:       make([]slot, nslots),
-		free:        make([]uint32, 0, nslots),
 		slotFreed:   make(chan struct{}, 1),
 		reapTok:     make(chan struct{}, 1),
 		downCh:      make(chan struct{}),
@@ -208,11 +206,7 @@ func newClient(conn *net.UnixConn, cfg config, w wire.Message, regionFD, workerF
 	}
 	c.epollFn = c.epollReady
 	c.bufs = newBufferPool(reg.Bytes(layout.BufOffset, layout.BufSize), cfg.blockSize)
-	for i := range c.slots {
-		c.slots[i].done = make(chan struct{}, 1)
-		// Lowest index on top: the first requests use the first slots.
-		c.free = append(c.free, uint32(nslots-1-i))
-	}
+	c.initSlots(nslots)
 	go c.watch()
 	go c.heartbeat()
 	go c.reaper()

@@ -53,7 +53,9 @@
 // # Limits
 //
 // The engine accepts at most SQ+CQ size requests at a time (a full SQ is backpressure:
-// Submit waits). The client tracks up to MaxInFlight requests from Submit to Wait. Nothing
+// Submit waits). The client tracks up to MaxInFlight requests from Submit to Wait; the
+// requests of one SubmitBatch publication are tracked together, so that a batch costs a
+// few atomic operations rather than a few per request, and give their slots back together. Nothing
 // of Go's heap is ever stored in shared memory; all shared 64-bit words are 8-byte aligned.
 //
 // The wire protocol is specified in ring-proto/SPEC.md of the seaweed-ring repository; the

@@ -54,27 +54,50 @@ func resultError(res int32) error {
 }
 
 // freeSlots counts the free slots on the client's two free stacks, checking that each is
-// there once and marked free (a slot lost from the stacks, or on them twice, is a bug).
+// there once and that the completer holds none of them (a slot lost from the stacks, on
+// them twice, or freed while its completion is owed is a bug).
 func freeSlots(t testing.TB, c *Client) int {
 	t.Helper()
 	c.sqMu.Lock()
 	defer c.sqMu.Unlock()
+	c.cqMu.Lock()
+	defer c.cqMu.Unlock()
+	c.consumeLog()
 	seen := make(map[uint32]bool)
 	check := func(idx uint32) {
 		if seen[idx] {
 			t.Fatalf("slot %d on the free stacks twice", idx)
 		}
 		seen[idx] = true
-		if st := slotState(c.slots[idx].word.Load()); st != slotFree {
-			t.Fatalf("slot %d on a free stack in state %d", idx, st)
+		if c.slots[idx].live {
+			t.Fatalf("slot %d on a free stack with its completion owed", idx)
 		}
 	}
-	for _, idx := range c.free {
-		check(idx)
+	for h := c.free; h != 0; h = c.slots[h-1].next {
+		check(h - 1)
 	}
 	// Pushes only add above the head we load; nothing below it changes while we hold sqMu.
 	for h := c.freeHead.Load(); h != 0; h = c.slots[h-1].next {
 		check(h - 1)
 	}
 	return len(seen)
+}
+
+// logBatch submits reqs as one batch in the next free slots of c, as push does, into c.sq
+// (heap rings in the unit tests), and returns their tickets.
+func logBatch(t testing.TB, c *Client, reqs []Request) []Ticket {
+	t.Helper()
+	c.sqMu.Lock()
+	defer c.sqMu.Unlock()
+	idxs := make([]uint32, len(reqs))
+	for i := range idxs {
+		idx, ok := c.takeSlot()
+		if !ok {
+			t.Fatal("no free slot")
+		}
+		idxs[i] = idx
+	}
+	ts := make([]Ticket, len(reqs))
+	c.publishBatch(reqs, idxs, ts)
+	return ts
 }

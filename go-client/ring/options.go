@@ -52,10 +52,13 @@ func WithSpin(d time.Duration) Option { return func(c *config) { c.spin = d } }
 // 4096). Buffers are aligned to it.
 func withBufferBlockSize(n uint64) Option { return func(c *config) { c.blockSize = n } }
 
-// WithMaxInFlight sets how many requests may be outstanding at once, counting from Submit
-// until Wait returns (default: the larger of 1024 and twice the SQ+CQ size). Submit blocks
-// while that many are outstanding. The engine itself holds at most SQ+CQ of them; the rest
-// are completed requests whose tickets have not been waited for yet.
+// WithMaxInFlight sets how many request slots the client has (default: the larger of 1024
+// and twice the SQ+CQ size): a request holds one from Submit until Wait returns, and
+// Submit blocks while all are held. The requests of one SubmitBatch publication (up to 32
+// at a time) give their slots back together, once every one of them has been waited for
+// (or given up): a ticket of a batch left unwaited keeps the batch's other slots too. The
+// engine itself holds at most SQ+CQ requests; the rest are completed requests whose tickets
+// have not been waited for yet.
 func WithMaxInFlight(n int) Option { return func(c *config) { c.maxInFlight = n } }
 
 // WithCloseTimeout bounds how long Close waits for the engine to finish accepted requests

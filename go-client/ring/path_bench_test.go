@@ -2,6 +2,7 @@ package ring
 
 import (
 	"context"
+	"errors"
 	"sync/atomic"
 	"testing"
 
@@ -13,7 +14,7 @@ import (
 // measures is what one round trip costs the client's thread beyond the engine's work and
 // the cross-core transfers.
 
-func newHeapClient(b *testing.B, nslots int) (*Client, *wire.HeapRings) {
+func newHeapClient(b testing.TB, nslots int) (*Client, *wire.HeapRings) {
 	h, err := wire.NewHeapRings(64, 128)
 	if err != nil {
 		b.Fatal(err)
@@ -25,19 +26,16 @@ func newHeapClient(b *testing.B, nslots int) (*Client, *wire.HeapRings) {
 		layout:     h.L,
 		sq:         h.SQProd,
 		cq:         h.CQCons,
-		slots:      make([]slot, nslots),
-		free:       make([]uint32, 0, nslots),
 		slotFreed:  make(chan struct{}, 1),
 		reapTok:    make(chan struct{}, 1),
 		downCh:     make(chan struct{}),
 		reaperDone: make(chan struct{}),
 	}
-	for i := range c.slots {
-		c.slots[i].done = make(chan struct{}, 1)
-		c.free = append(c.free, uint32(nslots-1-i))
-	}
+	c.initSlots(nslots)
 	go c.reaper()
-	b.Cleanup(func() { close(c.downCh); <-c.reaperDone })
+	// Down (not just downCh closed): a reaper leading for a request the test never
+	// completes sees it and stops.
+	b.Cleanup(func() { c.fail(errors.New("test over")); <-c.reaperDone })
 	return c, h
 }
 

@@ -2,6 +2,7 @@ package ring
 
 import (
 	"context"
+	mbits "math/bits"
 	"sync/atomic"
 	"time"
 
@@ -31,14 +32,20 @@ func (c *Client) failAllLocked() {
 	if !c.unmapped {
 		_ = c.reapLocked()
 	}
+	// Every request the log handed over and no completion settled. Requests published
+	// after this load are failed by their own Wait (it sees down and calls us again).
+	submitted := c.consumeLog()
+	var slotOf [maxBatch]uint32
 	for i := range c.slots {
-		w := c.slots[i].word.Load()
-		switch slotState(w) {
-		case slotPending, slotParked, slotAbandoned:
-			c.completeSlot(uint32(i), slotGen(w), 0, 0, c.downErr)
+		if !c.slots[i].live {
+			continue
 		}
+		idx := uint32(i)
+		lead, bit, _ := c.completeSlot(idx, c.slots[i].cgen, 0, c.downErr)
+		slotOf[mbits.TrailingZeros32(bit)] = idx
+		c.publishRecord(lead, bit, &slotOf)
 	}
-	c.settled = c.nSubmitted.Load()
+	c.settled = submitted
 }
 
 // failAll is failAllLocked for goroutines that do not lead.

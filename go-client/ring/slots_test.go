@@ -159,13 +159,13 @@ func TestWaitPendingAfterClose(t *testing.T) {
 		t.Fatal(err)
 	}
 	c.Close()
-	// What the late submitter leaves behind: a pending slot nobody will complete.
-	s := &c.slots[0]
-	gen := slotGen(s.word.Load()) + 1
-	s.word.Store(slotWord(gen, slotPending))
+	// What the late submitter leaves behind: a request in the submission log that nobody
+	// will complete (published into a ring of its own: the session's is unmapped).
+	c.sq = newHeapRings(t, 4, 8).SQProd
+	tk := logBatch(t, c, []Request{{Opcode: OpNop}})[0]
 	ctx, cancel := context.WithTimeout(testCtx(t), 5*time.Second)
 	defer cancel()
-	if _, err := (Ticket{c: c, idx: 0, gen: gen}).Wait(ctx); !errors.Is(err, ErrClosed) {
+	if _, err := tk.Wait(ctx); !errors.Is(err, ErrClosed) {
 		t.Fatalf("wait: %v, want ErrClosed", err)
 	}
 }

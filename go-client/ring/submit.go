@@ -5,7 +5,6 @@ import (
 	"errors"
 	"fmt"
 	"runtime"
-	"slices"
 	"time"
 	"unsafe"
 
@@ -43,7 +42,9 @@ func (c *Client) Submit(ctx context.Context, r *Request) (Ticket, error) {
 // SubmitBatch publishes reqs with as few ring publications and worker wakeups as the SQ
 // space allows, storing one ticket per request in tickets (len(tickets) >= len(reqs)). It
 // returns how many were submitted; on error the first n tickets are still valid and must be
-// waited for.
+// waited for. The tickets may be waited for in any order and from any goroutines; the
+// requests of each publication (up to 32) give their slots back together, once all of them
+// were waited for (see WithMaxInFlight), and WaitAll collects them together.
 func (c *Client) SubmitBatch(ctx context.Context, reqs []Request, tickets []Ticket) (int, error) {
 	if len(tickets) < len(reqs) {
 		return 0, errors.New("swring: SubmitBatch needs one ticket per request")
@@ -108,45 +109,56 @@ func unpinRequest(r *Request) {
 	}
 }
 
-// takeSlot pops a free slot, refilling the private stack from freeHead when it is empty.
-// Caller holds sqMu.
+// takeSlot pops a free slot off the private stack, refilling it from freeHead when it is
+// empty. Caller holds sqMu.
 func (c *Client) takeSlot() (uint32, bool) {
-	if len(c.free) == 0 {
+	if c.free == 0 {
 		// A plain load first: with no slot free (MaxInFlight reached) this stays cheap.
-		// Swap pairs with freeSlot's CAS: the slots and their next links pushed before it
-		// are visible here.
+		// Swap pairs with freeBatch's CAS: the slots and their next links pushed before it
+		// are visible here. The whole stack becomes ours: the chains of the batches freed
+		// last are on top, in their order (their lines are warm).
 		if c.freeHead.Load() == 0 {
 			return 0, false
 		}
-		h := c.freeHead.Swap(0)
-		for h != 0 {
-			c.free = append(c.free, h-1)
-			h = c.slots[h-1].next
-		}
-		// The chain runs newest first; pop the newest first (its lines are warm).
-		slices.Reverse(c.free)
+		c.free = c.freeHead.Swap(0)
 	}
-	idx := c.free[len(c.free)-1]
-	c.free = c.free[:len(c.free)-1]
+	idx := c.free - 1
+	c.free = c.slots[idx].next
 	return idx, true
 }
 
-// freeSlot pushes a slot that nobody holds any more onto freeHead and wakes a submitter
-// waiting for one.
-func (c *Client) freeSlot(idx uint32) {
-	s := &c.slots[idx]
+// initSlots gives c n slots, all free, and the submission log.
+func (c *Client) initSlots(n int) {
+	c.slots = make([]slot, n)
+	c.log = make([]uint32, n)
+	for i := range c.slots {
+		c.slots[i].wake = make(chan struct{}, 1)
+		// Lowest index on top: the first requests use the first slots.
+		if i+1 < n {
+			c.slots[i].next = uint32(i) + 2
+		}
+	}
+	c.free = 1
+}
+
+// freeBatch pushes the slots of the batch led by lead, which nobody holds any more, onto
+// freeHead with one CAS, and wakes a submitter waiting for a slot. The caller made the CAS
+// of the record's gone that freed the batch.
+func (c *Client) freeBatch(lead uint32) {
+	b := &c.slots[lead]
+	last := &c.slots[b.last]
 	for {
 		h := c.freeHead.Load()
-		s.next = h
-		// Pairs with takeSlot's Swap (publishes s.next and everything the slot's last
-		// holder wrote).
-		if c.freeHead.CompareAndSwap(h, idx+1) {
+		last.next = h
+		// Pairs with takeSlot's Swap (publishes the chain's links and everything the
+		// batch's last holders wrote).
+		if c.freeHead.CompareAndSwap(h, lead+1) {
 			break
 		}
 	}
 	// The CAS above comes before this load in the SC order of Go atomics; a waiter's
 	// increment of slotWaiters comes before its own load of freeHead (push): either it
-	// sees this slot or we see it waiting (store-buffering pattern).
+	// sees these slots or we see it waiting (store-buffering pattern).
 	if c.slotWaiters.Load() != 0 {
 		c.signalSlotWaiter()
 	}
@@ -209,23 +221,12 @@ func (c *Client) checkRequest(r *Request) error {
 
 var errForeignBuffer = errors.New("swring: the request's Buffer belongs to another session")
 
-// prepare readies a free slot for r, whose buffers the caller pinned, and returns its new
-// generation. Caller holds sqMu (and took idx off the free stack).
-func (c *Client) prepare(idx uint32, r *Request) uint32 {
-	s := &c.slots[idx]
-	gen := slotGen(s.word.Load()) + 1
-	s.result, s.flags, s.err = 0, 0, nil
-	s.buf, s.resp = r.Buf, r.Resp
-	// Publishes the fields above to the completer and the waiter (they load word first).
-	s.word.Store(slotWord(gen, slotPending))
-	return gen
-}
-
 // push publishes reqs (buffers pinned by the caller), storing their tickets in out: in
 // one or more publications, waiting for SQ space and for free slots (backpressure) as
 // needed. It returns how many it published.
 func (c *Client) push(ctx context.Context, reqs []Request, out []Ticket) (int, error) {
 	pushed := 0
+	var idxs [maxBatch]uint32
 	for pushed < len(reqs) {
 		c.sqMu.Lock()
 		if err := c.usable(); err != nil {
@@ -239,33 +240,14 @@ func (c *Client) push(ctx context.Context, reqs []Request, out []Ticket) (int, e
 			c.failAll()
 			return pushed, c.downErr
 		}
-		want := min(int(free), len(reqs)-pushed)
+		want := min(int(free), len(reqs)-pushed, maxBatch)
 		n := 0
 		for ; n < want; n++ {
 			idx, ok := c.takeSlot()
 			if !ok {
 				break
 			}
-			r := &reqs[pushed+n]
-			gen := c.prepare(idx, r)
-			e := wire.SQE{
-				Opcode:    uint8(r.Opcode),
-				Flags:     r.Flags,
-				Peer:      r.Peer,
-				UserData:  uint64(gen)<<32 | uint64(idx),
-				BufOffset: r.BufOffset,
-				BufLen:    r.BufLen,
-				Aux:       r.Aux,
-				Args:      r.Args,
-			}
-			if r.Buf.Valid() {
-				e.BufOffset += r.Buf.Offset()
-			}
-			if r.Resp.Valid() {
-				e.Args[0] += r.Resp.Offset()
-			}
-			c.sq.PushSQE(&e)
-			out[pushed+n] = Ticket{c: c, idx: idx, gen: gen}
+			idxs[n] = idx
 		}
 		if n == 0 && want == 0 {
 			c.sqMu.Unlock()
@@ -276,7 +258,7 @@ func (c *Client) push(ctx context.Context, reqs []Request, out []Ticket) (int, e
 		}
 		if n == 0 {
 			// Every slot is taken (MaxInFlight). Announce, then look once more: pairs with
-			// freeSlot's CAS → load of slotWaiters (either it sees us or we see its slot).
+			// freeBatch's CAS → load of slotWaiters (either it sees us or we see its slots).
 			c.slotWaiters.Add(1)
 			none := c.freeHead.Load() == 0
 			c.sqMu.Unlock()
@@ -297,24 +279,73 @@ func (c *Client) push(ctx context.Context, reqs []Request, out []Ticket) (int, e
 			}
 			continue
 		}
-		// Count before publishing, so a completion is never reaped before it is counted.
-		// Written only under sqMu; the leaders read it (owed completions).
-		c.nSubmitted.Store(c.nSubmitted.Load() + uint64(n))
-		if c.sq.Publish() {
-			// Under sqMu: Close closes workerFD only after taking sqMu once the session
-			// is down, and usable() above saw it up.
-			c.wakeWorker()
-		}
+		c.publishBatch(reqs[pushed:pushed+n], idxs[:n], out[pushed:pushed+n])
 		// Slots left for waiters: we (or a waiter before us) may have taken several at once
 		// into the private stack, or the wake-up for them. A waiter announces itself under
 		// sqMu, so this load sees every waiter that has not looked at the stacks since.
-		if c.slotWaiters.Load() != 0 && (len(c.free) > 0 || c.freeHead.Load() != 0) {
+		if c.slotWaiters.Load() != 0 && (c.free != 0 || c.freeHead.Load() != 0) {
 			c.signalSlotWaiter()
 		}
 		c.sqMu.Unlock()
 		pushed += n
 	}
 	return pushed, nil
+}
+
+// publishBatch makes one batch of reqs in the slots idxs (taken off the free stack, len(reqs)
+// of them, at most maxBatch), pushes their SQEs, publishes them and stores their tickets in
+// out. Caller holds sqMu, saw the session usable and the SQ room for them.
+func (c *Client) publishBatch(reqs []Request, idxs []uint32, out []Ticket) {
+	n := len(idxs)
+	lead := idxs[0]
+	b := &c.slots[lead]
+	// The record's generation: the freer's CAS left gone at (gen, no bits), and our Swap of
+	// freeHead (takeSlot) came after that CAS's push of the slots. The record's words are
+	// not written until the batch is published: done may hold an older generation, which
+	// means "nothing completed".
+	bgen := uint32(b.gone.Load() >> 32)
+	full := uint32(1)<<n - 1 // n <= 32: a shift by 32 gives 0, and 0 - 1 all bits
+	b.bgen, b.full, b.last = bgen, full, idxs[n-1]
+	base := c.nSubmitted.Load() // written only under sqMu, which we hold
+	for i, idx := range idxs {
+		r := &reqs[i]
+		s := &c.slots[idx]
+		s.gen++
+		s.lead, s.bit = lead, 1<<i
+		if i+1 < n {
+			s.next = idxs[i+1] + 1
+		}
+		// Plain writes: published to the completer by the store of nSubmitted below, to
+		// the waiters by the tickets.
+		bufOff, respOff := r.BufOffset, r.Args[0]
+		s.pins = 0
+		if r.Buf.Valid() {
+			s.buf = r.Buf
+			s.pins |= pinBuf
+			bufOff += r.Buf.Offset()
+		}
+		if r.Resp.Valid() {
+			s.resp = r.Resp
+			s.pins |= pinResp
+			respOff += r.Resp.Offset()
+		}
+		c.log[(base+uint64(i))%uint64(len(c.log))] = idx
+		// The SQE's words (entry.rs Sqe::to_words), in registers.
+		c.sq.PushSQEWords(uint64(r.Opcode)|uint64(r.Flags)<<8|uint64(r.Peer)<<32, uint64(s.gen)<<32|uint64(idx),
+			bufOff, uint64(r.BufLen)|uint64(r.Aux)<<32, respOff, r.Args[1], r.Args[2], r.Args[3])
+		// Field by field, for the same reason.
+		t := &out[i]
+		t.c, t.idx, t.gen, t.lead, t.bgen, t.bit, t.full = c, idx, s.gen, lead, bgen, 1<<i, full
+	}
+	// Count before publishing, so a completion is never reaped before it is counted; the
+	// store publishes the slots and log entries written above (pairs with consumeLog's
+	// load). Written only under sqMu; the leaders read it (owed completions).
+	c.nSubmitted.Store(base + uint64(n))
+	if c.sq.Publish() {
+		// Under sqMu: Close closes workerFD only after taking sqMu once the session
+		// is down, and usable() saw it up.
+		c.wakeWorker()
+	}
 }
 
 // wakeWorker rings the session's SQ doorbell, one byte into the pipe's write end (SPEC.md

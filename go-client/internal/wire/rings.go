@@ -157,6 +157,24 @@ func (p *Producer) PushSQE(e *SQE) {
 	p.push(w[:])
 }
 
+// PushSQEWords writes an SQE given as its words (SQE.Words: w0 without the control byte)
+// into the next slot; the caller checked Free() > 0. Not visible to the consumer until
+// Publish. The words come in registers and are stored straight into the slot: building an
+// SQE or a word array on the stack first costs a stalled copy (narrow stores read back by
+// wide loads) per entry.
+func (p *Producer) PushSQEWords(w0, w1, w2, w3, w4, w5, w6, w7 uint64) {
+	s := p.slot(p.tail)
+	// Plain stores, as in push: published by word 0.
+	s[1], s[2], s[3], s[4], s[5], s[6], s[7] = w1, w2, w3, w4, w5, w6, w7
+	w0 = w0&^CtlMask | p.phase(p.tail)
+	if p.tail == p.published {
+		p.held = w0
+	} else {
+		s[0] = w0
+	}
+	p.tail++
+}
+
 // PushCQE is PushSQE for the engine side of the CQ (tests and the fake engine).
 func (p *Producer) PushCQE(c CQE) {
 	w := c.Words()
