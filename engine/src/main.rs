@@ -294,7 +294,7 @@ fn run(cfg: Config) -> Result<(), Box<dyn std::error::Error>> {
     if let Some(why) = unsafe_segment_size((major, minor), |k| std::env::var(k).ok()) {
         return Err(why.into());
     }
-    prepare_ucx_environment(&cfg.ucx, (major, minor));
+    let needle_rendezvous = prepare_ucx_environment(&cfg.ucx, (major, minor));
     check_ucx_runtime(&cfg.ucx, &runtime)?;
     let peers = Arc::new(dataplane::PeerRegistry::default());
 
@@ -322,6 +322,7 @@ fn run(cfg: Config) -> Result<(), Box<dyn std::error::Error>> {
     tracing::info!(threads = cfg.seaweedfs.io_threads, cores = ?io_cores, "volume I/O threads started");
     let mut settings = dataplane::UcxSettings::new(&cfg.ucx, peers.clone(), io.clone());
     settings.volumes = Some(volumes.clone());
+    settings.needle_rendezvous_above = needle_rendezvous;
     let ucx_settings = Arc::new(settings);
     let (listener, socket_path) = control::bind_socket(&cfg)?;
     let control_wake = Arc::new(ring_proto::control_io::new_eventfd()?);
@@ -396,12 +397,15 @@ fn spawn_volume_refresh(store: Arc<seaweed::VolumeStore>) -> std::io::Result<()>
 /// operator set them. Set before any thread exists.
 /// - UCX_RNDV_THRESH: without RDMA in `ucx.transports`, UCX's default threshold sends small
 ///   needles by rendezvous, which only adds round trips (a 64 KiB needle: 50 µs by
-///   rendezvous, 10 µs eagerly over shared memory; 100 vs 43 µs over tcp). Above 256 KiB
-///   rendezvous wins: its fragments land straight in the session's buffer, where an eager
-///   multi-fragment message is reassembled by UCX and copied once more (`rendezvous_threshold`).
-///   So "256k" — except shared memory on UCX 1.13 and older, where rendezvous was slower at
-///   every size (1 MiB: 482 µs vs 133 µs eagerly) and the engine keeps "inf". With RDMA (or
-///   transports left to UCX) UCX's own choice stands: there rendezvous is the zero-copy path.
+///   rendezvous, 10 µs eagerly over shared memory; 100 vs 43 µs over tcp). So: shared memory
+///   listed → "inf" (always eager), tcp only → "256k". With RDMA (or transports left to UCX)
+///   UCX's own choice stands: there rendezvous is the zero-copy path.
+///   Returned: above what size a needle answer is forced to rendezvous anyway, message by
+///   message (`UCP_AM_SEND_FLAG_RNDV`): with shared memory on UCX newer than 1.13, where an
+///   eager multi-fragment needle is reassembled by UCX and copied once more while a
+///   rendezvous lands in the session's buffer (`needle_rendezvous_above`). Not through the
+///   global threshold: with rendezvous enabled UCX picks tcp instead of cma for the
+///   connection's one-sided lane, and READ/WRITE of exports would leave shared memory.
 /// - UCX_TCP_TX_SEG_SIZE / UCX_TCP_RX_SEG_SIZE=256k: tcp without RDMA (`tcp_segment_size`).
 /// - UCX_MM_ERROR_HANDLING=y: with peer error handling on (it always is: a dead peer must fail
 ///   its requests), shared-memory transports need it, else UCX silently falls back to tcp.
@@ -409,7 +413,7 @@ fn spawn_volume_refresh(store: Arc<seaweed::VolumeStore>) -> std::io::Result<()>
 ///   instead of failing while the old connections sit in TIME_WAIT (a minute on Linux).
 /// - UCX_TCP_PORT_RANGE from `ucx.tcp-port-range`: UCX's tcp transport listens on ports of
 ///   its own (one per worker and device); a fixed range can be firewalled.
-fn prepare_ucx_environment(ucx: &config::UcxConfig, version: (u32, u32)) {
+fn prepare_ucx_environment(ucx: &config::UcxConfig, version: (u32, u32)) -> Option<usize> {
     match (std::env::var("UCX_TCP_PORT_RANGE"), ucx.tcp_ports()) {
         (Ok(env), _) => {
             tracing::info!(UCX_TCP_PORT_RANGE = %env, "UCX tcp ports from the environment (ucx.tcp-port-range not used)")
@@ -427,8 +431,9 @@ fn prepare_ucx_environment(ucx: &config::UcxConfig, version: (u32, u32)) {
     if shm && std::env::var_os("UCX_MM_ERROR_HANDLING").is_none() {
         std::env::set_var("UCX_MM_ERROR_HANDLING", "y");
     }
-    if std::env::var_os("UCX_RNDV_THRESH").is_none() {
-        if let Some(t) = rendezvous_threshold(ucx.transports.as_deref(), version) {
+    let operator_threshold = std::env::var_os("UCX_RNDV_THRESH").is_some();
+    if !operator_threshold {
+        if let Some(t) = rendezvous_threshold(ucx.transports.as_deref()) {
             std::env::set_var("UCX_RNDV_THRESH", t);
         }
     }
@@ -438,6 +443,9 @@ fn prepare_ucx_environment(ucx: &config::UcxConfig, version: (u32, u32)) {
             tx_rx.iter().for_each(|k| std::env::set_var(k, seg));
         }
     }
+    (!operator_threshold)
+        .then(|| needle_rendezvous_above(ucx.transports.as_deref(), version))
+        .flatten()
 }
 
 /// The UCX_TCP_{TX,RX}_SEG_SIZE default for these transports and this UCX (see
@@ -448,7 +456,7 @@ fn prepare_ucx_environment(ucx: &config::UcxConfig, version: (u32, u32)) {
 /// needles over tcp"). Only for UCX newer than 1.13, the runtime the tests run on.
 fn tcp_segment_size(transports: Option<&str>, version: (u32, u32)) -> Option<&'static str> {
     let tcp = transports?.split(',').any(|x| x.trim() == "tcp");
-    (tcp && version > (1, 13) && rendezvous_threshold(transports, version).is_some()).then_some("256k")
+    (tcp && version > (1, 13) && rendezvous_threshold(transports).is_some()).then_some("256k")
 }
 
 /// Logs the UCX runtime and, when the listener is configured, probes whether a malformed
@@ -525,19 +533,32 @@ fn unsafe_segment_size(version: (u32, u32), env: impl Fn(&str) -> Option<String>
     None
 }
 
-/// The UCX_RNDV_THRESH default for these transports and this UCX runtime (see
-/// `prepare_ucx_environment`). Shared memory on UCX 1.22.0, same session, alternating runs of
-/// 12 blocks (bench/README.md, "Large needles over tcp and shared memory"): with "256k"
-/// `needle.read.1m.sm` p50 was 0.58x and 0.51x HTTP's, `8m.sm` 0.52x and 0.50x; eagerly
-/// ("inf") 0.83x and 0.64x, 0.62x and 0.70x.
-fn rendezvous_threshold(transports: Option<&str>, version: (u32, u32)) -> Option<&'static str> {
+/// The UCX_RNDV_THRESH default for these transports (see `prepare_ucx_environment`).
+fn rendezvous_threshold(transports: Option<&str>) -> Option<&'static str> {
     let names: Vec<&str> = transports?.split(',').map(str::trim).collect();
-    let is_shm = |x: &str| matches!(x, "sm" | "shm" | "posix" | "sysv" | "cma" | "self");
     if !names.iter().all(|&x| is_shm(x) || x == "tcp") {
         return None; // RDMA listed, or "all": UCX decides
     }
-    let shm = names.iter().any(|&x| is_shm(x) && x != "self");
-    Some(if shm && version <= (1, 13) { "inf" } else { "256k" })
+    Some(if names.iter().any(|&x| is_shm(x) && x != "self") {
+        "inf"
+    } else {
+        "256k"
+    })
+}
+
+/// Above what size the engine sends a needle answer by rendezvous although UCX_RNDV_THRESH
+/// is "inf" (see `prepare_ucx_environment`): 256 KiB with shared memory and no RDMA on UCX
+/// newer than 1.13. Measured on UCX 1.22.0, same session, alternating runs of 12 blocks
+/// (bench/README.md, "Large needles over tcp and shared memory"): by rendezvous
+/// `needle.read.1m.sm` p50 was 0.58x and 0.51x HTTP's, `8m.sm` 0.52x and 0.50x; eagerly 0.83x
+/// and 0.64x, 0.62x and 0.70x. On UCX 1.13.1 rendezvous was the slower (1 MiB: 482 µs
+/// against 133 µs eagerly).
+fn needle_rendezvous_above(transports: Option<&str>, version: (u32, u32)) -> Option<usize> {
+    (rendezvous_threshold(transports) == Some("inf") && version > (1, 13)).then_some(256 << 10)
+}
+
+fn is_shm(x: &str) -> bool {
+    matches!(x, "sm" | "shm" | "posix" | "sysv" | "cma" | "self")
 }
 
 /// Logs which pages sessions will get, and refuses to start under `require` without them.
@@ -564,7 +585,7 @@ fn check_hugepages(cfg: &Config) -> Result<(), Box<dyn std::error::Error>> {
 
 #[cfg(test)]
 mod tests {
-    use super::{rendezvous_threshold, tcp_segment_size, unsafe_segment_size};
+    use super::{needle_rendezvous_above, rendezvous_threshold, tcp_segment_size, unsafe_segment_size};
 
     #[test]
     fn large_shared_memory_segments_are_refused_on_ucx_1_13() {
@@ -583,20 +604,25 @@ mod tests {
     }
 
     #[test]
-    fn rendezvous_threshold_follows_the_transports_and_the_runtime() {
-        let new = (1, 22);
-        assert_eq!(rendezvous_threshold(Some("sm,tcp"), new), Some("256k"));
-        assert_eq!(rendezvous_threshold(Some("posix, tcp"), new), Some("256k"));
-        assert_eq!(rendezvous_threshold(Some("tcp"), new), Some("256k"));
-        assert_eq!(rendezvous_threshold(Some("self,tcp"), new), Some("256k"));
-        assert_eq!(rendezvous_threshold(Some("rc,sm,tcp"), new), None);
-        assert_eq!(rendezvous_threshold(Some("all"), new), None);
-        assert_eq!(rendezvous_threshold(None, new), None);
-        // UCX 1.13 and older: shared memory stays eager.
-        assert_eq!(rendezvous_threshold(Some("sm,tcp"), (1, 13)), Some("inf"));
-        assert_eq!(rendezvous_threshold(Some("posix, tcp"), (1, 12)), Some("inf"));
-        assert_eq!(rendezvous_threshold(Some("tcp"), (1, 13)), Some("256k"));
-        assert_eq!(rendezvous_threshold(Some("self,tcp"), (1, 13)), Some("256k"));
+    fn rendezvous_threshold_follows_the_transports() {
+        assert_eq!(rendezvous_threshold(Some("sm,tcp")), Some("inf"));
+        assert_eq!(rendezvous_threshold(Some("posix, tcp")), Some("inf"));
+        assert_eq!(rendezvous_threshold(Some("tcp")), Some("256k"));
+        assert_eq!(rendezvous_threshold(Some("self,tcp")), Some("256k"));
+        assert_eq!(rendezvous_threshold(Some("rc,sm,tcp")), None);
+        assert_eq!(rendezvous_threshold(Some("all")), None);
+        assert_eq!(rendezvous_threshold(None), None);
+    }
+
+    #[test]
+    fn large_needles_go_by_rendezvous_over_shared_memory_on_a_new_ucx() {
+        assert_eq!(needle_rendezvous_above(Some("sm,tcp"), (1, 22)), Some(256 << 10));
+        assert_eq!(needle_rendezvous_above(Some("posix, tcp"), (1, 14)), Some(256 << 10));
+        assert_eq!(needle_rendezvous_above(Some("sm,tcp"), (1, 13)), None);
+        // tcp alone has UCX's own rendezvous above 256k; RDMA leaves it all to UCX.
+        assert_eq!(needle_rendezvous_above(Some("tcp"), (1, 22)), None);
+        assert_eq!(needle_rendezvous_above(Some("rc,sm,tcp"), (1, 22)), None);
+        assert_eq!(needle_rendezvous_above(None, (1, 22)), None);
     }
 
     #[test]

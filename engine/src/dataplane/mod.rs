@@ -91,6 +91,9 @@ pub struct UcxSettings {
     pub local_reads: bool,
     /// The address the engine's listener bound (set once it listens).
     pub bound: OnceLock<SocketAddr>,
+    /// Needle answers larger than this go by rendezvous whatever UCX_RNDV_THRESH says (set by
+    /// main from the transports and the UCX runtime: `needle_rendezvous_above`).
+    pub needle_rendezvous_above: Option<usize>,
     context: OnceLock<Result<Arc<ucx::Context>, UcxError>>,
 }
 
@@ -108,6 +111,7 @@ impl UcxSettings {
             io,
             local_reads: cfg.local_reads,
             bound: OnceLock::new(),
+            needle_rendezvous_above: None,
             context: OnceLock::new(),
         }
     }

@@ -6,7 +6,7 @@
 
 use std::sync::Arc;
 
-use engine::ucx::{AmData, ArcBytes, EpKey, ReadMem, RecvBuf, Started};
+use engine::ucx::{AmData, AmProtocol, ArcBytes, EpKey, ReadMem, RecvBuf, Started};
 use ring_proto::entry::service;
 use ring_proto::wire::{
     am, ExportDescriptor, ExportRefHeader, InfoHeader, NeedleReplyHeader, NeedleRequestHeader, ReplyHeader,
@@ -256,8 +256,12 @@ impl DataPlane {
                     meta_len: (header.len() - HEADER_LEN) as u32,
                 };
                 header[..HEADER_LEN].copy_from_slice(&h.encode());
+                let protocol = match self.settings.needle_rendezvous_above {
+                    Some(above) if n.len() > above => AmProtocol::Rendezvous,
+                    _ => AmProtocol::Auto,
+                };
                 let data = ArcBytes::new(Arc::new(n), |n| n.data());
-                self.send_to(ep, am::NEEDLE_REPLY, header.into_boxed_slice(), data, false);
+                self.send_to_by(ep, am::NEEDLE_REPLY, header.into_boxed_slice(), data, false, protocol);
             }
             Err(code) => {
                 tracing::debug!(volume = q.volume, needle = q.needle, %code, "needle read refused");
@@ -280,6 +284,19 @@ impl DataPlane {
     /// Sends a message of ours (reply, descriptor, revoke, ack) on endpoint `ep_key`; the
     /// worker keeps header and payload until UCX is done with them.
     pub(super) fn send_to(&mut self, ep_key: EpKey, id: u16, header: Box<[u8]>, payload: impl ReadMem, reply: bool) {
+        self.send_to_by(ep_key, id, header, payload, reply, AmProtocol::Auto)
+    }
+
+    /// [`Self::send_to`], the payload sent by `protocol`.
+    fn send_to_by(
+        &mut self,
+        ep_key: EpKey,
+        id: u16,
+        header: Box<[u8]>,
+        payload: impl ReadMem,
+        reply: bool,
+        protocol: AmProtocol,
+    ) {
         let token = self.server_token();
         let ep = self
             .accepted
@@ -290,7 +307,7 @@ impl DataPlane {
             return;
         };
         let len = payload.len();
-        let r = self.worker.am_send(ep, id, header, payload, reply, token);
+        let r = self.worker.am_send_by(ep, id, header, payload, reply, token, protocol);
         tracing::trace!(id, len, ?r, "message sent");
         if let Err(e) = r {
             tracing::debug!(id, error = %e, "message send failed");

@@ -12,7 +12,9 @@ use std::ffi::CString;
 use std::sync::Arc;
 
 pub use mem::{ArcBytes, ReadMem, RecvBuf, WriteMem};
-pub use worker::{AmData, AmMessage, Endpoint, EpKey, Listener, RemoteKey, RndvData, Started, Worker, WorkerEvent};
+pub use worker::{
+    AmData, AmMessage, AmProtocol, Endpoint, EpKey, Listener, RemoteKey, RndvData, Started, Worker, WorkerEvent,
+};
 
 /// A UCX status that is an error, as a Rust value. Unknown codes (a newer libucp) are kept as
 /// numbers rather than trusted to an enum.

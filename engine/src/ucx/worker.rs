@@ -35,7 +35,7 @@ use super::{check, Context, UcxError};
 use inflight::{with_handler, CallbackCtx, CURRENT};
 
 pub use endpoint::{Endpoint, Listener};
-pub use ops::RemoteKey;
+pub use ops::{AmProtocol, RemoteKey};
 
 /// What happened during [`Worker::progress`].
 pub enum WorkerEvent<'a> {

@@ -12,6 +12,16 @@ use crate::ucx::ffi;
 use crate::ucx::mem::{ReadMem, RecvBuf, WriteMem};
 use crate::ucx::{check, UcxError};
 
+/// How UCX sends an active message's data.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum AmProtocol {
+    /// UCX's choice, by `UCX_RNDV_THRESH`.
+    Auto,
+    /// Rendezvous whatever the threshold (`UCP_AM_SEND_FLAG_RNDV`): the receiver pulls the
+    /// data into a buffer of its choice.
+    Rendezvous,
+}
+
 impl Worker {
     /// Sends an active message: `header` and `data` are kept until the send is done
     /// (`Started::Done`, or the `SendDone` event with `token`), or its endpoint was closed.
@@ -25,6 +35,21 @@ impl Worker {
         reply: bool,
         token: u64,
     ) -> Result<Started, UcxError> {
+        self.am_send_by(ep, id, header, data, reply, token, AmProtocol::Auto)
+    }
+
+    /// [`Worker::am_send`] with the data sent by `protocol`.
+    #[allow(clippy::too_many_arguments)]
+    pub fn am_send_by(
+        &mut self,
+        ep: &Endpoint,
+        id: u16,
+        header: Box<[u8]>,
+        data: impl ReadMem,
+        reply: bool,
+        token: u64,
+        protocol: AmProtocol,
+    ) -> Result<Started, UcxError> {
         let (hptr, hlen) = (header.as_ptr(), header.len());
         let (dptr, dlen) = (data.as_ptr(), data.len());
         let op = InFlight {
@@ -33,11 +58,14 @@ impl Worker {
             _mem: Some(Box::new(data)),
             _rkey: None,
         };
-        let flags = if reply {
+        let mut flags = if reply {
             ucp_send_am_flags::UCP_AM_SEND_FLAG_REPLY.0
         } else {
             0
         };
+        if protocol == AmProtocol::Rendezvous {
+            flags |= ucp_send_am_flags::UCP_AM_SEND_FLAG_RNDV.0;
+        }
         self.start_op(op, false, |p| {
             let mut p = *p;
             p.op_attr_mask |= ucp_op_attr_t::UCP_OP_ATTR_FIELD_FLAGS as u32;
