@@ -461,7 +461,7 @@ fn encode_peers(enc: &mut DescriptorEncoder, peers: &[PeerStatus]) -> fmt::Resul
             .map(|(p, h)| (p, [("peer", h.as_str()), ("address", p.address.as_str())]))
     };
     type PeerField = (&'static str, MetricType, &'static str, fn(&PeerStatus) -> u64);
-    let fields: [PeerField; 6] = [
+    let fields: [PeerField; 7] = [
         (
             "seaweed_ring_peer_connected_workers",
             MetricType::Gauge,
@@ -485,6 +485,12 @@ fn encode_peers(enc: &mut DescriptorEncoder, peers: &[PeerStatus]) -> fmt::Resul
             MetricType::Counter,
             "Remote requests sent to the peer.",
             |p| p.requests,
+        ),
+        (
+            "seaweed_ring_peer_replies_rendezvous_total",
+            MetricType::Counter,
+            "Answers from the peer whose data came by rendezvous, straight into the session's buffer.",
+            |p| p.replies_rendezvous,
         ),
         (
             "seaweed_ring_peer_failures_total",

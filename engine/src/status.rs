@@ -184,6 +184,7 @@ fn peer_status(handle: u32, e: &crate::dataplane::PeerEntry) -> PeerStatus {
         requests: s.requests.load(Relaxed),
         failures: s.failures.load(Relaxed),
         timeouts: s.timeouts.load(Relaxed),
+        replies_rendezvous: s.replies_rendezvous.load(Relaxed),
         latency: LatencyStatus {
             le_ns: crate::dataplane::LATENCY_BOUNDS_NS.to_vec(),
             counts: s.latency.buckets.iter().map(|b| b.load(Relaxed)).collect(),
@@ -268,6 +269,9 @@ pub struct PeerStatus {
     pub failures: u64,
     /// Requests that completed with timed-out.
     pub timeouts: u64,
+    /// Answers whose data came by rendezvous (received straight into the session's buffer).
+    #[serde(default)]
+    pub replies_rendezvous: u64,
     /// Latency of successful requests: observations per bucket, `le_ns[i]` being bucket i's
     /// upper bound (not cumulative), plus those above the last bound.
     pub latency: LatencyStatus,

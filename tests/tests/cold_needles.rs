@@ -259,6 +259,22 @@ fn cold_large_needles_are_read_on_io_threads_while_a_bystander_is_served() {
         let nops = nops.join().expect("every bystander NOP completed");
         assert!(nops > 0, "{tls}: the bystander never ran");
         let st = engine.status_json();
+        // Every needle here is over 256 KiB: over shared memory the engine sends each answer by
+        // rendezvous (UCX_RNDV_THRESH stays "inf" there; per message), over tcp UCX's own
+        // threshold does; the shortcut uses no UCX.
+        // (The peers still registered: the one-by-one session's; the readers' went with them.)
+        let sum = |field: &str| -> u64 {
+            st["peers"]
+                .as_array()
+                .expect("peers")
+                .iter()
+                .map(|p| p[field].as_u64().unwrap_or_else(|| panic!("{field}: {st}")))
+                .sum()
+        };
+        let requests = sum("requests");
+        assert_eq!(requests, 2 * ONE_BY_ONE, "{tls}: {st}");
+        let want = if local { 0 } else { requests };
+        assert_eq!(sum("replies_rendezvous"), want, "{tls} (local {local}): answers by rendezvous: {st}");
         assert_eq!(st["engine"]["volume_io"]["refused"].as_u64(), Some(0), "{st}");
         drop(s);
         let (status, log) = engine.terminate();

@@ -49,6 +49,9 @@ pub struct PeerStats {
     /// Requests completed with peer-failed.
     pub failures: AtomicU64,
     pub timeouts: AtomicU64,
+    /// Answers whose data came by rendezvous: UCX pulled it into the session's buffer
+    /// instead of handing it over with the message.
+    pub replies_rendezvous: AtomicU64,
     /// Connections that failed (peer died, reset, unreachable).
     pub connection_failures: AtomicU64,
     /// Latency of successful requests, from taking the entry to posting its completion.

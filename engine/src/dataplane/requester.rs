@@ -331,7 +331,9 @@ pub(super) fn take_reply(
         AmData::Rndv(data) => {
             // From here the request counts as receiving: a duplicate reply is ignored above,
             // and the deadline no longer applies (the receive completes or fails).
-            pending.get_mut(&req_id).expect("present").receiving = true;
+            let p = pending.get_mut(&req_id).expect("present");
+            p.receiving = true;
+            bump(&p.peer_stats.stats.replies_rendezvous);
             d.reply_rndv.push(ReplyRndv { req_id, data });
         }
     }

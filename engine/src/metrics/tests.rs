@@ -71,6 +71,7 @@ fn snapshot() -> Snapshot {
             requests: 9,
             failures: 1,
             timeouts: 0,
+            replies_rendezvous: 3,
             latency: crate::status::LatencyStatus {
                 le_ns: vec![1_000, 10_000],
                 counts: vec![3, 4],
