@@ -274,7 +274,11 @@ fn cold_large_needles_are_read_on_io_threads_while_a_bystander_is_served() {
         let requests = sum("requests");
         assert_eq!(requests, 2 * ONE_BY_ONE, "{tls}: {st}");
         let want = if local { 0 } else { requests };
-        assert_eq!(sum("replies_rendezvous"), want, "{tls} (local {local}): answers by rendezvous: {st}");
+        assert_eq!(
+            sum("replies_rendezvous"),
+            want,
+            "{tls} (local {local}): answers by rendezvous: {st}"
+        );
         assert_eq!(st["engine"]["volume_io"]["refused"].as_u64(), Some(0), "{st}");
         drop(s);
         let (status, log) = engine.terminate();

@@ -215,7 +215,12 @@ impl DataPlane {
         why: NeedsIo,
         done: impl FnOnce(NeedleQuery, Result<NeedleRead, ResultCode>) -> IoDone + Send + 'static,
     ) -> Result<(), ResultCode> {
-        tracing::trace!(volume = q.volume, needle = q.needle, ?why, "needle read handed to an I/O thread");
+        tracing::trace!(
+            volume = q.volume,
+            needle = q.needle,
+            ?why,
+            "needle read handed to an I/O thread"
+        );
         let back = self.io_back.clone();
         let store2 = store.clone();
         let task = Box::new(move || {
