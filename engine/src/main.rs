@@ -295,6 +295,9 @@ fn run(cfg: Config) -> Result<(), Box<dyn std::error::Error>> {
         return Err(why.into());
     }
     let needle_rendezvous = prepare_ucx_environment(&cfg.ucx, (major, minor));
+    if let Some(above) = needle_rendezvous {
+        tracing::info!(above_bytes = above, "needle answers larger than this go by UCX rendezvous (shared memory; UCX_RNDV_THRESH set by the operator turns this off)");
+    }
     check_ucx_runtime(&cfg.ucx, &runtime)?;
     let peers = Arc::new(dataplane::PeerRegistry::default());
 
@@ -548,11 +551,11 @@ fn rendezvous_threshold(transports: Option<&str>) -> Option<&'static str> {
 
 /// Above what size the engine sends a needle answer by rendezvous although UCX_RNDV_THRESH
 /// is "inf" (see `prepare_ucx_environment`): 256 KiB with shared memory and no RDMA on UCX
-/// newer than 1.13. Measured on UCX 1.22.0, same session, alternating runs of 12 blocks
-/// (bench/README.md, "Large needles over tcp and shared memory"): by rendezvous
-/// `needle.read.1m.sm` p50 was 0.58x and 0.51x HTTP's, `8m.sm` 0.52x and 0.50x; eagerly 0.83x
-/// and 0.64x, 0.62x and 0.70x. On UCX 1.13.1 rendezvous was the slower (1 MiB: 482 µs
-/// against 133 µs eagerly).
+/// newer than 1.13. Measured on UCX 1.22.0 (bench/README.md, "Large needles over tcp and
+/// shared memory"): eagerly `needle.read.1m.sm` p50 was 0.64-0.83x HTTP's and `8m.sm`
+/// 0.62-0.70x; by rendezvous per message, UCX reading over the connection's `cma` lane,
+/// 0.56x and 0.40x (8 MiB: 2.46x HTTP's bytes/s). On UCX 1.13.1 rendezvous was the slower
+/// (1 MiB: 482 µs against 133 µs eagerly).
 fn needle_rendezvous_above(transports: Option<&str>, version: (u32, u32)) -> Option<usize> {
     (rendezvous_threshold(transports) == Some("inf") && version > (1, 13)).then_some(256 << 10)
 }
