@@ -55,7 +55,9 @@ func resultError(res int32) error {
 
 // freeSlots counts the free slots on the client's two free stacks, checking that each is
 // there once and that the completer holds none of them (a slot lost from the stacks, on
-// them twice, or freed while its completion is owed is a bug).
+// them twice, or freed while its completion is owed is a bug). It takes cqMu, so it must
+// not be called while a completion is owed on a spinning heap client: its reaper leads
+// (holding cqMu) until nothing is owed. Use freeOnStacks there.
 func freeSlots(t testing.TB, c *Client) int {
 	t.Helper()
 	c.sqMu.Lock()
@@ -63,15 +65,35 @@ func freeSlots(t testing.TB, c *Client) int {
 	c.cqMu.Lock()
 	defer c.cqMu.Unlock()
 	c.consumeLog()
+	free := freeOnStacksLocked(t, c)
+	for _, idx := range free {
+		if c.slots[idx].live {
+			t.Fatalf("slot %d on a free stack with its completion owed", idx)
+		}
+	}
+	return len(free)
+}
+
+// freeOnStacks counts the free slots on the client's two free stacks, checking that each
+// is there once, without cqMu (so also while a leader holds it).
+func freeOnStacks(t testing.TB, c *Client) int {
+	t.Helper()
+	c.sqMu.Lock()
+	defer c.sqMu.Unlock()
+	return len(freeOnStacksLocked(t, c))
+}
+
+// freeOnStacksLocked lists the slots on the free stacks; caller holds sqMu.
+func freeOnStacksLocked(t testing.TB, c *Client) []uint32 {
+	t.Helper()
 	seen := make(map[uint32]bool)
+	var free []uint32
 	check := func(idx uint32) {
 		if seen[idx] {
 			t.Fatalf("slot %d on the free stacks twice", idx)
 		}
 		seen[idx] = true
-		if c.slots[idx].live {
-			t.Fatalf("slot %d on a free stack with its completion owed", idx)
-		}
+		free = append(free, idx)
 	}
 	for h := c.free; h != 0; h = c.slots[h-1].next {
 		check(h - 1)
@@ -80,7 +102,7 @@ func freeSlots(t testing.TB, c *Client) int {
 	for h := c.freeHead.Load(); h != 0; h = c.slots[h-1].next {
 		check(h - 1)
 	}
-	return len(seen)
+	return free
 }
 
 // logBatch submits reqs as one batch in the next free slots of c, as push does, into c.sq
