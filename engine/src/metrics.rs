@@ -322,7 +322,7 @@ fn encode_workers(enc: &mut DescriptorEncoder, workers: &[WorkerStatus]) -> fmt:
         ),
         (
             "seaweed_ring_worker_spins_preempted_total",
-            "Idle spins cut short because the worker was preempted (its core is shared with other threads).",
+            "Idle spins cut short because another thread had the worker's core for a while (the core is shared).",
             |w| w.spins_preempted,
         ),
         (

@@ -72,7 +72,7 @@ pub struct WorkerStats {
     pub cq_full: Counter,
     pub sleeps: Counter,
     pub wakeups: Counter,
-    /// Idle spins cut short because the worker was preempted (its core is shared; idle.rs).
+    /// Idle spins cut short because another thread had the worker's core (it is shared; idle.rs).
     pub spins_preempted: Counter,
     pub sessions_added: Counter,
     pub sessions_removed: Counter,

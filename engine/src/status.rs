@@ -337,7 +337,7 @@ pub struct WorkerStatus {
     pub counters: Counters,
     pub sleeps: u64,
     pub wakeups: u64,
-    /// Idle spins cut short because the worker was preempted: its core is shared.
+    /// Idle spins cut short because another thread had the worker's core: it is shared.
     #[serde(default)]
     pub spins_preempted: u64,
     pub sessions_opened: u64,

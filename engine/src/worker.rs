@@ -83,7 +83,7 @@ impl WorkerHandle {
 }
 
 pub use crate::idle::IdlePolicy;
-use crate::idle::{IdleSpin, Next, ThreadSwitches};
+use crate::idle::{IdleSpin, Next, ThreadCpuTime};
 
 pub fn spawn(
     id: usize,
@@ -121,7 +121,7 @@ pub fn spawn(
                 events,
                 control_wake,
                 stats: stats2,
-                idle: IdleSpin::new(idle, ThreadSwitches),
+                idle: IdleSpin::new(idle, ThreadCpuTime),
                 contention_logged: None,
                 ucx,
                 plane: None,
@@ -318,7 +318,7 @@ impl Worker {
             worker = self.id,
             spins_preempted = self.stats.spins_preempted.get(),
             short_spin_us = crate::idle::CONTENDED_SPIN.as_micros() as u64,
-            "worker preempted while idle-spinning: another thread runs on its core; the worker now sleeps after a short spin while that lasts (give it a core of its own: workers.cores, isolcpus)"
+            "worker preempted while idle-spinning: another thread had its core for a while; the worker now sleeps after a short spin while that lasts (give it a core of its own: workers.cores, isolcpus)"
         );
     }
 
