@@ -138,7 +138,11 @@ impl<C: CpuClock> IdleSpin<C> {
     pub fn idle_turn_at(&mut self, now: Instant, preempted: &Counter) -> Next {
         let since = *self.idle_since.get_or_insert(now);
         let check_due = self.next_check.is_none_or(|t| now >= t);
-        let spin_done = now.saturating_duration_since(since) >= self.spin_limit(now);
+        let limit = self.spin_limit(now);
+        if limit == self.policy.spin {
+            self.contended_at = None; // the ramp is over: no more arithmetic for it
+        }
+        let spin_done = now.saturating_duration_since(since) >= limit;
         if check_due || spin_done {
             self.next_check = Some(now + LOSS_CHECK_EVERY);
             if self.lost_core(now) {
@@ -169,7 +173,9 @@ impl<C: CpuClock> IdleSpin<C> {
         let Some(at) = self.contended_at else {
             return self.policy.spin;
         };
-        let steps = now.saturating_duration_since(at).as_nanos() / CONTENDED_RAMP_STEP.as_nanos();
+        // u64 nanoseconds (585 years), not u128: this runs every IDLE_CLOCK_TURNS idle turns.
+        let elapsed = now.saturating_duration_since(at).as_nanos() as u64;
+        let steps = elapsed / CONTENDED_RAMP_STEP.as_nanos() as u64;
         // 2^steps in u32 (steps >= 32 is past any configurable spin: idle-spin-us is a u32).
         let factor = 1u32.checked_shl(steps.min(32) as u32).unwrap_or(u32::MAX);
         CONTENDED_SPIN.saturating_mul(factor).min(self.policy.spin)
