@@ -24,14 +24,20 @@ fn hostile_client_cannot_hurt_a_well_behaved_one() {
     std::thread::scope(|scope| {
         scope.spawn(|| {
             let mut rng = seed.rng();
-            while !stop.load(Ordering::Relaxed) {
+            // At least one session whose corruption the engine must catch, however fast the
+            // good client is (the random garbage below is caught only now and then).
+            while !stop.load(Ordering::Relaxed) || hostile_sessions.load(Ordering::Relaxed) == 0 {
                 let Ok(mut s) = engine.try_connect(SessionOptions {
                     keepalive: false,
                     ..Default::default()
                 }) else {
                     continue;
                 };
-                hostile_sessions.fetch_add(1, Ordering::Relaxed);
+                let n = hostile_sessions.fetch_add(1, Ordering::Relaxed);
+                if n % 4 == 0 {
+                    break_cq_head(&mut s);
+                    continue;
+                }
                 // Some legitimate traffic first, so the session is live in the worker.
                 let _ = s.submit(&nop(1));
                 // Safety: deliberately hostile writes into this process's own mapping of the
@@ -137,4 +143,33 @@ fn hostile_client_cannot_hurt_a_well_behaved_one() {
         hostile_sessions.load(Ordering::Relaxed)
     );
     assert!(cut > 0, "no hostile session was ever cut off:\n{log}");
+}
+
+/// Breaks the protocol in one way the engine must catch whatever the timing: after one
+/// legitimate round trip, a CQ head that no consumer could have written (half the index
+/// space away), then NOPs without reaping. The engine loads the CQ head at the latest when
+/// its cached room runs out (it last loaded it before that round trip, so within
+/// `cq_entries` completions) and must cut the session off.
+fn break_cq_head(s: &mut ring_client::Session) {
+    let _ = s.submit(&nop(1));
+    if s.wait_cqe(Duration::ZERO, Some(PATIENCE)).is_err() {
+        return;
+    }
+    let l = *s.layout();
+    // Safety: cq_ctl_offset is the CQ control block inside this process's own mapping of the
+    // session (alive while `s` is); its first word, the head, is a 4-aligned u32.
+    let head = unsafe {
+        let (base, _) = s.region_raw();
+        &*(base.add(l.cq_ctl_offset) as *const AtomicU32)
+    };
+    head.store(head.load(Ordering::Relaxed).wrapping_add(1 << 31), Ordering::Relaxed);
+    let until = std::time::Instant::now() + PATIENCE;
+    let mut sent = 0;
+    while sent <= 2 * l.cq_entries && std::time::Instant::now() < until {
+        match s.submit(&nop(3)) {
+            Ok(()) => sent += 1,
+            Err(ring_client::SubmitError::Full) => std::thread::yield_now(),
+            Err(_) => return, // cut off
+        }
+    }
 }
