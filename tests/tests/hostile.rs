@@ -34,7 +34,7 @@ fn hostile_client_cannot_hurt_a_well_behaved_one() {
                     continue;
                 };
                 let n = hostile_sessions.fetch_add(1, Ordering::Relaxed);
-                if n % 4 == 0 {
+                if n.is_multiple_of(4) {
                     break_cq_head(&mut s);
                     continue;
                 }
