@@ -89,6 +89,10 @@ impl EngineCounts {
     }
 }
 
+/// Warnings that say how the machine schedules the engine, which the soak does not control
+/// (engine/src/worker.rs `log_contention`).
+const MACHINE_WARNINGS: &[&str] = &["worker preempted while idle-spinning"];
+
 /// The engine before the load, to compare with after it.
 pub struct Baseline {
     pub fds: usize,
@@ -190,11 +194,16 @@ impl Baseline {
     /// Nothing in this run is a reason for the engine to warn (lease expiry, a cut-off
     /// session, a dropped message, a failed peer connection...). Shutdown is left out: the
     /// listener closing first, the engine's own connection to it may log its failure.
+    ///
+    /// One warning is about the machine, not the run: a worker whose core the scheduler
+    /// gave to another thread says so (`MACHINE_WARNINGS`). On a 2-core CI machine the
+    /// soak's own client threads share the workers' cores, so it may or may not appear.
     pub fn assert_no_warnings(&self, engine: &Engine) {
         let soak_log = engine.log();
         let complaints: Vec<&str> = soak_log[self.log_start..]
             .lines()
             .filter(|l| matches!(l.split_whitespace().nth(1), Some("WARN" | "ERROR")))
+            .filter(|l| !MACHINE_WARNINGS.iter().any(|w| l.contains(w)))
             .collect();
         assert!(
             complaints.is_empty(),
