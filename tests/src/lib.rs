@@ -51,7 +51,7 @@ pub fn echo_send(
 /// the ticket going to the last 16 bytes of the buffer area (keep the export clear of them);
 /// returns the ticket's (id, key), panicking if the export fails.
 pub fn export(s: &mut Session, off: usize, len: usize, perms: u32) -> (u64, u64) {
-    let ticket_off = s.layout().buf_size as usize - ring_proto::entry::EXPORT_TICKET_LEN;
+    let ticket_off = s.layout().buf_size - ring_proto::entry::EXPORT_TICKET_LEN;
     s.submit(&ring_proto::Sqe {
         opcode: ring_proto::opcode::EXPORT,
         user_data: 77,

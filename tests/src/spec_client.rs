@@ -337,13 +337,13 @@ impl Session {
     }
 
     pub fn u32_at(&self, off: usize) -> &AtomicU32 {
-        assert!(off + 4 <= self.len && off % 4 == 0);
+        assert!(off + 4 <= self.len && off.is_multiple_of(4));
         // Safety: inside the mapping, aligned; the mapping lives as long as self.
         unsafe { &*(self.base.add(off) as *const AtomicU32) }
     }
 
     pub fn u64_at(&self, off: usize) -> &AtomicU64 {
-        assert!(off + 8 <= self.len && off % 8 == 0);
+        assert!(off + 8 <= self.len && off.is_multiple_of(8));
         // Safety: as above.
         unsafe { &*(self.base.add(off) as *const AtomicU64) }
     }
@@ -517,7 +517,7 @@ impl Drop for Session {
 /// A bystander: an honest spec client doing NOP and FILL round trips, checking every
 /// completion and every byte. Returns the operations done.
 pub fn bystander_round(s: &mut Session, i: u64) {
-    if i % 2 == 0 {
+    if i.is_multiple_of(2) {
         let (ud, res, fl) = s.call(Session::nop(i), "bystander NOP");
         assert_eq!((ud, res, fl), (i, 0, 0), "bystander NOP completion");
     } else {

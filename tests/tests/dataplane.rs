@@ -357,7 +357,7 @@ fn sessions_with_registered_regions_come_and_go_without_leaks() {
         let mut back = [0u8; 8];
         s.buffer().read(64, &mut back).unwrap();
         assert_eq!(u64::from_le_bytes(back), i);
-        if i % 2 == 0 {
+        if i.is_multiple_of(2) {
             s.close().unwrap();
         }
     };
@@ -410,6 +410,7 @@ fn sessions_with_registered_regions_come_and_go_without_leaks() {
     assert!(l["sum_ns"].as_u64().unwrap() > 0);
 }
 
+#[allow(clippy::too_many_arguments)] // a test driver: each argument is one knob of the scenario
 fn rma(
     logs: &dyn Fn() -> String,
     s: &mut Session,
