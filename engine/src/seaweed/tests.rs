@@ -29,6 +29,14 @@ fn code(r: Result<NeedleRead, ReadNeedleError>) -> ResultCode {
     r.expect_err("an error").code()
 }
 
+/// The file names a refresh could not serve, in its order.
+fn failed_names(r: &RefreshSummary) -> Vec<String> {
+    r.failed
+        .iter()
+        .map(|(p, _)| p.file_name().unwrap().to_string_lossy().into())
+        .collect()
+}
+
 fn pattern(len: usize, seed: u8) -> Vec<u8> {
     (0..len)
         .map(|i| (i as u8).wrapping_mul(31).wrapping_add(seed) ^ (i >> 9) as u8)
@@ -313,12 +321,7 @@ fn bad_volumes_are_skipped_and_others_served() {
     assert_eq!(s.volumes().iter().map(|i| i.id).collect::<Vec<_>>(), [1]);
     assert_eq!(read_all(&s, 1, 1, 1).unwrap().data(), b"good");
     let r = s.refresh();
-    let failed: Vec<String> = r
-        .failed
-        .iter()
-        .map(|(p, _)| p.file_name().unwrap().to_string_lossy().into())
-        .collect();
-    assert_eq!(failed, ["2.dat", "3.dat", "4.dat"], "{:?}", r.failed);
+    assert_eq!(failed_names(&r), ["2.dat", "3.dat", "4.dat"], "{:?}", r.failed);
     assert!(r.failed[0].1.contains("shorter than a super block"), "{:?}", r.failed);
     assert!(r.failed[1].1.contains("version 9"), "{:?}", r.failed);
     assert!(r.failed[2].1.contains("no 4.idx"), "{:?}", r.failed);
@@ -357,12 +360,7 @@ fn volume_files_that_are_not_regular_files_are_refused_without_waiting() {
     assert_eq!(read_all(&s, 1, 1, 1).unwrap().data(), b"beside a fifo");
     assert_eq!(read_all(&s, 4, 4, 4).unwrap().data(), b"its vif is a fifo");
     let r = s.refresh();
-    let failed: Vec<String> = r
-        .failed
-        .iter()
-        .map(|(p, _)| p.file_name().unwrap().to_string_lossy().into())
-        .collect();
-    assert_eq!(failed, ["2.dat", "3.idx", "5.dat"], "{:?}", r.failed);
+    assert_eq!(failed_names(&r), ["2.dat", "3.idx", "5.dat"], "{:?}", r.failed);
     assert!(
         r.failed.iter().all(|(_, why)| why.contains("not a regular file")),
         "{:?}",
