@@ -250,9 +250,11 @@ fn ring_scenarios_run_with_their_baselines() {
         "ring.nop_batch32",
         "ring.nop_batch32.go",
         "ucx.raw_am_rtt.sm",
+        "ucx.raw_am_rtt_one_worker.sm",
         "ucx.nop_ref.sm",
         "ucx.am_rtt.sm",
         "ucx.raw_am_rtt.tcp",
+        "ucx.raw_am_rtt_one_worker.tcp",
         "ucx.nop_ref.tcp",
         "ucx.am_rtt.tcp",
         "ucx.raw_read_bw.sm",
@@ -452,8 +454,13 @@ fn ring_scenarios_run_with_their_baselines() {
     for tls in ["sm", "tcp"] {
         let raw = by_name(&format!("ucx.raw_am_rtt.{tls}"));
         assert!(raw["details"]["transports"].is_string(), "{raw}");
+        assert_eq!(raw["details"]["ends"], "two workers", "{raw}");
+        let one = by_name(&format!("ucx.raw_am_rtt_one_worker.{tls}"));
+        assert_eq!(one["details"]["ends"], "one worker", "{one}");
         let l = by_name(&format!("ucx.am_rtt.{tls}"));
         assert_eq!(l["ratio_p50_vs"], format!("ucx.raw_am_rtt.{tls}"));
+        let vs_one = &l["also_vs"][format!("ucx.raw_am_rtt_one_worker.{tls}")]["ratio_p50"];
+        assert!(vs_one.as_f64().is_some_and(|r| r > 0.0), "{l}");
         assert_eq!(l["excess"]["reference"], format!("ucx.nop_ref.{tls}"));
         assert!(l["excess"]["excess_vs_reference"].as_f64().is_some(), "{l}");
         assert!(l["target"]["met"].is_boolean(), "{l}");

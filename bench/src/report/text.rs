@@ -51,16 +51,23 @@ pub fn table(
         if run.quick { ", --quick" } else { "" }
     );
     let _ = writeln!(out);
+    // The name column as wide as the longest name, so that the columns line up.
+    let w = results
+        .iter()
+        .map(|(r, _)| r.spec.name.len())
+        .max()
+        .unwrap_or(0)
+        .max(22);
     let _ = writeln!(
         out,
-        "{:<22} {:<13} {:>10} {:>8} {:>8} {:>8} {:>8} {:>8} {:>9} {:>9} {:>10}",
+        "{:<w$} {:<13} {:>10} {:>8} {:>8} {:>8} {:>8} {:>8} {:>9} {:>9} {:>10}",
         "scenario", "sample", "count", "p50", "p90", "p99", "p99.9", "p99.99", "max", "mean", "ops/s"
     );
     for (r, _) in results {
         let s = summarize(&r.hist);
         let _ = writeln!(
             out,
-            "{:<22} {:<13} {:>10} {:>8} {:>8} {:>8} {:>8} {:>8} {:>9} {:>9} {:>10}",
+            "{:<w$} {:<13} {:>10} {:>8} {:>8} {:>8} {:>8} {:>8} {:>9} {:>9} {:>10}",
             r.spec.name,
             r.spec.sample,
             s.count,

@@ -251,8 +251,14 @@ pub fn build(spec: &Spec) -> Box<dyn Scenario> {
         "ring.nop_batch32" => Box::new(ring::NopBatch::new(32)),
         "ring.nop.go" => Box::new(go::GoRinglat::new(spec.name, go::Kind::Nop)),
         "ring.nop_batch32.go" => Box::new(go::GoRinglat::new(spec.name, go::Kind::Batch(32))),
-        "ucx.raw_am_rtt.sm" => Box::new(ucx::RawUcx::new(Tls::Sm, ucx::RawKind::AmRtt)),
-        "ucx.raw_am_rtt.tcp" => Box::new(ucx::RawUcx::new(Tls::Tcp, ucx::RawKind::AmRtt)),
+        "ucx.raw_am_rtt.sm" => Box::new(ucx::RawUcx::new(Tls::Sm, ucx::RawKind::AmRtt(ucx::Ends::TwoWorkers))),
+        "ucx.raw_am_rtt.tcp" => Box::new(ucx::RawUcx::new(Tls::Tcp, ucx::RawKind::AmRtt(ucx::Ends::TwoWorkers))),
+        "ucx.raw_am_rtt_one_worker.sm" => {
+            Box::new(ucx::RawUcx::new(Tls::Sm, ucx::RawKind::AmRtt(ucx::Ends::OneWorker)))
+        }
+        "ucx.raw_am_rtt_one_worker.tcp" => {
+            Box::new(ucx::RawUcx::new(Tls::Tcp, ucx::RawKind::AmRtt(ucx::Ends::OneWorker)))
+        }
         "ucx.raw_read_bw.sm" => Box::new(ucx::RawUcx::new(Tls::Sm, ucx::RawKind::ReadBw)),
         "ucx.raw_read_bw.tcp" => Box::new(ucx::RawUcx::new(Tls::Tcp, ucx::RawKind::ReadBw)),
         "ucx.read_bw.sm" | "ucx.read_bw.tcp" => Box::new(ucx::ReadBw::default()),

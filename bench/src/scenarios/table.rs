@@ -83,6 +83,14 @@ pub const SPECS: &[Spec] = &[
         )
     },
     Spec {
+        borrows_engine_core: true,
+        runs_with: Some("ucx.raw_am_rtt.sm"),
+        ..spec_base(
+            "ucx.raw_am_rtt_one_worker.sm",
+            "the same raw ping-pong with both ends on one worker connected to its own listener (as the engine serves itself in ucx.am_rtt and the needle scenarios), one thread on the engine core, sm transports",
+        )
+    },
+    Spec {
         runs_with: Some("ucx.raw_am_rtt.sm"),
         engine: EngineUse::Plain,
         ..spec_base(
@@ -93,6 +101,7 @@ pub const SPECS: &[Spec] = &[
     Spec {
         baseline: Some("ucx.raw_am_rtt.sm"),
         excess_reference: Some("ucx.nop_ref.sm"),
+        also_vs: &["ucx.raw_am_rtt_one_worker.sm"],
         target: Some(Target { metric: Metric::P50ExcessOver("ucx.nop_ref.sm"), bound: 1.2 }),
         engine: EngineUse::Ucx(Tls::Sm),
         ..spec_base(
@@ -108,6 +117,14 @@ pub const SPECS: &[Spec] = &[
         )
     },
     Spec {
+        borrows_engine_core: true,
+        runs_with: Some("ucx.raw_am_rtt.tcp"),
+        ..spec_base(
+            "ucx.raw_am_rtt_one_worker.tcp",
+            "the same raw ping-pong with both ends on one worker connected to its own listener (as the engine serves itself in ucx.am_rtt and the needle scenarios), one thread on the engine core, tcp on loopback",
+        )
+    },
+    Spec {
         runs_with: Some("ucx.raw_am_rtt.tcp"),
         engine: EngineUse::Plain,
         ..spec_base(
@@ -118,6 +135,7 @@ pub const SPECS: &[Spec] = &[
     Spec {
         baseline: Some("ucx.raw_am_rtt.tcp"),
         excess_reference: Some("ucx.nop_ref.tcp"),
+        also_vs: &["ucx.raw_am_rtt_one_worker.tcp"],
         target: Some(Target { metric: Metric::P50Ratio, bound: 1.1 }),
         engine: EngineUse::Ucx(Tls::Tcp),
         ..spec_base(

@@ -9,6 +9,21 @@ fn names(groups: &[Vec<&Spec>]) -> Vec<Vec<&'static str>> {
     groups.iter().map(|g| g.iter().map(|s| s.name).collect()).collect()
 }
 
+/// The UCX round-trip group over `tls` ("sm" or "tcp"): the raw pair, the one-worker raw
+/// pair, the ring NOP reference, the ring round trip.
+fn ucx_rtt_group(tls: &str) -> Vec<&'static str> {
+    let names = [
+        "ucx.raw_am_rtt.",
+        "ucx.raw_am_rtt_one_worker.",
+        "ucx.nop_ref.",
+        "ucx.am_rtt.",
+    ];
+    names
+        .iter()
+        .map(|n| spec(&format!("{n}{tls}")).expect("registered").name)
+        .collect()
+}
+
 fn scale_sessions_group() -> Vec<&'static str> {
     vec![
         "scale.nop.sessions.1",
@@ -211,8 +226,8 @@ fn default_plan_pairs_each_subject_with_its_baseline() {
                 "ring.nop.beside_cold_reads"
             ],
             vec!["floor.echo_batch32", "ring.nop_batch32", "ring.nop_batch32.go"],
-            vec!["ucx.raw_am_rtt.sm", "ucx.nop_ref.sm", "ucx.am_rtt.sm"],
-            vec!["ucx.raw_am_rtt.tcp", "ucx.nop_ref.tcp", "ucx.am_rtt.tcp"],
+            ucx_rtt_group("sm"),
+            ucx_rtt_group("tcp"),
             vec!["ucx.raw_read_bw.sm", "ucx.read_bw.sm"],
             vec!["ucx.raw_read_bw.tcp", "ucx.read_bw.tcp"],
             scale_sessions_group(),
@@ -283,12 +298,10 @@ fn baseline_chains_comparisons_and_references_are_pulled_in() {
     // ring.nop.go: baseline floor.pingpong, also compared with ring.nop.
     let g = plan(&["ring.nop.go".into()]).unwrap().groups;
     assert_eq!(names(&g), vec![vec!["floor.pingpong", "ring.nop", "ring.nop.go"]]);
-    // ucx.am_rtt.tcp: its raw baseline, and the NOP its excess is measured in, interleaved.
+    // ucx.am_rtt.tcp: its raw baselines (two workers, one worker), and the NOP its excess is
+    // measured in, interleaved.
     let g = plan(&["ucx.am_rtt.tcp".into()]).unwrap().groups;
-    assert_eq!(
-        names(&g),
-        vec![vec!["ucx.raw_am_rtt.tcp", "ucx.nop_ref.tcp", "ucx.am_rtt.tcp"]]
-    );
+    assert_eq!(names(&g), vec![ucx_rtt_group("tcp")]);
     assert_eq!(group_ucx(&g[0]), Some(Tls::Tcp));
     // A raw baseline alone needs no engine.
     let g = plan(&["ucx.raw_am_rtt.sm".into()]).unwrap().groups;
@@ -340,8 +353,8 @@ fn skipping_go_keeps_the_rest() {
                 "ring.wake"
             ],
             vec!["floor.echo_batch32", "ring.nop_batch32"],
-            vec!["ucx.raw_am_rtt.sm", "ucx.nop_ref.sm", "ucx.am_rtt.sm"],
-            vec!["ucx.raw_am_rtt.tcp", "ucx.nop_ref.tcp", "ucx.am_rtt.tcp"],
+            ucx_rtt_group("sm"),
+            ucx_rtt_group("tcp"),
             vec!["ucx.raw_read_bw.sm", "ucx.read_bw.sm"],
             vec!["ucx.raw_read_bw.tcp", "ucx.read_bw.tcp"],
             scale_sessions_group(),
@@ -370,7 +383,7 @@ fn skipping_go_keeps_the_rest() {
     p.skip_where(|s| s.name == "ucx.raw_am_rtt.sm", "test");
     assert_eq!(names(&p.groups), vec![vec!["floor.pingpong", "ring.nop"]]);
     let gone: Vec<&str> = p.skipped.iter().map(|(n, _)| *n).collect();
-    assert_eq!(gone, ["ucx.raw_am_rtt.sm", "ucx.nop_ref.sm", "ucx.am_rtt.sm"]);
+    assert_eq!(gone, ucx_rtt_group("sm"));
     assert!(p.skipped[2].1.contains("compared with"), "{:?}", p.skipped);
 }
 

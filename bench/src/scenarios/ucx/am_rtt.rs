@@ -1,5 +1,6 @@
 //! `ucx.am_rtt.*` (a SEND through the rings, echoed by the engine over UCX) and
-//! `ucx.raw_am_rtt.*` ([`RawPair`]: the same active messages between two raw workers).
+//! `ucx.raw_am_rtt.*` and `ucx.raw_am_rtt_one_worker.*` ([`RawPair`]: the same active
+//! messages between two raw workers, or between two endpoints of one).
 
 use super::*;
 
@@ -73,29 +74,51 @@ impl Scenario for AmRtt {
 
 /// Sends in flight per direction: slots are reused round-robin, and a slot is reused only
 /// once UCX reported its send done (the worker holds each send's header and data until then).
+/// A request in slot `i` has send token `i`, its reply `SLOTS + i`, so one handler tells them
+/// apart also when both ends share a worker.
 pub(super) const SLOTS: usize = 4;
 
-/// The two workers and their endpoints. Headers and data are handed to the worker, which
-/// keeps them until UCX is done with them.
+/// Where the raw pair's two ends live.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Ends {
+    /// A client worker and a server worker (`ucx.raw_am_rtt.*`): as `ucx_perftest` has it,
+    /// and as two engines on two hosts do.
+    TwoWorkers,
+    /// Both ends on one worker, connected to its own listener
+    /// (`ucx.raw_am_rtt_one_worker.*`): as one engine serving its own listener has it in
+    /// `ucx.am_rtt.*` and the needle scenarios. Over tcp that is two TCP connections polled
+    /// by one worker (bench/README "Small reads against the raw UCX round trip").
+    OneWorker,
+}
+
+/// The endpoints and the worker(s). Headers and data are handed to the worker, which keeps
+/// them until UCX is done with them.
 pub(super) struct RawPair {
     // Endpoints and the listener are closed in `Drop` before the workers go.
     client_ep: Option<Endpoint>,
     server_ep: Option<Endpoint>,
     listener: Option<Listener>,
-    client: Worker,
+    /// `None` with [`Ends::OneWorker`]: the client's end is on `server`.
+    client: Option<Worker>,
     server: Worker,
     addr: SocketAddr,
-    req_busy: [bool; SLOTS],
-    reply_busy: [bool; SLOTS],
+    /// Sends UCX still holds, by token (requests, then replies).
+    busy: [bool; 2 * SLOTS],
     pub(super) seq: u64,
 }
 
 impl RawPair {
-    pub(super) fn new(tls: Tls) -> Result<Self> {
+    pub(super) fn new(tls: Tls, ends: Ends) -> Result<Self> {
         let ctx = Context::new(Some(tls.transports()), Some(tls.net_devices()))
             .map_err(|e| format!("UCX context ({}): {e}", tls.transports()))?;
-        let mut server = Worker::new(ctx.clone(), &[am::REQUEST]).map_err(|e| format!("UCX server worker: {e}"))?;
-        let client = Worker::new(ctx, &[am::REPLY]).map_err(|e| format!("UCX client worker: {e}"))?;
+        let (server_ams, client) = match ends {
+            Ends::TwoWorkers => (
+                &[am::REQUEST][..],
+                Some(Worker::new(ctx.clone(), &[am::REPLY]).map_err(|e| format!("UCX client worker: {e}"))?),
+            ),
+            Ends::OneWorker => (&[am::REQUEST, am::REPLY][..], None),
+        };
+        let mut server = Worker::new(ctx, server_ams).map_err(|e| format!("UCX server worker: {e}"))?;
         let listener = server
             .listen(SocketAddr::from(([127, 0, 0, 1], 0)))
             .map_err(|e| format!("UCX listen on 127.0.0.1: {e}"))?;
@@ -107,12 +130,11 @@ impl RawPair {
             client,
             server,
             addr,
-            req_busy: [false; SLOTS],
-            reply_busy: [false; SLOTS],
+            busy: [false; 2 * SLOTS],
             seq: 0,
         };
         establish(
-            &mut pair.client,
+            pair.client.as_mut(),
             &mut pair.server,
             addr,
             &mut pair.client_ep,
@@ -126,6 +148,12 @@ impl RawBlocks for RawPair {
     fn facts(&self) -> Map<String, Value> {
         let mut m = Map::new();
         m.insert("listen_address".into(), self.addr.to_string().into());
+        let ends = if self.client.is_some() {
+            "two workers"
+        } else {
+            "one worker"
+        };
+        m.insert("ends".into(), ends.into());
         m
     }
 
@@ -136,14 +164,18 @@ impl RawBlocks for RawPair {
 
 impl RawPair {
     /// One request and its reply.
+    ///
+    /// With two workers, each side progresses its own worker while it waits, and the other's
+    /// only while a send of the other's is still in UCX's hands (as before one worker was an
+    /// option: the baseline's numbers stay comparable across runs). With one worker, each
+    /// wait progresses the one worker.
     pub(super) fn round_trip(&mut self) -> Result<()> {
         let RawPair {
             client_ep,
             server_ep,
             client,
             server,
-            req_busy,
-            reply_busy,
+            busy,
             seq,
             ..
         } = self;
@@ -154,12 +186,16 @@ impl RawPair {
         *seq += 1;
         let id = *seq;
         let slot = (id % SLOTS as u64) as usize;
+        let (req_token, reply_token) = (slot, SLOTS + slot);
         let mut failed: Option<String> = None;
         let mut guard = SpinGuard::new();
 
         // Client: REQUEST.
-        while req_busy[slot] {
-            client.progress(&mut |ev| on_send_done(ev, req_busy, &mut failed));
+        while busy[req_token] {
+            client
+                .as_mut()
+                .unwrap_or(&mut *server)
+                .progress(&mut |ev| on_send_done(ev, busy, &mut failed));
             fail_if(&mut failed)?;
             guard.turn(|| format!("waiting for the send of request {} to complete", id - SLOTS as u64))?;
         }
@@ -169,22 +205,24 @@ impl RawPair {
             resp_cap: PAYLOAD.len() as u32,
         };
         let st = client
+            .as_mut()
+            .unwrap_or(&mut *server)
             .am_send(
                 client_ep,
                 am::REQUEST,
                 Box::new(header.encode()),
                 PAYLOAD.to_vec(),
                 true,
-                slot as u64,
+                req_token as u64,
             )
             .map_err(|e| format!("UCX request send: {e}"))?;
-        req_busy[slot] = st == Started::InProgress;
+        busy[req_token] = st == Started::InProgress;
 
         // Server: take the REQUEST, answer REPLY on the endpoint it came on.
         let mut request: Option<(u64, [u8; 8], Option<usize>)> = None;
         loop {
-            if req_busy.iter().any(|b| *b) {
-                client.progress(&mut |ev| on_send_done(ev, req_busy, &mut failed));
+            if let Some(c) = client.as_mut().filter(|_| busy[..SLOTS].iter().any(|b| *b)) {
+                c.progress(&mut |ev| on_send_done(ev, busy, &mut failed));
             }
             server.progress(&mut |ev| match ev {
                 WorkerEvent::Am(m) if m.id == am::REQUEST => match (RequestHeader::parse(m.header), m.data) {
@@ -193,7 +231,7 @@ impl RawPair {
                     }
                     _ => failed = Some("the server got a malformed or non-eager request".into()),
                 },
-                other => on_send_done(other, reply_busy, &mut failed),
+                other => on_send_done(other, busy, &mut failed),
             });
             fail_if(&mut failed)?;
             if request.is_some() {
@@ -209,8 +247,8 @@ impl RawPair {
             )
             .into());
         }
-        while reply_busy[slot] {
-            server.progress(&mut |ev| on_send_done(ev, reply_busy, &mut failed));
+        while busy[reply_token] {
+            server.progress(&mut |ev| on_send_done(ev, busy, &mut failed));
             fail_if(&mut failed)?;
             guard.turn(|| format!("waiting for the send of reply {} to complete", id - SLOTS as u64))?;
         }
@@ -222,25 +260,25 @@ impl RawPair {
                 Box::new(header.encode()),
                 data.to_vec(),
                 false,
-                slot as u64,
+                reply_token as u64,
             )
             .map_err(|e| format!("UCX reply send: {e}"))?;
-        reply_busy[slot] = st == Started::InProgress;
+        busy[reply_token] = st == Started::InProgress;
 
         // Client: take the REPLY.
         let mut reply: Option<(u64, [u8; 8])> = None;
         loop {
-            if reply_busy.iter().any(|b| *b) {
-                server.progress(&mut |ev| on_send_done(ev, reply_busy, &mut failed));
+            if client.is_some() && busy[SLOTS..].iter().any(|b| *b) {
+                server.progress(&mut |ev| on_send_done(ev, busy, &mut failed));
             }
-            client.progress(&mut |ev| match ev {
+            client.as_mut().unwrap_or(&mut *server).progress(&mut |ev| match ev {
                 WorkerEvent::Am(m) if m.id == am::REPLY => match (ReplyHeader::parse(m.header), m.data) {
                     (Some(h), AmData::Eager(d)) if d.len() == 8 && h.status == 0 => {
                         reply = Some((h.req_id, d.try_into().expect("8 bytes")))
                     }
                     _ => failed = Some("the client got a malformed or non-eager reply".into()),
                 },
-                other => on_send_done(other, req_busy, &mut failed),
+                other => on_send_done(other, busy, &mut failed),
             });
             fail_if(&mut failed)?;
             if reply.is_some() {
@@ -256,8 +294,9 @@ impl RawPair {
     }
 }
 
-/// Send completions (token = slot) and endpoint failures; other events are unexpected.
-pub(super) fn on_send_done(ev: WorkerEvent<'_>, busy: &mut [bool; SLOTS], failed: &mut Option<String>) {
+/// Send completions (token = index in `busy`) and endpoint failures; other events are
+/// unexpected.
+pub(super) fn on_send_done(ev: WorkerEvent<'_>, busy: &mut [bool], failed: &mut Option<String>) {
     match ev {
         WorkerEvent::SendDone { token, result } => {
             if let Some(b) = busy.get_mut(token as usize) {
@@ -285,7 +324,7 @@ impl Drop for RawPair {
         // Force-close (sends still in flight complete with errors during the close), then the
         // listener; the workers and the context go after, with the struct.
         if let Some(ep) = self.client_ep.take() {
-            self.client.close(ep);
+            self.client.as_mut().unwrap_or(&mut self.server).close(ep);
         }
         if let Some(ep) = self.server_ep.take() {
             self.server.close(ep);

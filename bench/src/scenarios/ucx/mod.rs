@@ -45,7 +45,7 @@ use am_rtt::*;
 use raw_read::*;
 use read_bw::*;
 
-pub use am_rtt::AmRtt;
+pub use am_rtt::{AmRtt, Ends};
 pub use read_bw::{ReadBw, EXPORT_BYTES, READ_BYTES, READ_DEPTH};
 
 /// A raw UCX baseline: `ucx.raw_am_rtt.<tls>` ([`RawPair`]) or `ucx.raw_read_bw.<tls>`
@@ -68,8 +68,8 @@ pub struct RawUcx {
 pub enum RawKind {
     /// One sample: the client sends REQUEST (16-byte header, 8 bytes, reply flag), the
     /// server's handler takes it, the server answers REPLY on the endpoint it arrived on, the
-    /// client's handler takes that.
-    AmRtt,
+    /// client's handler takes that; the two ends on two workers or on one ([`Ends`]).
+    AmRtt(Ends),
     /// [`READ_DEPTH`] gets of [`READ_BYTES`] in flight from the server's registered buffer
     /// into the client's; one sample is one get, start to completion.
     ReadBw,
@@ -112,7 +112,7 @@ impl RawThread {
                 // UCX threads this creates (its async thread) inherit this CPU mask.
                 let made = pin_current_thread(core).and_then(|()| -> Result<Box<dyn RawBlocks>> {
                     Ok(match kind {
-                        RawKind::AmRtt => Box::new(RawPair::new(tls)?),
+                        RawKind::AmRtt(ends) => Box::new(RawPair::new(tls, ends)?),
                         RawKind::ReadBw => Box::new(RawRead::new(tls)?),
                     })
                 });
@@ -210,11 +210,12 @@ impl Scenario for RawUcx {
     }
 }
 
-/// Connects `client` to `server`'s listener at `addr`, accepts on the server, and progresses
-/// both until the wire-up is over. The endpoints go into the caller's slots as soon as they
-/// exist, so that the caller closes them also when this fails half-way.
+/// Connects `client` (`None`: `server` itself) to `server`'s listener at `addr`, accepts on
+/// the server, and progresses both until the wire-up is over. The endpoints go into the
+/// caller's slots as soon as they exist, so that the caller closes them also when this fails
+/// half-way.
 fn establish(
-    client: &mut Worker,
+    mut client: Option<&mut Worker>,
     server: &mut Worker,
     addr: SocketAddr,
     client_ep: &mut Option<Endpoint>,
@@ -222,6 +223,8 @@ fn establish(
 ) -> Result<()> {
     *client_ep = Some(
         client
+            .as_deref_mut()
+            .unwrap_or(&mut *server)
             .connect(addr)
             .map_err(|e| format!("UCX connect to {addr}: {e}"))?,
     );
@@ -233,7 +236,9 @@ fn establish(
                 failed = Some(error);
             }
         };
-        client.progress(&mut on_event);
+        if let Some(c) = client.as_deref_mut() {
+            c.progress(&mut on_event);
+        }
         server.progress(&mut on_event);
         if let Some(e) = failed {
             return Err(format!("UCX connection to {addr} failed: {e}").into());
@@ -262,7 +267,7 @@ fn establish(
                 failed = Some(error);
             }
         };
-        let busy = client.progress(&mut on_event) | server.progress(&mut on_event);
+        let busy = client.as_deref_mut().is_some_and(|c| c.progress(&mut on_event)) | server.progress(&mut on_event);
         if let Some(e) = failed {
             return Err(format!("UCX connection to {addr} failed during wire-up: {e}").into());
         }

@@ -124,7 +124,13 @@ impl RawRead {
             ctx.register(SharedRange::whole(r.dst.clone()))
                 .map_err(|e| format!("UCX registration of the destination: {e}"))?,
         );
-        establish(&mut r.client, &mut r.server, addr, &mut r.client_ep, &mut r.server_ep)?;
+        establish(
+            Some(&mut r.client),
+            &mut r.server,
+            addr,
+            &mut r.client_ep,
+            &mut r.server_ep,
+        )?;
         let packed = r
             .src_reg
             .as_ref()

@@ -58,13 +58,19 @@ fn raw_pair_ping_pongs_over_tcp_and_shared_memory() {
 #[ignore = "run by raw_pair_ping_pongs_over_tcp_and_shared_memory in a process of its own"]
 fn raw_pair_in_this_process() {
     for tls in [Tls::Tcp, Tls::Sm] {
-        eprintln!("raw UCX pair over {}", tls.name());
-        let mut p = RawPair::new(tls).unwrap_or_else(|e| panic!("UCX over {}: {e}", tls.name()));
-        for _ in 0..300 {
-            p.round_trip().unwrap_or_else(|e| panic!("{}: {e}", tls.name()));
+        for ends in [Ends::TwoWorkers, Ends::OneWorker] {
+            eprintln!("raw UCX pair over {}, {ends:?}", tls.name());
+            let mut p = RawPair::new(tls, ends).unwrap_or_else(|e| panic!("UCX over {}, {ends:?}: {e}", tls.name()));
+            // More round trips than send slots: every slot (request and reply tokens) is
+            // reused, which waits for its send's completion.
+            for _ in 0..300 {
+                p.round_trip()
+                    .unwrap_or_else(|e| panic!("{}, {ends:?}: {e}", tls.name()));
+            }
+            assert_eq!(p.seq, 300);
+            let one = p.facts()["ends"] == "one worker";
+            assert_eq!(one, ends == Ends::OneWorker);
         }
-        assert_eq!(p.seq, 300);
-        drop(p);
         // The raw READ baseline: set-up checks the first get's bytes; then a short block.
         let mut r = RawRead::new(tls).unwrap_or_else(|e| panic!("raw read over {}: {e}", tls.name()));
         let timing = Timing {
