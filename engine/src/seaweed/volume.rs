@@ -186,8 +186,8 @@ impl Volume {
         hint: Option<usize>,
         vif: Option<&Path>,
     ) -> Result<Self, OpenVolumeError> {
-        // Read-only with O_CLOEXEC; no lock is taken, nothing is ever written.
-        let dat = open_regular(&files.dat).map_err(|e| open_err(&files.dat, e))?;
+        // std opens read-only with O_CLOEXEC; no lock is taken, nothing is ever written.
+        let dat = File::open(&files.dat).map_err(|e| open_err(&files.dat, e))?;
         let dat_meta = dat.metadata().map_err(|e| open_err(&files.dat, e))?;
         let dat_len = dat_meta.len();
         let mut sb = [0u8; format::SUPER_BLOCK_SIZE];
@@ -210,7 +210,7 @@ impl Volume {
         }
         let map = Arc::new(DatMap::new(&dat, dat_len).map_err(|e| open_err(&files.dat, format!("mmap: {e}")))?);
 
-        let idx = open_regular(&files.idx).map_err(|e| open_err(&files.idx, e))?;
+        let idx = File::open(&files.idx).map_err(|e| open_err(&files.idx, e))?;
         let idx_meta = idx.metadata().map_err(|e| open_err(&files.idx, e))?;
         let (entry_size, confirmed) = match setting {
             IdxEntrySize::Fixed(17) => (IDX_ENTRY_SIZE_5, true),
@@ -620,30 +620,6 @@ impl ReadNeedleErrorKind {
     }
 }
 
-/// Opens a volume's file read-only, and only if it is a regular file. A plain `open` of a FIFO
-/// waits for a writer (and a device may block or have side effects), so a FIFO named like a
-/// volume file would stall the thread opening it, the refresh thread for every volume after
-/// it: the open does not wait (`O_NONBLOCK`), the type is checked on the descriptor, and the
-/// flag is cleared again (it means nothing to a regular file's reads, and the descriptor is
-/// then the plain one the I/O threads expect).
-fn open_regular(path: &Path) -> io::Result<File> {
-    use nix::fcntl::{fcntl, FcntlArg, OFlag};
-    use std::os::fd::AsRawFd;
-    use std::os::unix::fs::OpenOptionsExt;
-    let file = std::fs::OpenOptions::new()
-        .read(true)
-        .custom_flags(libc::O_NONBLOCK)
-        .open(path)?;
-    if !file.metadata()?.file_type().is_file() {
-        return Err(io::Error::new(
-            io::ErrorKind::InvalidInput,
-            "not a regular file (a FIFO, device, socket or directory; a volume file is a regular file)",
-        ));
-    }
-    fcntl(file.as_raw_fd(), FcntlArg::F_SETFL(OFlag::empty())).map_err(io::Error::from)?;
-    Ok(file)
-}
-
 fn now_unix_ns() -> u64 {
     std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
@@ -657,7 +633,7 @@ fn now_unix_ns() -> u64 {
 fn entry_size_from_vif(path: &Path) -> Option<usize> {
     use std::io::Read;
     let mut text = Vec::new();
-    open_regular(path).ok()?.take(1 << 16).read_to_end(&mut text).ok()?;
+    File::open(path).ok()?.take(1 << 16).read_to_end(&mut text).ok()?;
     let v: serde_json::Value = serde_json::from_slice(&text).ok()?;
     // protojson writes the lowerCamelCase name; it also reads the proto name, and the old
     // `OldVersionVolumeInfo` message spelled it `BytesOffset`.
