@@ -326,6 +326,9 @@ func (c *Client) reapLocked() error {
 	// After seeing the completions: every request the engine completed was logged before
 	// the nSubmitted store that preceded its publication.
 	c.consumeLog()
+	// Counted before any waiter is released below, so that a caller whose request returned
+	// finds it in Stats().Completed (a statistic; nothing is ordered by it).
+	c.nCompleted.Add(uint64(n))
 	// Completions of one batch come together: one store of its record's done for each run.
 	var lead, bits uint32
 	var slotOf [maxBatch]uint32
@@ -362,7 +365,6 @@ func (c *Client) reapLocked() error {
 		c.wakeWorker()
 	}
 	c.settled += uint64(n)
-	c.nCompleted.Add(uint64(n)) // a statistic (Stats); nothing is ordered by it
 	return nil
 }
 

@@ -582,6 +582,12 @@ fn sighup_serves_new_seaweedfs_directories_and_status_and_metrics_show_their_vol
     };
     write(&[&a]);
     let engine = Engine::start(&["--config", cfg.to_str().unwrap()]);
+    // Volumes are indexed in the background after start (and appear once indexed).
+    wait_until(
+        "the volume indexed",
+        || engine.status_json()["volume_indexing"]["done"] == true,
+        || engine.log(),
+    );
     let addr = metrics_addr(&engine);
     let m = scrape(&addr);
     assert_eq!(

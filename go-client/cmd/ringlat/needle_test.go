@@ -91,7 +91,7 @@ func TestServeNeedleHTTPConcurrent(t *testing.T) {
 	sum := sha256.Sum256(data)
 	target := &needleTarget{volume: strings.TrimPrefix(srv.URL, "http://"), fid: "3,01637037d6", size: len(data), sha256: hex.EncodeToString(sum[:])}
 
-	in := strings.NewReader("block needle-http 1000000 5000000\nblock needle-http 0 3000000\nquit\n")
+	in := strings.NewReader("block needle-http 1000000 200000000\nblock needle-http 0 100000000\nquit\n")
 	var out strings.Builder
 	if err := serve(nil, in, &out, serveConfig{core: -1, name: "needle.read.test.http.c8", needle: target, conc: conc}); err != nil {
 		t.Fatalf("%v: %s", err, out.String())
@@ -99,7 +99,7 @@ func TestServeNeedleHTTPConcurrent(t *testing.T) {
 	sc := bufio.NewScanner(strings.NewReader(out.String()))
 	sc.Scan() // ready
 	var samples int64
-	for i, measure := range []int64{5000000, 3000000} {
+	for i, measure := range []int64{200000000, 100000000} {
 		if !sc.Scan() {
 			t.Fatalf("block %d: no answer in %q", i, out.String())
 		}

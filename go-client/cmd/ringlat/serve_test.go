@@ -127,7 +127,7 @@ func TestRunConcurrentRunsEveryGoroutine(t *testing.T) {
 		hists[i].record(1) // a stale count from an earlier block: reset
 	}
 	h := newHistogram()
-	cmd := blockCommand{kind: "needle-http", warmup: 2 * time.Millisecond, measure: 20 * time.Millisecond}
+	cmd := blockCommand{kind: "needle-http", warmup: 2 * time.Millisecond, measure: 300 * time.Millisecond}
 	recorded, ops, elapsed, err := runConcurrent(cmd, h, hists, samples)
 	if err != nil || elapsed != cmd.measure || recorded == 0 || recorded != h.total || ops <= recorded {
 		t.Fatalf("recorded %d (histogram %d) ops %d elapsed %v err %v", recorded, h.total, ops, elapsed, err)
