@@ -331,7 +331,12 @@ fn peer_killed_mid_transfer_fails_its_requests_and_reconnects_after_restart() {
             ok = true;
             break;
         }
-        assert_eq!(c.result, ResultCode::PeerFailed as i32);
+        // The old connection found dead, or (a loaded machine) the request's 10 s deadline
+        // passed first.
+        assert!(
+            c.result == ResultCode::PeerFailed as i32 || c.result == ResultCode::TimedOut as i32,
+            "echo to the restarted peer: {c:?}"
+        );
         std::thread::sleep(Duration::from_millis(100));
     }
     assert!(ok, "no reconnect to the restarted peer\n{}", client_engine.log());
