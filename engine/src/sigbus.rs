@@ -131,7 +131,7 @@ pub fn install() -> Result<(), GuardError> {
     r.clone().map_err(|e| GuardError::Install(std::io::Error::other(e)))
 }
 
-/// Regions replaced since start.
+/// Regions lost since start (each counted once, however many threads faulted on it).
 pub fn regions_lost() -> u64 {
     REGIONS_LOST.load(Ordering::Relaxed)
 }
@@ -226,9 +226,12 @@ fn replace_region_at(addr: usize) -> bool {
         if r as usize != start {
             return false;
         }
-        REGIONS_LOST.fetch_add(1, Ordering::Relaxed);
-        // SYNC POINT: Release pairs with the Acquire load in `Guard::lost`.
-        s.lost.store(true, Ordering::Release);
+        // SYNC POINT: the swap's Release pairs with the Acquire load in `Guard::lost`.
+        // Counted once per region: two threads (the worker polling the rings, the control
+        // thread storing the heartbeat) may both fault on it before either has replaced it.
+        if !s.lost.swap(true, Ordering::AcqRel) {
+            REGIONS_LOST.fetch_add(1, Ordering::Relaxed);
+        }
         return true;
     }
     false
@@ -344,6 +347,27 @@ mod tests {
             // Safety: as above, after the handler replaced the mapping.
             unsafe { std::ptr::write_volatile(p, 7) };
             if v == 0 && guard.lost() && regions_lost() == 1 {
+                0
+            } else {
+                4
+            }
+        });
+        assert!(
+            libc::WIFEXITED(status) && libc::WEXITSTATUS(status) == 0,
+            "child status {status:#x}"
+        );
+    }
+
+    #[test]
+    fn a_region_two_threads_fault_on_is_counted_once() {
+        let status = in_child(|| {
+            let p = truncated_mapping();
+            let Ok(guard) = Guard::new(p, 8192) else { return 2 };
+            // What two threads faulting before either replaced the mapping do: both replace.
+            if !replace_region_at(p as usize + 4096) || !replace_region_at(p as usize) {
+                return 3;
+            }
+            if guard.lost() && regions_lost() == 1 {
                 0
             } else {
                 4
