@@ -112,7 +112,7 @@ const (
 // Stats are counters of one Client.
 type Stats struct {
 	Submitted uint64 // SQEs published
-	Completed uint64 // CQEs reaped
+	Completed uint64 // CQEs reaped; a request's is counted before its Do or Wait returns
 	Stray     uint64 // CQEs whose user_data matched no request (engine bug)
 	Sleeps    uint64 // times a waiter slept on the CQ doorbell
 	Wakeups   uint64 // times the client signalled the SQ doorbell
